@@ -1,0 +1,21 @@
+//! receipt-exporter: Tencent Cloud Chat group read receipts as an analytics time series.
+//!
+//! The data's way, one module per stage:
+//! tracked groups and seq windows in Postgres ([`tracking`]) → a plan of batches ([`plan`])
+//! → the Chat REST API, rate-limited and retried ([`chat`]) → the sinks, Postgres and
+//! Parquet, exactly once ([`sink`]), driven by the export run and its ledger ([`run`]).
+//! [`sim`] is the server side of the same API contract; [`commands`] holds one file per
+//! subcommand and is the only place that knows about the terminal.
+
+pub mod chat;
+pub mod cli;
+pub mod commands;
+pub mod db;
+pub mod exit;
+pub mod plan;
+pub mod run;
+pub mod secret;
+pub mod settings;
+pub mod sim;
+pub mod sink;
+pub mod tracking;
