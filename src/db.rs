@@ -1,1 +1,97 @@
-//! TODO(skeleton)
+//! Postgres connections and migrations.
+//!
+//! Every object of ours lives in the schema `receipts`, the migration ledger of sqlx included:
+//! connections set `search_path` to it, and every statement still names it in full.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The migrations in `migrations/`, embedded in the binary.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// The schema that holds every table, view and function of receipt-exporter.
+pub const SCHEMA: &str = "receipts";
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("while connecting to Postgres ({target}): {source}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("while applying migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("while preparing the schema: {0}")]
+    Schema(#[source] sqlx::Error),
+}
+
+/// Parses a connection URL (validated by settings already) into options that put our schema
+/// first on the search path.
+pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    Ok(PgConnectOptions::from_str(url)?
+        .options([("search_path", SCHEMA)])
+        .application_name("receipt-exporter"))
+}
+
+/// "host:port/database" of a URL, for messages: never the password.
+pub fn describe(options: &PgConnectOptions) -> String {
+    format!(
+        "{}:{}/{}",
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    )
+}
+
+/// A small pool for the run's statements. The run's advisory lock does not use it: a lock
+/// belongs to one session, so it lives on a connection of its own.
+pub async fn connect(options: &PgConnectOptions) -> Result<PgPool, DbError> {
+    PgPoolOptions::new()
+        .max_connections(8)
+        .acquire_timeout(Duration::from_secs(15))
+        .connect_with(options.clone())
+        .await
+        .map_err(|source| DbError::Connect { target: describe(options), source })
+}
+
+/// One dedicated connection (for the advisory lock).
+pub async fn connect_single(options: &PgConnectOptions) -> Result<PgConnection, DbError> {
+    PgConnection::connect_with(options)
+        .await
+        .map_err(|source| DbError::Connect { target: describe(options), source })
+}
+
+/// Applies the pending migrations; returns the versions and descriptions it applied.
+pub async fn migrate(pool: &PgPool) -> Result<Vec<(i64, String)>, DbError> {
+    // The ledger table of sqlx is created in the first schema of the search path, before the
+    // first migration runs: the schema has to exist first.
+    sqlx::query("CREATE SCHEMA IF NOT EXISTS receipts")
+        .execute(pool)
+        .await
+        .map_err(DbError::Schema)?;
+    let applied_before = applied_versions(pool).await?;
+    MIGRATOR.run(pool).await?;
+    Ok(MIGRATOR
+        .iter()
+        .filter(|m| !applied_before.contains(&m.version))
+        .map(|m| (m.version, m.description.to_string()))
+        .collect())
+}
+
+async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, DbError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('receipts._sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(DbError::Schema)?;
+    if !exists {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar("SELECT version FROM receipts._sqlx_migrations WHERE success")
+        .fetch_all(pool)
+        .await
+        .map_err(DbError::Schema)
+}

@@ -1,0 +1,6 @@
+//! Integration tests: one binary (one link), a module per area.
+//! Each test gets its own fresh database on the local Postgres and talks to the real binary,
+//! the simulator over HTTP on 127.0.0.1, or the library, never to mocks of our own traits.
+
+mod helpers;
+mod migrations;
