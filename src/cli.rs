@@ -1,1 +1,197 @@
-//! TODO(skeleton)
+//! The command line: clap types only. Values stay raw strings here; `settings` validates them
+//! (so every message names its flag or variable the same way, whatever the source).
+
+use crate::exit::EXIT_CODES_HELP;
+use crate::settings::{self, RawSettings, Spec};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const SETTINGS_HELP: &str = "\
+Settings (a flag, else the environment variable, else the --config TOML file, else the default):
+  --database-url      DATABASE_URL         postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
+  --sdkappid          TIM_SDKAPPID         the SDKAppID from the Chat console
+  (no flag)           TIM_SECRET_KEY       the app's secret key (never printed)
+  --secret-key-file   TIM_SECRET_KEY_FILE  a file holding the key (systemd credentials); not with TIM_SECRET_KEY
+  --identifier        TIM_IDENTIFIER       the app admin account [default: administrator]
+  --region            TIM_REGION           china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta
+  --api-base          TIM_API_BASE         a base URL that overrides the region (simulator, proxy)
+  --parquet-dir       EXPORT_PARQUET_DIR   where Parquet files go [default: ./warehouse]
+  --rate-limit        EXPORT_RATE_LIMIT    API calls per second, 1..10000 [default: 200]
+  --batch-size        EXPORT_BATCH_SIZE    seqs per API call, 1..1000 [default: 50]
+  --concurrency       EXPORT_CONCURRENCY   API requests in flight, 1..1000 [default: 64]
+  --jobs-dir          EXPORT_JOBS_DIR      where `run --job NAME` looks for NAME.toml [default: ./jobs]
+  --log-format        EXPORT_LOG_FORMAT    human or json [default: human]
+  RUST_LOG sets the log level (e.g. RUST_LOG=debug).";
+
+/// Exports Tencent Cloud Chat group read receipts to Postgres and Parquet.
+#[derive(Debug, Parser)]
+#[command(name = "receipt-exporter", version, about, long_about = None)]
+#[command(after_help = format!("{SETTINGS_HELP}\n\n{EXIT_CODES_HELP}"))]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Settings shared by every command; see `settings` for their meaning and validation.
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// A TOML file with settings (keys: database_url, sdkappid, secret_key_file, identifier, region,
+    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, jobs_dir)
+    #[arg(long, global = true, env = "EXPORT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Postgres connection URL
+    #[arg(
+        long,
+        global = true,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
+    /// The app's SDKAppID
+    #[arg(long, global = true, env = "TIM_SDKAPPID", value_name = "ID")]
+    pub sdkappid: Option<String>,
+    /// A file holding the secret key (the key itself only ever comes from TIM_SECRET_KEY)
+    #[arg(long, global = true, env = "TIM_SECRET_KEY_FILE", value_name = "PATH")]
+    pub secret_key_file: Option<String>,
+    /// The app admin account [default: administrator]
+    #[arg(long, global = true, env = "TIM_IDENTIFIER", value_name = "ID")]
+    pub identifier: Option<String>,
+    /// The app's region: china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta
+    #[arg(long, global = true, env = "TIM_REGION", value_name = "REGION")]
+    pub region: Option<String>,
+    /// A base URL that overrides the region (the simulator, a proxy)
+    #[arg(long, global = true, env = "TIM_API_BASE", value_name = "URL")]
+    pub api_base: Option<String>,
+    /// Where Parquet files go [default: ./warehouse]
+    #[arg(long, global = true, env = "EXPORT_PARQUET_DIR", value_name = "DIR")]
+    pub parquet_dir: Option<String>,
+    /// API calls per second for this process [default: 200]
+    #[arg(long, global = true, env = "EXPORT_RATE_LIMIT", value_name = "N")]
+    pub rate_limit: Option<String>,
+    /// Seqs per API call [default: 50]
+    #[arg(long, global = true, env = "EXPORT_BATCH_SIZE", value_name = "N")]
+    pub batch_size: Option<String>,
+    /// API requests in flight [default: 64]
+    #[arg(long, global = true, env = "EXPORT_CONCURRENCY", value_name = "N")]
+    pub concurrency: Option<String>,
+    /// Where job files are looked up by name [default: ./jobs]
+    #[arg(long, global = true, env = "EXPORT_JOBS_DIR", value_name = "DIR")]
+    pub jobs_dir: Option<String>,
+    /// Log format on stderr
+    #[arg(long, global = true, env = "EXPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines
+    Human,
+    /// One JSON object per line (journald, log shippers)
+    Json,
+}
+
+impl GlobalOpts {
+    /// The raw settings, each tagged with the flag or variable it came from.
+    pub fn raw_settings(&self, matches: &ArgMatches) -> RawSettings {
+        let mut raw = RawSettings {
+            config_file: self.config.clone(),
+            ..Default::default()
+        };
+        let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
+        let mut give = |spec: Spec, id: &str, value: &Option<String>| {
+            raw.give(spec, value.clone(), from_env(id))
+        };
+        give(settings::DATABASE_URL, "database_url", &self.database_url);
+        give(settings::SDKAPPID, "sdkappid", &self.sdkappid);
+        give(
+            settings::SECRET_KEY_FILE,
+            "secret_key_file",
+            &self.secret_key_file,
+        );
+        give(settings::IDENTIFIER, "identifier", &self.identifier);
+        give(settings::REGION, "region", &self.region);
+        give(settings::API_BASE, "api_base", &self.api_base);
+        give(settings::PARQUET_DIR, "parquet_dir", &self.parquet_dir);
+        give(settings::RATE_LIMIT, "rate_limit", &self.rate_limit);
+        give(settings::BATCH_SIZE, "batch_size", &self.batch_size);
+        give(settings::CONCURRENCY, "concurrency", &self.concurrency);
+        give(settings::JOBS_DIR, "jobs_dir", &self.jobs_dir);
+        raw.secret_key = std::env::var(settings::SECRET_KEY_ENV)
+            .ok()
+            .map(crate::secret::Secret::new);
+        raw
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apply the database migrations (idempotent: says what it applied)
+    Migrate,
+    /// Manage the tracked groups and their message-seq windows
+    #[command(subcommand)]
+    Track(TrackCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TrackCommand {
+    /// Track a group (or add windows and tags to a tracked one)
+    Add(TrackAddArgs),
+    /// List the tracked groups and their windows
+    List(TrackListArgs),
+    /// Stop tracking a group, or only some of its windows (snapshots already taken stay)
+    Remove(TrackRemoveArgs),
+    /// Keep a group tracked but leave it out of runs
+    Disable(GroupArg),
+    /// Put a disabled group back into runs
+    Enable(GroupArg),
+    /// Import windows from a CSV file (header: group_id,from_seq,to_seq), all or nothing
+    Import(TrackImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TrackAddArgs {
+    /// The group id (at most 48 bytes, no spaces)
+    pub group_id: String,
+    /// A window of message seqs to snapshot, inclusive: FROM..TO (repeatable)
+    #[arg(long = "seqs", value_name = "FROM..TO")]
+    pub seqs: Vec<String>,
+    /// A tag that jobs select groups by (repeatable)
+    #[arg(long = "tag", value_name = "NAME")]
+    pub tags: Vec<String>,
+    /// A free note
+    #[arg(long)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrackListArgs {
+    /// Print JSON (one array) instead of a table
+    #[arg(long)]
+    pub json: bool,
+    /// Only groups with this tag
+    #[arg(long, value_name = "NAME")]
+    pub tag: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TrackRemoveArgs {
+    pub group_id: String,
+    /// Remove only this window (repeatable); without it the whole group is removed
+    #[arg(long = "seqs", value_name = "FROM..TO")]
+    pub seqs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GroupArg {
+    pub group_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct TrackImportArgs {
+    /// The CSV file
+    pub file: PathBuf,
+}

@@ -1,1 +1,68 @@
-//! TODO(skeleton)
+//! Exit codes, chosen on purpose and documented in `--help` and the README.
+//!
+//! An error reaches `main` as an `anyhow::Error`; [`code_for`] walks its chain for a typed
+//! cause that says which code it deserves. Anything unrecognised is a plain failure (1).
+
+use std::fmt;
+
+/// The process exit codes of receipt-exporter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Everything asked for was done.
+    Success = 0,
+    /// The run failed (Postgres unreachable, nothing exported, ...).
+    Failed = 1,
+    /// A usage or configuration error, found before any I/O or revealed by the API.
+    Usage = 2,
+    /// Some groups failed, the others were exported.
+    Partial = 3,
+    /// Another run of the same job holds the lock (EX_TEMPFAIL: try later).
+    Locked = 75,
+    /// Stopped by SIGINT or SIGTERM.
+    Interrupted = 130,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// The exit codes as `--help` and the README show them.
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0    success
+  1    failed (e.g. Postgres unreachable, nothing exported)
+  2    usage or configuration error (a bad flag, variable or input file; or the API refused
+       the key, the admin account or the region)
+  3    partial: some groups failed, the others were exported
+  75   another run of the same job holds the lock (try later)
+  130  interrupted by SIGINT/SIGTERM";
+
+/// An error that is the user's to fix: a bad flag, variable, config file, input file or row.
+/// Exits with code 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// Shorthand for a usage error as an `anyhow::Error`.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
+
+/// The exit code an error deserves.
+pub fn code_for(err: &anyhow::Error) -> Exit {
+    for cause in err.chain() {
+        if cause.is::<UsageError>() || cause.is::<crate::settings::SettingsError>() {
+            return Exit::Usage;
+        }
+    }
+    Exit::Failed
+}

@@ -1,1 +1,20 @@
-fn main() {}
+//! The binary: parse, set up logging, run the command, map the outcome to an exit code.
+
+use clap::{CommandFactory, FromArgMatches};
+use receipt_exporter::cli::Cli;
+use receipt_exporter::{commands, exit};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    commands::init_tracing(cli.global.log_format);
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    match runtime.block_on(commands::dispatch(cli, &matches)) {
+        Ok(outcome) => ExitCode::from(outcome.code()),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::code_for(&err).code())
+        }
+    }
+}

@@ -1,1 +1,732 @@
-//! TODO(skeleton)
+//! Settings: flags, else environment variables, else the optional TOML file (`--config`),
+//! else defaults, turned into validated [`Settings`] before any I/O.
+//!
+//! Every rejected value names where it came from (flag, variable or file key), shows the bad
+//! value (never a secret) and the accepted form. The secret key comes only from
+//! `TIM_SECRET_KEY` or a file (`TIM_SECRET_KEY_FILE`): no flag takes it, and a config file
+//! may name a key file, never the key.
+
+use crate::secret::Secret;
+use sqlx::postgres::PgConnectOptions;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// The regions of Tencent Cloud Chat and their REST API domains.
+pub const REGIONS: &[(&str, &str)] = &[
+    ("china", "console.tim.qq.com"),
+    ("singapore", "adminapisgp.im.qcloud.com"),
+    ("seoul", "adminapikr.im.qcloud.com"),
+    ("tokyo", "adminapijpn.im.qcloud.com"),
+    ("frankfurt", "adminapiger.im.qcloud.com"),
+    ("silicon-valley", "adminapiusa.im.qcloud.com"),
+    ("jakarta", "adminapiidn.im.qcloud.com"),
+];
+
+/// The API's own ceiling is 200 calls/s; a paid add-on raises it, but never this far.
+pub const MAX_RATE_LIMIT: u32 = 10_000;
+pub const DEFAULT_RATE_LIMIT: u32 = 200;
+/// No maximum list length is documented: a conservative default, halved on 10004 at run time.
+pub const DEFAULT_BATCH_SIZE: usize = 50;
+pub const MAX_BATCH_SIZE: usize = 1_000;
+/// Enough requests in flight to reach 200 calls/s with a 150 ms round trip, with room for jitter.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+pub const MAX_CONCURRENCY: usize = 1_000;
+pub const DEFAULT_IDENTIFIER: &str = "administrator";
+pub const DEFAULT_PARQUET_DIR: &str = "./warehouse";
+
+/// A value rejected while building [`Settings`]. Exits with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{origin}: {problem}")]
+pub struct SettingsError {
+    /// Where the value came from: `--flag`, `VARIABLE` or `key in FILE`.
+    pub origin: String,
+    pub problem: String,
+}
+
+fn invalid(origin: &Origin, shown: &str, expected: &str) -> SettingsError {
+    SettingsError {
+        origin: origin.to_string(),
+        problem: format!("invalid value '{shown}': expected {expected}"),
+    }
+}
+
+/// Where one raw value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Flag(&'static str),
+    Env(&'static str),
+    File { path: PathBuf, key: &'static str },
+    Default,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => write!(f, "{flag}"),
+            Origin::Env(var) => write!(f, "{var}"),
+            Origin::File { path, key } => write!(f, "key `{key}` in {}", path.display()),
+            Origin::Default => write!(f, "default"),
+        }
+    }
+}
+
+/// One setting's flag, variable and config-file key.
+#[derive(Debug, Clone, Copy)]
+pub struct Spec {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub key: &'static str,
+}
+
+pub const DATABASE_URL: Spec = Spec {
+    flag: "--database-url",
+    env: "DATABASE_URL",
+    key: "database_url",
+};
+pub const SDKAPPID: Spec = Spec {
+    flag: "--sdkappid",
+    env: "TIM_SDKAPPID",
+    key: "sdkappid",
+};
+pub const SECRET_KEY_FILE: Spec = Spec {
+    flag: "--secret-key-file",
+    env: "TIM_SECRET_KEY_FILE",
+    key: "secret_key_file",
+};
+pub const IDENTIFIER: Spec = Spec {
+    flag: "--identifier",
+    env: "TIM_IDENTIFIER",
+    key: "identifier",
+};
+pub const REGION: Spec = Spec {
+    flag: "--region",
+    env: "TIM_REGION",
+    key: "region",
+};
+pub const API_BASE: Spec = Spec {
+    flag: "--api-base",
+    env: "TIM_API_BASE",
+    key: "api_base",
+};
+pub const PARQUET_DIR: Spec = Spec {
+    flag: "--parquet-dir",
+    env: "EXPORT_PARQUET_DIR",
+    key: "parquet_dir",
+};
+pub const RATE_LIMIT: Spec = Spec {
+    flag: "--rate-limit",
+    env: "EXPORT_RATE_LIMIT",
+    key: "rate_limit",
+};
+pub const BATCH_SIZE: Spec = Spec {
+    flag: "--batch-size",
+    env: "EXPORT_BATCH_SIZE",
+    key: "batch_size",
+};
+pub const CONCURRENCY: Spec = Spec {
+    flag: "--concurrency",
+    env: "EXPORT_CONCURRENCY",
+    key: "concurrency",
+};
+pub const JOBS_DIR: Spec = Spec {
+    flag: "--jobs-dir",
+    env: "EXPORT_JOBS_DIR",
+    key: "jobs_dir",
+};
+
+const ALL_SPECS: &[Spec] = &[
+    DATABASE_URL,
+    SDKAPPID,
+    SECRET_KEY_FILE,
+    IDENTIFIER,
+    REGION,
+    API_BASE,
+    PARQUET_DIR,
+    RATE_LIMIT,
+    BATCH_SIZE,
+    CONCURRENCY,
+    JOBS_DIR,
+];
+
+/// The secret key's variable: no flag and no config key exist for it, on purpose.
+pub const SECRET_KEY_ENV: &str = "TIM_SECRET_KEY";
+
+/// Raw values before validation: what the command line and environment gave (clap resolves
+/// flag-before-variable), plus the config file, looked up by key.
+#[derive(Debug, Default)]
+pub struct RawSettings {
+    /// Values from flags or variables, by config key, with their origin.
+    pub given: BTreeMap<&'static str, (String, Origin)>,
+    /// `TIM_SECRET_KEY`, read from the environment by the caller.
+    pub secret_key: Option<Secret>,
+    pub config_file: Option<PathBuf>,
+}
+
+impl RawSettings {
+    /// Records a flag-or-variable value (`from_env` says which of the two clap took).
+    pub fn give(&mut self, spec: Spec, value: Option<String>, from_env: bool) {
+        if let Some(value) = value {
+            let origin = if from_env {
+                Origin::Env(spec.env)
+            } else {
+                Origin::Flag(spec.flag)
+            };
+            self.given.insert(spec.key, (value, origin));
+        }
+    }
+}
+
+/// Where the Chat API is: a region's domain, or a base URL that overrides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiEndpoint {
+    Region(String),
+    Base(String),
+}
+
+impl ApiEndpoint {
+    /// The base URL requests go to (no trailing slash).
+    pub fn base_url(&self) -> String {
+        match self {
+            ApiEndpoint::Region(region) => {
+                let domain = REGIONS
+                    .iter()
+                    .find(|(name, _)| name == region)
+                    .map(|(_, d)| *d)
+                    .unwrap_or_default();
+                format!("https://{domain}")
+            }
+            ApiEndpoint::Base(url) => url.trim_end_matches('/').to_string(),
+        }
+    }
+}
+
+/// Validated settings. A setting a command does not need may be absent; the command asks for
+/// it with a `require_*` method, which says how to set it.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: Option<PgConnectOptions>,
+    pub sdkappid: Option<u64>,
+    pub secret_key: Option<Secret>,
+    pub identifier: String,
+    pub api: Option<ApiEndpoint>,
+    pub parquet_dir: PathBuf,
+    pub rate_limit: u32,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    pub jobs_dir: PathBuf,
+    /// Problems worth a warning but not a refusal (a key file readable by others).
+    pub warnings: Vec<String>,
+}
+
+/// What the Chat API needs, all present.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub sdkappid: u64,
+    pub secret_key: Secret,
+    pub identifier: String,
+    pub endpoint: ApiEndpoint,
+}
+
+impl Settings {
+    pub fn require_database(&self) -> Result<&PgConnectOptions, SettingsError> {
+        self.database.as_ref().ok_or_else(|| SettingsError {
+            origin: "DATABASE_URL".into(),
+            problem: "not set: set DATABASE_URL or --database-url to postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
+                .into(),
+        })
+    }
+
+    pub fn require_sdkappid(&self) -> Result<u64, SettingsError> {
+        self.sdkappid.ok_or_else(|| SettingsError {
+            origin: "TIM_SDKAPPID".into(),
+            problem:
+                "not set: set TIM_SDKAPPID or --sdkappid to the SDKAppID from the Chat console"
+                    .into(),
+        })
+    }
+
+    pub fn require_secret_key(&self) -> Result<Secret, SettingsError> {
+        self.secret_key.clone().ok_or_else(|| SettingsError {
+            origin: "TIM_SECRET_KEY".into(),
+            problem:
+                "not set: set TIM_SECRET_KEY, or TIM_SECRET_KEY_FILE to a file holding the key"
+                    .into(),
+        })
+    }
+
+    /// Everything a call to the Chat API needs.
+    pub fn require_api(&self) -> Result<ApiSettings, SettingsError> {
+        let endpoint = self.api.clone().ok_or_else(|| SettingsError {
+            origin: "TIM_REGION".into(),
+            problem: format!(
+                "not set: set TIM_REGION or --region to one of {}, or TIM_API_BASE / --api-base to a base URL",
+                region_names()
+            ),
+        })?;
+        Ok(ApiSettings {
+            sdkappid: self.require_sdkappid()?,
+            secret_key: self.require_secret_key()?,
+            identifier: self.identifier.clone(),
+            endpoint,
+        })
+    }
+}
+
+fn region_names() -> String {
+    REGIONS
+        .iter()
+        .map(|(name, _)| *name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Validates raw settings (reading the config file and the key file, nothing else).
+pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
+    let file = match &raw.config_file {
+        Some(path) => read_config_file(path)?,
+        None => BTreeMap::new(),
+    };
+    let pick = |spec: Spec| -> Option<(String, Origin)> {
+        raw.given
+            .get(spec.key)
+            .cloned()
+            .or_else(|| file.get(spec.key).cloned())
+    };
+    let mut warnings = Vec::new();
+
+    let database = pick(DATABASE_URL)
+        .map(|(v, o)| parse_database_url(&v, &o))
+        .transpose()?;
+    let sdkappid = pick(SDKAPPID)
+        .map(|(v, o)| parse_sdkappid(&v, &o))
+        .transpose()?;
+    let secret_key = secret_key(raw.secret_key, pick(SECRET_KEY_FILE), &mut warnings)?;
+    let identifier = match pick(IDENTIFIER) {
+        Some((v, o)) => parse_identifier(&v, &o)?,
+        None => DEFAULT_IDENTIFIER.to_string(),
+    };
+    let api = match (pick(API_BASE), pick(REGION)) {
+        (Some((v, o)), _) => Some(ApiEndpoint::Base(parse_api_base(&v, &o)?)),
+        (None, Some((v, o))) => Some(ApiEndpoint::Region(parse_region(&v, &o)?)),
+        (None, None) => None,
+    };
+    let parquet_dir = match pick(PARQUET_DIR) {
+        Some((v, o)) => parse_path(&v, &o)?,
+        None => PathBuf::from(DEFAULT_PARQUET_DIR),
+    };
+    let jobs_dir = match pick(JOBS_DIR) {
+        Some((v, o)) => parse_path(&v, &o)?,
+        None => PathBuf::from("./jobs"),
+    };
+    let rate_limit = pick(RATE_LIMIT)
+        .map(|(v, o)| parse_bounded(&v, &o, 1, MAX_RATE_LIMIT as u64, "calls per second"))
+        .transpose()?
+        .map_or(DEFAULT_RATE_LIMIT, |n| n as u32);
+    let batch_size = pick(BATCH_SIZE)
+        .map(|(v, o)| parse_bounded(&v, &o, 1, MAX_BATCH_SIZE as u64, "seqs per call"))
+        .transpose()?
+        .map_or(DEFAULT_BATCH_SIZE, |n| n as usize);
+    let concurrency = pick(CONCURRENCY)
+        .map(|(v, o)| parse_bounded(&v, &o, 1, MAX_CONCURRENCY as u64, "requests in flight"))
+        .transpose()?
+        .map_or(DEFAULT_CONCURRENCY, |n| n as usize);
+
+    Ok(Settings {
+        database,
+        sdkappid,
+        secret_key,
+        identifier,
+        api,
+        parquet_dir,
+        rate_limit,
+        batch_size,
+        concurrency,
+        jobs_dir,
+        warnings,
+    })
+}
+
+/// Reads the TOML config file into raw values by key. Unknown keys are refused (a typo would
+/// otherwise be silently ignored), and so is the key itself.
+fn read_config_file(
+    path: &Path,
+) -> Result<BTreeMap<&'static str, (String, Origin)>, SettingsError> {
+    let origin = |problem: String| SettingsError {
+        origin: format!("--config {}", path.display()),
+        problem,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| origin(format!("cannot read the config file: {e}")))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| origin(format!("not valid TOML: {}", e.message())))?;
+    let mut values = BTreeMap::new();
+    for (key, value) in table {
+        if key == "secret_key" || key == "tim_secret_key" {
+            return Err(origin(
+                "a config file may name a key file (`secret_key_file`), never the key itself: \
+                 remove `secret_key` and use secret_key_file or TIM_SECRET_KEY"
+                    .into(),
+            ));
+        }
+        let Some(spec) = ALL_SPECS.iter().find(|s| s.key == key) else {
+            let known = ALL_SPECS
+                .iter()
+                .map(|s| s.key)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(origin(format!(
+                "unknown key `{key}`: the known keys are {known}"
+            )));
+        };
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Integer(n) => n.to_string(),
+            other => {
+                return Err(origin(format!(
+                    "key `{key}`: expected a string or an integer, got {}",
+                    other.type_str()
+                )))
+            }
+        };
+        values.insert(
+            spec.key,
+            (
+                text,
+                Origin::File {
+                    path: path.to_path_buf(),
+                    key: spec.key,
+                },
+            ),
+        );
+    }
+    Ok(values)
+}
+
+fn parse_database_url(value: &str, origin: &Origin) -> Result<PgConnectOptions, SettingsError> {
+    let expected = "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE";
+    let shown = redact_url_password(value);
+    if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
+        return Err(invalid(origin, &shown, expected));
+    }
+    PgConnectOptions::from_str(value).map_err(|_| invalid(origin, &shown, expected))
+}
+
+/// A URL with its password replaced, for messages.
+pub fn redact_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:[redacted]@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn parse_sdkappid(value: &str, origin: &Origin) -> Result<u64, SettingsError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(invalid(
+            origin,
+            value,
+            "a positive integer: the SDKAppID from the Chat console, e.g. 1400000000",
+        )),
+    }
+}
+
+fn parse_identifier(value: &str, origin: &Origin) -> Result<String, SettingsError> {
+    let ok = !value.is_empty()
+        && value.len() <= 32
+        && !value.chars().any(|c| c.is_whitespace() || c.is_control());
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(invalid(
+            origin,
+            value,
+            "an app admin account id: 1 to 32 bytes, no spaces",
+        ))
+    }
+}
+
+fn parse_region(value: &str, origin: &Origin) -> Result<String, SettingsError> {
+    let lower = value.trim().to_ascii_lowercase().replace('_', "-");
+    if REGIONS.iter().any(|(name, _)| *name == lower) {
+        Ok(lower)
+    } else {
+        Err(invalid(
+            origin,
+            value,
+            &format!("one of {}", region_names()),
+        ))
+    }
+}
+
+/// An API base URL: https anywhere, plain http only on a loopback address (the simulator, a
+/// local proxy): the real API is never spoken to without TLS.
+fn parse_api_base(value: &str, origin: &Origin) -> Result<String, SettingsError> {
+    let expected = "a base URL such as https://adminapisgp.im.qcloud.com, or http://127.0.0.1:PORT for the simulator";
+    let url = reqwest::Url::parse(value).map_err(|_| invalid(origin, value, expected))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    if !scheme_ok || url.query().is_some() || !url.username().is_empty() {
+        let why = if url.scheme() == "http" {
+            "https (plain http only for a loopback address such as http://127.0.0.1:PORT)"
+        } else {
+            expected
+        };
+        return Err(invalid(origin, value, why));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+fn parse_path(value: &str, origin: &Origin) -> Result<PathBuf, SettingsError> {
+    if value.is_empty() {
+        return Err(invalid(origin, value, "a directory path"));
+    }
+    Ok(PathBuf::from(value))
+}
+
+fn parse_bounded(
+    value: &str,
+    origin: &Origin,
+    min: u64,
+    max: u64,
+    unit: &str,
+) -> Result<u64, SettingsError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(invalid(
+            origin,
+            value,
+            &format!("a whole number of {unit} from {min} to {max}"),
+        )),
+    }
+}
+
+/// The key: from `TIM_SECRET_KEY` or from the file named by `TIM_SECRET_KEY_FILE` (or the
+/// flag / config key), never both.
+fn secret_key(
+    from_env: Option<Secret>,
+    file: Option<(String, Origin)>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Secret>, SettingsError> {
+    match (from_env, file) {
+        (Some(_), Some((_, origin))) => Err(SettingsError {
+            origin: format!("{SECRET_KEY_ENV} and {origin}"),
+            problem: "both are set: keep exactly one (TIM_SECRET_KEY_FILE is meant for systemd credentials)".into(),
+        }),
+        (Some(key), None) => check_key(key, &Origin::Env(SECRET_KEY_ENV)).map(Some),
+        (None, Some((path, origin))) => {
+            let key = read_key_file(Path::new(&path), &origin, warnings)?;
+            check_key(key, &origin).map(Some)
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn check_key(key: Secret, origin: &Origin) -> Result<Secret, SettingsError> {
+    let trimmed = key.expose().trim();
+    if trimmed.is_empty() || trimmed.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(SettingsError {
+            origin: origin.to_string(),
+            problem: "the secret key is empty or contains spaces: expected the key from the Chat console \
+                      (value not shown)"
+                .into(),
+        });
+    }
+    Ok(Secret::new(trimmed))
+}
+
+fn read_key_file(
+    path: &Path,
+    origin: &Origin,
+    warnings: &mut Vec<String>,
+) -> Result<Secret, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
+        origin: origin.to_string(),
+        problem: format!("cannot read the key file {}: {e}", path.display()),
+    })?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                warnings.push(format!(
+                    "the key file {} is readable by others (mode {mode:04o}): chmod 600 it",
+                    path.display()
+                ));
+            }
+        }
+    }
+    Ok(Secret::new(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(pairs: &[(Spec, &str)]) -> RawSettings {
+        let mut raw = RawSettings::default();
+        for (spec, value) in pairs {
+            raw.give(*spec, Some(value.to_string()), true);
+        }
+        raw
+    }
+
+    fn err(raw: RawSettings) -> String {
+        resolve(raw).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let s = resolve(RawSettings::default()).unwrap();
+        assert_eq!(s.rate_limit, 200);
+        assert_eq!(s.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(s.identifier, "administrator");
+        assert_eq!(s.parquet_dir, PathBuf::from("./warehouse"));
+        assert!(s
+            .require_database()
+            .unwrap_err()
+            .to_string()
+            .contains("DATABASE_URL"));
+    }
+
+    #[test]
+    fn bad_numbers_name_the_variable_the_value_and_the_form() {
+        let e = err(raw(&[(SDKAPPID, "abc")]));
+        assert!(e.starts_with("TIM_SDKAPPID: invalid value 'abc'"), "{e}");
+        let e = err(raw(&[(RATE_LIMIT, "0")]));
+        assert!(
+            e.contains("EXPORT_RATE_LIMIT") && e.contains("from 1 to 10000"),
+            "{e}"
+        );
+        let e = err(raw(&[(RATE_LIMIT, "20000")]));
+        assert!(e.contains("'20000'"), "{e}");
+        let e = err(raw(&[(BATCH_SIZE, "0")]));
+        assert!(e.contains("EXPORT_BATCH_SIZE"), "{e}");
+        let e = err(raw(&[(CONCURRENCY, "-3")]));
+        assert!(e.contains("EXPORT_CONCURRENCY"), "{e}");
+    }
+
+    #[test]
+    fn a_flag_is_named_as_a_flag() {
+        let mut r = RawSettings::default();
+        r.give(REGION, Some("mars".into()), false);
+        let e = err(r);
+        assert!(
+            e.starts_with("--region: invalid value 'mars'") && e.contains("singapore"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn database_url_errors_hide_the_password() {
+        let e = err(raw(&[(DATABASE_URL, "mysql://bob:hunter2@db/x")]));
+        assert!(e.contains("DATABASE_URL") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn api_base_needs_https_except_on_loopback() {
+        assert!(resolve(raw(&[(API_BASE, "http://127.0.0.1:8087")])).is_ok());
+        assert!(resolve(raw(&[(API_BASE, "https://adminapisgp.im.qcloud.com/")])).is_ok());
+        let e = err(raw(&[(API_BASE, "http://adminapisgp.im.qcloud.com")]));
+        assert!(e.contains("TIM_API_BASE") && e.contains("https"), "{e}");
+        let base = resolve(raw(&[(API_BASE, "http://localhost:9/")]))
+            .unwrap()
+            .api
+            .unwrap();
+        assert_eq!(base.base_url(), "http://localhost:9");
+    }
+
+    #[test]
+    fn region_maps_to_its_domain_and_base_overrides_it() {
+        let s = resolve(raw(&[(REGION, "Silicon_Valley")])).unwrap();
+        assert_eq!(
+            s.api.unwrap().base_url(),
+            "https://adminapiusa.im.qcloud.com"
+        );
+        let s = resolve(raw(&[(REGION, "tokyo"), (API_BASE, "http://127.0.0.1:1")])).unwrap();
+        assert_eq!(s.api.unwrap().base_url(), "http://127.0.0.1:1");
+    }
+
+    #[test]
+    fn key_and_key_file_together_are_refused() {
+        let mut r = raw(&[(SECRET_KEY_FILE, "/nonexistent")]);
+        r.secret_key = Some(Secret::new("abc"));
+        let e = err(r);
+        assert!(e.contains("both are set"), "{e}");
+    }
+
+    #[test]
+    fn key_file_is_read_trimmed_and_a_wide_mode_warns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, "s3cr3t\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let s = resolve(raw(&[(SECRET_KEY_FILE, path.to_str().unwrap())])).unwrap();
+        assert_eq!(s.secret_key.unwrap().expose(), "s3cr3t");
+        assert!(
+            s.warnings[0].contains("readable by others"),
+            "{:?}",
+            s.warnings
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let s = resolve(raw(&[(SECRET_KEY_FILE, path.to_str().unwrap())])).unwrap();
+        assert!(s.warnings.is_empty());
+        let e = err(raw(&[(SECRET_KEY_FILE, "/nonexistent/key")]));
+        assert!(
+            e.contains("cannot read the key file /nonexistent/key"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn config_file_fills_in_below_flags_and_refuses_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "rate_limit = 50\nbatch_size = 20\nregion = \"seoul\"\n",
+        )
+        .unwrap();
+        let mut r = raw(&[(BATCH_SIZE, "30")]);
+        r.config_file = Some(path.clone());
+        let s = resolve(r).unwrap();
+        assert_eq!((s.rate_limit, s.batch_size), (50, 30));
+        std::fs::write(&path, "secret_key = \"abc\"\n").unwrap();
+        let r = RawSettings {
+            config_file: Some(path.clone()),
+            ..Default::default()
+        };
+        let e = err(r);
+        assert!(
+            e.contains("never the key itself") && !e.contains("abc"),
+            "{e}"
+        );
+        std::fs::write(&path, "rate_limt = 5\n").unwrap();
+        let e = err(RawSettings {
+            config_file: Some(path.clone()),
+            ..Default::default()
+        });
+        assert!(e.contains("unknown key `rate_limt`"), "{e}");
+        std::fs::write(&path, "rate_limit = 0\n").unwrap();
+        let e = err(RawSettings {
+            config_file: Some(path),
+            ..Default::default()
+        });
+        assert!(e.starts_with("key `rate_limit` in "), "{e}");
+    }
+}

@@ -1,1 +1,1 @@
-//! TODO(skeleton)
+//! The Chat REST API client.

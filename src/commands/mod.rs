@@ -1,1 +1,61 @@
-//! TODO(skeleton)
+//! One file per subcommand: glue between the command line and the library, and the only
+//! place that writes to stdout. Settings are validated here, before any I/O.
+
+pub mod migrate;
+pub mod track;
+
+use crate::cli::{Cli, Command, LogFormat};
+use crate::exit::Exit;
+use crate::settings::{self, Settings};
+use clap::ArgMatches;
+use sqlx::PgPool;
+use tracing_subscriber::EnvFilter;
+
+/// Runs the parsed command line; the `Exit` says how it ended when it did not fail outright.
+pub async fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<Exit> {
+    let settings = settings::resolve(cli.global.raw_settings(matches))?;
+    for warning in &settings.warnings {
+        tracing::warn!("{warning}");
+    }
+    match cli.command {
+        Command::Migrate => migrate::run(&settings).await,
+        Command::Track(cmd) => track::run(&settings, cmd).await,
+    }
+}
+
+/// Logs go to stderr: readable lines by default, JSON for journald and log shippers.
+/// `RUST_LOG` sets the level (default: info for receipt-exporter, warn for the rest).
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("warn,receipt_exporter=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder
+            .with_ansi(
+                std::io::IsTerminal::is_terminal(&std::io::stderr())
+                    && std::env::var_os("NO_COLOR").is_none(),
+            )
+            .with_target(false)
+            .try_init(),
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+    };
+}
+
+/// A pool on the configured database, after checking the schema is migrated.
+pub async fn connect_migrated(settings: &Settings) -> anyhow::Result<PgPool> {
+    let pool = crate::db::connect(settings.require_database()?).await?;
+    let applied: Option<i64> =
+        sqlx::query_scalar("SELECT count(*) FROM receipts._sqlx_migrations WHERE success")
+            .fetch_one(&pool)
+            .await
+            .ok();
+    let known = crate::db::MIGRATOR.iter().count() as i64;
+    match applied {
+        Some(n) if n >= known => Ok(pool),
+        _ => Err(crate::exit::usage(
+            "the database is not migrated (or is behind this version): run `receipt-exporter migrate` first",
+        )),
+    }
+}

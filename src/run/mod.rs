@@ -1,1 +1,1 @@
-//! TODO(skeleton)
+//! The export run.

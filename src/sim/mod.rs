@@ -1,1 +1,1 @@
-//! TODO(skeleton)
+//! The Chat API simulator.

@@ -10,7 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The server the tests create their databases on. `DATABASE_URL` overrides the default
 /// (the local Postgres with trust auth that every machine of this project has).
 pub fn admin_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database of its own for one test, migrated, dropped when the test ends.
@@ -24,7 +25,9 @@ impl TestDb {
     /// A fresh, migrated database.
     pub async fn new() -> TestDb {
         let db = Self::empty().await;
-        receipt_exporter::db::migrate(&db.pool).await.expect("migrations apply");
+        receipt_exporter::db::migrate(&db.pool)
+            .await
+            .expect("migrations apply");
         db
     }
 
@@ -38,14 +41,18 @@ impl TestDb {
             rand::random::<u32>()
         );
         let admin = admin_url();
-        let mut conn = PgConnection::connect(&admin).await.expect("the local Postgres is up");
+        let mut conn = PgConnection::connect(&admin)
+            .await
+            .expect("the local Postgres is up");
         sqlx::query(&format!("CREATE DATABASE \"{name}\""))
             .execute(&mut conn)
             .await
             .expect("create test database");
         let url = with_database(&admin, &name);
         let options = receipt_exporter::db::connect_options(&url).unwrap();
-        let pool = receipt_exporter::db::connect(&options).await.expect("connect to test database");
+        let pool = receipt_exporter::db::connect(&options)
+            .await
+            .expect("connect to test database");
         TestDb { name, url, pool }
     }
 }
@@ -55,7 +62,10 @@ impl Drop for TestDb {
         let name = self.name.clone();
         // Drop runs inside the test's runtime: do the async work on a thread of its own.
         std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
                     let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
@@ -72,7 +82,9 @@ impl Drop for TestDb {
 pub fn with_database(url: &str, database: &str) -> String {
     PgConnectOptions::from_str(url).expect("DATABASE_URL is a valid Postgres URL");
     let without_query = url.split('?').next().unwrap();
-    let (base, _) = without_query.rsplit_once('/').expect("a URL with a database path");
+    let (base, _) = without_query
+        .rsplit_once('/')
+        .expect("a URL with a database path");
     format!("{base}/{database}")
 }
 

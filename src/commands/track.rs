@@ -1,0 +1,259 @@
+//! `receipt-exporter track ...`: manage tracked groups and their seq windows.
+
+use crate::cli::{TrackAddArgs, TrackCommand, TrackImportArgs, TrackListArgs, TrackRemoveArgs};
+use crate::exit::{usage, Exit};
+use crate::settings::Settings;
+use crate::tracking::store::{self, TrackedGroup};
+use crate::tracking::{validate_group_id, validate_tag, SeqWindow};
+use anyhow::Context;
+use sqlx::PgPool;
+use std::path::Path;
+
+pub async fn run(settings: &Settings, cmd: TrackCommand) -> anyhow::Result<Exit> {
+    // Validate the arguments before touching the database.
+    match &cmd {
+        TrackCommand::Add(a) => {
+            validate_group_id(&a.group_id).map_err(usage)?;
+            parse_windows(&a.seqs)?;
+            for tag in &a.tags {
+                validate_tag(tag).map_err(usage)?;
+            }
+        }
+        TrackCommand::Remove(a) => {
+            validate_group_id(&a.group_id).map_err(usage)?;
+            parse_windows(&a.seqs)?;
+        }
+        TrackCommand::Disable(g) | TrackCommand::Enable(g) => {
+            validate_group_id(&g.group_id).map_err(usage)?
+        }
+        TrackCommand::List(a) => {
+            if let Some(tag) = &a.tag {
+                validate_tag(tag).map_err(usage)?;
+            }
+        }
+        TrackCommand::Import(_) => {}
+    }
+    let rows = match &cmd {
+        TrackCommand::Import(a) => Some(read_csv(&a.file)?),
+        _ => None,
+    };
+    let pool = super::connect_migrated(settings).await?;
+    match cmd {
+        TrackCommand::Add(a) => add(&pool, a).await,
+        TrackCommand::List(a) => list(&pool, a).await,
+        TrackCommand::Remove(a) => remove(&pool, a).await,
+        TrackCommand::Disable(g) => set_enabled(&pool, &g.group_id, false).await,
+        TrackCommand::Enable(g) => set_enabled(&pool, &g.group_id, true).await,
+        TrackCommand::Import(a) => import(&pool, &a, rows.unwrap_or_default()).await,
+    }
+}
+
+fn parse_windows(texts: &[String]) -> anyhow::Result<Vec<SeqWindow>> {
+    texts
+        .iter()
+        .map(|t| SeqWindow::parse(t).map_err(|e| usage(format!("--seqs: {e}"))))
+        .collect()
+}
+
+async fn add(pool: &PgPool, a: TrackAddArgs) -> anyhow::Result<Exit> {
+    let windows = parse_windows(&a.seqs)?;
+    let mut tx = pool.begin().await?;
+    if windows.is_empty() && !store::exists(&mut *tx, &a.group_id).await? {
+        return Err(usage(format!(
+            "group {} is not tracked yet: give at least one --seqs FROM..TO window",
+            a.group_id
+        )));
+    }
+    let created = store::upsert_group(&mut tx, &a.group_id, &a.tags, a.note.as_deref()).await?;
+    let ids = vec![a.group_id.clone(); windows.len()];
+    let added = store::add_windows(&mut tx, &ids, &windows).await?;
+    tx.commit().await?;
+    let verb = if created { "now tracking" } else { "updated" };
+    println!(
+        "{verb} {}: {added} new window(s), {} already there",
+        a.group_id,
+        windows.len() as u64 - added
+    );
+    Ok(Exit::Success)
+}
+
+async fn list(pool: &PgPool, a: TrackListArgs) -> anyhow::Result<Exit> {
+    let groups = store::list(pool, a.tag.as_deref()).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&groups)?);
+    } else {
+        print!("{}", table(&groups));
+    }
+    Ok(Exit::Success)
+}
+
+/// The `track list` table: one line per group, windows joined.
+fn table(groups: &[TrackedGroup]) -> String {
+    let rows: Vec<[String; 5]> = groups
+        .iter()
+        .map(|g| {
+            let windows = g
+                .windows
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            let enabled = if g.enabled { "yes" } else { "no" };
+            [
+                g.group_id.clone(),
+                enabled.into(),
+                g.tags.join(","),
+                windows,
+                g.note.clone().unwrap_or_default(),
+            ]
+        })
+        .collect();
+    let header = ["GROUP", "ENABLED", "TAGS", "WINDOWS", "NOTE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no tracked groups: add one with `receipt-exporter track add GROUP_ID --seqs FROM..TO`)\n");
+    }
+    out
+}
+
+async fn remove(pool: &PgPool, a: TrackRemoveArgs) -> anyhow::Result<Exit> {
+    let windows = parse_windows(&a.seqs)?;
+    if windows.is_empty() {
+        if !store::remove_group(pool, &a.group_id).await? {
+            return Err(not_tracked(&a.group_id));
+        }
+        println!(
+            "removed {} and its windows (its snapshots stay)",
+            a.group_id
+        );
+        return Ok(Exit::Success);
+    }
+    let mut tx = pool.begin().await?;
+    if !store::exists(&mut *tx, &a.group_id).await? {
+        return Err(not_tracked(&a.group_id));
+    }
+    for w in &windows {
+        if !store::remove_window(&mut tx, &a.group_id, *w).await? {
+            return Err(usage(format!(
+                "group {} has no window {w}: `receipt-exporter track list` shows its windows",
+                a.group_id
+            )));
+        }
+    }
+    tx.commit().await?;
+    println!("removed {} window(s) of {}", windows.len(), a.group_id);
+    Ok(Exit::Success)
+}
+
+async fn set_enabled(pool: &PgPool, group_id: &str, enabled: bool) -> anyhow::Result<Exit> {
+    if !store::set_enabled(pool, group_id, enabled).await? {
+        return Err(not_tracked(group_id));
+    }
+    println!(
+        "{} {group_id}",
+        if enabled { "enabled" } else { "disabled" }
+    );
+    Ok(Exit::Success)
+}
+
+fn not_tracked(group_id: &str) -> anyhow::Error {
+    usage(format!(
+        "group {group_id} is not tracked (see `receipt-exporter track list`)"
+    ))
+}
+
+/// Reads and validates the whole CSV before anything is written: every bad line is reported
+/// with its line number, and one bad line means nothing is imported.
+fn read_csv(path: &Path) -> anyhow::Result<Vec<(String, SeqWindow)>> {
+    let file = std::fs::File::open(path)
+        .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let expected = ["group_id", "from_seq", "to_seq"];
+    let headers = reader
+        .headers()
+        .map_err(|e| usage(format!("{}: {e}", path.display())))?
+        .clone();
+    if headers.iter().collect::<Vec<_>>() != expected {
+        return Err(usage(format!(
+            "{}: line 1: the header must be exactly `group_id,from_seq,to_seq`, found `{}`",
+            path.display(),
+            headers.iter().collect::<Vec<_>>().join(",")
+        )));
+    }
+    let mut rows = Vec::new();
+    let mut errors = Vec::new();
+    for record in reader.records() {
+        match record {
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                errors.push(format!("line {line}: {e}"));
+            }
+            Ok(r) => {
+                let line = r.position().map_or(0, |p| p.line());
+                match parse_row(&r) {
+                    Ok(row) => rows.push(row),
+                    Err(e) => errors.push(format!("line {line}: {e}")),
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(usage(format!(
+            "{}: {} bad line(s), nothing imported:\n  {}",
+            path.display(),
+            errors.len(),
+            errors.join("\n  ")
+        )));
+    }
+    Ok(rows)
+}
+
+fn parse_row(r: &csv::StringRecord) -> Result<(String, SeqWindow), String> {
+    let group_id = r.get(0).unwrap_or_default().to_string();
+    validate_group_id(&group_id)?;
+    let num = |i: usize, name: &str| {
+        let text = r.get(i).unwrap_or_default();
+        text.parse::<i64>()
+            .map_err(|_| format!("{name} '{text}' is not a whole number"))
+    };
+    let window = SeqWindow::new(num(1, "from_seq")?, num(2, "to_seq")?)?;
+    Ok((group_id, window))
+}
+
+async fn import(
+    pool: &PgPool,
+    a: &TrackImportArgs,
+    rows: Vec<(String, SeqWindow)>,
+) -> anyhow::Result<Exit> {
+    let (ids, windows): (Vec<String>, Vec<SeqWindow>) = rows.into_iter().unzip();
+    let mut tx = pool.begin().await?;
+    let new_groups = store::insert_missing_groups(&mut tx, &ids).await?;
+    let new_windows = store::add_windows(&mut tx, &ids, &windows).await?;
+    tx.commit()
+        .await
+        .with_context(|| format!("while importing {}", a.file.display()))?;
+    println!(
+        "imported {}: {} row(s), {new_groups} new group(s), {new_windows} new window(s)",
+        a.file.display(),
+        ids.len()
+    );
+    Ok(Exit::Success)
+}
