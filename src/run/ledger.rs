@@ -1,0 +1,165 @@
+//! The run ledger, `receipts.export_runs`: one small function per statement.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgExecutor, PgPool};
+use std::collections::BTreeMap;
+
+/// How a run ended (or that it is still going).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    Interrupted,
+    Abandoned,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Partial => "partial",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+            RunStatus::Abandoned => "abandoned",
+        }
+    }
+}
+
+/// What started the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    Scheduled,
+    Manual,
+    Backfill,
+}
+
+impl RunKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunKind::Scheduled => "scheduled",
+            RunKind::Manual => "manual",
+            RunKind::Backfill => "backfill",
+        }
+    }
+}
+
+/// A run the ledger says is still going.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunningRun {
+    pub run_id: i64,
+    pub job: String,
+    pub host: String,
+    pub pid: i32,
+    pub started_at: DateTime<Utc>,
+}
+
+/// The figures a finished run records.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunFigures {
+    pub groups_ok: i32,
+    pub groups_failed: i32,
+    pub seqs_asked: i64,
+    pub receipts_written: i64,
+    pub api_calls: i64,
+    pub retries: i64,
+    pub retries_by_class: BTreeMap<String, u64>,
+    pub rate_limited: i64,
+    pub item_codes: BTreeMap<String, u64>,
+    pub parquet_files: i32,
+    pub details: serde_json::Value,
+}
+
+/// Opens a run: returns its id and its partition date.
+pub async fn start(
+    pool: &PgPool,
+    job: &str,
+    kind: RunKind,
+    host: &str,
+    pid: u32,
+) -> sqlx::Result<(i64, NaiveDate)> {
+    sqlx::query_as(
+        "INSERT INTO receipts.export_runs (job, kind, status, host, pid)
+         VALUES ($1, $2, 'running', $3, $4) RETURNING run_id, run_date",
+    )
+    .bind(job)
+    .bind(kind.as_str())
+    .bind(host)
+    .bind(pid as i32)
+    .fetch_one(pool)
+    .await
+}
+
+/// Closes a run with its figures and, when it did not succeed, the error that ended it.
+pub async fn finish(
+    pool: &PgPool,
+    run_id: i64,
+    status: RunStatus,
+    figures: &RunFigures,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE receipts.export_runs SET
+            status = $2, finished_at = now(), groups_ok = $3, groups_failed = $4, seqs_asked = $5,
+            receipts_written = $6, api_calls = $7, retries = $8, retries_by_class = $9,
+            rate_limited = $10, item_codes = $11, parquet_files = $12, details = $13, error = $14
+         WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(status.as_str())
+    .bind(figures.groups_ok)
+    .bind(figures.groups_failed)
+    .bind(figures.seqs_asked)
+    .bind(figures.receipts_written)
+    .bind(figures.api_calls)
+    .bind(figures.retries)
+    .bind(sqlx::types::Json(&figures.retries_by_class))
+    .bind(figures.rate_limited)
+    .bind(sqlx::types::Json(&figures.item_codes))
+    .bind(figures.parquet_files)
+    .bind(&figures.details)
+    .bind(error)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Every run the ledger says is running, oldest first.
+pub async fn running(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<RunningRun>> {
+    sqlx::query_as(
+        "SELECT run_id, job, host, pid, started_at FROM receipts.export_runs
+         WHERE status = 'running' ORDER BY run_id",
+    )
+    .fetch_all(executor)
+    .await
+}
+
+/// The newest running run of a job: who holds its lock.
+pub async fn holder(pool: &PgPool, job: &str) -> sqlx::Result<Option<RunningRun>> {
+    sqlx::query_as(
+        "SELECT run_id, job, host, pid, started_at FROM receipts.export_runs
+         WHERE status = 'running' AND job = $1 ORDER BY run_id DESC LIMIT 1",
+    )
+    .bind(job)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Marks a run found dead (its process is gone and its lock free) as `abandoned`.
+pub async fn mark_abandoned(executor: impl PgExecutor<'_>, run_id: i64, found_by: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE receipts.export_runs SET status = 'abandoned', finished_at = now(),
+            error = COALESCE(error, $2),
+            receipts_written = (SELECT COALESCE(sum(row_count), 0) FROM receipts.write_batches w
+                                WHERE w.run_id = export_runs.run_id)
+         WHERE run_id = $1 AND status = 'running'",
+    )
+    .bind(run_id)
+    .bind(format!("the process died; found by {found_by}"))
+    .execute(executor)
+    .await?;
+    Ok(())
+}
