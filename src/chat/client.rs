@@ -398,6 +398,48 @@ impl ChatClient {
     }
 }
 
+/// The error that ends a call whose failure of `class` has no retry left.
+fn give_up(class: ErrorClass, a: &Attempt, ctx: &Ctx<'_>, attempts: u32) -> ChatError {
+    let (context, code, info) = (
+        ctx.what.clone(),
+        a.code.unwrap_or_default(),
+        a.detail.clone(),
+    );
+    match class {
+        ErrorClass::RateLimited | ErrorClass::Cooldown => ChatError::RateLimited {
+            context,
+            code,
+            attempts,
+            received: vec![],
+        },
+        ErrorClass::Transient => ChatError::Transient {
+            context,
+            detail: info,
+            attempts,
+            received: vec![],
+        },
+        ErrorClass::Group => ChatError::Group {
+            group_id: ctx.group_id.to_string(),
+            context,
+            code,
+            info,
+            received: vec![],
+        },
+        ErrorClass::UserSig => {
+            let detail =
+                format!("the Chat API refused a freshly generated UserSig: error {code} ({info})");
+            config_error(&context, a.code, detail)
+        }
+        ErrorClass::Config | ErrorClass::Success => {
+            let detail = match a.code {
+                Some(c) => format!("Chat API error {c} ({info})"),
+                None => format!("{info} from the API base URL"),
+            };
+            config_error(&context, a.code, detail)
+        }
+    }
+}
+
 /// Per-call retry counters, one per class that retries.
 #[derive(Default)]
 struct Tries {
@@ -451,103 +493,66 @@ impl ChatClient {
         ctx: &Ctx<'_>,
         tries: &mut Tries,
     ) -> Result<(), ChatError> {
+        let Some(delay) = self.retry_delay(class, sig, tries) else {
+            return Err(give_up(class, a, ctx, tries.total));
+        };
+        self.inner.stats.retry(class);
+        let delay_ms = delay.as_millis() as u64;
+        if class == ErrorClass::RateLimited {
+            // Expected under load and counted in the stats: not worth a warning each.
+            tracing::debug!(target: "receipt_exporter::chat", call = %ctx.what, code = a.code, attempt = tries.total,
+                delay_ms, "rate limited by the Chat API, retrying");
+        } else {
+            tracing::warn!(target: "receipt_exporter::chat", call = %ctx.what, class = ?class, code = a.code,
+                detail = %a.detail, attempt = tries.total, delay_ms, "Chat API attempt failed, retrying");
+        }
+        tokio::time::sleep(delay).await;
+        Ok(())
+    }
+
+    /// How long to wait before the next attempt, or `None` when this class has no retry left.
+    /// Also does what the class asks besides waiting: slow the pace, pause all calls, re-sign.
+    fn retry_delay(&self, class: ErrorClass, sig: &Secret, tries: &mut Tries) -> Option<Duration> {
         let t = &self.inner.tuning;
-        let code = a.code.unwrap_or_default();
-        let delay = match class {
-            ErrorClass::Success => return Ok(()),
+        match class {
             ErrorClass::RateLimited => {
                 self.inner.stats.rate_limited_answer();
                 self.inner.limiter.penalize();
                 tries.rate_limited += 1;
-                if tries.rate_limited >= self.inner.max_attempts.saturating_mul(4) {
-                    let (context, attempts) = (ctx.what.clone(), tries.total);
-                    return Err(ChatError::RateLimited {
-                        context,
-                        code,
-                        attempts,
-                        received: vec![],
-                    });
-                }
-                backoff_delay(
-                    tries.rate_limited - 1,
-                    t.rate_limited_base,
-                    t.rate_limited_cap,
-                    &mut rand::rng(),
-                )
+                (tries.rate_limited < self.inner.max_attempts.saturating_mul(4)).then(|| {
+                    backoff_delay(
+                        tries.rate_limited - 1,
+                        t.rate_limited_base,
+                        t.rate_limited_cap,
+                        &mut rand::rng(),
+                    )
+                })
             }
             ErrorClass::Cooldown => {
                 tries.cooldowns += 1;
-                if tries.cooldowns > t.max_cooldowns {
-                    let (context, attempts) = (ctx.what.clone(), tries.total);
-                    return Err(ChatError::RateLimited {
-                        context,
-                        code,
-                        attempts,
-                        received: vec![],
-                    });
-                }
-                self.inner.limiter.pause_for(t.cooldown);
-                Duration::ZERO
+                (tries.cooldowns <= t.max_cooldowns).then(|| {
+                    self.inner.limiter.pause_for(t.cooldown);
+                    Duration::ZERO
+                })
             }
             ErrorClass::Transient => {
                 tries.transient += 1;
-                if tries.transient >= self.inner.max_attempts {
-                    let (context, detail, attempts) =
-                        (ctx.what.clone(), a.detail.clone(), tries.total);
-                    return Err(ChatError::Transient {
-                        context,
-                        detail,
-                        attempts,
-                        received: vec![],
-                    });
-                }
-                backoff_delay(
-                    tries.transient - 1,
-                    t.transient_base,
-                    t.transient_cap,
-                    &mut rand::rng(),
-                )
+                (tries.transient < self.inner.max_attempts).then(|| {
+                    backoff_delay(
+                        tries.transient - 1,
+                        t.transient_base,
+                        t.transient_cap,
+                        &mut rand::rng(),
+                    )
+                })
             }
-            ErrorClass::UserSig if !tries.sig_regenerated => {
+            ErrorClass::UserSig => (!tries.sig_regenerated).then(|| {
                 tries.sig_regenerated = true;
                 self.inner.sig.regenerate(sig, Utc::now().timestamp());
                 Duration::ZERO
-            }
-            ErrorClass::UserSig => {
-                let detail = format!(
-                    "the Chat API refused a freshly generated UserSig: error {code} ({})",
-                    a.detail
-                );
-                return Err(config_error(&ctx.what, a.code, detail));
-            }
-            ErrorClass::Group => {
-                let (group_id, context, info) =
-                    (ctx.group_id.to_string(), ctx.what.clone(), a.detail.clone());
-                return Err(ChatError::Group {
-                    group_id,
-                    context,
-                    code,
-                    info,
-                    received: vec![],
-                });
-            }
-            ErrorClass::Config => {
-                let detail = match a.code {
-                    Some(c) => format!("Chat API error {c} ({})", a.detail),
-                    None => format!("{} from the API base URL", a.detail),
-                };
-                return Err(config_error(&ctx.what, a.code, detail));
-            }
-        };
-        self.inner.stats.retry(class);
-        tracing::warn!(
-            target: "receipt_exporter::chat",
-            call = %ctx.what, class = ?class, code = a.code, detail = %a.detail,
-            attempt = tries.total, delay_ms = delay.as_millis() as u64,
-            "Chat API attempt failed, retrying"
-        );
-        tokio::time::sleep(delay).await;
-        Ok(())
+            }),
+            ErrorClass::Group | ErrorClass::Config | ErrorClass::Success => None,
+        }
     }
 }
 
@@ -621,7 +626,7 @@ impl ChatClient {
                 }) => {
                     tracing::warn!(target: "receipt_exporter::chat", group = group_id, seq = seqs[0], info = %info,
                         "the Chat API rejects this seq as an invalid parameter: recorded as item code 10004");
-                    self.inner.stats.item_code(10004);
+                    self.inner.stats.item_codes([10004]);
                     let item = ReceiptItem {
                         msg_seq: seqs[0],
                         code: 10004,
@@ -662,9 +667,7 @@ impl ChatClient {
             })
             .await?;
         self.report_issues(group_id, &issues);
-        for item in &items {
-            self.inner.stats.item_code(item.code);
-        }
+        self.inner.stats.item_codes(items.iter().map(|i| i.code));
         Ok(ReceiptAnswer {
             group_id: group_id.to_string(),
             captured_at: at,
@@ -724,6 +727,23 @@ impl ChatClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_and_its_futures_can_cross_tasks() {
+        fn send_sync_clone<T: Send + Sync + Clone>(_: &T) {}
+        fn send<T: Send>(_: &T) {}
+        let client = ChatClient::new(ClientConfig::new(
+            "http://127.0.0.1:9",
+            1,
+            "a",
+            Secret::new("k"),
+        ))
+        .unwrap();
+        send_sync_clone(&client);
+        send(&client.pull_receipts("g", &[1]));
+        send(&client.pull_receipts_each("g", &[1], |_| {}));
+        send(&client.get_group_info(&[]));
+    }
 
     #[test]
     fn regions_map_to_https_domains() {

@@ -121,16 +121,15 @@ impl Stats {
         self.seqs_asked.fetch_add(n as u64, Relaxed);
     }
 
-    pub(crate) fn item_code(&self, code: i32) {
-        if code == 0 {
-            self.receipts.fetch_add(1, Relaxed);
+    /// The item codes of one answer; one lock per answer, not per item.
+    pub(crate) fn item_codes(&self, codes: impl IntoIterator<Item = i32>) {
+        let mut map = self.item_codes.lock().expect("stats lock");
+        for code in codes {
+            if code == 0 {
+                self.receipts.fetch_add(1, Relaxed);
+            }
+            *map.entry(code).or_default() += 1;
         }
-        *self
-            .item_codes
-            .lock()
-            .expect("stats lock")
-            .entry(code)
-            .or_default() += 1;
     }
 
     pub(crate) fn invalid(&self, reason: InvalidReason, n: u64) {
@@ -265,9 +264,8 @@ mod tests {
         stats.call();
         stats.retry(ErrorClass::Transient);
         stats.retry(ErrorClass::RateLimited);
-        stats.item_code(0);
-        stats.item_code(0);
-        stats.item_code(10062);
+        stats.item_codes([0, 0]);
+        stats.item_codes([10062]);
         stats.invalid(InvalidReason::Duplicate, 2);
         stats.invalid(InvalidReason::Missing, 1);
         let s = stats.snapshot();
