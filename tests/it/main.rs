@@ -3,6 +3,7 @@
 //! the simulator over HTTP on 127.0.0.1, or the library, never to mocks of our own traits.
 
 mod cli;
+mod client;
 mod helpers;
 mod migrations;
 mod track;

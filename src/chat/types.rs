@@ -1,0 +1,370 @@
+//! The answers the client hands out, and the validation that turns raw JSON into them.
+//!
+//! Validation is pure: it never trusts the server (items for seqs not asked, duplicates,
+//! missing seqs, negative counts) and reports every dropped item as an [`Issue`]; the client
+//! counts and logs them. Nothing malformed ever reaches the caller as a valid receipt.
+
+use super::stats::InvalidReason;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+/// One successful `get_group_msg_receipt` call: the items of one batch of one group.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReceiptAnswer {
+    pub group_id: String,
+    /// When the answer arrived (microsecond precision): the time of this snapshot.
+    pub captured_at: DateTime<Utc>,
+    /// Valid items only, in the server's order.
+    pub items: Vec<ReceiptItem>,
+}
+
+/// The receipt of one message, or its per-item error `code` (10062: no receipt for this seq;
+/// 10004: the server rejected this seq alone as an invalid parameter). Counts are 0 when `code != 0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ReceiptItem {
+    pub msg_seq: u64,
+    pub code: i32,
+    pub read_num: u32,
+    pub unread_num: u32,
+}
+
+/// One group of a `get_group_info` answer. `error_code` is per group (10010: no such group).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct GroupInfo {
+    pub group_id: String,
+    pub error_code: i64,
+    pub error_info: String,
+    pub group_type: Option<String>,
+    /// The seq the next message will get: the newest message is `next_msg_seq - 1`.
+    pub next_msg_seq: Option<u64>,
+    pub member_num: Option<u32>,
+}
+
+/// A dropped item (or a seq missing from the answer), for counting and logging.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issue {
+    pub reason: InvalidReason,
+    /// The seq concerned, when the item had a readable one.
+    pub seq: Option<u64>,
+}
+
+/// The top level of an answer is not the documented shape: the whole answer is unusable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WrongShape;
+
+/// A count field: absent is allowed only for an item with an error code.
+fn count(item: &Value, field: &str, required: bool) -> Result<u32, InvalidReason> {
+    match item.get(field) {
+        None | Some(Value::Null) if !required => Ok(0),
+        Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
+            (Some(v), _) => u32::try_from(v).map_err(|_| InvalidReason::NegativeCount),
+            (None, Some(_)) => Err(InvalidReason::NegativeCount),
+            _ => Err(InvalidReason::WrongShape),
+        },
+        _ => Err(InvalidReason::WrongShape),
+    }
+}
+
+fn receipt_item(item: &Value) -> Result<ReceiptItem, InvalidReason> {
+    let code = item
+        .get("Code")
+        .and_then(Value::as_i64)
+        .ok_or(InvalidReason::WrongShape)?;
+    let code = i32::try_from(code).map_err(|_| InvalidReason::WrongShape)?;
+    let msg_seq = item
+        .get("MsgSeq")
+        .and_then(Value::as_u64)
+        .ok_or(InvalidReason::WrongShape)?;
+    let read_num = count(item, "ReadNum", code == 0)?;
+    let unread_num = count(item, "UnreadNum", code == 0)?;
+    Ok(ReceiptItem {
+        msg_seq,
+        code,
+        read_num,
+        unread_num,
+    })
+}
+
+/// Splits `parsed` into the values whose key occurs once and the keys of every other copy.
+fn drop_duplicates<K: std::hash::Hash + Eq + Clone, T>(parsed: Vec<(K, T)>) -> (Vec<T>, Vec<K>) {
+    let mut seen: HashMap<K, usize> = HashMap::new();
+    for (k, _) in &parsed {
+        *seen.entry(k.clone()).or_default() += 1;
+    }
+    let (mut kept, mut dropped) = (Vec::with_capacity(parsed.len()), Vec::new());
+    for (k, v) in parsed {
+        if seen[&k] > 1 {
+            dropped.push(k);
+        } else {
+            kept.push(v);
+        }
+    }
+    (kept, dropped)
+}
+
+/// Validates a successful `get_group_msg_receipt` body against the seqs asked.
+pub fn validate_receipts(
+    asked: &[u64],
+    body: &Value,
+) -> Result<(Vec<ReceiptItem>, Vec<Issue>), WrongShape> {
+    let list = body
+        .get("GroupMsgReceiptList")
+        .and_then(Value::as_array)
+        .ok_or(WrongShape)?;
+    let asked_set: HashSet<u64> = asked.iter().copied().collect();
+    let mut issues = Vec::new();
+    let mut parsed = Vec::new();
+    let mut answered = HashSet::new();
+    for raw in list {
+        let seq = raw.get("MsgSeq").and_then(Value::as_u64);
+        if let Some(seq) = seq {
+            answered.insert(seq);
+        }
+        match receipt_item(raw) {
+            Ok(item) if !asked_set.contains(&item.msg_seq) => {
+                issues.push(Issue {
+                    reason: InvalidReason::NotAsked,
+                    seq,
+                });
+            }
+            Ok(item) => parsed.push((item.msg_seq, item)),
+            Err(reason) => issues.push(Issue { reason, seq }),
+        }
+    }
+    let (kept, dropped) = drop_duplicates(parsed);
+    issues.extend(dropped.into_iter().map(|seq| Issue {
+        reason: InvalidReason::Duplicate,
+        seq: Some(seq),
+    }));
+    for &seq in asked.iter().filter(|s| !answered.contains(s)) {
+        issues.push(Issue {
+            reason: InvalidReason::Missing,
+            seq: Some(seq),
+        });
+    }
+    Ok((kept, issues))
+}
+
+fn group_info(raw: &Value) -> Result<GroupInfo, InvalidReason> {
+    let group_id = raw
+        .get("GroupId")
+        .and_then(Value::as_str)
+        .ok_or(InvalidReason::WrongShape)?;
+    let error_code = raw
+        .get("ErrorCode")
+        .and_then(Value::as_i64)
+        .ok_or(InvalidReason::WrongShape)?;
+    let error_info = raw
+        .get("ErrorInfo")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let group_type = match raw.get("Type") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_str().ok_or(InvalidReason::WrongShape)?.to_string()),
+    };
+    let next_msg_seq = match raw.get("NextMsgSeq") {
+        None | Some(Value::Null) => None,
+        Some(v) if v.as_i64().is_some_and(|n| n < 0) => return Err(InvalidReason::NegativeCount),
+        Some(v) => Some(v.as_u64().ok_or(InvalidReason::WrongShape)?),
+    };
+    let member_num = match raw.get("MemberNum") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(count(raw, "MemberNum", true)?),
+    };
+    Ok(GroupInfo {
+        group_id: group_id.to_string(),
+        error_code,
+        error_info: error_info.to_string(),
+        group_type,
+        next_msg_seq,
+        member_num,
+    })
+}
+
+/// Valid group infos, and the dropped ones with the group id each concerns.
+pub type ValidatedGroupInfos = (Vec<GroupInfo>, Vec<(Issue, String)>);
+
+/// Validates a successful `get_group_info` body against the group ids asked.
+/// Issues carry no seq; the client logs them with the group ids.
+pub fn validate_group_infos(
+    asked: &[String],
+    body: &Value,
+) -> Result<ValidatedGroupInfos, WrongShape> {
+    let list = body
+        .get("GroupInfo")
+        .and_then(Value::as_array)
+        .ok_or(WrongShape)?;
+    let asked_set: HashSet<&str> = asked.iter().map(String::as_str).collect();
+    let mut issues = Vec::new();
+    let mut parsed = Vec::new();
+    let mut answered = HashSet::new();
+    for raw in list {
+        let id = raw
+            .get("GroupId")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_string();
+        answered.insert(id.clone());
+        match group_info(raw) {
+            Ok(info) if !asked_set.contains(info.group_id.as_str()) => {
+                issues.push((
+                    Issue {
+                        reason: InvalidReason::NotAsked,
+                        seq: None,
+                    },
+                    id,
+                ));
+            }
+            Ok(info) => parsed.push((info.group_id.clone(), info)),
+            Err(reason) => issues.push((Issue { reason, seq: None }, id)),
+        }
+    }
+    let (kept, dropped) = drop_duplicates(parsed);
+    issues.extend(dropped.into_iter().map(|id| {
+        (
+            Issue {
+                reason: InvalidReason::Duplicate,
+                seq: None,
+            },
+            id,
+        )
+    }));
+    for id in asked.iter().filter(|id| !answered.contains(*id)) {
+        issues.push((
+            Issue {
+                reason: InvalidReason::Missing,
+                seq: None,
+            },
+            id.clone(),
+        ));
+    }
+    Ok((kept, issues))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use InvalidReason::{Duplicate, Missing, NegativeCount, NotAsked};
+
+    fn reasons(issues: &[Issue]) -> Vec<(InvalidReason, Option<u64>)> {
+        let mut v: Vec<_> = issues.iter().map(|i| (i.reason, i.seq)).collect();
+        v.sort_by_key(|(r, s)| (r.as_str(), *s));
+        v
+    }
+
+    #[test]
+    fn good_items_pass_and_error_items_keep_their_code() {
+        let body = json!({"GroupMsgReceiptList": [
+            {"Code": 0, "MsgSeq": 1, "ReadNum": 1, "UnreadNum": 6},
+            {"Code": 10062, "MsgSeq": 2}
+        ]});
+        let (items, issues) = validate_receipts(&[1, 2], &body).unwrap();
+        assert!(issues.is_empty());
+        assert_eq!(
+            items[0],
+            ReceiptItem {
+                msg_seq: 1,
+                code: 0,
+                read_num: 1,
+                unread_num: 6
+            }
+        );
+        assert_eq!(
+            items[1],
+            ReceiptItem {
+                msg_seq: 2,
+                code: 10062,
+                read_num: 0,
+                unread_num: 0
+            }
+        );
+    }
+
+    #[test]
+    fn bad_items_are_dropped_with_a_reason() {
+        let body = json!({"GroupMsgReceiptList": [
+            {"Code": 0, "MsgSeq": 1, "ReadNum": -1, "UnreadNum": 6},
+            {"Code": 0, "MsgSeq": 2, "ReadNum": 1, "UnreadNum": 1},
+            {"Code": 0, "MsgSeq": 2, "ReadNum": 2, "UnreadNum": 0},
+            {"Code": 0, "MsgSeq": 99, "ReadNum": 1, "UnreadNum": 1},
+            {"Code": 0, "MsgSeq": 4, "ReadNum": "1", "UnreadNum": 1},
+            {"Code": 0, "MsgSeq": 5},
+            {"Code": 0, "MsgSeq": 6, "ReadNum": 5000000000u64, "UnreadNum": 1},
+            {"MsgSeq": 7, "ReadNum": 1, "UnreadNum": 1},
+            {"Code": 0, "MsgSeq": 8, "ReadNum": 3, "UnreadNum": 4},
+            "junk"
+        ]});
+        let (items, issues) = validate_receipts(&[1, 2, 3, 4, 5, 6, 7, 8], &body).unwrap();
+        assert_eq!(
+            items,
+            vec![ReceiptItem {
+                msg_seq: 8,
+                code: 0,
+                read_num: 3,
+                unread_num: 4
+            }]
+        );
+        assert_eq!(
+            reasons(&issues),
+            vec![
+                (Duplicate, Some(2)),
+                (Duplicate, Some(2)),
+                (Missing, Some(3)),
+                (NegativeCount, Some(1)),
+                (NegativeCount, Some(6)),
+                (NotAsked, Some(99)),
+                (InvalidReason::WrongShape, None),
+                (InvalidReason::WrongShape, Some(4)),
+                (InvalidReason::WrongShape, Some(5)),
+                (InvalidReason::WrongShape, Some(7)),
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_top_level_shape_is_refused() {
+        assert_eq!(
+            validate_receipts(&[1], &json!({"GroupMsgReceiptList": {}})),
+            Err(WrongShape)
+        );
+        assert_eq!(validate_receipts(&[1], &json!([1, 2])), Err(WrongShape));
+        assert_eq!(
+            validate_group_infos(&["a".into()], &json!({})),
+            Err(WrongShape)
+        );
+    }
+
+    #[test]
+    fn group_infos_are_validated() {
+        let body = json!({"GroupInfo": [
+            {"GroupId": "a", "ErrorCode": 0, "ErrorInfo": "", "Type": "Public", "NextMsgSeq": 120, "MemberNum": 7},
+            {"GroupId": "b", "ErrorCode": 10010, "ErrorInfo": "no group"},
+            {"GroupId": "c", "ErrorCode": 0, "MemberNum": -3},
+            {"GroupId": "d", "ErrorCode": 0}, {"GroupId": "d", "ErrorCode": 0},
+            {"GroupId": "zz", "ErrorCode": 0}
+        ]});
+        let asked: Vec<String> = ["a", "b", "c", "d", "e"].map(String::from).to_vec();
+        let (infos, issues) = validate_group_infos(&asked, &body).unwrap();
+        assert_eq!(infos.len(), 2);
+        assert_eq!(infos[0].next_msg_seq, Some(120));
+        assert_eq!(infos[0].group_type.as_deref(), Some("Public"));
+        assert_eq!(infos[1].error_code, 10010);
+        let mut got: Vec<(&str, &str)> = issues
+            .iter()
+            .map(|(i, id)| (i.reason.as_str(), id.as_str()))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                ("duplicate", "d"),
+                ("duplicate", "d"),
+                ("missing", "e"),
+                ("negative_count", "c"),
+                ("not_asked", "zz")
+            ]
+        );
+    }
+}
