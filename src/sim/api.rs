@@ -148,10 +148,11 @@ pub(crate) fn group_info(
         .map(|id| {
             let mut info = Fields::new();
             info.insert("GroupId".into(), id.as_str().into());
-            let (code, text) = match shared.group(id) {
-                _ if !valid_group_id(id) => (10015, "invalid group id"),
-                None => (10010, "the group does not exist or has been dissolved"),
-                Some(g) => {
+            let found = valid_group_id(id).then(|| shared.group(id));
+            let (code, text) = match found {
+                None => (10015, "invalid group id"),
+                Some(None) => (10010, "the group does not exist or has been dissolved"),
+                Some(Some(g)) => {
                     let base = [
                         ("Type", Value::from(g.group_type.to_string())),
                         ("NextMsgSeq", g.next_msg_seq.into()),

@@ -423,14 +423,14 @@ async fn group_info_with_filter_unknown_groups_and_the_50_id_limit() {
         .call(
             "get_group_info",
             json!({
-                "GroupIdList": ["@TGS#chat", "@TGS#missing", "@TGS#big"],
+                "GroupIdList": ["@TGS#chat", "@TGS#missing", "@TGS#big", " "],
                 "ResponseFilter": { "GroupBaseInfoFilter": ["Type", "NextMsgSeq", "MemberNum"] }
             }),
         )
         .await;
     assert_eq!(code(&answer), 0);
     let infos = answer["GroupInfo"].as_array().unwrap();
-    assert_eq!(infos.len(), 3);
+    assert_eq!(infos.len(), 4);
     assert_eq!(infos[0]["GroupId"], "@TGS#chat");
     assert_eq!(
         (infos[0]["ErrorCode"].as_i64(), infos[0]["Type"].as_str()),
@@ -450,6 +450,7 @@ async fn group_info_with_filter_unknown_groups_and_the_50_id_limit() {
     );
     assert!(infos[1].get("NextMsgSeq").is_none());
     assert_eq!(infos[2]["MemberNum"], 250);
+    assert_eq!(infos[3]["ErrorCode"], 10015, "invalid ids fail per group");
 
     let unfiltered = client
         .call("get_group_info", json!({ "GroupIdList": ["@TGS#small"] }))
