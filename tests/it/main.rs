@@ -7,3 +7,4 @@ mod client;
 mod helpers;
 mod migrations;
 mod track;
+mod sim;

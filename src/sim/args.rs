@@ -1,0 +1,250 @@
+//! The `sim` subcommand: its flags, their validation into a [`SimConfig`], and `serve`.
+//!
+//! The clap wiring into the top-level CLI and the signal handling live with the lead's
+//! `cli.rs`/`main.rs`; this file only knows the simulator.
+
+use crate::secret::Secret;
+use crate::sim::{generate_groups, load_groups, Faults, SimConfig, Simulator};
+use anyhow::Context;
+use std::future::Future;
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Flags of `receipt-exporter sim`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port to listen on; 0 picks a free one (printed on stdout).
+    #[arg(long, default_value_t = 8087)]
+    pub port: u16,
+    /// Groups from a JSON array of {"group_id", "group_type", "member_num", "next_msg_seq"}
+    /// instead of generated ones.
+    #[arg(long, value_name = "PATH")]
+    pub groups_file: Option<PathBuf>,
+    /// Seeds the read counts and the generated groups.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// How many groups to generate (without --groups-file).
+    #[arg(long = "groups", value_name = "N", default_value_t = 5)]
+    pub group_count: usize,
+    /// Messages per generated group.
+    #[arg(long, value_name = "M", default_value_t = 200)]
+    pub messages: u64,
+    /// Calls per sliding second and API before 60007; 0 = no limit.
+    #[arg(long, default_value_t = 200)]
+    pub rate_limit: u32,
+    /// Longest MsgSeqList accepted (10004 above it).
+    #[arg(long, default_value_t = 100)]
+    pub max_batch: usize,
+    /// Mean added latency per answer, e.g. 20ms.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub latency: Duration,
+    /// Latency is uniform in latency ± jitter.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub jitter: Duration,
+    /// Share of calls answered HTTP 502 with an HTML body (0..1).
+    #[arg(long = "fault-502", value_parser = parse_rate, default_value_t = 0.0)]
+    pub fault_502: f64,
+    /// Share of calls answered ErrorCode 10002 (0..1).
+    #[arg(long = "fault-10002", value_parser = parse_rate, default_value_t = 0.0)]
+    pub fault_10002: f64,
+    /// Share of calls whose connection is closed without an answer (0..1).
+    #[arg(long = "fault-drop", value_parser = parse_rate, default_value_t = 0.0)]
+    pub fault_drop: f64,
+    /// Share of calls answered only after --slow-delay (0..1).
+    #[arg(long = "fault-slow", value_parser = parse_rate, default_value_t = 0.0)]
+    pub fault_slow: f64,
+    /// The extra delay of a slow answer.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    pub slow_delay: Duration,
+    /// Advance read counts one step this often, e.g. 10s (default: only via POST /sim/advance).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub step_every: Option<Duration>,
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "expected a rate from 0 to 1 (e.g. 0.05), got {s:?}"
+        )),
+    }
+}
+
+impl SimArgs {
+    /// The validated configuration for the given app and admin.
+    pub fn config(
+        &self,
+        sdkappid: u64,
+        key: Secret,
+        identifier: String,
+    ) -> anyhow::Result<SimConfig> {
+        let groups = match &self.groups_file {
+            Some(path) => load_groups(path)?,
+            None => generate_groups(self.seed, self.group_count, self.messages),
+        };
+        let faults = Faults {
+            http_502: self.fault_502,
+            internal_10002: self.fault_10002,
+            drop_connection: self.fault_drop,
+            slow: self.fault_slow,
+            slow_delay: self.slow_delay,
+        };
+        let total = faults.http_502 + faults.internal_10002 + faults.drop_connection + faults.slow;
+        anyhow::ensure!(
+            total <= 1.0,
+            "--fault-502, --fault-10002, --fault-drop and --fault-slow add up to {total}: at most 1"
+        );
+        anyhow::ensure!(self.max_batch > 0, "--max-batch must be at least 1");
+        anyhow::ensure!(
+            self.step_every.is_none_or(|d| !d.is_zero()),
+            "--step-every must be above zero"
+        );
+        Ok(SimConfig {
+            seed: self.seed,
+            groups,
+            rate_limit: self.rate_limit,
+            max_batch: self.max_batch,
+            latency: self.latency,
+            latency_jitter: self.jitter,
+            faults,
+            step_every: self.step_every,
+            ..SimConfig::new(sdkappid, key, identifier)
+        })
+    }
+}
+
+/// Runs the simulator until `shutdown` completes. Prints `listening on IP:PORT` on stdout
+/// once bound, so that scripts (and tests) can find a port picked with `--port 0`.
+pub async fn serve(
+    args: SimArgs,
+    sdkappid: u64,
+    key: Secret,
+    identifier: String,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = args.config(sdkappid, key, identifier)?;
+    let groups = config.groups.len();
+    let addr = SocketAddr::new(args.host, args.port);
+    let sim = Simulator::start(config, addr)
+        .with_context(|| format!("while binding the simulator to {addr}"))?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", sim.addr())?;
+        out.flush()?;
+    }
+    tracing::info!(groups, sdkappid, "simulator ready");
+    shutdown.await;
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sim: SimArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<SimArgs, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sim").chain(args.iter().copied())).map(|c| c.sim)
+    }
+
+    fn config(args: &[&str]) -> anyhow::Result<SimConfig> {
+        parse(args)
+            .unwrap()
+            .config(1400000001, Secret::new("k"), "admin".into())
+    }
+
+    #[test]
+    fn defaults() {
+        let args = parse(&[]).unwrap();
+        assert_eq!(
+            (args.host.to_string(), args.port),
+            ("127.0.0.1".into(), 8087)
+        );
+        let c = config(&[]).unwrap();
+        assert_eq!((c.rate_limit, c.max_batch, c.groups.len()), (200, 100, 5));
+        assert_eq!(c.groups[0].next_msg_seq, 201);
+        assert_eq!(c.faults, Faults::default());
+        assert_eq!(c.step_every, None);
+    }
+
+    #[test]
+    fn flags() {
+        let c = config(&[
+            "--seed",
+            "9",
+            "--groups",
+            "3",
+            "--messages",
+            "10",
+            "--rate-limit",
+            "0",
+            "--max-batch",
+            "7",
+            "--latency",
+            "20ms",
+            "--jitter",
+            "5ms",
+            "--fault-502",
+            "0.1",
+            "--fault-10002",
+            "0.2",
+            "--fault-drop",
+            "0.05",
+            "--fault-slow",
+            "0.01",
+            "--slow-delay",
+            "4s",
+            "--step-every",
+            "1m",
+        ])
+        .unwrap();
+        assert_eq!(c.groups, generate_groups(9, 3, 10));
+        assert_eq!((c.seed, c.rate_limit, c.max_batch), (9, 0, 7));
+        assert_eq!(
+            (c.latency, c.latency_jitter),
+            (Duration::from_millis(20), Duration::from_millis(5))
+        );
+        assert_eq!(
+            c.faults,
+            Faults {
+                http_502: 0.1,
+                internal_10002: 0.2,
+                drop_connection: 0.05,
+                slow: 0.01,
+                slow_delay: Duration::from_secs(4)
+            }
+        );
+        assert_eq!(c.step_every, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn refusals_name_the_flag() {
+        let err = parse(&["--fault-502", "1.5"]).err().unwrap().to_string();
+        assert!(
+            err.contains("--fault-502") && err.contains("from 0 to 1"),
+            "{err}"
+        );
+        assert!(parse(&["--latency", "fast"]).is_err());
+        let err = config(&["--fault-502", "0.6", "--fault-drop", "0.6"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at most 1"), "{err}");
+        let err = config(&["--max-batch", "0"]).unwrap_err().to_string();
+        assert!(err.contains("--max-batch"), "{err}");
+        let err = config(&["--groups-file", "/nonexistent/groups.json"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("/nonexistent/groups.json"), "{err}");
+    }
+}
