@@ -45,3 +45,72 @@ pub struct WriteBatch {
     pub rows: Vec<SnapshotRow>,
     pub codes: Vec<ItemCodeRow>,
 }
+
+pub mod manifest;
+pub mod parquet;
+pub mod postgres;
+
+use std::path::PathBuf;
+
+/// Errors of both sinks. Each variant names what was being done and, for files, which path.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A statement failed; [`SinkError::is_retryable`] says whether the connection was at fault.
+    #[error("while {context}: {source}")]
+    Postgres {
+        context: &'static str,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// A file system operation failed (disk full, permission denied, ...).
+    #[error("while {op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Parquet or Arrow library refused to write or read a file.
+    #[error("while {op} Parquet file {}: {source}", path.display())]
+    Parquet {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: ::parquet::errors::ParquetError,
+    },
+    /// The caller handed over something the sinks must not write (a bug upstream).
+    #[error("invalid write batch {batch_no} of run {run_id}: {reason}")]
+    InvalidBatch {
+        run_id: i64,
+        batch_no: i32,
+        reason: String,
+    },
+    /// A file holds something other than what this version writes.
+    #[error("Parquet file {} is not ours: {reason}", path.display())]
+    Foreign { path: PathBuf, reason: String },
+    /// The run does not exist in `receipts.export_runs`.
+    #[error("run {0} is not in receipts.export_runs")]
+    UnknownRun(i64),
+}
+
+impl SinkError {
+    /// True when the same call may succeed if repeated on a new connection.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SinkError::Postgres { source, .. } => postgres::is_connection_error(source),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn pg(context: &'static str) -> impl FnOnce(sqlx::Error) -> SinkError {
+        move |source| SinkError::Postgres { context, source }
+    }
+
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(std::io::Error) -> SinkError {
+        let path = path.into();
+        move |source| SinkError::Io { op, path, source }
+    }
+}

@@ -8,3 +8,4 @@ mod helpers;
 mod migrations;
 mod track;
 mod sim;
+mod sink;

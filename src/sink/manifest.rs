@@ -1,0 +1,701 @@
+//! The manifest: the Postgres side of the Parquet warehouse, and its repair.
+//!
+//! A Parquet file is part of the warehouse exactly when its row is in `receipts.parquet_files`,
+//! and `receipts.write_batches.parquet_file_id` says which file holds each batch (NULL: not yet
+//! in Parquet). Files are fsynced before their row commits, so after a crash the manifest
+//! never names a missing file; the reverse (a renamed file never recorded, a leftover
+//! temporary file, a batch never exported) is what [`rebuild_run`] repairs. Rebuilding
+//! rewrites files from Postgres, the source of truth; it never reads old Parquet files.
+//! Serialising warehouse writers ([`lock_warehouse`]) is the caller's job.
+
+use super::parquet::{
+    partition_dir, remove_if_present, sync_dir, CommittedFile, RunParquet, TABLE_DIR,
+};
+use super::{SinkError, SnapshotRow, WriteBatch};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgConnection, PgPool};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Records a committed file and points its batches at it, in one transaction. Repeating the
+/// call for the same file changes nothing and returns the same id.
+pub async fn record_file(
+    pool: &PgPool,
+    run_id: i64,
+    file: &CommittedFile,
+) -> Result<i64, SinkError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(SinkError::pg("starting a manifest transaction"))?;
+    let file_id = record_file_in(&mut tx, run_id, file).await?;
+    tx.commit()
+        .await
+        .map_err(SinkError::pg("committing a manifest row"))?;
+    Ok(file_id)
+}
+
+async fn record_file_in(
+    conn: &mut PgConnection,
+    run_id: i64,
+    file: &CommittedFile,
+) -> Result<i64, SinkError> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO receipts.parquet_files (run_id, capture_date, part, path, row_count, byte_size)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (path) DO NOTHING
+         RETURNING file_id",
+    )
+    .bind(run_id)
+    .bind(file.capture_date)
+    .bind(file.part)
+    .bind(&file.relative_path)
+    .bind(file.row_count as i64)
+    .bind(file.byte_size as i64)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(SinkError::pg("recording a Parquet file"))?;
+    let file_id = match inserted {
+        Some(id) => id,
+        None => sqlx::query_scalar("SELECT file_id FROM receipts.parquet_files WHERE path = $1")
+            .bind(&file.relative_path)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(SinkError::pg("looking up a recorded Parquet file"))?,
+    };
+    sqlx::query(
+        "UPDATE receipts.write_batches SET parquet_file_id = $3
+         WHERE run_id = $1 AND batch_no = ANY($2)",
+    )
+    .bind(run_id)
+    .bind(&file.batch_nos)
+    .bind(file_id)
+    .execute(&mut *conn)
+    .await
+    .map_err(SinkError::pg(
+        "pointing write batches at their Parquet file",
+    ))?;
+    Ok(file_id)
+}
+
+/// The first part number the run has not used (parts start at 1).
+pub async fn next_part(pool: &PgPool, run_id: i64) -> Result<i32, SinkError> {
+    sqlx::query_scalar(
+        "SELECT COALESCE(max(part), 0) + 1 FROM receipts.parquet_files WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_one(pool)
+    .await
+    .map_err(SinkError::pg("finding the next Parquet part"))
+}
+
+/// The run's batches with rows that no Parquet file holds yet, by batch number. A batch
+/// without rows has nothing to export and is never listed.
+pub async fn unexported_batches(
+    pool: &PgPool,
+    run_id: i64,
+) -> Result<Vec<(i32, NaiveDate)>, SinkError> {
+    sqlx::query_as(
+        "SELECT batch_no, capture_date FROM receipts.write_batches
+         WHERE run_id = $1 AND parquet_file_id IS NULL AND row_count > 0
+         ORDER BY batch_no",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("listing unexported write batches"))
+}
+
+/// Runs that are no longer running but left batches out of Parquet (a crash, a disk full).
+pub async fn runs_needing_repair(pool: &PgPool) -> Result<Vec<i64>, SinkError> {
+    sqlx::query_scalar(
+        "SELECT DISTINCT b.run_id
+         FROM receipts.write_batches b JOIN receipts.export_runs r ON r.run_id = b.run_id
+         WHERE b.parquet_file_id IS NULL AND b.row_count > 0 AND r.status <> 'running'
+         ORDER BY b.run_id",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("listing runs that need a Parquet repair"))
+}
+
+const WAREHOUSE_LOCK: &str = "hashtext('receipt-exporter:warehouse')";
+
+/// Waits for and takes the warehouse-wide session lock on `conn`: held by whoever rewrites
+/// Parquet partitions, so two rewrites (or a rewrite and a run's export) never interleave.
+pub async fn lock_warehouse(conn: &mut PgConnection) -> Result<(), SinkError> {
+    sqlx::query(&format!("SELECT pg_advisory_lock({WAREHOUSE_LOCK})"))
+        .execute(conn)
+        .await
+        .map_err(SinkError::pg("taking the warehouse lock"))?;
+    Ok(())
+}
+
+/// Releases the lock [`lock_warehouse`] took on this connection.
+pub async fn unlock_warehouse(conn: &mut PgConnection) -> Result<(), SinkError> {
+    sqlx::query(&format!("SELECT pg_advisory_unlock({WAREHOUSE_LOCK})"))
+        .execute(conn)
+        .await
+        .map_err(SinkError::pg("releasing the warehouse lock"))?;
+    Ok(())
+}
+
+/// What [`rebuild_run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepairReport {
+    pub run_id: i64,
+    /// Stray files removed: final files the manifest does not know, temporary files.
+    pub removed: Vec<PathBuf>,
+    /// The files written and recorded for the unexported batches.
+    pub files: Vec<CommittedFile>,
+    pub rows: u64,
+}
+
+/// Brings the run's Parquet files in line with Postgres after a crash: removes the run's
+/// stray files, then writes the rows of its unexported batches into new parts and records
+/// them. The run must not be writing Parquet meanwhile.
+pub async fn rebuild_run(
+    pool: &PgPool,
+    parquet_dir: &Path,
+    run_id: i64,
+) -> Result<RepairReport, SinkError> {
+    let run_date: NaiveDate =
+        sqlx::query_scalar("SELECT run_date FROM receipts.export_runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await
+            .map_err(SinkError::pg("looking up the run"))?
+            .ok_or(SinkError::UnknownRun(run_id))?;
+    let removed = remove_strays(pool, parquet_dir, run_id).await?;
+    let mut cursor = pool
+        .begin()
+        .await
+        .map_err(SinkError::pg("starting the repair read"))?;
+    sqlx::query(
+        "DECLARE rebuild NO SCROLL CURSOR FOR
+         SELECT s.run_id, s.run_date, s.batch_no, b.capture_date, s.captured_at, s.group_id,
+                s.msg_seq, s.read_num, s.unread_num
+         FROM receipts.write_batches b
+         JOIN receipts.receipt_snapshots s
+           ON s.run_date = $1 AND s.run_id = b.run_id AND s.batch_no = b.batch_no
+         WHERE b.run_id = $2 AND b.parquet_file_id IS NULL
+         ORDER BY s.batch_no, s.group_id COLLATE \"C\", s.msg_seq",
+    )
+    .bind(run_date)
+    .bind(run_id)
+    .execute(&mut *cursor)
+    .await
+    .map_err(SinkError::pg("reading unexported rows"))?;
+    let target = Target::Live(parquet_dir.to_path_buf());
+    let files = drain_cursor(pool, &mut cursor, target, true).await?;
+    cursor
+        .rollback()
+        .await
+        .map_err(SinkError::pg("closing the repair read"))?;
+    let rows = files.iter().map(|(_, f)| f.row_count).sum();
+    Ok(RepairReport {
+        run_id,
+        removed,
+        files: files.into_iter().map(|(_, f)| f).collect(),
+        rows,
+    })
+}
+
+/// What a stray file of a run is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stray {
+    /// `run-<id>-<part>.parquet`: a stray only if the manifest does not know it.
+    Final,
+    /// `.run-<id>-<part>.parquet.tmp`: always a stray once the run no longer writes.
+    Temp,
+}
+
+/// Whether `name` is a file of run `run_id`, and which kind.
+fn classify(name: &str, run_id: i64) -> Option<Stray> {
+    let part_of = |rest: &str| {
+        let digits = rest
+            .strip_prefix(&format!("run-{run_id}-"))?
+            .strip_suffix(".parquet")?;
+        (digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(())
+    };
+    match name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
+        Some(inner) => part_of(inner).map(|_| Stray::Temp),
+        None => part_of(name).map(|_| Stray::Final),
+    }
+}
+
+/// Removes the run's temporary files and the final files the manifest does not know, in the
+/// partition directories of the run's capture dates.
+async fn remove_strays(pool: &PgPool, root: &Path, run_id: i64) -> Result<Vec<PathBuf>, SinkError> {
+    let dates: Vec<NaiveDate> = sqlx::query_scalar(
+        "SELECT DISTINCT capture_date FROM receipts.write_batches WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("listing the run's capture dates"))?;
+    let known: HashSet<String> =
+        sqlx::query_scalar("SELECT path FROM receipts.parquet_files WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_all(pool)
+            .await
+            .map_err(SinkError::pg("listing the run's Parquet files"))?
+            .into_iter()
+            .collect();
+    let root = root.to_path_buf();
+    blocking(move || {
+        let mut removed = Vec::new();
+        for date in dates {
+            removed.extend(remove_strays_in(
+                &root,
+                &partition_dir(date),
+                run_id,
+                &known,
+            )?);
+        }
+        Ok(removed)
+    })
+    .await
+}
+
+fn remove_strays_in(
+    root: &Path,
+    rel_dir: &str,
+    run_id: i64,
+    known: &HashSet<String>,
+) -> Result<Vec<PathBuf>, SinkError> {
+    let dir = root.join(rel_dir);
+    let entries = match std::fs::read_dir(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.map_err(SinkError::io("listing", &dir))?,
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let name = entry.map_err(SinkError::io("listing", &dir))?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let stray = match classify(name, run_id) {
+            Some(Stray::Temp) => true,
+            Some(Stray::Final) => !known.contains(&format!("{rel_dir}/{name}")),
+            None => false,
+        };
+        if stray {
+            let path = dir.join(name);
+            remove_if_present(&path)?;
+            tracing::info!(path = %path.display(), "removed a stray Parquet file");
+            removed.push(path);
+        }
+    }
+    if !removed.is_empty() {
+        sync_dir(&dir)?;
+    }
+    Ok(removed)
+}
+
+/// What [`rebuild_dates`] did for one capture date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayReport {
+    pub capture_date: NaiveDate,
+    /// The files now in the day's partition.
+    pub files: Vec<CommittedFile>,
+    pub rows: u64,
+    /// How many manifest rows (and their files) the new files replaced.
+    pub replaced: usize,
+}
+
+/// Rewrites each capture-date partition from `since` to `until` (both included) from
+/// Postgres. Each day is built in a hidden sibling directory, then swapped in with one
+/// atomic rename while the manifest is replaced in one transaction: a reader sees the old
+/// day or the new day, never both or half. Days with no rows and no files are skipped.
+pub async fn rebuild_dates(
+    pool: &PgPool,
+    parquet_dir: &Path,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> Result<Vec<DayReport>, SinkError> {
+    let mut reports = Vec::new();
+    for day in since.iter_days().take_while(|d| *d <= until) {
+        if let Some(report) = rebuild_day(pool, parquet_dir, day).await? {
+            reports.push(report);
+        }
+    }
+    Ok(reports)
+}
+
+async fn rebuild_day(
+    pool: &PgPool,
+    root: &Path,
+    day: NaiveDate,
+) -> Result<Option<DayReport>, SinkError> {
+    let live = root.join(partition_dir(day));
+    let stage = root
+        .join(TABLE_DIR)
+        .join(format!(".capture_date={}.tmp", day.format("%Y-%m-%d")));
+    // A staging directory left by an interrupted rebuild holds nothing the manifest needs.
+    remove_dir_if_present(stage.clone()).await?;
+    let old_ids: Vec<i64> =
+        sqlx::query_scalar("SELECT file_id FROM receipts.parquet_files WHERE capture_date = $1")
+            .bind(day)
+            .fetch_all(pool)
+            .await
+            .map_err(SinkError::pg("listing the day's Parquet files"))?;
+    let files = stage_day(pool, &stage, day).await?;
+    if files.is_empty() && old_ids.is_empty() && !live.exists() {
+        return Ok(None);
+    }
+    let stage_for_create = stage.clone();
+    blocking(move || {
+        std::fs::create_dir_all(&stage_for_create)
+            .map_err(SinkError::io("creating", &stage_for_create))
+    })
+    .await?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(SinkError::pg("starting the manifest swap"))?;
+    replace_manifest(&mut tx, &old_ids, &files).await?;
+    let swap = Swap {
+        stage: stage.clone(),
+        live,
+    };
+    let exchanged = blocking({
+        let swap = swap.clone();
+        move || swap.apply()
+    })
+    .await?;
+    if let Err(source) = tx.commit().await {
+        // The manifest still names the old files: put them back where it says they are.
+        blocking(move || swap.undo(exchanged)).await?;
+        return Err(SinkError::Postgres {
+            context: "committing the rebuilt day",
+            source,
+        });
+    }
+    remove_dir_if_present(stage).await?;
+    let rows = files.iter().map(|(_, f)| f.row_count).sum();
+    let files = files.into_iter().map(|(_, f)| f).collect();
+    Ok(Some(DayReport {
+        capture_date: day,
+        files,
+        rows,
+        replaced: old_ids.len(),
+    }))
+}
+
+/// Writes the day's rows from Postgres into files in the staging directory.
+async fn stage_day(
+    pool: &PgPool,
+    stage: &Path,
+    day: NaiveDate,
+) -> Result<Vec<(i64, CommittedFile)>, SinkError> {
+    let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
+    let mut cursor = pool
+        .begin()
+        .await
+        .map_err(SinkError::pg("starting the day's read"))?;
+    sqlx::query(
+        "DECLARE rebuild NO SCROLL CURSOR FOR
+         SELECT s.run_id, s.run_date, s.batch_no, $3::date, s.captured_at, s.group_id,
+                s.msg_seq, s.read_num, s.unread_num
+         FROM receipts.receipt_snapshots s
+         WHERE s.captured_at >= $1 AND s.captured_at < $2
+         ORDER BY s.run_id, s.batch_no, s.group_id COLLATE \"C\", s.msg_seq",
+    )
+    .bind(start)
+    .bind(start + chrono::Duration::days(1))
+    .bind(day)
+    .execute(&mut *cursor)
+    .await
+    .map_err(SinkError::pg("reading the day's rows"))?;
+    let files = drain_cursor(
+        pool,
+        &mut cursor,
+        Target::Staged(stage.to_path_buf()),
+        false,
+    )
+    .await?;
+    cursor
+        .rollback()
+        .await
+        .map_err(SinkError::pg("closing the day's read"))?;
+    Ok(files)
+}
+
+/// Drops the day's old manifest rows (unpointing their batches first) and records the new
+/// files, inside the caller's transaction.
+async fn replace_manifest(
+    tx: &mut PgConnection,
+    old_ids: &[i64],
+    files: &[(i64, CommittedFile)],
+) -> Result<(), SinkError> {
+    sqlx::query(
+        "UPDATE receipts.write_batches SET parquet_file_id = NULL WHERE parquet_file_id = ANY($1)",
+    )
+    .bind(old_ids)
+    .execute(&mut *tx)
+    .await
+    .map_err(SinkError::pg("unpointing batches from replaced files"))?;
+    sqlx::query("DELETE FROM receipts.parquet_files WHERE file_id = ANY($1)")
+        .bind(old_ids)
+        .execute(&mut *tx)
+        .await
+        .map_err(SinkError::pg("removing replaced manifest rows"))?;
+    for (run_id, file) in files {
+        record_file_in(tx, *run_id, file).await?;
+    }
+    Ok(())
+}
+
+/// Putting a staged partition directory in place of the live one.
+#[derive(Debug, Clone)]
+struct Swap {
+    stage: PathBuf,
+    live: PathBuf,
+}
+
+impl Swap {
+    /// Swaps the directories; afterwards `stage` holds the old day (if there was one).
+    /// Returns whether there was an old day.
+    fn apply(&self) -> Result<bool, SinkError> {
+        let had_old = self.live.exists();
+        if had_old {
+            exchange(&self.stage, &self.live)?;
+        } else {
+            std::fs::rename(&self.stage, &self.live)
+                .map_err(SinkError::io("renaming into place", &self.live))?;
+        }
+        sync_dir(self.live.parent().expect("a partition has a parent"))?;
+        Ok(had_old)
+    }
+
+    /// Reverses [`Swap::apply`].
+    fn undo(&self, had_old: bool) -> Result<(), SinkError> {
+        if had_old {
+            exchange(&self.stage, &self.live)?;
+        } else {
+            std::fs::rename(&self.live, &self.stage)
+                .map_err(SinkError::io("moving back", &self.live))?;
+        }
+        sync_dir(self.live.parent().expect("a partition has a parent"))
+    }
+}
+
+/// Atomically exchanges two directories (`renameat2(RENAME_EXCHANGE)`); where the system or
+/// file system cannot, falls back to three renames (a moment without the live directory).
+fn exchange(a: &Path, b: &Path) -> Result<(), SinkError> {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {}
+            Err(e) => {
+                return Err(SinkError::io("exchanging with the staged directory", b)(
+                    e.into(),
+                ))
+            }
+        }
+    }
+    let aside = a.with_extension("aside");
+    std::fs::rename(b, &aside).map_err(SinkError::io("moving aside", b))?;
+    std::fs::rename(a, b).map_err(SinkError::io("renaming into place", b))?;
+    std::fs::rename(&aside, a).map_err(SinkError::io("renaming", &aside))
+}
+
+async fn remove_dir_if_present(dir: PathBuf) -> Result<(), SinkError> {
+    blocking(move || match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(SinkError::io("removing the directory", &dir)(e))
+        }
+        _ => Ok(()),
+    })
+    .await
+}
+
+/// Where rebuilt files go.
+enum Target {
+    /// The live partition directories (repairing a run: new parts next to the recorded ones).
+    Live(PathBuf),
+    /// One staging directory (rebuilding one day).
+    Staged(PathBuf),
+}
+
+/// One row of a repair cursor: run, run date, batch, capture date, then the snapshot.
+type CursorRow = (
+    i64,
+    NaiveDate,
+    i32,
+    NaiveDate,
+    DateTime<Utc>,
+    String,
+    i64,
+    i32,
+    i32,
+);
+
+/// Rows fetched per round trip: bounded memory, few round trips.
+const FETCH_ROWS: usize = 10_000;
+
+/// Reads the open cursor `rebuild` (rows ordered by run, then batch) to its end, writing the
+/// rows batch by batch into Parquet; records each file at once when `record_now`.
+async fn drain_cursor(
+    pool: &PgPool,
+    cursor: &mut PgConnection,
+    target: Target,
+    record_now: bool,
+) -> Result<Vec<(i64, CommittedFile)>, SinkError> {
+    let mut out = Rewriter {
+        pool,
+        target,
+        record_now,
+        writer: None,
+        batch: None,
+        done: Vec::new(),
+    };
+    loop {
+        let rows: Vec<CursorRow> =
+            sqlx::query_as(&format!("FETCH FORWARD {FETCH_ROWS} FROM rebuild"))
+                .fetch_all(&mut *cursor)
+                .await
+                .map_err(SinkError::pg("fetching rows to rebuild"))?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            out.push(row).await?;
+        }
+    }
+    out.finish().await
+}
+
+/// Regroups cursor rows into their write batches (one batch in memory at a time) and feeds
+/// them to one [`RunParquet`] per run.
+struct Rewriter<'p> {
+    pool: &'p PgPool,
+    target: Target,
+    record_now: bool,
+    writer: Option<(i64, RunParquet)>,
+    batch: Option<WriteBatch>,
+    done: Vec<(i64, CommittedFile)>,
+}
+
+impl Rewriter<'_> {
+    async fn push(&mut self, row: CursorRow) -> Result<(), SinkError> {
+        let (
+            run_id,
+            run_date,
+            batch_no,
+            capture_date,
+            captured_at,
+            group,
+            msg_seq,
+            read_num,
+            unread_num,
+        ) = row;
+        let same = self
+            .batch
+            .as_ref()
+            .is_some_and(|b| b.run_id == run_id && b.batch_no == batch_no);
+        if !same {
+            self.flush_batch().await?;
+            self.batch = Some(WriteBatch {
+                run_id,
+                run_date,
+                batch_no,
+                capture_date,
+                rows: vec![],
+                codes: vec![],
+            });
+        }
+        let rows = &mut self.batch.as_mut().expect("set above").rows;
+        // Rows come sorted by group: share one allocation per group, as the run does.
+        let group_id = match rows.last() {
+            Some(last) if *last.group_id == *group => last.group_id.clone(),
+            _ => Arc::from(group),
+        };
+        rows.push(SnapshotRow {
+            captured_at,
+            group_id,
+            msg_seq,
+            read_num,
+            unread_num,
+        });
+        Ok(())
+    }
+
+    async fn flush_batch(&mut self) -> Result<(), SinkError> {
+        let Some(batch) = self.batch.take() else {
+            return Ok(());
+        };
+        if self.writer.as_ref().map(|(run, _)| *run) != Some(batch.run_id) {
+            self.finish_writer().await?;
+            let part = next_part(self.pool, batch.run_id).await?;
+            let writer = match &self.target {
+                Target::Live(root) => RunParquet::new(root, batch.run_id, part),
+                Target::Staged(dir) => RunParquet::staged(dir, batch.run_id, part),
+            };
+            self.writer = Some((batch.run_id, writer));
+        }
+        let (run_id, mut writer) = self.writer.take().expect("opened above");
+        let (writer, rolled) = blocking(move || {
+            let rolled = writer.append(&batch);
+            (writer, rolled)
+        })
+        .await;
+        self.writer = Some((run_id, writer));
+        self.committed(run_id, rolled?).await
+    }
+
+    async fn finish_writer(&mut self) -> Result<(), SinkError> {
+        if let Some((run_id, writer)) = self.writer.take() {
+            let files = blocking(move || writer.finish()).await?;
+            self.committed(run_id, files).await?;
+        }
+        Ok(())
+    }
+
+    async fn committed(&mut self, run_id: i64, files: Vec<CommittedFile>) -> Result<(), SinkError> {
+        for file in files {
+            if self.record_now {
+                record_file(self.pool, run_id, &file).await?;
+            }
+            self.done.push((run_id, file));
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Vec<(i64, CommittedFile)>, SinkError> {
+        self.flush_batch().await?;
+        self.finish_writer().await?;
+        Ok(self.done)
+    }
+}
+
+/// Runs file work on the blocking pool, so compression and fsync do not stall the runtime.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("a blocking file task was cancelled: {e}"),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classify_knows_the_runs_final_and_temporary_files_only() {
+        assert_eq!(classify("run-12-0001.parquet", 12), Some(Stray::Final));
+        assert_eq!(classify("run-12-12345.parquet", 12), Some(Stray::Final));
+        assert_eq!(classify(".run-12-0001.parquet.tmp", 12), Some(Stray::Temp));
+        assert_eq!(classify("run-123-0001.parquet", 12), None);
+        assert_eq!(classify("run-1-0001.parquet", 12), None);
+        assert_eq!(classify("run-12-01.parquet", 12), None);
+        assert_eq!(classify("run-12-0001.parquet.tmp", 12), None);
+        assert_eq!(classify(".run-12-0001.parquet", 12), None);
+        assert_eq!(classify("notes.txt", 12), None);
+    }
+}

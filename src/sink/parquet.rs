@@ -1,0 +1,458 @@
+//! The Parquet sink: streams write batches into per-day files and commits each file
+//! atomically (write hidden, fsync, rename, fsync the directory).
+//!
+//! Layout under the Parquet directory:
+//! `receipt_snapshots/capture_date=YYYY-MM-DD/run-<run_id>-<part>.parquet`. A file being
+//! written is `.run-<run_id>-<part>.parquet.tmp` in the same directory: hidden, and not
+//! matched by `*.parquet`, so readers never pick it up. A committed file becomes part of the
+//! warehouse when the manifest records it ([`super::manifest`]); this module touches files
+//! only, never Postgres.
+
+use super::{SinkError, SnapshotRow, WriteBatch};
+use arrow::array::{
+    Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringBuilder, TimestampMicrosecondArray,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use chrono::NaiveDate;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
+
+/// The version of the file layout below; readers check it in the file metadata.
+pub const SCHEMA_VERSION: &str = "1";
+/// The file metadata key holding [`SCHEMA_VERSION`].
+pub const SCHEMA_VERSION_KEY: &str = "receipt_exporter.schema_version";
+/// The file metadata key holding the version of receipt-exporter that wrote the file.
+pub const WRITER_VERSION_KEY: &str = "receipt_exporter.writer_version";
+/// The directory of the snapshot table under the Parquet directory.
+pub const TABLE_DIR: &str = "receipt_snapshots";
+/// Rows per row group: large enough for analytic scans, and the most one writer buffers.
+pub const ROW_GROUP_ROWS: usize = 1_000_000;
+/// Rows after which [`RunParquet`] starts a new part.
+pub const DEFAULT_MAX_ROWS_PER_FILE: u64 = 5_000_000;
+
+static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        Field::new("run_id", DataType::Int64, false),
+        Field::new(
+            "captured_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("group_id", DataType::Utf8, false),
+        Field::new("msg_seq", DataType::Int64, false),
+        Field::new("read_num", DataType::Int32, false),
+        Field::new("unread_num", DataType::Int32, false),
+    ]))
+});
+
+/// The Arrow schema of every snapshot file.
+pub fn arrow_schema() -> SchemaRef {
+    SCHEMA.clone()
+}
+
+/// `receipt_snapshots/capture_date=YYYY-MM-DD`, relative to the Parquet directory.
+pub fn partition_dir(capture_date: NaiveDate) -> String {
+    format!(
+        "{TABLE_DIR}/capture_date={}",
+        capture_date.format("%Y-%m-%d")
+    )
+}
+
+/// `run-<run_id>-<part>.parquet`, the part zero-padded to 4 digits.
+pub fn file_name(run_id: i64, part: i32) -> String {
+    format!("run-{run_id}-{part:04}.parquet")
+}
+
+/// The name a file has while it is written: hidden, and not ending in `.parquet`.
+pub fn temp_file_name(run_id: i64, part: i32) -> String {
+    format!(".{}.tmp", file_name(run_id, part))
+}
+
+/// A file's path relative to the Parquet directory, as the manifest stores it.
+pub fn relative_path(capture_date: NaiveDate, run_id: i64, part: i32) -> String {
+    format!(
+        "{}/{}",
+        partition_dir(capture_date),
+        file_name(run_id, part)
+    )
+}
+
+/// A file renamed to its final name, fsynced with its directory: ready for the manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedFile {
+    /// Relative to the Parquet directory, with `/` separators.
+    pub relative_path: String,
+    pub capture_date: NaiveDate,
+    pub part: i32,
+    pub row_count: u64,
+    pub byte_size: u64,
+    /// The write batches whose rows the file holds, in the order they were appended.
+    pub batch_nos: Vec<i32>,
+}
+
+/// One Parquet file of one run, capture date and part, being written.
+pub struct PartitionWriter {
+    run_id: i64,
+    capture_date: NaiveDate,
+    part: i32,
+    dir: PathBuf,
+    temp_path: PathBuf,
+    writer: ArrowWriter<File>,
+    rows: u64,
+    batch_nos: Vec<i32>,
+}
+
+impl PartitionWriter {
+    /// Opens the temporary file in the partition directory under `root`, creating the
+    /// directory if needed.
+    pub fn open(
+        root: &Path,
+        run_id: i64,
+        capture_date: NaiveDate,
+        part: i32,
+    ) -> Result<Self, SinkError> {
+        Self::open_in(
+            &root.join(partition_dir(capture_date)),
+            run_id,
+            capture_date,
+            part,
+        )
+    }
+
+    /// Like [`PartitionWriter::open`], but writes into `dir` (a staging copy of the partition
+    /// directory that will be renamed into place); the committed path still names the
+    /// partition directory.
+    pub fn open_in(
+        dir: &Path,
+        run_id: i64,
+        capture_date: NaiveDate,
+        part: i32,
+    ) -> Result<Self, SinkError> {
+        std::fs::create_dir_all(dir)
+            .map_err(SinkError::io("creating the partition directory", dir))?;
+        let temp_path = dir.join(temp_file_name(run_id, part));
+        let file = File::create(&temp_path).map_err(SinkError::io("creating", &temp_path))?;
+        let writer = ArrowWriter::try_new(file, arrow_schema(), Some(writer_properties()))
+            .map_err(|source| SinkError::Parquet {
+                op: "starting",
+                path: temp_path.clone(),
+                source,
+            })?;
+        Ok(PartitionWriter {
+            run_id,
+            capture_date,
+            part,
+            dir: dir.to_path_buf(),
+            temp_path,
+            writer,
+            rows: 0,
+            batch_nos: Vec::new(),
+        })
+    }
+
+    /// Rows appended so far.
+    pub fn row_count(&self) -> u64 {
+        self.rows
+    }
+
+    /// Where the file is while it is written.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp_path
+    }
+
+    /// Appends the batch's rows. The batch must be of this writer's run and capture date.
+    pub fn append(&mut self, batch: &WriteBatch) -> Result<(), SinkError> {
+        if batch.run_id != self.run_id || batch.capture_date != self.capture_date {
+            return Err(SinkError::InvalidBatch {
+                run_id: batch.run_id,
+                batch_no: batch.batch_no,
+                reason: format!(
+                    "appended to the Parquet file of run {} and capture date {}",
+                    self.run_id, self.capture_date
+                ),
+            });
+        }
+        if !batch.rows.is_empty() {
+            let record_batch = to_record_batch(batch.run_id, &batch.rows);
+            self.writer
+                .write(&record_batch)
+                .map_err(|source| SinkError::Parquet {
+                    op: "writing",
+                    path: self.temp_path.clone(),
+                    source,
+                })?;
+            self.rows += batch.rows.len() as u64;
+        }
+        if self.batch_nos.last() != Some(&batch.batch_no) {
+            self.batch_nos.push(batch.batch_no);
+        }
+        Ok(())
+    }
+
+    /// Writes the footer, fsyncs the file, renames it to its final name and fsyncs the
+    /// directory, so the file survives a crash before the manifest records it.
+    pub fn commit(self) -> Result<CommittedFile, SinkError> {
+        let parquet_err = |op, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SinkError::Parquet { op, path, source }
+        };
+        // `into_inner` flushes the last row group and writes the footer.
+        let file = self
+            .writer
+            .into_inner()
+            .map_err(parquet_err("finishing", &self.temp_path))?;
+        file.sync_all()
+            .map_err(SinkError::io("fsyncing", &self.temp_path))?;
+        let byte_size = file
+            .metadata()
+            .map_err(SinkError::io("reading the size of", &self.temp_path))?
+            .len();
+        drop(file);
+        let final_path = self.dir.join(file_name(self.run_id, self.part));
+        std::fs::rename(&self.temp_path, &final_path).map_err(|source| SinkError::Io {
+            op: "renaming the finished temporary file to",
+            path: final_path.clone(),
+            source,
+        })?;
+        sync_dir(&self.dir)?;
+        Ok(CommittedFile {
+            relative_path: relative_path(self.capture_date, self.run_id, self.part),
+            capture_date: self.capture_date,
+            part: self.part,
+            row_count: self.rows,
+            byte_size,
+            batch_nos: self.batch_nos,
+        })
+    }
+
+    /// Gives up on the file: removes the temporary file.
+    pub fn abort(self) -> Result<(), SinkError> {
+        let path = self.temp_path.clone();
+        drop(self.writer);
+        remove_if_present(&path)
+    }
+}
+
+/// fsyncs a directory, so the renames and removals in it survive a crash.
+pub fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(SinkError::io("fsyncing the directory", dir))
+}
+
+/// Removes a file; a file already gone is fine.
+pub(crate) fn remove_if_present(path: &Path) -> Result<(), SinkError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(SinkError::io("removing", path)(e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn writer_properties() -> WriterProperties {
+    WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
+        .set_key_value_metadata(Some(vec![
+            KeyValue::new(SCHEMA_VERSION_KEY.to_string(), SCHEMA_VERSION.to_string()),
+            KeyValue::new(
+                WRITER_VERSION_KEY.to_string(),
+                env!("CARGO_PKG_VERSION").to_string(),
+            ),
+        ]))
+        .build()
+}
+
+/// Arrow columns built straight from the rows, without an intermediate copy.
+fn to_record_batch(run_id: i64, rows: &[SnapshotRow]) -> RecordBatch {
+    let text_bytes = rows.iter().map(|r| r.group_id.len()).sum();
+    let mut groups = StringBuilder::with_capacity(rows.len(), text_bytes);
+    for row in rows {
+        groups.append_value(&row.group_id);
+    }
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from(vec![run_id; rows.len()])),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|r| r.captured_at.timestamp_micros()),
+            )
+            .with_timezone("UTC"),
+        ),
+        Arc::new(groups.finish()),
+        Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.msg_seq))),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.read_num),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.unread_num),
+        )),
+    ];
+    RecordBatch::try_new(arrow_schema(), columns).expect("columns built to the schema")
+}
+
+/// The Parquet side of one run: an open file per capture date, rolled to a new part when
+/// it reaches the row limit. A batch is never split across files, so the manifest can say
+/// which file holds each batch.
+pub struct RunParquet {
+    root: PathBuf,
+    /// Set when rebuilding a day: every file goes into this directory instead.
+    staging_dir: Option<PathBuf>,
+    run_id: i64,
+    next_part: i32,
+    max_rows_per_file: u64,
+    open: BTreeMap<NaiveDate, PartitionWriter>,
+}
+
+impl RunParquet {
+    /// Writes under the Parquet directory `root`; `next_part` is the first part number not
+    /// used by this run (see `manifest::next_part`).
+    pub fn new(root: impl Into<PathBuf>, run_id: i64, next_part: i32) -> RunParquet {
+        RunParquet {
+            root: root.into(),
+            staging_dir: None,
+            run_id,
+            next_part,
+            max_rows_per_file: DEFAULT_MAX_ROWS_PER_FILE,
+            open: BTreeMap::new(),
+        }
+    }
+
+    /// Writes every file into `dir` (a staging partition directory) instead.
+    pub fn staged(dir: impl Into<PathBuf>, run_id: i64, next_part: i32) -> RunParquet {
+        RunParquet {
+            staging_dir: Some(dir.into()),
+            ..RunParquet::new(PathBuf::new(), run_id, next_part)
+        }
+    }
+
+    /// Sets the row count after which a file is committed and a new part begins.
+    pub fn with_max_rows_per_file(mut self, rows: u64) -> RunParquet {
+        self.max_rows_per_file = rows.max(1);
+        self
+    }
+
+    /// The part number the next file will get.
+    pub fn next_part(&self) -> i32 {
+        self.next_part
+    }
+
+    /// Appends the batch to its capture date's file; returns the files that a roll to a new
+    /// part committed. A batch without rows opens no file.
+    pub fn append(&mut self, batch: &WriteBatch) -> Result<Vec<CommittedFile>, SinkError> {
+        let mut committed = Vec::new();
+        let date = batch.capture_date;
+        let full = self.open.get(&date).is_some_and(|w| {
+            w.row_count() > 0 && w.row_count() + batch.rows.len() as u64 > self.max_rows_per_file
+        });
+        if full {
+            committed.push(self.open.remove(&date).expect("checked above").commit()?);
+        }
+        if !self.open.contains_key(&date) {
+            if batch.rows.is_empty() {
+                return Ok(committed);
+            }
+            let writer = self.open_writer(date)?;
+            self.open.insert(date, writer);
+        }
+        self.open
+            .get_mut(&date)
+            .expect("opened above")
+            .append(batch)?;
+        Ok(committed)
+    }
+
+    fn open_writer(&mut self, date: NaiveDate) -> Result<PartitionWriter, SinkError> {
+        let writer = match &self.staging_dir {
+            Some(dir) => PartitionWriter::open_in(dir, self.run_id, date, self.next_part)?,
+            None => PartitionWriter::open(&self.root, self.run_id, date, self.next_part)?,
+        };
+        self.next_part += 1;
+        Ok(writer)
+    }
+
+    /// Commits every open file.
+    pub fn finish(mut self) -> Result<Vec<CommittedFile>, SinkError> {
+        let open = std::mem::take(&mut self.open);
+        open.into_values().map(PartitionWriter::commit).collect()
+    }
+
+    /// Gives up: removes every open file's temporary file.
+    pub fn abort(mut self) -> Result<(), SinkError> {
+        let open = std::mem::take(&mut self.open);
+        open.into_values().try_for_each(PartitionWriter::abort)
+    }
+}
+
+/// One row of a snapshot file, as read back.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ParquetRow {
+    pub run_id: i64,
+    /// Microseconds since the Unix epoch, UTC.
+    pub captured_at_micros: i64,
+    pub group_id: String,
+    pub msg_seq: i64,
+    pub read_num: i32,
+    pub unread_num: i32,
+}
+
+/// Reads every row of a snapshot file (for tests and repair checks: it holds the whole
+/// file in memory).
+pub fn read_rows(path: &Path) -> Result<Vec<ParquetRow>, SinkError> {
+    let parquet_err = |op| {
+        move |source| SinkError::Parquet {
+            op,
+            path: path.to_path_buf(),
+            source,
+        }
+    };
+    let file = File::open(path).map_err(SinkError::io("opening", path))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(parquet_err("opening"))?
+        .build()
+        .map_err(parquet_err("reading"))?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch.map_err(|e| parquet_err("reading")(e.into()))?;
+        if batch.schema().fields() != arrow_schema().fields() {
+            let reason = format!("schema {:?}", batch.schema());
+            return Err(SinkError::Foreign {
+                path: path.to_path_buf(),
+                reason,
+            });
+        }
+        append_rows(&batch, &mut rows);
+    }
+    Ok(rows)
+}
+
+fn append_rows(batch: &RecordBatch, rows: &mut Vec<ParquetRow>) {
+    fn col<T: 'static>(batch: &RecordBatch, i: usize) -> &T {
+        batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<T>()
+            .expect("schema checked")
+    }
+    let run_id = col::<Int64Array>(batch, 0);
+    let captured = col::<TimestampMicrosecondArray>(batch, 1);
+    let group = col::<arrow::array::StringArray>(batch, 2);
+    let seq = col::<Int64Array>(batch, 3);
+    let read = col::<Int32Array>(batch, 4);
+    let unread = col::<Int32Array>(batch, 5);
+    rows.extend((0..batch.num_rows()).map(|i| ParquetRow {
+        run_id: run_id.value(i),
+        captured_at_micros: captured.value(i),
+        group_id: group.value(i).to_string(),
+        msg_seq: seq.value(i),
+        read_num: read.value(i),
+        unread_num: unread.value(i),
+    }));
+}

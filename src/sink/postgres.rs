@@ -1,0 +1,432 @@
+//! The Postgres sink: commits one [`WriteBatch`] per transaction, exactly once.
+//!
+//! The batch number is claimed in `receipts.write_batches` inside the same transaction as the
+//! rows, so a call repeated after a connection lost at COMMIT finds the claim and changes
+//! nothing. Snapshot rows go in with binary `COPY` (no text escaping, no parsing on the
+//! server); item codes and the `receipt_latest` upsert ship as arrays through `UNNEST`.
+//! This module writes and classifies errors; it does not decide what a run does about them.
+
+use super::{SinkError, WriteBatch};
+use chrono::{DateTime, NaiveDate, Utc};
+use sqlx::{PgConnection, PgPool};
+use std::future::Future;
+use std::time::Duration;
+
+/// What [`write_batch`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// The batch committed now, with this many snapshot rows and item codes.
+    Written { rows: u64, codes: u64 },
+    /// The batch number was committed before (a retry after an ambiguous COMMIT): nothing
+    /// changed. Callers treat this as success.
+    AlreadyCommitted,
+}
+
+/// Commits `batch` in one transaction: claim the batch number, COPY the snapshots, insert the
+/// item codes, bring `receipt_latest` forward.
+pub async fn write_batch(pool: &PgPool, batch: &WriteBatch) -> Result<WriteOutcome, SinkError> {
+    validate(batch)?;
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(SinkError::pg("starting a write transaction"))?;
+    if !claim_batch(&mut tx, batch).await? {
+        // Committed by an earlier attempt: leave everything as that attempt left it.
+        return Ok(WriteOutcome::AlreadyCommitted);
+    }
+    let rows = copy_snapshots(&mut tx, batch).await?;
+    let codes = insert_item_codes(&mut tx, batch).await?;
+    upsert_latest(&mut tx, batch).await?;
+    tx.commit()
+        .await
+        .map_err(SinkError::pg("committing a write batch"))?;
+    Ok(WriteOutcome::Written { rows, codes })
+}
+
+/// [`write_batch`], repeated up to `attempts` times (at least once) while the failure is a
+/// lost or refused connection; any other error returns at once.
+pub async fn write_batch_retrying(
+    pool: &PgPool,
+    batch: &WriteBatch,
+    attempts: u32,
+) -> Result<WriteOutcome, SinkError> {
+    retry(attempts, || write_batch(pool, batch)).await
+}
+
+/// Calls `op` until it succeeds, fails with a non-retryable error, or `attempts` are spent,
+/// sleeping [`backoff_delay`] between attempts.
+async fn retry<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, SinkError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, SinkError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Err(error) if error.is_retryable() && attempt < attempts => {
+                let delay = backoff_delay(attempt, rand::random());
+                tracing::warn!(attempt, ?delay, %error, "Postgres write failed on its connection; retrying");
+                tokio::time::sleep(delay).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// The pause after failed attempt number `attempt` (1-based): exponential from 200 ms, capped
+/// at 10 s, with "equal jitter" (`jitter` in [0, 1) picks a point in the upper half) so
+/// writers that lost the same server do not return in step.
+pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
+    const BASE_MS: u64 = 200;
+    const CAP_MS: u64 = 10_000;
+    let ceiling = BASE_MS
+        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+        .min(CAP_MS);
+    let half = ceiling as f64 / 2.0;
+    Duration::from_micros(((half + half * jitter.clamp(0.0, 1.0)) * 1000.0) as u64)
+}
+
+/// True when the error says the connection (not the statement) failed, so the same write may
+/// succeed on a new connection: I/O errors, pool timeouts, the server shutting down or not yet
+/// accepting connections (`57P01`-`57P03`), connection exceptions (`08xxx`). Deadlocks and
+/// serialization failures (`40P01`, `40001`) count too: the server rolled the whole
+/// transaction back, so repeating it is safe. Everything else (constraint violations, bad
+/// data, permissions) fails the same way again.
+pub fn is_connection_error(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "40P01" | "40001")
+        }),
+        _ => false,
+    }
+}
+
+/// Rejects a batch whose rows do not belong to its capture date: the Parquet partition is
+/// chosen by that date, so a mismatch would put rows in the wrong day.
+fn validate(batch: &WriteBatch) -> Result<(), SinkError> {
+    let wrong_day = |at: &DateTime<Utc>| at.date_naive() != batch.capture_date;
+    let bad = batch
+        .rows
+        .iter()
+        .map(|r| &r.captured_at)
+        .chain(batch.codes.iter().map(|c| &c.captured_at));
+    match bad.into_iter().find(|at| wrong_day(at)) {
+        None => Ok(()),
+        Some(at) => Err(SinkError::InvalidBatch {
+            run_id: batch.run_id,
+            batch_no: batch.batch_no,
+            reason: format!(
+                "a row captured at {at} is outside capture date {}",
+                batch.capture_date
+            ),
+        }),
+    }
+}
+
+/// Records the batch number; false when an earlier transaction already committed it.
+async fn claim_batch(conn: &mut PgConnection, batch: &WriteBatch) -> Result<bool, SinkError> {
+    let claimed: Option<i32> = sqlx::query_scalar(
+        "INSERT INTO receipts.write_batches (run_id, batch_no, capture_date, row_count, code_count)
+         VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (run_id, batch_no) DO NOTHING
+         RETURNING batch_no",
+    )
+    .bind(batch.run_id)
+    .bind(batch.batch_no)
+    .bind(batch.capture_date)
+    .bind(count_i32(batch, batch.rows.len())?)
+    .bind(count_i32(batch, batch.codes.len())?)
+    .fetch_optional(conn)
+    .await
+    .map_err(SinkError::pg("recording a write batch"))?;
+    Ok(claimed.is_some())
+}
+
+fn count_i32(batch: &WriteBatch, n: usize) -> Result<i32, SinkError> {
+    i32::try_from(n).map_err(|_| SinkError::InvalidBatch {
+        run_id: batch.run_id,
+        batch_no: batch.batch_no,
+        reason: format!("{n} rows do not fit one batch"),
+    })
+}
+
+const COPY_SNAPSHOTS: &str = "COPY receipts.receipt_snapshots \
+     (run_id, run_date, batch_no, captured_at, group_id, msg_seq, read_num, unread_num) \
+     FROM STDIN (FORMAT binary)";
+
+/// How much encoded COPY data to hold before sending it: big enough to keep the socket busy,
+/// small enough that a 50,000-row batch is not copied whole once more.
+const COPY_CHUNK: usize = 1 << 20;
+
+/// COPYs the batch's snapshot rows; returns how many the server took.
+async fn copy_snapshots(conn: &mut PgConnection, batch: &WriteBatch) -> Result<u64, SinkError> {
+    if batch.rows.is_empty() {
+        return Ok(0);
+    }
+    let fail = SinkError::pg("copying snapshot rows");
+    let mut copy = conn.copy_in_raw(COPY_SNAPSHOTS).await.map_err(fail)?;
+    let prefix = BinaryRowPrefix::new(batch);
+    let mut buf = Vec::with_capacity(COPY_CHUNK + 1024);
+    buf.extend_from_slice(&COPY_BINARY_HEADER);
+    for row in &batch.rows {
+        prefix.encode(&mut buf, row);
+        if buf.len() >= COPY_CHUNK {
+            copy.send(buf.as_slice())
+                .await
+                .map_err(SinkError::pg("copying snapshot rows"))?;
+            buf.clear();
+        }
+    }
+    buf.extend_from_slice(&COPY_BINARY_TRAILER);
+    copy.send(buf.as_slice())
+        .await
+        .map_err(SinkError::pg("copying snapshot rows"))?;
+    copy.finish()
+        .await
+        .map_err(SinkError::pg("finishing the snapshot COPY"))
+}
+
+/// The binary COPY file header: signature, flags (no OIDs), header extension length.
+const COPY_BINARY_HEADER: [u8; 19] = *b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// The end-of-data marker: a field count of -1.
+const COPY_BINARY_TRAILER: [u8; 2] = (-1i16).to_be_bytes();
+
+/// Microseconds from the Unix epoch to the Postgres epoch (2000-01-01 00:00 UTC).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// The encoded fields every row of a batch shares (run id, run date, batch number), so each
+/// row costs one copy of them instead of three encodings.
+struct BinaryRowPrefix {
+    bytes: [u8; 2 + 12 + 8 + 8],
+}
+
+impl BinaryRowPrefix {
+    fn new(batch: &WriteBatch) -> BinaryRowPrefix {
+        let pg_epoch = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
+        let days = (batch.run_date - pg_epoch).num_days() as i32;
+        let mut bytes = [0u8; 30];
+        let mut at = 0;
+        let mut put = |field: &[u8]| {
+            bytes[at..at + field.len()].copy_from_slice(field);
+            at += field.len();
+        };
+        put(&8i16.to_be_bytes());
+        put(&8i32.to_be_bytes());
+        put(&batch.run_id.to_be_bytes());
+        put(&4i32.to_be_bytes());
+        put(&days.to_be_bytes());
+        put(&4i32.to_be_bytes());
+        put(&batch.batch_no.to_be_bytes());
+        BinaryRowPrefix { bytes }
+    }
+
+    /// Appends one tuple: field count, then each field as length + big-endian value.
+    fn encode(&self, buf: &mut Vec<u8>, row: &super::SnapshotRow) {
+        buf.extend_from_slice(&self.bytes);
+        put_field(
+            buf,
+            &(row.captured_at.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes(),
+        );
+        // Text in binary COPY is the raw UTF-8: no escaping of `\`, quotes or anything else.
+        put_field(buf, row.group_id.as_bytes());
+        put_field(buf, &row.msg_seq.to_be_bytes());
+        put_field(buf, &row.read_num.to_be_bytes());
+        put_field(buf, &row.unread_num.to_be_bytes());
+    }
+}
+
+fn put_field(buf: &mut Vec<u8>, value: &[u8]) {
+    buf.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    buf.extend_from_slice(value);
+}
+
+/// Inserts the batch's item codes (few per batch: one statement of arrays is enough).
+async fn insert_item_codes(conn: &mut PgConnection, batch: &WriteBatch) -> Result<u64, SinkError> {
+    if batch.codes.is_empty() {
+        return Ok(0);
+    }
+    let codes = &batch.codes;
+    sqlx::query(
+        "INSERT INTO receipts.receipt_item_codes
+             (run_id, batch_no, captured_at, group_id, msg_seq, code)
+         SELECT $1, $2, t.* FROM UNNEST($3::timestamptz[], $4::text[], $5::bigint[], $6::integer[]) AS t",
+    )
+    .bind(batch.run_id)
+    .bind(batch.batch_no)
+    .bind(codes.iter().map(|c| c.captured_at).collect::<Vec<_>>())
+    .bind(codes.iter().map(|c| &*c.group_id).collect::<Vec<&str>>())
+    .bind(codes.iter().map(|c| c.msg_seq).collect::<Vec<_>>())
+    .bind(codes.iter().map(|c| c.code).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+    .map(|done| done.rows_affected())
+    .map_err(SinkError::pg("inserting item codes"))
+}
+
+/// Moves `receipt_latest` forward to the batch's snapshots. An older capture (a late retry,
+/// a backfill) never overwrites a newer one. Rows are applied in key order so two runs
+/// upserting the same messages lock them in the same order and cannot deadlock.
+async fn upsert_latest(conn: &mut PgConnection, batch: &WriteBatch) -> Result<(), SinkError> {
+    if batch.rows.is_empty() {
+        return Ok(());
+    }
+    let rows = &batch.rows;
+    sqlx::query(
+        "INSERT INTO receipts.receipt_latest
+             (group_id, msg_seq, run_id, captured_at, read_num, unread_num)
+         SELECT g, s, $1, c, r, u
+         FROM UNNEST($2::text[], $3::bigint[], $4::timestamptz[], $5::integer[], $6::integer[])
+              AS t(g, s, c, r, u)
+         ORDER BY g COLLATE \"C\", s
+         ON CONFLICT (group_id, msg_seq) DO UPDATE
+         SET run_id = excluded.run_id, captured_at = excluded.captured_at,
+             read_num = excluded.read_num, unread_num = excluded.unread_num
+         WHERE excluded.captured_at >= receipt_latest.captured_at",
+    )
+    .bind(batch.run_id)
+    .bind(rows.iter().map(|r| &*r.group_id).collect::<Vec<&str>>())
+    .bind(rows.iter().map(|r| r.msg_seq).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.captured_at).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.read_num).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.unread_num).collect::<Vec<_>>())
+    .execute(conn)
+    .await
+    .map_err(SinkError::pg("updating receipt_latest"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::SnapshotRow;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::sync::Arc;
+
+    fn batch(rows: Vec<SnapshotRow>) -> WriteBatch {
+        WriteBatch {
+            run_id: 7,
+            run_date: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+            batch_no: 3,
+            capture_date: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
+            rows,
+            codes: vec![],
+        }
+    }
+
+    fn row(at: &str, group: &str) -> SnapshotRow {
+        SnapshotRow {
+            captured_at: at.parse().unwrap(),
+            group_id: Arc::from(group),
+            msg_seq: 0x0102,
+            read_num: 5,
+            unread_num: 6,
+        }
+    }
+
+    #[test]
+    fn binary_tuple_layout_matches_the_copy_format() {
+        let b = batch(vec![]);
+        let mut buf = Vec::new();
+        BinaryRowPrefix::new(&b).encode(&mut buf, &row("2000-01-01T00:00:01.000002Z", "a\\b"));
+        let mut want = vec![0, 8];
+        want.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7]); // run_id
+        want.extend([0, 0, 0, 4]);
+        want.extend(9825i32.to_be_bytes()); // 2026-11-25 is day 9825 after 2000-01-01
+        want.extend([0, 0, 0, 4, 0, 0, 0, 3]); // batch_no
+        want.extend([0, 0, 0, 8]);
+        want.extend(1_000_002i64.to_be_bytes()); // micros after the Postgres epoch
+        want.extend([0, 0, 0, 3, b'a', b'\\', b'b']); // text as raw bytes, no escaping
+        want.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 1, 2]);
+        want.extend([0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 4, 0, 0, 0, 6]);
+        assert_eq!(buf, want);
+    }
+
+    #[test]
+    fn a_row_from_another_day_is_rejected() {
+        let b = batch(vec![
+            row("2026-11-25T23:59:59Z", "g"),
+            row("2026-11-26T00:00:00Z", "g"),
+        ]);
+        let err = validate(&b).unwrap_err();
+        assert!(
+            matches!(err, SinkError::InvalidBatch { batch_no: 3, .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("2026-11-26 00:00:00 UTC"), "{err}");
+        assert!(validate(&batch(vec![row("2026-11-25T00:00:00Z", "g")])).is_ok());
+    }
+
+    #[test]
+    fn connection_errors_are_retryable_and_statement_errors_are_not() {
+        let io = sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "reset",
+        ));
+        assert!(is_connection_error(&io));
+        assert!(is_connection_error(&sqlx::Error::PoolTimedOut));
+        assert!(!is_connection_error(&sqlx::Error::PoolClosed));
+        assert!(!is_connection_error(&sqlx::Error::RowNotFound));
+        assert!(!is_connection_error(&sqlx::Error::Protocol("bad".into())));
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered_within_the_upper_half() {
+        assert_eq!(backoff_delay(1, 0.0), Duration::from_millis(100));
+        assert_eq!(backoff_delay(1, 1.0), Duration::from_millis(200));
+        assert_eq!(backoff_delay(3, 0.0), Duration::from_millis(400));
+        assert_eq!(backoff_delay(30, 0.999), backoff_delay(60, 0.999));
+        assert!(backoff_delay(30, 0.999) <= Duration::from_secs(10));
+        assert_eq!(backoff_delay(30, 0.0), Duration::from_secs(5));
+    }
+
+    fn io_error() -> SinkError {
+        let source = sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "gone"));
+        SinkError::Postgres {
+            context: "testing",
+            source,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_repeats_connection_errors_until_success_and_then_stops() {
+        let calls = AtomicU32::new(0);
+        let started = tokio::time::Instant::now();
+        let out = retry(5, || async {
+            match calls.fetch_add(1, Ordering::SeqCst) {
+                0 | 1 => Err(io_error()),
+                _ => Ok(WriteOutcome::AlreadyCommitted),
+            }
+        })
+        .await;
+        assert_eq!(out.unwrap(), WriteOutcome::AlreadyCommitted);
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(
+            started.elapsed() >= Duration::from_millis(100 + 200),
+            "it backed off"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_gives_up_after_the_attempts_and_never_repeats_other_errors() {
+        let calls = AtomicU32::new(0);
+        let out: Result<(), _> = retry(3, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(io_error())
+        })
+        .await;
+        assert!(out.unwrap_err().is_retryable());
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+
+        calls.store(0, Ordering::SeqCst);
+        let out: Result<(), _> = retry(3, || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(SinkError::UnknownRun(1))
+        })
+        .await;
+        assert!(matches!(out, Err(SinkError::UnknownRun(1))));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+}
