@@ -612,6 +612,19 @@ async fn rebuild_dates_rewrites_a_day_to_exactly_what_postgres_holds() {
         b"junk",
     )
     .unwrap();
+    // A staging directory left by an interrupted rebuild, and a day never exported at all.
+    let leftover = root
+        .join(pq::TABLE_DIR)
+        .join(format!(".capture_date={DAY}.tmp"));
+    std::fs::create_dir_all(&leftover).unwrap();
+    std::fs::write(leftover.join("run-1-0009.parquet"), b"junk").unwrap();
+    let next = day().succ_opt().unwrap();
+    let mut late = batch(b, 2, "h\\x", 100, 5, 9);
+    late.capture_date = next;
+    late.rows
+        .iter_mut()
+        .for_each(|r| r.captured_at += Duration::days(1));
+    write_batch(&db.pool, &late).await.unwrap();
 
     let until = day().succ_opt().unwrap();
     let reports = rebuild_dates(&db.pool, root, day().pred_opt().unwrap(), until)
@@ -619,8 +632,16 @@ async fn rebuild_dates_rewrites_a_day_to_exactly_what_postgres_holds() {
         .unwrap();
     assert_eq!(
         reports.len(),
-        1,
+        2,
         "days with nothing are skipped: {reports:?}"
+    );
+    assert_eq!(
+        (
+            reports[1].capture_date,
+            reports[1].rows,
+            reports[1].replaced
+        ),
+        (next, 5, 0)
     );
     assert_eq!(
         (
@@ -638,13 +659,17 @@ async fn rebuild_dates_rewrites_a_day_to_exactly_what_postgres_holds() {
         .join(pq::partition_dir(day()))
         .join("stray.parquet")
         .exists());
-    let siblings: Vec<String> = std::fs::read_dir(root.join(pq::TABLE_DIR))
+    let mut siblings: Vec<String> = std::fs::read_dir(root.join(pq::TABLE_DIR))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
+    siblings.sort();
     assert_eq!(
         siblings,
-        [format!("capture_date={DAY}")],
+        [
+            format!("capture_date={DAY}"),
+            format!("capture_date={next}")
+        ],
         "no staging directory is left"
     );
     let manifest_rows: i64 =
@@ -652,7 +677,7 @@ async fn rebuild_dates_rewrites_a_day_to_exactly_what_postgres_holds() {
             .fetch_one(&db.pool)
             .await
             .unwrap();
-    assert_eq!(manifest_rows, 110);
+    assert_eq!(manifest_rows, 115);
     let unexported: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM receipts.write_batches WHERE parquet_file_id IS NULL",
     )
