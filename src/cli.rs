@@ -134,6 +134,53 @@ pub enum Command {
     /// Manage the tracked groups and their message-seq windows
     #[command(subcommand)]
     Track(TrackCommand),
+    /// Run one export: pull the receipts of every enabled group's windows, write them to
+    /// Postgres and Parquet
+    #[command(after_help = EXIT_CODES_HELP)]
+    Run(RunArgs),
+    /// Run the main job end to end on local defaults: the built-in simulator, a database of its
+    /// own on the local Postgres, sample groups, one export
+    Demo(DemoArgs),
+    /// Serve the Chat API simulator (uses TIM_SDKAPPID, TIM_SECRET_KEY, TIM_IDENTIFIER)
+    Simulate(crate::sim::SimArgs),
+    /// Print a UserSig for the admin account, to debug with curl (the only command that prints one)
+    Usersig(UsersigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// The local Postgres server to create the demo database on (the database in this URL is
+    /// only used to connect; DATABASE_URL is ignored)
+    #[arg(
+        long,
+        env = "DEMO_ADMIN_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres",
+        hide_env_values = true
+    )]
+    pub admin_url: String,
+    /// Where the demo's Parquet files go (under DIR/warehouse)
+    #[arg(long, default_value = "./demo")]
+    pub dir: PathBuf,
+    /// How many sample groups
+    #[arg(long, default_value_t = 8)]
+    pub groups: usize,
+    /// How many messages in each sample group
+    #[arg(long, default_value_t = 300)]
+    pub messages: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct UsersigArgs {
+    /// Seconds the UserSig is valid (default 180 days; at most 50 years)
+    #[arg(long, default_value_t = 15_552_000, value_parser = clap::value_parser!(i64).range(1..=1_576_800_000))]
+    pub expire: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Print the plan (groups, seqs, API calls, time at the rate limit) and touch nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -63,6 +63,9 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
         if cause.is::<UsageError>() || cause.is::<crate::settings::SettingsError>() {
             return Exit::Usage;
         }
+        if cause.is::<crate::run::LockHeld>() {
+            return Exit::Locked;
+        }
         if let Some(chat) = cause.downcast_ref::<crate::chat::ChatError>() {
             if chat.is_config() {
                 return Exit::Usage;

@@ -1,8 +1,12 @@
 //! One file per subcommand: glue between the command line and the library, and the only
 //! place that writes to stdout. Settings are validated here, before any I/O.
 
+pub mod demo;
 pub mod migrate;
+pub mod run;
+pub mod simulate;
 pub mod track;
+pub mod usersig;
 
 use crate::cli::{Cli, Command, LogFormat};
 use crate::exit::Exit;
@@ -20,6 +24,10 @@ pub async fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<Exit> {
     match cli.command {
         Command::Migrate => migrate::run(&settings).await,
         Command::Track(cmd) => track::run(&settings, cmd).await,
+        Command::Run(args) => run::run(&settings, args).await,
+        Command::Simulate(args) => simulate::run(&settings, args).await,
+        Command::Usersig(args) => usersig::run(&settings, args).await,
+        Command::Demo(args) => demo::run(&settings, args).await,
     }
 }
 
@@ -58,4 +66,9 @@ pub async fn connect_migrated(settings: &Settings) -> anyhow::Result<PgPool> {
             "the database is not migrated (or is behind this version): run `receipt-exporter migrate` first",
         )),
     }
+}
+
+/// The one line a run ends with, on stdout (the logs on stderr stay logs).
+pub fn emit_summary(line: &str) {
+    println!("{line}");
 }

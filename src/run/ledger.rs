@@ -149,7 +149,11 @@ pub async fn holder(pool: &PgPool, job: &str) -> sqlx::Result<Option<RunningRun>
 }
 
 /// Marks a run found dead (its process is gone and its lock free) as `abandoned`.
-pub async fn mark_abandoned(executor: impl PgExecutor<'_>, run_id: i64, found_by: &str) -> sqlx::Result<()> {
+pub async fn mark_abandoned(
+    executor: impl PgExecutor<'_>,
+    run_id: i64,
+    found_by: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE receipts.export_runs SET status = 'abandoned', finished_at = now(),
             error = COALESCE(error, $2),

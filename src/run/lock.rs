@@ -18,10 +18,18 @@ pub struct JobLock {
 
 impl JobLock {
     /// Takes the job's lock if it is free; `None` when another session holds it.
-    pub async fn try_acquire(options: &PgConnectOptions, job: &str) -> Result<Option<JobLock>, crate::db::DbError> {
+    pub async fn try_acquire(
+        options: &PgConnectOptions,
+        job: &str,
+    ) -> Result<Option<JobLock>, crate::db::DbError> {
         let mut conn = crate::db::connect_single(options).await?;
-        let got = try_lock(&mut conn, job).await.map_err(crate::db::DbError::Schema)?;
-        Ok(got.then(|| JobLock { conn, job: job.to_string() }))
+        let got = try_lock(&mut conn, job)
+            .await
+            .map_err(crate::db::DbError::Schema)?;
+        Ok(got.then(|| JobLock {
+            conn,
+            job: job.to_string(),
+        }))
     }
 
     /// The session that holds the lock, for work that must happen under it (repair).

@@ -1,1 +1,286 @@
-//! The export run.
+//! The export run: plan from Postgres, pull through the client, write both sinks exactly once,
+//! record everything in the ledger.
+//!
+//! Order of a run: settings → job lock (or exit 75) → repair after dead runs → ledger row →
+//! plan → pipeline → ledger figures → lock released. Nothing here prints: the command layer
+//! turns the [`RunReport`] into a summary line and an exit code.
+
+pub mod ledger;
+pub mod lock;
+pub mod pipeline;
+pub mod repair;
+
+use crate::chat::{ChatClient, ClientConfig};
+use crate::exit::Exit;
+use crate::plan::{self, GroupPlan};
+use crate::settings::Settings;
+use crate::tracking::SeqWindow;
+use ledger::{RunFigures, RunKind, RunStatus};
+use lock::JobLock;
+use pipeline::{Halt, Pipeline};
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// How often the run checks that the session holding its lock is alive.
+const LOCK_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Another run of the same job holds the lock. Exits with code 75.
+#[derive(Debug, thiserror::Error)]
+#[error("another run of job '{job}' holds the lock: {holder}; try later")]
+pub struct LockHeld {
+    pub job: String,
+    pub holder: String,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    pub job: String,
+    pub kind: RunKind,
+}
+
+/// How a run ended.
+#[derive(Debug)]
+pub struct RunReport {
+    pub run_id: i64,
+    pub job: String,
+    pub status: RunStatus,
+    pub exit: Exit,
+    pub figures: RunFigures,
+    pub error: Option<String>,
+    pub elapsed: Duration,
+    pub failed_groups: Vec<(String, String, String)>,
+}
+
+impl RunReport {
+    /// The one line a run ends with.
+    pub fn summary(&self, parquet_dir: &std::path::Path) -> String {
+        let f = &self.figures;
+        let secs = self.elapsed.as_secs_f64();
+        let mut line = format!(
+            "run {} (job {}) {}: {} groups ({} failed), {} seqs, {} receipts, {} calls ({} retries, {} rate-limited), {:.1} calls/s, {:.2} s, {} Parquet file(s) in {}",
+            self.run_id,
+            self.job,
+            self.status.as_str(),
+            f.groups_ok + f.groups_failed,
+            f.groups_failed,
+            f.seqs_asked,
+            f.receipts_written,
+            f.api_calls,
+            f.retries,
+            f.rate_limited,
+            f.api_calls as f64 / secs.max(1e-9),
+            secs,
+            f.parquet_files,
+            parquet_dir.display(),
+        );
+        if let Some(error) = &self.error {
+            line.push_str(&format!(": {error}"));
+        }
+        line
+    }
+}
+
+/// Reads the enabled groups' windows and merges them into a plan.
+pub async fn load_plan(pool: &PgPool) -> anyhow::Result<Vec<GroupPlan>> {
+    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT g.group_id, w.from_seq, w.to_seq
+         FROM receipts.tracked_groups g JOIN receipts.seq_windows w USING (group_id)
+         WHERE g.enabled AND w.kind = 'fixed'",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut pairs = Vec::with_capacity(rows.len());
+    for (group_id, from, to) in rows {
+        match SeqWindow::new(from, to) {
+            Ok(w) => pairs.push((group_id, w)),
+            Err(e) => tracing::warn!(
+                group_id,
+                "skipping an invalid window written by another tool: {e}"
+            ),
+        }
+    }
+    Ok(plan::build(pairs))
+}
+
+/// Runs one export to its end. `stop` is cancelled by SIGTERM/SIGINT.
+pub async fn execute(
+    settings: &Settings,
+    pool: &PgPool,
+    req: &RunRequest,
+    stop: CancellationToken,
+) -> anyhow::Result<RunReport> {
+    let api = settings.require_api()?;
+    let options = settings.require_database()?;
+    let Some(mut job_lock) = JobLock::try_acquire(options, &req.job).await? else {
+        let holder = match ledger::holder(pool, &req.job).await? {
+            Some(r) => format!(
+                "run {} on host {} (pid {}) since {}",
+                r.run_id, r.host, r.pid, r.started_at
+            ),
+            None => "a session that has not recorded its run yet".to_string(),
+        };
+        return Err(LockHeld {
+            job: req.job.clone(),
+            holder,
+        }
+        .into());
+    };
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let pid = std::process::id();
+    let label = format!("a run of job {} on {host} (pid {pid})", req.job);
+    repair::repair(&mut job_lock, pool, &settings.parquet_dir, &label).await?;
+    if let Err(e) = sqlx::query("SELECT receipts.ensure_snapshot_partitions(3)")
+        .execute(pool)
+        .await
+    {
+        tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
+    }
+
+    let started = Instant::now();
+    let (run_id, run_date) = ledger::start(pool, &req.job, req.kind, &host, pid).await?;
+    tracing::info!(run_id, job = %req.job, "run started");
+    let plan = load_plan(pool).await?;
+
+    let client = ChatClient::new(ClientConfig {
+        base_url: api.endpoint.base_url(),
+        sdkappid: api.sdkappid,
+        identifier: api.identifier.clone(),
+        key: api.secret_key.clone(),
+        rate_limit: f64::from(settings.rate_limit),
+        batch_size: settings.batch_size,
+        timeout: Duration::from_secs(10),
+        max_attempts: 8,
+        usersig_ttl: Duration::from_secs(86_400),
+    })?;
+    let pipeline_stop = stop.child_token();
+    let (watchdog, lock_lost) = watch_lock(job_lock, pipeline_stop.clone());
+    let outcome = Pipeline {
+        pool: pool.clone(),
+        client: client.clone(),
+        run_id,
+        run_date,
+        parquet_dir: settings.parquet_dir.clone(),
+        batch_size: settings.batch_size,
+        concurrency: settings.concurrency,
+        stop: pipeline_stop.clone(),
+    }
+    .run(plan)
+    .await;
+    pipeline_stop.cancel(); // ends the watchdog
+    let job_lock = watchdog.await.ok().flatten();
+
+    let lost = lock_lost.is_cancelled();
+    let failed = outcome.failed_groups.len();
+    let planned = outcome.groups_planned;
+    let (status, exit, error) = match &outcome.halt {
+        Some(Halt::Config(e)) => (RunStatus::Failed, Exit::Usage, Some(e.to_string())),
+        Some(Halt::Sink(e)) => (RunStatus::Failed, Exit::Failed, Some(format!("{e:#}"))),
+        Some(Halt::Stopped) if lost => (
+            RunStatus::Failed,
+            Exit::Failed,
+            Some("lost the Postgres session that holds the job lock: stopped pulling".to_string()),
+        ),
+        Some(Halt::Stopped) => (
+            RunStatus::Interrupted,
+            Exit::Interrupted,
+            Some("interrupted by a signal".to_string()),
+        ),
+        None if failed == 0 => (RunStatus::Succeeded, Exit::Success, None),
+        None if failed < planned => (
+            RunStatus::Partial,
+            Exit::Partial,
+            Some(format!("{failed} of {planned} groups failed")),
+        ),
+        None => (
+            RunStatus::Failed,
+            Exit::Failed,
+            Some(format!("all {planned} groups failed")),
+        ),
+    };
+    let figures = figures(&client, &outcome, planned);
+    ledger::finish(pool, run_id, status, &figures, error.as_deref()).await?;
+    if let Some(l) = job_lock {
+        l.release().await;
+    }
+    Ok(RunReport {
+        run_id,
+        job: req.job.clone(),
+        status,
+        exit,
+        figures,
+        error,
+        elapsed: started.elapsed(),
+        failed_groups: outcome
+            .failed_groups
+            .into_iter()
+            .map(|(g, (class, msg))| (g, class, msg))
+            .collect(),
+    })
+}
+
+/// Pings the lock's session while the run goes on; if it dies, the lock is gone, so the run
+/// must stop pulling. Returns the task (which hands the lock back) and a token cancelled when
+/// the lock was lost.
+fn watch_lock(
+    mut lock: JobLock,
+    stop: CancellationToken,
+) -> (tokio::task::JoinHandle<Option<JobLock>>, CancellationToken) {
+    let lost = CancellationToken::new();
+    let lost_flag = lost.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return Some(lock),
+                _ = tokio::time::sleep(LOCK_CHECK_EVERY) => {}
+            }
+            if !lock.is_alive().await {
+                tracing::error!("the Postgres session holding the job lock died: stopping the run");
+                lost_flag.cancel();
+                stop.cancel();
+                return None;
+            }
+        }
+    });
+    (task, lost)
+}
+
+fn figures(client: &ChatClient, outcome: &pipeline::Outcome, planned: usize) -> RunFigures {
+    let stats = client.stats().snapshot();
+    let r = &stats.retries;
+    let retries_by_class = [
+        ("rate_limited", r.rate_limited),
+        ("cooldown", r.cooldown),
+        ("transient", r.transient),
+        ("usersig", r.usersig),
+    ]
+    .into_iter()
+    .filter(|(_, n)| *n > 0)
+    .map(|(k, n)| (k.to_string(), n))
+    .collect();
+    let failed = outcome.failed_groups.len();
+    RunFigures {
+        groups_ok: (planned - failed.min(planned)) as i32,
+        groups_failed: failed as i32,
+        seqs_asked: outcome.seqs_asked as i64,
+        receipts_written: outcome.receipts_written as i64,
+        api_calls: stats.calls as i64,
+        retries: (r.rate_limited + r.cooldown + r.transient + r.usersig) as i64,
+        retries_by_class,
+        rate_limited: stats.rate_limited_answers as i64,
+        item_codes: stats
+            .item_codes
+            .iter()
+            .map(|(code, n)| (code.to_string(), *n))
+            .collect(),
+        parquet_files: outcome.files.len() as i32,
+        details: serde_json::json!({
+            "latency_ms": stats.latency_ms,
+            "invalid_items": stats.invalid_by_reason,
+            "item_codes_written": outcome.codes_written,
+            "failed_groups": outcome.failed_groups,
+            "files": outcome.files.iter().map(|f| f.relative_path.clone()).collect::<Vec<_>>(),
+        }),
+    }
+}

@@ -117,3 +117,175 @@ pub fn stdout(out: &Output) -> String {
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+/// The simulator's app, shared with the exporter under test.
+pub const SDKAPPID: u64 = 1_400_000_001;
+pub const KEY: &str = "5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e";
+
+/// A simulator on 127.0.0.1:0 with `groups` generated groups of `messages` messages each.
+pub fn simulator(
+    groups: usize,
+    messages: u64,
+    tweak: impl FnOnce(&mut receipt_exporter::sim::SimConfig),
+) -> receipt_exporter::sim::Simulator {
+    let mut config = receipt_exporter::sim::SimConfig::new(
+        SDKAPPID,
+        receipt_exporter::secret::Secret::new(KEY),
+        "administrator",
+    );
+    config.groups = receipt_exporter::sim::generate_groups(config.seed, groups, messages);
+    tweak(&mut config);
+    receipt_exporter::sim::Simulator::start(config, "127.0.0.1:0".parse().unwrap())
+        .expect("simulator starts")
+}
+
+/// The binary set up for `db`, `sim` and a Parquet directory.
+pub fn exporter_for(db: &TestDb, api_base: &str, parquet_dir: &std::path::Path) -> Command {
+    let mut cmd = exporter();
+    cmd.env("DATABASE_URL", &db.url)
+        .env("TIM_SDKAPPID", SDKAPPID.to_string())
+        .env("TIM_SECRET_KEY", KEY)
+        .env("TIM_API_BASE", api_base)
+        .env("EXPORT_PARQUET_DIR", parquet_dir);
+    cmd
+}
+
+/// A snapshot as both sinks hold it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Snap {
+    pub run_id: i64,
+    pub group_id: String,
+    pub msg_seq: i64,
+    pub read_num: i32,
+    pub unread_num: i32,
+    pub captured_at_us: i64,
+}
+
+/// Every snapshot in Postgres, sorted.
+pub async fn pg_snapshots(db: &TestDb) -> Vec<Snap> {
+    let rows: Vec<(i64, String, i64, i32, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT run_id, group_id, msg_seq, read_num, unread_num, captured_at FROM receipts.receipt_snapshots
+         ORDER BY run_id, group_id, msg_seq",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(
+            |(run_id, group_id, msg_seq, read_num, unread_num, at)| Snap {
+                run_id,
+                group_id,
+                msg_seq,
+                read_num,
+                unread_num,
+                captured_at_us: at.timestamp_micros(),
+            },
+        )
+        .collect()
+}
+
+/// Every snapshot in the visible Parquet files under `dir` (hidden files skipped, as readers
+/// do), sorted; read with the parquet crate.
+pub fn parquet_snapshots(dir: &std::path::Path) -> Vec<Snap> {
+    use arrow::array::{AsArray, Int32Array, Int64Array, TimestampMicrosecondArray};
+    let mut out = Vec::new();
+    for path in visible_parquet_files(dir) {
+        let file = std::fs::File::open(&path).unwrap();
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let b = batch.unwrap();
+            let col = |name: &str| {
+                b.column_by_name(name)
+                    .unwrap_or_else(|| panic!("column {name}"))
+                    .clone()
+            };
+            let run_id = col("run_id");
+            let run_id = run_id.as_any().downcast_ref::<Int64Array>().unwrap();
+            let at = col("captured_at");
+            let at = at
+                .as_any()
+                .downcast_ref::<TimestampMicrosecondArray>()
+                .unwrap();
+            let group = col("group_id");
+            let group = group.as_string::<i32>();
+            let seq = col("msg_seq");
+            let seq = seq.as_any().downcast_ref::<Int64Array>().unwrap();
+            let read = col("read_num");
+            let read = read.as_any().downcast_ref::<Int32Array>().unwrap();
+            let unread = col("unread_num");
+            let unread = unread.as_any().downcast_ref::<Int32Array>().unwrap();
+            for i in 0..b.num_rows() {
+                out.push(Snap {
+                    run_id: run_id.value(i),
+                    group_id: group.value(i).to_string(),
+                    msg_seq: seq.value(i),
+                    read_num: read.value(i),
+                    unread_num: unread.value(i),
+                    captured_at_us: at.value(i),
+                });
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Visible `.parquet` files under `dir`, recursively.
+pub fn visible_parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    all_files(dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.starts_with('.') && !name.starts_with('_') && name.ends_with(".parquet")
+        })
+        .collect()
+}
+
+/// Every file under `dir`, recursively (hidden ones too).
+pub fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(all_files(&path));
+        } else {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Tracks `groups` with the window 1..=to.
+pub async fn track_all(db: &TestDb, groups: &[String], to: i64) {
+    for g in groups {
+        sqlx::query("INSERT INTO receipts.tracked_groups (group_id) VALUES ($1)")
+            .bind(g)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO receipts.seq_windows (group_id, from_seq, to_seq) VALUES ($1, 1, $2)",
+        )
+        .bind(g)
+        .bind(to)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+}
+
+/// The ledger row of a run: (status, receipts_written, api_calls, error).
+pub async fn run_row(db: &TestDb, run_id: i64) -> (String, i64, i64, Option<String>) {
+    sqlx::query_as("SELECT status, receipts_written, api_calls, error FROM receipts.export_runs WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}

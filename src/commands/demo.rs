@@ -1,0 +1,135 @@
+//! `receipt-exporter demo`: the main job end to end on local defaults. Starts the built-in
+//! simulator with sample groups, uses a database of its own on the local Postgres (never the
+//! one DATABASE_URL names, so sample groups never reach a real warehouse), migrates, tracks the
+//! sample groups, runs an export and says where to look. Safe to run again: each run adds one
+//! more snapshot of every sample message.
+
+use crate::cli::DemoArgs;
+use crate::exit::Exit;
+use crate::run::ledger::RunKind;
+use crate::run::{self, RunRequest};
+use crate::secret::Secret;
+use crate::settings::{ApiEndpoint, Settings};
+use crate::sim::{SimConfig, Simulator};
+use crate::tracking::{store, SeqWindow};
+use anyhow::Context;
+use sqlx::{Connection, PgConnection};
+use std::time::Duration;
+
+const DEMO_DATABASE: &str = "receipt_exporter_demo";
+const DEMO_SDKAPPID: u64 = 1_400_000_000;
+
+pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
+    let database_url = ensure_database(&args.admin_url).await?;
+    let options = crate::db::connect_options(&database_url)?;
+    let pool = crate::db::connect(&options).await?;
+    for (version, description) in crate::db::migrate(&pool).await? {
+        println!("applied migration {version} {description}");
+    }
+
+    // A key of this demo's own: the simulator and the exporter share it, nothing else sees it.
+    let key = Secret::new(format!(
+        "{:032x}{:032x}",
+        rand::random::<u128>(),
+        rand::random::<u128>()
+    ));
+    let mut sim_config = SimConfig::new(DEMO_SDKAPPID, key.clone(), settings.identifier.clone());
+    sim_config.seed = 7;
+    sim_config.groups = crate::sim::generate_groups(7, args.groups, args.messages);
+    sim_config.latency = Duration::from_millis(20);
+    sim_config.latency_jitter = Duration::from_millis(10);
+    // Read counts move on between demo runs: each run sees the next step.
+    let previous_runs: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM receipts.export_runs WHERE job = 'demo'")
+            .fetch_one(&pool)
+            .await?;
+    let sim = Simulator::start(sim_config, "127.0.0.1:0".parse()?)?;
+    sim.advance(previous_runs as u64);
+    println!(
+        "simulator listening on {} with {} sample groups",
+        sim.addr(),
+        args.groups
+    );
+
+    let mut tx = pool.begin().await?;
+    for group in sim.groups() {
+        let newest = group.next_msg_seq.saturating_sub(1) as i64;
+        store::upsert_group(
+            &mut tx,
+            &group.group_id,
+            &["demo".to_string()],
+            Some("demo sample group"),
+        )
+        .await?;
+        if newest >= 1 {
+            store::add_windows(
+                &mut tx,
+                std::slice::from_ref(&group.group_id),
+                &[SeqWindow::new(1, newest).map_err(anyhow::Error::msg)?],
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    println!("tracking the sample groups (`receipt-exporter --database-url {database_url} track list` lists them)");
+
+    let run_settings = Settings {
+        database: Some(options),
+        sdkappid: Some(DEMO_SDKAPPID),
+        secret_key: Some(key),
+        api: Some(ApiEndpoint::Base(sim.base_url())),
+        parquet_dir: args.dir.join("warehouse"),
+        ..settings.clone()
+    };
+    let request = RunRequest {
+        job: "demo".into(),
+        kind: RunKind::Manual,
+    };
+    let report = run::execute(&run_settings, &pool, &request, super::run::stop_on_signal()).await?;
+    sim.shutdown().await;
+    super::emit_summary(&report.summary(&run_settings.parquet_dir));
+    print_next_steps(&database_url, &run_settings.parquet_dir);
+    Ok(report.exit)
+}
+
+/// Creates the demo database on the local server if it is not there yet; returns its URL.
+async fn ensure_database(admin_url: &str) -> anyhow::Result<String> {
+    let mut conn = PgConnection::connect(admin_url).await.with_context(|| {
+        format!(
+            "while connecting to the local Postgres at {}",
+            crate::settings::redact_url_password(admin_url)
+        )
+    })?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(DEMO_DATABASE)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}"))
+            .execute(&mut conn)
+            .await?;
+        println!("created database {DEMO_DATABASE}");
+    }
+    let base = admin_url.split('?').next().unwrap_or(admin_url);
+    let (server, _) = base
+        .rsplit_once('/')
+        .context("the admin URL names no database")?;
+    Ok(format!("{server}/{DEMO_DATABASE}"))
+}
+
+fn print_next_steps(database_url: &str, parquet_dir: &std::path::Path) {
+    let glob = parquet_dir.join("receipt_snapshots/*/*.parquet");
+    println!(
+        "\nParquet files: {dir}/receipt_snapshots/capture_date=YYYY-MM-DD/run-<run_id>-<part>.parquet
+Try, in DuckDB:
+  SELECT group_id, count(*) AS snapshots, round(sum(read_num) / sum(read_num + unread_num), 3) AS read_ratio
+  FROM read_parquet('{glob}', hive_partitioning = true) GROUP BY group_id ORDER BY group_id;
+or in Postgres (psql {database_url}):
+  SELECT group_id, count(*) AS messages, round(avg(read_num::numeric / nullif(read_num + unread_num, 0)), 3) AS read_ratio
+  FROM receipts.receipt_latest GROUP BY group_id ORDER BY group_id;
+Run the demo again to add one more snapshot of every message.",
+        dir = parquet_dir.display(),
+        glob = glob.display(),
+    );
+}

@@ -1,0 +1,330 @@
+//! The run's pipeline: plan batches → concurrent, rate-limited pulls → a writer that commits
+//! write batches to Postgres, then appends them to Parquet, as they come.
+//!
+//! Memory stays bounded whatever the plan's size: batches are cut lazily from the plan, at
+//! most `concurrency` calls are in flight, the channel to the writer is bounded, and the
+//! writer holds one write batch and the Parquet writer's open row group.
+
+use crate::chat::{ChatClient, ChatError, ReceiptAnswer};
+use crate::plan::GroupPlan;
+use crate::sink::manifest;
+use crate::sink::parquet::{CommittedFile, RunParquet};
+use crate::sink::{postgres, ItemCodeRow, SnapshotRow, WriteBatch};
+use chrono::{DateTime, NaiveDate, Utc};
+use futures::StreamExt;
+use sqlx::PgPool;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Rows (receipts + item codes) after which a write batch is committed.
+const WRITE_BATCH_ROWS: usize = 20_000;
+/// The longest a received answer waits before its batch is committed.
+const WRITE_BATCH_AGE: Duration = Duration::from_millis(500);
+/// Attempts of one write batch against connection-class Postgres errors.
+const WRITE_ATTEMPTS: u32 = 6;
+
+/// What the pipeline needs besides the plan.
+pub struct Pipeline {
+    pub pool: PgPool,
+    pub client: ChatClient,
+    pub run_id: i64,
+    pub run_date: NaiveDate,
+    pub parquet_dir: std::path::PathBuf,
+    pub batch_size: usize,
+    pub concurrency: usize,
+    /// Cancelled by a signal or a lost lock: no new calls, in-flight ones are dropped, what
+    /// was received is written.
+    pub stop: CancellationToken,
+}
+
+/// Why the pipeline stopped before the end of the plan.
+#[derive(Debug)]
+pub enum Halt {
+    /// The API refused the configuration (key, account, region): exit 2.
+    Config(ChatError),
+    /// `stop` was cancelled (signal, lost lock): the caller knows which.
+    Stopped,
+    /// A sink failed: the rows committed to Postgres stay, Parquet is repaired later.
+    Sink(anyhow::Error),
+}
+
+/// What the pipeline did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub groups_planned: usize,
+    /// Failed groups by id, with the error class and message.
+    pub failed_groups: BTreeMap<String, (String, String)>,
+    pub seqs_asked: u64,
+    pub receipts_written: u64,
+    pub codes_written: u64,
+    pub files: Vec<CommittedFile>,
+    pub halt: Option<Halt>,
+}
+
+impl Pipeline {
+    /// Runs the plan to its end, or until a halt.
+    pub async fn run(self, plan: Vec<GroupPlan>) -> Outcome {
+        let (tx, rx) = mpsc::channel::<Vec<ReceiptAnswer>>(self.concurrency.max(4) * 2);
+        let writer = Writer {
+            pool: self.pool.clone(),
+            run_id: self.run_id,
+            run_date: self.run_date,
+            next_batch_no: 1,
+            parquet: None,
+            parquet_dir: self.parquet_dir.clone(),
+            files: Vec::new(),
+            receipts: 0,
+            codes: 0,
+        };
+        let writer = tokio::spawn(writer.run(rx));
+        let mut outcome = Outcome {
+            groups_planned: plan.len(),
+            ..Default::default()
+        };
+        let pull_halt = self.pull(&plan, tx, &mut outcome).await;
+        match writer.await {
+            Ok(Ok(w)) => {
+                outcome.receipts_written = w.receipts;
+                outcome.codes_written = w.codes;
+                outcome.files = w.files;
+                outcome.halt = pull_halt;
+            }
+            Ok(Err((w, err))) => {
+                outcome.receipts_written = w.receipts;
+                outcome.codes_written = w.codes;
+                outcome.files = w.files;
+                outcome.halt = Some(Halt::Sink(err));
+            }
+            Err(join) => {
+                outcome.halt = Some(Halt::Sink(anyhow::anyhow!("the writer task died: {join}")))
+            }
+        }
+        outcome
+    }
+
+    /// Pulls every batch of the plan, `concurrency` at a time, handing answers to the writer.
+    async fn pull(
+        &self,
+        plan: &[GroupPlan],
+        tx: mpsc::Sender<Vec<ReceiptAnswer>>,
+        out: &mut Outcome,
+    ) -> Option<Halt> {
+        let failed: Arc<Mutex<HashSet<String>>> = Default::default();
+        let work = plan.iter().flat_map(|g| {
+            g.batches(self.batch_size)
+                .map(move |seqs| (g.group_id.as_str(), seqs))
+        });
+        let mut calls = futures::stream::iter(work)
+            .map(|(group_id, seqs)| {
+                let client = self.client.clone();
+                let failed = failed.clone();
+                async move {
+                    if failed.lock().unwrap().contains(group_id) {
+                        return (group_id, 0, Ok(Vec::new()));
+                    }
+                    let asked = seqs.len() as u64;
+                    (group_id, asked, client.pull_receipts(group_id, &seqs).await)
+                }
+            })
+            .buffer_unordered(self.concurrency);
+        loop {
+            let next = tokio::select! {
+                biased;
+                _ = self.stop.cancelled() => return Some(Halt::Stopped),
+                _ = tx.closed() => return None, // the writer failed: it reports why
+                next = calls.next() => next,
+            };
+            let (group_id, asked, result) = next?;
+            out.seqs_asked += asked;
+            let answers = match result {
+                Ok(answers) => answers,
+                Err(mut err) => {
+                    let received = err.take_received();
+                    if !received.is_empty() && tx.send(received).await.is_err() {
+                        return None;
+                    }
+                    if err.is_config() {
+                        return Some(Halt::Config(err));
+                    }
+                    tracing::warn!(group_id, class = ?err.class(), "group failed for this run: {err}");
+                    failed.lock().unwrap().insert(group_id.to_string());
+                    out.failed_groups.insert(
+                        group_id.to_string(),
+                        (format!("{:?}", err.class()), err.to_string()),
+                    );
+                    continue;
+                }
+            };
+            if !answers.is_empty() && tx.send(answers).await.is_err() {
+                return None;
+            }
+        }
+    }
+}
+
+/// Turns answers into write batches and commits them to both sinks.
+struct Writer {
+    pool: PgPool,
+    run_id: i64,
+    run_date: NaiveDate,
+    next_batch_no: i32,
+    /// Opened on the first batch, so a run with nothing to write creates no file.
+    parquet: Option<RunParquet>,
+    parquet_dir: std::path::PathBuf,
+    files: Vec<CommittedFile>,
+    receipts: u64,
+    codes: u64,
+}
+
+/// The batch being filled.
+struct Pending {
+    batch: WriteBatch,
+    since: tokio::time::Instant,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Vec<ReceiptAnswer>>,
+    ) -> Result<Writer, (Writer, anyhow::Error)> {
+        let mut pending: Option<Pending> = None;
+        loop {
+            let deadline = pending.as_ref().map(|p| p.since + WRITE_BATCH_AGE);
+            let received = tokio::select! {
+                r = rx.recv() => r,
+                _ = sleep_until(deadline) => {
+                    if let Some(p) = pending.take() {
+                        if let Err(e) = self.commit(p.batch).await { return Err((self, e)) }
+                    }
+                    continue;
+                }
+            };
+            let Some(answers) = received else { break };
+            for answer in answers {
+                let date = answer.captured_at.date_naive();
+                if pending
+                    .as_ref()
+                    .is_some_and(|p| p.batch.capture_date != date)
+                {
+                    let p = pending.take().unwrap();
+                    if let Err(e) = self.commit(p.batch).await {
+                        return Err((self, e));
+                    }
+                }
+                let p = pending.get_or_insert_with(|| Pending {
+                    batch: self.new_batch(date),
+                    since: tokio::time::Instant::now(),
+                });
+                add_answer(&mut p.batch, answer);
+            }
+            if pending
+                .as_ref()
+                .is_some_and(|p| p.batch.rows.len() + p.batch.codes.len() >= WRITE_BATCH_ROWS)
+            {
+                if let Err(e) = self.commit(pending.take().unwrap().batch).await {
+                    return Err((self, e));
+                }
+            }
+        }
+        if let Some(p) = pending.take() {
+            if let Err(e) = self.commit(p.batch).await {
+                return Err((self, e));
+            }
+        }
+        match self.finish_parquet().await {
+            Ok(()) => Ok(self),
+            Err(e) => Err((self, e)),
+        }
+    }
+
+    fn new_batch(&mut self, capture_date: NaiveDate) -> WriteBatch {
+        let batch_no = self.next_batch_no;
+        self.next_batch_no += 1;
+        WriteBatch {
+            run_id: self.run_id,
+            run_date: self.run_date,
+            batch_no,
+            capture_date,
+            rows: Vec::new(),
+            codes: Vec::new(),
+        }
+    }
+
+    /// Postgres first (the source of truth), then Parquet; a file is recorded in the manifest
+    /// once it is complete on disk.
+    async fn commit(&mut self, batch: WriteBatch) -> anyhow::Result<()> {
+        postgres::write_batch_retrying(&self.pool, &batch, WRITE_ATTEMPTS).await?;
+        self.receipts += batch.rows.len() as u64;
+        self.codes += batch.codes.len() as u64;
+        if self.parquet.is_none() {
+            let next_part = manifest::next_part(&self.pool, self.run_id).await?;
+            self.parquet = Some(RunParquet::new(&self.parquet_dir, self.run_id, next_part));
+        }
+        let rolled = self.parquet.as_mut().unwrap().append(&batch)?;
+        self.record(rolled).await
+    }
+
+    async fn finish_parquet(&mut self) -> anyhow::Result<()> {
+        let Some(parquet) = self.parquet.take() else {
+            return Ok(());
+        };
+        let files = parquet.finish()?;
+        self.record(files).await
+    }
+
+    async fn record(&mut self, files: Vec<CommittedFile>) -> anyhow::Result<()> {
+        for file in files {
+            manifest::record_file(&self.pool, self.run_id, &file).await?;
+            tracing::debug!(path = %file.relative_path, rows = file.row_count, "Parquet file committed");
+            self.files.push(file);
+        }
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Adds one API answer to a batch: `Code` 0 items become snapshot rows, the others item codes.
+fn add_answer(batch: &mut WriteBatch, answer: ReceiptAnswer) {
+    let group_id: Arc<str> = Arc::from(answer.group_id.as_str());
+    let captured_at = to_micros(answer.captured_at);
+    for item in answer.items {
+        let (Ok(msg_seq), Ok(read_num), Ok(unread_num)) = (
+            i64::try_from(item.msg_seq),
+            i32::try_from(item.read_num),
+            i32::try_from(item.unread_num),
+        ) else {
+            tracing::warn!(group_id = %group_id, seq = item.msg_seq, "receipt out of range: not stored");
+            continue;
+        };
+        if item.code == 0 {
+            batch.rows.push(SnapshotRow {
+                captured_at,
+                group_id: group_id.clone(),
+                msg_seq,
+                read_num,
+                unread_num,
+            });
+        } else {
+            batch.codes.push(ItemCodeRow {
+                captured_at,
+                group_id: group_id.clone(),
+                msg_seq,
+                code: item.code,
+            });
+        }
+    }
+}
+
+/// Postgres and Parquet both keep microseconds: truncate once, so both sinks hold the same value.
+fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
