@@ -84,6 +84,9 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     let request = RunRequest {
         job: "demo".into(),
         kind: RunKind::Manual,
+        selection: run::Selection::Tracked {
+            tags: vec!["demo".into()],
+        },
     };
     let report = run::execute(&run_settings, &pool, &request, super::run::stop_on_signal()).await?;
     sim.shutdown().await;

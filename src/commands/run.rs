@@ -16,6 +16,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     let request = RunRequest {
         job: "default".into(),
         kind: RunKind::Manual,
+        selection: Default::default(),
     };
     let stop = stop_on_signal();
     let report = run::execute(settings, &pool, &request, stop).await?;
@@ -29,7 +30,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
 /// Prints the plan and touches nothing.
 async fn dry_run(settings: &Settings) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
-    let plan = run::load_plan(&pool).await?;
+    let plan = run::load_plan(&pool, &Default::default()).await?;
     let e = crate::plan::estimate(&plan, settings.batch_size, settings.rate_limit);
     for g in &plan {
         let windows: Vec<String> = g.ranges.iter().map(|w| w.to_string()).collect();

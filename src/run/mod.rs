@@ -36,8 +36,22 @@ pub struct LockHeld {
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunRequest {
+    /// The job's name: the ledger's `job`, and the key of its advisory lock.
     pub job: String,
     pub kind: RunKind,
+    /// Which groups and seqs the run covers.
+    pub selection: Selection,
+}
+
+/// Which tracked groups a run covers.
+#[derive(Debug, Clone, Default)]
+pub enum Selection {
+    /// Every enabled group with any of `tags` (every enabled group when `tags` is empty),
+    /// with their tracked windows.
+    Tracked { tags: Vec<String> },
+    /// Every enabled group and its tracked windows.
+    #[default]
+    AllEnabled,
 }
 
 /// How a run ended.
@@ -82,13 +96,18 @@ impl RunReport {
     }
 }
 
-/// Reads the enabled groups' windows and merges them into a plan.
-pub async fn load_plan(pool: &PgPool) -> anyhow::Result<Vec<GroupPlan>> {
+/// Reads the selected enabled groups' windows and merges them into a plan.
+pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<Vec<GroupPlan>> {
+    let tags: Vec<String> = match selection {
+        Selection::Tracked { tags } => tags.clone(),
+        Selection::AllEnabled => Vec::new(),
+    };
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT g.group_id, w.from_seq, w.to_seq
          FROM receipts.tracked_groups g JOIN receipts.seq_windows w USING (group_id)
-         WHERE g.enabled AND w.kind = 'fixed'",
+         WHERE g.enabled AND w.kind = 'fixed' AND (cardinality($1::text[]) = 0 OR g.tags && $1)",
     )
+    .bind(&tags)
     .fetch_all(pool)
     .await?;
     let mut pairs = Vec::with_capacity(rows.len());
@@ -141,7 +160,7 @@ pub async fn execute(
     let started = Instant::now();
     let (run_id, run_date) = ledger::start(pool, &req.job, req.kind, &host, pid).await?;
     tracing::info!(run_id, job = %req.job, "run started");
-    let plan = load_plan(pool).await?;
+    let plan = load_plan(pool, &req.selection).await?;
 
     let client = ChatClient::new(ClientConfig {
         base_url: api.endpoint.base_url(),
