@@ -20,6 +20,7 @@ Settings (a flag, else the environment variable, else the --config TOML file, el
   --rate-limit        EXPORT_RATE_LIMIT    API calls per second, 1..10000 [default: 200]
   --batch-size        EXPORT_BATCH_SIZE    seqs per API call, 1..1000 [default: 50]
   --concurrency       EXPORT_CONCURRENCY   API requests in flight, 1..1000 [default: 64]
+  --request-timeout   EXPORT_REQUEST_TIMEOUT seconds one API request may take, 4..300 [default: 10]
   --jobs-dir          EXPORT_JOBS_DIR      where `run --job NAME` looks for NAME.toml [default: ./jobs]
   --log-format        EXPORT_LOG_FORMAT    human or json [default: human]
   RUST_LOG sets the log level (e.g. RUST_LOG=debug).";
@@ -39,7 +40,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
     /// A TOML file with settings (keys: database_url, sdkappid, secret_key_file, identifier, region,
-    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, jobs_dir)
+    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, request_timeout, jobs_dir)
     #[arg(long, global = true, env = "EXPORT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Postgres connection URL
@@ -78,6 +79,14 @@ pub struct GlobalOpts {
     /// API requests in flight [default: 64]
     #[arg(long, global = true, env = "EXPORT_CONCURRENCY", value_name = "N")]
     pub concurrency: Option<String>,
+    /// Seconds one API request may take, 4..300 (the server gives up after 3 s) [default: 10]
+    #[arg(
+        long,
+        global = true,
+        env = "EXPORT_REQUEST_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub request_timeout: Option<String>,
     /// Where job files are looked up by name [default: ./jobs]
     #[arg(long, global = true, env = "EXPORT_JOBS_DIR", value_name = "DIR")]
     pub jobs_dir: Option<String>,
@@ -120,6 +129,11 @@ impl GlobalOpts {
         give(settings::BATCH_SIZE, "batch_size", &self.batch_size);
         give(settings::CONCURRENCY, "concurrency", &self.concurrency);
         give(settings::JOBS_DIR, "jobs_dir", &self.jobs_dir);
+        give(
+            settings::REQUEST_TIMEOUT,
+            "request_timeout",
+            &self.request_timeout,
+        );
         raw.secret_key = std::env::var(settings::SECRET_KEY_ENV)
             .ok()
             .map(crate::secret::Secret::new);

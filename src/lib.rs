@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod cli;
 pub mod commands;
+pub mod crashpoint;
 pub mod db;
 pub mod exit;
 pub mod plan;

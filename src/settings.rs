@@ -33,6 +33,8 @@ pub const MAX_BATCH_SIZE: usize = 1_000;
 /// Enough requests in flight to reach 200 calls/s with a 150 ms round trip, with room for jitter.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const MAX_CONCURRENCY: usize = 1_000;
+/// The server gives up after about 3 s: a client timeout must be above that.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_IDENTIFIER: &str = "administrator";
 pub const DEFAULT_PARQUET_DIR: &str = "./warehouse";
 
@@ -130,6 +132,11 @@ pub const CONCURRENCY: Spec = Spec {
     env: "EXPORT_CONCURRENCY",
     key: "concurrency",
 };
+pub const REQUEST_TIMEOUT: Spec = Spec {
+    flag: "--request-timeout",
+    env: "EXPORT_REQUEST_TIMEOUT",
+    key: "request_timeout",
+};
 pub const JOBS_DIR: Spec = Spec {
     flag: "--jobs-dir",
     env: "EXPORT_JOBS_DIR",
@@ -216,6 +223,8 @@ pub struct Settings {
     pub batch_size: usize,
     pub concurrency: usize,
     pub jobs_dir: PathBuf,
+    /// How long one API request may take before it counts as a transient failure.
+    pub request_timeout: std::time::Duration,
     /// Problems worth a warning but not a refusal (a key file readable by others).
     pub warnings: Vec<String>,
 }
@@ -333,7 +342,13 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         .transpose()?
         .map_or(DEFAULT_CONCURRENCY, |n| n as usize);
 
+    let request_timeout = pick(REQUEST_TIMEOUT)
+        .map(|(v, o)| parse_bounded(&v, &o, 4, 300, "seconds (above the server's 3 s)"))
+        .transpose()?
+        .map_or(DEFAULT_REQUEST_TIMEOUT_SECS, |n| n);
+
     Ok(Settings {
+        request_timeout: std::time::Duration::from_secs(request_timeout),
         database,
         sdkappid,
         secret_key,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// How often the run checks that the session holding its lock is alive.
-const LOCK_CHECK_EVERY: Duration = Duration::from_secs(5);
+const LOCK_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Another run of the same job holds the lock. Exits with code 75.
 #[derive(Debug, thiserror::Error)]
@@ -169,12 +169,12 @@ pub async fn execute(
         key: api.secret_key.clone(),
         rate_limit: f64::from(settings.rate_limit),
         batch_size: settings.batch_size,
-        timeout: Duration::from_secs(10),
+        timeout: settings.request_timeout,
         max_attempts: 8,
         usersig_ttl: Duration::from_secs(86_400),
     })?;
     let pipeline_stop = stop.child_token();
-    let (watchdog, lock_lost) = watch_lock(job_lock, pipeline_stop.clone());
+    let (watchdog, lock_lost) = watch_lock(job_lock, options.clone(), pipeline_stop.clone());
     let outcome = Pipeline {
         pool: pool.clone(),
         client: client.clone(),
@@ -239,11 +239,13 @@ pub async fn execute(
     })
 }
 
-/// Pings the lock's session while the run goes on; if it dies, the lock is gone, so the run
-/// must stop pulling. Returns the task (which hands the lock back) and a token cancelled when
-/// the lock was lost.
+/// Pings the lock's session while the run goes on. If the session dies (Postgres restarted,
+/// the connection killed), the lock died with it: the run takes it again on a new session if it
+/// is still free, and otherwise stops pulling, since another run may now hold it. Returns the
+/// task (which hands the lock back) and a token cancelled when the lock was lost.
 fn watch_lock(
     mut lock: JobLock,
+    options: sqlx::postgres::PgConnectOptions,
     stop: CancellationToken,
 ) -> (tokio::task::JoinHandle<Option<JobLock>>, CancellationToken) {
     let lost = CancellationToken::new();
@@ -254,11 +256,23 @@ fn watch_lock(
                 _ = stop.cancelled() => return Some(lock),
                 _ = tokio::time::sleep(LOCK_CHECK_EVERY) => {}
             }
-            if !lock.is_alive().await {
-                tracing::error!("the Postgres session holding the job lock died: stopping the run");
-                lost_flag.cancel();
-                stop.cancel();
-                return None;
+            if lock.is_alive().await {
+                continue;
+            }
+            let job = lock.job().to_string();
+            tracing::warn!(job = %job, "the Postgres session holding the job lock died: taking the lock again");
+            match JobLock::try_acquire(&options, &job).await {
+                Ok(Some(again)) => lock = again,
+                outcome => {
+                    let why = match outcome {
+                        Ok(_) => "another session took it".to_string(),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::error!(job = %job, "lost the job lock ({why}): stopping the run");
+                    lost_flag.cancel();
+                    stop.cancel();
+                    return None;
+                }
             }
         }
     });

@@ -161,6 +161,7 @@ impl Pipeline {
             if !answers.is_empty() && tx.send(answers).await.is_err() {
                 return None;
             }
+            crate::crashpoint::hit("pull");
         }
     }
 }
@@ -259,11 +260,13 @@ impl Writer {
         postgres::write_batch_retrying(&self.pool, &batch, WRITE_ATTEMPTS).await?;
         self.receipts += batch.rows.len() as u64;
         self.codes += batch.codes.len() as u64;
+        crate::crashpoint::hit("between_sinks");
         if self.parquet.is_none() {
             let next_part = manifest::next_part(&self.pool, self.run_id).await?;
             self.parquet = Some(RunParquet::new(&self.parquet_dir, self.run_id, next_part));
         }
         let rolled = self.parquet.as_mut().unwrap().append(&batch)?;
+        crate::crashpoint::hit("parquet_write");
         self.record(rolled).await
     }
 
@@ -277,6 +280,7 @@ impl Writer {
 
     async fn record(&mut self, files: Vec<CommittedFile>) -> anyhow::Result<()> {
         for file in files {
+            crate::crashpoint::hit("after_rename");
             manifest::record_file(&self.pool, self.run_id, &file).await?;
             tracing::debug!(path = %file.relative_path, rows = file.row_count, "Parquet file committed");
             self.files.push(file);

@@ -37,6 +37,7 @@ pub async fn write_batch(pool: &PgPool, batch: &WriteBatch) -> Result<WriteOutco
     let rows = copy_snapshots(&mut tx, batch).await?;
     let codes = insert_item_codes(&mut tx, batch).await?;
     upsert_latest(&mut tx, batch).await?;
+    crate::crashpoint::hit("pg_write");
     tx.commit()
         .await
         .map_err(SinkError::pg("committing a write batch"))?;

@@ -49,8 +49,15 @@ impl TestDb {
             .await
             .expect("create test database");
         let url = with_database(&admin, &name);
-        let options = receipt_exporter::db::connect_options(&url).unwrap();
-        let pool = receipt_exporter::db::connect(&options)
+        // The tests' own sessions are named apart from the exporter's, so a test can kill the
+        // exporter's sessions (application_name = 'receipt-exporter') and keep its own.
+        let options = receipt_exporter::db::connect_options(&url)
+            .unwrap()
+            .application_name("receipt-exporter-tests")
+            .options([("search_path", "receipts")]);
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
             .await
             .expect("connect to test database");
         TestDb { name, url, pool }

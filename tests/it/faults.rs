@@ -1,0 +1,292 @@
+//! Issue 7: faults survived on purpose. The real binary, a fresh database, the simulator.
+
+use crate::helpers::*;
+use receipt_exporter::sim::{receipt_at, Faults, Simulator};
+use std::collections::BTreeSet;
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn group_ids(sim: &Simulator) -> Vec<String> {
+    sim.groups().into_iter().map(|g| g.group_id).collect()
+}
+
+/// The simulator's receipts (Code 0) for seqs 1..=n of every group at `step`.
+fn expected_rows(sim: &Simulator, n: u64, step: u64) -> BTreeSet<(String, i64, i32, i32)> {
+    let mut rows = BTreeSet::new();
+    for g in sim.groups() {
+        for seq in 1..=n {
+            let (code, read, unread) = receipt_at(1, &g, seq, step);
+            if code == 0 {
+                rows.insert((g.group_id.clone(), seq as i64, read as i32, unread as i32));
+            }
+        }
+    }
+    rows
+}
+
+fn rows_of(snaps: &[Snap], run_id: i64) -> BTreeSet<(String, i64, i32, i32)> {
+    snaps
+        .iter()
+        .filter(|s| s.run_id == run_id)
+        .map(|s| (s.group_id.clone(), s.msg_seq, s.read_num, s.unread_num))
+        .collect()
+}
+
+/// Postgres and Parquet hold the same rows, no duplicates, and no hidden file is left.
+fn assert_consistent(pg: &[Snap], dir: &std::path::Path) {
+    let pq = parquet_snapshots(dir);
+    let keys: BTreeSet<(i64, &str, i64)> = pg
+        .iter()
+        .map(|s| (s.run_id, s.group_id.as_str(), s.msg_seq))
+        .collect();
+    assert_eq!(keys.len(), pg.len(), "duplicates in Postgres");
+    assert_eq!(pg, pq.as_slice(), "Postgres and Parquet differ");
+    let hidden: Vec<_> = all_files(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+}
+
+/// A run long enough to hold several write batches: 4 groups x 300 seqs, 10 per call, 100 calls/s.
+fn paced(db: &TestDb, sim: &Simulator, dir: &std::path::Path) -> Command {
+    let mut cmd = exporter_for(db, &sim.base_url(), dir);
+    cmd.env("EXPORT_BATCH_SIZE", "10")
+        .env("EXPORT_RATE_LIMIT", "100")
+        .env("EXPORT_CONCURRENCY", "8")
+        .arg("run");
+    cmd
+}
+
+/// Kills a run at `point`, runs again, and checks that nothing committed was lost or doubled.
+async fn killed_at(point: &str) {
+    let db = TestDb::new().await;
+    let sim = simulator(4, 300, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 300).await;
+    let out = run(paced(&db, &sim, dir.path()).env(receipt_exporter::crashpoint::ENV, point));
+    assert_eq!(out.status.signal(), Some(9), "killed at {point}");
+    // What a reader sees right now is complete (every visible file reads back) and committed.
+    let pg_before = pg_snapshots(&db).await;
+    let visible = parquet_snapshots(dir.path());
+    assert!(
+        visible.iter().all(|s| pg_before.contains(s)),
+        "a visible Parquet row that Postgres does not hold"
+    );
+
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(run_row(&db, 1).await.0, "abandoned");
+    let pg = pg_snapshots(&db).await;
+    assert_eq!(
+        rows_of(&pg, 1),
+        rows_of(&pg_before, 1),
+        "the dead run's committed rows stay, nothing added"
+    );
+    assert_eq!(rows_of(&pg, 2), expected_rows(&sim, 300, 0));
+    assert_consistent(&pg, dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_pulls() {
+    killed_at("pull:15").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_postgres_write() {
+    killed_at("pg_write:2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_between_the_two_sinks() {
+    killed_at("between_sinks:2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_during_a_parquet_write() {
+    killed_at("parquet_write:2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_after_a_parquet_rename_before_the_manifest() {
+    killed_at("after_rename:1").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_percent_api_faults_still_store_every_receipt_once() {
+    let db = TestDb::new().await;
+    let sim = simulator(5, 200, |c| {
+        c.rate_limit = 0;
+        c.faults = Faults {
+            http_502: 0.03,
+            internal_10002: 0.03,
+            drop_connection: 0.02,
+            slow: 0.02,
+            slow_delay: Duration::from_secs(6),
+        };
+    });
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 200).await;
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path())
+        .env("EXPORT_REQUEST_TIMEOUT", "4")
+        .env("EXPORT_BATCH_SIZE", "10")
+        .arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    let pg = pg_snapshots(&db).await;
+    assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 200, 0));
+    assert_consistent(&pg, dir.path());
+    let retries: i64 =
+        sqlx::query_scalar("SELECT retries FROM receipts.export_runs WHERE run_id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(retries > 0, "faults were met and retried");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_rate_limits_below_our_own_slow_the_run_down_and_it_completes() {
+    let db = TestDb::new().await;
+    // The app's backend shares the budget: the server lets only 40 calls/s through.
+    let sim = simulator(4, 300, |c| c.rate_limit = 40);
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 300).await;
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path())
+        .env("EXPORT_BATCH_SIZE", "10")
+        .arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    let rate_limited: i64 =
+        sqlx::query_scalar("SELECT rate_limited FROM receipts.export_runs WHERE run_id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert!(rate_limited > 0, "the server answered 60007");
+    let pg = pg_snapshots(&db).await;
+    assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 300, 0));
+    assert_consistent(&pg, dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_killed_mid_run_lose_and_double_nothing() {
+    let db = TestDb::new().await;
+    let sim = simulator(4, 300, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 300).await;
+    let child = paced(&db, &sim, dir.path())
+        .env("EXPORT_RATE_LIMIT", "30")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.write_batches")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if n >= 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'receipt-exporter') t",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        killed >= 2,
+        "the run's pool and its lock session were killed ({killed})"
+    );
+    let out = child.wait_with_output().unwrap();
+    eprintln!("{}\n{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the run retried its writes, took its lock again and completed"
+    );
+    assert!(
+        stderr(&out).contains("taking the lock again"),
+        "the lock's session was noticed dead"
+    );
+    let pg = pg_snapshots(&db).await;
+    assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 300, 0));
+    assert_consistent(&pg, dir.path());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unwritable_parquet_directory_fails_the_run_and_the_next_run_catches_up() {
+    let db = TestDb::new().await;
+    let sim = simulator(2, 100, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("not-a-directory");
+    std::fs::write(&blocked, "a file where the Parquet directory should be").unwrap();
+    track_all(&db, &group_ids(&sim), 100).await;
+    let out = run(exporter_for(&db, &sim.base_url(), &blocked).arg("run"));
+    assert_eq!(out.status.code(), Some(1));
+    let (status, _, _, error) = run_row(&db, 1).await;
+    assert_eq!(status, "failed");
+    let error = error.unwrap();
+    assert!(
+        error.contains("not-a-directory"),
+        "the error names the path: {error}"
+    );
+    assert!(stdout(&out).contains("failed") && stdout(&out).contains("not-a-directory"));
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.parquet_files")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(files, 0, "the manifest lists no file that is not there");
+    let committed = pg_snapshots(&db).await;
+    assert!(
+        !committed.is_empty(),
+        "what was committed to Postgres stays"
+    );
+
+    let good = dir.path().join("warehouse");
+    let out = run(exporter_for(&db, &sim.base_url(), &good).arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_consistent(&pg_snapshots(&db).await, &good);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_usersig_is_regenerated_and_the_pull_goes_on() {
+    use receipt_exporter::chat::{ChatClient, ClientConfig};
+    let sim = simulator(1, 200, |_| {});
+    let mut cfg = ClientConfig::new(
+        sim.base_url(),
+        SDKAPPID,
+        "administrator",
+        receipt_exporter::secret::Secret::new(KEY),
+    );
+    cfg.usersig_ttl = Duration::from_secs(2);
+    cfg.rate_limit = 40.0;
+    cfg.batch_size = 1;
+    let client = ChatClient::new(cfg).unwrap();
+    let group = sim.groups()[0].group_id.clone();
+    let started = Instant::now();
+    let answers = client
+        .pull_receipts(&group, &(1..=160).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() > Duration::from_secs(3),
+        "the pull outlived its first UserSig"
+    );
+    assert_eq!(answers.iter().map(|a| a.items.len()).sum::<usize>(), 160);
+    let stats = sim.stats();
+    let refused: u64 = stats
+        .endpoints
+        .values()
+        .flat_map(|e| e.error_codes.iter())
+        .filter(|(code, _)| (70000..80000).contains(*code))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        refused <= 1,
+        "UserSigs were renewed before they expired ({refused} refused)"
+    );
+}
