@@ -21,6 +21,7 @@ Settings (a flag, else the environment variable, else the --config TOML file, el
   --batch-size        EXPORT_BATCH_SIZE    seqs per API call, 1..1000 [default: 50]
   --concurrency       EXPORT_CONCURRENCY   API requests in flight, 1..1000 [default: 64]
   --request-timeout   EXPORT_REQUEST_TIMEOUT seconds one API request may take, 4..300 [default: 10]
+  --max-seqs-per-group EXPORT_MAX_SEQS_PER_GROUP  a run refuses a group planning more seqs [default: 1000000]
   --jobs-dir          EXPORT_JOBS_DIR      where `run --job NAME` looks for NAME.toml [default: ./jobs]
   --log-format        EXPORT_LOG_FORMAT    human or json [default: human]
   RUST_LOG sets the log level (e.g. RUST_LOG=debug).";
@@ -40,7 +41,7 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
     /// A TOML file with settings (keys: database_url, sdkappid, secret_key_file, identifier, region,
-    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, request_timeout, jobs_dir)
+    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, request_timeout, max_seqs_per_group, jobs_dir)
     #[arg(long, global = true, env = "EXPORT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Postgres connection URL
@@ -87,6 +88,14 @@ pub struct GlobalOpts {
         value_name = "SECONDS"
     )]
     pub request_timeout: Option<String>,
+    /// A run refuses (does not attempt) a group that plans more seqs than this [default: 1000000]
+    #[arg(
+        long,
+        global = true,
+        env = "EXPORT_MAX_SEQS_PER_GROUP",
+        value_name = "N"
+    )]
+    pub max_seqs_per_group: Option<String>,
     /// Where job files are looked up by name [default: ./jobs]
     #[arg(long, global = true, env = "EXPORT_JOBS_DIR", value_name = "DIR")]
     pub jobs_dir: Option<String>,
@@ -133,6 +142,11 @@ impl GlobalOpts {
             settings::REQUEST_TIMEOUT,
             "request_timeout",
             &self.request_timeout,
+        );
+        give(
+            settings::MAX_SEQS_PER_GROUP,
+            "max_seqs_per_group",
+            &self.max_seqs_per_group,
         );
         raw.secret_key = std::env::var(settings::SECRET_KEY_ENV)
             .ok()

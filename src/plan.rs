@@ -66,6 +66,24 @@ pub fn build(pairs: impl IntoIterator<Item = (String, SeqWindow)>) -> Vec<GroupP
         .collect()
 }
 
+/// Splits off the groups that plan more than `cap` seqs (a window of a billion seqs written by
+/// hand, say): they are refused with the reason, not attempted. Returns (kept, refused).
+pub fn refuse_oversized(plan: Vec<GroupPlan>, cap: u64) -> (Vec<GroupPlan>, Vec<(String, String)>) {
+    let (kept, over): (Vec<_>, Vec<_>) = plan.into_iter().partition(|g| g.seq_count() <= cap);
+    let refused = over
+        .into_iter()
+        .map(|g| {
+            let why = format!(
+                "refused by the planner: its windows hold {} seqs, above the cap of {cap} per group per run \
+                 (EXPORT_MAX_SEQS_PER_GROUP): narrow the windows, or use `backfill` for a one-off large pull",
+                g.seq_count()
+            );
+            (g.group_id, why)
+        })
+        .collect();
+    (kept, refused)
+}
+
 /// What `--dry-run` prints: the size of a plan and how long it takes at the rate limit.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Estimate {
@@ -128,6 +146,21 @@ mod tests {
             vec![30, 30, 30, 30]
         );
         assert_eq!(plan[1].group_id, "h");
+    }
+
+    #[test]
+    fn oversized_groups_are_refused_with_the_reason() {
+        let plan = build(vec![
+            ("big".into(), w(1, 1_000_000_000)),
+            ("ok".into(), w(1, 10)),
+        ]);
+        let (kept, refused) = refuse_oversized(plan, 1_000_000);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].group_id, "ok");
+        assert_eq!(refused[0].0, "big");
+        assert!(refused[0]
+            .1
+            .contains("1000000000 seqs, above the cap of 1000000"));
     }
 
     #[test]

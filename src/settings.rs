@@ -33,6 +33,8 @@ pub const MAX_BATCH_SIZE: usize = 1_000;
 /// Enough requests in flight to reach 200 calls/s with a 150 ms round trip, with room for jitter.
 pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const MAX_CONCURRENCY: usize = 1_000;
+/// A run refuses a group that plans more seqs than this (a hand-written window of a billion).
+pub const DEFAULT_MAX_SEQS_PER_GROUP: u64 = 1_000_000;
 /// The server gives up after about 3 s: a client timeout must be above that.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_IDENTIFIER: &str = "administrator";
@@ -137,6 +139,11 @@ pub const REQUEST_TIMEOUT: Spec = Spec {
     env: "EXPORT_REQUEST_TIMEOUT",
     key: "request_timeout",
 };
+pub const MAX_SEQS_PER_GROUP: Spec = Spec {
+    flag: "--max-seqs-per-group",
+    env: "EXPORT_MAX_SEQS_PER_GROUP",
+    key: "max_seqs_per_group",
+};
 pub const JOBS_DIR: Spec = Spec {
     flag: "--jobs-dir",
     env: "EXPORT_JOBS_DIR",
@@ -223,6 +230,8 @@ pub struct Settings {
     pub batch_size: usize,
     pub concurrency: usize,
     pub jobs_dir: PathBuf,
+    /// The most seqs a run plans for one group; a group above it is refused, not attempted.
+    pub max_seqs_per_group: u64,
     /// How long one API request may take before it counts as a transient failure.
     pub request_timeout: std::time::Duration,
     /// Problems worth a warning but not a refusal (a key file readable by others).
@@ -347,7 +356,13 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         .transpose()?
         .map_or(DEFAULT_REQUEST_TIMEOUT_SECS, |n| n);
 
+    let max_seqs_per_group = pick(MAX_SEQS_PER_GROUP)
+        .map(|(v, o)| parse_bounded(&v, &o, 1, 1_000_000_000, "seqs"))
+        .transpose()?
+        .unwrap_or(DEFAULT_MAX_SEQS_PER_GROUP);
+
     Ok(Settings {
+        max_seqs_per_group,
         request_timeout: std::time::Duration::from_secs(request_timeout),
         database,
         sdkappid,

@@ -31,6 +31,10 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
 async fn dry_run(settings: &Settings) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
     let plan = run::load_plan(&pool, &Default::default()).await?;
+    let (plan, refused) = crate::plan::refuse_oversized(plan, settings.max_seqs_per_group);
+    for (group_id, why) in &refused {
+        println!("{group_id}  {why}");
+    }
     let e = crate::plan::estimate(&plan, settings.batch_size, settings.rate_limit);
     for g in &plan {
         let windows: Vec<String> = g.ranges.iter().map(|w| w.to_string()).collect();

@@ -160,7 +160,13 @@ pub async fn execute(
     let started = Instant::now();
     let (run_id, run_date) = ledger::start(pool, &req.job, req.kind, &host, pid).await?;
     tracing::info!(run_id, job = %req.job, "run started");
-    let plan = load_plan(pool, &req.selection).await?;
+    let (plan, refused) = plan::refuse_oversized(
+        load_plan(pool, &req.selection).await?,
+        settings.max_seqs_per_group,
+    );
+    for (group_id, why) in &refused {
+        tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
+    }
 
     let client = ChatClient::new(ClientConfig {
         base_url: api.endpoint.base_url(),
@@ -187,6 +193,13 @@ pub async fn execute(
     }
     .run(plan)
     .await;
+    let mut outcome = outcome;
+    outcome.groups_planned += refused.len();
+    for (group_id, why) in refused {
+        outcome
+            .failed_groups
+            .insert(group_id, ("Plan".to_string(), why));
+    }
     pipeline_stop.cancel(); // ends the watchdog
     let job_lock = watchdog.await.ok().flatten();
 

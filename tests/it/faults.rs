@@ -290,3 +290,55 @@ async fn a_short_lived_usersig_is_regenerated_and_the_pull_goes_on() {
         "UserSigs were renewed before they expired ({refused} refused)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_written_by_other_tools_are_refused_or_planned_safely() {
+    let db = TestDb::new().await;
+    let sim = simulator(2, 50, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let groups = group_ids(&sim);
+    track_all(&db, &groups, 50).await;
+    // A backwards window cannot exist: the constraint refuses it.
+    let err = sqlx::query(
+        "INSERT INTO receipts.seq_windows (group_id, from_seq, to_seq) VALUES ($1, 10, 5)",
+    )
+    .bind(&groups[0])
+    .execute(&db.pool)
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("check constraint"), "{err}");
+    // A window of a billion seqs is refused by the planner, with the reason; the rest goes on.
+    sqlx::query("INSERT INTO receipts.tracked_groups (group_id) VALUES ('@TGS#huge')")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO receipts.seq_windows (group_id, from_seq, to_seq) VALUES ('@TGS#huge', 1, 1000000000)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).args(["run", "--dry-run"]));
+    assert!(stdout(&out)
+        .contains("@TGS#huge  refused by the planner: its windows hold 1000000000 seqs"));
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        stderr(&out).contains("EXPORT_MAX_SEQS_PER_GROUP"),
+        "the reason is logged"
+    );
+    let calls_for_huge = sim.stats().endpoints.values().map(|e| e.calls).sum::<u64>();
+    assert!(
+        calls_for_huge <= 4,
+        "the huge window was not attempted ({calls_for_huge} calls)"
+    );
+    let pg = pg_snapshots(&db).await;
+    assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 50, 0));
+    // A higher cap lets it through the planner (dry run only: it would take days).
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path())
+        .env("EXPORT_MAX_SEQS_PER_GROUP", "1000000000")
+        .args(["run", "--dry-run"]));
+    assert!(
+        stdout(&out).contains("@TGS#huge  1000000000 seqs"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -9,6 +9,7 @@ mod helpers;
 mod migrations;
 mod pull;
 mod run;
+mod secrets;
 mod sim;
 mod sink;
 mod track;
