@@ -8,6 +8,7 @@ mod faults;
 mod helpers;
 mod migrations;
 mod pull;
+mod roles;
 mod run;
 mod secrets;
 mod sim;
