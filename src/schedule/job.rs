@@ -46,6 +46,15 @@ pub enum CatchUp {
     Skip,
 }
 
+impl CatchUp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Once => "once",
+            CatchUp::Skip => "skip",
+        }
+    }
+}
+
 /// The file as written. `deny_unknown_fields`: a typo must not pass silently.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -221,9 +230,12 @@ pub fn job_path(arg: &str, jobs_dir: &Path) -> PathBuf {
     }
 }
 
+/// One file of a jobs directory: its path, and the job or why it was refused.
+pub type LoadedFile = (PathBuf, Result<Job, JobError>);
+
 /// Every `*.toml` file in `dir` (sorted), each loaded or refused. Two files naming the same
 /// job: the later one is refused.
-pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Result<Job, JobError>)>, JobError> {
+pub fn load_dir(dir: &Path) -> Result<Vec<LoadedFile>, JobError> {
     let entries = std::fs::read_dir(dir).map_err(|e| JobError {
         path: dir.to_path_buf(),
         position: None,
@@ -235,7 +247,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Result<Job, JobError>)>, Job
         .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == "toml"))
         .collect();
     paths.sort();
-    let mut out: Vec<(PathBuf, Result<Job, JobError>)> = Vec::with_capacity(paths.len());
+    let mut out: Vec<LoadedFile> = Vec::with_capacity(paths.len());
     for path in paths {
         let mut loaded = Job::load(&path);
         if let Ok(job) = &loaded {
