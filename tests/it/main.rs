@@ -5,8 +5,10 @@
 mod cli;
 mod client;
 mod helpers;
+mod jobs;
 mod migrations;
 mod run;
+mod schedule;
 mod sim;
 mod sink;
 mod track;
