@@ -173,6 +173,26 @@ pub enum Command {
     Simulate(crate::sim::SimArgs),
     /// Print a UserSig for the admin account, to debug with curl (the only command that prints one)
     Usersig(UsersigArgs),
+    /// Job files: check them and show their next fire times
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Fire every job of the jobs directory at its times, in this process (for hosts without
+    /// cron or systemd timers); SIGHUP reloads the job files, SIGTERM/SIGINT stop it
+    Schedule(JobsDirArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Validate every job file (exit 2 naming the file and position of a broken one) and print
+    /// each job's next three fire times
+    Check(JobsDirArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct JobsDirArgs {
+    /// The jobs directory (or one job file) [default: --jobs-dir / EXPORT_JOBS_DIR / ./jobs]
+    #[arg(long = "jobs", value_name = "DIR")]
+    pub jobs: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +229,13 @@ pub struct RunArgs {
     /// Print the plan (groups, seqs, API calls, time at the rate limit) and touch nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Run this job: a job file's path, or a NAME looked up as NAME.toml in --jobs-dir
+    /// [default: the job `default`, every enabled group]
+    #[arg(long, value_name = "NAME|PATH")]
+    pub job: Option<String>,
+    /// Record the run as started by a scheduler (systemd timer, cron), not by hand
+    #[arg(long, env = "EXPORT_SCHEDULED")]
+    pub scheduled: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ pub mod db;
 pub mod exit;
 pub mod plan;
 pub mod run;
+pub mod schedule;
 pub mod secret;
 pub mod settings;
 pub mod sim;

@@ -2,8 +2,10 @@
 //! place that writes to stdout. Settings are validated here, before any I/O.
 
 pub mod demo;
+pub mod jobs;
 pub mod migrate;
 pub mod run;
+pub mod schedule;
 pub mod simulate;
 pub mod track;
 pub mod usersig;
@@ -28,6 +30,8 @@ pub async fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<Exit> {
         Command::Simulate(args) => simulate::run(&settings, args).await,
         Command::Usersig(args) => usersig::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Jobs(cmd) => jobs::run(&settings, cmd).await,
+        Command::Schedule(args) => schedule::run(&settings, args).await,
     }
 }
 

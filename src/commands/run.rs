@@ -2,22 +2,25 @@
 
 use crate::cli::RunArgs;
 use crate::exit::Exit;
+use crate::run;
 use crate::run::ledger::RunKind;
-use crate::run::{self, RunRequest};
 use crate::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
+    let kind = if args.scheduled {
+        RunKind::Scheduled
+    } else {
+        RunKind::Manual
+    };
+    // `--job`: the job file's name, groups and rate share; without it the job `default`.
+    let (request, job_settings) = super::jobs::run_request(settings, args.job.as_deref(), kind)?;
+    let settings = &job_settings;
     if args.dry_run {
-        return dry_run(settings).await;
+        return dry_run(settings, &request.selection).await;
     }
     settings.require_api()?;
     let pool = super::connect_migrated(settings).await?;
-    let request = RunRequest {
-        job: "default".into(),
-        kind: RunKind::Manual,
-        selection: Default::default(),
-    };
     let stop = stop_on_signal();
     let report = run::execute(settings, &pool, &request, stop).await?;
     for (group, class, error) in &report.failed_groups {
@@ -28,9 +31,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
 }
 
 /// Prints the plan and touches nothing.
-async fn dry_run(settings: &Settings) -> anyhow::Result<Exit> {
+async fn dry_run(settings: &Settings, selection: &run::Selection) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
-    let plan = run::load_plan(&pool, &Default::default()).await?;
+    let plan = run::load_plan(&pool, selection).await?;
     let (plan, refused) = crate::plan::refuse_oversized(plan, settings.max_seqs_per_group);
     for (group_id, why) in &refused {
         println!("{group_id}  {why}");

@@ -1,0 +1,132 @@
+//! `receipt-exporter jobs check`: validates the job files and shows when each fires next.
+//! Also turns `run --job` into a run request (the job's name, groups and rate share).
+
+use crate::cli::{JobsCommand, JobsDirArgs};
+use crate::exit::{usage, Exit};
+use crate::run::ledger::RunKind;
+use crate::run::{RunRequest, Selection};
+use crate::schedule::job::{self, Job};
+use crate::schedule::scheduler::load_checked;
+use crate::settings::Settings;
+use chrono::Utc;
+use std::path::PathBuf;
+
+pub async fn run(settings: &Settings, cmd: JobsCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        JobsCommand::Check(args) => check(settings, args),
+    }
+}
+
+/// The jobs directory a command works on: `--jobs`, else the `jobs_dir` setting.
+pub fn jobs_dir(settings: &Settings, args: &JobsDirArgs) -> PathBuf {
+    args.jobs
+        .clone()
+        .unwrap_or_else(|| settings.jobs_dir.clone())
+}
+
+/// What `run` runs: the job named by `--job` (a path, or a name in the jobs directory) with
+/// its rate share applied to the settings, or the job `default` over every enabled group.
+pub fn run_request(
+    settings: &Settings,
+    job_arg: Option<&str>,
+    kind: RunKind,
+) -> anyhow::Result<(RunRequest, Settings)> {
+    let Some(arg) = job_arg else {
+        let request = RunRequest {
+            job: "default".into(),
+            kind,
+            selection: Selection::AllEnabled,
+        };
+        return Ok((request, settings.clone()));
+    };
+    let path = job::job_path(arg, &settings.jobs_dir);
+    let job = Job::load(&path).map_err(|e| usage(format!("--job {arg}: {e}")))?;
+    let job_settings = job
+        .settings_for(settings)
+        .map_err(|e| usage(e.to_string()))?;
+    let request = RunRequest {
+        job: job.name.clone(),
+        kind,
+        selection: job.selection(),
+    };
+    Ok((request, job_settings))
+}
+
+fn check(settings: &Settings, args: JobsDirArgs) -> anyhow::Result<Exit> {
+    let target = jobs_dir(settings, &args);
+    let files = if target.is_file() {
+        let job = Job::load(&target).and_then(|j| j.settings_for(settings).map(|_| j));
+        vec![(target.clone(), job)]
+    } else {
+        load_checked(&target, settings).map_err(|e| usage(e.to_string()))?
+    };
+    if files.is_empty() {
+        return Err(usage(format!(
+            "no job files (*.toml) in {}",
+            target.display()
+        )));
+    }
+    let now = Utc::now();
+    let mut broken = Vec::new();
+    let mut shares = 0u64;
+    for (_, loaded) in &files {
+        match loaded {
+            Ok(job) => {
+                print_job(job, settings, now);
+                if job.enabled {
+                    shares += u64::from(job.rate_limit.unwrap_or(settings.rate_limit));
+                }
+            }
+            Err(e) => broken.push(e.to_string()),
+        }
+    }
+    if shares > u64::from(settings.rate_limit) && files.len() > 1 {
+        println!(
+            "note: the enabled jobs' rate shares add up to {shares} calls/s, above the global {} calls/s: \
+             jobs that run at the same time may be slowed down by the API (set rate_limit in the job files)",
+            settings.rate_limit
+        );
+    }
+    if broken.is_empty() {
+        println!("{} job file(s) ok", files.len());
+        Ok(Exit::Success)
+    } else {
+        Err(usage(format!(
+            "{} of {} job file(s) broken:\n{}",
+            broken.len(),
+            files.len(),
+            broken.join("\n")
+        )))
+    }
+}
+
+fn print_job(job: &Job, settings: &Settings, now: chrono::DateTime<Utc>) {
+    let groups = if job.tags.is_empty() {
+        "every enabled group".to_string()
+    } else {
+        format!("enabled groups tagged {}", job.tags.join(" or "))
+    };
+    let rate = match job.rate_limit {
+        Some(r) => format!("{r} calls/s"),
+        None => format!("{} calls/s (the global limit)", settings.rate_limit),
+    };
+    let state = if job.enabled { "ok" } else { "ok (disabled)" };
+    println!(
+        "{state}  {}  {}: \"{}\" in {}, {groups}, {rate}, catch_up {}",
+        job.name,
+        job.path.display(),
+        job.schedule.source(),
+        job.timezone,
+        job.catch_up.as_str()
+    );
+    let next: Vec<String> = job
+        .upcoming(now, 3)
+        .iter()
+        .map(|t| t.format("%Y-%m-%d %a %H:%M:%S %Z").to_string())
+        .collect();
+    if next.is_empty() {
+        println!("    next: never");
+    } else {
+        println!("    next: {}", next.join(", "));
+    }
+}
