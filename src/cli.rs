@@ -22,6 +22,8 @@ Settings (a flag, else the environment variable, else the --config TOML file, el
   --concurrency       EXPORT_CONCURRENCY   API requests in flight, 1..1000 [default: 64]
   --jobs-dir          EXPORT_JOBS_DIR      where `run --job NAME` looks for NAME.toml [default: ./jobs]
   --log-format        EXPORT_LOG_FORMAT    human or json [default: human]
+  --metrics-file      EXPORT_METRICS_FILE  Prometheus text file written after each run (node_exporter textfile collector)
+  --pushgateway-url   EXPORT_PUSHGATEWAY_URL  a Pushgateway to push each job's metrics to after each run
   RUST_LOG sets the log level (e.g. RUST_LOG=debug).";
 
 /// Exports Tencent Cloud Chat group read receipts to Postgres and Parquet.
@@ -39,7 +41,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
     /// A TOML file with settings (keys: database_url, sdkappid, secret_key_file, identifier, region,
-    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, jobs_dir)
+    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, jobs_dir, metrics_file,
+    /// pushgateway_url)
     #[arg(long, global = true, env = "EXPORT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Postgres connection URL
@@ -81,6 +84,17 @@ pub struct GlobalOpts {
     /// Where job files are looked up by name [default: ./jobs]
     #[arg(long, global = true, env = "EXPORT_JOBS_DIR", value_name = "DIR")]
     pub jobs_dir: Option<String>,
+    /// The Prometheus text file written after each run, for node_exporter's textfile collector
+    #[arg(long, global = true, env = "EXPORT_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<String>,
+    /// A Pushgateway (base URL) each job's metrics are pushed to after each run
+    #[arg(
+        long,
+        global = true,
+        env = "EXPORT_PUSHGATEWAY_URL",
+        value_name = "URL"
+    )]
+    pub pushgateway_url: Option<String>,
     /// Log format on stderr
     #[arg(long, global = true, env = "EXPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -120,6 +134,12 @@ impl GlobalOpts {
         give(settings::BATCH_SIZE, "batch_size", &self.batch_size);
         give(settings::CONCURRENCY, "concurrency", &self.concurrency);
         give(settings::JOBS_DIR, "jobs_dir", &self.jobs_dir);
+        give(settings::METRICS_FILE, "metrics_file", &self.metrics_file);
+        give(
+            settings::PUSHGATEWAY_URL,
+            "pushgateway_url",
+            &self.pushgateway_url,
+        );
         raw.secret_key = std::env::var(settings::SECRET_KEY_ENV)
             .ok()
             .map(crate::secret::Secret::new);
@@ -145,6 +165,94 @@ pub enum Command {
     Simulate(crate::sim::SimArgs),
     /// Print a UserSig for the admin account, to debug with curl (the only command that prints one)
     Usersig(UsersigArgs),
+    /// The run ledger: recent runs, or every figure of one run
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// One line on a job's freshness; with --max-age, exits 4 when its newest successful run is
+    /// older than that (the check a monitoring system calls)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(StatusArgs),
+    /// Check settings, Postgres, the API key, the tracked groups, the Parquet directory and the
+    /// job locks: one line each, OK/WARN/FAIL with the fix; exits 1 when any check fails
+    Doctor,
+    /// Print a shell completion script (e.g. `receipt-exporter completions bash > /etc/bash_completion.d/receipt-exporter`)
+    Completions(CompletionsArgs),
+    /// Print the man page in roff (e.g. `receipt-exporter man > receipt-exporter.1`)
+    Man,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The newest runs first, as a table
+    List(RunsListArgs),
+    /// Every figure the ledger holds about one run
+    Show(RunsShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsListArgs {
+    /// Only runs of this job
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// Only runs that ended (or are) so
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Option<RunStatusArg>,
+    /// At most this many runs
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub limit: i64,
+    /// Print JSON (one array) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsShowArgs {
+    /// The run's id (the first column of `runs list`)
+    pub run_id: i64,
+    /// Print JSON instead of lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A run's status, as the ledger spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunStatusArg {
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    Interrupted,
+    Abandoned,
+}
+
+impl RunStatusArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatusArg::Running => "running",
+            RunStatusArg::Succeeded => "succeeded",
+            RunStatusArg::Partial => "partial",
+            RunStatusArg::Failed => "failed",
+            RunStatusArg::Interrupted => "interrupted",
+            RunStatusArg::Abandoned => "abandoned",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job to check
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub job: String,
+    /// The oldest the newest successful run may be (e.g. 2h, 90m, 1d); without it, only report
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -212,6 +320,10 @@ pub struct TrackAddArgs {
     /// A free note
     #[arg(long)]
     pub note: Option<String>,
+    /// Ask the Chat API first: refuse (exit 2, nothing written) a group that does not exist, has
+    /// a type without read receipts (AVChatRoom, Community) or more than 200 members
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

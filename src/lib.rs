@@ -12,6 +12,7 @@ pub mod cli;
 pub mod commands;
 pub mod db;
 pub mod exit;
+pub mod ops;
 pub mod plan;
 pub mod run;
 pub mod secret;
