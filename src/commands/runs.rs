@@ -32,7 +32,7 @@ async fn list(pool: &PgPool, a: RunsListArgs) -> anyhow::Result<Exit> {
 
 fn duration(run: &RunRow) -> String {
     match run.duration_seconds {
-        Some(s) => format!("{s:.1}s"),
+        Some(s) => format!("{s:.3}s"),
         None => "-".into(),
     }
 }

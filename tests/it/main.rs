@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod helpers;
 mod migrations;
+mod ops;
 mod run;
 mod sim;
 mod sink;
