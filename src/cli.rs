@@ -22,8 +22,8 @@ Settings (a flag, else the environment variable, else the --config TOML file, el
   --concurrency       EXPORT_CONCURRENCY   API requests in flight, 1..1000 [default: 64]
   --jobs-dir          EXPORT_JOBS_DIR      where `run --job NAME` looks for NAME.toml [default: ./jobs]
   --log-format        EXPORT_LOG_FORMAT    human or json [default: human]
-  --metrics-file      EXPORT_METRICS_FILE  Prometheus text file written after each run (node_exporter textfile collector)
-  --pushgateway-url   EXPORT_PUSHGATEWAY_URL  a Pushgateway to push each job's metrics to after each run
+  --metrics-file      EXPORT_METRICS_FILE  a *.prom file rewritten after each run (node_exporter)
+  --pushgateway-url   EXPORT_PUSHGATEWAY_URL  a Pushgateway each run pushes its metrics to
   RUST_LOG sets the log level (e.g. RUST_LOG=debug).";
 
 /// Exports Tencent Cloud Chat group read receipts to Postgres and Parquet.
