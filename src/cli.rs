@@ -24,6 +24,8 @@ Settings (a flag, else the environment variable, else the --config TOML file, el
   --max-seqs-per-group EXPORT_MAX_SEQS_PER_GROUP  a run refuses a group planning more seqs [default: 1000000]
   --jobs-dir          EXPORT_JOBS_DIR      where `run --job NAME` looks for NAME.toml [default: ./jobs]
   --log-format        EXPORT_LOG_FORMAT    human or json [default: human]
+  --metrics-file      EXPORT_METRICS_FILE  a *.prom file rewritten after each run (node_exporter)
+  --pushgateway-url   EXPORT_PUSHGATEWAY_URL  a Pushgateway each run pushes its metrics to
   RUST_LOG sets the log level (e.g. RUST_LOG=debug).";
 
 /// Exports Tencent Cloud Chat group read receipts to Postgres and Parquet.
@@ -41,7 +43,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
     /// A TOML file with settings (keys: database_url, sdkappid, secret_key_file, identifier, region,
-    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, request_timeout, max_seqs_per_group, jobs_dir)
+    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, request_timeout,
+    /// max_seqs_per_group, jobs_dir, metrics_file, pushgateway_url)
     #[arg(long, global = true, env = "EXPORT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Postgres connection URL
@@ -99,6 +102,17 @@ pub struct GlobalOpts {
     /// Where job files are looked up by name [default: ./jobs]
     #[arg(long, global = true, env = "EXPORT_JOBS_DIR", value_name = "DIR")]
     pub jobs_dir: Option<String>,
+    /// The Prometheus text file written after each run, for node_exporter's textfile collector
+    #[arg(long, global = true, env = "EXPORT_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<String>,
+    /// A Pushgateway (base URL) each job's metrics are pushed to after each run
+    #[arg(
+        long,
+        global = true,
+        env = "EXPORT_PUSHGATEWAY_URL",
+        value_name = "URL"
+    )]
+    pub pushgateway_url: Option<String>,
     /// Log format on stderr
     #[arg(long, global = true, env = "EXPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -148,6 +162,12 @@ impl GlobalOpts {
             "max_seqs_per_group",
             &self.max_seqs_per_group,
         );
+        give(settings::METRICS_FILE, "metrics_file", &self.metrics_file);
+        give(
+            settings::PUSHGATEWAY_URL,
+            "pushgateway_url",
+            &self.pushgateway_url,
+        );
         raw.secret_key = std::env::var(settings::SECRET_KEY_ENV)
             .ok()
             .map(crate::secret::Secret::new);
@@ -179,6 +199,20 @@ pub enum Command {
     /// Fire every job of the jobs directory at its times, in this process (for hosts without
     /// cron or systemd timers); SIGHUP reloads the job files, SIGTERM/SIGINT stop it
     Schedule(JobsDirArgs),
+    /// The run ledger: recent runs, or every figure of one run
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// One line on a job's freshness; with --max-age, exits 4 when its newest successful run is
+    /// older than that (the check a monitoring system calls)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Status(StatusArgs),
+    /// Check settings, Postgres, the API key, the tracked groups, the Parquet directory and the
+    /// job locks: one line each, OK/WARN/FAIL with the fix; exits 1 when any check fails
+    Doctor,
+    /// Print a shell completion script (e.g. `receipt-exporter completions bash > /etc/bash_completion.d/receipt-exporter`)
+    Completions(CompletionsArgs),
+    /// Print the man page in roff (e.g. `receipt-exporter man > receipt-exporter.1`)
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -193,6 +227,80 @@ pub struct JobsDirArgs {
     /// The jobs directory (or one job file) [default: --jobs-dir / EXPORT_JOBS_DIR / ./jobs]
     #[arg(long = "jobs", value_name = "DIR")]
     pub jobs: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// The newest runs first, as a table
+    List(RunsListArgs),
+    /// Every figure the ledger holds about one run
+    Show(RunsShowArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunsListArgs {
+    /// Only runs of this job
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// Only runs that ended (or are) so
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Option<RunStatusArg>,
+    /// At most this many runs
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    pub limit: i64,
+    /// Print JSON (one array) instead of a table
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunsShowArgs {
+    /// The run's id (the first column of `runs list`)
+    pub run_id: i64,
+    /// Print JSON instead of lines
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A run's status, as the ledger spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RunStatusArg {
+    Running,
+    Succeeded,
+    Partial,
+    Failed,
+    Interrupted,
+    Abandoned,
+}
+
+impl RunStatusArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatusArg::Running => "running",
+            RunStatusArg::Succeeded => "succeeded",
+            RunStatusArg::Partial => "partial",
+            RunStatusArg::Failed => "failed",
+            RunStatusArg::Interrupted => "interrupted",
+            RunStatusArg::Abandoned => "abandoned",
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The job to check
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub job: String,
+    /// The oldest the newest successful run may be (e.g. 2h, 90m, 1d); without it, only report
+    #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
+    pub max_age: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
@@ -267,6 +375,10 @@ pub struct TrackAddArgs {
     /// A free note
     #[arg(long)]
     pub note: Option<String>,
+    /// Ask the Chat API first: refuse (exit 2, nothing written) a group that does not exist, has
+    /// a type without read receipts (AVChatRoom, Community) or more than 200 members
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,9 @@ pub enum Exit {
     Usage = 2,
     /// Some groups failed, the others were exported.
     Partial = 3,
+    /// `status --max-age`: the job's newest successful run is older than the bound, or there is
+    /// none. Distinct from 1 so a monitor tells "stale data" from "could not check".
+    Stale = 4,
     /// Another run of the same job holds the lock (EX_TEMPFAIL: try later).
     Locked = 75,
     /// Stopped by SIGINT or SIGTERM.
@@ -36,6 +39,7 @@ Exit codes:
   2    usage or configuration error (a bad flag, variable or input file; or the API refused
        the key, the admin account or the region)
   3    partial: some groups failed, the others were exported
+  4    stale (`status --max-age`): no successful run of the job within the bound
   75   another run of the same job holds the lock (try later)
   130  interrupted by SIGINT/SIGTERM";
 

@@ -5,7 +5,8 @@
 //! → the Chat REST API, rate-limited and retried ([`chat`]) → the sinks, Postgres and
 //! Parquet, exactly once ([`sink`]), driven by the export run and its ledger ([`run`]).
 //! [`sim`] is the server side of the same API contract; [`commands`] holds one file per
-//! subcommand and is the only place that knows about the terminal.
+//! subcommand and is the only place that knows about the terminal; [`ops`] reads the ledger
+//! for operators (history, freshness, metrics, doctor).
 
 pub mod chat;
 pub mod cli;
@@ -13,6 +14,7 @@ pub mod commands;
 pub mod crashpoint;
 pub mod db;
 pub mod exit;
+pub mod ops;
 pub mod plan;
 pub mod run;
 pub mod schedule;

@@ -150,6 +150,17 @@ pub const JOBS_DIR: Spec = Spec {
     key: "jobs_dir",
 };
 
+pub const METRICS_FILE: Spec = Spec {
+    flag: "--metrics-file",
+    env: "EXPORT_METRICS_FILE",
+    key: "metrics_file",
+};
+pub const PUSHGATEWAY_URL: Spec = Spec {
+    flag: "--pushgateway-url",
+    env: "EXPORT_PUSHGATEWAY_URL",
+    key: "pushgateway_url",
+};
+
 const ALL_SPECS: &[Spec] = &[
     DATABASE_URL,
     SDKAPPID,
@@ -162,6 +173,8 @@ const ALL_SPECS: &[Spec] = &[
     BATCH_SIZE,
     CONCURRENCY,
     JOBS_DIR,
+    METRICS_FILE,
+    PUSHGATEWAY_URL,
 ];
 
 /// The secret key's variable: no flag and no config key exist for it, on purpose.
@@ -234,6 +247,10 @@ pub struct Settings {
     pub max_seqs_per_group: u64,
     /// How long one API request may take before it counts as a transient failure.
     pub request_timeout: std::time::Duration,
+    /// Where the Prometheus text file goes after each run (node_exporter's textfile collector).
+    pub metrics_file: Option<PathBuf>,
+    /// A Pushgateway to push each job's series to after each run.
+    pub pushgateway_url: Option<reqwest::Url>,
     /// Problems worth a warning but not a refusal (a key file readable by others).
     pub warnings: Vec<String>,
 }
@@ -338,6 +355,12 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         Some((v, o)) => parse_path(&v, &o)?,
         None => PathBuf::from("./jobs"),
     };
+    let metrics_file = pick(METRICS_FILE)
+        .map(|(v, o)| parse_metrics_file(&v, &o, &mut warnings))
+        .transpose()?;
+    let pushgateway_url = pick(PUSHGATEWAY_URL)
+        .map(|(v, o)| parse_pushgateway_url(&v, &o))
+        .transpose()?;
     let rate_limit = pick(RATE_LIMIT)
         .map(|(v, o)| parse_bounded(&v, &o, 1, MAX_RATE_LIMIT as u64, "calls per second"))
         .transpose()?
@@ -374,6 +397,8 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         batch_size,
         concurrency,
         jobs_dir,
+        metrics_file,
+        pushgateway_url,
         warnings,
     })
 }
@@ -527,6 +552,48 @@ fn parse_path(value: &str, origin: &Origin) -> Result<PathBuf, SettingsError> {
     Ok(PathBuf::from(value))
 }
 
+/// A file path; a name without `.prom` is allowed but warned about, since node_exporter's
+/// textfile collector reads only `*.prom` files.
+fn parse_metrics_file(
+    value: &str,
+    origin: &Origin,
+    warnings: &mut Vec<String>,
+) -> Result<PathBuf, SettingsError> {
+    let path = PathBuf::from(value);
+    if value.is_empty() || value.ends_with('/') || path.file_name().is_none() {
+        return Err(invalid(
+            origin,
+            value,
+            "a file path such as /var/lib/node_exporter/textfile/receipt_exporter.prom",
+        ));
+    }
+    if path.extension().is_none_or(|e| e != "prom") {
+        warnings.push(format!(
+            "{origin}: {value} does not end in .prom: node_exporter's textfile collector reads only *.prom files"
+        ));
+    }
+    Ok(path)
+}
+
+/// The Pushgateway's base URL (http or https; the `/metrics/job/...` path is added per push).
+/// Credentials in the URL are refused: they would show in `ps` and in messages.
+fn parse_pushgateway_url(value: &str, origin: &Origin) -> Result<reqwest::Url, SettingsError> {
+    let expected = "the Pushgateway's base URL, e.g. http://pushgateway:9091 (no path /metrics/job/..., no query, no credentials)";
+    let shown = redact_url_password(value);
+    let url = reqwest::Url::parse(value).map_err(|_| invalid(origin, &shown, expected))?;
+    let ok = matches!(url.scheme(), "http" | "https")
+        && url.host().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none()
+        && !url.path().contains("/metrics");
+    if !ok {
+        return Err(invalid(origin, &shown, expected));
+    }
+    Ok(url)
+}
+
 fn parse_bounded(
     value: &str,
     origin: &Origin,
@@ -648,6 +715,39 @@ mod tests {
         assert!(e.contains("EXPORT_BATCH_SIZE"), "{e}");
         let e = err(raw(&[(CONCURRENCY, "-3")]));
         assert!(e.contains("EXPORT_CONCURRENCY"), "{e}");
+    }
+
+    #[test]
+    fn metrics_settings_are_validated_and_named() {
+        let s = resolve(raw(&[
+            (METRICS_FILE, "/tmp/x/receipt_exporter.prom"),
+            (PUSHGATEWAY_URL, "http://pushgateway:9091/"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            s.metrics_file.unwrap(),
+            PathBuf::from("/tmp/x/receipt_exporter.prom")
+        );
+        assert_eq!(s.pushgateway_url.unwrap().host_str(), Some("pushgateway"));
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let s = resolve(raw(&[(METRICS_FILE, "/tmp/metrics.txt")])).unwrap();
+        assert!(s.warnings[0].contains(".prom"), "{:?}", s.warnings);
+        let e = err(raw(&[(METRICS_FILE, "/tmp/dir/")]));
+        assert!(e.starts_with("EXPORT_METRICS_FILE: invalid value"), "{e}");
+        for bad in [
+            "pushgateway:9091",
+            "ftp://pg:9091",
+            "http://pg:9091/metrics/job/x",
+            "http://pg:9091/?a=b",
+        ] {
+            let e = err(raw(&[(PUSHGATEWAY_URL, bad)]));
+            assert!(
+                e.starts_with("EXPORT_PUSHGATEWAY_URL: invalid value"),
+                "{e}"
+            );
+        }
+        let e = err(raw(&[(PUSHGATEWAY_URL, "http://u:hunter2@pg:9091")]));
+        assert!(e.contains("[redacted]") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -1,12 +1,16 @@
 //! One file per subcommand: glue between the command line and the library, and the only
 //! place that writes to stdout. Settings are validated here, before any I/O.
 
+pub mod completions;
 pub mod demo;
+pub mod doctor;
 pub mod jobs;
 pub mod migrate;
 pub mod run;
+pub mod runs;
 pub mod schedule;
 pub mod simulate;
+pub mod status;
 pub mod track;
 pub mod usersig;
 
@@ -19,6 +23,15 @@ use tracing_subscriber::EnvFilter;
 
 /// Runs the parsed command line; the `Exit` says how it ended when it did not fail outright.
 pub async fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<Exit> {
+    // These need no settings, or (doctor) report bad ones as a line of their own.
+    match cli.command {
+        Command::Completions(args) => return completions::completions(args),
+        Command::Man => return completions::man(),
+        Command::Doctor => {
+            return doctor::run(settings::resolve(cli.global.raw_settings(matches))).await
+        }
+        _ => {}
+    }
     let settings = settings::resolve(cli.global.raw_settings(matches))?;
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
@@ -32,6 +45,9 @@ pub async fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<Exit> {
         Command::Demo(args) => demo::run(&settings, args).await,
         Command::Jobs(cmd) => jobs::run(&settings, cmd).await,
         Command::Schedule(args) => schedule::run(&settings, args).await,
+        Command::Runs(cmd) => runs::run(&settings, cmd).await,
+        Command::Status(args) => status::run(&settings, args).await,
+        Command::Completions(_) | Command::Man | Command::Doctor => unreachable!("handled above"),
     }
 }
 

@@ -22,7 +22,9 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     settings.require_api()?;
     let pool = super::connect_migrated(settings).await?;
     let stop = stop_on_signal();
-    let report = run::execute(settings, &pool, &request, stop).await?;
+    let outcome = run::execute(settings, &pool, &request, stop).await;
+    crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
+    let report = outcome?;
     for (group, class, error) in &report.failed_groups {
         tracing::warn!(group_id = %group, class = %class, "{error}");
     }

@@ -37,6 +37,11 @@ pub async fn run(settings: &Settings, cmd: TrackCommand) -> anyhow::Result<Exit>
         TrackCommand::Import(a) => Some(read_csv(&a.file)?),
         _ => None,
     };
+    if let TrackCommand::Add(a) = &cmd {
+        if a.check {
+            check_group(settings, &a.group_id).await?;
+        }
+    }
     let pool = super::connect_migrated(settings).await?;
     match cmd {
         TrackCommand::Add(a) => add(&pool, a).await,
@@ -46,6 +51,33 @@ pub async fn run(settings: &Settings, cmd: TrackCommand) -> anyhow::Result<Exit>
         TrackCommand::Enable(g) => set_enabled(&pool, &g.group_id, true).await,
         TrackCommand::Import(a) => import(&pool, &a, rows.unwrap_or_default()).await,
     }
+}
+
+/// `track add --check`: asks the Chat API about the group and refuses (exit 2, before anything
+/// is written) one that cannot have read receipts.
+async fn check_group(settings: &Settings, group_id: &str) -> anyhow::Result<()> {
+    let api = settings.require_api()?;
+    let client = crate::ops::groups::checking_client(settings, &api)?;
+    let infos = client
+        .get_group_info(&[group_id.to_string()])
+        .await
+        .with_context(|| format!("while checking group {group_id} with the Chat API"))?;
+    let Some(info) = infos.first() else {
+        anyhow::bail!(
+            "the Chat API gave no valid answer about group {group_id}: see the log, then retry"
+        );
+    };
+    crate::ops::groups::judge(info).map_err(|problem| {
+        usage(format!(
+            "not tracking {group_id}: {problem}; nothing was written"
+        ))
+    })?;
+    println!(
+        "checked {group_id}: {}, {} members",
+        info.group_type.as_deref().unwrap_or("type not given"),
+        info.member_num.map_or("?".into(), |n| n.to_string())
+    );
+    Ok(())
 }
 
 fn parse_windows(texts: &[String]) -> anyhow::Result<Vec<SeqWindow>> {

@@ -1,0 +1,185 @@
+//! `receipt-exporter runs list|show`: the run ledger for people.
+
+use crate::cli::{RunsCommand, RunsListArgs, RunsShowArgs};
+use crate::exit::{usage, Exit};
+use crate::ops::history::{self, RunFilter, RunRow};
+use crate::settings::Settings;
+use serde_json::Value;
+use sqlx::PgPool;
+
+pub async fn run(settings: &Settings, cmd: RunsCommand) -> anyhow::Result<Exit> {
+    let pool = super::connect_migrated(settings).await?;
+    match cmd {
+        RunsCommand::List(a) => list(&pool, a).await,
+        RunsCommand::Show(a) => show(&pool, a).await,
+    }
+}
+
+async fn list(pool: &PgPool, a: RunsListArgs) -> anyhow::Result<Exit> {
+    let filter = RunFilter {
+        job: a.job,
+        status: a.status.map(|s| s.as_str().to_string()),
+        limit: a.limit,
+    };
+    let runs = history::list(pool, &filter).await?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&runs)?);
+    } else {
+        print!("{}", table(&runs));
+    }
+    Ok(Exit::Success)
+}
+
+fn duration(run: &RunRow) -> String {
+    match run.duration_seconds {
+        Some(s) => format!("{s:.3}s"),
+        None => "-".into(),
+    }
+}
+
+/// The `runs list` table, newest first; the error cut to one short line.
+fn table(runs: &[RunRow]) -> String {
+    let header = [
+        "RUN",
+        "JOB",
+        "KIND",
+        "STATUS",
+        "STARTED (UTC)",
+        "DURATION",
+        "GROUPS",
+        "FAILED",
+        "RECEIPTS",
+        "CALLS",
+        "RETRIES",
+        "ERROR",
+    ]
+    .map(String::from);
+    let rows: Vec<[String; 12]> = runs
+        .iter()
+        .map(|r| {
+            let error: String = r
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .lines()
+                .next()
+                .unwrap_or("")
+                .chars()
+                .take(60)
+                .collect();
+            [
+                r.run_id.to_string(),
+                r.job.clone(),
+                r.kind.clone(),
+                r.status.clone(),
+                r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                duration(r),
+                (r.groups_ok + r.groups_failed).to_string(),
+                r.groups_failed.to_string(),
+                r.receipts_written.to_string(),
+                r.api_calls.to_string(),
+                r.retries.to_string(),
+                error,
+            ]
+        })
+        .collect();
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in std::iter::once(&header).chain(&rows) {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    if rows.is_empty() {
+        out.push_str("(no runs match)\n");
+    }
+    out
+}
+
+/// `{"a": 1, "b": 2}` as `a 1, b 2` (or `none`).
+fn counts(map: &Value) -> String {
+    let parts: Vec<String> = map
+        .as_object()
+        .map(|o| o.iter().map(|(k, v)| format!("{k} {v}")).collect())
+        .unwrap_or_default();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+async fn show(pool: &PgPool, a: RunsShowArgs) -> anyhow::Result<Exit> {
+    let Some(run) = history::get(pool, a.run_id).await? else {
+        return Err(usage(format!(
+            "run {} is not in the ledger (`receipt-exporter runs list` shows the runs)",
+            a.run_id
+        )));
+    };
+    let files = history::files(pool, a.run_id).await?;
+    if a.json {
+        let mut doc = serde_json::to_value(&run)?;
+        doc["files"] = serde_json::to_value(&files)?;
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(Exit::Success);
+    }
+    let at = |t: chrono::DateTime<chrono::Utc>| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string();
+    let mut lines = vec![
+        ("run", run.run_id.to_string()),
+        ("job", run.job.clone()),
+        ("kind", run.kind.clone()),
+        ("status", run.status.clone()),
+        ("started", at(run.started_at)),
+        (
+            "finished",
+            run.finished_at.map(at).unwrap_or_else(|| "-".into()),
+        ),
+        ("duration", duration(&run)),
+        ("host", run.host.clone()),
+        ("pid", run.pid.to_string()),
+        (
+            "groups",
+            format!("{} ok, {} failed", run.groups_ok, run.groups_failed),
+        ),
+        ("seqs asked", run.seqs_asked.to_string()),
+        ("receipts written", run.receipts_written.to_string()),
+        ("api calls", run.api_calls.to_string()),
+        (
+            "retries",
+            format!("{} ({})", run.retries, counts(&run.retries_by_class)),
+        ),
+        ("rate-limited answers", run.rate_limited.to_string()),
+        ("item codes", counts(&run.item_codes)),
+        ("parquet files", run.parquet_files.to_string()),
+    ];
+    if let Some(latency) = run.details.get("latency_ms").filter(|v| !v.is_null()) {
+        lines.push(("latency ms", latency.to_string()));
+    }
+    if let Some(failed) = run
+        .details
+        .get("failed_groups")
+        .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
+    {
+        lines.push(("failed groups", failed.to_string()));
+    }
+    lines.push(("error", run.error.clone().unwrap_or_else(|| "-".into())));
+    for (name, value) in lines {
+        println!("{:<21} {value}", format!("{name}:"));
+    }
+    for f in files {
+        println!(
+            "file:                 {} ({} rows, {} bytes)",
+            f.path, f.row_count, f.byte_size
+        );
+    }
+    Ok(Exit::Success)
+}

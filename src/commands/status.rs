@@ -1,0 +1,91 @@
+//! `receipt-exporter status [--job NAME] [--max-age AGE]`: one line on a job's freshness; with
+//! `--max-age`, exit 4 when its newest successful run is older (or absent): what a monitor calls.
+
+use crate::cli::StatusArgs;
+use crate::exit::Exit;
+use crate::ops::history::{self, Freshness};
+use crate::settings::Settings;
+use std::time::Duration;
+
+pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<Exit> {
+    let pool = super::connect_migrated(settings).await?;
+    let found = history::freshness(&pool, &args.job).await?;
+    let (line, fresh) = judge(&args.job, &found, args.max_age);
+    println!("{line}");
+    Ok(if fresh { Exit::Success } else { Exit::Stale })
+}
+
+fn ago(seconds: f64) -> String {
+    let rounded = Duration::from_secs(seconds.max(0.0).round() as u64);
+    format!("{} ago", humantime::format_duration(rounded))
+}
+
+/// The line and whether the job is fresh (always fresh without a bound).
+pub fn judge(job: &str, f: &Freshness, max_age: Option<Duration>) -> (String, bool) {
+    let fresh = match (&f.last_success, max_age) {
+        (_, None) => true,
+        (Some((_, _, age)), Some(max)) => *age <= max.as_secs_f64(),
+        (None, Some(_)) => false,
+    };
+    let verdict = match (max_age, fresh) {
+        (None, _) => String::new(),
+        (Some(max), true) => format!("FRESH (max age {}): ", humantime::format_duration(max)),
+        (Some(max), false) => format!("STALE (max age {}): ", humantime::format_duration(max)),
+    };
+    let success = match &f.last_success {
+        Some((run_id, at, age)) => format!(
+            "last success {} ({}, run {run_id})",
+            at.format("%Y-%m-%d %H:%M:%S UTC"),
+            ago(*age)
+        ),
+        None => "no successful run".to_string(),
+    };
+    let last = match (&f.last_run, f.last_run_age) {
+        (None, _) => "no run at all".to_string(),
+        (Some(r), None) => format!(
+            "run {} {} since {}",
+            r.run_id,
+            r.status,
+            r.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        (Some(r), Some(age)) => {
+            let error = r
+                .error
+                .as_deref()
+                .map(|e| format!(": {}", e.lines().next().unwrap_or("")))
+                .unwrap_or_default();
+            format!(
+                "last outcome {} ({}, run {}){error}",
+                r.status,
+                ago(age),
+                r.run_id
+            )
+        }
+    };
+    (format!("job {job}: {verdict}{success}; {last}"), fresh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    #[test]
+    fn the_bound_decides_and_no_success_is_stale() {
+        let f = Freshness {
+            last_success: Some((7, Utc::now(), 3600.0)),
+            ..Default::default()
+        };
+        let two_hours = Some(Duration::from_secs(7200));
+        let (line, fresh) = judge("default", &f, two_hours);
+        assert!(
+            fresh && line.contains("FRESH") && line.contains("run 7"),
+            "{line}"
+        );
+        let (line, fresh) = judge("default", &f, Some(Duration::from_secs(1800)));
+        assert!(!fresh && line.contains("STALE"), "{line}");
+        let (line, fresh) = judge("x", &Freshness::default(), two_hours);
+        assert!(!fresh && line.contains("no successful run"), "{line}");
+        assert!(judge("x", &Freshness::default(), None).1);
+    }
+}

@@ -1,0 +1,483 @@
+//! `doctor`: one checklist of everything a run needs, each line OK, WARN or FAIL with the fix.
+//!
+//! Checks read, never change: the only side effects are a probe file created and removed in
+//! the Parquet directory, and each job's advisory lock taken and given back at once (a run
+//! starting in that instant would exit 75 and be retried by its timer).
+
+use super::groups::{self, GroupProblem};
+use super::history;
+use crate::chat::ChatClient;
+use crate::run::{ledger, lock};
+use crate::settings::{Settings, SettingsError};
+use sqlx::PgPool;
+use std::path::Path;
+
+/// Below this much free space a run may not finish writing its Parquet files.
+const FAIL_BELOW_BYTES: u64 = 100 << 20;
+const WARN_BELOW_BYTES: u64 = 1 << 30;
+/// Group lines shown per check before "... and N more".
+const MAX_LINES: usize = 20;
+/// Asked about when nothing is tracked, to check the key: the API answers 10010 for it.
+const PROBE_GROUP: &str = "@TGS#receipt-exporter-doctor-probe";
+
+/// How a check came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub enum Level {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Ok => "OK",
+            Level::Warn => "WARN",
+            Level::Fail => "FAIL",
+        }
+    }
+}
+
+/// One line of the checklist.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Check {
+    pub level: Level,
+    /// What was checked: `settings`, `postgres`, `chat api`, ...
+    pub topic: &'static str,
+    pub detail: String,
+    /// What to do about a WARN or FAIL.
+    pub fix: Option<String>,
+}
+
+fn ok(topic: &'static str, detail: impl Into<String>) -> Check {
+    Check {
+        level: Level::Ok,
+        topic,
+        detail: detail.into(),
+        fix: None,
+    }
+}
+
+fn warn(topic: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        level: Level::Warn,
+        topic,
+        detail: detail.into(),
+        fix: Some(fix.into()),
+    }
+}
+
+fn fail(topic: &'static str, detail: impl Into<String>, fix: impl Into<String>) -> Check {
+    Check {
+        level: Level::Fail,
+        ..warn(topic, detail, fix)
+    }
+}
+
+/// The checklist as printed: one line per check, its fix indented below.
+pub fn render(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        out.push_str(&format!(
+            "{:<5} {}: {}\n",
+            c.level.as_str(),
+            c.topic,
+            c.detail
+        ));
+        if let Some(fix) = &c.fix {
+            out.push_str(&format!("      fix: {fix}\n"));
+        }
+    }
+    let count = |l: Level| checks.iter().filter(|c| c.level == l).count();
+    out.push_str(&format!(
+        "doctor: {} OK, {} WARN, {} FAIL\n",
+        count(Level::Ok),
+        count(Level::Warn),
+        count(Level::Fail)
+    ));
+    out
+}
+
+/// Runs every check that the settings allow.
+pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
+    let mut out = Vec::new();
+    let settings = match settings {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(fail("settings", e.to_string(), "correct that value (`receipt-exporter --help` lists every setting), then run doctor again"));
+            return out;
+        }
+    };
+    out.push(ok("settings", "valid"));
+    for w in &settings.warnings {
+        out.push(warn("settings", w.clone(), "see the warning"));
+    }
+    let pool = postgres(&settings, &mut out).await;
+    chat_api(&settings, pool.as_ref(), &mut out).await;
+    if let Some(pool) = &pool {
+        without_receipts(pool, &mut out).await;
+    }
+    out.extend(parquet_dir(&settings.parquet_dir));
+    if let Some(pool) = &pool {
+        locks(&settings, pool, &mut out).await;
+    }
+    out
+}
+
+/// Reachable, migrated, privileged: returns the pool when the tables can be read.
+async fn postgres(settings: &Settings, out: &mut Vec<Check>) -> Option<PgPool> {
+    let options = match settings.require_database() {
+        Ok(o) => o,
+        Err(e) => {
+            out.push(fail("postgres", e.to_string(), "set DATABASE_URL"));
+            return None;
+        }
+    };
+    let pool = match crate::db::connect(options).await {
+        Ok(p) => p,
+        Err(e) => {
+            out.push(fail(
+                "postgres",
+                e.to_string(),
+                "start Postgres, or correct DATABASE_URL (host, port, database, user, password)",
+            ));
+            return None;
+        }
+    };
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&pool)
+        .await
+        .unwrap_or_default();
+    out.push(ok(
+        "postgres",
+        format!(
+            "reachable at {} (server {version})",
+            crate::db::describe(options)
+        ),
+    ));
+    if !migrations(&pool, out).await {
+        return None;
+    }
+    privileges(&pool, out).await;
+    Some(pool)
+}
+
+/// Whether every migration of this version is applied (then the tables exist).
+async fn migrations(pool: &PgPool, out: &mut Vec<Check>) -> bool {
+    let applied: Vec<i64> = sqlx::query_scalar(
+        "SELECT version FROM receipts._sqlx_migrations WHERE success ORDER BY version",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    let known: Vec<(i64, String)> = crate::db::MIGRATOR
+        .iter()
+        .map(|m| (m.version, m.description.to_string()))
+        .collect();
+    let missing: Vec<String> = known
+        .iter()
+        .filter(|(v, _)| !applied.contains(v))
+        .map(|(v, d)| format!("{v} {d}"))
+        .collect();
+    let unknown: Vec<String> = applied
+        .iter()
+        .filter(|v| !known.iter().any(|(k, _)| k == *v))
+        .map(|v| v.to_string())
+        .collect();
+    if !missing.is_empty() {
+        out.push(fail("migrations", format!("{} of {} not applied: {}", missing.len(), known.len(), missing.join(", ")), "run `receipt-exporter migrate` (as a role that may create tables in the schema receipts)"));
+        return false;
+    }
+    if unknown.is_empty() {
+        out.push(ok("migrations", format!("all {} applied", known.len())));
+    } else {
+        out.push(warn("migrations", format!("the database has migrations this version does not know ({}): a newer receipt-exporter migrated it", unknown.join(", ")), "run the newer receipt-exporter, or check that this one is the version you meant to deploy"));
+    }
+    true
+}
+
+/// The rights a run uses, table by table.
+const NEEDED: &[(&str, &str)] = &[
+    ("tracked_groups", "SELECT"),
+    ("seq_windows", "SELECT"),
+    ("export_runs", "SELECT, INSERT, UPDATE"),
+    ("receipt_snapshots", "SELECT, INSERT"),
+    ("receipt_item_codes", "SELECT, INSERT"),
+    ("receipt_latest", "SELECT, INSERT, UPDATE"),
+    ("write_batches", "SELECT, INSERT, UPDATE"),
+    ("parquet_files", "SELECT, INSERT, UPDATE, DELETE"),
+];
+
+async fn privileges(pool: &PgPool, out: &mut Vec<Check>) {
+    let mut missing = Vec::new();
+    for (table, rights) in NEEDED {
+        for right in rights.split(", ") {
+            let has: bool = sqlx::query_scalar("SELECT has_table_privilege($1, $2)")
+                .bind(format!("receipts.{table}"))
+                .bind(right)
+                .fetch_one(pool)
+                .await
+                .unwrap_or(false);
+            if !has {
+                missing.push(format!("{right} on receipts.{table}"));
+            }
+        }
+    }
+    let can_partition: bool = sqlx::query_scalar(
+        "SELECT has_function_privilege('receipts.ensure_snapshot_partitions(integer)', 'EXECUTE')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap_or(false);
+    if !can_partition {
+        missing.push("EXECUTE on receipts.ensure_snapshot_partitions(integer)".into());
+    }
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_default();
+    if missing.is_empty() {
+        out.push(ok(
+            "privileges",
+            format!("role {role} may write every receipts table and create snapshot partitions"),
+        ));
+    } else {
+        out.push(fail("privileges", format!("role {role} lacks {}", missing.join(", ")), format!("as the schema's owner: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA receipts TO {role}; GRANT EXECUTE ON FUNCTION receipts.ensure_snapshot_partitions(integer) TO {role};")));
+    }
+}
+
+/// The key, account and endpoint, with one `get_group_info` call about the tracked groups
+/// (or a probe id when none are tracked); then each tracked group's verdict.
+async fn chat_api(settings: &Settings, pool: Option<&PgPool>, out: &mut Vec<Check>) {
+    let fix_config = "check TIM_SDKAPPID, the secret key, TIM_IDENTIFIER (an app admin account) and TIM_REGION / TIM_API_BASE against the Chat console";
+    let api = match settings.require_api() {
+        Ok(a) => a,
+        Err(e) => return out.push(fail("chat api", e.to_string(), fix_config)),
+    };
+    let client: ChatClient = match groups::checking_client(settings, &api) {
+        Ok(c) => c,
+        Err(e) => return out.push(fail("chat api", e.to_string(), fix_config)),
+    };
+    let tracked = match pool {
+        Some(pool) => crate::tracking::store::list(pool, None)
+            .await
+            .map(|gs| {
+                gs.into_iter()
+                    .filter(|g| g.enabled)
+                    .map(|g| g.group_id)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let asked = if tracked.is_empty() {
+        vec![PROBE_GROUP.to_string()]
+    } else {
+        tracked.clone()
+    };
+    let infos = match client.get_group_info(&asked).await {
+        Ok(infos) => infos,
+        Err(e) if e.is_config() => return out.push(fail("chat api", e.to_string(), fix_config)),
+        Err(e) => {
+            return out.push(fail(
+                "chat api",
+                e.to_string(),
+                "check the network path to the API (proxy, firewall, TIM_REGION); then retry",
+            ))
+        }
+    };
+    out.push(ok(
+        "chat api",
+        format!(
+            "{} accepted the key and the admin account {} (SDKAppID {})",
+            api.endpoint.base_url(),
+            api.identifier,
+            api.sdkappid
+        ),
+    ));
+    if pool.is_some() {
+        tracked_groups(&tracked, &infos, out);
+    }
+}
+
+fn tracked_groups(tracked: &[String], infos: &[crate::chat::GroupInfo], out: &mut Vec<Check>) {
+    if tracked.is_empty() {
+        return out.push(warn(
+            "tracked groups",
+            "no enabled tracked group: a run exports nothing",
+            "`receipt-exporter track add GROUP_ID --seqs FROM..TO --check`",
+        ));
+    }
+    let mut problems: Vec<(String, GroupProblem)> = Vec::new();
+    for info in infos {
+        if let Err(p) = groups::judge(info) {
+            problems.push((info.group_id.clone(), p));
+        }
+    }
+    let answered = infos.len();
+    if problems.is_empty() && answered == tracked.len() {
+        return out.push(ok("tracked groups", format!("all {answered} enabled groups exist, have a type with read receipts and at most 200 members")));
+    }
+    for (group, problem) in problems.iter().take(MAX_LINES) {
+        let fix = match problem {
+            GroupProblem::Missing { .. } => format!("`receipt-exporter track remove {group}` (its snapshots stay)"),
+            _ => format!("`receipt-exporter track disable {group}` or `track remove {group}`: it will never give a receipt"),
+        };
+        out.push(fail(
+            "tracked groups",
+            format!("group {group}: {problem}"),
+            fix,
+        ));
+    }
+    if problems.len() > MAX_LINES {
+        out.push(fail(
+            "tracked groups",
+            format!(
+                "... and {} more groups like these",
+                problems.len() - MAX_LINES
+            ),
+            "`receipt-exporter track list` and the lines above",
+        ));
+    }
+    if answered < tracked.len() {
+        out.push(warn("tracked groups", format!("the API answered for {answered} of {} groups (invalid answers were dropped, see the log)", tracked.len()), "run doctor again; if it persists, check the group ids"));
+    }
+}
+
+/// Groups whose every seq answered 10062 in the newest run.
+async fn without_receipts(pool: &PgPool, out: &mut Vec<Check>) {
+    let found = match history::groups_without_receipts(pool).await {
+        Ok(f) => f,
+        Err(e) => {
+            return out.push(fail(
+                "receipts",
+                format!("cannot read the last run's item codes: {e}"),
+                "see the privileges line",
+            ))
+        }
+    };
+    let Some((run_id, groups)) = found else {
+        return out.push(ok("receipts", "no finished run yet"));
+    };
+    if groups.is_empty() {
+        return out.push(ok("receipts", format!("every group of run {run_id} had at least one read receipt (or no answer of 10062 only)")));
+    }
+    for g in groups.iter().take(MAX_LINES) {
+        out.push(warn("receipts", format!("group {g}: every seq answered 10062 (no read receipt) in run {run_id}: read receipts are probably not enabled, or its messages were sent without a receipt request"), "switch read receipts on for the group type in the Chat console (a paid edition), and send messages with a read receipt requested; else untrack the group"));
+    }
+    if groups.len() > MAX_LINES {
+        out.push(warn(
+            "receipts",
+            format!(
+                "... and {} more groups without a single receipt in run {run_id}",
+                groups.len() - MAX_LINES
+            ),
+            "see the lines above",
+        ));
+    }
+}
+
+/// Writable, with free space (the directory, or the nearest existing parent a run would
+/// create it in).
+pub fn parquet_dir(dir: &Path) -> Vec<Check> {
+    const TOPIC: &str = "parquet dir";
+    let fix = "create the directory for the exporter's user (or set EXPORT_PARQUET_DIR to one it may write)";
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) if !p.as_os_str().is_empty() => existing = p,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !existing.is_dir() {
+        return vec![fail(
+            TOPIC,
+            format!(
+                "{} cannot be used: {} is not a directory",
+                dir.display(),
+                existing.display()
+            ),
+            fix,
+        )];
+    }
+    let probe = existing.join(format!(".receipt-exporter-doctor-{}", std::process::id()));
+    if let Err(e) = std::fs::create_dir(&probe).and_then(|_| std::fs::remove_dir(&probe)) {
+        return vec![fail(
+            TOPIC,
+            format!("{} is not writable: {e}", existing.display()),
+            fix,
+        )];
+    }
+    let state = if existing == dir {
+        format!("{} is writable", dir.display())
+    } else {
+        format!(
+            "{} does not exist yet; a run creates it in {} (writable)",
+            dir.display(),
+            existing.display()
+        )
+    };
+    match free_bytes(existing) {
+        Some(free) if free < FAIL_BELOW_BYTES => vec![fail(
+            TOPIC,
+            format!("{state}, but only {} free", size(free)),
+            "free space on that file system, or move EXPORT_PARQUET_DIR",
+        )],
+        Some(free) if free < WARN_BELOW_BYTES => vec![warn(
+            TOPIC,
+            format!("{state}, {} free", size(free)),
+            "free space soon: a run writes a few hundred bytes per receipt before compression",
+        )],
+        Some(free) => vec![ok(TOPIC, format!("{state}, {} free", size(free)))],
+        None => vec![ok(TOPIC, state)],
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn free_bytes(path: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(path).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn free_bytes(_path: &Path) -> Option<u64> {
+    None
+}
+
+fn size(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// Each job's lock: free, or held by a run the ledger says is running.
+async fn locks(settings: &Settings, pool: &PgPool, out: &mut Vec<Check>) {
+    const TOPIC: &str = "locks";
+    let Ok(options) = settings.require_database() else {
+        return;
+    };
+    let mut jobs = history::jobs(pool).await.unwrap_or_default();
+    if !jobs.iter().any(|j| j == "default") {
+        jobs.insert(0, "default".into());
+    }
+    let mut conn = match crate::db::connect_single(options).await {
+        Ok(c) => c,
+        Err(e) => return out.push(fail(TOPIC, e.to_string(), "see the postgres line")),
+    };
+    let mut free_jobs = Vec::new();
+    for job in jobs {
+        let free = lock::is_free(&mut conn, &job).await;
+        let holder = ledger::holder(pool, &job).await.ok().flatten();
+        match (free, holder) {
+            (Err(e), _) => out.push(fail(TOPIC, format!("job {job}: cannot test the lock: {e}"), "see the postgres line")),
+            (Ok(true), None) => free_jobs.push(job),
+            (Ok(false), Some(r)) => out.push(ok(TOPIC, format!("job {job}: held by the live run {} on {} (pid {}) since {}", r.run_id, r.host, r.pid, r.started_at.format("%Y-%m-%d %H:%M:%S UTC")))),
+            (Ok(false), None) => out.push(warn(TOPIC, format!("job {job}: held by a session with no running run in the ledger (a run starting right now, or another tool)"), "wait a moment and run doctor again; pg_locks (locktype advisory) shows the session")),
+            (Ok(true), Some(r)) => out.push(warn(TOPIC, format!("job {job}: run {} on {} (pid {}) is recorded as running, but its lock is free: its process died", r.run_id, r.host, r.pid), "nothing to do by hand: the next run of the job marks it abandoned and repairs its files")),
+        }
+    }
+    if !free_jobs.is_empty() {
+        out.push(ok(TOPIC, format!("free for {}", free_jobs.join(", "))));
+    }
+}

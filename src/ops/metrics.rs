@@ -1,0 +1,494 @@
+//! Metrics for a batch job, in the Prometheus text format (version 0.0.4), built from the
+//! ledger so every job's series survive whichever process writes them.
+//!
+//! After each run (and each scheduler tick) [`publish`] rewrites the metrics file atomically
+//! (a temporary file in the same directory, then a rename: node_exporter's textfile collector
+//! never reads half a file) and pushes the job's series to a Pushgateway. Names follow the
+//! Prometheus conventions: units in the name, `_total` for counters, and the label
+//! `export_job` (not `job`, which Prometheus sets itself). The `_total` counters sum the whole
+//! ledger: pruning old ledger rows looks like a counter reset, which `rate()` tolerates.
+
+use super::OpsError;
+use crate::settings::Settings;
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The statuses a finished run can have: one `last_run_outcome` series each.
+pub const OUTCOMES: [&str; 5] = ["succeeded", "partial", "failed", "interrupted", "abandoned"];
+
+/// The Pushgateway's `job` label for everything we push.
+pub const PUSH_JOB: &str = "receipt_exporter";
+
+/// The newest finished run of a job.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct LastRun {
+    pub job: String,
+    pub status: String,
+    pub finished_at: DateTime<Utc>,
+    pub duration_seconds: f64,
+    pub receipts_written: i64,
+    pub api_calls: i64,
+    pub retries: i64,
+    pub rate_limited: i64,
+    pub groups_failed: i32,
+}
+
+/// What the metrics say about one job.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobMetrics {
+    pub job: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub last_run: Option<LastRun>,
+    /// Finished runs by status.
+    pub runs: BTreeMap<String, i64>,
+    /// Sums over every finished run: receipts, calls, retries, rate-limited answers.
+    pub receipts_total: i64,
+    pub api_calls_total: i64,
+    pub retries_total: i64,
+    pub rate_limited_total: i64,
+}
+
+/// Every job's metrics from the ledger (running runs are left out until they finish).
+pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
+    let mut jobs: BTreeMap<String, JobMetrics> = BTreeMap::new();
+    let totals: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT job, status, count(*), sum(receipts_written)::bigint, sum(api_calls)::bigint,
+                sum(retries)::bigint, sum(rate_limited)::bigint
+         FROM receipts.export_runs WHERE status <> 'running' GROUP BY job, status",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (job, status, runs, receipts, calls, retries, limited) in totals {
+        let m = jobs.entry(job.clone()).or_insert_with(|| JobMetrics {
+            job,
+            ..Default::default()
+        });
+        m.runs.insert(status, runs);
+        m.receipts_total += receipts;
+        m.api_calls_total += calls;
+        m.retries_total += retries;
+        m.rate_limited_total += limited;
+    }
+    let last: Vec<LastRun> = sqlx::query_as(
+        "SELECT DISTINCT ON (job) job, status, finished_at,
+                EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_seconds,
+                receipts_written, api_calls, retries, rate_limited, groups_failed
+         FROM receipts.export_runs WHERE status <> 'running' AND finished_at IS NOT NULL
+         ORDER BY job, finished_at DESC, run_id DESC",
+    )
+    .fetch_all(pool)
+    .await?;
+    for run in last {
+        if let Some(m) = jobs.get_mut(&run.job) {
+            m.last_run = Some(run);
+        }
+    }
+    let successes: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT job, max(finished_at) FROM receipts.export_runs
+         WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY job",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (job, at) in successes {
+        if let Some(m) = jobs.get_mut(&job) {
+            m.last_success = Some(at);
+        }
+    }
+    Ok(jobs.into_values().collect())
+}
+
+/// One metric family: its samples as (labels, value).
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    samples: Vec<(Vec<(&'static str, String)>, f64)>,
+}
+
+fn seconds(at: DateTime<Utc>) -> f64 {
+    at.timestamp_millis() as f64 / 1000.0
+}
+
+/// The families and their samples for `jobs`, in a fixed order.
+fn families(jobs: &[JobMetrics]) -> Vec<Family> {
+    type Get = fn(&JobMetrics) -> Option<f64>;
+    let per_job: [(&'static str, &'static str, &'static str, Get); 12] = [
+        (
+            "receipt_exporter_last_success_timestamp_seconds",
+            "When the newest successful run of the job finished (Unix time).",
+            "gauge",
+            |m| m.last_success.map(seconds),
+        ),
+        (
+            "receipt_exporter_last_run_timestamp_seconds",
+            "When the newest finished run of the job finished (Unix time).",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| seconds(r.finished_at)),
+        ),
+        (
+            "receipt_exporter_last_run_duration_seconds",
+            "How long the newest finished run took.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| r.duration_seconds),
+        ),
+        (
+            "receipt_exporter_last_run_receipts",
+            "Receipts the newest finished run wrote.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| r.receipts_written as f64),
+        ),
+        (
+            "receipt_exporter_last_run_api_calls",
+            "Chat API calls of the newest finished run.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| r.api_calls as f64),
+        ),
+        (
+            "receipt_exporter_last_run_retries",
+            "Retried API calls of the newest finished run.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| r.retries as f64),
+        ),
+        (
+            "receipt_exporter_last_run_rate_limited_answers",
+            "Rate-limited API answers in the newest finished run.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| r.rate_limited as f64),
+        ),
+        (
+            "receipt_exporter_last_run_groups_failed",
+            "Groups that failed in the newest finished run.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| f64::from(r.groups_failed)),
+        ),
+        (
+            "receipt_exporter_receipts_total",
+            "Receipts written by all finished runs in the ledger.",
+            "counter",
+            |m| Some(m.receipts_total as f64),
+        ),
+        (
+            "receipt_exporter_api_calls_total",
+            "Chat API calls of all finished runs in the ledger.",
+            "counter",
+            |m| Some(m.api_calls_total as f64),
+        ),
+        (
+            "receipt_exporter_retries_total",
+            "Retried API calls of all finished runs in the ledger.",
+            "counter",
+            |m| Some(m.retries_total as f64),
+        ),
+        (
+            "receipt_exporter_rate_limited_answers_total",
+            "Rate-limited API answers of all finished runs in the ledger.",
+            "counter",
+            |m| Some(m.rate_limited_total as f64),
+        ),
+    ];
+    let mut out: Vec<Family> = per_job
+        .into_iter()
+        .map(|(name, help, kind, get)| Family {
+            name,
+            help,
+            kind,
+            samples: jobs
+                .iter()
+                .filter_map(|m| get(m).map(|v| (vec![("export_job", m.job.clone())], v)))
+                .collect(),
+        })
+        .collect();
+    out.insert(3, outcome_family(jobs));
+    out.push(runs_family(jobs));
+    out
+}
+
+/// One series per possible outcome, 1 for the newest finished run's, 0 for the others.
+fn outcome_family(jobs: &[JobMetrics]) -> Family {
+    let mut samples = Vec::new();
+    for m in jobs {
+        let Some(run) = &m.last_run else { continue };
+        for outcome in OUTCOMES {
+            let labels = vec![("export_job", m.job.clone()), ("outcome", outcome.into())];
+            samples.push((labels, f64::from(u8::from(run.status == outcome))));
+        }
+    }
+    Family {
+        name: "receipt_exporter_last_run_outcome",
+        help: "How the newest finished run of the job ended: 1 for its outcome, 0 for the others.",
+        kind: "gauge",
+        samples,
+    }
+}
+
+fn runs_family(jobs: &[JobMetrics]) -> Family {
+    let mut samples = Vec::new();
+    for m in jobs {
+        for outcome in OUTCOMES {
+            let n = m.runs.get(outcome).copied().unwrap_or(0);
+            let labels = vec![("export_job", m.job.clone()), ("outcome", outcome.into())];
+            samples.push((labels, n as f64));
+        }
+    }
+    Family {
+        name: "receipt_exporter_runs_total",
+        help: "Finished runs in the ledger, by outcome.",
+        kind: "counter",
+        samples,
+    }
+}
+
+/// A label value as the text format wants it.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn number(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The text format for `jobs`. Without `job_label` the `export_job` label is left out: a
+/// Pushgateway adds it from the grouping key, and refuses pushed labels that repeat it.
+pub fn render(jobs: &[JobMetrics], job_label: bool) -> String {
+    let mut out = String::new();
+    for family in families(jobs) {
+        if family.samples.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "# HELP {} {}", family.name, family.help);
+        let _ = writeln!(out, "# TYPE {} {}", family.name, family.kind);
+        for (labels, value) in &family.samples {
+            let shown: Vec<String> = labels
+                .iter()
+                .filter(|(name, _)| job_label || *name != "export_job")
+                .map(|(name, v)| format!("{name}=\"{}\"", escape(v)))
+                .collect();
+            let labels = if shown.is_empty() {
+                String::new()
+            } else {
+                format!("{{{}}}", shown.join(","))
+            };
+            let _ = writeln!(out, "{}{labels} {}", family.name, number(*value));
+        }
+    }
+    out
+}
+
+/// Rebuilds the metrics file from the ledger: every job's series, written atomically.
+pub async fn write_metrics_file(pool: &PgPool, path: &Path) -> Result<(), OpsError> {
+    let text = render(&load(pool).await?, true);
+    write_atomically(path, text.as_bytes())
+        .await
+        .map_err(|source| OpsError::MetricsFile {
+            path: path.display().to_string(),
+            source,
+        })
+}
+
+/// Writes a temporary file next to `path` (same file system), syncs it and renames it over
+/// `path`. The temporary name does not end in `.prom`, so the collector never reads it.
+async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = dir.join(format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = async {
+        let mut file = tokio::fs::File::create(&tmp).await?;
+        tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
+        file.sync_all().await?;
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await;
+    if result.is_err() {
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    result
+}
+
+/// The Pushgateway URL of one job's group: `/metrics/job/receipt_exporter/export_job/<job>`.
+/// A job name with a `/` goes base64url-encoded, as the Pushgateway's `@base64` form allows.
+pub fn push_url(base: &reqwest::Url, job: &str) -> String {
+    use base64::Engine as _;
+    let base = base.as_str().trim_end_matches('/');
+    let value = if job.contains('/') || job.is_empty() {
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(job);
+        format!(
+            "export_job@base64/{}",
+            if encoded.is_empty() {
+                "=".into()
+            } else {
+                encoded
+            }
+        )
+    } else {
+        format!(
+            "export_job/{}",
+            percent_encoding::utf8_percent_encode(job, percent_encoding::NON_ALPHANUMERIC)
+        )
+    };
+    format!("{base}/metrics/job/{PUSH_JOB}/{value}")
+}
+
+/// Pushes `job`'s series (from the ledger) to the Pushgateway with PUT, which replaces that
+/// job's group there and leaves the other jobs' groups alone.
+pub async fn push_metrics(
+    pool: &PgPool,
+    gateway: &reqwest::Url,
+    job: &str,
+) -> Result<(), OpsError> {
+    let jobs: Vec<JobMetrics> = load(pool)
+        .await?
+        .into_iter()
+        .filter(|m| m.job == job)
+        .collect();
+    let url = push_url(gateway, job);
+    let fail = |detail: String| OpsError::Push {
+        url: url.clone(),
+        detail,
+    };
+    let answer = reqwest::Client::new()
+        .put(&url)
+        .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
+        .timeout(Duration::from_secs(10))
+        .body(render(&jobs, false))
+        .send()
+        .await
+        .map_err(|e| fail(e.without_url().to_string()))?;
+    let status = answer.status();
+    if !status.is_success() {
+        let body = answer.text().await.unwrap_or_default();
+        let body: String = body.chars().take(200).collect();
+        return Err(fail(format!("HTTP {status}: {}", body.trim())));
+    }
+    Ok(())
+}
+
+/// After a run or a scheduler tick: rewrites the metrics file and pushes `jobs` to the
+/// Pushgateway, as configured. Failures are logged, never returned: metrics must not change
+/// how a run ends.
+pub async fn publish(settings: &Settings, pool: &PgPool, jobs: &[&str]) {
+    if let Some(path) = &settings.metrics_file {
+        if let Err(e) = write_metrics_file(pool, path).await {
+            tracing::warn!("{e}");
+        }
+    }
+    if let Some(gateway) = &settings.pushgateway_url {
+        for job in jobs {
+            if let Err(e) = push_metrics(pool, gateway, job).await {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(name: &str, status: &str) -> JobMetrics {
+        let at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00.5Z")
+            .unwrap()
+            .to_utc();
+        JobMetrics {
+            job: name.into(),
+            last_success: Some(at),
+            last_run: Some(LastRun {
+                job: name.into(),
+                status: status.into(),
+                finished_at: at,
+                duration_seconds: 12.25,
+                receipts_written: 100,
+                api_calls: 3,
+                retries: 1,
+                rate_limited: 1,
+                groups_failed: 0,
+            }),
+            runs: [("succeeded".to_string(), 2)].into(),
+            receipts_total: 200,
+            api_calls_total: 6,
+            retries_total: 1,
+            rate_limited_total: 1,
+        }
+    }
+
+    #[test]
+    fn render_names_every_series_with_its_job_and_units() {
+        let text = render(
+            &[job("default", "partial"), job("night\"ly", "succeeded")],
+            true,
+        );
+        assert!(
+            text.contains("# TYPE receipt_exporter_receipts_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "receipt_exporter_last_success_timestamp_seconds{export_job=\"default\"} 1795600800.5\n"
+        ), "{text}");
+        assert!(text.contains(
+            "receipt_exporter_last_run_duration_seconds{export_job=\"default\"} 12.25\n"
+        ));
+        assert!(text.contains(
+            "receipt_exporter_last_run_outcome{export_job=\"default\",outcome=\"partial\"} 1\n"
+        ));
+        assert!(text.contains(
+            "receipt_exporter_last_run_outcome{export_job=\"default\",outcome=\"succeeded\"} 0\n"
+        ));
+        assert!(
+            text.contains(
+                "receipt_exporter_runs_total{export_job=\"night\\\"ly\",outcome=\"succeeded\"} 2\n"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("{job="), "{text}");
+    }
+
+    #[test]
+    fn render_for_a_push_leaves_the_grouping_label_out() {
+        let text = render(&[job("default", "succeeded")], false);
+        assert!(!text.contains("export_job"), "{text}");
+        assert!(
+            text.contains("receipt_exporter_receipts_total 200\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("receipt_exporter_last_run_outcome{outcome=\"failed\"} 0\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn push_urls_encode_the_job() {
+        let base = reqwest::Url::parse("http://pg:9091/").unwrap();
+        assert_eq!(
+            push_url(&base, "default"),
+            "http://pg:9091/metrics/job/receipt_exporter/export_job/default"
+        );
+        assert_eq!(
+            push_url(&base, "a b"),
+            "http://pg:9091/metrics/job/receipt_exporter/export_job/a%20b"
+        );
+        assert_eq!(
+            push_url(&base, "a/b"),
+            "http://pg:9091/metrics/job/receipt_exporter/export_job@base64/YS9i"
+        );
+    }
+}

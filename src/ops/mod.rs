@@ -1,0 +1,27 @@
+//! Operating the exporter: what the run ledger tells an operator and a monitoring system.
+//!
+//! [`history`] reads `receipts.export_runs` (runs list/show, freshness), [`metrics`] turns the
+//! ledger into the Prometheus text format (a file for node_exporter, a Pushgateway push),
+//! [`groups`] judges whether a group can have read receipts at all, and [`doctor`] is the
+//! checklist of everything a run needs. Nothing here prints: the commands do.
+//! Nothing here writes to the ledger either: it is only read.
+
+pub mod doctor;
+pub mod groups;
+pub mod history;
+pub mod metrics;
+
+/// A failure of the operations layer.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    #[error("while reading the run ledger: {0}")]
+    Ledger(#[from] sqlx::Error),
+    #[error("while writing the metrics file {path}: {source}")]
+    MetricsFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("while pushing metrics to the Pushgateway at {url}: {detail}")]
+    Push { url: String, detail: String },
+}
