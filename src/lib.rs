@@ -7,6 +7,8 @@
 //! [`sim`] is the server side of the same API contract; [`commands`] holds one file per
 //! subcommand and is the only place that knows about the terminal.
 
+pub mod backfill;
+pub mod budget;
 pub mod chat;
 pub mod cli;
 pub mod commands;

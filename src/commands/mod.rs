@@ -1,7 +1,9 @@
 //! One file per subcommand: glue between the command line and the library, and the only
 //! place that writes to stdout. Settings are validated here, before any I/O.
 
+pub mod backfill;
 pub mod demo;
+pub mod export;
 pub mod migrate;
 pub mod run;
 pub mod simulate;
@@ -28,6 +30,8 @@ pub async fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<Exit> {
         Command::Simulate(args) => simulate::run(&settings, args).await,
         Command::Usersig(args) => usersig::run(&settings, args).await,
         Command::Demo(args) => demo::run(&settings, args).await,
+        Command::Backfill(args) => backfill::run(&settings, args).await,
+        Command::Export(cmd) => export::run(&settings, cmd).await,
     }
 }
 
