@@ -186,6 +186,13 @@ pub enum Command {
     /// Postgres and Parquet
     #[command(after_help = EXIT_CODES_HELP)]
     Run(RunArgs),
+    /// Pull the current receipts of older seqs once (a new group, a window never exported, an
+    /// outage's gap) as one resumable run: the same command again continues where it stopped
+    #[command(after_help = EXIT_CODES_HELP)]
+    Backfill(BackfillArgs),
+    /// Rewrite exported data from Postgres (the source of truth)
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Run the main job end to end on local defaults: the built-in simulator, a database of its
     /// own on the local Postgres, sample groups, one export
     Demo(DemoArgs),
@@ -408,4 +415,40 @@ pub struct GroupArg {
 pub struct TrackImportArgs {
     /// The CSV file
     pub file: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// A group to backfill (repeatable); or --all
+    #[arg(long = "group", value_name = "ID")]
+    pub groups: Vec<String>,
+    /// Every enabled tracked group (as found at the backfill's first start)
+    #[arg(long)]
+    pub all: bool,
+    /// A window of message seqs, inclusive: FROM..TO (repeatable; every window for every group)
+    #[arg(long = "seqs", value_name = "FROM..TO")]
+    pub seqs: Vec<String>,
+    /// This process's cap on the app's shared API budget, calls per second (1..10000)
+    #[arg(long, value_name = "N")]
+    pub rate: Option<String>,
+    /// Print the seqs, API calls and time at the rate limit, and touch nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Rewrite the Parquet partitions of these capture dates from Postgres (a lost disk, a new
+    /// Parquet location), atomically per day, keeping the manifest true
+    Parquet(ExportParquetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExportParquetArgs {
+    /// The first capture date (UTC), YYYY-MM-DD
+    #[arg(long, value_name = "DATE")]
+    pub since: Option<String>,
+    /// The last capture date (UTC, included), YYYY-MM-DD
+    #[arg(long, value_name = "DATE")]
+    pub until: Option<String>,
 }

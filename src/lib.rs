@@ -8,6 +8,8 @@
 //! subcommand and is the only place that knows about the terminal; [`ops`] reads the ledger
 //! for operators (history, freshness, metrics, doctor).
 
+pub mod backfill;
+pub mod budget;
 pub mod chat;
 pub mod cli;
 pub mod commands;

@@ -1,9 +1,11 @@
 //! One file per subcommand: glue between the command line and the library, and the only
 //! place that writes to stdout. Settings are validated here, before any I/O.
 
+pub mod backfill;
 pub mod completions;
 pub mod demo;
 pub mod doctor;
+pub mod export;
 pub mod jobs;
 pub mod migrate;
 pub mod run;
@@ -48,6 +50,8 @@ pub async fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<Exit> {
         Command::Runs(cmd) => runs::run(&settings, cmd).await,
         Command::Status(args) => status::run(&settings, args).await,
         Command::Completions(_) | Command::Man | Command::Doctor => unreachable!("handled above"),
+        Command::Backfill(args) => backfill::run(&settings, args).await,
+        Command::Export(cmd) => export::run(&settings, cmd).await,
     }
 }
 

@@ -52,6 +52,36 @@ pub enum Selection {
     /// Every enabled group and its tracked windows.
     #[default]
     AllEnabled,
+    /// A backfill: its own groups × windows, resumable (see [`crate::backfill`]).
+    Backfill(crate::backfill::Backfill),
+}
+
+/// A run's ledger row, opened, and what it has left to pull.
+#[derive(Debug)]
+pub struct OpenedRun {
+    pub run_id: i64,
+    pub run_date: chrono::NaiveDate,
+    pub plan: Vec<GroupPlan>,
+    /// Write batches continue after those committed by earlier attempts.
+    pub first_batch_no: i32,
+    /// The figures of earlier attempts of a resumable run (a backfill): the ledger counts the
+    /// whole run. `None` for ordinary runs.
+    pub prior: Option<RunFigures>,
+}
+
+/// Opens the run's ledger row: a new one, or a backfill's row re-opened for another attempt.
+async fn open(pool: &PgPool, req: &RunRequest, host: &str, pid: u32) -> anyhow::Result<OpenedRun> {
+    if let Selection::Backfill(backfill) = &req.selection {
+        return crate::backfill::open(pool, backfill, &req.job, host, pid).await;
+    }
+    let (run_id, run_date) = ledger::start(pool, &req.job, req.kind, host, pid).await?;
+    Ok(OpenedRun {
+        run_id,
+        run_date,
+        plan: load_plan(pool, &req.selection).await?,
+        first_batch_no: 1,
+        prior: None,
+    })
 }
 
 /// How a run ended.
@@ -101,6 +131,7 @@ pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<V
     let tags: Vec<String> = match selection {
         Selection::Tracked { tags } => tags.clone(),
         Selection::AllEnabled => Vec::new(),
+        Selection::Backfill(b) => return crate::backfill::whole_plan(pool, &b.request).await,
     };
     let rows: Vec<(String, i64, i64)> = sqlx::query_as(
         "SELECT g.group_id, w.from_seq, w.to_seq
@@ -158,12 +189,17 @@ pub async fn execute(
     }
 
     let started = Instant::now();
-    let (run_id, run_date) = ledger::start(pool, &req.job, req.kind, &host, pid).await?;
+    let mut opened = open(pool, req, &host, pid).await?;
+    let (run_id, run_date) = (opened.run_id, opened.run_date);
     tracing::info!(run_id, job = %req.job, "run started");
-    let (plan, refused) = plan::refuse_oversized(
-        load_plan(pool, &req.selection).await?,
-        settings.max_seqs_per_group,
-    );
+    // A backfill is a deliberate large pull: the per-run cap guards scheduled runs only.
+    let (plan, refused) = match req.selection {
+        Selection::Backfill(_) => (std::mem::take(&mut opened.plan), Vec::new()),
+        _ => plan::refuse_oversized(
+            std::mem::take(&mut opened.plan),
+            settings.max_seqs_per_group,
+        ),
+    };
     for (group_id, why) in &refused {
         tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
     }
@@ -179,8 +215,26 @@ pub async fn execute(
         max_attempts: 8,
         usersig_ttl: Duration::from_secs(86_400),
     })?;
+    let lease = crate::budget::Lease::join(
+        pool,
+        &client,
+        f64::from(settings.rate_limit),
+        rate_cap(settings, req),
+        &label,
+    )
+    .await?;
     let pipeline_stop = stop.child_token();
     let (watchdog, lock_lost) = watch_lock(job_lock, options.clone(), pipeline_stop.clone());
+    let checkpoint = opened.prior.as_ref().map(|p| {
+        let prior = (p.api_calls, p.seqs_asked);
+        crate::backfill::checkpoint_calls(
+            pool.clone(),
+            run_id,
+            prior,
+            client.clone(),
+            pipeline_stop.clone(),
+        )
+    });
     let outcome = Pipeline {
         pool: pool.clone(),
         client: client.clone(),
@@ -190,6 +244,7 @@ pub async fn execute(
         batch_size: settings.batch_size,
         concurrency: settings.concurrency,
         stop: pipeline_stop.clone(),
+        first_batch_no: opened.first_batch_no,
     }
     .run(plan)
     .await;
@@ -200,8 +255,12 @@ pub async fn execute(
             .failed_groups
             .insert(group_id, ("Plan".to_string(), why));
     }
-    pipeline_stop.cancel(); // ends the watchdog
+    pipeline_stop.cancel(); // ends the watchdog (and a backfill's checkpoints)
+    lease.leave().await;
     let job_lock = watchdog.await.ok().flatten();
+    if let Some(task) = checkpoint {
+        let _ = task.await;
+    }
 
     let lost = lock_lost.is_cancelled();
     let failed = outcome.failed_groups.len();
@@ -231,7 +290,11 @@ pub async fn execute(
             Some(format!("all {planned} groups failed")),
         ),
     };
-    let figures = figures(&client, &outcome, planned);
+    let mut figures = figures(&client, &outcome, planned);
+    if let (Some(prior), Selection::Backfill(b)) = (&opened.prior, &req.selection) {
+        let attempt = b.started.get().map_or(1, |s| s.attempt);
+        figures = crate::backfill::cumulative(prior, figures, attempt);
+    }
     ledger::finish(pool, run_id, status, &figures, error.as_deref()).await?;
     if let Some(l) = job_lock {
         l.release().await;
@@ -250,6 +313,15 @@ pub async fn execute(
             .map(|(g, (class, msg))| (g, class, msg))
             .collect(),
     })
+}
+
+/// This process's own cap on the shared API budget (calls/s): a backfill's `--rate`, else
+/// the configured limit.
+fn rate_cap(settings: &Settings, req: &RunRequest) -> f64 {
+    match &req.selection {
+        Selection::Backfill(b) => f64::from(b.rate.unwrap_or(settings.rate_limit)),
+        _ => f64::from(settings.rate_limit),
+    }
 }
 
 /// Pings the lock's session while the run goes on. If the session dies (Postgres restarted,

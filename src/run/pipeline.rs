@@ -38,6 +38,8 @@ pub struct Pipeline {
     /// Cancelled by a signal or a lost lock: no new calls, in-flight ones are dropped, what
     /// was received is written.
     pub stop: CancellationToken,
+    /// The first write batch number: 1, or after the batches a resumed run committed before.
+    pub first_batch_no: i32,
 }
 
 /// Why the pipeline stopped before the end of the plan.
@@ -72,7 +74,7 @@ impl Pipeline {
             pool: self.pool.clone(),
             run_id: self.run_id,
             run_date: self.run_date,
-            next_batch_no: 1,
+            next_batch_no: self.first_batch_no,
             parquet: None,
             parquet_dir: self.parquet_dir.clone(),
             files: Vec::new(),

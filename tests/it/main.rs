@@ -2,8 +2,10 @@
 //! Each test gets its own fresh database on the local Postgres and talks to the real binary,
 //! the simulator over HTTP on 127.0.0.1, or the library, never to mocks of our own traits.
 
+mod backfill;
 mod cli;
 mod client;
+mod export;
 mod faults;
 mod helpers;
 mod jobs;

@@ -1,0 +1,80 @@
+//! `receipt-exporter export parquet --since DATE --until DATE`: rewrites the Parquet partitions
+//! of those capture dates from Postgres, each day swapped in atomically with its manifest,
+//! under the warehouse lock (no repair or other rewrite interleaves).
+
+use crate::cli::{ExportCommand, ExportParquetArgs};
+use crate::exit::{self, Exit};
+use crate::settings::Settings;
+use crate::sink::manifest;
+use chrono::NaiveDate;
+
+pub async fn run(settings: &Settings, cmd: ExportCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        ExportCommand::Parquet(args) => parquet(settings, args).await,
+    }
+}
+
+async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result<Exit> {
+    let since = date("--since", args.since.as_deref())?;
+    let until = date("--until", args.until.as_deref())?;
+    if until < since {
+        return Err(exit::usage(format!(
+            "export parquet: --until {until} is before --since {since}"
+        )));
+    }
+    let pool = super::connect_migrated(settings).await?;
+    // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
+    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
+    manifest::lock_warehouse(&mut conn).await?;
+    let rebuilt = manifest::rebuild_dates(&pool, &settings.parquet_dir, since, until).await;
+    manifest::unlock_warehouse(&mut conn).await?;
+    let days = rebuilt?;
+    let mut rows = 0;
+    for day in &days {
+        rows += day.rows;
+        println!(
+            "{}: {} rows in {} file(s), replacing {} file(s)",
+            day.capture_date,
+            day.rows,
+            day.files.len(),
+            day.replaced
+        );
+    }
+    println!(
+        "rebuilt {} day(s) from {since} to {until} ({rows} rows) in {}; days with no rows and no files were skipped",
+        days.len(),
+        settings.parquet_dir.display()
+    );
+    Ok(Exit::Success)
+}
+
+/// A capture date flag: `YYYY-MM-DD`, required.
+fn date(flag: &str, raw: Option<&str>) -> anyhow::Result<NaiveDate> {
+    let Some(raw) = raw else {
+        return Err(exit::usage(format!(
+            "export parquet: {flag} DATE is required (YYYY-MM-DD)"
+        )));
+    };
+    NaiveDate::parse_from_str(raw.trim(), "%Y-%m-%d").map_err(|_| {
+        exit::usage(format!(
+            "export parquet: {flag} '{raw}' is not a date: expected YYYY-MM-DD"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_checked_with_the_flag_named() {
+        assert_eq!(
+            date("--since", Some("2026-11-25")).unwrap(),
+            NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+        );
+        let e = date("--until", Some("25.11.2026")).unwrap_err().to_string();
+        assert!(e.contains("--until") && e.contains("YYYY-MM-DD"), "{e}");
+        let e = date("--since", None).unwrap_err().to_string();
+        assert!(e.contains("--since DATE is required"), "{e}");
+    }
+}
