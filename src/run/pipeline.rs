@@ -115,20 +115,23 @@ impl Pipeline {
         out: &mut Outcome,
     ) -> Option<Halt> {
         let failed: Arc<Mutex<HashSet<String>>> = Default::default();
+        // Work items own their group id, so the call futures borrow nothing from the plan.
         let work = plan.iter().flat_map(|g| {
+            let group_id: Arc<str> = Arc::from(g.group_id.as_str());
             g.batches(self.batch_size)
-                .map(move |seqs| (g.group_id.as_str(), seqs))
+                .map(move |seqs| (group_id.clone(), seqs))
         });
         let mut calls = futures::stream::iter(work)
             .map(|(group_id, seqs)| {
                 let client = self.client.clone();
                 let failed = failed.clone();
                 async move {
-                    if failed.lock().unwrap().contains(group_id) {
+                    if failed.lock().unwrap().contains(&*group_id) {
                         return (group_id, 0, Ok(Vec::new()));
                     }
                     let asked = seqs.len() as u64;
-                    (group_id, asked, client.pull_receipts(group_id, &seqs).await)
+                    let result = client.pull_receipts(&group_id, &seqs).await;
+                    (group_id, asked, result)
                 }
             })
             .buffer_unordered(self.concurrency);
@@ -151,7 +154,7 @@ impl Pipeline {
                     if err.is_config() {
                         return Some(Halt::Config(err));
                     }
-                    tracing::warn!(group_id, class = ?err.class(), "group failed for this run: {err}");
+                    tracing::warn!(group_id = %group_id, class = ?err.class(), "group failed for this run: {err}");
                     failed.lock().unwrap().insert(group_id.to_string());
                     out.failed_groups.insert(
                         group_id.to_string(),

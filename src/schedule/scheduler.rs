@@ -219,8 +219,8 @@ impl Scheduler {
         reloads: mpsc::Receiver<()>,
     ) -> anyhow::Result<()> {
         // Runs are spawned on a LocalSet: `run::execute`'s future is not provably `Send`
-        // (its pipeline's stream closures borrow `&str` across awaits, rust-lang/rust#102211),
-        // so it cannot go to `tokio::spawn`. The runs' work is I/O; one thread drives them.
+        // (higher-ranked lifetimes of borrows held across awaits, rust-lang/rust#102211), so it
+        // cannot go to `tokio::spawn`. The runs' work is I/O; one thread drives them.
         tokio::task::LocalSet::new()
             .run_until(self.run_local(shutdown, reloads))
             .await
@@ -259,7 +259,10 @@ impl Scheduler {
                         Err(e) => tracing::error!("{e}: keeping every job as it was"),
                     }
                 }
-                Some(done) = runs.tasks.join_next_with_id() => self.finished(done, &mut slots, &mut runs),
+                Some(done) = runs.tasks.join_next_with_id() => {
+                    let job = self.finished(done, &mut slots, &mut runs);
+                    crate::ops::metrics::publish(&self.settings, &self.pool, &[&job]).await;
+                }
                 _ = tokio::time::sleep(pause) => {}
             }
         }
@@ -345,13 +348,13 @@ impl Scheduler {
         }
     }
 
-    /// A run ended: log how, and let its job fire again.
+    /// A run ended: log how, and let its job fire again. Returns the job's name.
     fn finished(
         &self,
         done: Result<(tokio::task::Id, anyhow::Result<RunReport>), tokio::task::JoinError>,
         slots: &mut [Slot],
         runs: &mut Runs,
-    ) {
+    ) -> String {
         let (id, outcome) = match done {
             Ok((id, outcome)) => (id, Some(outcome)),
             Err(e) => (e.id(), None),
@@ -374,6 +377,7 @@ impl Scheduler {
             Some(Err(e)) => tracing::error!(job, "run failed: {e:#}"),
             None => tracing::error!(job, "the run's task panicked"),
         }
+        job
     }
 
     /// Starts one run of `job` as `run --job` would, kind `scheduled`.
