@@ -196,6 +196,27 @@ pub fn cut_batches(
         .collect()
 }
 
+/// A group's seqs to pull: its ranges without the `skipped` seqs, each with when it was last
+/// observed (`seen`, ascending; a seq not in it was never observed). Both inputs ascending.
+pub fn unskipped(
+    ranges: &[SeqWindow],
+    skipped: &[u64],
+    seen: &[(u64, chrono::DateTime<chrono::Utc>)],
+) -> (Vec<u64>, Vec<Option<chrono::DateTime<chrono::Utc>>>) {
+    let (mut seqs, mut at) = (Vec::new(), Vec::new());
+    let (mut skip, mut seen) = (skipped.iter().peekable(), seen.iter().peekable());
+    for seq in ranges.iter().flat_map(|w| w.from as u64..=w.to as u64) {
+        while skip.next_if(|s| **s < seq).is_some() {}
+        if skip.next_if(|s| **s == seq).is_some() {
+            continue;
+        }
+        while seen.next_if(|(s, _)| *s < seq).is_some() {}
+        seqs.push(seq);
+        at.push(seen.next_if(|(s, _)| *s == seq).map(|(_, t)| *t));
+    }
+    (seqs, at)
+}
+
 /// Orders the work so nothing starves under a budget: batches with a never-observed seq
 /// first, then by their stalest seq's last observation; ties by group and seq, so the order
 /// is stable from run to run.
@@ -332,6 +353,18 @@ mod tests {
             (vec![1, 2, 3], at(3))
         );
         assert_eq!((b[1].seqs.clone(), b[1].oldest_seen), (vec![7, 8], None));
+    }
+
+    #[test]
+    fn skipped_seqs_leave_the_ranges_and_seen_ones_keep_their_time() {
+        let t = |s| at(s).unwrap();
+        let (seqs, seen) = unskipped(
+            &[w(1, 4), w(10, 11)],
+            &[2, 3, 10, 50],
+            &[(1, t(7)), (3, t(8)), (11, t(9))],
+        );
+        assert_eq!(seqs, vec![1, 4, 11]);
+        assert_eq!(seen, vec![at(7), None, at(9)]);
     }
 
     #[test]

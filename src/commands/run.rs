@@ -76,19 +76,10 @@ fn dry_run_report(
     client: Option<&crate::chat::ChatClient>,
 ) -> String {
     let bs = settings.batch_size;
-    let mut per_group: std::collections::BTreeMap<&str, (u64, u64)> = Default::default();
-    for w in &p.work {
-        let e = per_group.entry(&w.group_id).or_default();
-        e.0 += w.seqs.len() as u64;
-        e.1 += 1;
-    }
+    let sizes = p.sizes(bs);
     let mut out = String::new();
-    for g in &p.plan {
+    for (g, (_, seqs, calls)) in p.plan.iter().zip(&sizes) {
         let windows: Vec<String> = g.ranges.iter().map(|w| w.to_string()).collect();
-        let (seqs, calls) = per_group
-            .get(g.group_id.as_str())
-            .copied()
-            .unwrap_or_default();
         let (settled, none) = p.skipped.get(&g.group_id).copied().unwrap_or_default();
         out.push_str(&format!(
             "{}  {seqs} seqs  {calls} calls  [{}]  skipped {settled} settled, {none} no-receipt\n",
@@ -96,7 +87,8 @@ fn dry_run_report(
             windows.join(",")
         ));
     }
-    let mut calls = p.work.len() as u64;
+    let mut calls: u64 = sizes.iter().map(|s| s.2).sum();
+    let seqs: u64 = sizes.iter().map(|s| s.1).sum();
     let e = crate::plan::estimate(&p.plan, bs, settings.rate_limit);
     let at_rate = |calls: u64| {
         let secs = (calls as f64 / f64::from(settings.rate_limit.max(1))).ceil() as u64;
@@ -120,7 +112,7 @@ fn dry_run_report(
         "dry run: {} groups, {} seqs, {calls} API calls at {bs} seqs per call, about {} at {} calls/s; \
          skipped {} settled and {} no-receipt seqs (without skipping: {} seqs, {} calls, about {})",
         p.plan.len(),
-        p.seqs(),
+        seqs,
         at_rate(calls),
         settings.rate_limit,
         p.skipped_settled,

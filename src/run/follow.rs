@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 /// The work of a run, and what planning left out.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// Ordered: never-observed batches first, then the stalest.
-    pub work: Vec<WorkItem>,
+    /// What each group's history says, for [`Prepared::work`].
+    pub states: HashMap<String, store::GroupState>,
     /// Groups in the plan (each ends ok or failed), those failed before pulling excluded.
     pub groups: usize,
     /// Groups failed while planning: (group, class, message).
@@ -40,8 +40,37 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn seqs(&self) -> u64 {
-        self.work.iter().map(|w| w.seqs.len() as u64).sum()
+    /// Seqs to pull and calls to make, per group (the plan's order), without building the
+    /// work list: the dry run sizes plans of any size this way.
+    pub fn sizes(&self, batch_size: usize) -> Vec<(&str, u64, u64)> {
+        self.plan
+            .iter()
+            .map(|g| {
+                let (settled, none) = self.skipped.get(&g.group_id).copied().unwrap_or_default();
+                let seqs = g.seq_count() - settled - none;
+                (g.group_id.as_str(), seqs, seqs.div_ceil(batch_size as u64))
+            })
+            .collect()
+    }
+
+    /// The work list, ordered: never-observed batches first, then the stalest.
+    pub fn work(&self, batch_size: usize) -> Vec<WorkItem> {
+        let mut work = Vec::new();
+        for g in &self.plan {
+            let (skipped, seen) = match self.states.get(&g.group_id) {
+                Some(s) => {
+                    let mut skipped: Vec<u64> =
+                        s.settled.iter().chain(&s.no_receipt).copied().collect();
+                    skipped.sort_unstable();
+                    (skipped, s.seen.as_slice())
+                }
+                None => (Vec::new(), &[][..]),
+            };
+            let (seqs, at) = plan::unskipped(&g.ranges, &skipped, seen);
+            work.extend(plan::cut_batches(&g.group_id, &seqs, &at, batch_size));
+        }
+        plan::order_work(&mut work);
+        work
     }
 }
 
@@ -56,7 +85,7 @@ pub async fn prepare(
     policy: &FollowPolicy,
     settings: &crate::settings::Settings,
 ) -> anyhow::Result<Prepared> {
-    let (batch_size, max_seqs_per_group) = (settings.batch_size, settings.max_seqs_per_group);
+    let max_seqs_per_group = settings.max_seqs_per_group;
     let mut out = Prepared::default();
     let refused: HashSet<&str> = refused.iter().map(|(g, _)| g.as_str()).collect();
     let latest: Vec<(String, i64)> = store::selected_latest(pool, tags)
@@ -105,20 +134,14 @@ pub async fn prepare(
         .extend(too_big.into_iter().map(|(g, why)| (g, "Plan".into(), why)));
     out.groups = merged.len();
     for state in store::classify(pool, &merged, &newest, policy).await? {
-        out.skipped_settled += state.skipped_settled;
-        out.skipped_no_receipt += state.skipped_no_receipt;
+        out.skipped_settled += state.settled.len() as u64;
+        out.skipped_no_receipt += state.no_receipt.len() as u64;
         out.skipped.insert(
             state.group_id.clone(),
-            (state.skipped_settled, state.skipped_no_receipt),
+            (state.settled.len() as u64, state.no_receipt.len() as u64),
         );
-        out.work.extend(plan::cut_batches(
-            &state.group_id,
-            &state.seqs,
-            &state.last_seen,
-            batch_size,
-        ));
+        out.states.insert(state.group_id.clone(), state);
     }
-    plan::order_work(&mut out.work);
     out.plan = merged;
     Ok(out)
 }
@@ -314,7 +337,7 @@ pub async fn run(
         tracing::warn!(group_id = %group_id, class = %class, "group failed for this run: {why}");
     }
     let mut work = Budgeted::new(
-        prepared.work,
+        prepared.work(ctx.settings.batch_size),
         ctx.client.clone(),
         ctx.policy.clone(),
         ctx.started,

@@ -69,21 +69,23 @@ pub async fn selected_latest(pool: &PgPool, tags: &[String]) -> sqlx::Result<Vec
     .await
 }
 
-/// One group's planned seqs after the skips: those to pull (ascending) with when each was
-/// last observed, and how many were skipped, by reason.
+/// What one group's history says about its planned seqs: only seqs observed before appear
+/// here (a seq never observed is pulled and has no row), each list ascending.
 #[derive(Debug, Clone, Default)]
 pub struct GroupState {
     pub group_id: String,
-    pub seqs: Vec<u64>,
-    pub last_seen: Vec<Option<DateTime<Utc>>>,
-    pub skipped_settled: u64,
-    pub skipped_no_receipt: u64,
+    pub settled: Vec<u64>,
+    pub no_receipt: Vec<u64>,
+    /// Observed seqs to pull again, with when each was last observed.
+    pub seen: Vec<(u64, DateTime<Utc>)>,
 }
 
-/// Classifies every planned seq. `newest` holds the groups whose newest seq the run learnt
-/// from `get_group_info`; for the others the newest seq known to exist is the highest one
-/// with a snapshot (seqs are given in order, so every seq below an existing one exists).
+/// Classifies every observed planned seq. `newest` holds the groups whose newest seq the run
+/// learnt from `get_group_info`; for the others the newest seq known to exist is the highest
+/// one with a snapshot (seqs are given in order, so every seq below an existing one exists).
 /// A seq is counted as "no receipt" only below that: a seq beyond it may not exist yet.
+/// The cost follows the seqs observed before, not the plan's size: index range scans of
+/// `receipt_latest` and `receipt_item_codes` per range, one probe per observed seq.
 pub async fn classify(
     pool: &PgPool,
     plan: &[GroupPlan],
@@ -110,22 +112,20 @@ pub async fn classify(
         .bind(NO_RECEIPT)
         .fetch_all(pool)
         .await?;
+    let seqs = |v: Vec<i64>| v.into_iter().map(|s| s as u64).collect::<Vec<_>>();
     Ok(rows
         .into_iter()
-        .map(
-            |(group_id, settled, no_receipt, seqs, last_seen)| GroupState {
-                group_id,
-                seqs: seqs.into_iter().map(|s| s as u64).collect(),
-                last_seen,
-                skipped_settled: settled as u64,
-                skipped_no_receipt: no_receipt as u64,
-            },
-        )
+        .map(|(group_id, settled, no_receipt, seen, at)| GroupState {
+            group_id,
+            settled: seqs(settled),
+            no_receipt: seqs(no_receipt),
+            seen: seqs(seen).into_iter().zip(at).collect(),
+        })
         .collect())
 }
 
-/// A row of [`CLASSIFY`]: group, skipped settled, skipped no-receipt, seqs to pull, last seen.
-type StateRow = (String, i64, i64, Vec<i64>, Vec<Option<DateTime<Utc>>>);
+/// A row of [`CLASSIFY`]: group, settled seqs, no-receipt seqs, seqs seen, when each was seen.
+type StateRow = (String, Vec<i64>, Vec<i64>, Vec<i64>, Vec<DateTime<Utc>>);
 
 /// $1..$4: the plan's ranges (group, from, to, newest seq or NULL); $5 skip settled;
 /// $6 K (0: never skip for no receipt); $7 the no-receipt code. "K consecutive": the K newest
@@ -138,30 +138,36 @@ WITH ranges AS (
                                WHERE l.group_id = r.g)) AS known
     FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS r(g, f, t, newest)
 ),
+observed AS (
+    SELECT r.g, l.msg_seq AS seq, r.known FROM ranges r
+    JOIN receipts.receipt_latest l ON l.group_id = r.g AND l.msg_seq BETWEEN r.f AND r.t
+    UNION
+    SELECT r.g, ic.msg_seq, r.known FROM ranges r
+    JOIN receipts.receipt_item_codes ic ON ic.group_id = r.g AND ic.msg_seq BETWEEN r.f AND r.t
+),
 state AS MATERIALIZED (
-    SELECT r.g AS group_id, s.seq,
+    SELECT o.g AS group_id, o.seq,
            CASE
                WHEN $5 AND l.unread_num = 0
                     AND l.captured_at >= COALESCE(c.last_code_at, '-infinity') THEN 1
-               WHEN $6 > 0 AND c.no_receipt >= $6 AND s.seq <= COALESCE(r.known, 0) THEN 2
+               WHEN $6 > 0 AND c.no_receipt >= $6 AND o.seq <= COALESCE(o.known, 0) THEN 2
                ELSE 0
            END AS skip,
            GREATEST(l.captured_at, c.last_code_at) AS last_seen
-    FROM ranges r
-    CROSS JOIN LATERAL generate_series(r.f, r.t) AS s(seq)
-    LEFT JOIN receipts.receipt_latest l ON l.group_id = r.g AND l.msg_seq = s.seq
+    FROM observed o
+    LEFT JOIN receipts.receipt_latest l ON l.group_id = o.g AND l.msg_seq = o.seq
     LEFT JOIN LATERAL (
         SELECT max(x.captured_at) AS last_code_at,
                count(*) FILTER (WHERE x.code = $7
                    AND x.captured_at > COALESCE(l.captured_at, '-infinity')) AS no_receipt
         FROM (SELECT ic.code, ic.captured_at FROM receipts.receipt_item_codes ic
-              WHERE ic.group_id = r.g AND ic.msg_seq = s.seq
+              WHERE ic.group_id = o.g AND ic.msg_seq = o.seq
               ORDER BY ic.run_id DESC LIMIT GREATEST($6, 1)) x
     ) c ON true
 )
 SELECT group_id,
-       count(*) FILTER (WHERE skip = 1),
-       count(*) FILTER (WHERE skip = 2),
+       COALESCE(array_agg(seq ORDER BY seq) FILTER (WHERE skip = 1), '{}'),
+       COALESCE(array_agg(seq ORDER BY seq) FILTER (WHERE skip = 2), '{}'),
        COALESCE(array_agg(seq ORDER BY seq) FILTER (WHERE skip = 0), '{}'),
        COALESCE(array_agg(last_seen ORDER BY seq) FILTER (WHERE skip = 0), '{}')
 FROM state GROUP BY group_id";
