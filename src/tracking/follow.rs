@@ -1,9 +1,8 @@
 //! The SQL of following: rolling windows (`kind = 'latest'`) and what each planned seq's
 //! history says about it (settled, no receipt, when it was last observed).
 //!
-//! Classification happens in Postgres, next to the data, with one index probe per planned seq
-//! into `receipt_latest` and one into `receipt_item_codes`: only the seqs a run will pull cross
-//! the wire, with one timestamp each.
+//! Classification happens in Postgres, next to the data, and touches only seqs observed
+//! before (index range scans per planned range): a seq never observed has no row to read.
 
 use crate::plan::{FollowPolicy, GroupPlan};
 use chrono::{DateTime, Utc};
