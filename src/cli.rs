@@ -351,6 +351,9 @@ pub struct RunArgs {
     /// Record the run as started by a scheduler (systemd timer, cron), not by hand
     #[arg(long, env = "EXPORT_SCHEDULED")]
     pub scheduled: bool,
+    /// Pull settled seqs (last unread count 0) and seqs without receipt too, this run only
+    #[arg(long)]
+    pub include_settled: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,6 +379,10 @@ pub struct TrackAddArgs {
     /// A window of message seqs to snapshot, inclusive: FROM..TO (repeatable)
     #[arg(long = "seqs", value_name = "FROM..TO")]
     pub seqs: Vec<String>,
+    /// A rolling window: the group's newest N messages, resolved at each run (one per group;
+    /// a new N replaces the old one)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(1..))]
+    pub latest: Option<i64>,
     /// A tag that jobs select groups by (repeatable)
     #[arg(long = "tag", value_name = "NAME")]
     pub tags: Vec<String>,
@@ -404,6 +411,9 @@ pub struct TrackRemoveArgs {
     /// Remove only this window (repeatable); without it the whole group is removed
     #[arg(long = "seqs", value_name = "FROM..TO")]
     pub seqs: Vec<String>,
+    /// Remove only the group's rolling window (`track add --latest N`)
+    #[arg(long)]
+    pub latest: bool,
 }
 
 #[derive(Debug, Args)]

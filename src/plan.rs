@@ -105,6 +105,150 @@ pub fn estimate(plan: &[GroupPlan], batch_size: usize, rate_limit: u32) -> Estim
     }
 }
 
+/// A job's follow policy: which seqs a run may skip, and how much one run may spend.
+///
+/// The defaults skip settled messages and messages that answered 10062 three runs in a row,
+/// and put no cap on a run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FollowPolicy {
+    /// Skip messages whose last snapshot had `unread_num = 0`: their counts cannot change.
+    pub skip_settled: bool,
+    /// Skip messages that answered 10062 (no receipt) in this many consecutive observations,
+    /// counted only below the group's newest known seq. `None`: never skip them.
+    pub no_receipt_after: Option<u32>,
+    /// Stop starting calls once this many were made (retries and group-info calls count).
+    pub max_calls: Option<u64>,
+    /// Stop starting calls once the run has lasted this long.
+    #[serde(with = "opt_secs")]
+    pub max_duration: Option<Duration>,
+}
+
+impl Default for FollowPolicy {
+    fn default() -> Self {
+        FollowPolicy {
+            skip_settled: true,
+            no_receipt_after: Some(3),
+            max_calls: None,
+            max_duration: None,
+        }
+    }
+}
+
+impl FollowPolicy {
+    /// The policy with both skips turned off (`run --include-settled`); caps stay.
+    pub fn including_settled(mut self) -> Self {
+        self.skip_settled = false;
+        self.no_receipt_after = None;
+        self
+    }
+}
+
+/// A rolling window's seqs: the newest `n` messages up to `newest` (`NextMsgSeq - 1`).
+/// `None` when the group has no message yet.
+pub fn rolling_range(newest: u64, n: u64) -> Option<SeqWindow> {
+    if newest == 0 || n == 0 {
+        return None;
+    }
+    let to = i64::try_from(newest).ok()?;
+    let from = newest.saturating_sub(n.saturating_sub(1)).max(1) as i64;
+    Some(SeqWindow { from, to })
+}
+
+/// Cuts a group's merged ranges at `newest`: seqs beyond it do not exist yet.
+pub fn clamp(ranges: &[SeqWindow], newest: u64) -> Vec<SeqWindow> {
+    let newest = i64::try_from(newest).unwrap_or(i64::MAX);
+    ranges
+        .iter()
+        .filter(|w| w.from <= newest)
+        .map(|w| SeqWindow {
+            from: w.from,
+            to: w.to.min(newest),
+        })
+        .collect()
+}
+
+/// One API call's worth of work: a batch of one group's seqs, and when the stalest of them
+/// was last observed (`None`: at least one was never observed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkItem {
+    pub group_id: std::sync::Arc<str>,
+    pub seqs: Vec<u64>,
+    pub oldest_seen: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Cuts one group's unskipped seqs (ascending, with when each was last observed) into batches
+/// of at most `batch_size`, each keyed by its stalest seq.
+pub fn cut_batches(
+    group_id: &str,
+    seqs: &[u64],
+    last_seen: &[Option<chrono::DateTime<chrono::Utc>>],
+    batch_size: usize,
+) -> Vec<WorkItem> {
+    let group_id: std::sync::Arc<str> = group_id.into();
+    seqs.chunks(batch_size.max(1))
+        .zip(last_seen.chunks(batch_size.max(1)))
+        .map(|(seqs, seen)| WorkItem {
+            group_id: group_id.clone(),
+            seqs: seqs.to_vec(),
+            // `None` sorts below every time: a batch with a never-observed seq is the stalest.
+            oldest_seen: seen.iter().copied().min().flatten(),
+        })
+        .collect()
+}
+
+/// A group's seqs to pull: its ranges without the `skipped` seqs, each with when it was last
+/// observed (`seen`, ascending; a seq not in it was never observed). Both inputs ascending.
+pub fn unskipped(
+    ranges: &[SeqWindow],
+    skipped: &[u64],
+    seen: &[(u64, chrono::DateTime<chrono::Utc>)],
+) -> (Vec<u64>, Vec<Option<chrono::DateTime<chrono::Utc>>>) {
+    let (mut seqs, mut at) = (Vec::new(), Vec::new());
+    let (mut skip, mut seen) = (skipped.iter().peekable(), seen.iter().peekable());
+    for seq in ranges.iter().flat_map(|w| w.from as u64..=w.to as u64) {
+        while skip.next_if(|s| **s < seq).is_some() {}
+        if skip.next_if(|s| **s == seq).is_some() {
+            continue;
+        }
+        while seen.next_if(|(s, _)| *s < seq).is_some() {}
+        seqs.push(seq);
+        at.push(seen.next_if(|(s, _)| *s == seq).map(|(_, t)| *t));
+    }
+    (seqs, at)
+}
+
+/// Orders the work so nothing starves under a budget: batches with a never-observed seq
+/// first, then by their stalest seq's last observation; ties by group and seq, so the order
+/// is stable from run to run.
+pub fn order_work(work: &mut [WorkItem]) {
+    work.sort_by(|a, b| {
+        (a.oldest_seen, &a.group_id, a.seqs.first()).cmp(&(
+            b.oldest_seen,
+            &b.group_id,
+            b.seqs.first(),
+        ))
+    });
+}
+
+/// Whether a run under `policy` may start another call: `committed` calls made or started so
+/// far, `elapsed` since the run started.
+pub fn within_budget(policy: &FollowPolicy, committed: u64, elapsed: Duration) -> bool {
+    policy.max_calls.is_none_or(|cap| committed < cap)
+        && policy.max_duration.is_none_or(|cap| elapsed < cap)
+}
+
+mod opt_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &Option<std::time::Duration>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 mod humantime_serde_secs {
     pub fn serialize<S: serde::Serializer>(
         d: &std::time::Duration,
@@ -173,5 +317,95 @@ mod tests {
         let e = estimate(&plan, 4, 200);
         assert_eq!((e.groups, e.seqs, e.calls), (1, 5, 2));
         assert_eq!(e.duration, Duration::from_millis(10));
+    }
+
+    #[test]
+    fn rolling_ranges_follow_the_newest_seq() {
+        assert_eq!(rolling_range(1000, 100), Some(w(901, 1000)));
+        assert_eq!(rolling_range(50, 100), Some(w(1, 50)));
+        assert_eq!(rolling_range(100, 100), Some(w(1, 100)));
+        assert_eq!(rolling_range(101, 100), Some(w(2, 101)));
+        assert_eq!(rolling_range(7, 1), Some(w(7, 7)));
+        assert_eq!(rolling_range(0, 100), None, "no message yet");
+    }
+
+    #[test]
+    fn clamping_drops_seqs_beyond_the_newest() {
+        let ranges = vec![w(1, 10), w(20, 30), w(40, 50)];
+        assert_eq!(clamp(&ranges, 25), vec![w(1, 10), w(20, 25)]);
+        assert_eq!(clamp(&ranges, 20), vec![w(1, 10), w(20, 20)]);
+        assert_eq!(clamp(&ranges, 100), ranges);
+        assert_eq!(clamp(&ranges, 0), vec![]);
+    }
+
+    fn at(secs: i64) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::from_timestamp(secs, 0)
+    }
+
+    #[test]
+    fn batches_carry_their_stalest_observation() {
+        let seqs = [1, 2, 3, 7, 8];
+        let seen = [at(5), at(3), at(9), None, at(1)];
+        let b = cut_batches("g", &seqs, &seen, 3);
+        assert_eq!(b.len(), 2);
+        assert_eq!(
+            (b[0].seqs.clone(), b[0].oldest_seen),
+            (vec![1, 2, 3], at(3))
+        );
+        assert_eq!((b[1].seqs.clone(), b[1].oldest_seen), (vec![7, 8], None));
+    }
+
+    #[test]
+    fn skipped_seqs_leave_the_ranges_and_seen_ones_keep_their_time() {
+        let t = |s| at(s).unwrap();
+        let (seqs, seen) = unskipped(
+            &[w(1, 4), w(10, 11)],
+            &[2, 3, 10, 50],
+            &[(1, t(7)), (3, t(8)), (11, t(9))],
+        );
+        assert_eq!(seqs, vec![1, 4, 11]);
+        assert_eq!(seen, vec![at(7), None, at(9)]);
+    }
+
+    #[test]
+    fn never_observed_work_comes_first_then_the_stalest() {
+        let item = |g: &str, first: u64, seen| WorkItem {
+            group_id: g.into(),
+            seqs: vec![first],
+            oldest_seen: seen,
+        };
+        let mut work = vec![
+            item("a", 1, at(30)),
+            item("b", 9, None),
+            item("a", 5, at(10)),
+            item("c", 1, at(20)),
+            item("a", 3, None),
+        ];
+        order_work(&mut work);
+        let order: Vec<(String, u64)> = work
+            .iter()
+            .map(|i| (i.group_id.to_string(), i.seqs[0]))
+            .collect();
+        let expect = [("a", 3), ("b", 9), ("a", 5), ("c", 1), ("a", 1)];
+        assert_eq!(order, expect.map(|(g, s)| (g.to_string(), s)).to_vec());
+    }
+
+    #[test]
+    fn the_budget_stops_at_either_cap() {
+        let mut p = FollowPolicy::default();
+        assert!(within_budget(
+            &p,
+            u64::MAX - 1,
+            Duration::from_secs(1 << 40)
+        ));
+        p.max_calls = Some(10);
+        assert!(within_budget(&p, 9, Duration::ZERO));
+        assert!(!within_budget(&p, 10, Duration::ZERO));
+        p.max_calls = None;
+        p.max_duration = Some(Duration::from_secs(60));
+        assert!(within_budget(&p, 0, Duration::from_secs(59)));
+        assert!(!within_budget(&p, 0, Duration::from_secs(60)));
+        let all = FollowPolicy::default().including_settled();
+        assert!(!all.skip_settled && all.no_receipt_after.is_none());
     }
 }

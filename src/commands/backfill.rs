@@ -32,6 +32,7 @@ pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit
         job: request.job(),
         kind: RunKind::Backfill,
         selection: Selection::Backfill(backfill),
+        follow: Default::default(),
     };
     let done = CancellationToken::new();
     let progress = tokio::spawn(show_progress(pool.clone(), started.clone(), done.clone()));

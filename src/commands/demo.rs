@@ -87,6 +87,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
         selection: run::Selection::Tracked {
             tags: vec!["demo".into()],
         },
+        follow: Default::default(),
     };
     let report = run::execute(&run_settings, &pool, &request, super::run::stop_on_signal()).await?;
     sim.shutdown().await;

@@ -36,6 +36,7 @@ pub fn run_request(
             job: "default".into(),
             kind,
             selection: Selection::AllEnabled,
+            follow: Default::default(),
         };
         return Ok((request, settings.clone()));
     };
@@ -48,6 +49,7 @@ pub fn run_request(
         job: job.name.clone(),
         kind,
         selection: job.selection(),
+        follow: job.follow.clone(),
     };
     Ok((request, job_settings))
 }

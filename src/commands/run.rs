@@ -14,10 +14,14 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
         RunKind::Manual
     };
     // `--job`: the job file's name, groups and rate share; without it the job `default`.
-    let (request, job_settings) = super::jobs::run_request(settings, args.job.as_deref(), kind)?;
+    let (mut request, job_settings) =
+        super::jobs::run_request(settings, args.job.as_deref(), kind)?;
+    if args.include_settled {
+        request.follow = request.follow.including_settled();
+    }
     let settings = &job_settings;
     if args.dry_run {
-        return dry_run(settings, &request.selection).await;
+        return dry_run(settings, &request).await;
     }
     settings.require_api()?;
     let pool = super::connect_migrated(settings).await?;
@@ -32,35 +36,101 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     Ok(report.exit)
 }
 
-/// Prints the plan and touches nothing.
-async fn dry_run(settings: &Settings, selection: &run::Selection) -> anyhow::Result<Exit> {
+/// Prints the plan and writes nothing. Fixed windows need no API call; rolling windows need
+/// each group's NextMsgSeq: one `get_group_info` call per 50 such groups when the API is
+/// configured (said in the output), else they are left to be resolved at run time.
+async fn dry_run(settings: &Settings, request: &run::RunRequest) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
-    let plan = run::load_plan(&pool, selection).await?;
+    let plan = run::load_plan(&pool, &request.selection).await?;
     let (plan, refused) = crate::plan::refuse_oversized(plan, settings.max_seqs_per_group);
     for (group_id, why) in &refused {
         println!("{group_id}  {why}");
     }
-    let e = crate::plan::estimate(&plan, settings.batch_size, settings.rate_limit);
-    for g in &plan {
-        let windows: Vec<String> = g.ranges.iter().map(|w| w.to_string()).collect();
-        println!(
-            "{}  {} seqs  {} calls  [{}]",
-            g.group_id,
-            g.seq_count(),
-            g.calls(settings.batch_size),
-            windows.join(",")
-        );
+    let client = match settings.require_api() {
+        Ok(api) => Some(crate::ops::groups::checking_client(settings, &api)?),
+        Err(_) => None,
+    };
+    let tags = run::selection_tags(&request.selection);
+    let p = run::follow::prepare(
+        &pool,
+        client.as_ref(),
+        &tags,
+        plan,
+        &refused,
+        &request.follow,
+        settings,
+    )
+    .await?;
+    for (group_id, class, why) in &p.failed {
+        println!("{group_id}  failed ({class}): {why}");
     }
-    println!(
-        "dry run: {} groups, {} seqs, {} API calls at {} seqs per call, about {} at {} calls/s; nothing was written",
-        e.groups,
+    print!("{}", dry_run_report(settings, request, &p, client.as_ref()));
+    Ok(Exit::Success)
+}
+
+/// The dry run's lines: one per group, then the totals and what the skips and budget save.
+fn dry_run_report(
+    settings: &Settings,
+    request: &run::RunRequest,
+    p: &run::follow::Prepared,
+    client: Option<&crate::chat::ChatClient>,
+) -> String {
+    let bs = settings.batch_size;
+    let sizes = p.sizes(bs);
+    let mut out = String::new();
+    for (g, (_, seqs, calls)) in p.plan.iter().zip(&sizes) {
+        let windows: Vec<String> = g.ranges.iter().map(|w| w.to_string()).collect();
+        let (settled, none) = p.skipped.get(&g.group_id).copied().unwrap_or_default();
+        out.push_str(&format!(
+            "{}  {seqs} seqs  {calls} calls  [{}]  skipped {settled} settled, {none} no-receipt\n",
+            g.group_id,
+            windows.join(",")
+        ));
+    }
+    let mut calls: u64 = sizes.iter().map(|s| s.2).sum();
+    let seqs: u64 = sizes.iter().map(|s| s.1).sum();
+    let e = crate::plan::estimate(&p.plan, bs, settings.rate_limit);
+    let at_rate = |calls: u64| {
+        let secs = (calls as f64 / f64::from(settings.rate_limit.max(1))).ceil() as u64;
+        humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+    };
+    if !p.rolling.is_empty() {
+        let info_calls = client.map_or(0, |c| c.stats().snapshot().calls);
+        out.push_str(&format!(
+            "rolling windows of {} group(s) resolved with {info_calls} get_group_info call(s) (a run makes them too)\n",
+            p.rolling.len()
+        ));
+        calls += info_calls;
+    }
+    if !p.unresolved.is_empty() {
+        out.push_str(&format!(
+            "rolling windows of {} group(s): resolved at run time (no API settings for get_group_info), not counted below\n",
+            p.unresolved.len()
+        ));
+    }
+    out.push_str(&format!(
+        "dry run: {} groups, {} seqs, {calls} API calls at {bs} seqs per call, about {} at {} calls/s; \
+         skipped {} settled and {} no-receipt seqs (without skipping: {} seqs, {} calls, about {})",
+        p.plan.len(),
+        seqs,
+        at_rate(calls),
+        settings.rate_limit,
+        p.skipped_settled,
+        p.skipped_no_receipt,
         e.seqs,
         e.calls,
-        settings.batch_size,
-        humantime::format_duration(std::time::Duration::from_secs(e.duration.as_secs_f64().ceil() as u64)),
-        settings.rate_limit
-    );
-    Ok(Exit::Success)
+        at_rate(e.calls),
+    ));
+    if let Some(cap) = request.follow.max_calls.filter(|cap| *cap < calls) {
+        out.push_str(&format!(
+            "; max_calls {cap}: the run stops there, the rest goes first next run"
+        ));
+    }
+    if let Some(d) = request.follow.max_duration {
+        out.push_str(&format!("; max_duration {}", humantime::format_duration(d)));
+    }
+    out.push_str("; nothing was written\n");
+    out
 }
 
 /// A token cancelled by the first SIGTERM or SIGINT: the run stops new calls, writes what it

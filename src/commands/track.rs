@@ -3,6 +3,7 @@
 use crate::cli::{TrackAddArgs, TrackCommand, TrackImportArgs, TrackListArgs, TrackRemoveArgs};
 use crate::exit::{usage, Exit};
 use crate::settings::Settings;
+use crate::tracking::follow;
 use crate::tracking::store::{self, TrackedGroup};
 use crate::tracking::{validate_group_id, validate_tag, SeqWindow};
 use anyhow::Context;
@@ -90,22 +91,34 @@ fn parse_windows(texts: &[String]) -> anyhow::Result<Vec<SeqWindow>> {
 async fn add(pool: &PgPool, a: TrackAddArgs) -> anyhow::Result<Exit> {
     let windows = parse_windows(&a.seqs)?;
     let mut tx = pool.begin().await?;
-    if windows.is_empty() && !store::exists(&mut *tx, &a.group_id).await? {
+    if windows.is_empty() && a.latest.is_none() && !store::exists(&mut *tx, &a.group_id).await? {
         return Err(usage(format!(
-            "group {} is not tracked yet: give at least one --seqs FROM..TO window",
+            "group {} is not tracked yet: give at least one --seqs FROM..TO window or --latest N",
             a.group_id
         )));
     }
     let created = store::upsert_group(&mut tx, &a.group_id, &a.tags, a.note.as_deref()).await?;
     let ids = vec![a.group_id.clone(); windows.len()];
     let added = store::add_windows(&mut tx, &ids, &windows).await?;
+    let rolling = match a.latest {
+        Some(n) => Some((n, follow::set_latest(&mut tx, &a.group_id, n).await?)),
+        None => None,
+    };
     tx.commit().await?;
     let verb = if created { "now tracking" } else { "updated" };
-    println!(
+    let mut line = format!(
         "{verb} {}: {added} new window(s), {} already there",
         a.group_id,
         windows.len() as u64 - added
     );
+    match rolling {
+        Some((n, Some(old))) if old != n => {
+            line.push_str(&format!(", rolling window now the latest {n} (was {old})"))
+        }
+        Some((n, _)) => line.push_str(&format!(", rolling window: the latest {n}")),
+        None => {}
+    }
+    println!("{line}");
     Ok(Exit::Success)
 }
 
@@ -128,6 +141,7 @@ fn table(groups: &[TrackedGroup]) -> String {
                 .windows
                 .iter()
                 .map(|w| w.to_string())
+                .chain(g.latest.map(|n| format!("latest {n}")))
                 .collect::<Vec<_>>()
                 .join(",");
             let enabled = if g.enabled { "yes" } else { "no" };
@@ -165,6 +179,9 @@ fn table(groups: &[TrackedGroup]) -> String {
 
 async fn remove(pool: &PgPool, a: TrackRemoveArgs) -> anyhow::Result<Exit> {
     let windows = parse_windows(&a.seqs)?;
+    if a.latest {
+        return remove_latest(pool, &a.group_id, &windows).await;
+    }
     if windows.is_empty() {
         if !store::remove_group(pool, &a.group_id).await? {
             return Err(not_tracked(&a.group_id));
@@ -189,6 +206,40 @@ async fn remove(pool: &PgPool, a: TrackRemoveArgs) -> anyhow::Result<Exit> {
     }
     tx.commit().await?;
     println!("removed {} window(s) of {}", windows.len(), a.group_id);
+    Ok(Exit::Success)
+}
+
+/// `track remove GROUP_ID --latest [--seqs ...]`: the rolling window (and those fixed windows).
+async fn remove_latest(
+    pool: &PgPool,
+    group_id: &str,
+    windows: &[SeqWindow],
+) -> anyhow::Result<Exit> {
+    let mut tx = pool.begin().await?;
+    if !store::exists(&mut *tx, group_id).await? {
+        return Err(not_tracked(group_id));
+    }
+    if !follow::remove_latest(&mut *tx, group_id).await? {
+        return Err(usage(format!(
+            "group {group_id} has no rolling window: `receipt-exporter track list` shows its windows"
+        )));
+    }
+    for w in windows {
+        if !store::remove_window(&mut tx, group_id, *w).await? {
+            return Err(usage(format!(
+                "group {group_id} has no window {w}: `receipt-exporter track list` shows its windows"
+            )));
+        }
+    }
+    tx.commit().await?;
+    println!(
+        "removed the rolling window{} of {group_id}",
+        if windows.is_empty() {
+            ""
+        } else {
+            " and the given windows"
+        }
+    );
     Ok(Exit::Success)
 }
 

@@ -167,3 +167,26 @@ pub async fn mark_abandoned(
     .await?;
     Ok(())
 }
+
+/// Adds what following skipped and left to a finished run's row (`details.follow` too).
+pub async fn record_follow(
+    pool: &PgPool,
+    run_id: i64,
+    f: &super::follow::FollowFigures,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE receipts.export_runs SET
+            seqs_skipped_settled = $2, seqs_skipped_no_receipt = $3, seqs_left = $4,
+            calls_left = $5, details = details || jsonb_build_object('follow', $6::jsonb)
+         WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(f.seqs_skipped_settled)
+    .bind(f.seqs_skipped_no_receipt)
+    .bind(f.seqs_left)
+    .bind(f.calls_left)
+    .bind(&f.details)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

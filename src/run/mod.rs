@@ -5,6 +5,7 @@
 //! plan → pipeline → ledger figures → lock released. Nothing here prints: the command layer
 //! turns the [`RunReport`] into a summary line and an exit code.
 
+pub mod follow;
 pub mod ledger;
 pub mod lock;
 pub mod pipeline;
@@ -41,6 +42,8 @@ pub struct RunRequest {
     pub kind: RunKind,
     /// Which groups and seqs the run covers.
     pub selection: Selection,
+    /// What the run may skip and spend (ignored by a backfill, which pulls everything).
+    pub follow: crate::plan::FollowPolicy,
 }
 
 /// Which tracked groups a run covers.
@@ -95,6 +98,8 @@ pub struct RunReport {
     pub error: Option<String>,
     pub elapsed: Duration,
     pub failed_groups: Vec<(String, String, String)>,
+    /// What following skipped and left (`None`: a backfill).
+    pub follow: Option<follow::FollowFigures>,
 }
 
 impl RunReport {
@@ -119,6 +124,9 @@ impl RunReport {
             f.parquet_files,
             parquet_dir.display(),
         );
+        if let Some(f) = &self.follow {
+            line.push_str(&f.summary());
+        }
         if let Some(error) = &self.error {
             line.push_str(&format!(": {error}"));
         }
@@ -235,7 +243,7 @@ pub async fn execute(
             pipeline_stop.clone(),
         )
     });
-    let outcome = Pipeline {
+    let pipeline = Pipeline {
         pool: pool.clone(),
         client: client.clone(),
         run_id,
@@ -245,10 +253,23 @@ pub async fn execute(
         concurrency: settings.concurrency,
         stop: pipeline_stop.clone(),
         first_batch_no: opened.first_batch_no,
-    }
-    .run(plan)
-    .await;
-    let mut outcome = outcome;
+    };
+    let (mut outcome, follow) = match &req.selection {
+        Selection::Backfill(_) => (pipeline.run(plan).await, None),
+        selection => {
+            let ctx = follow::RunContext {
+                pool,
+                client: &client,
+                tags: &selection_tags(selection),
+                refused: &refused,
+                policy: &req.follow,
+                settings,
+                started,
+            };
+            let (outcome, figures) = follow::run(pipeline, ctx, plan).await;
+            (outcome, Some(figures))
+        }
+    };
     outcome.groups_planned += refused.len();
     for (group_id, why) in refused {
         outcome
@@ -296,6 +317,9 @@ pub async fn execute(
         figures = crate::backfill::cumulative(prior, figures, attempt);
     }
     ledger::finish(pool, run_id, status, &figures, error.as_deref()).await?;
+    if let Some(f) = &follow {
+        ledger::record_follow(pool, run_id, f).await?;
+    }
     if let Some(l) = job_lock {
         l.release().await;
     }
@@ -312,7 +336,16 @@ pub async fn execute(
             .into_iter()
             .map(|(g, (class, msg))| (g, class, msg))
             .collect(),
+        follow,
     })
+}
+
+/// The tags a selection filters on (empty: every enabled group).
+pub fn selection_tags(selection: &Selection) -> Vec<String> {
+    match selection {
+        Selection::Tracked { tags } => tags.clone(),
+        _ => Vec::new(),
+    }
 }
 
 /// This process's own cap on the shared API budget (calls/s): a backfill's `--rate`, else

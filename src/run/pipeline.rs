@@ -69,6 +69,21 @@ pub struct Outcome {
 impl Pipeline {
     /// Runs the plan to its end, or until a halt.
     pub async fn run(self, plan: Vec<GroupPlan>) -> Outcome {
+        let batch_size = self.batch_size;
+        let work = plan.iter().flat_map(|g| {
+            g.batches(batch_size)
+                .map(move |seqs| (g.group_id.clone(), seqs))
+        });
+        self.run_work(plan.len(), work).await
+    }
+
+    /// Runs a work list of `(group, batch of seqs)` to its end (the list may end early: a
+    /// budget), or until a halt. `groups` is how many groups the list covers.
+    pub async fn run_work(
+        self,
+        groups: usize,
+        work: impl Iterator<Item = (String, Vec<u64>)>,
+    ) -> Outcome {
         let (tx, rx) = mpsc::channel::<Vec<ReceiptAnswer>>(self.concurrency.max(4) * 2);
         let writer = Writer {
             pool: self.pool.clone(),
@@ -83,10 +98,10 @@ impl Pipeline {
         };
         let writer = tokio::spawn(writer.run(rx));
         let mut outcome = Outcome {
-            groups_planned: plan.len(),
+            groups_planned: groups,
             ..Default::default()
         };
-        let pull_halt = self.pull(&plan, tx, &mut outcome).await;
+        let pull_halt = self.pull(work, tx, &mut outcome).await;
         match writer.await {
             Ok(Ok(w)) => {
                 outcome.receipts_written = w.receipts;
@@ -110,23 +125,17 @@ impl Pipeline {
     /// Pulls every batch of the plan, `concurrency` at a time, handing answers to the writer.
     async fn pull(
         &self,
-        plan: &[GroupPlan],
+        work: impl Iterator<Item = (String, Vec<u64>)>,
         tx: mpsc::Sender<Vec<ReceiptAnswer>>,
         out: &mut Outcome,
     ) -> Option<Halt> {
         let failed: Arc<Mutex<HashSet<String>>> = Default::default();
-        // Work items own their group id, so the call futures borrow nothing from the plan.
-        let work = plan.iter().flat_map(|g| {
-            let group_id: Arc<str> = Arc::from(g.group_id.as_str());
-            g.batches(self.batch_size)
-                .map(move |seqs| (group_id.clone(), seqs))
-        });
         let mut calls = futures::stream::iter(work)
             .map(|(group_id, seqs)| {
                 let client = self.client.clone();
                 let failed = failed.clone();
                 async move {
-                    if failed.lock().unwrap().contains(&*group_id) {
+                    if failed.lock().unwrap().contains(&group_id) {
                         return (group_id, 0, Ok(Vec::new()));
                     }
                     let asked = seqs.len() as u64;

@@ -7,6 +7,7 @@
 //! file, line and column. This module reads files and nothing else: no clock, no database.
 
 use super::cron::CronExpr;
+use crate::plan::FollowPolicy;
 use crate::run::Selection;
 use crate::settings::{Settings, MAX_RATE_LIMIT};
 use chrono::{DateTime, Utc};
@@ -67,6 +68,10 @@ struct JobFile {
     rate_limit: Option<Spanned<i64>>,
     catch_up: Option<CatchUp>,
     enabled: Option<bool>,
+    skip_settled: Option<bool>,
+    no_receipt_after: Option<Spanned<i64>>,
+    max_calls: Option<Spanned<i64>>,
+    max_duration: Option<Spanned<String>>,
 }
 
 /// A valid job.
@@ -87,6 +92,8 @@ pub struct Job {
     pub catch_up: CatchUp,
     /// A disabled job still runs with `run --job`, but the scheduler never fires it.
     pub enabled: bool,
+    /// What its runs skip (settled, no-receipt seqs) and how much one run may spend.
+    pub follow: FollowPolicy,
 }
 
 impl Job {
@@ -134,6 +141,7 @@ impl Job {
             })?,
             None => Tz::UTC,
         };
+        let follow = follow_policy(&file).map_err(|(span, m)| fail(Some(span), m))?;
         let mut tags = Vec::new();
         for tag in file.tags.unwrap_or_default() {
             if tag.get_ref().trim().is_empty() {
@@ -146,6 +154,7 @@ impl Job {
             None => None,
         };
         Ok(Job {
+            follow,
             name,
             path: path.to_path_buf(),
             description: file.description,
@@ -272,6 +281,50 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedFile>, JobError> {
     Ok(out)
 }
 
+/// The follow keys: `skip_settled`, `no_receipt_after` (0: never skip), `max_calls`,
+/// `max_duration` (a humantime duration: "10m", "1h 30m").
+fn follow_policy(file: &JobFile) -> Result<FollowPolicy, (std::ops::Range<usize>, String)> {
+    let mut policy = FollowPolicy::default();
+    if let Some(skip) = file.skip_settled {
+        policy.skip_settled = skip;
+    }
+    if let Some(k) = &file.no_receipt_after {
+        policy.no_receipt_after = match *k.get_ref() {
+            0 => None,
+            n @ 1..=1000 => Some(n as u32),
+            n => return Err((k.span(), format!(
+                "no_receipt_after: {n} is not a number of runs: expected 1 to 1000, or 0 to never skip seqs without receipt"
+            ))),
+        };
+    }
+    if let Some(cap) = &file.max_calls {
+        let n = *cap.get_ref();
+        if n < 1 {
+            return Err((
+                cap.span(),
+                format!("max_calls: {n}: expected at least 1 call per run"),
+            ));
+        }
+        policy.max_calls = Some(n as u64);
+    }
+    if let Some(d) = &file.max_duration {
+        let parsed = humantime::parse_duration(d.get_ref())
+            .ok()
+            .filter(|d| !d.is_zero());
+        let Some(parsed) = parsed else {
+            return Err((
+                d.span(),
+                format!(
+                "max_duration: '{}' is not a duration: expected e.g. \"10m\", \"1h 30m\", \"90s\"",
+                d.get_ref()
+            ),
+            ));
+        };
+        policy.max_duration = Some(parsed);
+    }
+    Ok(policy)
+}
+
 fn check_name(name: &str) -> Result<String, String> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -396,6 +449,31 @@ mod tests {
         global.rate_limit = 100;
         let e = job.settings_for(&global).unwrap_err();
         assert!(e.message.contains("above the global limit of 100"), "{e}");
+    }
+
+    #[test]
+    fn follow_keys_are_read_and_checked() {
+        let job = parse("schedule = \"5 * * * *\"\n").unwrap();
+        assert_eq!(job.follow, FollowPolicy::default());
+        let job = parse(
+            "schedule = \"5 * * * *\"\nskip_settled = false\nno_receipt_after = 0\n\
+             max_calls = 100000\nmax_duration = \"10m\"\n",
+        )
+        .unwrap();
+        assert!(!job.follow.skip_settled);
+        assert_eq!(job.follow.no_receipt_after, None);
+        assert_eq!(job.follow.max_calls, Some(100_000));
+        assert_eq!(
+            job.follow.max_duration,
+            Some(std::time::Duration::from_secs(600))
+        );
+        let e = parse("schedule = \"5 * * * *\"\nmax_duration = \"soon\"\n").unwrap_err();
+        assert_eq!(e.position, Some((2, 16)), "{e}");
+        assert!(e.message.contains("not a duration"), "{e}");
+        let e = parse("schedule = \"5 * * * *\"\nmax_calls = 0\n").unwrap_err();
+        assert!(e.message.contains("max_calls"), "{e}");
+        let e = parse("schedule = \"5 * * * *\"\nno_receipt_after = -2\n").unwrap_err();
+        assert!(e.message.contains("no_receipt_after"), "{e}");
     }
 
     #[test]

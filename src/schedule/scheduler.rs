@@ -388,6 +388,7 @@ impl Scheduler {
             job: job.name.clone(),
             kind: RunKind::Scheduled,
             selection: job.selection(),
+            follow: job.follow.clone(),
         };
         let stop = runs.stop.child_token();
         let handle = runs.tasks.spawn_local(async move {

@@ -12,6 +12,9 @@ pub struct TrackedGroup {
     pub note: Option<String>,
     #[sqlx(skip)]
     pub windows: Vec<SeqWindow>,
+    /// The rolling window's size (`track add --latest N`), if the group has one.
+    #[sqlx(skip)]
+    pub latest: Option<i64>,
 }
 
 /// Creates the group if it is new (enabled), adds tags, replaces the note if one is given.
@@ -96,8 +99,10 @@ pub async fn list(pool: &PgPool, tag: Option<&str>) -> sqlx::Result<Vec<TrackedG
             .or_default()
             .push(SeqWindow { from, to });
     }
+    let mut latest = super::follow::all_latest(pool).await?;
     for g in &mut groups {
         g.windows = by_group.remove(&g.group_id).unwrap_or_default();
+        g.latest = latest.remove(&g.group_id);
     }
     Ok(groups)
 }
