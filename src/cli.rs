@@ -251,7 +251,7 @@ pub struct RunsListArgs {
     pub job: Option<String>,
     /// Only runs that ended (or are) so
     #[arg(long, value_enum, value_name = "STATUS")]
-    pub status: Option<RunStatusArg>,
+    pub status: Option<crate::run::ledger::RunStatus>,
     /// At most this many runs
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     pub limit: i64,
@@ -267,30 +267,6 @@ pub struct RunsShowArgs {
     /// Print JSON instead of lines
     #[arg(long)]
     pub json: bool,
-}
-
-/// A run's status, as the ledger spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum RunStatusArg {
-    Running,
-    Succeeded,
-    Partial,
-    Failed,
-    Interrupted,
-    Abandoned,
-}
-
-impl RunStatusArg {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatusArg::Running => "running",
-            RunStatusArg::Succeeded => "succeeded",
-            RunStatusArg::Partial => "partial",
-            RunStatusArg::Failed => "failed",
-            RunStatusArg::Interrupted => "interrupted",
-            RunStatusArg::Abandoned => "abandoned",
-        }
-    }
 }
 
 #[derive(Debug, Args)]

@@ -48,15 +48,9 @@ pub fn checking_client(
     api: &ApiSettings,
 ) -> Result<ChatClient, crate::chat::ChatError> {
     ChatClient::new(ClientConfig {
-        base_url: api.endpoint.base_url(),
-        sdkappid: api.sdkappid,
-        identifier: api.identifier.clone(),
-        key: api.secret_key.clone(),
-        rate_limit: f64::from(settings.rate_limit),
-        batch_size: settings.batch_size,
-        timeout: Duration::from_secs(10),
         max_attempts: 2,
         usersig_ttl: Duration::from_secs(3_600),
+        ..crate::run::client_config(settings, api)
     })
 }
 

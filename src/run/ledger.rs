@@ -5,7 +5,7 @@ use sqlx::{PgExecutor, PgPool};
 use std::collections::BTreeMap;
 
 /// How a run ended (or that it is still going).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Running,

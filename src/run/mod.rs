@@ -212,17 +212,7 @@ pub async fn execute(
         tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
     }
 
-    let client = ChatClient::new(ClientConfig {
-        base_url: api.endpoint.base_url(),
-        sdkappid: api.sdkappid,
-        identifier: api.identifier.clone(),
-        key: api.secret_key.clone(),
-        rate_limit: f64::from(settings.rate_limit),
-        batch_size: settings.batch_size,
-        timeout: settings.request_timeout,
-        max_attempts: 8,
-        usersig_ttl: Duration::from_secs(86_400),
-    })?;
+    let client = ChatClient::new(client_config(settings, &api))?;
     let lease = crate::budget::Lease::join(
         pool,
         &client,
@@ -354,6 +344,21 @@ fn rate_cap(settings: &Settings, req: &RunRequest) -> f64 {
     match &req.selection {
         Selection::Backfill(b) => f64::from(b.rate.unwrap_or(settings.rate_limit)),
         _ => f64::from(settings.rate_limit),
+    }
+}
+
+/// The client configuration a run uses: the API settings, the pace, batch size and timeout.
+pub fn client_config(settings: &Settings, api: &crate::settings::ApiSettings) -> ClientConfig {
+    ClientConfig {
+        base_url: api.endpoint.base_url(),
+        sdkappid: api.sdkappid,
+        identifier: api.identifier.clone(),
+        key: api.secret_key.clone(),
+        rate_limit: f64::from(settings.rate_limit),
+        batch_size: settings.batch_size,
+        timeout: settings.request_timeout,
+        max_attempts: 8,
+        usersig_ttl: Duration::from_secs(86_400),
     }
 }
 
