@@ -151,6 +151,17 @@ async fn show(pool: &PgPool, a: RunsShowArgs) -> anyhow::Result<Exit> {
             format!("{} ok, {} failed", run.groups_ok, run.groups_failed),
         ),
         ("seqs asked", run.seqs_asked.to_string()),
+        (
+            "seqs skipped",
+            format!(
+                "{} settled, {} without a receipt",
+                run.seqs_skipped_settled, run.seqs_skipped_no_receipt
+            ),
+        ),
+        (
+            "left by the budget",
+            format!("{} seqs ({} calls)", run.seqs_left, run.calls_left),
+        ),
         ("receipts written", run.receipts_written.to_string()),
         ("api calls", run.api_calls.to_string()),
         (

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 const RUN_COLUMNS: &str = "run_id, job, kind, status, started_at, run_date, finished_at, host, pid,
     groups_ok, groups_failed, seqs_asked, receipts_written, api_calls, retries, retries_by_class,
     rate_limited, item_codes, parquet_files, error, details,
+    seqs_skipped_settled, seqs_skipped_no_receipt, seqs_left, calls_left,
     EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_seconds";
 
 /// One run as the ledger holds it.
@@ -37,6 +38,12 @@ pub struct RunRow {
     pub parquet_files: i32,
     pub error: Option<String>,
     pub details: Value,
+    /// Seqs the planner skipped: settled (unread 0) and without a receipt (10062 K times).
+    pub seqs_skipped_settled: i64,
+    pub seqs_skipped_no_receipt: i64,
+    /// What a run stopped by its budget left for the next one.
+    pub seqs_left: i64,
+    pub calls_left: i64,
     /// `None` while the run is going.
     pub duration_seconds: Option<f64>,
 }

@@ -263,6 +263,8 @@ async fn a_run_writes_metrics_for_every_job_pushes_its_own_and_runs_show_has_eve
         "status:               succeeded".to_string(),
         "groups:               2 ok, 0 failed".to_string(),
         "seqs asked:           80".to_string(),
+        "seqs skipped:         0 settled, 0 without a receipt".to_string(),
+        "left by the budget:   0 seqs (0 calls)".to_string(),
         format!("receipts written:     {receipts}"),
         format!("api calls:            {calls}"),
         format!("10062 {no_receipt}"),
