@@ -438,3 +438,34 @@ pub struct ExportParquetArgs {
     #[arg(long, value_name = "DATE")]
     pub until: Option<String>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// clap's own consistency checks: a flag defined twice (a subcommand's and a global one)
+    /// would otherwise only panic when someone passes it.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn simulate_takes_its_own_limit_beside_the_global_rate_limit() {
+        let cli = Cli::try_parse_from([
+            "receipt-exporter",
+            "--rate-limit",
+            "50",
+            "simulate",
+            "--limit",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.rate_limit.as_deref(), Some("50"));
+        let Command::Simulate(args) = cli.command else {
+            panic!("simulate")
+        };
+        assert_eq!(args.rate_limit, 0);
+    }
+}

@@ -34,8 +34,14 @@ pub struct SimArgs {
     /// Messages per generated group.
     #[arg(long, value_name = "M", default_value_t = 200)]
     pub messages: u64,
-    /// Calls per sliding second and API before 60007; 0 = no limit.
-    #[arg(long, default_value_t = 200)]
+    /// Calls the simulator lets through per sliding second and API before it answers 60007;
+    /// 0 = no limit. (Not `--rate-limit`: that is the exporter's own pace, a global flag.)
+    #[arg(
+        id = "sim_limit",
+        long = "limit",
+        value_name = "N",
+        default_value_t = 200
+    )]
     pub rate_limit: u32,
     /// Longest MsgSeqList accepted (10004 above it).
     #[arg(long, default_value_t = 100)]
@@ -187,7 +193,7 @@ mod tests {
             "3",
             "--messages",
             "10",
-            "--rate-limit",
+            "--limit",
             "0",
             "--max-batch",
             "7",
