@@ -4,9 +4,13 @@
 //! the next slot, and slots are `1 / pace` apart. Calls are therefore spread evenly and no
 //! sliding one-second window ever holds more than the limit, which a token bucket with a
 //! full bucket would break. The pace stays a little under the limit because network jitter
-//! bunches our evenly spaced sends on the server's side. Built on `tokio::time`, so tests
+//! bunches our evenly spaced sends on the server's side. Spacing alone is not enough: a task
+//! that wakes late (a busy machine) sends late, right before the next slot's owner, so the
+//! limiter also keeps the instants it let calls out at and never lets more than the paced
+//! limit out in any sliding second, whatever the scheduler did. Built on `tokio::time`, so tests
 //! can pause the clock. It does not decide *when* to slow down: the client tells it.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -21,6 +25,8 @@ const MIN_FACTOR: f64 = 0.1;
 const HOLD: Duration = Duration::from_secs(5);
 /// After the hold, the pace climbs back linearly to the limit over this time.
 const RECOVERY: Duration = Duration::from_secs(20);
+/// The window the server counts calls in.
+const WINDOW: Duration = Duration::from_secs(1);
 /// Many in-flight calls get the same rate-limit answer at once: count them as one event.
 const DEBOUNCE: Duration = Duration::from_secs(1);
 
@@ -39,9 +45,34 @@ struct State {
     /// Pace factor right after the last penalty.
     penalty: f64,
     penalized_at: Option<Instant>,
+    /// When the calls of the last second went out, oldest first (at most the per-second cap).
+    sent: VecDeque<Instant>,
 }
 
 impl State {
+    /// Calls allowed in any sliding second: the limit itself. The spacing keeps the pace
+    /// under it; this only catches callers that woke late and would bunch.
+    fn window_cap(&self) -> usize {
+        (self.rate.floor() as usize).max(1)
+    }
+
+    /// Lets a call out now if the last second holds room for it; otherwise says when it will.
+    fn admit(&mut self, now: Instant) -> Option<Instant> {
+        while self
+            .sent
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= WINDOW)
+        {
+            self.sent.pop_front();
+        }
+        if self.sent.len() < self.window_cap() {
+            self.sent.push_back(now);
+            return None;
+        }
+        let oldest = *self.sent.front().expect("a full window is not empty");
+        Some(oldest + WINDOW)
+    }
+
     fn factor(&self, now: Instant) -> f64 {
         let Some(at) = self.penalized_at else {
             return 1.0;
@@ -67,13 +98,15 @@ impl RateLimiter {
             next_free: Instant::now(),
             penalty: 1.0,
             penalized_at: None,
+            sent: VecDeque::new(),
         };
         Self {
             state: Mutex::new(state),
         }
     }
 
-    /// Waits for this caller's slot. Every attempt must call this once before sending.
+    /// Waits for this caller's slot, then for room in the last second. Every attempt must
+    /// call this once before sending.
     pub async fn acquire(&self) {
         let slot = {
             let mut st = self.state.lock().expect("limiter lock");
@@ -83,6 +116,17 @@ impl RateLimiter {
             slot
         };
         tokio::time::sleep_until(slot).await;
+        loop {
+            let room_at = self
+                .state
+                .lock()
+                .expect("limiter lock")
+                .admit(Instant::now());
+            match room_at {
+                None => return,
+                Some(at) => tokio::time::sleep_until(at).await,
+            }
+        }
     }
 
     /// A rate-limit answer came back: slow down to 80% of the current pace for a while.
@@ -167,6 +211,32 @@ mod tests {
         assert!(
             gap >= Duration::from_secs_f64(1.0 / 200.0),
             "burst of one: no two calls together"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn late_senders_never_overfill_a_sliding_second() {
+        // Every caller's slot passes while the "machine" is busy (the clock jumps ahead), so
+        // they all wake at once: only the window check keeps them from going out together.
+        let limiter = std::sync::Arc::new(RateLimiter::new(50.0));
+        let mut tasks = Vec::new();
+        for _ in 0..120 {
+            let l = limiter.clone();
+            tasks.push(tokio::spawn(async move {
+                l.acquire().await;
+                Instant::now()
+            }));
+        }
+        tokio::time::advance(Duration::from_secs(3)).await;
+        let mut times = Vec::new();
+        for t in tasks {
+            times.push(t.await.unwrap());
+        }
+        times.sort();
+        assert!(
+            max_per_second(&times) <= 49,
+            "{} calls in one second",
+            max_per_second(&times)
         );
     }
 

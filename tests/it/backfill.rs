@@ -221,7 +221,17 @@ async fn a_backfill_beside_a_run_keeps_the_app_under_its_rate_limit_and_both_com
     );
     let stats = sim.stats().endpoint(Endpoint::GroupMsgReceipt);
     eprintln!("simulator: {stats:?}");
-    assert_eq!(stats.calls, 400 + 1_200);
+    // Every planned call went out once; a retry (a slow answer on a loaded machine) adds one.
+    let ledger_calls = scalar(
+        &db,
+        "SELECT sum(api_calls)::bigint FROM receipts.export_runs",
+    )
+    .await;
+    assert!(stats.calls >= 400 + 1_200, "{} calls", stats.calls);
+    assert_eq!(
+        stats.calls as i64, ledger_calls,
+        "the ledger counts every call the server saw"
+    );
     assert!(
         stats.max_calls_in_any_second <= 200,
         "{} calls in one second",
