@@ -40,20 +40,26 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         );
         report.target(
             format!("{label}: calls/s / ceiling"),
-            format!("{:.3} ({:.1} calls/s)", m.calls_per_s / CEILING, m.calls_per_s),
+            format!(
+                "{:.3} ({:.1} calls/s)",
+                m.calls_per_s / CEILING,
+                m.calls_per_s
+            ),
             m.calls_per_s / CEILING >= 0.97,
             "(target >= 0.97)",
         );
         report.target(
             format!("{label}: rate-limited answers / calls"),
-            format!("{:.3}% ({} of {})", m.limited_share * 100.0, m.limited, m.calls),
+            format!(
+                "{:.3}% ({} of {})",
+                m.limited_share * 100.0,
+                m.limited,
+                m.calls
+            ),
             m.limited_share < 0.005,
             "(target < 0.5%)",
         );
-        report.figure(
-            format!("{label}: receipts/s"),
-            thousands(m.receipts_per_s),
-        );
+        report.figure(format!("{label}: receipts/s"), thousands(m.receipts_per_s));
         report.figure(
             format!("{label}: most arrivals in any sliding second"),
             m.max_in_any_second.to_string(),

@@ -63,9 +63,17 @@ pub fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let t = Instant::now();
         let rows = read_rows(&root.join(&files[0].relative_path))?;
         read.push(rows.len() as f64 / t.elapsed().as_secs_f64());
-        anyhow::ensure!(rows.len() == total, "read back {} rows of {total}", rows.len());
+        anyhow::ensure!(
+            rows.len() == total,
+            "read back {} rows of {total}",
+            rows.len()
+        );
         let seqs: i64 = rows.iter().map(|r| r.msg_seq).sum();
-        let want: i64 = batches.iter().flat_map(|b| &b.rows).map(|r| r.msg_seq).sum();
+        let want: i64 = batches
+            .iter()
+            .flat_map(|b| &b.rows)
+            .map(|r| r.msg_seq)
+            .sum();
         anyhow::ensure!(seqs == want, "read back other rows than were written");
         println!(
             "  round {round}: RunParquet {} rows/s, parquet alone {} rows/s, ratio {:.2}",
@@ -117,10 +125,16 @@ fn record_batch(batch: &WriteBatch) -> RecordBatch {
             )
             .with_timezone("UTC"),
         ),
-        Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &*r.group_id))),
+        Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| &*r.group_id),
+        )),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.msg_seq))),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.read_num))),
-        Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.unread_num))),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.read_num),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            rows.iter().map(|r| r.unread_num),
+        )),
     ];
     RecordBatch::try_new(arrow_schema(), columns).expect("columns built to the schema")
 }
