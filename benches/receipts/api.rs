@@ -125,7 +125,7 @@ async fn measure(latency: Duration, steady: Duration) -> anyhow::Result<Measured
     let client = ChatClient::new(cfg)?;
     let receipts = Arc::new(AtomicU64::new(0));
     let ids: Vec<String> = sim.groups().into_iter().map(|g| g.group_id).collect();
-    let limiter = client.clone();
+    let observer = client.clone();
     let full_pace = client.limiter().pace();
     let start = Instant::now();
     let puller = tokio::spawn(pull_all(client, ids, messages, receipts.clone()));
@@ -140,7 +140,7 @@ async fn measure(latency: Duration, steady: Duration) -> anyhow::Result<Measured
         }
     };
     tokio::time::sleep(WARM_UP).await;
-    while limiter.limiter().pace() < full_pace && start.elapsed() < MAX_WARM_UP {
+    while observer.limiter().pace() < full_pace && start.elapsed() < MAX_WARM_UP {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let first = tick(&sim);

@@ -1,7 +1,7 @@
 //! The benchmark of issue 6: API throughput against the ceiling, both sinks against their
 //! baselines, whole runs of the real binary, and how a run scales. See BENCHMARKS.md.
 //!
-//! `cargo bench` runs it all (about 8 minutes on 2 shared cores); `cargo bench -- --quick`
+//! `cargo bench` runs it all (about 5 minutes on 2 shared cores); `cargo bench -- --quick`
 //! runs smaller sizes; `--only api,pg,parquet,run,scale` picks sections. It needs the local
 //! Postgres (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`), creates
 //! and drops its own databases, and `psql` and `/usr/bin/time` on the PATH.
