@@ -1,4 +1,4 @@
-//! 1. API throughput against the ceiling: the client, driven as the run's pipeline drives it,
+//! Section 1, API throughput against the ceiling: the client, driven as the run's pipeline drives it,
 //! against the in-process simulator enforcing 200 calls per sliding second, at 50 ms and
 //! 150 ms mean latency (± half of it, uniform). Calls are counted by the simulator as they
 //! arrive, sampled once a second after a warm-up; the figures are over the steady state.

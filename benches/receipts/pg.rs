@@ -1,4 +1,4 @@
-//! 2. Postgres sink: the exporter's `write_batch` (batches of 20,000 rows, each claimed in
+//! Section 2, Postgres sink: the exporter's `write_batch` (batches of 20,000 rows, each claimed in
 //! `write_batches`, snapshots by binary COPY, `receipt_latest` brought forward) against
 //! `psql \copy` of the same rows as CSV into the same table. The two alternate, each into
 //! freshly truncated tables after a CHECKPOINT; the ratio is taken within each round.

@@ -1,4 +1,4 @@
-//! 3. Parquet sink: the exporter's `RunParquet` (write batches in, a committed file out:
+//! Section 3, Parquet sink: the exporter's `RunParquet` (write batches in, a committed file out:
 //! Arrow columns built from the rows, ZSTD, footer, fsync, rename) against the parquet
 //! crate alone writing the same rows from ready Arrow batches with the same properties (and
 //! an fsync too). One thread, alternating rounds; the file is read back and checked.

@@ -1,4 +1,4 @@
-//! 4. and 5. Whole runs of the real release binary: the simulator in a process of its own
+//! Sections 4 and 5, whole runs of the real release binary: the simulator in a process of its own
 //! (no latency, no rate limit, 1,000 seqs per call accepted), a fresh database with
 //! N groups of 500 seqs tracked, then `/usr/bin/time -v receipt-exporter run` with
 //! `EXPORT_RATE_LIMIT=10000` and `EXPORT_BATCH_SIZE=500`, so the exporter itself is the
