@@ -107,10 +107,17 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One run over `groups` x 500 seqs, in a database and simulator of its own.
+/// One run over `groups` x 500 seqs, in a database and simulator of its own; the database is
+/// dropped whatever happened.
 async fn whole_run(opts: &Opts, groups: u64) -> anyhow::Result<RunFigures> {
     let db = BenchDb::create(&opts.admin_url).await?;
-    track(&db, groups).await?;
+    let measured = run_in(&db, groups).await;
+    db.drop_db().await?;
+    measured
+}
+
+async fn run_in(db: &BenchDb, groups: u64) -> anyhow::Result<RunFigures> {
+    track(db, groups).await?;
     let mut sim = SimProcess::start(groups)?;
     let parquet = tempfile::tempdir()?;
     let timing = parquet.path().join("time.txt");
@@ -152,7 +159,6 @@ async fn whole_run(opts: &Opts, groups: u64) -> anyhow::Result<RunFigures> {
         "the run asked {asked} seqs of {} and wrote {written} receipts",
         groups * SEQS_PER_GROUP
     );
-    db.drop_db().await?;
     let time = std::fs::read_to_string(&timing)?;
     Ok(RunFigures {
         wall_s: wall_clock(&time)?,
