@@ -1,8 +1,8 @@
 //! `receipt-exporter demo`: the main job end to end on local defaults. Starts the built-in
 //! simulator with sample groups, uses a database of its own on the local Postgres (never the
 //! one DATABASE_URL names, so sample groups never reach a real warehouse), migrates, tracks the
-//! sample groups, runs an export and says where to look. Safe to run again: each run adds one
-//! more snapshot of every sample message.
+//! sample groups, runs an export and says where to look. Safe to run again: each run adds a
+//! snapshot of every sample message whose count can still change.
 
 use crate::cli::DemoArgs;
 use crate::exit::Exit;
@@ -132,7 +132,7 @@ Try, in DuckDB:
 or in Postgres (psql {database_url}):
   SELECT group_id, count(*) AS messages, round(avg(read_num::numeric / nullif(read_num + unread_num, 0)), 3) AS read_ratio
   FROM receipts.receipt_latest GROUP BY group_id ORDER BY group_id;
-Run the demo again to add one more snapshot of every message.",
+Run the demo again: the read counts move on, and messages read by everyone (settled) or\nwithout a receipt are skipped, as in real runs.",
         dir = parquet_dir.display(),
         glob = glob.display(),
     );
