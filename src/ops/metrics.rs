@@ -36,6 +36,11 @@ pub struct LastRun {
     pub retries: i64,
     pub rate_limited: i64,
     pub groups_failed: i32,
+    /// Seqs the planner skipped: settled (unread 0), and without a receipt.
+    pub seqs_skipped_settled: i64,
+    pub seqs_skipped_no_receipt: i64,
+    /// Seqs a per-run budget left for the next run.
+    pub seqs_left: i64,
 }
 
 /// What the metrics say about one job.
@@ -77,7 +82,8 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     let last: Vec<LastRun> = sqlx::query_as(
         "SELECT DISTINCT ON (job) job, status, finished_at,
                 EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_seconds,
-                receipts_written, api_calls, retries, rate_limited, groups_failed
+                receipts_written, api_calls, retries, rate_limited, groups_failed,
+                seqs_skipped_settled, seqs_skipped_no_receipt, seqs_left
          FROM receipts.export_runs WHERE status <> 'running' AND finished_at IS NOT NULL
          ORDER BY job, finished_at DESC, run_id DESC",
     )
@@ -117,7 +123,7 @@ fn seconds(at: DateTime<Utc>) -> f64 {
 /// The families and their samples for `jobs`, in a fixed order.
 fn families(jobs: &[JobMetrics]) -> Vec<Family> {
     type Get = fn(&JobMetrics) -> Option<f64>;
-    let per_job: [(&'static str, &'static str, &'static str, Get); 12] = [
+    let per_job: [(&'static str, &'static str, &'static str, Get); 15] = [
         (
             "receipt_exporter_last_success_timestamp_seconds",
             "When the newest successful run of the job finished (Unix time).",
@@ -165,6 +171,24 @@ fn families(jobs: &[JobMetrics]) -> Vec<Family> {
             "Groups that failed in the newest finished run.",
             "gauge",
             |m| m.last_run.as_ref().map(|r| f64::from(r.groups_failed)),
+        ),
+        (
+            "receipt_exporter_last_run_seqs_skipped_settled",
+            "Seqs the newest finished run skipped because their last snapshot had unread_num 0.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| r.seqs_skipped_settled as f64),
+        ),
+        (
+            "receipt_exporter_last_run_seqs_skipped_no_receipt",
+            "Seqs the newest finished run skipped because they answered 10062 run after run.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| r.seqs_skipped_no_receipt as f64),
+        ),
+        (
+            "receipt_exporter_last_run_seqs_left",
+            "Seqs the newest finished run's budget (max_calls, max_duration) left for the next run.",
+            "gauge",
+            |m| m.last_run.as_ref().map(|r| r.seqs_left as f64),
         ),
         (
             "receipt_exporter_receipts_total",
@@ -421,6 +445,9 @@ mod tests {
                 retries: 1,
                 rate_limited: 1,
                 groups_failed: 0,
+                seqs_skipped_settled: 4,
+                seqs_skipped_no_receipt: 2,
+                seqs_left: 0,
             }),
             runs: [("succeeded".to_string(), 2)].into(),
             receipts_total: 200,

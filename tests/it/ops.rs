@@ -146,6 +146,25 @@ async fn a_run_writes_metrics_for_every_job_pushes_its_own_and_runs_show_has_eve
         sample(&scrape, "receipt_exporter_api_calls_total", &default),
         Some(calls as f64)
     );
+    let skipped: i64 = sqlx::query_scalar(
+        "SELECT seqs_skipped_settled FROM receipts.export_runs WHERE job = 'default' ORDER BY run_id DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        sample(
+            &scrape,
+            "receipt_exporter_last_run_seqs_skipped_settled",
+            &default
+        ),
+        Some(skipped as f64),
+        "the planner's skips are exported"
+    );
+    assert_eq!(
+        sample(&scrape, "receipt_exporter_last_run_seqs_left", &default),
+        Some(0.0)
+    );
     assert_eq!(
         sample(&scrape, "receipt_exporter_receipts_total", &night),
         Some(17.0)
