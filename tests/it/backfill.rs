@@ -1,14 +1,10 @@
 //! `backfill` end to end: the real binary, a fresh database, the simulator over HTTP.
 
 use crate::helpers::*;
-use receipt_exporter::sim::{receipt_at, Endpoint, Simulator};
+use receipt_exporter::sim::{receipt_at, Endpoint};
 use std::collections::BTreeSet;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn group_ids(sim: &Simulator) -> Vec<String> {
-    sim.groups().into_iter().map(|g| g.group_id).collect()
-}
 
 fn backfill_args(groups: &[String], seqs: &str) -> Vec<String> {
     let mut args = vec!["backfill".to_string()];
@@ -33,17 +29,6 @@ async fn committed(db: &TestDb) -> i64 {
 
 async fn scalar(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
-}
-
-fn finish(child: Child) -> std::process::Output {
-    let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "--- exit: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
-    out
 }
 
 /// Waits until `done` says so, failing the test after `within`.

@@ -7,10 +7,6 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn group_ids(sim: &Simulator) -> Vec<String> {
-    sim.groups().into_iter().map(|g| g.group_id).collect()
-}
-
 /// The simulator's receipts (Code 0) for seqs 1..=n of every group at `step`.
 fn expected_rows(sim: &Simulator, n: u64, step: u64) -> BTreeSet<(String, i64, i32, i32)> {
     let mut rows = BTreeSet::new();
@@ -23,14 +19,6 @@ fn expected_rows(sim: &Simulator, n: u64, step: u64) -> BTreeSet<(String, i64, i
         }
     }
     rows
-}
-
-fn rows_of(snaps: &[Snap], run_id: i64) -> BTreeSet<(String, i64, i32, i32)> {
-    snaps
-        .iter()
-        .filter(|s| s.run_id == run_id)
-        .map(|s| (s.group_id.clone(), s.msg_seq, s.read_num, s.unread_num))
-        .collect()
 }
 
 /// Postgres and Parquet hold the same rows, no duplicates, and no hidden file is left.

@@ -296,3 +296,29 @@ pub async fn run_row(db: &TestDb, run_id: i64) -> (String, i64, i64, Option<Stri
         .await
         .unwrap()
 }
+
+/// The ids of the simulator's groups.
+pub fn group_ids(sim: &receipt_exporter::sim::Simulator) -> Vec<String> {
+    sim.groups().into_iter().map(|g| g.group_id).collect()
+}
+
+/// Waits for a spawned binary and prints its streams, so a failing test shows them.
+pub fn finish(child: std::process::Child) -> Output {
+    let out = child.wait_with_output().unwrap();
+    eprintln!(
+        "--- exit: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
+        out.status.code(),
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// One run's snapshots as (group, seq, read, unread).
+pub fn rows_of(snaps: &[Snap], run_id: i64) -> std::collections::BTreeSet<(String, i64, i32, i32)> {
+    snaps
+        .iter()
+        .filter(|s| s.run_id == run_id)
+        .map(|s| (s.group_id.clone(), s.msg_seq, s.read_num, s.unread_num))
+        .collect()
+}

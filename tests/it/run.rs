@@ -11,10 +11,6 @@ type Rows = BTreeSet<(String, i64, i32, i32)>;
 /// Item codes as (group, seq, code).
 type Codes = BTreeSet<(String, i64, i32)>;
 
-fn group_ids(sim: &Simulator) -> Vec<String> {
-    sim.groups().into_iter().map(|g| g.group_id).collect()
-}
-
 /// What the exporter must have stored for `seqs` of every group at simulator step `step`:
 /// (snapshots as (group, seq, read, unread), item codes as (group, seq, code)).
 fn expected(
@@ -38,15 +34,7 @@ fn expected(
     (rows, codes)
 }
 
-fn of_run(snaps: &[Snap], run_id: i64) -> BTreeSet<(String, i64, i32, i32)> {
-    snaps
-        .iter()
-        .filter(|s| s.run_id == run_id)
-        .map(|s| (s.group_id.clone(), s.msg_seq, s.read_num, s.unread_num))
-        .collect()
-}
-
-async fn codes_of_run(db: &TestDb, run_id: i64) -> BTreeSet<(String, i64, i32)> {
+async fn codes_rows_of(db: &TestDb, run_id: i64) -> BTreeSet<(String, i64, i32)> {
     let rows: Vec<(String, i64, i32)> = sqlx::query_as(
         "SELECT group_id, msg_seq, code FROM receipts.receipt_item_codes WHERE run_id = $1",
     )
@@ -107,12 +95,12 @@ async fn two_runs_store_exactly_the_simulators_counts_in_both_sinks() {
         rows.extend(extra_rows.into_iter().filter(|r| r.0 == groups[0]));
         codes.extend(extra_codes.into_iter().filter(|r| r.0 == groups[0]));
         assert_eq!(
-            of_run(&pg, run_id),
+            rows_of(&pg, run_id),
             rows,
             "run {run_id}: snapshots differ from the simulator's counts"
         );
         assert_eq!(
-            codes_of_run(&db, run_id).await,
+            codes_rows_of(&db, run_id).await,
             codes,
             "run {run_id}: item codes"
         );
@@ -127,7 +115,7 @@ async fn two_runs_store_exactly_the_simulators_counts_in_both_sinks() {
         );
     }
     // The counts moved between the runs, so the second run is not a copy of the first.
-    assert_ne!(of_run(&pg, 1), of_run(&pg, 2));
+    assert_ne!(rows_of(&pg, 1), rows_of(&pg, 2));
     // receipt_latest holds the second run's values.
     let latest: Vec<(String, i64, i64, i32)> = sqlx::query_as(
         "SELECT group_id, msg_seq, run_id, read_num FROM receipts.receipt_latest ORDER BY 1, 2",
@@ -136,7 +124,7 @@ async fn two_runs_store_exactly_the_simulators_counts_in_both_sinks() {
     .await
     .unwrap();
     assert!(latest.iter().all(|r| r.2 == 2));
-    assert_eq!(latest.len(), of_run(&pg, 2).len());
+    assert_eq!(latest.len(), rows_of(&pg, 2).len());
     // Files are laid out as documented.
     for f in visible_parquet_files(dir.path()) {
         let rel = f
@@ -197,7 +185,7 @@ async fn a_group_that_no_longer_exists_makes_the_run_partial() {
     assert!(error.unwrap().contains("1 of 4 groups failed"));
     let (rows, _) = expected(&sim, 1, 1..=60, 0);
     let pg = pg_snapshots(&db).await;
-    assert_eq!(of_run(&pg, 1), rows, "every other group is exported");
+    assert_eq!(rows_of(&pg, 1), rows, "every other group is exported");
     assert_sinks_agree(&pg, &parquet_snapshots(dir.path()));
     let failed: i32 =
         sqlx::query_scalar("SELECT groups_failed FROM receipts.export_runs WHERE run_id = 1")
@@ -242,17 +230,6 @@ fn signal(child: &Child, sig: &str) {
         .status()
         .unwrap();
     assert!(status.success());
-}
-
-fn finish(child: Child) -> std::process::Output {
-    let out = child.wait_with_output().unwrap();
-    eprintln!(
-        "--- exit: {:?}\n--- stdout:\n{}\n--- stderr:\n{}",
-        out.status.code(),
-        stdout(&out),
-        stderr(&out)
-    );
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -347,7 +324,7 @@ async fn sigkill_mid_run_then_the_next_run_repairs_and_both_sinks_agree() {
     assert!(written > 0);
     assert_sinks_agree(&pg, &parquet_snapshots(dir.path()));
     let (rows, _) = expected(&sim, 1, 1..=400, 0);
-    assert_eq!(of_run(&pg, 2), rows, "the next run exported everything");
+    assert_eq!(rows_of(&pg, 2), rows, "the next run exported everything");
     let hidden: Vec<_> = all_files(dir.path())
         .into_iter()
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
