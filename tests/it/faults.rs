@@ -1,7 +1,7 @@
 //! Issue 7: faults survived on purpose. The real binary, a fresh database, the simulator.
 
 use crate::helpers::*;
-use receipt_exporter::sim::{receipt_at, Faults, Simulator};
+use receipt_exporter::sim::{receipt_at, Simulator};
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
@@ -106,13 +106,7 @@ async fn ten_percent_api_faults_still_store_every_receipt_once() {
     let db = TestDb::new().await;
     let sim = simulator(5, 200, |c| {
         c.rate_limit = 0;
-        c.faults = Faults {
-            http_502: 0.03,
-            internal_10002: 0.03,
-            drop_connection: 0.02,
-            slow: 0.02,
-            slow_delay: Duration::from_secs(6),
-        };
+        c.faults = ten_percent_faults();
     });
     let dir = tempfile::tempdir().unwrap();
     track_all(&db, &group_ids(&sim), 200).await;

@@ -322,3 +322,44 @@ pub fn rows_of(snaps: &[Snap], run_id: i64) -> std::collections::BTreeSet<(Strin
         .map(|s| (s.group_id.clone(), s.msg_seq, s.read_num, s.unread_num))
         .collect()
 }
+
+/// Sends `sig` (e.g. "TERM") to a spawned binary.
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Sends SIGTERM and waits for the exit, failing the test if it takes longer than `limit`.
+pub async fn terminate_within(
+    child: &mut std::process::Child,
+    limit: std::time::Duration,
+) -> std::process::ExitStatus {
+    signal(child, "TERM");
+    let sent = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(
+            sent.elapsed() < limit,
+            "still running {limit:?} after SIGTERM"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The API faults of the fault tests: 10% of calls, mixed (502 HTML, 10002, dropped
+/// connections, answers slower than a 4 s client timeout).
+pub fn ten_percent_faults() -> receipt_exporter::sim::Faults {
+    receipt_exporter::sim::Faults {
+        http_502: 0.03,
+        internal_10002: 0.03,
+        drop_connection: 0.02,
+        slow: 0.02,
+        slow_delay: std::time::Duration::from_secs(6),
+    }
+}

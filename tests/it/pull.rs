@@ -1,9 +1,9 @@
 //! Issue 3's acceptance: the client against the simulator over real HTTP on 127.0.0.1.
 
-use crate::helpers::{exporter, run, simulator, stderr, stdout, KEY, SDKAPPID};
+use crate::helpers::{exporter, run, simulator, stderr, stdout, ten_percent_faults, KEY, SDKAPPID};
 use receipt_exporter::chat::{ChatClient, ClientConfig, ReceiptAnswer};
 use receipt_exporter::secret::Secret;
-use receipt_exporter::sim::{Faults, Simulator};
+use receipt_exporter::sim::Simulator;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -118,13 +118,7 @@ async fn twenty_groups_of_500_at_the_ceiling_stay_under_the_limit() {
 async fn with_ten_percent_faults_every_receipt_still_arrives() {
     let sim = simulator(5, 200, |c| {
         c.rate_limit = 0;
-        c.faults = Faults {
-            http_502: 0.03,
-            internal_10002: 0.03,
-            drop_connection: 0.02,
-            slow: 0.02,
-            slow_delay: Duration::from_secs(6), // above the client's 4 s timeout
-        };
+        c.faults = ten_percent_faults();
     });
     let client = client(&sim, 20);
     let answers = pull_all(&client, &sim, 200, 20, 16).await;

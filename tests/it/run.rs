@@ -223,15 +223,6 @@ async fn wait_for_batches(db: &TestDb, at_least: i64) {
     }
 }
 
-fn signal(child: &Child, sig: &str) {
-    let status = std::process::Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_run_exits_130_within_5s_with_what_was_received_in_both_sinks() {
     let db = TestDb::new().await;

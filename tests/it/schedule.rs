@@ -57,22 +57,7 @@ async fn schedule_runs_a_two_second_job_twice_in_7s_and_exits_0_on_sigterm() {
         started.elapsed()
     );
 
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let sent = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(5),
-            "still running 5 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = terminate_within(&mut child, Duration::from_secs(5)).await;
     let logs = std::fs::read_to_string(&log).unwrap();
     eprintln!("{logs}");
     assert_eq!(status.code(), Some(0), "{logs}");
@@ -128,22 +113,7 @@ async fn sigterm_interrupts_a_running_scheduled_run_cleanly_and_exits_0() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let kill = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let sent = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(5),
-            "still running 5 s after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let status = terminate_within(&mut child, Duration::from_secs(5)).await;
     let logs = std::fs::read_to_string(&log).unwrap();
     assert_eq!(status.code(), Some(0), "{logs}");
     let runs = runs_of(&db, "slow").await;
