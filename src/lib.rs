@@ -16,6 +16,7 @@ pub mod commands;
 pub mod crashpoint;
 pub mod db;
 pub mod exit;
+pub mod files;
 pub mod ops;
 pub mod plan;
 pub mod run;

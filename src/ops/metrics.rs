@@ -15,7 +15,6 @@ use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The statuses a finished run can have: one `last_run_outcome` series each.
@@ -322,30 +321,26 @@ pub async fn write_metrics_file(pool: &PgPool, path: &Path) -> Result<(), OpsErr
 }
 
 /// Writes a temporary file next to `path` (same file system), syncs it and renames it over
-/// `path`. The temporary name does not end in `.prom`, so the collector never reads it.
+/// `path`. The temporary name does not end in `.prom`, so the collector never reads it; it is
+/// created new under a random name, so a link planted in the directory cannot redirect the
+/// write, and the rename replaces a link at `path` rather than writing through it.
 async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    static SEQ: AtomicU64 = AtomicU64::new(0);
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let tmp = dir.join(format!(
-        ".{name}.{}-{}.tmp",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    ));
-    let result = async {
-        let mut file = tokio::fs::File::create(&tmp).await?;
-        tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;
-        file.sync_all().await?;
-        tokio::fs::rename(&tmp, path).await
-    }
-    .await;
-    if result.is_err() {
-        let _ = tokio::fs::remove_file(&tmp).await;
-    }
-    result
+    let prefix = format!(".{name}.");
+    let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    tokio::task::spawn_blocking(move || {
+        let mut file = crate::files::create_beside(&dir, &prefix, ".tmp")?;
+        std::io::Write::write_all(&mut file, &bytes)?;
+        file.as_file().sync_all()?;
+        // Dropped on an error, the temporary file is removed.
+        file.persist(&path).map(|_| ()).map_err(|e| e.error)
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// The Pushgateway URL of one job's group: `/metrics/job/receipt_exporter/export_job/<job>`.
@@ -427,6 +422,27 @@ pub async fn publish(settings: &Settings, pool: &PgPool, jobs: &[&str]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_metrics_file_replaces_a_planted_link_and_never_writes_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let path = dir.path().join("receipts.prom");
+        std::os::unix::fs::symlink(&victim, &path).unwrap();
+        // The temporary name of earlier versions, planted too: no longer used.
+        std::os::unix::fs::symlink(&victim, dir.path().join(".receipts.prom.1-0.tmp")).unwrap();
+        write_atomically(&path, b"metric 1\n").await.unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+        assert_eq!(std::fs::read(&path).unwrap(), b"metric 1\n");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| n.ends_with(".tmp") && !n.contains(".1-0."))
+            .collect();
+        assert!(names.is_empty(), "temporary files left: {names:?}");
+    }
 
     fn job(name: &str, status: &str) -> JobMetrics {
         let at = DateTime::parse_from_rfc3339("2026-11-25T10:00:00.5Z")
