@@ -22,6 +22,7 @@ Settings (a flag, else the environment variable, else the --config TOML file, el
   --concurrency       EXPORT_CONCURRENCY   API requests in flight, 1..1000 [default: 64]
   --request-timeout   EXPORT_REQUEST_TIMEOUT seconds one API request may take, 4..300 [default: 10]
   --max-seqs-per-group EXPORT_MAX_SEQS_PER_GROUP  a run refuses a group planning more seqs [default: 1000000]
+  --lock-reconnect-timeout EXPORT_LOCK_RECONNECT_TIMEOUT  seconds a run rides out a lost Postgres session, 5..600 [default: 60]
   --jobs-dir          EXPORT_JOBS_DIR      where `run --job NAME` looks for NAME.toml [default: ./jobs]
   --log-format        EXPORT_LOG_FORMAT    human or json [default: human]
   --metrics-file      EXPORT_METRICS_FILE  a *.prom file rewritten after each run (node_exporter)
@@ -44,7 +45,7 @@ pub struct Cli {
 pub struct GlobalOpts {
     /// A TOML file with settings (keys: database_url, sdkappid, secret_key_file, identifier, region,
     /// api_base, parquet_dir, rate_limit, batch_size, concurrency, request_timeout,
-    /// max_seqs_per_group, jobs_dir, metrics_file, pushgateway_url)
+    /// max_seqs_per_group, lock_reconnect_timeout, jobs_dir, metrics_file, pushgateway_url)
     #[arg(long, global = true, env = "EXPORT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Postgres connection URL
@@ -99,6 +100,15 @@ pub struct GlobalOpts {
         value_name = "N"
     )]
     pub max_seqs_per_group: Option<String>,
+    /// Seconds a run rides out a lost Postgres session (a restart, a failover) before it fails,
+    /// 5..600; its lease outlives it by 10 s, so no other run repairs it meanwhile [default: 60]
+    #[arg(
+        long,
+        global = true,
+        env = "EXPORT_LOCK_RECONNECT_TIMEOUT",
+        value_name = "SECONDS"
+    )]
+    pub lock_reconnect_timeout: Option<String>,
     /// Where job files are looked up by name [default: ./jobs]
     #[arg(long, global = true, env = "EXPORT_JOBS_DIR", value_name = "DIR")]
     pub jobs_dir: Option<String>,
@@ -161,6 +171,11 @@ impl GlobalOpts {
             settings::MAX_SEQS_PER_GROUP,
             "max_seqs_per_group",
             &self.max_seqs_per_group,
+        );
+        give(
+            settings::LOCK_RECONNECT_TIMEOUT,
+            "lock_reconnect_timeout",
+            &self.lock_reconnect_timeout,
         );
         give(settings::METRICS_FILE, "metrics_file", &self.metrics_file);
         give(

@@ -34,9 +34,11 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
     PgConnectOptions::from_str(url)
 }
 
-/// What every connection of ours is opened with: our schema alone on the search path, and
+/// What every connection of ours is opened with: our schema alone on the search path,
 /// server-side TCP keepalives, so a crashed host's session (and its advisory lock) is freed
-/// in about two minutes rather than hours.
+/// in about two minutes rather than hours, and an end to transactions left idle for a minute
+/// (a frozen process must not hold a run's row, and so its take-over, forever; our own
+/// transactions never wait on the client that long).
 fn session_options(options: &PgConnectOptions) -> PgConnectOptions {
     options
         .clone()
@@ -46,6 +48,7 @@ fn session_options(options: &PgConnectOptions) -> PgConnectOptions {
             ("tcp_keepalives_idle", "60"),
             ("tcp_keepalives_interval", "10"),
             ("tcp_keepalives_count", "6"),
+            ("idle_in_transaction_session_timeout", "60000"),
         ])
 }
 
@@ -81,6 +84,28 @@ pub async fn connect_single(options: &PgConnectOptions) -> Result<PgConnection, 
             target: describe(options),
             source,
         })
+}
+
+/// How long a statement that takes over a run waits for a row another transaction holds (a
+/// writer in the middle of a commit): longer means that writer is stuck, and the take-over is
+/// left for later rather than holding up a run's start.
+pub const LOCK_TIMEOUT: &str = "10s";
+
+/// Begins a transaction whose lock waits give up after [`LOCK_TIMEOUT`] (see
+/// [`is_lock_timeout`]).
+pub async fn begin_with_lock_timeout(
+    conn: &mut PgConnection,
+) -> sqlx::Result<sqlx::Transaction<'_, sqlx::Postgres>> {
+    let mut tx = conn.begin().await?;
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        .execute(&mut *tx)
+        .await?;
+    Ok(tx)
+}
+
+/// True when a statement gave up waiting for a lock (`lock_timeout`, SQLSTATE 55P03).
+pub fn is_lock_timeout(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
 }
 
 /// Applies the pending migrations; returns the versions and descriptions it applied.

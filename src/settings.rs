@@ -37,6 +37,8 @@ pub const MAX_CONCURRENCY: usize = 1_000;
 pub const DEFAULT_MAX_SEQS_PER_GROUP: u64 = 1_000_000;
 /// The server gives up after about 3 s: a client timeout must be above that.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
+/// A Postgres restart or failover takes seconds to a minute: a run rides out that long.
+pub const DEFAULT_LOCK_RECONNECT_TIMEOUT_SECS: u64 = 60;
 pub const DEFAULT_IDENTIFIER: &str = "administrator";
 pub const DEFAULT_PARQUET_DIR: &str = "./warehouse";
 
@@ -144,6 +146,11 @@ pub const MAX_SEQS_PER_GROUP: Spec = Spec {
     env: "EXPORT_MAX_SEQS_PER_GROUP",
     key: "max_seqs_per_group",
 };
+pub const LOCK_RECONNECT_TIMEOUT: Spec = Spec {
+    flag: "--lock-reconnect-timeout",
+    env: "EXPORT_LOCK_RECONNECT_TIMEOUT",
+    key: "lock_reconnect_timeout",
+};
 pub const JOBS_DIR: Spec = Spec {
     flag: "--jobs-dir",
     env: "EXPORT_JOBS_DIR",
@@ -172,6 +179,9 @@ const ALL_SPECS: &[Spec] = &[
     RATE_LIMIT,
     BATCH_SIZE,
     CONCURRENCY,
+    REQUEST_TIMEOUT,
+    MAX_SEQS_PER_GROUP,
+    LOCK_RECONNECT_TIMEOUT,
     JOBS_DIR,
     METRICS_FILE,
     PUSHGATEWAY_URL,
@@ -247,6 +257,9 @@ pub struct Settings {
     pub max_seqs_per_group: u64,
     /// How long one API request may take before it counts as a transient failure.
     pub request_timeout: std::time::Duration,
+    /// How long a run re-establishes a lost Postgres session (its job lock, its writes)
+    /// before it stops as `failed`.
+    pub lock_reconnect_timeout: std::time::Duration,
     /// Where the Prometheus text file goes after each run (node_exporter's textfile collector).
     pub metrics_file: Option<PathBuf>,
     /// A Pushgateway to push each job's series to after each run.
@@ -384,9 +397,15 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         .transpose()?
         .unwrap_or(DEFAULT_MAX_SEQS_PER_GROUP);
 
+    let lock_reconnect_timeout = pick(LOCK_RECONNECT_TIMEOUT)
+        .map(|(v, o)| parse_bounded(&v, &o, 5, 600, "seconds"))
+        .transpose()?
+        .unwrap_or(DEFAULT_LOCK_RECONNECT_TIMEOUT_SECS);
+
     Ok(Settings {
         max_seqs_per_group,
         request_timeout: std::time::Duration::from_secs(request_timeout),
+        lock_reconnect_timeout: std::time::Duration::from_secs(lock_reconnect_timeout),
         database,
         sdkappid,
         secret_key,
@@ -693,6 +712,7 @@ mod tests {
         assert_eq!(s.batch_size, DEFAULT_BATCH_SIZE);
         assert_eq!(s.identifier, "administrator");
         assert_eq!(s.parquet_dir, PathBuf::from("./warehouse"));
+        assert_eq!(s.lock_reconnect_timeout, std::time::Duration::from_secs(60));
         assert!(s
             .require_database()
             .unwrap_err()
@@ -821,6 +841,39 @@ mod tests {
             e.contains("cannot read the key file /nonexistent/key"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_lock_reconnect_timeout_is_5_to_600_seconds_from_flag_variable_or_file() {
+        let s = resolve(raw(&[(LOCK_RECONNECT_TIMEOUT, "5")])).unwrap();
+        assert_eq!(s.lock_reconnect_timeout, std::time::Duration::from_secs(5));
+        for bad in ["4", "601", "1m", ""] {
+            let e = err(raw(&[(LOCK_RECONNECT_TIMEOUT, bad)]));
+            assert!(
+                e.starts_with(&format!(
+                    "EXPORT_LOCK_RECONNECT_TIMEOUT: invalid value '{bad}'"
+                )) && e.contains("from 5 to 600"),
+                "{e}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "lock_reconnect_timeout = 120\nrequest_timeout = 20\nmax_seqs_per_group = 7\n",
+        )
+        .unwrap();
+        let s = resolve(RawSettings {
+            config_file: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            s.lock_reconnect_timeout,
+            std::time::Duration::from_secs(120)
+        );
+        assert_eq!(s.request_timeout, std::time::Duration::from_secs(20));
+        assert_eq!(s.max_seqs_per_group, 7);
     }
 
     #[test]

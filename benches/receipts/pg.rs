@@ -31,6 +31,8 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     );
     let db = BenchDb::create(&opts.admin_url).await?;
     let (run_id, run_date) = db.open_run().await?;
+    // A new run's row holds epoch 1: its writer's fence.
+    let fence = receipt_exporter::sink::Fence { run_id, epoch: 1 };
     let batches = make_batches(run_id, run_date, total);
     let dir = tempfile::tempdir()?;
     let csv = dir.path().join("snapshots.csv");
@@ -41,7 +43,7 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         reset(&db).await?;
         let t = Instant::now();
         for batch in &batches {
-            let outcome = write_batch(&db.pool, batch).await?;
+            let outcome = write_batch(&db.pool, fence, batch).await?;
             anyhow::ensure!(
                 matches!(outcome, WriteOutcome::Written { .. }),
                 "batch {} not written",
@@ -50,7 +52,7 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         }
         let ours_s = t.elapsed().as_secs_f64();
         // A retried batch is a no-op: checked, not timed.
-        let again = write_batch(&db.pool, &batches[0]).await?;
+        let again = write_batch(&db.pool, fence, &batches[0]).await?;
         anyhow::ensure!(
             again == WriteOutcome::AlreadyCommitted,
             "a retried batch wrote again"

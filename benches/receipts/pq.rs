@@ -45,7 +45,11 @@ pub fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         for b in &batches {
             run.append(b)?;
         }
-        let files = run.finish()?;
+        let files = run
+            .finish()?
+            .into_iter()
+            .map(|mut f| f.rename_into_place().map(|_| f.into_committed()))
+            .collect::<Result<Vec<_>, _>>()?;
         let o = total as f64 / t.elapsed().as_secs_f64();
         ours_bytes = files.iter().map(|f| f.byte_size).sum::<u64>();
 

@@ -13,6 +13,7 @@ pub mod store;
 use crate::plan::{self, GroupPlan};
 use crate::run::ledger::RunFigures;
 use crate::run::OpenedRun;
+use crate::sink::Fence;
 use crate::tracking::{validate_group_id, SeqWindow};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -167,24 +168,26 @@ pub async fn open(
     job: &str,
     host: &str,
     pid: u32,
+    lease: std::time::Duration,
 ) -> anyhow::Result<OpenedRun> {
     let request = &backfill.request;
     let hash = request.hash();
     let opened = match store::find(pool, &hash).await? {
         None => {
             let definition = expand(pool, request).await?;
-            let (run_id, run_date) = crate::run::ledger::start(
+            let (run_id, run_date, epoch) = crate::run::ledger::start(
                 pool,
                 job,
                 crate::run::ledger::RunKind::Backfill,
                 host,
                 pid,
+                lease,
             )
             .await?;
             store::insert(pool, &hash, run_id, request, &definition).await?;
             let plan = definition.plan();
             (
-                run_id,
+                Fence { run_id, epoch },
                 run_date,
                 plan.clone(),
                 plan,
@@ -197,7 +200,12 @@ pub async fn open(
             let definition = Definition::from_json(&stored.definition).ok_or_else(|| {
                 anyhow::anyhow!("backfill {hash}: its stored definition is unreadable")
             })?;
-            let (run_date, prior) = store::reopen(pool, stored.run_id, host, pid).await?;
+            let by = format!(
+                "attempt {} of this backfill on host {host}, pid {pid}",
+                stored.attempts
+            );
+            let (run_date, epoch, prior) =
+                store::reopen(pool, stored.run_id, host, pid, &by, lease).await?;
             let done = store::done_ranges(pool, stored.run_id, run_date).await?;
             let full = definition.plan();
             let remaining = subtract(&full, &done);
@@ -211,7 +219,10 @@ pub async fn open(
                 seqs(&full)
             );
             (
-                stored.run_id,
+                Fence {
+                    run_id: stored.run_id,
+                    epoch,
+                },
                 run_date,
                 full,
                 remaining,
@@ -221,7 +232,8 @@ pub async fn open(
             )
         }
     };
-    let (run_id, run_date, full, remaining, first_batch_no, mut prior, attempt) = opened;
+    let (fence, run_date, full, remaining, first_batch_no, mut prior, attempt) = opened;
+    let run_id = fence.run_id;
     prior.groups_ok = full.len() as i32;
     let _ = backfill.started.set(Started {
         run_id,
@@ -230,7 +242,7 @@ pub async fn open(
         attempt,
     });
     Ok(OpenedRun {
-        run_id,
+        fence,
         run_date,
         plan: remaining,
         first_batch_no,
@@ -346,7 +358,7 @@ pub fn cumulative(prior: &RunFigures, attempt: RunFigures, attempts: i32) -> Run
 /// killed attempt still leaves its calls counted for the next one.
 pub fn checkpoint_calls(
     pool: PgPool,
-    run_id: i64,
+    fence: Fence,
     prior: (i64, i64),
     client: crate::chat::ChatClient,
     stop: CancellationToken,
@@ -360,7 +372,7 @@ pub fn checkpoint_calls(
             let stats = client.stats().snapshot();
             let calls = prior.0 + stats.calls as i64;
             let asked = prior.1 + stats.seqs_asked as i64;
-            if let Err(e) = store::checkpoint(&pool, run_id, calls, asked).await {
+            if let Err(e) = store::checkpoint(&pool, fence, calls, asked).await {
                 tracing::debug!("could not checkpoint the backfill's call count: {e}");
             }
         }

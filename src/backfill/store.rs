@@ -59,16 +59,20 @@ pub async fn enabled_groups(pool: &PgPool) -> sqlx::Result<Vec<String>> {
     .await
 }
 
-/// Sets the run `running` again for this attempt (same run_id and run_date) and returns its
-/// run date and the figures of the attempts so far.
+/// Sets the run `running` again for this attempt (same run_id and run_date), taking it over
+/// from any earlier attempt (its epoch moves on, `by` goes to `fenced_by`), and returns its
+/// run date, the new epoch and the figures of the attempts so far.
 pub async fn reopen(
     pool: &PgPool,
     run_id: i64,
     host: &str,
     pid: u32,
-) -> sqlx::Result<(NaiveDate, RunFigures)> {
+    by: &str,
+    lease: std::time::Duration,
+) -> sqlx::Result<(NaiveDate, i64, RunFigures)> {
     type Row = (
         NaiveDate,
+        i64,
         i64,
         i64,
         i64,
@@ -76,17 +80,20 @@ pub async fn reopen(
         i64,
         sqlx::types::Json<BTreeMap<String, u64>>,
     );
-    let (run_date, seqs_asked, api_calls, retries, by_class, rate_limited, codes): Row =
+    let (run_date, epoch, seqs_asked, api_calls, retries, by_class, rate_limited, codes): Row =
         sqlx::query_as(
             "UPDATE receipts.export_runs SET status = 'running', host = $2, pid = $3,
-                finished_at = NULL, error = NULL
+                finished_at = NULL, error = NULL, epoch = epoch + 1, fenced_by = $4,
+                heartbeat_at = now(), lease_until = now() + make_interval(secs => $5)
              WHERE run_id = $1
-             RETURNING run_date, seqs_asked, api_calls, retries, retries_by_class, rate_limited,
-                       item_codes",
+             RETURNING run_date, epoch, seqs_asked, api_calls, retries, retries_by_class,
+                       rate_limited, item_codes",
         )
         .bind(run_id)
         .bind(host)
         .bind(pid as i32)
+        .bind(by)
+        .bind(lease.as_secs_f64())
         .fetch_one(pool)
         .await?;
     let (receipts_written, parquet_files): (i64, i64) = sqlx::query_as(
@@ -98,6 +105,7 @@ pub async fn reopen(
     .await?;
     Ok((
         run_date,
+        epoch,
         RunFigures {
             seqs_asked,
             receipts_written,
@@ -151,20 +159,21 @@ pub async fn next_batch_no(pool: &PgPool, run_id: i64) -> sqlx::Result<i32> {
     .await
 }
 
-/// Keeps a running backfill's call count current in the ledger.
+/// Keeps a running backfill's call count current in the ledger (while it is still its own).
 pub async fn checkpoint(
     pool: &PgPool,
-    run_id: i64,
+    fence: crate::sink::Fence,
     api_calls: i64,
     seqs_asked: i64,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE receipts.export_runs SET api_calls = $2, seqs_asked = $3
-         WHERE run_id = $1 AND status = 'running'",
+         WHERE run_id = $1 AND status = 'running' AND epoch = $4",
     )
-    .bind(run_id)
+    .bind(fence.run_id)
     .bind(api_calls)
     .bind(seqs_asked)
+    .bind(fence.epoch)
     .execute(pool)
     .await?;
     Ok(())

@@ -1,8 +1,10 @@
 //! The run ledger, `receipts.export_runs`: one small function per statement.
 
+use crate::sink::Fence;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::{PgExecutor, PgPool};
+use sqlx::{PgConnection, PgExecutor, PgPool};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// How a run ended (or that it is still going).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
@@ -55,6 +57,8 @@ pub struct RunningRun {
     pub host: String,
     pub pid: i32,
     pub started_at: DateTime<Utc>,
+    /// Until when its heartbeats keep it alive (NULL: a row from before leases).
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// The figures a finished run records.
@@ -73,42 +77,48 @@ pub struct RunFigures {
     pub details: serde_json::Value,
 }
 
-/// Opens a run: returns its id and its partition date.
+/// Opens a run with a first `lease` (see [`heartbeat`]): returns its id, its partition date
+/// and the epoch its writer holds.
 pub async fn start(
     pool: &PgPool,
     job: &str,
     kind: RunKind,
     host: &str,
     pid: u32,
-) -> sqlx::Result<(i64, NaiveDate)> {
+    lease: Duration,
+) -> sqlx::Result<(i64, NaiveDate, i64)> {
     sqlx::query_as(
-        "INSERT INTO receipts.export_runs (job, kind, status, host, pid)
-         VALUES ($1, $2, 'running', $3, $4) RETURNING run_id, run_date",
+        "INSERT INTO receipts.export_runs (job, kind, status, host, pid, heartbeat_at, lease_until)
+         VALUES ($1, $2, 'running', $3, $4, now(), now() + make_interval(secs => $5))
+         RETURNING run_id, run_date, epoch",
     )
     .bind(job)
     .bind(kind.as_str())
     .bind(host)
     .bind(pid as i32)
+    .bind(lease.as_secs_f64())
     .fetch_one(pool)
     .await
 }
 
-/// Closes a run with its figures and, when it did not succeed, the error that ended it.
+/// Closes a run with its figures and, when it did not succeed, the error that ended it. Only
+/// a run still `running` under the writer's own epoch is closed: false when the run was fenced
+/// (declared dead and taken over), whose `abandoned` then stands.
 pub async fn finish(
     pool: &PgPool,
-    run_id: i64,
+    fence: Fence,
     status: RunStatus,
     figures: &RunFigures,
     error: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
         "UPDATE receipts.export_runs SET
             status = $2, finished_at = now(), groups_ok = $3, groups_failed = $4, seqs_asked = $5,
             receipts_written = $6, api_calls = $7, retries = $8, retries_by_class = $9,
             rate_limited = $10, item_codes = $11, parquet_files = $12, details = $13, error = $14
-         WHERE run_id = $1",
+         WHERE run_id = $1 AND epoch = $15 AND status = 'running'",
     )
-    .bind(run_id)
+    .bind(fence.run_id)
     .bind(status.as_str())
     .bind(figures.groups_ok)
     .bind(figures.groups_failed)
@@ -122,15 +132,48 @@ pub async fn finish(
     .bind(figures.parquet_files)
     .bind(&figures.details)
     .bind(error)
+    .bind(fence.epoch)
     .execute(pool)
     .await?;
-    Ok(())
+    Ok(done.rows_affected() == 1)
+}
+
+/// Renews a live run's lease: `heartbeat_at` now, `lease_until` now + `lease`. False when the
+/// run is no longer its writer's (fenced, or no longer running).
+pub async fn heartbeat(
+    executor: impl PgExecutor<'_>,
+    fence: Fence,
+    lease: Duration,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "UPDATE receipts.export_runs
+         SET heartbeat_at = now(), lease_until = now() + make_interval(secs => $3)
+         WHERE run_id = $1 AND epoch = $2 AND status = 'running'",
+    )
+    .bind(fence.run_id)
+    .bind(fence.epoch)
+    .bind(lease.as_secs_f64())
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Who took the run over last (`fenced_by`), for a fenced run's report.
+pub async fn fenced_by(executor: impl PgExecutor<'_>, run_id: i64) -> sqlx::Result<String> {
+    let by: Option<Option<String>> =
+        sqlx::query_scalar("SELECT fenced_by FROM receipts.export_runs WHERE run_id = $1")
+            .bind(run_id)
+            .fetch_optional(executor)
+            .await?;
+    Ok(by
+        .flatten()
+        .unwrap_or_else(|| "another process (the ledger row is no longer running)".into()))
 }
 
 /// Every run the ledger says is running, oldest first.
 pub async fn running(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<RunningRun>> {
     sqlx::query_as(
-        "SELECT run_id, job, host, pid, started_at FROM receipts.export_runs
+        "SELECT run_id, job, host, pid, started_at, lease_until FROM receipts.export_runs
          WHERE status = 'running' ORDER BY run_id",
     )
     .fetch_all(executor)
@@ -140,7 +183,7 @@ pub async fn running(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<RunningR
 /// The newest running run of a job: who holds its lock.
 pub async fn holder(pool: &PgPool, job: &str) -> sqlx::Result<Option<RunningRun>> {
     sqlx::query_as(
-        "SELECT run_id, job, host, pid, started_at FROM receipts.export_runs
+        "SELECT run_id, job, host, pid, started_at, lease_until FROM receipts.export_runs
          WHERE status = 'running' AND job = $1 ORDER BY run_id DESC LIMIT 1",
     )
     .bind(job)
@@ -148,24 +191,34 @@ pub async fn holder(pool: &PgPool, job: &str) -> sqlx::Result<Option<RunningRun>
     .await
 }
 
-/// Marks a run found dead (its process is gone and its lock free) as `abandoned`.
+/// Declares a running run dead: marks it `abandoned` and bumps its epoch, fencing its writer
+/// (`found_by` goes to `fenced_by`). Unless `force` (the caller holds the run's job lock, so
+/// the run can never go on), only a run whose lease has run out is declared dead. Waits for a
+/// writer's transaction in flight at most `db::LOCK_TIMEOUT` (then the error is a lock
+/// timeout, see `db::is_lock_timeout`). True when the run was marked.
 pub async fn mark_abandoned(
-    executor: impl PgExecutor<'_>,
+    conn: &mut PgConnection,
     run_id: i64,
+    force: bool,
     found_by: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<bool> {
+    let mut tx = crate::db::begin_with_lock_timeout(conn).await?;
+    let done = sqlx::query(
         "UPDATE receipts.export_runs SET status = 'abandoned', finished_at = now(),
-            error = COALESCE(error, $2),
+            epoch = epoch + 1, fenced_by = $3,
+            error = COALESCE(error, 'its process died or went silent past its lease; found by ' || $3),
             receipts_written = (SELECT COALESCE(sum(row_count), 0) FROM receipts.write_batches w
                                 WHERE w.run_id = export_runs.run_id)
-         WHERE run_id = $1 AND status = 'running'",
+         WHERE run_id = $1 AND status = 'running'
+           AND ($2 OR lease_until IS NULL OR lease_until < now())",
     )
     .bind(run_id)
-    .bind(format!("the process died; found by {found_by}"))
-    .execute(executor)
+    .bind(force)
+    .bind(found_by)
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await?;
+    Ok(done.rows_affected() == 1)
 }
 
 /// Adds what following skipped and left to a finished run's row (`details.follow` too).

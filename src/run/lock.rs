@@ -1,7 +1,8 @@
 //! No overlap: one Postgres advisory lock per job, held for the whole run on a dedicated
 //! connection (an advisory lock belongs to one session: a pooled connection could hand it to
 //! someone else). The server's TCP keepalives (set on every connection, see `db`) free the lock
-//! of a crashed host within minutes; the run pings the connection and stops if it dies.
+//! of a crashed host within minutes. The lock's session also carries the run's heartbeats
+//! (see `watch`), which re-establishes it when it dies.
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
@@ -9,6 +10,10 @@ use sqlx::{Connection, PgConnection};
 /// The lock key of a job: a 64-bit hash of its name, computed by Postgres so every host and
 /// version agrees on it.
 const KEY_SQL: &str = "hashtextextended('receipt-exporter:job:' || $1, 0)";
+
+/// How long a statement on the lock's session waits for a row lock: a heartbeat that finds
+/// the run's row held by the run's own writer (a commit in flight) skips that beat.
+const SESSION_LOCK_TIMEOUT: &str = "2s";
 
 /// A held job lock and the session that holds it.
 pub struct JobLock {
@@ -23,6 +28,10 @@ impl JobLock {
         job: &str,
     ) -> Result<Option<JobLock>, crate::db::DbError> {
         let mut conn = crate::db::connect_single(options).await?;
+        sqlx::query(&format!("SET lock_timeout = '{SESSION_LOCK_TIMEOUT}'"))
+            .execute(&mut conn)
+            .await
+            .map_err(crate::db::DbError::Schema)?;
         let got = try_lock(&mut conn, job)
             .await
             .map_err(crate::db::DbError::Schema)?;
@@ -32,14 +41,9 @@ impl JobLock {
         }))
     }
 
-    /// The session that holds the lock, for work that must happen under it (repair).
+    /// The session that holds the lock, for the run's heartbeats.
     pub fn connection(&mut self) -> &mut PgConnection {
         &mut self.conn
-    }
-
-    /// Whether the lock's session still answers.
-    pub async fn is_alive(&mut self) -> bool {
-        self.conn.ping().await.is_ok()
     }
 
     pub fn job(&self) -> &str {
@@ -48,30 +52,36 @@ impl JobLock {
 
     /// Releases the lock (closing the session would too).
     pub async fn release(mut self) {
-        let _ = sqlx::query(&format!("SELECT pg_advisory_unlock({KEY_SQL})"))
-            .bind(&self.job)
-            .execute(&mut self.conn)
-            .await;
+        let _ = unlock(&mut self.conn, &self.job).await;
         let _ = self.conn.close().await;
     }
 }
 
-async fn try_lock(conn: &mut PgConnection, job: &str) -> sqlx::Result<bool> {
+/// Takes the lock of `job` on `conn` if it is free (a repair holds another job's lock while it
+/// declares that job's run dead, so the run cannot take it back meanwhile).
+pub async fn try_lock(conn: &mut PgConnection, job: &str) -> sqlx::Result<bool> {
     sqlx::query_scalar(&format!("SELECT pg_try_advisory_lock({KEY_SQL})"))
         .bind(job)
         .fetch_one(conn)
         .await
 }
 
-/// Whether the lock of `job` is free right now (taken and given back at once): a run that
-/// the ledger says is running while its job's lock is free belongs to a dead process.
-pub async fn is_free(conn: &mut PgConnection, job: &str) -> sqlx::Result<bool> {
-    if !try_lock(conn, job).await? {
-        return Ok(false);
-    }
+/// Releases a lock [`try_lock`] took on `conn`.
+pub async fn unlock(conn: &mut PgConnection, job: &str) -> sqlx::Result<()> {
     sqlx::query(&format!("SELECT pg_advisory_unlock({KEY_SQL})"))
         .bind(job)
         .execute(conn)
         .await?;
+    Ok(())
+}
+
+/// Whether the lock of `job` is free right now (taken and given back at once). A run that the
+/// ledger says is running while its job's lock is free has lost its session: it is
+/// reconnecting, or dead once its lease has run out.
+pub async fn is_free(conn: &mut PgConnection, job: &str) -> sqlx::Result<bool> {
+    if !try_lock(conn, job).await? {
+        return Ok(false);
+    }
+    unlock(conn, job).await?;
     Ok(true)
 }

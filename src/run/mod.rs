@@ -1,30 +1,31 @@
 //! The export run: plan from Postgres, pull through the client, write both sinks exactly once,
 //! record everything in the ledger.
 //!
-//! Order of a run: settings → job lock (or exit 75) → repair after dead runs → ledger row →
-//! plan → pipeline → ledger figures → lock released. Nothing here prints: the command layer
-//! turns the [`RunReport`] into a summary line and an exit code.
+//! Order of a run: settings → job lock (or exit 75) → ledger row (the run's fence) → watchdog
+//! (heartbeats, the lock's session kept or re-established, see [`watch`]) → repair after dead
+//! runs → plan → pipeline → ledger figures → lock released. Nothing here prints: the command
+//! layer turns the [`RunReport`] into a summary line and an exit code.
 
 pub mod follow;
 pub mod ledger;
 pub mod lock;
 pub mod pipeline;
 pub mod repair;
+pub mod watch;
 
 use crate::chat::{ChatClient, ClientConfig};
 use crate::exit::Exit;
 use crate::plan::{self, GroupPlan};
 use crate::settings::Settings;
+use crate::sink::Fence;
 use crate::tracking::SeqWindow;
 use ledger::{RunFigures, RunKind, RunStatus};
 use lock::JobLock;
-use pipeline::{Halt, Pipeline};
+use pipeline::{Halt, Outcome, Pipeline};
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-
-/// How often the run checks that the session holding its lock is alive.
-const LOCK_CHECK_EVERY: Duration = Duration::from_secs(2);
+use watch::Lost;
 
 /// Another run of the same job holds the lock. Exits with code 75.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +63,8 @@ pub enum Selection {
 /// A run's ledger row, opened, and what it has left to pull.
 #[derive(Debug)]
 pub struct OpenedRun {
-    pub run_id: i64,
+    /// The run's id and the epoch this process writes under.
+    pub fence: Fence,
     pub run_date: chrono::NaiveDate,
     pub plan: Vec<GroupPlan>,
     /// Write batches continue after those committed by earlier attempts.
@@ -72,14 +74,22 @@ pub struct OpenedRun {
     pub prior: Option<RunFigures>,
 }
 
-/// Opens the run's ledger row: a new one, or a backfill's row re-opened for another attempt.
-async fn open(pool: &PgPool, req: &RunRequest, host: &str, pid: u32) -> anyhow::Result<OpenedRun> {
+/// Opens the run's ledger row, with its first `lease`: a new one, or a backfill's row
+/// re-opened for another attempt.
+async fn open(
+    pool: &PgPool,
+    req: &RunRequest,
+    host: &str,
+    pid: u32,
+    lease: Duration,
+) -> anyhow::Result<OpenedRun> {
     if let Selection::Backfill(backfill) = &req.selection {
-        return crate::backfill::open(pool, backfill, &req.job, host, pid).await;
+        return crate::backfill::open(pool, backfill, &req.job, host, pid, lease).await;
     }
-    let (run_id, run_date) = ledger::start(pool, &req.job, req.kind, host, pid).await?;
+    let (run_id, run_date, epoch) =
+        ledger::start(pool, &req.job, req.kind, host, pid, lease).await?;
     Ok(OpenedRun {
-        run_id,
+        fence: Fence { run_id, epoch },
         run_date,
         plan: load_plan(pool, &req.selection).await?,
         first_batch_no: 1,
@@ -171,145 +181,51 @@ pub async fn execute(
 ) -> anyhow::Result<RunReport> {
     let api = settings.require_api()?;
     let options = settings.require_database()?;
-    let Some(mut job_lock) = JobLock::try_acquire(options, &req.job).await? else {
-        let holder = match ledger::holder(pool, &req.job).await? {
-            Some(r) => format!(
-                "run {} on host {} (pid {}) since {}",
-                r.run_id, r.host, r.pid, r.started_at
-            ),
-            None => "a session that has not recorded its run yet".to_string(),
-        };
-        return Err(LockHeld {
-            job: req.job.clone(),
-            holder,
-        }
-        .into());
-    };
+    let client = ChatClient::new(client_config(settings, &api))?;
+    let job_lock = acquire(options, pool, &req.job).await?;
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let pid = std::process::id();
-    let label = format!("a run of job {} on {host} (pid {pid})", req.job);
-    repair::repair(&mut job_lock, pool, &settings.parquet_dir, &label).await?;
-    if let Err(e) = sqlx::query("SELECT receipts.ensure_snapshot_partitions(3)")
-        .execute(pool)
-        .await
-    {
-        tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
-    }
-
     let started = Instant::now();
-    let mut opened = open(pool, req, &host, pid).await?;
-    let (run_id, run_date) = (opened.run_id, opened.run_date);
-    tracing::info!(run_id, job = %req.job, "run started");
-    // A backfill is a deliberate large pull: the per-run cap guards scheduled runs only.
-    let (plan, refused) = match req.selection {
-        Selection::Backfill(_) => (std::mem::take(&mut opened.plan), Vec::new()),
-        _ => plan::refuse_oversized(
-            std::mem::take(&mut opened.plan),
-            settings.max_seqs_per_group,
-        ),
-    };
-    for (group_id, why) in &refused {
-        tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
-    }
-
-    let client = ChatClient::new(client_config(settings, &api))?;
-    let lease = crate::budget::Lease::join(
-        pool,
-        &client,
-        f64::from(settings.rate_limit),
-        rate_cap(settings, req),
-        &label,
-    )
-    .await?;
-    let pipeline_stop = stop.child_token();
-    let (watchdog, lock_lost) = watch_lock(job_lock, options.clone(), pipeline_stop.clone());
-    let checkpoint = opened.prior.as_ref().map(|p| {
-        let prior = (p.api_calls, p.seqs_asked);
-        crate::backfill::checkpoint_calls(
-            pool.clone(),
-            run_id,
-            prior,
-            client.clone(),
-            pipeline_stop.clone(),
-        )
-    });
-    let pipeline = Pipeline {
-        pool: pool.clone(),
-        client: client.clone(),
-        run_id,
-        run_date,
-        parquet_dir: settings.parquet_dir.clone(),
-        batch_size: settings.batch_size,
-        concurrency: settings.concurrency,
-        stop: pipeline_stop.clone(),
-        first_batch_no: opened.first_batch_no,
-    };
-    let (mut outcome, follow) = match &req.selection {
-        Selection::Backfill(_) => (pipeline.run(plan).await, None),
-        selection => {
-            let ctx = follow::RunContext {
-                pool,
-                client: &client,
-                tags: &selection_tags(selection),
-                refused: &refused,
-                policy: &req.follow,
-                settings,
-                started,
-            };
-            let (outcome, figures) = follow::run(pipeline, ctx, plan).await;
-            (outcome, Some(figures))
+    let lease = watch::lease(settings.lock_reconnect_timeout);
+    let opened = match open(pool, req, &host, pid, lease).await {
+        Ok(opened) => opened,
+        Err(e) => {
+            job_lock.release().await;
+            return Err(e);
         }
     };
-    outcome.groups_planned += refused.len();
-    for (group_id, why) in refused {
-        outcome
-            .failed_groups
-            .insert(group_id, ("Plan".to_string(), why));
+    let fence = opened.fence;
+    let run_id = fence.run_id;
+    tracing::info!(run_id, job = %req.job, "run started");
+    let label = format!("run {run_id} (job {}) on host {host}, pid {pid}", req.job);
+    let reconnect = settings.lock_reconnect_timeout;
+    let pipeline_stop = stop.child_token();
+    let watchdog = watch::Watch {
+        options: options.clone(),
+        pool: pool.clone(),
+        fence,
+        reconnect,
     }
+    .start(job_lock, pipeline_stop.clone());
+    let prior = opened.prior.clone();
+    let worked = work(settings, pool, req, &client, opened, &label, &pipeline_stop).await;
     pipeline_stop.cancel(); // ends the watchdog (and a backfill's checkpoints)
-    lease.leave().await;
-    let job_lock = watchdog.await.ok().flatten();
-    if let Some(task) = checkpoint {
-        let _ = task.await;
-    }
+    let (job_lock, lost) = watchdog.await.unwrap_or((None, None));
+    let (outcome, follow) = worked.unwrap_or_else(|e| {
+        let outcome = Outcome {
+            halt: Some(Halt::Sink(e)),
+            ..Default::default()
+        };
+        (outcome, None)
+    });
 
-    let lost = lock_lost.is_cancelled();
-    let failed = outcome.failed_groups.len();
-    let planned = outcome.groups_planned;
-    let (status, exit, error) = match &outcome.halt {
-        Some(Halt::Config(e)) => (RunStatus::Failed, Exit::Usage, Some(e.to_string())),
-        Some(Halt::Sink(e)) => (RunStatus::Failed, Exit::Failed, Some(format!("{e:#}"))),
-        Some(Halt::Stopped) if lost => (
-            RunStatus::Failed,
-            Exit::Failed,
-            Some("lost the Postgres session that holds the job lock: stopped pulling".to_string()),
-        ),
-        Some(Halt::Stopped) => (
-            RunStatus::Interrupted,
-            Exit::Interrupted,
-            Some("interrupted by a signal".to_string()),
-        ),
-        None if failed == 0 => (RunStatus::Succeeded, Exit::Success, None),
-        None if failed < planned => (
-            RunStatus::Partial,
-            Exit::Partial,
-            Some(format!("{failed} of {planned} groups failed")),
-        ),
-        None => (
-            RunStatus::Failed,
-            Exit::Failed,
-            Some(format!("all {planned} groups failed")),
-        ),
-    };
-    let mut figures = figures(&client, &outcome, planned);
-    if let (Some(prior), Selection::Backfill(b)) = (&opened.prior, &req.selection) {
+    let mut figures = figures(&client, &outcome, outcome.groups_planned);
+    if let (Some(prior), Selection::Backfill(b)) = (&prior, &req.selection) {
         let attempt = b.started.get().map_or(1, |s| s.attempt);
         figures = crate::backfill::cumulative(prior, figures, attempt);
     }
-    ledger::finish(pool, run_id, status, &figures, error.as_deref()).await?;
-    if let Some(f) = &follow {
-        ledger::record_follow(pool, run_id, f).await?;
-    }
+    let ended = verdict(&outcome, lost.as_ref());
+    let (status, exit, error) = close(pool, fence, reconnect, ended, &figures, &follow).await?;
     if let Some(l) = job_lock {
         l.release().await;
     }
@@ -328,6 +244,212 @@ pub async fn execute(
             .collect(),
         follow,
     })
+}
+
+/// Records how the run ended, unless it was fenced: only a run still `running` under this
+/// process's epoch is closed, so the `abandoned` of whoever took it over stands (also when the
+/// take-over happened while this run finished). Returns what the run reports.
+async fn close(
+    pool: &PgPool,
+    fence: Fence,
+    reconnect: Duration,
+    (status, exit, error): (RunStatus, Exit, Option<String>),
+    figures: &RunFigures,
+    follow: &Option<follow::FollowFigures>,
+) -> anyhow::Result<(RunStatus, Exit, Option<String>)> {
+    if status != RunStatus::Abandoned {
+        let closed = ledger_retrying(reconnect, || {
+            ledger::finish(pool, fence, status, figures, error.as_deref())
+        })
+        .await?;
+        if closed {
+            if let Some(f) = follow {
+                ledger_retrying(reconnect, || ledger::record_follow(pool, fence.run_id, f)).await?;
+            }
+            return Ok((status, exit, error));
+        }
+    }
+    let error = match error.filter(|_| status == RunStatus::Abandoned) {
+        Some(error) => error,
+        None => Lost::Fenced(ledger::fenced_by(pool, fence.run_id).await?).reason(),
+    };
+    tracing::error!(
+        run_id = fence.run_id,
+        "run {} {error}; its ledger row stays as its new owner recorded it",
+        fence.run_id
+    );
+    Ok((RunStatus::Abandoned, Exit::Failed, Some(error)))
+}
+
+/// Takes the job's lock, or says which run holds it (exit 75).
+async fn acquire(
+    options: &sqlx::postgres::PgConnectOptions,
+    pool: &PgPool,
+    job: &str,
+) -> anyhow::Result<JobLock> {
+    if let Some(lock) = JobLock::try_acquire(options, job).await? {
+        return Ok(lock);
+    }
+    let holder = match ledger::holder(pool, job).await? {
+        Some(r) => format!(
+            "run {} on host {} (pid {}) since {}",
+            r.run_id, r.host, r.pid, r.started_at
+        ),
+        None => "a session that has not recorded its run yet".to_string(),
+    };
+    Err(LockHeld {
+        job: job.to_string(),
+        holder,
+    }
+    .into())
+}
+
+/// The run's work under its fence: repair, plan, pull and write. Cancels `stop` when done.
+async fn work(
+    settings: &Settings,
+    pool: &PgPool,
+    req: &RunRequest,
+    client: &ChatClient,
+    mut opened: OpenedRun,
+    label: &str,
+    stop: &CancellationToken,
+) -> anyhow::Result<(Outcome, Option<follow::FollowFigures>)> {
+    let me = repair::Repairer {
+        job: &req.job,
+        fence: opened.fence,
+        label,
+    };
+    repair::repair(
+        settings.require_database()?,
+        pool,
+        &settings.parquet_dir,
+        &me,
+    )
+    .await?;
+    if let Err(e) = sqlx::query("SELECT receipts.ensure_snapshot_partitions(3)")
+        .execute(pool)
+        .await
+    {
+        tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
+    }
+    let started = Instant::now(); // a budget's max_duration counts from here
+                                  // A backfill is a deliberate large pull: the per-run cap guards scheduled runs only.
+    let (plan, refused) = match req.selection {
+        Selection::Backfill(_) => (std::mem::take(&mut opened.plan), Vec::new()),
+        _ => plan::refuse_oversized(
+            std::mem::take(&mut opened.plan),
+            settings.max_seqs_per_group,
+        ),
+    };
+    for (group_id, why) in &refused {
+        tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
+    }
+
+    let lease = crate::budget::Lease::join(
+        pool,
+        client,
+        f64::from(settings.rate_limit),
+        rate_cap(settings, req),
+        label,
+    )
+    .await?;
+    let checkpoint = opened.prior.as_ref().map(|p| {
+        let prior = (p.api_calls, p.seqs_asked);
+        crate::backfill::checkpoint_calls(
+            pool.clone(),
+            opened.fence,
+            prior,
+            client.clone(),
+            stop.clone(),
+        )
+    });
+    let pipeline = Pipeline {
+        pool: pool.clone(),
+        client: client.clone(),
+        fence: opened.fence,
+        run_date: opened.run_date,
+        parquet_dir: settings.parquet_dir.clone(),
+        batch_size: settings.batch_size,
+        concurrency: settings.concurrency,
+        stop: stop.clone(),
+        first_batch_no: opened.first_batch_no,
+        reconnect: settings.lock_reconnect_timeout,
+    };
+    let (mut outcome, follow) = match &req.selection {
+        Selection::Backfill(_) => (pipeline.run(plan).await, None),
+        selection => {
+            let ctx = follow::RunContext {
+                pool,
+                client,
+                tags: &selection_tags(selection),
+                refused: &refused,
+                policy: &req.follow,
+                settings,
+                started,
+            };
+            let (outcome, figures) = follow::run(pipeline, ctx, plan).await;
+            (outcome, Some(figures))
+        }
+    };
+    outcome.groups_planned += refused.len();
+    for (group_id, why) in refused {
+        outcome
+            .failed_groups
+            .insert(group_id, ("Plan".to_string(), why));
+    }
+    stop.cancel();
+    lease.leave().await;
+    if let Some(task) = checkpoint {
+        let _ = task.await;
+    }
+    Ok((outcome, follow))
+}
+
+/// How the run ended: its status, exit code and error. A fenced run is `abandoned` (as the
+/// repairer recorded it); a run stopped because it lost its lock is `failed`, with the reason.
+fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> (RunStatus, Exit, Option<String>) {
+    let failed = outcome.failed_groups.len();
+    let planned = outcome.groups_planned;
+    let fenced = match (lost, &outcome.halt) {
+        (Some(Lost::Fenced(by)), _) | (_, Some(Halt::Fenced(by))) => Some(by),
+        _ => None,
+    };
+    if let Some(by) = fenced {
+        let reason = Lost::Fenced(by.clone()).reason();
+        return (RunStatus::Abandoned, Exit::Failed, Some(reason));
+    }
+    match &outcome.halt {
+        Some(Halt::Config(e)) => (RunStatus::Failed, Exit::Usage, Some(e.to_string())),
+        Some(Halt::Sink(e)) => (RunStatus::Failed, Exit::Failed, Some(format!("{e:#}"))),
+        Some(Halt::Stopped | Halt::Fenced(_)) => match lost {
+            Some(lost) => (RunStatus::Failed, Exit::Failed, Some(lost.reason())),
+            None => (
+                RunStatus::Interrupted,
+                Exit::Interrupted,
+                Some("interrupted by a signal".to_string()),
+            ),
+        },
+        None if failed == 0 => (RunStatus::Succeeded, Exit::Success, None),
+        None if failed < planned => (
+            RunStatus::Partial,
+            Exit::Partial,
+            Some(format!("{failed} of {planned} groups failed")),
+        ),
+        None => (
+            RunStatus::Failed,
+            Exit::Failed,
+            Some(format!("all {planned} groups failed")),
+        ),
+    }
+}
+
+/// A ledger statement, repeated on connection failures for up to `bound`.
+async fn ledger_retrying<T, F, Fut>(bound: Duration, op: F) -> sqlx::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<T>>,
+{
+    crate::sink::postgres::retry_for(bound, crate::sink::postgres::is_connection_error, op).await
 }
 
 /// The tags a selection filters on (empty: every enabled group).
@@ -360,46 +482,6 @@ pub fn client_config(settings: &Settings, api: &crate::settings::ApiSettings) ->
         max_attempts: 8,
         usersig_ttl: Duration::from_secs(86_400),
     }
-}
-
-/// Pings the lock's session while the run goes on. If the session dies (Postgres restarted,
-/// the connection killed), the lock died with it: the run takes it again on a new session if it
-/// is still free, and otherwise stops pulling, since another run may now hold it. Returns the
-/// task (which hands the lock back) and a token cancelled when the lock was lost.
-fn watch_lock(
-    mut lock: JobLock,
-    options: sqlx::postgres::PgConnectOptions,
-    stop: CancellationToken,
-) -> (tokio::task::JoinHandle<Option<JobLock>>, CancellationToken) {
-    let lost = CancellationToken::new();
-    let lost_flag = lost.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return Some(lock),
-                _ = tokio::time::sleep(LOCK_CHECK_EVERY) => {}
-            }
-            if lock.is_alive().await {
-                continue;
-            }
-            let job = lock.job().to_string();
-            tracing::warn!(job = %job, "the Postgres session holding the job lock died: taking the lock again");
-            match JobLock::try_acquire(&options, &job).await {
-                Ok(Some(again)) => lock = again,
-                outcome => {
-                    let why = match outcome {
-                        Ok(_) => "another session took it".to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    tracing::error!(job = %job, "lost the job lock ({why}): stopping the run");
-                    lost_flag.cancel();
-                    stop.cancel();
-                    return None;
-                }
-            }
-        }
-    });
-    (task, lost)
 }
 
 fn figures(client: &ChatClient, outcome: &pipeline::Outcome, planned: usize) -> RunFigures {

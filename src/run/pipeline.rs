@@ -8,8 +8,8 @@
 use crate::chat::{ChatClient, ChatError, ReceiptAnswer};
 use crate::plan::GroupPlan;
 use crate::sink::manifest;
-use crate::sink::parquet::{CommittedFile, RunParquet};
-use crate::sink::{postgres, ItemCodeRow, SnapshotRow, WriteBatch};
+use crate::sink::parquet::{CommittedFile, RunParquet, SealedFile};
+use crate::sink::{postgres, Fence, ItemCodeRow, SinkError, SnapshotRow, WriteBatch};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -23,14 +23,14 @@ use tokio_util::sync::CancellationToken;
 const WRITE_BATCH_ROWS: usize = 20_000;
 /// The longest a received answer waits before its batch is committed.
 const WRITE_BATCH_AGE: Duration = Duration::from_millis(500);
-/// Attempts of one write batch against connection-class Postgres errors.
-const WRITE_ATTEMPTS: u32 = 6;
 
 /// What the pipeline needs besides the plan.
 pub struct Pipeline {
     pub pool: PgPool,
     pub client: ChatClient,
-    pub run_id: i64,
+    /// The run, and the epoch that lets this process write for it: every commit and every
+    /// Parquet file published checks it, and the pipeline halts once it moved.
+    pub fence: Fence,
     pub run_date: NaiveDate,
     pub parquet_dir: std::path::PathBuf,
     pub batch_size: usize,
@@ -40,6 +40,8 @@ pub struct Pipeline {
     pub stop: CancellationToken,
     /// The first write batch number: 1, or after the batches a resumed run committed before.
     pub first_batch_no: i32,
+    /// How long a write rides out a lost connection (a Postgres restart) before it fails.
+    pub reconnect: Duration,
 }
 
 /// Why the pipeline stopped before the end of the plan.
@@ -49,6 +51,8 @@ pub enum Halt {
     Config(ChatError),
     /// `stop` was cancelled (signal, lost lock): the caller knows which.
     Stopped,
+    /// Another process took the run over (named here): nothing more was written.
+    Fenced(String),
     /// A sink failed: the rows committed to Postgres stay, Parquet is repaired later.
     Sink(anyhow::Error),
 }
@@ -87,7 +91,8 @@ impl Pipeline {
         let (tx, rx) = mpsc::channel::<Vec<ReceiptAnswer>>(self.concurrency.max(4) * 2);
         let writer = Writer {
             pool: self.pool.clone(),
-            run_id: self.run_id,
+            fence: self.fence,
+            reconnect: self.reconnect,
             run_date: self.run_date,
             next_batch_no: self.first_batch_no,
             parquet: None,
@@ -113,7 +118,10 @@ impl Pipeline {
                 outcome.receipts_written = w.receipts;
                 outcome.codes_written = w.codes;
                 outcome.files = w.files;
-                outcome.halt = Some(Halt::Sink(err));
+                outcome.halt = Some(match err.downcast_ref::<SinkError>() {
+                    Some(SinkError::Fenced { by, .. }) => Halt::Fenced(by.clone()),
+                    _ => Halt::Sink(err),
+                });
             }
             Err(join) => {
                 outcome.halt = Some(Halt::Sink(anyhow::anyhow!("the writer task died: {join}")))
@@ -175,7 +183,7 @@ impl Pipeline {
             if !answers.is_empty() && tx.send(answers).await.is_err() {
                 return None;
             }
-            crate::crashpoint::hit("pull");
+            crate::crashpoint::hit("pull").await;
         }
     }
 }
@@ -183,7 +191,8 @@ impl Pipeline {
 /// Turns answers into write batches and commits them to both sinks.
 struct Writer {
     pool: PgPool,
-    run_id: i64,
+    fence: Fence,
+    reconnect: Duration,
     run_date: NaiveDate,
     next_batch_no: i32,
     /// Opened on the first batch, so a run with nothing to write creates no file.
@@ -201,10 +210,27 @@ struct Pending {
 }
 
 impl Writer {
+    /// Writes everything received until the channel closes. On an error the open Parquet
+    /// files are given up (their temporary files removed): what was committed to Postgres
+    /// and not yet recorded in Parquet is the next repair's to write.
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Vec<ReceiptAnswer>>,
+        rx: mpsc::Receiver<Vec<ReceiptAnswer>>,
     ) -> Result<Writer, (Writer, anyhow::Error)> {
+        match self.drain(rx).await {
+            Ok(()) => Ok(self),
+            Err(e) => {
+                if let Some(parquet) = self.parquet.take() {
+                    if let Err(abort) = parquet.abort() {
+                        tracing::warn!("could not remove a temporary Parquet file: {abort}");
+                    }
+                }
+                Err((self, e))
+            }
+        }
+    }
+
+    async fn drain(&mut self, mut rx: mpsc::Receiver<Vec<ReceiptAnswer>>) -> anyhow::Result<()> {
         let mut pending: Option<Pending> = None;
         loop {
             let deadline = pending.as_ref().map(|p| p.since + WRITE_BATCH_AGE);
@@ -212,7 +238,7 @@ impl Writer {
                 r = rx.recv() => r,
                 _ = sleep_until(deadline) => {
                     if let Some(p) = pending.take() {
-                        if let Err(e) = self.commit(p.batch).await { return Err((self, e)) }
+                        self.commit(p.batch).await?;
                     }
                     continue;
                 }
@@ -224,10 +250,7 @@ impl Writer {
                     .as_ref()
                     .is_some_and(|p| p.batch.capture_date != date)
                 {
-                    let p = pending.take().unwrap();
-                    if let Err(e) = self.commit(p.batch).await {
-                        return Err((self, e));
-                    }
+                    self.commit(pending.take().unwrap().batch).await?;
                 }
                 let p = pending.get_or_insert_with(|| Pending {
                     batch: self.new_batch(date),
@@ -239,27 +262,20 @@ impl Writer {
                 .as_ref()
                 .is_some_and(|p| p.batch.rows.len() + p.batch.codes.len() >= WRITE_BATCH_ROWS)
             {
-                if let Err(e) = self.commit(pending.take().unwrap().batch).await {
-                    return Err((self, e));
-                }
+                self.commit(pending.take().unwrap().batch).await?;
             }
         }
         if let Some(p) = pending.take() {
-            if let Err(e) = self.commit(p.batch).await {
-                return Err((self, e));
-            }
+            self.commit(p.batch).await?;
         }
-        match self.finish_parquet().await {
-            Ok(()) => Ok(self),
-            Err(e) => Err((self, e)),
-        }
+        self.finish_parquet().await
     }
 
     fn new_batch(&mut self, capture_date: NaiveDate) -> WriteBatch {
         let batch_no = self.next_batch_no;
         self.next_batch_no += 1;
         WriteBatch {
-            run_id: self.run_id,
+            run_id: self.fence.run_id,
             run_date: self.run_date,
             batch_no,
             capture_date,
@@ -268,20 +284,24 @@ impl Writer {
         }
     }
 
-    /// Postgres first (the source of truth), then Parquet; a file is recorded in the manifest
-    /// once it is complete on disk.
+    /// Postgres first (the source of truth), then Parquet; a file enters the manifest once it
+    /// is complete on disk. Every step that changes something checks the run's fence.
     async fn commit(&mut self, batch: WriteBatch) -> anyhow::Result<()> {
-        postgres::write_batch_retrying(&self.pool, &batch, WRITE_ATTEMPTS).await?;
+        postgres::write_batch_retrying(&self.pool, self.fence, &batch, self.reconnect).await?;
         self.receipts += batch.rows.len() as u64;
         self.codes += batch.codes.len() as u64;
-        crate::crashpoint::hit("between_sinks");
+        crate::crashpoint::hit("between_sinks").await;
         if self.parquet.is_none() {
-            let next_part = manifest::next_part(&self.pool, self.run_id).await?;
-            self.parquet = Some(RunParquet::new(&self.parquet_dir, self.run_id, next_part));
+            let (pool, run_id) = (&self.pool, self.fence.run_id);
+            let next_part = postgres::retry_for(self.reconnect, SinkError::is_retryable, || {
+                manifest::next_part(pool, run_id)
+            })
+            .await?;
+            self.parquet = Some(RunParquet::new(&self.parquet_dir, run_id, next_part));
         }
         let rolled = self.parquet.as_mut().unwrap().append(&batch)?;
-        crate::crashpoint::hit("parquet_write");
-        self.record(rolled).await
+        crate::crashpoint::hit("parquet_write").await;
+        self.publish(rolled).await
     }
 
     async fn finish_parquet(&mut self) -> anyhow::Result<()> {
@@ -289,13 +309,13 @@ impl Writer {
             return Ok(());
         };
         let files = parquet.finish()?;
-        self.record(files).await
+        self.publish(files).await
     }
 
-    async fn record(&mut self, files: Vec<CommittedFile>) -> anyhow::Result<()> {
+    /// Renames each sealed file into place and records it, under the run's fence.
+    async fn publish(&mut self, files: Vec<SealedFile>) -> anyhow::Result<()> {
         for file in files {
-            crate::crashpoint::hit("after_rename");
-            manifest::record_file(&self.pool, self.run_id, &file).await?;
+            let file = manifest::publish(&self.pool, self.fence, file, self.reconnect).await?;
             tracing::debug!(path = %file.relative_path, rows = file.row_count, "Parquet file committed");
             self.files.push(file);
         }

@@ -2,38 +2,115 @@
 //!
 //! A Parquet file is part of the warehouse exactly when its row is in `receipts.parquet_files`,
 //! and `receipts.write_batches.parquet_file_id` says which file holds each batch (NULL: not yet
-//! in Parquet). Files are fsynced before their row commits, so after a crash the manifest
-//! never names a missing file; the reverse (a renamed file never recorded, a leftover
-//! temporary file, a batch never exported) is what [`rebuild_run`] repairs. Rebuilding
-//! rewrites files from Postgres, the source of truth; it never reads old Parquet files.
-//! Serialising warehouse writers ([`lock_warehouse`]) is the caller's job.
+//! in Parquet). A run's file is renamed into place and recorded in one transaction that holds
+//! the run's fence ([`publish`]): only the run's current owner can put a file in place, and a
+//! take-over waits until such a transaction ends. Files are fsynced before their row commits,
+//! so after a crash the manifest never names a missing file; the reverse (a renamed file never
+//! recorded, a leftover temporary file, a batch never exported) is what [`rebuild_run`]
+//! repairs, as the run's new owner. Rebuilding rewrites files from Postgres, the source of
+//! truth; it never reads old Parquet files. Serialising repairs ([`lock_warehouse`]) is the
+//! caller's job.
 
 use super::parquet::{
-    partition_dir, remove_if_present, sync_dir, CommittedFile, RunParquet, TABLE_DIR,
+    partition_dir, remove_if_present, sync_dir, CommittedFile, RunParquet, SealedFile, TABLE_DIR,
 };
-use super::{SinkError, SnapshotRow, WriteBatch};
+use super::{fence, Fence, SinkError, SnapshotRow, WriteBatch};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-/// Records a committed file and points its batches at it, in one transaction. Repeating the
-/// call for the same file changes nothing and returns the same id.
+/// Records a file already in place and points its batches at it, in one transaction that
+/// checks the run's fence. Repeating the call for the same file changes nothing and returns
+/// the same id.
 pub async fn record_file(
     pool: &PgPool,
-    run_id: i64,
+    fence: Fence,
     file: &CommittedFile,
 ) -> Result<i64, SinkError> {
     let mut tx = pool
         .begin()
         .await
         .map_err(SinkError::pg("starting a manifest transaction"))?;
-    let file_id = record_file_in(&mut tx, run_id, file).await?;
+    fence::check(&mut tx, fence).await?;
+    let file_id = record_file_in(&mut tx, fence.run_id, file).await?;
     tx.commit()
         .await
         .map_err(SinkError::pg("committing a manifest row"))?;
     Ok(file_id)
+}
+
+/// Puts a run's sealed file into the warehouse: in one transaction, checks the run's fence
+/// (locking the run's row), renames the file into place and records it. A take-over waits for
+/// this transaction, so a file is either in place and recorded before it, or never renamed.
+/// Connection failures are retried for up to `bound`; a retry after the rename only records.
+///
+/// When the run was fenced, a file not yet renamed is dropped (its temporary file removed);
+/// one renamed by an attempt whose commit failed stays where it is for the new owner's
+/// sweep: by then the new owner may use that name for a file of its own.
+pub async fn publish(
+    pool: &PgPool,
+    fence: Fence,
+    file: SealedFile,
+    bound: std::time::Duration,
+) -> Result<CommittedFile, SinkError> {
+    // Each attempt takes the file and hands it back: a retry knows whether it was renamed.
+    let slot = std::sync::Mutex::new(Some(file));
+    let attempt = || {
+        let slot = &slot;
+        async move {
+            let file = slot
+                .lock()
+                .unwrap()
+                .take()
+                .expect("handed back by the last attempt");
+            let (file, outcome) = publish_once(pool, fence, file).await;
+            *slot.lock().unwrap() = Some(file);
+            outcome
+        }
+    };
+    super::postgres::retry_for(bound, SinkError::is_retryable, attempt).await?;
+    let file = slot.into_inner().unwrap().expect("handed back");
+    Ok(file.into_committed())
+}
+
+/// One attempt of [`publish`]; hands the file back with the outcome.
+async fn publish_once(
+    pool: &PgPool,
+    fence: Fence,
+    file: SealedFile,
+) -> (SealedFile, Result<(), SinkError>) {
+    let mut tx = match pool.begin().await {
+        Ok(tx) => tx,
+        Err(e) => {
+            return (
+                file,
+                Err(SinkError::pg("starting a manifest transaction")(e)),
+            )
+        }
+    };
+    if let Err(e) = fence::check(&mut tx, fence).await {
+        return (file, Err(e));
+    }
+    let (file, renamed) = blocking(move || {
+        let mut file = file;
+        let renamed = file.rename_into_place();
+        (file, renamed)
+    })
+    .await;
+    if let Err(e) = renamed {
+        return (file, Err(e));
+    }
+    crate::crashpoint::hit("after_rename").await;
+    if let Err(e) = record_file_in(&mut tx, fence.run_id, file.info()).await {
+        return (file, Err(e));
+    }
+    let committed = tx
+        .commit()
+        .await
+        .map_err(SinkError::pg("committing a manifest row"));
+    (file, committed)
 }
 
 async fn record_file_in(
@@ -154,12 +231,16 @@ pub struct RepairReport {
 
 /// Brings the run's Parquet files in line with Postgres after a crash: removes the run's
 /// stray files, then writes the rows of its unexported batches into new parts and records
-/// them. The run must not be writing Parquet meanwhile.
+/// them. `fence` must be the run's current one, taken over from its dead writer
+/// ([`fence::take_over`]) or held as its owner: no one else can then put a file of the run in
+/// place while the sweep runs, and if someone takes the run over meanwhile, this stops with
+/// [`SinkError::Fenced`].
 pub async fn rebuild_run(
     pool: &PgPool,
     parquet_dir: &Path,
-    run_id: i64,
+    fence: Fence,
 ) -> Result<RepairReport, SinkError> {
+    let run_id = fence.run_id;
     let run_date: NaiveDate =
         sqlx::query_scalar("SELECT run_date FROM receipts.export_runs WHERE run_id = $1")
             .bind(run_id)
@@ -187,8 +268,8 @@ pub async fn rebuild_run(
     .execute(&mut *cursor)
     .await
     .map_err(SinkError::pg("reading unexported rows"))?;
-    let target = Target::Live(parquet_dir.to_path_buf());
-    let files = drain_cursor(pool, &mut cursor, target, true).await?;
+    let target = Target::Live(parquet_dir.to_path_buf(), fence);
+    let files = drain_cursor(pool, &mut cursor, target).await?;
     cursor
         .rollback()
         .await
@@ -207,22 +288,25 @@ pub async fn rebuild_run(
 enum Stray {
     /// `run-<id>-<part>.parquet`: a stray only if the manifest does not know it.
     Final,
-    /// `.run-<id>-<part>.parquet.tmp`: always a stray once the run no longer writes.
+    /// `.run-<id>-<part>.<random>.parquet.tmp` (or, from versions before the random part,
+    /// `.run-<id>-<part>.parquet.tmp`): always a stray once the sweeper owns the run.
     Temp,
 }
 
 /// Whether `name` is a file of run `run_id`, and which kind.
 fn classify(name: &str, run_id: i64) -> Option<Stray> {
-    let part_of = |rest: &str| {
-        let digits = rest
-            .strip_prefix(&format!("run-{run_id}-"))?
-            .strip_suffix(".parquet")?;
-        (digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit())).then_some(())
-    };
-    match name.strip_prefix('.').and_then(|n| n.strip_suffix(".tmp")) {
-        Some(inner) => part_of(inner).map(|_| Stray::Temp),
-        None => part_of(name).map(|_| Stray::Final),
+    let is_part = |digits: &str| digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit());
+    let prefix = format!("run-{run_id}-");
+    if let Some(hidden) = name.strip_prefix('.') {
+        let rest = hidden.strip_prefix(&prefix)?.strip_suffix(".parquet.tmp")?;
+        let ok = match rest.split_once('.') {
+            Some((part, random)) => is_part(part) && crate::files::is_random_part(random),
+            None => is_part(rest),
+        };
+        return ok.then_some(Stray::Temp);
     }
+    let part = name.strip_prefix(&prefix)?.strip_suffix(".parquet")?;
+    is_part(part).then_some(Stray::Final)
 }
 
 /// Removes the run's temporary files and the final files the manifest does not know, in the
@@ -328,11 +412,10 @@ async fn rebuild_day(
     day: NaiveDate,
 ) -> Result<Option<DayReport>, SinkError> {
     let live = root.join(partition_dir(day));
-    let stage = root
-        .join(TABLE_DIR)
-        .join(format!(".capture_date={}.tmp", day.format("%Y-%m-%d")));
-    // A staging directory left by an interrupted rebuild holds nothing the manifest needs.
-    remove_dir_if_present(stage.clone()).await?;
+    // Built in a new hidden directory with a random name (a planted link cannot stand in for
+    // it); removed when dropped, holding the old day after the swap.
+    let stage_dir = new_stage_dir(root.join(TABLE_DIR), day).await?;
+    let stage = stage_dir.path().to_path_buf();
     let old_ids: Vec<i64> =
         sqlx::query_scalar("SELECT file_id FROM receipts.parquet_files WHERE capture_date = $1")
             .bind(day)
@@ -343,12 +426,6 @@ async fn rebuild_day(
     if files.is_empty() && old_ids.is_empty() && !live.exists() {
         return Ok(None);
     }
-    let stage_for_create = stage.clone();
-    blocking(move || {
-        std::fs::create_dir_all(&stage_for_create)
-            .map_err(SinkError::io("creating", &stage_for_create))
-    })
-    .await?;
     let mut tx = pool
         .begin()
         .await
@@ -371,7 +448,14 @@ async fn rebuild_day(
             source,
         });
     }
-    remove_dir_if_present(stage).await?;
+    // After the swap the staging directory holds the old day, or is gone (there was none).
+    blocking(move || match stage_dir.close() {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(SinkError::io("removing the old day", stage)(e))
+        }
+        _ => Ok(()),
+    })
+    .await?;
     let rows = files.iter().map(|(_, f)| f.row_count).sum();
     let files = files.into_iter().map(|(_, f)| f).collect();
     Ok(Some(DayReport {
@@ -380,6 +464,38 @@ async fn rebuild_day(
         rows,
         replaced: old_ids.len(),
     }))
+}
+
+/// Creates `.capture_date=YYYY-MM-DD.<random>.tmp` under `table` for rebuilding `day`, after
+/// removing the staging directories an interrupted rebuild of that day left (the manifest
+/// needs nothing in them; the caller holds the warehouse lock, so none is in use).
+async fn new_stage_dir(table: PathBuf, day: NaiveDate) -> Result<tempfile::TempDir, SinkError> {
+    let prefix = format!(".capture_date={}.", day.format("%Y-%m-%d"));
+    blocking(move || {
+        std::fs::create_dir_all(&table).map_err(SinkError::io("creating", &table))?;
+        for entry in std::fs::read_dir(&table).map_err(SinkError::io("listing", &table))? {
+            let name = entry.map_err(SinkError::io("listing", &table))?.file_name();
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(&prefix)) else {
+                continue;
+            };
+            let left_over = rest == "tmp"
+                || rest
+                    .strip_suffix(".tmp")
+                    .is_some_and(crate::files::is_random_part);
+            if left_over {
+                let path = table.join(&name);
+                std::fs::remove_dir_all(&path)
+                    .map_err(SinkError::io("removing the directory", &path))?;
+            }
+        }
+        tempfile::Builder::new()
+            .prefix(&prefix)
+            .suffix(".tmp")
+            .rand_bytes(crate::files::RANDOM_CHARS)
+            .tempdir_in(&table)
+            .map_err(SinkError::io("creating a staging directory in", &table))
+    })
+    .await
 }
 
 /// Writes the day's rows from Postgres into files in the staging directory.
@@ -407,13 +523,7 @@ async fn stage_day(
     .execute(&mut *cursor)
     .await
     .map_err(SinkError::pg("reading the day's rows"))?;
-    let files = drain_cursor(
-        pool,
-        &mut cursor,
-        Target::Staged(stage.to_path_buf()),
-        false,
-    )
-    .await?;
+    let files = drain_cursor(pool, &mut cursor, Target::Staged(stage.to_path_buf())).await?;
     cursor
         .rollback()
         .await
@@ -502,21 +612,13 @@ fn exchange(a: &Path, b: &Path) -> Result<(), SinkError> {
     std::fs::rename(&aside, a).map_err(SinkError::io("renaming", &aside))
 }
 
-async fn remove_dir_if_present(dir: PathBuf) -> Result<(), SinkError> {
-    blocking(move || match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(SinkError::io("removing the directory", &dir)(e))
-        }
-        _ => Ok(()),
-    })
-    .await
-}
-
 /// Where rebuilt files go.
 enum Target {
-    /// The live partition directories (repairing a run: new parts next to the recorded ones).
-    Live(PathBuf),
-    /// One staging directory (rebuilding one day).
+    /// The live partition directories (repairing a run: new parts next to the recorded ones),
+    /// each file published at once under the run's fence.
+    Live(PathBuf, Fence),
+    /// One staging directory (rebuilding one day): files renamed inside it, recorded by the
+    /// caller with the swap.
     Staged(PathBuf),
 }
 
@@ -537,17 +639,15 @@ type CursorRow = (
 const FETCH_ROWS: usize = 10_000;
 
 /// Reads the open cursor `rebuild` (rows ordered by run, then batch) to its end, writing the
-/// rows batch by batch into Parquet; records each file at once when `record_now`.
+/// rows batch by batch into Parquet files in `target`.
 async fn drain_cursor(
     pool: &PgPool,
     cursor: &mut PgConnection,
     target: Target,
-    record_now: bool,
 ) -> Result<Vec<(i64, CommittedFile)>, SinkError> {
     let mut out = Rewriter {
         pool,
         target,
-        record_now,
         writer: None,
         batch: None,
         done: Vec::new(),
@@ -573,7 +673,6 @@ async fn drain_cursor(
 struct Rewriter<'p> {
     pool: &'p PgPool,
     target: Target,
-    record_now: bool,
     writer: Option<(i64, RunParquet)>,
     batch: Option<WriteBatch>,
     done: Vec<(i64, CommittedFile)>,
@@ -631,7 +730,7 @@ impl Rewriter<'_> {
             self.finish_writer().await?;
             let part = next_part(self.pool, batch.run_id).await?;
             let writer = match &self.target {
-                Target::Live(root) => RunParquet::new(root, batch.run_id, part),
+                Target::Live(root, _) => RunParquet::new(root, batch.run_id, part),
                 Target::Staged(dir) => RunParquet::staged(dir, batch.run_id, part),
             };
             self.writer = Some((batch.run_id, writer));
@@ -654,11 +753,20 @@ impl Rewriter<'_> {
         Ok(())
     }
 
-    async fn committed(&mut self, run_id: i64, files: Vec<CommittedFile>) -> Result<(), SinkError> {
+    async fn committed(&mut self, run_id: i64, files: Vec<SealedFile>) -> Result<(), SinkError> {
         for file in files {
-            if self.record_now {
-                record_file(self.pool, run_id, &file).await?;
-            }
+            let file = match self.target {
+                Target::Live(_, fence) => {
+                    publish(self.pool, fence, file, std::time::Duration::ZERO).await?
+                }
+                Target::Staged(_) => {
+                    blocking(move || {
+                        let mut file = file;
+                        file.rename_into_place().map(|_| file.into_committed())
+                    })
+                    .await?
+                }
+            };
             self.done.push((run_id, file));
         }
         Ok(())
@@ -691,6 +799,12 @@ mod tests {
         assert_eq!(classify("run-12-0001.parquet", 12), Some(Stray::Final));
         assert_eq!(classify("run-12-12345.parquet", 12), Some(Stray::Final));
         assert_eq!(classify(".run-12-0001.parquet.tmp", 12), Some(Stray::Temp));
+        assert_eq!(
+            classify(".run-12-0001.Ab3dE6gH9k.parquet.tmp", 12),
+            Some(Stray::Temp)
+        );
+        assert_eq!(classify(".run-12-0001.short.parquet.tmp", 12), None);
+        assert_eq!(classify(".run-123-0001.Ab3dE6gH9k.parquet.tmp", 12), None);
         assert_eq!(classify("run-123-0001.parquet", 12), None);
         assert_eq!(classify("run-1-0001.parquet", 12), None);
         assert_eq!(classify("run-12-01.parquet", 12), None);

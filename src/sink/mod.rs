@@ -46,9 +46,12 @@ pub struct WriteBatch {
     pub codes: Vec<ItemCodeRow>,
 }
 
+pub mod fence;
 pub mod manifest;
 pub mod parquet;
 pub mod postgres;
+
+pub use fence::Fence;
 
 use std::path::PathBuf;
 
@@ -91,6 +94,10 @@ pub enum SinkError {
     /// The run does not exist in `receipts.export_runs`.
     #[error("run {0} is not in receipts.export_runs")]
     UnknownRun(i64),
+    /// Another process took the run over (its epoch moved): this writer must change nothing
+    /// more of it. `by` says who, e.g. "run 7 (job b) on host h, pid 42".
+    #[error("run {run_id} was fenced by {by}: another process declared it dead and took it over")]
+    Fenced { run_id: i64, by: String },
 }
 
 impl SinkError {

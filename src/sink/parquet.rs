@@ -3,10 +3,12 @@
 //!
 //! Layout under the Parquet directory:
 //! `receipt_snapshots/capture_date=YYYY-MM-DD/run-<run_id>-<part>.parquet`. A file being
-//! written is `.run-<run_id>-<part>.parquet.tmp` in the same directory: hidden, and not
-//! matched by `*.parquet`, so readers never pick it up. A committed file becomes part of the
-//! warehouse when the manifest records it ([`super::manifest`]); this module touches files
-//! only, never Postgres.
+//! written is `.run-<run_id>-<part>.<random>.parquet.tmp` in the same directory: hidden, not
+//! matched by `*.parquet` (readers never pick it up), created new with a random part so a
+//! planted link cannot redirect it ([`crate::files`]). A finished file is sealed (footer
+//! written, fsynced) here; renaming it into place and recording it happen together, under the
+//! run's fence, in [`super::manifest::publish`]. This module touches files only, never
+//! Postgres.
 
 use super::{SinkError, SnapshotRow, WriteBatch};
 use arrow::array::{
@@ -23,6 +25,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
+use tempfile::NamedTempFile;
 
 /// The version of the file layout below; readers check it in the file metadata.
 pub const SCHEMA_VERSION: &str = "1";
@@ -70,9 +73,10 @@ pub fn file_name(run_id: i64, part: i32) -> String {
     format!("run-{run_id}-{part:04}.parquet")
 }
 
-/// The name a file has while it is written: hidden, and not ending in `.parquet`.
-pub fn temp_file_name(run_id: i64, part: i32) -> String {
-    format!(".{}.tmp", file_name(run_id, part))
+/// How the name of a file being written starts and ends: `.run-<run_id>-<part>.` + a random
+/// part + `.parquet.tmp`. Hidden, and not ending in `.parquet`.
+pub fn temp_name_affixes(run_id: i64, part: i32) -> (String, &'static str) {
+    (format!(".run-{run_id}-{part:04}."), ".parquet.tmp")
 }
 
 /// A file's path relative to the Parquet directory, as the manifest stores it.
@@ -103,8 +107,9 @@ pub struct PartitionWriter {
     capture_date: NaiveDate,
     part: i32,
     dir: PathBuf,
+    /// The temporary file's path (the file itself is inside `writer`).
     temp_path: PathBuf,
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<NamedTempFile>,
     rows: u64,
     batch_nos: Vec<i32>,
 }
@@ -137,8 +142,12 @@ impl PartitionWriter {
     ) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir)
             .map_err(SinkError::io("creating the partition directory", dir))?;
-        let temp_path = dir.join(temp_file_name(run_id, part));
-        let file = File::create(&temp_path).map_err(SinkError::io("creating", &temp_path))?;
+        let (prefix, suffix) = temp_name_affixes(run_id, part);
+        let file = crate::files::create_beside(dir, &prefix, suffix).map_err(SinkError::io(
+            "creating a temporary file in",
+            dir.join(format!("{prefix}*{suffix}")),
+        ))?;
+        let temp_path = file.path().to_path_buf();
         let writer = ArrowWriter::try_new(file, arrow_schema(), Some(writer_properties()))
             .map_err(|source| SinkError::Parquet {
                 op: "starting",
@@ -196,40 +205,46 @@ impl PartitionWriter {
         Ok(())
     }
 
-    /// Writes the footer, fsyncs the file, renames it to its final name and fsyncs the
-    /// directory, so the file survives a crash before the manifest records it.
-    pub fn commit(self) -> Result<CommittedFile, SinkError> {
-        let parquet_err = |op, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| SinkError::Parquet { op, path, source }
-        };
+    /// Writes the footer and fsyncs the file, still under its temporary name: complete on
+    /// disk, ready to be renamed into place.
+    pub fn seal(self) -> Result<SealedFile, SinkError> {
         // `into_inner` flushes the last row group and writes the footer.
         let file = self
             .writer
             .into_inner()
-            .map_err(parquet_err("finishing", &self.temp_path))?;
-        file.sync_all()
+            .map_err(|source| SinkError::Parquet {
+                op: "finishing",
+                path: self.temp_path.clone(),
+                source,
+            })?;
+        file.as_file()
+            .sync_all()
             .map_err(SinkError::io("fsyncing", &self.temp_path))?;
         let byte_size = file
+            .as_file()
             .metadata()
             .map_err(SinkError::io("reading the size of", &self.temp_path))?
             .len();
-        drop(file);
-        let final_path = self.dir.join(file_name(self.run_id, self.part));
-        std::fs::rename(&self.temp_path, &final_path).map_err(|source| SinkError::Io {
-            op: "renaming the finished temporary file to",
-            path: final_path.clone(),
-            source,
-        })?;
-        sync_dir(&self.dir)?;
-        Ok(CommittedFile {
-            relative_path: relative_path(self.capture_date, self.run_id, self.part),
-            capture_date: self.capture_date,
-            part: self.part,
-            row_count: self.rows,
-            byte_size,
-            batch_nos: self.batch_nos,
+        Ok(SealedFile {
+            temp: Some(file.into_temp_path()),
+            final_path: self.dir.join(file_name(self.run_id, self.part)),
+            info: CommittedFile {
+                relative_path: relative_path(self.capture_date, self.run_id, self.part),
+                capture_date: self.capture_date,
+                part: self.part,
+                row_count: self.rows,
+                byte_size,
+                batch_nos: self.batch_nos,
+            },
         })
+    }
+
+    /// Seals the file and renames it into place, without the manifest: for staging a rebuilt
+    /// day and for tools. A run's files go through [`super::manifest::publish`].
+    pub fn commit(self) -> Result<CommittedFile, SinkError> {
+        let mut sealed = self.seal()?;
+        sealed.rename_into_place()?;
+        Ok(sealed.info)
     }
 
     /// Gives up on the file: removes the temporary file.
@@ -237,6 +252,45 @@ impl PartitionWriter {
         let path = self.temp_path.clone();
         drop(self.writer);
         remove_if_present(&path)
+    }
+}
+
+/// A complete file under its temporary name, waiting to be renamed into place. Dropped before
+/// that, it removes the temporary file.
+pub struct SealedFile {
+    /// `None` once renamed.
+    temp: Option<tempfile::TempPath>,
+    final_path: PathBuf,
+    info: CommittedFile,
+}
+
+impl SealedFile {
+    /// What the manifest records for the file.
+    pub fn info(&self) -> &CommittedFile {
+        &self.info
+    }
+
+    /// Renames the file to its final name (replacing whatever is there: a link planted there is
+    /// replaced, never followed) and fsyncs the directory, so the file survives a crash before
+    /// the manifest records it. Once done, doing it again does nothing.
+    pub fn rename_into_place(&mut self) -> Result<(), SinkError> {
+        let Some(temp) = self.temp.take() else {
+            return Ok(());
+        };
+        if let Err(e) = temp.persist(&self.final_path) {
+            self.temp = Some(e.path);
+            return Err(SinkError::Io {
+                op: "renaming the finished temporary file to",
+                path: self.final_path.clone(),
+                source: e.error,
+            });
+        }
+        sync_dir(self.final_path.parent().expect("a file has a directory"))
+    }
+
+    /// The file's record (for the manifest once [`SealedFile::rename_into_place`] has run).
+    pub fn into_committed(self) -> CommittedFile {
+        self.info
     }
 }
 
@@ -345,15 +399,15 @@ impl RunParquet {
     }
 
     /// Appends the batch to its capture date's file; returns the files that a roll to a new
-    /// part committed. A batch without rows opens no file.
-    pub fn append(&mut self, batch: &WriteBatch) -> Result<Vec<CommittedFile>, SinkError> {
+    /// part sealed (they still need renaming into place). A batch without rows opens no file.
+    pub fn append(&mut self, batch: &WriteBatch) -> Result<Vec<SealedFile>, SinkError> {
         let mut committed = Vec::new();
         let date = batch.capture_date;
         let full = self.open.get(&date).is_some_and(|w| {
             w.row_count() > 0 && w.row_count() + batch.rows.len() as u64 > self.max_rows_per_file
         });
         if full {
-            committed.push(self.open.remove(&date).expect("checked above").commit()?);
+            committed.push(self.open.remove(&date).expect("checked above").seal()?);
         }
         if !self.open.contains_key(&date) {
             if batch.rows.is_empty() {
@@ -378,10 +432,10 @@ impl RunParquet {
         Ok(writer)
     }
 
-    /// Commits every open file.
-    pub fn finish(mut self) -> Result<Vec<CommittedFile>, SinkError> {
+    /// Seals every open file (they still need renaming into place).
+    pub fn finish(mut self) -> Result<Vec<SealedFile>, SinkError> {
         let open = std::mem::take(&mut self.open);
-        open.into_values().map(PartitionWriter::commit).collect()
+        open.into_values().map(PartitionWriter::seal).collect()
     }
 
     /// Gives up: removes every open file's temporary file.

@@ -6,7 +6,7 @@
 //! server); item codes and the `receipt_latest` upsert ship as arrays through `UNNEST`.
 //! This module writes and classifies errors; it does not decide what a run does about them.
 
-use super::{SinkError, WriteBatch};
+use super::{Fence, SinkError, WriteBatch};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::future::Future;
@@ -22,14 +22,20 @@ pub enum WriteOutcome {
     AlreadyCommitted,
 }
 
-/// Commits `batch` in one transaction: claim the batch number, COPY the snapshots, insert the
-/// item codes, bring `receipt_latest` forward.
-pub async fn write_batch(pool: &PgPool, batch: &WriteBatch) -> Result<WriteOutcome, SinkError> {
-    validate(batch)?;
+/// Commits `batch` in one transaction: check the run's fence, claim the batch number, COPY
+/// the snapshots, insert the item codes, bring `receipt_latest` forward. A writer that was
+/// fenced gets [`SinkError::Fenced`] and changes nothing.
+pub async fn write_batch(
+    pool: &PgPool,
+    fence: Fence,
+    batch: &WriteBatch,
+) -> Result<WriteOutcome, SinkError> {
+    validate(fence, batch)?;
     let mut tx = pool
         .begin()
         .await
         .map_err(SinkError::pg("starting a write transaction"))?;
+    super::fence::check(&mut tx, fence).await?;
     if !claim_batch(&mut tx, batch).await? {
         // Committed by an earlier attempt: leave everything as that attempt left it.
         return Ok(WriteOutcome::AlreadyCommitted);
@@ -37,36 +43,48 @@ pub async fn write_batch(pool: &PgPool, batch: &WriteBatch) -> Result<WriteOutco
     let rows = copy_snapshots(&mut tx, batch).await?;
     let codes = insert_item_codes(&mut tx, batch).await?;
     upsert_latest(&mut tx, batch).await?;
-    crate::crashpoint::hit("pg_write");
+    crate::crashpoint::hit("pg_write").await;
     tx.commit()
         .await
         .map_err(SinkError::pg("committing a write batch"))?;
     Ok(WriteOutcome::Written { rows, codes })
 }
 
-/// [`write_batch`], repeated up to `attempts` times (at least once) while the failure is a
-/// lost or refused connection; any other error returns at once.
+/// [`write_batch`], repeated while the failure is a lost or refused connection (a Postgres
+/// restart, a killed session), for up to `bound` (at least once); any other error returns at
+/// once.
 pub async fn write_batch_retrying(
     pool: &PgPool,
+    fence: Fence,
     batch: &WriteBatch,
-    attempts: u32,
+    bound: Duration,
 ) -> Result<WriteOutcome, SinkError> {
-    retry(attempts, || write_batch(pool, batch)).await
+    retry_for(bound, SinkError::is_retryable, || {
+        write_batch(pool, fence, batch)
+    })
+    .await
 }
 
-/// Calls `op` until it succeeds, fails with a non-retryable error, or `attempts` are spent,
-/// sleeping [`backoff_delay`] between attempts.
-async fn retry<T, F, Fut>(attempts: u32, mut op: F) -> Result<T, SinkError>
+/// Calls `op` until it succeeds, fails with an error `retryable` refuses, or `bound` has
+/// passed since the first call, sleeping [`backoff_delay`] between attempts.
+pub async fn retry_for<T, E, F, Fut>(
+    bound: Duration,
+    retryable: impl Fn(&E) -> bool,
+    mut op: F,
+) -> Result<T, E>
 where
+    E: std::fmt::Display,
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, SinkError>>,
+    Fut: Future<Output = Result<T, E>>,
 {
+    let deadline = tokio::time::Instant::now() + bound;
     let mut attempt = 1;
     loop {
         match op().await {
-            Err(error) if error.is_retryable() && attempt < attempts => {
-                let delay = backoff_delay(attempt, rand::random());
-                tracing::warn!(attempt, ?delay, %error, "Postgres write failed on its connection; retrying");
+            Err(error) if retryable(&error) && tokio::time::Instant::now() < deadline => {
+                let delay = backoff_delay(attempt, rand::random())
+                    .min(deadline - tokio::time::Instant::now());
+                tracing::warn!(attempt, ?delay, %error, "Postgres failed on its connection; retrying");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -105,9 +123,17 @@ pub fn is_connection_error(error: &sqlx::Error) -> bool {
     }
 }
 
-/// Rejects a batch whose rows do not belong to its capture date: the Parquet partition is
-/// chosen by that date, so a mismatch would put rows in the wrong day.
-fn validate(batch: &WriteBatch) -> Result<(), SinkError> {
+/// Rejects a batch of another run than the fence's, and one whose rows do not belong to its
+/// capture date: the Parquet partition is chosen by that date, so a mismatch would put rows in
+/// the wrong day.
+fn validate(fence: Fence, batch: &WriteBatch) -> Result<(), SinkError> {
+    if fence.run_id != batch.run_id {
+        return Err(SinkError::InvalidBatch {
+            run_id: batch.run_id,
+            batch_no: batch.batch_no,
+            reason: format!("written under the fence of run {}", fence.run_id),
+        });
+    }
     let wrong_day = |at: &DateTime<Utc>| at.date_naive() != batch.capture_date;
     let bad = batch
         .rows
@@ -306,6 +332,11 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
+    const FENCE: Fence = Fence {
+        run_id: 7,
+        epoch: 1,
+    };
+
     fn batch(rows: Vec<SnapshotRow>) -> WriteBatch {
         WriteBatch {
             run_id: 7,
@@ -351,13 +382,24 @@ mod tests {
             row("2026-11-25T23:59:59Z", "g"),
             row("2026-11-26T00:00:00Z", "g"),
         ]);
-        let err = validate(&b).unwrap_err();
+        let err = validate(FENCE, &b).unwrap_err();
         assert!(
             matches!(err, SinkError::InvalidBatch { batch_no: 3, .. }),
             "{err}"
         );
         assert!(err.to_string().contains("2026-11-26 00:00:00 UTC"), "{err}");
-        assert!(validate(&batch(vec![row("2026-11-25T00:00:00Z", "g")])).is_ok());
+        assert!(validate(FENCE, &batch(vec![row("2026-11-25T00:00:00Z", "g")])).is_ok());
+    }
+
+    #[test]
+    fn a_batch_of_another_run_than_the_fence_is_rejected() {
+        let b = batch(vec![row("2026-11-25T00:00:00Z", "g")]);
+        let other = Fence {
+            run_id: 8,
+            epoch: 1,
+        };
+        let err = validate(other, &b).unwrap_err();
+        assert!(err.to_string().contains("fence of run 8"), "{err}");
     }
 
     #[test]
@@ -395,7 +437,7 @@ mod tests {
     async fn retry_repeats_connection_errors_until_success_and_then_stops() {
         let calls = AtomicU32::new(0);
         let started = tokio::time::Instant::now();
-        let out = retry(5, || async {
+        let out = retry_for(Duration::from_secs(60), SinkError::is_retryable, || async {
             match calls.fetch_add(1, Ordering::SeqCst) {
                 0 | 1 => Err(io_error()),
                 _ => Ok(WriteOutcome::AlreadyCommitted),
@@ -411,23 +453,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn retry_gives_up_after_the_attempts_and_never_repeats_other_errors() {
+    async fn retry_gives_up_when_the_bound_passes_and_never_repeats_other_errors() {
         let calls = AtomicU32::new(0);
-        let out: Result<(), _> = retry(3, || async {
+        let started = tokio::time::Instant::now();
+        let bound = Duration::from_secs(30);
+        let out: Result<(), _> = retry_for(bound, SinkError::is_retryable, || async {
             calls.fetch_add(1, Ordering::SeqCst);
             Err(io_error())
         })
         .await;
         assert!(out.unwrap_err().is_retryable());
-        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(started.elapsed(), bound, "the last wait ends at the bound");
+        let n = calls.load(Ordering::SeqCst);
+        assert!(
+            (6..=12).contains(&n),
+            "{n} attempts in 30 s of capped backoff"
+        );
 
-        calls.store(0, Ordering::SeqCst);
-        let out: Result<(), _> = retry(3, || async {
-            calls.fetch_add(1, Ordering::SeqCst);
-            Err(SinkError::UnknownRun(1))
-        })
-        .await;
-        assert!(matches!(out, Err(SinkError::UnknownRun(1))));
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        for error in [
+            SinkError::UnknownRun(1),
+            SinkError::Fenced {
+                run_id: 1,
+                by: "run 2".into(),
+            },
+        ] {
+            calls.store(0, Ordering::SeqCst);
+            let mut once = Some(error);
+            let out: Result<(), _> = retry_for(bound, SinkError::is_retryable, || {
+                calls.fetch_add(1, Ordering::SeqCst);
+                let e = once.take().unwrap();
+                async move { Err(e) }
+            })
+            .await;
+            assert!(!out.unwrap_err().is_retryable());
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+        }
     }
 }

@@ -416,6 +416,7 @@ async fn doctor_passes_when_all_is_well_and_reports_who_holds_a_lock() {
         receipt_exporter::run::ledger::RunKind::Manual,
         "hostA",
         11,
+        std::time::Duration::from_secs(70),
     )
     .await
     .unwrap()
@@ -426,6 +427,7 @@ async fn doctor_passes_when_all_is_well_and_reports_who_holds_a_lock() {
         receipt_exporter::run::ledger::RunKind::Manual,
         "hostB",
         22,
+        std::time::Duration::from_secs(70),
     )
     .await
     .unwrap()

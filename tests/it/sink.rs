@@ -3,10 +3,13 @@
 
 use crate::helpers::TestDb;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use receipt_exporter::sink::fence::{take_over, TakeOver};
 use receipt_exporter::sink::manifest::{self, rebuild_dates, rebuild_run, record_file};
-use receipt_exporter::sink::parquet::{self as pq, ParquetRow, PartitionWriter, RunParquet};
+use receipt_exporter::sink::parquet::{
+    self as pq, CommittedFile, ParquetRow, PartitionWriter, RunParquet, SealedFile,
+};
 use receipt_exporter::sink::postgres::{write_batch, write_batch_retrying, WriteOutcome};
-use receipt_exporter::sink::{ItemCodeRow, SinkError, SnapshotRow, WriteBatch};
+use receipt_exporter::sink::{Fence, ItemCodeRow, SinkError, SnapshotRow, WriteBatch};
 use sqlx::PgPool;
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +35,35 @@ async fn new_run(pool: &PgPool, status: &str) -> i64 {
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+/// The fence a run opened by [`new_run`] is written under (its first epoch).
+fn fence(run_id: i64) -> Fence {
+    Fence { run_id, epoch: 1 }
+}
+
+/// Commits `b` to Postgres under its run's first fence.
+async fn write(pool: &PgPool, b: &WriteBatch) -> Result<WriteOutcome, SinkError> {
+    write_batch(pool, fence(b.run_id), b).await
+}
+
+/// Renames sealed files into place, without the manifest.
+fn placed(files: Vec<SealedFile>) -> Vec<CommittedFile> {
+    files
+        .into_iter()
+        .map(|mut f| {
+            f.rename_into_place().unwrap();
+            f.into_committed()
+        })
+        .collect()
+}
+
+/// Takes a finished run over for a repair.
+async fn taken(pool: &PgPool, run_id: i64) -> Fence {
+    match take_over(pool, run_id, "a test repair").await.unwrap() {
+        TakeOver::Taken(fence) => fence,
+        other => panic!("run {run_id} not taken over: {other:?}"),
+    }
 }
 
 /// A batch of `n` rows of group `group`, seqs from `first_seq`, captured at second `second`.
@@ -132,7 +164,7 @@ async fn write_batch_inserts_exactly_the_rows_and_a_repeat_changes_nothing() {
     let run = new_run(&db.pool, "running").await;
     let b = batch(run, 1, "@TGS#group", 10, 3, 5);
 
-    let first = write_batch(&db.pool, &b).await.unwrap();
+    let first = write(&db.pool, &b).await.unwrap();
     assert_eq!(first, WriteOutcome::Written { rows: 3, codes: 0 });
     let rows = pg_rows(&db.pool, run).await;
     let want: Vec<PgRow> = vec![
@@ -149,7 +181,7 @@ async fn write_batch_inserts_exactly_the_rows_and_a_repeat_changes_nothing() {
     assert_eq!(run_date, day());
 
     // The same batch number again (a retry after an ambiguous COMMIT), even with other rows.
-    let again = write_batch(&db.pool, &batch(run, 1, "@TGS#group", 500, 2, 9))
+    let again = write(&db.pool, &batch(run, 1, "@TGS#group", 500, 2, 9))
         .await
         .unwrap();
     assert_eq!(again, WriteOutcome::AlreadyCommitted);
@@ -176,7 +208,7 @@ async fn item_codes_are_stored_and_latest_keeps_the_newest_capture() {
         code: 10062,
     });
     assert_eq!(
-        write_batch(&db.pool, &b).await.unwrap(),
+        write(&db.pool, &b).await.unwrap(),
         WriteOutcome::Written { rows: 2, codes: 1 }
     );
     let codes: Vec<(i64, i32, DateTime<Utc>, String, i64, i32)> = sqlx::query_as(
@@ -197,8 +229,8 @@ async fn item_codes_are_stored_and_latest_keeps_the_newest_capture() {
     newer.rows[0].read_num = 42;
     let mut older = batch(third, 1, "g1", 2, 1, 50);
     older.rows[0].read_num = 7;
-    write_batch(&db.pool, &newer).await.unwrap();
-    write_batch(&db.pool, &older).await.unwrap();
+    write(&db.pool, &newer).await.unwrap();
+    write(&db.pool, &older).await.unwrap();
     let latest: Vec<(i64, i64, DateTime<Utc>, i32, i32)> = sqlx::query_as(
         "SELECT msg_seq, run_id, captured_at, read_num, unread_num FROM receipts.receipt_latest
          WHERE group_id = 'g1' ORDER BY msg_seq",
@@ -222,7 +254,7 @@ async fn group_ids_with_backslashes_quotes_and_unicode_round_trip_through_both_s
     for (i, g) in odd.iter().enumerate() {
         b.rows.extend(batch(run, 1, g, i as i64, 1, 1).rows);
     }
-    write_batch(&db.pool, &b).await.unwrap();
+    write(&db.pool, &b).await.unwrap();
     let mut stored: Vec<String> = pg_rows(&db.pool, run)
         .await
         .into_iter()
@@ -248,7 +280,10 @@ async fn retrying_write_fails_at_once_on_a_constraint_violation() {
     let run = new_run(&db.pool, "running").await;
     let mut b = batch(run, 1, "g", 1, 2, 1);
     b.rows[1].read_num = -1;
-    let err = write_batch_retrying(&db.pool, &b, 5).await.unwrap_err();
+    let bound = std::time::Duration::from_secs(5);
+    let err = write_batch_retrying(&db.pool, fence(run), &b, bound)
+        .await
+        .unwrap_err();
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("read_num_check"), "{err}");
     let ledger: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.write_batches")
@@ -257,7 +292,7 @@ async fn retrying_write_fails_at_once_on_a_constraint_violation() {
         .unwrap();
     assert_eq!(ledger, 0, "the failed transaction left no claim behind");
 
-    let ok = write_batch_retrying(&db.pool, &batch(run, 1, "g", 1, 2, 1), 5)
+    let ok = write_batch_retrying(&db.pool, fence(run), &batch(run, 1, "g", 1, 2, 1), bound)
         .await
         .unwrap();
     assert_eq!(ok, WriteOutcome::Written { rows: 2, codes: 0 });
@@ -381,6 +416,38 @@ fn the_file_is_hidden_while_written_and_only_the_final_name_remains() {
 }
 
 #[test]
+fn a_link_planted_at_a_temporary_or_final_name_is_never_written_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let partition = dir.path().join(pq::partition_dir(day()));
+    std::fs::create_dir_all(&partition).unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, b"precious").unwrap();
+    // The temporary name earlier versions used, and the final name, both planted.
+    std::os::unix::fs::symlink(&victim, partition.join(".run-12-0001.parquet.tmp")).unwrap();
+    std::os::unix::fs::symlink(&victim, partition.join("run-12-0001.parquet")).unwrap();
+    let mut writer = PartitionWriter::open(dir.path(), 12, day(), 1).unwrap();
+    let temp_name = writer
+        .temp_path()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        temp_name.starts_with(".run-12-0001.") && temp_name.ends_with(".parquet.tmp"),
+        "{temp_name}"
+    );
+    assert_ne!(temp_name, ".run-12-0001.parquet.tmp", "a random part");
+    let b = batch(12, 1, "g", 1, 10, 1);
+    writer.append(&b).unwrap();
+    let file = writer.commit().unwrap();
+    assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+    let path = dir.path().join(&file.relative_path);
+    assert!(!std::fs::symlink_metadata(&path).unwrap().is_symlink());
+    assert_eq!(pq::read_rows(&path).unwrap(), expected(&b));
+}
+
+#[test]
 fn file_errors_name_the_path_and_what_failed() {
     let dir = tempfile::tempdir().unwrap();
     // The final name is taken by a non-empty directory: the rename cannot replace it.
@@ -431,6 +498,7 @@ fn run_parquet_rolls_parts_between_batches_and_keeps_dates_apart() {
         1,
         "the third batch would pass 25 rows: the first file rolled"
     );
+    let rolled = placed(rolled);
     assert_eq!(
         (
             rolled[0].part,
@@ -439,7 +507,7 @@ fn run_parquet_rolls_parts_between_batches_and_keeps_dates_apart() {
         ),
         (4, 20, vec![1, 2])
     );
-    let rest = run.finish().unwrap();
+    let rest = placed(run.finish().unwrap());
     let summary: Vec<(NaiveDate, i32, u64, Vec<i32>)> = rest
         .iter()
         .map(|f| (f.capture_date, f.part, f.row_count, f.batch_nos.clone()))
@@ -460,7 +528,7 @@ async fn record_file_is_idempotent_and_points_the_batches_at_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let run = new_run(&db.pool, "running").await;
     for no in 1..=3 {
-        write_batch(&db.pool, &batch(run, no, "g", no as i64 * 10, 5, 1))
+        write(&db.pool, &batch(run, no, "g", no as i64 * 10, 5, 1))
             .await
             .unwrap();
     }
@@ -468,10 +536,10 @@ async fn record_file_is_idempotent_and_points_the_batches_at_the_file() {
     let mut parquet = RunParquet::new(dir.path(), run, 1);
     parquet.append(&batch(run, 1, "g", 10, 5, 1)).unwrap();
     parquet.append(&batch(run, 2, "g", 20, 5, 1)).unwrap();
-    let file = parquet.finish().unwrap().remove(0);
+    let file = placed(parquet.finish().unwrap()).remove(0);
 
-    let id = record_file(&db.pool, run, &file).await.unwrap();
-    assert_eq!(record_file(&db.pool, run, &file).await.unwrap(), id);
+    let id = record_file(&db.pool, fence(run), &file).await.unwrap();
+    assert_eq!(record_file(&db.pool, fence(run), &file).await.unwrap(), id);
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.parquet_files")
         .fetch_one(&db.pool)
         .await
@@ -519,7 +587,7 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
         .map(|no| batch(run, no, "g", no as i64 * 1000, 40, no as i64))
         .collect();
     for b in &batches {
-        write_batch(&db.pool, b).await.unwrap();
+        write(&db.pool, b).await.unwrap();
     }
     // Batch 1: exported and recorded. Batch 2: renamed into place, crash before the manifest
     // (an orphan). Batch 3: crash while written (a temporary file). Batches 4 and 5: never
@@ -529,14 +597,19 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
         w.append(&batches[0]).unwrap();
         w.commit().unwrap()
     };
-    record_file(&db.pool, run, &recorded).await.unwrap();
+    record_file(&db.pool, fence(run), &recorded).await.unwrap();
     let mut orphan = PartitionWriter::open(root, run, day(), 2).unwrap();
     orphan.append(&batches[1]).unwrap();
     let orphan = orphan.commit().unwrap();
     let mut temp = PartitionWriter::open(root, run, day(), 3).unwrap();
     temp.append(&batches[2]).unwrap();
     let temp_path = temp.temp_path().to_path_buf();
-    drop(temp);
+    std::mem::forget(temp); // killed: no destructor removes the temporary file
+                            // A temporary file of a version before names had a random part.
+    let legacy_temp = root
+        .join(pq::partition_dir(day()))
+        .join(format!(".run-{run}-0004.parquet.tmp"));
+    std::fs::write(&legacy_temp, b"half a file").unwrap();
     let mut foreign = PartitionWriter::open(root, other, day(), 1).unwrap();
     foreign.append(&batch(other, 1, "h", 1, 3, 1)).unwrap();
     let foreign = foreign.commit().unwrap();
@@ -550,10 +623,19 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
         [run]
     );
 
-    let report = rebuild_run(&db.pool, root, run).await.unwrap();
+    // A running run is its own process's to repair: it cannot be taken over.
+    assert_eq!(
+        take_over(&db.pool, other, "a test repair").await.unwrap(),
+        TakeOver::Running
+    );
+    let owner = taken(&db.pool, run).await;
+    assert_eq!(owner.epoch, 2);
+    let report = rebuild_run(&db.pool, root, owner).await.unwrap();
     let mut removed = report.removed.clone();
     removed.sort();
-    assert_eq!(removed, [temp_path, root.join(&orphan.relative_path)]);
+    let mut want = vec![temp_path, legacy_temp, root.join(&orphan.relative_path)];
+    want.sort();
+    assert_eq!(removed, want);
     assert_eq!(report.rows, 160);
     assert!(
         root.join(&foreign.relative_path).exists(),
@@ -574,12 +656,74 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
     assert_eq!(mine, as_parquet(&pg_rows(&db.pool, run).await));
 
     // A second repair finds nothing to do.
-    let again = rebuild_run(&db.pool, root, run).await.unwrap();
+    let again = rebuild_run(&db.pool, root, taken(&db.pool, run).await)
+        .await
+        .unwrap();
     assert_eq!((again.removed.len(), again.files.len()), (0, 0));
     assert!(matches!(
-        rebuild_run(&db.pool, root, 9999).await,
+        take_over(&db.pool, 9999, "a test repair").await,
         Err(SinkError::UnknownRun(9999))
     ));
+}
+
+#[tokio::test]
+async fn a_taken_over_run_can_commit_publish_and_record_nothing_more() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let run = new_run(&db.pool, "running").await;
+    write(&db.pool, &batch(run, 1, "g", 1, 5, 1)).await.unwrap();
+    let mut parquet = RunParquet::new(root, run, 1);
+    parquet.append(&batch(run, 1, "g", 1, 5, 1)).unwrap();
+    let sealed = parquet.finish().unwrap().remove(0);
+    let temp_dir = root.join(pq::partition_dir(day()));
+    sqlx::query("UPDATE receipts.export_runs SET status = 'abandoned' WHERE run_id = $1")
+        .bind(run)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let owner = taken(&db.pool, run).await;
+
+    fn fenced<T>(r: Result<T, SinkError>) -> bool {
+        matches!(r, Err(SinkError::Fenced { by, .. }) if by == "a test repair")
+    }
+    assert!(fenced(write(&db.pool, &batch(run, 2, "g", 10, 5, 1)).await));
+    let bound = std::time::Duration::from_secs(1);
+    assert!(fenced(
+        manifest::publish(&db.pool, fence(run), sealed, bound).await
+    ));
+    assert!(
+        std::fs::read_dir(&temp_dir).unwrap().next().is_none(),
+        "the fenced file was never renamed, and its temporary file is gone"
+    );
+    let late = placed(
+        {
+            let mut p = RunParquet::new(root, run, 7);
+            p.append(&batch(run, 1, "g", 1, 5, 1)).unwrap();
+            p
+        }
+        .finish()
+        .unwrap(),
+    )
+    .remove(0);
+    assert!(fenced(record_file(&db.pool, fence(run), &late).await));
+    let (batches, files): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM receipts.write_batches),
+                (SELECT count(*) FROM receipts.parquet_files)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (batches, files),
+        (1, 0),
+        "nothing of the fenced writer landed"
+    );
+
+    // The new owner writes under its own fence.
+    let report = rebuild_run(&db.pool, root, owner).await.unwrap();
+    assert_eq!(report.removed, [root.join(&late.relative_path)]);
+    assert_eq!(report.rows, 5);
 }
 
 #[tokio::test]
@@ -594,16 +738,16 @@ async fn rebuild_dates_rewrites_a_day_to_exactly_what_postgres_holds() {
     let mut parquet = RunParquet::new(root, a, 1);
     for no in 1..=3 {
         let wb = batch(a, no, "g", no as i64 * 100, 30, no as i64);
-        write_batch(&db.pool, &wb).await.unwrap();
+        write(&db.pool, &wb).await.unwrap();
         // Batch 3 never reaches Parquet; the day's rebuild must still include it.
         if no < 3 {
             parquet.append(&wb).unwrap();
         }
     }
-    for file in parquet.finish().unwrap() {
-        record_file(&db.pool, a, &file).await.unwrap();
+    for file in placed(parquet.finish().unwrap()) {
+        record_file(&db.pool, fence(a), &file).await.unwrap();
     }
-    write_batch(&db.pool, &batch(b, 1, "h\\x", 1, 20, 9))
+    write(&db.pool, &batch(b, 1, "h\\x", 1, 20, 9))
         .await
         .unwrap();
     // A stray file that is in no manifest: the rebuilt day must not keep it.
@@ -624,7 +768,7 @@ async fn rebuild_dates_rewrites_a_day_to_exactly_what_postgres_holds() {
     late.rows
         .iter_mut()
         .for_each(|r| r.captured_at += Duration::days(1));
-    write_batch(&db.pool, &late).await.unwrap();
+    write(&db.pool, &late).await.unwrap();
 
     let until = day().succ_opt().unwrap();
     let reports = rebuild_dates(&db.pool, root, day().pred_opt().unwrap(), until)
