@@ -149,12 +149,12 @@ async fn server_rate_limits_below_our_own_slow_the_run_down_and_it_completes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_connections_killed_mid_run_lose_and_double_nothing() {
+async fn every_session_of_a_run_killed_again_and_again_loses_and_doubles_nothing() {
     let db = TestDb::new().await;
     let sim = simulator(4, 300, |_| {});
     let dir = tempfile::tempdir().unwrap();
     track_all(&db, &group_ids(&sim), 300).await;
-    let child = paced(&db, &sim, dir.path())
+    let mut child = paced(&db, &sim, dir.path())
         .env("EXPORT_RATE_LIMIT", "30")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -172,17 +172,26 @@ async fn postgres_connections_killed_mid_run_lose_and_double_nothing() {
         assert!(Instant::now() < deadline);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let killed: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = current_database() AND application_name = 'receipt-exporter') t",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert!(
-        killed >= 2,
-        "the run's pool and its lock session were killed ({killed})"
-    );
+    // Three times during the run, every session of the exporter (its pool and its lock
+    // session) is terminated, as a failover or a restart would.
+    for round in 1..=3 {
+        let killed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'receipt-exporter') t",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(
+            killed >= 2 || (round > 1 && killed >= 1),
+            "round {round}: the run's sessions were killed ({killed})"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "round {round}: still running"
+        );
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+    }
     let out = child.wait_with_output().unwrap();
     eprintln!("{}\n{}", stdout(&out), stderr(&out));
     assert_eq!(
@@ -191,9 +200,10 @@ async fn postgres_connections_killed_mid_run_lose_and_double_nothing() {
         "the run retried its writes, took its lock again and completed"
     );
     assert!(
-        stderr(&out).contains("taking the lock again"),
-        "the lock's session was noticed dead"
+        stderr(&out).matches("took the job lock again").count() >= 3,
+        "the lock's session was noticed dead and re-established each time"
     );
+    assert_eq!(run_row(&db, 1).await.0, "succeeded");
     let pg = pg_snapshots(&db).await;
     assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 300, 0));
     assert_consistent(&pg, dir.path());

@@ -363,3 +363,104 @@ pub fn ten_percent_faults() -> receipt_exporter::sim::Faults {
         slow_delay: std::time::Duration::from_secs(6),
     }
 }
+
+/// The whole warehouse agrees with Postgres: for every run the rows in Postgres equal the rows
+/// in Parquet (no duplicates), every file the manifest lists is there and every visible file is
+/// listed, no batch is left out of Parquet, no temporary file is left, no run is `running`.
+pub async fn assert_warehouse_consistent(db: &TestDb, dir: &std::path::Path) {
+    let pg = pg_snapshots(db).await;
+    let pq = parquet_snapshots(dir);
+    let keys: std::collections::BTreeSet<(i64, &str, i64)> = pg
+        .iter()
+        .map(|s| (s.run_id, s.group_id.as_str(), s.msg_seq))
+        .collect();
+    assert_eq!(keys.len(), pg.len(), "duplicates in Postgres");
+    let runs: std::collections::BTreeSet<i64> = pg.iter().chain(&pq).map(|s| s.run_id).collect();
+    for run_id in runs {
+        assert_eq!(
+            rows_of(&pg, run_id),
+            rows_of(&pq, run_id),
+            "run {run_id}: Postgres and Parquet differ"
+        );
+    }
+    assert_eq!(
+        pg, pq,
+        "Postgres and Parquet differ (duplicates in Parquet?)"
+    );
+    let listed: std::collections::BTreeSet<String> =
+        sqlx::query_scalar("SELECT path FROM receipts.parquet_files")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let on_disk: std::collections::BTreeSet<String> = visible_parquet_files(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().into_owned())
+        .collect();
+    let missing: Vec<_> = listed.difference(&on_disk).collect();
+    let unlisted: Vec<_> = on_disk.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "listed in the manifest, missing on disk: {missing:?}"
+    );
+    assert!(
+        unlisted.is_empty(),
+        "on disk, not in the manifest: {unlisted:?}"
+    );
+    let hidden: Vec<_> = all_files(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+    let (unexported, running): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM receipts.write_batches
+                 WHERE parquet_file_id IS NULL AND row_count > 0),
+                (SELECT count(*) FROM receipts.export_runs WHERE status = 'running')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(unexported, 0, "write batches left out of Parquet");
+    assert_eq!(running, 0, "runs still recorded as running");
+}
+
+/// The backend pid of the session holding `job`'s lock, if one holds it.
+pub async fn lock_session(db: &TestDb, job: &str) -> Option<i32> {
+    sqlx::query_scalar(
+        "SELECT l.pid FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+         WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()
+           AND ((l.classid::bigint << 32) | l.objid::bigint)
+               = hashtextextended('receipt-exporter:job:' || $1, 0)",
+    )
+    .bind(job)
+    .fetch_optional(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Kills the session holding `job`'s lock (as a failover or a NAT timeout would); false when
+/// no session held it.
+pub async fn kill_lock_session(db: &TestDb, job: &str) -> bool {
+    let Some(pid) = lock_session(db, job).await else {
+        return false;
+    };
+    sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until `path` exists (a run reached its pause point), failing after `limit`.
+pub async fn wait_for_file(path: &std::path::Path, limit: std::time::Duration) {
+    let deadline = std::time::Instant::now() + limit;
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} did not appear within {limit:?}",
+            path.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

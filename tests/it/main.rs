@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod export;
 mod faults;
+mod fencing;
 mod follow;
 mod helpers;
 mod jobs;
