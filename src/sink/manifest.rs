@@ -93,6 +93,9 @@ async fn publish_once(
     if let Err(e) = fence::check(&mut tx, fence).await {
         return (file, Err(e));
     }
+    if let Err(e) = check_name_free(&mut tx, fence.run_id, file.info()).await {
+        return (file, Err(e));
+    }
     let (file, renamed) = blocking(move || {
         let mut file = file;
         let renamed = file.rename_into_place();
@@ -111,6 +114,34 @@ async fn publish_once(
         .await
         .map_err(SinkError::pg("committing a manifest row"));
     (file, committed)
+}
+
+/// Fails when the file's final name is already recorded for rows other than its own (recorded
+/// by an earlier attempt of the same publish is fine): renaming would replace a file the
+/// manifest counts on.
+async fn check_name_free(
+    conn: &mut PgConnection,
+    run_id: i64,
+    file: &CommittedFile,
+) -> Result<(), SinkError> {
+    let recorded: Option<bool> = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM receipts.write_batches b
+                        WHERE b.parquet_file_id = f.file_id AND b.run_id = $2
+                          AND b.batch_no = ANY($3))
+         FROM receipts.parquet_files f WHERE f.path = $1",
+    )
+    .bind(&file.relative_path)
+    .bind(run_id)
+    .bind(&file.batch_nos)
+    .fetch_optional(conn)
+    .await
+    .map_err(SinkError::pg("looking up a Parquet file's name"))?;
+    match recorded {
+        Some(false) => Err(SinkError::AlreadyRecorded {
+            path: file.relative_path.clone(),
+        }),
+        _ => Ok(()),
+    }
 }
 
 async fn record_file_in(

@@ -94,6 +94,10 @@ pub enum SinkError {
     /// The run does not exist in `receipts.export_runs`.
     #[error("run {0} is not in receipts.export_runs")]
     UnknownRun(i64),
+    /// A file's final name is already in the manifest for other rows: the file there is not
+    /// replaced (a rebuild of the day may have used the name meanwhile).
+    #[error("Parquet file {path} is already in the manifest for other rows: not replaced")]
+    AlreadyRecorded { path: String },
     /// Another process took the run over (its epoch moved): this writer must change nothing
     /// more of it. `by` says who, e.g. "run 7 (job b) on host h, pid 42".
     #[error("run {run_id} was fenced by {by}: another process declared it dead and took it over")]

@@ -667,6 +667,44 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
 }
 
 #[tokio::test]
+async fn publishing_never_replaces_a_file_the_manifest_counts_on() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let run = new_run(&db.pool, "running").await;
+    let (b1, b2) = (batch(run, 1, "g", 1, 5, 1), batch(run, 2, "g", 10, 3, 1));
+    write(&db.pool, &b1).await.unwrap();
+    write(&db.pool, &b2).await.unwrap();
+    let bound = std::time::Duration::from_secs(1);
+    let sealed = |b: &WriteBatch| {
+        let mut p = RunParquet::new(root, run, 1);
+        p.append(b).unwrap();
+        p.finish().unwrap().remove(0)
+    };
+    let first = manifest::publish(&db.pool, fence(run), sealed(&b1), bound)
+        .await
+        .unwrap();
+    // The same name again, for other rows (as if a rebuild had used it): refused, untouched.
+    let err = manifest::publish(&db.pool, fence(run), sealed(&b2), bound)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, SinkError::AlreadyRecorded { .. }), "{err}");
+    assert_eq!(
+        pq::read_rows(&root.join(&first.relative_path)).unwrap(),
+        expected(&b1)
+    );
+    let names: Vec<String> = std::fs::read_dir(root.join(pq::partition_dir(day())))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [format!("run-{run}-0001.parquet")],
+        "no temporary file left"
+    );
+}
+
+#[tokio::test]
 async fn a_taken_over_run_can_commit_publish_and_record_nothing_more() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
