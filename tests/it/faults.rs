@@ -1,25 +1,11 @@
 //! Issue 7: faults survived on purpose. The real binary, a fresh database, the simulator.
 
 use crate::helpers::*;
-use receipt_exporter::sim::{receipt_at, Simulator};
+use receipt_exporter::sim::Simulator;
 use std::collections::BTreeSet;
 use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-/// The simulator's receipts (Code 0) for seqs 1..=n of every group at `step`.
-fn expected_rows(sim: &Simulator, n: u64, step: u64) -> BTreeSet<(String, i64, i32, i32)> {
-    let mut rows = BTreeSet::new();
-    for g in sim.groups() {
-        for seq in 1..=n {
-            let (code, read, unread) = receipt_at(1, &g, seq, step);
-            if code == 0 {
-                rows.insert((g.group_id.clone(), seq as i64, read as i32, unread as i32));
-            }
-        }
-    }
-    rows
-}
 
 /// Postgres and Parquet hold the same rows, no duplicates, and no hidden file is left.
 fn assert_consistent(pg: &[Snap], dir: &std::path::Path) {
@@ -72,7 +58,7 @@ async fn killed_at(point: &str) {
         rows_of(&pg_before, 1),
         "the dead run's committed rows stay, nothing added"
     );
-    assert_eq!(rows_of(&pg, 2), expected_rows(&sim, 300, 0));
+    assert_eq!(rows_of(&pg, 2), expected_rows(&sim.groups(), 300, 0));
     assert_consistent(&pg, dir.path());
 }
 
@@ -116,7 +102,7 @@ async fn ten_percent_api_faults_still_store_every_receipt_once() {
         .arg("run"));
     assert_eq!(out.status.code(), Some(0));
     let pg = pg_snapshots(&db).await;
-    assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 200, 0));
+    assert_eq!(rows_of(&pg, 1), expected_rows(&sim.groups(), 200, 0));
     assert_consistent(&pg, dir.path());
     let retries: i64 =
         sqlx::query_scalar("SELECT retries FROM receipts.export_runs WHERE run_id = 1")
@@ -144,7 +130,7 @@ async fn server_rate_limits_below_our_own_slow_the_run_down_and_it_completes() {
             .unwrap();
     assert!(rate_limited > 0, "the server answered 60007");
     let pg = pg_snapshots(&db).await;
-    assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 300, 0));
+    assert_eq!(rows_of(&pg, 1), expected_rows(&sim.groups(), 300, 0));
     assert_consistent(&pg, dir.path());
 }
 
@@ -205,7 +191,7 @@ async fn every_session_of_a_run_killed_again_and_again_loses_and_doubles_nothing
     );
     assert_eq!(run_row(&db, 1).await.0, "succeeded");
     let pg = pg_snapshots(&db).await;
-    assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 300, 0));
+    assert_eq!(rows_of(&pg, 1), expected_rows(&sim.groups(), 300, 0));
     assert_consistent(&pg, dir.path());
 }
 
@@ -323,7 +309,7 @@ async fn rows_written_by_other_tools_are_refused_or_planned_safely() {
         "the huge window was not attempted ({calls_for_huge} calls)"
     );
     let pg = pg_snapshots(&db).await;
-    assert_eq!(rows_of(&pg, 1), expected_rows(&sim, 50, 0));
+    assert_eq!(rows_of(&pg, 1), expected_rows(&sim.groups(), 50, 0));
     // A higher cap lets it through the planner (dry run only: it would take days).
     let out = run(exporter_for(&db, &sim.base_url(), dir.path())
         .env("EXPORT_MAX_SEQS_PER_GROUP", "1000000000")

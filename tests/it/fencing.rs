@@ -6,7 +6,7 @@
 use crate::helpers::*;
 use rand::{Rng, SeedableRng};
 use receipt_exporter::crashpoint::{PAUSE_ENV, PAUSE_FILE_ENV};
-use receipt_exporter::sim::{receipt_at, Simulator};
+use receipt_exporter::sim::Simulator;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -66,16 +66,7 @@ impl TwoJobs {
         } else {
             &groups[4..]
         };
-        let mut rows = BTreeSet::new();
-        for g in mine {
-            for seq in 1..=300 {
-                let (code, read, unread) = receipt_at(1, g, seq, 0);
-                if code == 0 {
-                    rows.insert((g.group_id.clone(), seq as i64, read as i32, unread as i32));
-                }
-            }
-        }
-        rows
+        expected_rows(mine, 300, 0)
     }
 
     async fn status(&self, run_id: i64) -> String {
@@ -528,20 +519,7 @@ async fn a_postgres_restart_mid_run_is_ridden_out_and_the_run_succeeds_with_exac
         .unwrap();
     receipt_exporter::db::migrate(&pool).await.unwrap();
     let sim = simulator(4, 400, |_| {});
-    for g in group_ids(&sim) {
-        sqlx::query("INSERT INTO receipts.tracked_groups (group_id) VALUES ($1)")
-            .bind(&g)
-            .execute(&pool)
-            .await
-            .unwrap();
-        sqlx::query(
-            "INSERT INTO receipts.seq_windows (group_id, from_seq, to_seq) VALUES ($1, 1, 400)",
-        )
-        .bind(&g)
-        .execute(&pool)
-        .await
-        .unwrap();
-    }
+    track_all_in(&pool, &group_ids(&sim), 400).await;
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn(
         exporter()
@@ -584,35 +562,8 @@ async fn a_postgres_restart_mid_run_is_ridden_out_and_the_run_succeeds_with_exac
             .await
             .unwrap();
     assert_eq!(status, "succeeded");
-    let rows: Vec<(i64, String, i64, i32, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT run_id, group_id, msg_seq, read_num, unread_num, captured_at
-         FROM receipts.receipt_snapshots ORDER BY run_id, group_id, msg_seq",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let pg: Vec<Snap> = rows
-        .into_iter()
-        .map(
-            |(run_id, group_id, msg_seq, read_num, unread_num, at)| Snap {
-                run_id,
-                group_id,
-                msg_seq,
-                read_num,
-                unread_num,
-                captured_at_us: at.timestamp_micros(),
-            },
-        )
-        .collect();
-    let mut want = BTreeSet::new();
-    for g in sim.groups() {
-        for seq in 1..=400 {
-            let (code, read, unread) = receipt_at(1, &g, seq, 0);
-            if code == 0 {
-                want.insert((g.group_id.clone(), seq as i64, read as i32, unread as i32));
-            }
-        }
-    }
+    let pg = pg_snapshots_in(&pool).await;
+    let want = expected_rows(&sim.groups(), 400, 0);
     assert_eq!(rows_of(&pg, 1), want, "exact data");
     assert_eq!(
         pg,

@@ -170,11 +170,16 @@ pub struct Snap {
 
 /// Every snapshot in Postgres, sorted.
 pub async fn pg_snapshots(db: &TestDb) -> Vec<Snap> {
+    pg_snapshots_in(&db.pool).await
+}
+
+/// [`pg_snapshots`] of any database (a private cluster's).
+pub async fn pg_snapshots_in(pool: &PgPool) -> Vec<Snap> {
     let rows: Vec<(i64, String, i64, i32, i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "SELECT run_id, group_id, msg_seq, read_num, unread_num, captured_at FROM receipts.receipt_snapshots
          ORDER BY run_id, group_id, msg_seq",
     )
-    .fetch_all(&db.pool)
+    .fetch_all(pool)
     .await
     .unwrap();
     rows.into_iter()
@@ -271,10 +276,15 @@ pub fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 
 /// Tracks `groups` with the window 1..=to.
 pub async fn track_all(db: &TestDb, groups: &[String], to: i64) {
+    track_all_in(&db.pool, groups, to).await
+}
+
+/// [`track_all`] in any database (a private cluster's).
+pub async fn track_all_in(pool: &PgPool, groups: &[String], to: i64) {
     for g in groups {
         sqlx::query("INSERT INTO receipts.tracked_groups (group_id) VALUES ($1)")
             .bind(g)
-            .execute(&db.pool)
+            .execute(pool)
             .await
             .unwrap();
         sqlx::query(
@@ -282,7 +292,7 @@ pub async fn track_all(db: &TestDb, groups: &[String], to: i64) {
         )
         .bind(g)
         .bind(to)
-        .execute(&db.pool)
+        .execute(pool)
         .await
         .unwrap();
     }
@@ -312,6 +322,25 @@ pub fn finish(child: std::process::Child) -> Output {
         stderr(&out)
     );
     out
+}
+
+/// The simulator's receipts (Code 0) for seqs 1..=n of `groups` at `step`, as `rows_of`
+/// gives them: what a run over those groups must store.
+pub fn expected_rows(
+    groups: &[receipt_exporter::sim::SimGroup],
+    n: u64,
+    step: u64,
+) -> std::collections::BTreeSet<(String, i64, i32, i32)> {
+    let mut rows = std::collections::BTreeSet::new();
+    for g in groups {
+        for seq in 1..=n {
+            let (code, read, unread) = receipt_exporter::sim::receipt_at(1, g, seq, step);
+            if code == 0 {
+                rows.insert((g.group_id.clone(), seq as i64, read as i32, unread as i32));
+            }
+        }
+    }
+    rows
 }
 
 /// One run's snapshots as (group, seq, read, unread).
