@@ -391,8 +391,9 @@ async fn rate_limit_answers_slow_the_pace_and_are_retried() {
         ),
         (3, 3, 4)
     );
+    // Three answers within a second cut by 1, 2 and 3 steps of 0.3% (`chat::limiter`).
     assert!(
-        client.limiter().pace() < before * 0.85,
+        client.limiter().pace() < before * 0.985,
         "pace lowered: {} -> {}",
         before,
         client.limiter().pace()
