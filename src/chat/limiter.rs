@@ -12,8 +12,9 @@
 //! additively, by exactly what makes [`TARGET_SHARE`] of the answers rate-limited at
 //! equilibrium, and each rate-limit answer cuts it by a small step, larger when answers come
 //! densely (another client of the app took part of the budget: a quick, stable descent). After
-//! a quiet [`QUIET`] well below the highest pace reached, it probes back towards it with a
-//! growing step, so the pace returns within a few seconds when that client leaves. It starts at
+//! a quiet [`QUIET`] well below its best pace (where the last answer met it at the level the
+//! network allows), it probes back up with a growing step, so the pace returns within a few
+//! seconds when that client leaves, and within a second after a hiccup of the machine. It starts at
 //! the ceiling and never paces above it: the ceiling is this process's share of the app's budget
 //! ([`crate::budget`]), set with [`RateLimiter::set_rate`]. Built on `tokio::time`, so tests can
 //! pause the clock. It does not classify answers: the client tells it.
@@ -26,15 +27,19 @@ use tokio::time::Instant;
 /// The share of answers that are rate-limited at equilibrium: low enough to cost nothing worth
 /// counting, high enough that the pace finds the ceiling the network's jitter allows.
 pub const TARGET_SHARE: f64 = 0.002;
-/// The pace's cut per rate-limit answer, as a fraction of the pace, times the number of
-/// rate-limit answers in the last second (at most [`DENSE`]).
+/// The pace's cut per rate-limit answer, as a fraction of the pace, times how densely they
+/// came: the number of [`BURST`]s with rate-limit answers in the last second (at most
+/// [`DENSE`]).
 const STEP: f64 = 0.003;
+/// Answers within this of each other are one burst (one hiccup bunched some arrivals); a
+/// budget taken by another client brings answers burst after burst.
+const BURST: Duration = Duration::from_millis(50);
 /// Densely arriving rate-limit answers cut up to this many steps each.
 const DENSE: usize = 8;
-/// Without a rate-limit answer for this long, a pace well below its highest probes back up.
+/// Without a rate-limit answer for this long, a pace well below its best probes back up.
 pub const QUIET: Duration = Duration::from_secs(1);
-/// "Well below": under this fraction of the highest pace reached.
-const PROBE_BELOW: f64 = 0.97;
+/// "Well below": under this fraction of the best pace.
+const PROBE_BELOW: f64 = 0.99;
 /// The probe's growth, per second, of the highest pace, per second of probing.
 const PROBE_GROWTH: f64 = 0.4;
 /// The pace never drops below this fraction of the ceiling.
@@ -54,13 +59,15 @@ struct State {
     ceiling: f64,
     /// The controller's pace, calls per second.
     pace: f64,
-    /// The highest pace reached (scaled with the ceiling): where a probe heads back to.
+    /// The best pace (scaled with the ceiling): where the first rate-limit answer for a second
+    /// met a pace not already well below it, or the highest pace since. A probe heads back here.
     top: f64,
     /// When `pace` was last brought up to date.
     updated: Instant,
     /// The last rate-limit answer.
     limited_at: Option<Instant>,
-    /// Rate-limit answers of the last second, oldest first: how dense they come.
+    /// The starts of the bursts of rate-limit answers of the last second, oldest first: how
+    /// dense they come.
     recent: VecDeque<Instant>,
     /// The earliest instant the next call may go out.
     next_free: Instant,
@@ -113,7 +120,7 @@ impl State {
         self.top = self.top.max(self.pace);
     }
 
-    /// A rate-limit answer at `now`: cut the pace by a step per answer of the last second.
+    /// A rate-limit answer at `now`: cut the pace by a step per burst of the last second.
     fn limited(&mut self, now: Instant) {
         self.advance(now);
         while self
@@ -123,7 +130,19 @@ impl State {
         {
             self.recent.pop_front();
         }
-        self.recent.push_back(now);
+        if self.recent.is_empty() && self.pace >= PROBE_BELOW * self.top {
+            // The first answer for a second, at about the best pace: the level the network
+            // allows now. (Later answers are a descent, and a pace well below the best is one
+            // or a probe: the best stays where to come back to.)
+            self.top = self.pace;
+        }
+        if self
+            .recent
+            .back()
+            .is_none_or(|t| now.saturating_duration_since(*t) >= BURST)
+        {
+            self.recent.push_back(now);
+        }
         let steps = self.recent.len().min(DENSE) as f64;
         self.pace = (self.pace * (1.0 - STEP * steps)).max(self.ceiling * MIN_FACTOR);
         self.limited_at = Some(now);
@@ -452,12 +471,23 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn answers_are_cheap_a_burst_of_them_cuts_deeper() {
+    async fn answers_are_cheap_dense_ones_cut_deeper() {
         let limiter = RateLimiter::new(100.0);
         limiter.penalize();
         let one = limiter.pace();
         assert!((one - 100.0 * (1.0 - STEP)).abs() < 1e-6, "{one}");
+        // A burst (arrivals bunched once): a step each.
+        for _ in 0..4 {
+            limiter.penalize();
+        }
+        let burst = limiter.pace();
+        assert!(
+            (burst - 100.0 * (1.0 - STEP).powi(5)).abs() < 1e-6,
+            "{burst}"
+        );
+        // Burst after burst (the budget was cut): up to DENSE steps each.
         for _ in 0..20 {
+            tokio::time::advance(BURST + Duration::from_millis(10)).await;
             limiter.penalize();
         }
         let many = limiter.pace();
