@@ -39,6 +39,8 @@ pub enum TransportKind {
     Body,
     /// HTTP 200 but the body is not JSON, or JSON without `ErrorCode` (a proxy's page, a truncated answer).
     NonJson,
+    /// The body is longer than any real answer ([`super::client::MAX_ANSWER_BYTES`]): not read further.
+    TooLarge,
     /// The request could not even be built (a bad base URL).
     Invalid,
 }
@@ -64,7 +66,8 @@ pub fn classify(
         Some(200) | None => {}
         Some(429) => return RateLimited,
         Some(s) if s >= 500 => return Transient,
-        // 404 / 403 / 400 from a gateway: the base URL points somewhere that is not the Chat API.
+        // The Chat API never redirects: a 3xx is not followed and, like a 404 / 403 / 400 from
+        // a gateway, says the base URL points somewhere that is not the Chat API.
         Some(_) => return Config,
     }
     match error_code {
@@ -267,6 +270,9 @@ mod tests {
         );
         assert_eq!(classify(Some(429), None, None), RateLimited);
         assert_eq!(classify(Some(404), None, None), Config);
+        for redirect in [301, 302, 303, 307, 308] {
+            assert_eq!(classify(Some(redirect), None, None), Config, "{redirect}");
+        }
         assert_eq!(
             classify(Some(200), None, None),
             Transient,
@@ -278,6 +284,7 @@ mod tests {
             TransportKind::Closed,
             TransportKind::Body,
             TransportKind::NonJson,
+            TransportKind::TooLarge,
         ] {
             assert_eq!(classify(None, None, Some(kind)), Transient, "{kind:?}");
             assert_eq!(
