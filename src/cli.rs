@@ -47,7 +47,7 @@ pub struct GlobalOpts {
     /// max_seqs_per_group, jobs_dir, metrics_file, pushgateway_url)
     #[arg(long, global = true, env = "EXPORT_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Postgres connection URL
+    /// Postgres connection URL (a password here shows in `ps`: use DATABASE_URL or PGPASSFILE)
     #[arg(
         long,
         global = true,

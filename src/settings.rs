@@ -38,6 +38,11 @@ pub const DEFAULT_MAX_SEQS_PER_GROUP: u64 = 1_000_000;
 /// The server gives up after about 3 s: a client timeout must be above that.
 pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_IDENTIFIER: &str = "administrator";
+/// A key file holds one key of 64 characters: anything far larger is the wrong file (or a
+/// device such as /dev/zero, which would otherwise be read until memory runs out).
+pub const MAX_KEY_FILE_BYTES: u64 = 4 << 10;
+/// A config file naming every key is under 2 KB.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 pub const DEFAULT_PARQUET_DIR: &str = "./warehouse";
 
 /// A value rejected while building [`Settings`]. Exits with code 2.
@@ -332,7 +337,7 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
     let mut warnings = Vec::new();
 
     let database = pick(DATABASE_URL)
-        .map(|(v, o)| parse_database_url(&v, &o))
+        .map(|(v, o)| parse_database_url(&v, &o, &mut warnings))
         .transpose()?;
     let sdkappid = pick(SDKAPPID)
         .map(|(v, o)| parse_sdkappid(&v, &o))
@@ -412,8 +417,11 @@ fn read_config_file(
         origin: format!("--config {}", path.display()),
         problem,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| origin(format!("cannot read the config file: {e}")))?;
+    let text = read_small_file(path, MAX_CONFIG_FILE_BYTES).map_err(|e| {
+        origin(format!(
+            "cannot read the config file: {e} (a config file is a few lines of TOML)"
+        ))
+    })?;
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| origin(format!("not valid TOML: {}", e.message())))?;
@@ -460,13 +468,40 @@ fn read_config_file(
     Ok(values)
 }
 
-fn parse_database_url(value: &str, origin: &Origin) -> Result<PgConnectOptions, SettingsError> {
+/// Reads a text file of at most `max` bytes; a larger one is refused after reading `max + 1`.
+fn read_small_file(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("it is larger than {max} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
+}
+
+fn parse_database_url(
+    value: &str,
+    origin: &Origin,
+    warnings: &mut Vec<String>,
+) -> Result<PgConnectOptions, SettingsError> {
     let expected = "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE";
     let shown = redact_url_password(value);
     if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
         return Err(invalid(origin, &shown, expected));
     }
-    PgConnectOptions::from_str(value).map_err(|_| invalid(origin, &shown, expected))
+    let options =
+        PgConnectOptions::from_str(value).map_err(|_| invalid(origin, &shown, expected))?;
+    let has_password = url::Url::parse(value).is_ok_and(|u| u.password().is_some());
+    if has_password && matches!(origin, Origin::Flag(_)) {
+        warnings.push(format!(
+            "{origin} holds a password, which any local user can read in `ps` (/proc/PID/cmdline): \
+             set DATABASE_URL in the environment instead, or leave the password out of the URL and \
+             keep it in a password file (PGPASSFILE, default ~/.pgpass, mode 0600)"
+        ));
+    }
+    Ok(options)
 }
 
 /// A URL with its password replaced, for messages.
@@ -650,9 +685,12 @@ fn read_key_file(
     origin: &Origin,
     warnings: &mut Vec<String>,
 ) -> Result<Secret, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
+    let text = read_small_file(path, MAX_KEY_FILE_BYTES).map_err(|e| SettingsError {
         origin: origin.to_string(),
-        problem: format!("cannot read the key file {}: {e}", path.display()),
+        problem: format!(
+            "cannot read the key file {}: {e} (it should hold only the key)",
+            path.display()
+        ),
     })?;
     #[cfg(unix)]
     {
@@ -765,6 +803,58 @@ mod tests {
     fn database_url_errors_hide_the_password() {
         let e = err(raw(&[(DATABASE_URL, "mysql://bob:hunter2@db/x")]));
         assert!(e.contains("DATABASE_URL") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_password_on_the_command_line_warns_and_names_the_alternatives() {
+        let mut r = RawSettings::default();
+        r.give(
+            DATABASE_URL,
+            Some("postgres://bob:hunter2@db/x".into()),
+            false,
+        );
+        let s = resolve(r).unwrap();
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        let w = &s.warnings[0];
+        assert!(w.starts_with("--database-url holds a password"), "{w}");
+        assert!(
+            w.contains("PGPASSFILE") && w.contains("DATABASE_URL") && !w.contains("hunter2"),
+            "{w}"
+        );
+        // From the environment, or without a password: nothing to warn about.
+        assert!(
+            resolve(raw(&[(DATABASE_URL, "postgres://bob:hunter2@db/x")]))
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+        let mut r = RawSettings::default();
+        r.give(DATABASE_URL, Some("postgres://bob@db/x".into()), false);
+        assert!(resolve(r).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn oversized_key_and_config_files_are_refused_by_name() {
+        let e = err(raw(&[(SECRET_KEY_FILE, "/dev/zero")]));
+        assert!(
+            e.contains("cannot read the key file /dev/zero: it is larger than 4096 bytes"),
+            "{e}"
+        );
+        let e = err(RawSettings {
+            config_file: Some("/dev/zero".into()),
+            ..Default::default()
+        });
+        assert!(
+            e.starts_with(
+                "--config /dev/zero: cannot read the config file: it is larger than 1048576 bytes"
+            ),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, [0xff, 0xfe, b'k']).unwrap();
+        let e = err(raw(&[(SECRET_KEY_FILE, path.to_str().unwrap())]));
+        assert!(e.contains("it is not UTF-8 text"), "{e}");
     }
 
     #[test]
