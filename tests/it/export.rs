@@ -103,6 +103,54 @@ async fn export_parquet_rebuilds_a_lost_day_from_postgres() {
     assert_eq!(parquet_snapshots(dir.path()), pg);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_parquet_over_all_of_time_visits_only_the_days_with_data() {
+    let db = TestDb::new().await;
+    let sim = simulator(2, 40, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 40).await;
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    let pg = pg_snapshots(&db).await;
+    let days: BTreeSet<chrono::NaiveDate> = sqlx::query_scalar(
+        "SELECT DISTINCT (captured_at AT TIME ZONE 'UTC')::date FROM receipts.receipt_snapshots",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    // A partition directory with neither rows nor manifest entries is a day to rebuild too.
+    let stray = dir.path().join("receipt_snapshots/capture_date=1999-01-01");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("run-1-0001.parquet"), b"not listed").unwrap();
+
+    let started = std::time::Instant::now();
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).args([
+        "export",
+        "parquet",
+        "--since",
+        "0001-01-01",
+        "--until",
+        "9999-12-31",
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}: every day of the range was visited",
+        started.elapsed()
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("rebuilt {} day(s)", days.len() + 1)),
+        "{text}"
+    );
+    assert!(text.contains("1999-01-01: 0 rows in 0 file(s)"), "{text}");
+    assert!(!stray.join("run-1-0001.parquet").exists());
+    assert_eq!(parquet_snapshots(dir.path()), pg);
+    sim.shutdown().await;
+}
+
 async fn codes(db: &TestDb) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM receipts.receipt_item_codes")
         .fetch_one(&db.pool)
