@@ -6,6 +6,7 @@ use crate::settings::Settings;
 use crate::tracking::follow;
 use crate::tracking::store::{self, TrackedGroup};
 use crate::tracking::{validate_group_id, validate_tag, SeqWindow};
+use crate::untrusted::escape;
 use anyhow::Context;
 use sqlx::PgPool;
 use std::path::Path;
@@ -145,12 +146,15 @@ fn table(groups: &[TrackedGroup]) -> String {
                 .collect::<Vec<_>>()
                 .join(",");
             let enabled = if g.enabled { "yes" } else { "no" };
+            // A note (and, written by another tool, an id or a tag) may hold a newline or an
+            // escape sequence: shown escaped, one line per group.
+            let shown = |text: &str| escape(text).into_owned();
             [
-                g.group_id.clone(),
+                shown(&g.group_id),
                 enabled.into(),
-                g.tags.join(","),
+                shown(&g.tags.join(",")),
                 windows,
-                g.note.clone().unwrap_or_default(),
+                shown(g.note.as_deref().unwrap_or_default()),
             ]
         })
         .collect();
