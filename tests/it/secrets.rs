@@ -24,7 +24,7 @@ fn find_usersig(text: &str) -> Option<&str> {
     None
 }
 
-fn assert_clean(what: &str, text: &str) {
+pub fn assert_clean(what: &str, text: &str) {
     assert!(!text.contains(KEY), "{what} holds the secret key");
     assert!(!text.contains(OTHER_KEY), "{what} holds a secret key");
     assert!(
