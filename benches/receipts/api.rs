@@ -8,7 +8,7 @@ use crate::Opts;
 use futures::StreamExt;
 use receipt_exporter::chat::{ChatClient, ClientConfig};
 use receipt_exporter::secret::Secret;
-use receipt_exporter::settings::{DEFAULT_BATCH_SIZE, DEFAULT_CONCURRENCY};
+use receipt_exporter::settings::{resolve, RawSettings, Settings};
 use receipt_exporter::sim::{generate_groups, Endpoint, SimConfig, Simulator};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,6 +25,11 @@ const WARM_UP: Duration = Duration::from_secs(3);
 /// (`chat::limiter`: 5 s hold, 20 s recovery); the steady state begins after that.
 const MAX_WARM_UP: Duration = Duration::from_secs(30);
 
+/// The settings a run has when nothing is set (`settings::ALL`'s defaults).
+fn defaults() -> Settings {
+    resolve(RawSettings::default()).expect("the defaults are valid")
+}
+
 pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let steady = Duration::from_secs(if opts.quick { 8 } else { 22 });
     println!(
@@ -32,8 +37,8 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
          at least {}s and until the client's pace is back at full, {} seqs/call, concurrency {}) ==",
         steady.as_secs(),
         WARM_UP.as_secs(),
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_CONCURRENCY
+        defaults().batch_size,
+        defaults().concurrency
     );
     for latency_ms in [50u64, 150] {
         let m = measure(Duration::from_millis(latency_ms), steady).await?;
@@ -112,7 +117,7 @@ async fn measure(latency: Duration, steady: Duration) -> anyhow::Result<Measured
     let seconds = (MAX_WARM_UP + steady).as_secs() + 5;
     let calls = seconds * CEILING as u64;
     let messages = 1_000u64;
-    let groups = (calls * DEFAULT_BATCH_SIZE as u64).div_ceil(messages) as usize;
+    let groups = (calls * defaults().batch_size as u64).div_ceil(messages) as usize;
     let mut config = SimConfig::new(SDKAPPID, Secret::new(KEY), IDENTIFIER);
     config.groups = generate_groups(config.seed, groups, messages);
     config.rate_limit = CEILING as u32;
@@ -121,7 +126,7 @@ async fn measure(latency: Duration, steady: Duration) -> anyhow::Result<Measured
     let sim = Simulator::start(config, "127.0.0.1:0".parse()?)?;
     let mut cfg = ClientConfig::new(sim.base_url(), SDKAPPID, IDENTIFIER, Secret::new(KEY));
     cfg.rate_limit = CEILING;
-    cfg.batch_size = DEFAULT_BATCH_SIZE;
+    cfg.batch_size = defaults().batch_size;
     let client = ChatClient::new(cfg)?;
     let receipts = Arc::new(AtomicU64::new(0));
     let ids: Vec<String> = sim.groups().into_iter().map(|g| g.group_id).collect();
@@ -178,10 +183,10 @@ async fn measure(latency: Duration, steady: Duration) -> anyhow::Result<Measured
     })
 }
 
-/// Pulls every group's seqs `1..=messages` in plan batches, `DEFAULT_CONCURRENCY` calls at a
+/// Pulls every group's seqs `1..=messages` in plan batches, the default concurrency's calls at a
 /// time, as `run::pipeline` does; counts the receipts received.
 async fn pull_all(client: ChatClient, ids: Vec<String>, messages: u64, receipts: Arc<AtomicU64>) {
-    let batch = DEFAULT_BATCH_SIZE as u64;
+    let batch = defaults().batch_size as u64;
     // Built before the clock starts (a few MB), so the stream owns its items.
     let mut work = Vec::new();
     for g in &ids {
@@ -195,7 +200,7 @@ async fn pull_all(client: ChatClient, ids: Vec<String>, messages: u64, receipts:
             let client = client.clone();
             async move { client.pull_receipts(&group_id, &seqs).await }
         })
-        .buffer_unordered(DEFAULT_CONCURRENCY);
+        .buffer_unordered(defaults().concurrency);
     while let Some(result) = calls.next().await {
         if let Ok(answers) = result {
             let n: usize = answers.iter().map(|a| a.items.len()).sum();
