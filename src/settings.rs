@@ -269,6 +269,10 @@ pub const PUSHGATEWAY_URL: Setting = Setting {
 
 /// Every global setting, in the order of `--help` and the README's table. A row missing here
 /// is missing everywhere: no flag, no variable, no config key (and `resolve` panics on it).
+///
+/// A new setting: a `Setting` row above, listed here; its typed field in [`Settings`] and the
+/// line of [`resolve`] that validates it; its row in the README's settings table and its sample
+/// values in the walk of `tests/it/cli.rs` (both tests fail until they are there).
 pub const ALL: &[Setting] = &[
     CONFIG,
     DATABASE_URL,
