@@ -1,5 +1,6 @@
 //! Settings: flags, else environment variables, else the optional TOML file (`--config`),
-//! else defaults, turned into validated [`Settings`] before any I/O.
+//! else defaults, turned into validated [`Settings`] before any I/O. Each setting is declared
+//! once, as a row of [`ALL`]; the command line, the config keys and `--help` come from there.
 //!
 //! Every rejected value names where it came from (flag, variable or file key), shows the bad
 //! value (never a secret) and the accepted form. The secret key comes only from
