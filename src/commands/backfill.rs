@@ -156,6 +156,7 @@ async fn show_progress(pool: PgPool, started: Arc<OnceLock<Started>>, done: Canc
         }
     }
     if let Some(bar) = bar {
+        super::progress::hide();
         bar.finish_and_clear();
     }
 }
@@ -164,14 +165,16 @@ fn new_bar(s: &Started) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(s.total_seqs);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{msg} [{wide_bar}] {pos}/{len} seqs  {per_sec}  ETA {eta}",
+            "{msg} [{wide_bar}] {pos}/{len} seqs  {rate}  ETA {eta}",
         )
         .expect("a valid template")
+        .with_key("rate", super::progress::rate_key)
         .progress_chars("=> "),
     );
     bar.set_message(format!("backfill run {}", s.run_id));
     bar.set_position(s.done_seqs);
     bar.reset_eta();
+    super::progress::show(&bar);
     bar
 }
 
