@@ -24,4 +24,5 @@ pub mod secret;
 pub mod settings;
 pub mod sim;
 pub mod sink;
+pub mod text;
 pub mod tracking;

@@ -40,9 +40,7 @@ pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit
     done.cancel();
     let _ = progress.await;
     let report = report?;
-    for (group, class, error) in &report.failed_groups {
-        tracing::warn!(group_id = %group, class = %class, "{error}");
-    }
+    // Each failed group was logged once, when it failed; the ledger lists them all.
     if let Some(s) = started.get() {
         tracing::info!(
             "backfill run {} attempt {}: {} seqs in all, {} were done before this attempt",

@@ -29,9 +29,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     let outcome = run::execute(settings, &pool, &request, stop).await;
     crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
     let report = outcome?;
-    for (group, class, error) in &report.failed_groups {
-        tracing::warn!(group_id = %group, class = %class, "{error}");
-    }
+    // Each failed group was logged once, when it failed; the ledger lists them all.
     super::emit_summary(&report.summary(&settings.parquet_dir));
     Ok(report.exit)
 }
@@ -109,10 +107,11 @@ fn dry_run_report(
         ));
     }
     out.push_str(&format!(
-        "dry run: {} groups, {} seqs, {calls} API calls at {bs} seqs per call, about {} at {} calls/s; \
+        "dry run: {}, {}, {} at {bs} seqs per call, about {} at {} calls/s; \
          skipped {} settled and {} no-receipt seqs (without skipping: {} seqs, {} calls, about {})",
-        p.plan.len(),
-        seqs,
+        crate::text::count(p.plan.len() as u64, "group", "groups"),
+        crate::text::count(seqs, "seq", "seqs"),
+        crate::text::count(calls, "API call", "API calls"),
         at_rate(calls),
         settings.rate_limit,
         p.skipped_settled,
