@@ -310,7 +310,14 @@ pub async fn execute(
     let failed = outcome.failed_groups.len();
     let planned = outcome.groups_planned;
     let (status, exit, error) = match &outcome.halt {
-        Some(Halt::Config(e)) => (RunStatus::Failed, Exit::Usage, Some(e.to_string())),
+        Some(Halt::Config(e)) => {
+            let exit = if e.is_config() {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            };
+            (RunStatus::Failed, exit, Some(e.to_string()))
+        }
         Some(Halt::Sink(e)) => (RunStatus::Failed, Exit::Failed, Some(format!("{e:#}"))),
         Some(Halt::Stopped) if lost => (
             RunStatus::Failed,

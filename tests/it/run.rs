@@ -176,9 +176,13 @@ async fn a_group_that_no_longer_exists_makes_the_run_partial() {
     track_all(&db, &groups, 60).await;
     let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
     assert_eq!(out.status.code(), Some(3), "partial");
-    assert!(
-        stderr(&out).contains("@TGS#dissolved"),
-        "the failed group is logged by id"
+    assert_eq!(
+        stderr(&out)
+            .lines()
+            .filter(|l| l.contains("@TGS#dissolved"))
+            .count(),
+        1,
+        "the failed group is logged by id, once (not per batch)"
     );
     let (status, _, _, error) = run_row(&db, 1).await;
     assert_eq!(status, "partial");
@@ -321,4 +325,68 @@ async fn sigkill_mid_run_then_the_next_run_repairs_and_both_sinks_agree() {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "temporary files left behind: {hidden:?}");
+}
+
+/// Nothing listens at the API's address: the run stops after the first seconds with one line
+/// naming the host and the cause, instead of retrying every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_stops_the_run_quietly_naming_host_and_cause() {
+    let db = TestDb::new().await;
+    let groups: Vec<String> = (0..30).map(|i| format!("@TGS#g{i}")).collect();
+    track_all(&db, &groups, 500).await; // 300 batches
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let out = run(exporter_for(&db, &base, dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.lines().count() <= 20,
+        "{} lines: {err}",
+        err.lines().count()
+    );
+    let line = stdout(&out);
+    assert!(
+        line.contains(&format!(
+            "the Chat API at 127.0.0.1:{port} cannot be reached"
+        )) && line.contains("connection refused"),
+        "{line}"
+    );
+    assert!(
+        line.contains("30 groups planned (0 failed before it stopped)"),
+        "{line}"
+    );
+    let (status, _, calls, error) = run_row(&db, 1).await;
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("cannot be reached"));
+    // The 64 calls in flight tried a few times each; the 300 batches were not tried 8 times.
+    assert!(calls < 1_000, "{calls} attempts");
+}
+
+/// A wrong key stops the run: the summary says it stopped before trying every group and what
+/// it did not pull, and the failure is not logged once per call in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_run_says_what_it_did_not_do_and_does_not_repeat_itself() {
+    let db = TestDb::new().await;
+    let sim = simulator(3, 2000, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 2000).await; // 120 batches, 64 in flight
+    let wrong = "0000000000000000000000000000000000000000000000000000000000c0ffee";
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path())
+        .env("TIM_SECRET_KEY", wrong)
+        .arg("run"));
+    assert_eq!(out.status.code(), Some(2));
+    let line = stdout(&out);
+    assert!(
+        line.contains("3 groups planned (0 failed before it stopped)")
+            && line.contains("seqs not pulled")
+            && line.contains("configuration error"),
+        "{line}"
+    );
+    assert!(!line.contains("for the next run"), "not a budget: {line}");
+    let err = stderr(&out);
+    assert!(err.matches("retrying").count() <= 2, "{err}");
+    assert!(err.lines().count() <= 10, "{err}");
 }
