@@ -141,16 +141,28 @@ async fn two_runs_store_exactly_the_simulators_counts_in_both_sinks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dry_run_prints_the_plan_and_touches_nothing() {
+async fn dry_run_prints_the_plan_checks_the_groups_and_writes_nothing() {
     let db = TestDb::new().await;
     let sim = simulator(2, 50, |_| {});
     let dir = tempfile::tempdir().unwrap();
-    track_all(&db, &group_ids(&sim), 250).await;
+    let mut groups = group_ids(&sim);
+    groups.push("@TGS#2TTV7VSII".to_string()); // the quick start's example: no such group
+    track_all(&db, &groups, 250).await;
     let out = run(exporter_for(&db, &sim.base_url(), dir.path()).args(["run", "--dry-run"]));
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
-        text.contains("dry run: 2 groups, 500 seqs, 10 API calls at 50 seqs per call"),
+        text.contains("dry run: 3 groups, 750 seqs, 15 API calls at 50 seqs per call"),
+        "{text}"
+    );
+    assert!(
+        text.contains("checked 3 groups with 1 get_group_info call: 1 would fail"),
+        "{text}"
+    );
+    let failing: Vec<&str> = text.lines().filter(|l| l.contains("would fail:")).collect();
+    assert_eq!(failing.len(), 1, "{text}");
+    assert!(
+        failing[0].starts_with("@TGS#2TTV7VSII  would fail: the API does not know it"),
         "{text}"
     );
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.export_runs")
@@ -158,11 +170,9 @@ async fn dry_run_prints_the_plan_and_touches_nothing() {
         .await
         .unwrap();
     assert_eq!(runs, 0);
-    assert_eq!(
-        sim.stats().endpoints.values().map(|e| e.calls).sum::<u64>(),
-        0,
-        "a dry run calls no API"
-    );
+    let calls = |endpoint: &str| sim.stats().endpoints.get(endpoint).map_or(0, |e| e.calls);
+    assert_eq!(calls("get_group_msg_receipt"), 0, "a dry run pulls nothing");
+    assert_eq!(calls("get_group_info"), 1, "one check per 50 groups");
     assert!(all_files(dir.path()).is_empty());
 }
 
