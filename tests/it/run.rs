@@ -400,3 +400,21 @@ async fn a_wrong_key_run_says_what_it_did_not_do_and_does_not_repeat_itself() {
     assert!(err.matches("retrying").count() <= 2, "{err}");
     assert!(err.lines().count() <= 10, "{err}");
 }
+
+/// "1 group", "1 call", "1 Parquet file": counts in the right number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_of_a_one_call_run_speaks_in_the_singular() {
+    let db = TestDb::new().await;
+    let sim = simulator(1, 10, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 10).await;
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    let line = stdout(&out);
+    assert!(
+        line.contains(": 1 group (0 failed), 10 seqs, ")
+            && line.contains(" receipts, 1 call (0 retries, 0 rate-limited), ")
+            && line.contains(", 1 Parquet file in "),
+        "{line}"
+    );
+}
