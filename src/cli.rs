@@ -287,7 +287,8 @@ pub enum TrackCommand {
     Disable(GroupArg),
     /// Put a disabled group back into runs
     Enable(GroupArg),
-    /// Import windows from a CSV file (header: group_id,from_seq,to_seq), all or nothing
+    /// Import windows from a CSV file (header: group_id,from_seq,to_seq[,tags]; tags separated
+    /// by `;`), all or nothing
     Import(TrackImportArgs),
 }
 
@@ -380,6 +381,10 @@ pub struct ExportParquetArgs {
     /// The last capture date (UTC, included), YYYY-MM-DD
     #[arg(long, value_name = "DATE")]
     pub until: Option<String>,
+    /// Rebuild into a Parquet directory that holds none of the manifest's files (a lost disk,
+    /// or the warehouse moving there): the manifest then lists the rebuilt days' files there
+    #[arg(long)]
+    pub relocate: bool,
 }
 
 #[cfg(test)]

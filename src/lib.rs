@@ -25,5 +25,6 @@ pub mod secret;
 pub mod settings;
 pub mod sim;
 pub mod sink;
+pub mod text;
 pub mod tracking;
 pub mod untrusted;

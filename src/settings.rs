@@ -382,8 +382,11 @@ pub struct Settings {
     pub pushgateway_url: Option<reqwest::Url>,
     /// How log lines look on stderr.
     pub log_format: LogFormat,
-    /// Problems worth a warning but not a refusal (a key file readable by others).
+    /// Problems worth a warning but not a refusal (a metrics file not named `*.prom`).
     pub warnings: Vec<String>,
+    /// A key file readable by others: said once, by the first command step that reads the key
+    /// (see [`Settings::take_key_warning`]), never by commands that do not use it.
+    pub key_warning: Option<String>,
 }
 
 /// What the Chat API needs, all present.
@@ -414,12 +417,23 @@ impl Settings {
     }
 
     pub fn require_secret_key(&self) -> Result<Secret, SettingsError> {
+        if let Some(warning) = self.take_key_warning() {
+            tracing::warn!("{warning}");
+        }
         self.secret_key.clone().ok_or_else(|| SettingsError {
             origin: "TIM_SECRET_KEY".into(),
             problem:
                 "not set: set TIM_SECRET_KEY, or TIM_SECRET_KEY_FILE to a file holding the key"
                     .into(),
         })
+    }
+
+    /// The key file's warning, the first time it is asked for in this process (settings are
+    /// cloned per job, the warning is said once).
+    pub fn take_key_warning(&self) -> Option<&str> {
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let warning = self.key_warning.as_deref()?;
+        (!SAID.swap(true, std::sync::atomic::Ordering::Relaxed)).then_some(warning)
     }
 
     /// Everything a call to the Chat API needs.
@@ -508,12 +522,18 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         .pick(SDKAPPID)
         .map(|(v, o)| parse_sdkappid(&v, &o))
         .transpose()?;
-    let secret_key = secret_key(raw.secret_key, src.pick(SECRET_KEY_FILE), &mut warnings)?;
+    let mut key_warnings = Vec::new();
+    let secret_key = secret_key(raw.secret_key, src.pick(SECRET_KEY_FILE), &mut key_warnings)?;
     let (v, o) = src.get(IDENTIFIER);
     let identifier = parse_identifier(&v, &o)?;
-    let api = match (src.pick(API_BASE), src.pick(REGION)) {
+    // A region is validated even when a base URL overrides it: every value is.
+    let region = src
+        .pick(REGION)
+        .map(|(v, o)| parse_region(&v, &o))
+        .transpose()?;
+    let api = match (src.pick(API_BASE), region) {
         (Some((v, o)), _) => Some(ApiEndpoint::Base(parse_api_base(&v, &o)?)),
-        (None, Some((v, o))) => Some(ApiEndpoint::Region(parse_region(&v, &o)?)),
+        (None, Some(region)) => Some(ApiEndpoint::Region(region)),
         (None, None) => None,
     };
     let (v, o) = src.get(LOG_FORMAT);
@@ -550,6 +570,7 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         metrics_file,
         pushgateway_url,
         warnings,
+        key_warning: key_warnings.pop(),
     })
 }
 
@@ -1043,6 +1064,11 @@ mod tests {
         );
         let s = resolve(raw(&[(REGION, "tokyo"), (API_BASE, "http://127.0.0.1:1")])).unwrap();
         assert_eq!(s.api.unwrap().base_url(), "http://127.0.0.1:1");
+        let e = err(raw(&[(REGION, "mars"), (API_BASE, "http://127.0.0.1:1")]));
+        assert!(
+            e.contains("invalid value 'mars'"),
+            "a bad region fails under a base: {e}"
+        );
     }
 
     #[test]
@@ -1061,15 +1087,16 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let s = resolve(raw(&[(SECRET_KEY_FILE, path.to_str().unwrap())])).unwrap();
-        assert_eq!(s.secret_key.unwrap().expose(), "s3cr3t");
+        assert_eq!(s.secret_key.as_ref().unwrap().expose(), "s3cr3t");
         assert!(
-            s.warnings[0].contains("readable by others"),
-            "{:?}",
-            s.warnings
+            s.warnings.is_empty(),
+            "not for commands that never read the key"
         );
+        let warning = s.key_warning.as_deref().unwrap();
+        assert!(warning.contains("readable by others"), "{warning}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let s = resolve(raw(&[(SECRET_KEY_FILE, path.to_str().unwrap())])).unwrap();
-        assert!(s.warnings.is_empty());
+        assert!(s.warnings.is_empty() && s.key_warning.is_none());
         let e = err(raw(&[(SECRET_KEY_FILE, "/nonexistent/key")]));
         assert!(
             e.contains("cannot read the key file /nonexistent/key"),

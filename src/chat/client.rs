@@ -14,6 +14,7 @@ use super::error::{
     classify, config_hint, describe_groups, describe_seqs, ChatError, ErrorClass, TransportKind,
 };
 use super::limiter::RateLimiter;
+use super::reach::{likely_cause, Reach, Repeats, Verdict, UNREACHABLE_AFTER};
 use super::sigcache::SigCache;
 use super::stats::{InvalidReason, Stats};
 use super::types::{
@@ -112,6 +113,8 @@ pub struct Tuning {
     pub cooldown: Duration,
     /// How many 70050 pauses one call may sit through before it fails.
     pub max_cooldowns: u32,
+    /// With no answer ever, how long every attempt may fail to connect before calls stop.
+    pub unreachable_after: Duration,
 }
 
 impl Default for Tuning {
@@ -123,6 +126,7 @@ impl Default for Tuning {
             rate_limited_cap: Duration::from_secs(10),
             cooldown: Duration::from_secs(60),
             max_cooldowns: 3,
+            unreachable_after: UNREACHABLE_AFTER,
         }
     }
 }
@@ -149,6 +153,10 @@ struct Inner {
     batch_size: AtomicUsize,
     max_attempts: u32,
     tuning: Tuning,
+    /// Whether the API ever answered: a run that never connects stops instead of retrying.
+    reach: Reach,
+    /// Identical retry warnings, folded into one line with a count.
+    repeats: Repeats,
 }
 
 /// What one attempt produced, before classification.
@@ -221,12 +229,13 @@ fn host_of(url: &reqwest::Url) -> String {
 
 /// The kind of a reqwest failure, for [`classify`].
 fn transport_kind(e: &reqwest::Error) -> TransportKind {
+    // A connect timeout is a failure to connect (is_timeout holds too): checked first.
     if e.is_builder() {
         TransportKind::Invalid
-    } else if e.is_timeout() {
-        TransportKind::Timeout
     } else if e.is_connect() {
         TransportKind::Connect
+    } else if e.is_timeout() {
+        TransportKind::Timeout
     } else if e.is_body() || e.is_decode() {
         TransportKind::Body
     } else {
@@ -320,6 +329,8 @@ impl ChatClient {
             batch_size: AtomicUsize::new(cfg.batch_size),
             max_attempts: cfg.max_attempts,
             tuning,
+            reach: Reach::default(),
+            repeats: Repeats::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -516,6 +527,14 @@ fn give_up(class: ErrorClass, a: &Attempt, ctx: &Ctx<'_>, attempts: u32) -> Chat
     }
 }
 
+/// " (and N more like it)" when a warning stands for repeats held back.
+fn repeated(held: u64) -> String {
+    match held {
+        0 => String::new(),
+        n => format!(" (and {n} more like it)"),
+    }
+}
+
 /// Per-call retry counters, one per class that retries.
 #[derive(Default)]
 struct Tries {
@@ -544,6 +563,9 @@ impl ChatClient {
             tries.total += 1;
             let sig = self.inner.sig.get(Utc::now().timestamp());
             let mut a = self.attempt(command, &body, &sig).await;
+            if a.transport != Some(TransportKind::Connect) {
+                self.inner.reach.connected();
+            }
             let mut class = classify(a.status, a.code, a.transport);
             if class == ErrorClass::Success {
                 match parse(a.json.as_ref().expect("success has a body"), a.at) {
@@ -569,8 +591,26 @@ impl ChatClient {
         ctx: &Ctx<'_>,
         tries: &mut Tries,
     ) -> Result<(), ChatError> {
-        let Some(delay) = self.retry_delay(class, sig, tries) else {
-            return Err(give_up(class, a, ctx, tries.total));
+        let mut verdict = Verdict::Transient;
+        if a.transport == Some(TransportKind::Connect) {
+            let window = self.inner.tuning.unreachable_after;
+            verdict = self.inner.reach.connect_failed(window);
+            if verdict == Verdict::Unreachable {
+                return Err(self.unreachable(a, window));
+            }
+        }
+        let t = &self.inner.tuning;
+        let delay = match self.retry_delay(class, sig, tries) {
+            Some(delay) => delay,
+            // Nothing ever answered: wait for the verdict on the whole API (one line for the
+            // run) rather than failing group after group on the same cause.
+            None if verdict == Verdict::NotYet => backoff_delay(
+                tries.transient,
+                t.transient_base,
+                t.transient_cap,
+                &mut rand::rng(),
+            ),
+            None => return Err(give_up(class, a, ctx, tries.total)),
         };
         self.inner.stats.retry(class);
         let delay_ms = delay.as_millis() as u64;
@@ -579,11 +619,34 @@ impl ChatClient {
             tracing::debug!(target: "receipt_exporter::chat", call = %ctx.what, code = a.code, attempt = tries.total,
                 delay_ms, "rate limited by the Chat API, retrying");
         } else {
-            tracing::warn!(target: "receipt_exporter::chat", call = %ctx.what, class = ?class, code = a.code,
-                detail = %a.detail, attempt = tries.total, delay_ms, "Chat API attempt failed, retrying");
+            // One line per distinct failure, not per attempt: an outage would flood the log.
+            let text = format!(
+                "Chat API attempts failed ({class:?}: {}), retrying",
+                a.detail
+            );
+            if let Some(held) = self.inner.repeats.note(&text) {
+                tracing::warn!(target: "receipt_exporter::chat", call = %ctx.what, class = ?class, code = a.code,
+                    attempt = tries.total, delay_ms, repeats = held,
+                    "{text}{}", repeated(held));
+            }
         }
         tokio::time::sleep(delay).await;
         Ok(())
+    }
+
+    /// The error that stops every call: nothing ever answered, and connecting kept failing.
+    fn unreachable(&self, a: &Attempt, window: Duration) -> ChatError {
+        let root = &self.inner.api_root;
+        let host = match root.port() {
+            Some(port) => format!("{}:{port}", root.host_str().unwrap_or("?")),
+            None => root.host_str().unwrap_or("?").to_string(),
+        };
+        ChatError::Unreachable {
+            host,
+            secs: window.as_secs(),
+            cause: likely_cause(&a.detail),
+            received: vec![],
+        }
     }
 
     /// How long to wait before the next attempt, or `None` when this class has no retry left.

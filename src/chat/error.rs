@@ -173,6 +173,14 @@ pub enum ChatError {
         hint: &'static str,
         received: Vec<ReceiptAnswer>,
     },
+    /// Nothing ever answered and every attempt for a while failed to connect: the run stops.
+    #[error("the Chat API at {host} cannot be reached: every attempt for {secs} s failed to connect ({cause}); check TIM_REGION / TIM_API_BASE and the network")]
+    Unreachable {
+        host: String,
+        secs: u64,
+        cause: &'static str,
+        received: Vec<ReceiptAnswer>,
+    },
 }
 
 impl ChatError {
@@ -183,7 +191,16 @@ impl ChatError {
             ChatError::Transient { .. } => ErrorClass::Transient,
             ChatError::Group { .. } => ErrorClass::Group,
             ChatError::Config { .. } => ErrorClass::Config,
+            ChatError::Unreachable { .. } => ErrorClass::Transient,
         }
+    }
+
+    /// True when the whole run must stop: a configuration error, or an API never reached.
+    pub fn stops_run(&self) -> bool {
+        matches!(
+            self,
+            ChatError::Config { .. } | ChatError::Unreachable { .. }
+        )
     }
 
     /// True when the whole run must stop (wrong key, account, region, sdkappid).
@@ -197,7 +214,8 @@ impl ChatError {
             ChatError::RateLimited { received, .. }
             | ChatError::Transient { received, .. }
             | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. } => received,
+            | ChatError::Config { received, .. }
+            | ChatError::Unreachable { received, .. } => received,
         }
     }
 
@@ -207,7 +225,8 @@ impl ChatError {
             ChatError::RateLimited { received, .. }
             | ChatError::Transient { received, .. }
             | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. } => std::mem::take(received),
+            | ChatError::Config { received, .. }
+            | ChatError::Unreachable { received, .. } => std::mem::take(received),
         }
     }
 
@@ -216,7 +235,8 @@ impl ChatError {
             ChatError::RateLimited { received, .. }
             | ChatError::Transient { received, .. }
             | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. } => *received = answers,
+            | ChatError::Config { received, .. }
+            | ChatError::Unreachable { received, .. } => *received = answers,
         }
         self
     }

@@ -23,20 +23,23 @@ pub enum InvalidReason {
     Duplicate,
     /// A seq that was asked for and has no item in the answer.
     Missing,
-    /// A negative or out-of-range read/unread count (above what the sinks' int4 holds).
+    /// A negative read/unread count.
     NegativeCount,
+    /// A count above what the sinks store (int4): [`crate::chat::types::MAX_COUNT`].
+    CountOutOfRange,
     /// The body is longer than [`super::client::MAX_ANSWER_BYTES`]: the whole answer is dropped.
     TooLarge,
 }
 
 impl InvalidReason {
-    const ALL: [InvalidReason; 7] = [
+    const ALL: [InvalidReason; 8] = [
         Self::NonJson,
         Self::WrongShape,
         Self::NotAsked,
         Self::Duplicate,
         Self::Missing,
         Self::NegativeCount,
+        Self::CountOutOfRange,
         Self::TooLarge,
     ];
 
@@ -49,6 +52,7 @@ impl InvalidReason {
             Self::Duplicate => "duplicate",
             Self::Missing => "missing",
             Self::NegativeCount => "negative_count",
+            Self::CountOutOfRange => "count_out_of_range",
             Self::TooLarge => "too_large",
         }
     }

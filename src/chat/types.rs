@@ -64,7 +64,7 @@ fn count(item: &Value, field: &str, required: bool) -> Result<u32, InvalidReason
         None | Some(Value::Null) if !required => Ok(0),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
             (Some(v), _) if v <= u64::from(MAX_COUNT) => Ok(v as u32),
-            (Some(_), _) => Err(InvalidReason::NegativeCount),
+            (Some(_), _) => Err(InvalidReason::CountOutOfRange),
             (None, Some(_)) => Err(InvalidReason::NegativeCount),
             _ => Err(InvalidReason::WrongShape),
         },
@@ -252,7 +252,7 @@ pub fn validate_group_infos(
 mod tests {
     use super::*;
     use serde_json::json;
-    use InvalidReason::{Duplicate, Missing, NegativeCount, NotAsked};
+    use InvalidReason::{CountOutOfRange, Duplicate, Missing, NegativeCount, NotAsked};
 
     fn reasons(issues: &[Issue]) -> Vec<(InvalidReason, Option<u64>)> {
         let mut v: Vec<_> = issues.iter().map(|i| (i.reason, i.seq)).collect();
@@ -325,12 +325,12 @@ mod tests {
         assert_eq!(
             reasons(&issues),
             vec![
+                (CountOutOfRange, Some(6)),
+                (CountOutOfRange, Some(9)),
                 (Duplicate, Some(2)),
                 (Duplicate, Some(2)),
                 (Missing, Some(3)),
                 (NegativeCount, Some(1)),
-                (NegativeCount, Some(6)),
-                (NegativeCount, Some(9)),
                 (NotAsked, Some(99)),
                 (InvalidReason::WrongShape, None),
                 (InvalidReason::WrongShape, Some(4)),

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod export;
 pub mod jobs;
 pub mod migrate;
+pub mod progress;
 pub mod run;
 pub mod runs;
 pub mod schedule;
@@ -65,7 +66,7 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("warn,receipt_exporter=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(progress::LogWriter);
     let _ = match format {
         LogFormat::Human => builder
             .with_ansi(

@@ -109,8 +109,13 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
         }
     };
     out.push(ok("settings", "valid"));
-    for w in &settings.warnings {
-        out.push(warn("settings", w.clone(), "see the warning"));
+    for w in settings
+        .warnings
+        .iter()
+        .map(String::as_str)
+        .chain(settings.take_key_warning())
+    {
+        out.push(warn("settings", w.to_string(), "see the warning"));
     }
     let pool = postgres(&settings, &mut out).await;
     chat_api(&settings, pool.as_ref(), &mut out).await;

@@ -336,6 +336,8 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
+    // A missing directory is created, as the Parquet directory is (the first run makes it).
+    tokio::fs::create_dir_all(&dir).await?;
     let result = async {
         let mut file = tokio::fs::File::create(&tmp).await?;
         tokio::io::AsyncWriteExt::write_all(&mut file, bytes).await?;

@@ -303,6 +303,14 @@ pub struct DayReport {
     pub replaced: usize,
 }
 
+/// The path (relative to the Parquet directory) of every file the manifest lists.
+pub async fn listed_paths(pool: &PgPool) -> Result<Vec<String>, SinkError> {
+    sqlx::query_scalar("SELECT path FROM receipts.parquet_files ORDER BY file_id")
+        .fetch_all(pool)
+        .await
+        .map_err(SinkError::pg("listing the manifest's files"))
+}
+
 /// Rewrites each capture-date partition from `since` to `until` (both included) from
 /// Postgres. Each day is built in a hidden sibling directory, then swapped in with one
 /// atomic rename while the manifest is replaced in one transaction: a reader sees the old

@@ -51,6 +51,14 @@ fn invalid_settings_exit_2_naming_the_variable_before_any_io() {
         assert!(err.contains(needle), "{var}={value}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+    // A bad region fails even when a base URL overrides it.
+    let out = run(exporter()
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("TIM_API_BASE", "http://127.0.0.1:1")
+        .env("TIM_REGION", "mars")
+        .arg("migrate"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("TIM_REGION: invalid value 'mars'"));
 }
 
 #[test]
@@ -120,15 +128,50 @@ async fn migrate_twice_applies_then_applies_nothing() {
 }
 
 #[test]
-fn an_unreachable_database_fails_with_exit_1_and_the_target() {
+fn an_unreachable_database_fails_with_exit_1_the_target_and_the_cause_once() {
     let out = run(exporter()
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
-        .arg("migrate"));
+        .args(["runs", "list"]));
     assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("while connecting to Postgres (127.0.0.1:1/none)"),
-        "{}",
-        stderr(&out)
+        err.contains("while connecting to Postgres (127.0.0.1:1/none): connection refused"),
+        "{err}"
+    );
+    assert_eq!(err.matches("refused").count(), 1, "said once: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_missing_database_or_role_is_named_at_once() {
+    let admin = crate::helpers::admin_url();
+    let no_db = crate::helpers::with_database(&admin, "rexp_no_such_database");
+    let out = run(exporter()
+        .env("DATABASE_URL", &no_db)
+        .args(["runs", "list"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the database \"rexp_no_such_database\" does not exist"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let mut options = receipt_exporter::db::connect_options(&admin).unwrap();
+    options = options.username("rexp_no_such_role");
+    let no_role = format!(
+        "postgres://rexp_no_such_role@{}:{}/postgres",
+        options.get_host(),
+        options.get_port()
+    );
+    let out = run(exporter()
+        .env("DATABASE_URL", &no_role)
+        .args(["runs", "list"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("authentication failed for user \"rexp_no_such_role\""),
+        "{err}"
     );
 }
 

@@ -28,14 +28,26 @@ async fn export_parquet_rebuilds_a_lost_day_from_postgres() {
     std::fs::remove_dir_all(dir.path().join("receipt_snapshots")).unwrap();
     assert!(parquet_snapshots(dir.path()).is_empty());
 
-    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).args([
-        "export",
-        "parquet",
-        "--since",
-        &first.to_string(),
-        "--until",
-        &last.to_string(),
-    ]));
+    // A directory without any of the manifest's files: refused unless said on purpose.
+    let export = |relocate: bool| {
+        let mut cmd = exporter_for(&db, &sim.base_url(), dir.path());
+        cmd.args(["export", "parquet", "--since", &first.to_string()])
+            .args(["--until", &last.to_string()]);
+        if relocate {
+            cmd.arg("--relocate");
+        }
+        run(&mut cmd)
+    };
+    let out = export(false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("holds none of the") && stderr(&out).contains("--relocate"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(all_files(dir.path()).is_empty(), "nothing was written");
+
+    let out = export(true);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     for day in &days {

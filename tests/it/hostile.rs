@@ -555,7 +555,7 @@ async fn counts_above_int4_are_dropped_and_counted_in_invalid_items() {
     assert_eq!(out.status.code(), Some(0));
     let forged = (1..=SEQS).filter(|s| huge_count(*s).is_some()).count() as u64 * 2;
     let ledger = last_run(&db).await;
-    assert_eq!(invalid(&ledger, "negative_count"), forged, "{ledger}");
+    assert_eq!(invalid(&ledger, "count_out_of_range"), forged, "{ledger}");
     assert_eq!(ledger["receipts_written"], 2 * SEQS - forged);
     assert_stored(
         &db,
