@@ -13,7 +13,7 @@ use crate::Opts;
 use futures::StreamExt;
 use receipt_exporter::chat::{usersig, ChatClient, ClientConfig};
 use receipt_exporter::secret::Secret;
-use receipt_exporter::settings::DEFAULT_CONCURRENCY;
+use receipt_exporter::settings::{resolve, RawSettings};
 use receipt_exporter::sim::{generate_groups, Background, Endpoint, SimConfig, Simulator};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -89,7 +89,8 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let calls = GROUPS as u64 * messages / BATCH as u64;
     println!(
         "\n== 1. The API budget over whole runs ({GROUPS} groups x {messages} seqs, {BATCH} seqs per call = \
-         {calls} calls, concurrency {DEFAULT_CONCURRENCY}; 200 calls per sliding second, counted on arrival) =="
+         {calls} calls, concurrency {}; 200 calls per sliding second, counted on arrival) ==",
+        default_concurrency()
     );
     for scenario in scenarios(opts.quick) {
         let ours = whole_run(Side::Ours, &scenario, messages).await?;
@@ -304,7 +305,7 @@ fn back_at_full_pace(samples: &[(Instant, u64)], start: Instant, until: Duration
     })
 }
 
-/// Pulls the work, `DEFAULT_CONCURRENCY` calls at a time, as `run::pipeline` does; counts the
+/// Pulls the work, the default concurrency's calls at a time, as `run::pipeline` does; counts the
 /// receipts received.
 async fn pull_all(client: ChatClient, work: Vec<(String, Vec<u64>)>, receipts: Arc<AtomicU64>) {
     let mut calls = futures::stream::iter(work)
@@ -312,7 +313,7 @@ async fn pull_all(client: ChatClient, work: Vec<(String, Vec<u64>)>, receipts: A
             let client = client.clone();
             async move { client.pull_receipts(&group_id, &seqs).await }
         })
-        .buffer_unordered(DEFAULT_CONCURRENCY);
+        .buffer_unordered(default_concurrency());
     while let Some(result) = calls.next().await {
         if let Ok(answers) = result {
             let n: usize = answers.iter().map(|a| a.items.len()).sum();
@@ -391,4 +392,11 @@ async fn call(
         return None;
     }
     Some(answer["GroupMsgReceiptList"].as_array().map_or(0, Vec::len) as u64)
+}
+
+/// The concurrency a run has when nothing is set (`settings::ALL`'s default).
+fn default_concurrency() -> usize {
+    resolve(RawSettings::default())
+        .expect("the defaults are valid")
+        .concurrency
 }

@@ -124,6 +124,10 @@ fn print_job(job: &Job, settings: &Settings, now: chrono::DateTime<Utc>) {
         job.timezone,
         job.catch_up.as_str()
     );
+    println!("    read as (seconds first): {}", job.schedule.reading());
+    if let Some(warning) = job.schedule.warning() {
+        println!("    warning: schedule: {warning}");
+    }
     let next: Vec<String> = job
         .upcoming(now, 3)
         .iter()

@@ -27,6 +27,12 @@ async fn committed(db: &TestDb) -> i64 {
     .unwrap()
 }
 
+fn backfill_show(db: &TestDb) -> std::process::Command {
+    let mut cmd = exporter();
+    cmd.env("DATABASE_URL", &db.url).args(["runs", "show", "1"]);
+    cmd
+}
+
 async fn scalar(db: &TestDb, sql: &str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(&db.pool).await.unwrap()
 }
@@ -132,6 +138,21 @@ async fn a_backfill_killed_half_way_resumes_and_ends_with_every_seq_once_in_both
     );
     let attempts = scalar(&db, "SELECT attempts::bigint FROM receipts.backfills").await;
     assert_eq!(attempts, 2);
+    // The summary speaks of this attempt, and says so when it gives the whole backfill's.
+    let line = stdout(&second);
+    let this = left / 100;
+    assert!(
+        line.contains("succeeded, attempt 2: this attempt")
+            && line.contains(&format!(", {this} calls ("))
+            && line.contains("; the whole backfill: ")
+            && line.contains(&format!(" seqs, {written} receipts, {calls_after} calls, ")),
+        "{line}"
+    );
+    let show = stdout(&run(&mut backfill_show(&db)));
+    assert!(
+        show.contains("from the first attempt's start to the last one's end (2 attempts)"),
+        "{show}"
+    );
 
     // Every seq exactly once, with the simulator's values, in both sinks.
     let pg = pg_snapshots(&db).await;

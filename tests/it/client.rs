@@ -175,6 +175,7 @@ fn client_at(
         rate_limited_cap: Duration::from_millis(20),
         cooldown: Duration::from_millis(50),
         max_cooldowns: 2,
+        unreachable_after: Duration::from_millis(300),
     };
     ChatClient::with_tuning(cfg, tuning).unwrap()
 }

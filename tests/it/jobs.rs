@@ -499,3 +499,52 @@ async fn two_jobs_capped_at_60_and_100_send_160_together_each_within_its_cap() {
         stats.max_calls_in_any_second
     );
 }
+
+#[test]
+fn jobs_check_says_how_each_schedule_was_read_and_warns_about_numbered_weekdays() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, schedule: &str| {
+        std::fs::write(
+            dir.path().join(name),
+            format!("schedule = \"{schedule}\"\n"),
+        )
+        .unwrap();
+    };
+    write("crontab.toml", "0 0 * * 1");
+    write("seconds.toml", "0 0 0 * * 1");
+    write("named.toml", "0 0 0 * * mon");
+    write("either.toml", "0 0 13 * 5");
+    let out = run(exporter().args(["jobs", "check", "--jobs"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    // Each job's lines: the header, then what the schedule was read as, a warning, the fires.
+    let lines_of = |job: &str| -> Vec<&str> {
+        text.lines()
+            .skip_while(|l| !l.starts_with(&format!("ok  {job}  ")))
+            .skip(1)
+            .take_while(|l| l.starts_with("    "))
+            .collect()
+    };
+    for job in ["crontab", "seconds", "named"] {
+        let lines = lines_of(job);
+        assert_eq!(
+            lines[0], "    read as (seconds first): 0 0 0 * * MON",
+            "{text}"
+        );
+        // Mondays at midnight, whichever form and spelling.
+        let next = lines.iter().find(|l| l.contains("next:")).unwrap();
+        assert_eq!(next.matches("Mon 00:00:00 UTC").count(), 3, "{job}: {next}");
+        let warned = lines
+            .iter()
+            .any(|l| l.starts_with("    warning: schedule: "));
+        assert_eq!(warned, job == "seconds", "{job}: {text}");
+    }
+    assert!(
+        lines_of("seconds")[1].contains("day of week '1' reads as MON"),
+        "{text}"
+    );
+    assert_eq!(
+        lines_of("either")[0],
+        "    read as (seconds first): 0 0 0 13 * * or 0 0 0 * * FRI"
+    );
+}

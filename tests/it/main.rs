@@ -9,6 +9,7 @@ mod export;
 mod faults;
 mod follow;
 mod helpers;
+mod hostile;
 mod jobs;
 mod migrations;
 mod ops;
