@@ -73,6 +73,9 @@ struct State {
     next_free: Instant,
     /// When the calls of the last second went out, oldest first (at most the window cap).
     sent: VecDeque<Instant>,
+    /// The most calls let out in any sliding second so far: what the server could count at
+    /// most without the network's jitter.
+    busiest: usize,
 }
 
 impl State {
@@ -93,6 +96,7 @@ impl State {
         }
         if self.sent.len() < self.window_cap() {
             self.sent.push_back(now);
+            self.busiest = self.busiest.max(self.sent.len());
             return None;
         }
         let oldest = *self.sent.front().expect("a full window is not empty");
@@ -167,6 +171,7 @@ impl RateLimiter {
             recent: VecDeque::new(),
             next_free: now,
             sent: VecDeque::new(),
+            busiest: 0,
         };
         Self {
             state: Mutex::new(state),
@@ -226,6 +231,11 @@ impl RateLimiter {
         st.ceiling = rate;
         st.pace = (st.pace * scale).min(rate);
         st.top = (st.top * scale).min(rate);
+    }
+
+    /// The most calls let out in any sliding second since the limiter was made.
+    pub fn busiest_second(&self) -> usize {
+        self.state.lock().expect("limiter lock").busiest
     }
 
     /// The ceiling, calls per second.
