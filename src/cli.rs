@@ -2,37 +2,33 @@
 //! (so every message names its flag or variable the same way, whatever the source).
 
 use crate::exit::EXIT_CODES_HELP;
-use crate::settings::{self, RawSettings, Spec};
+use crate::settings::{self, RawSettings, Setting};
 use clap::parser::ValueSource;
-use clap::{ArgMatches, Args, Parser, Subcommand, ValueEnum};
+use clap::{Arg, ArgMatches, Args, FromArgMatches, Parser, Subcommand};
 use std::path::PathBuf;
 
-const SETTINGS_HELP: &str = "\
-Settings (a flag, else the environment variable, else the --config TOML file, else the default):
-  --database-url      DATABASE_URL         postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE
-  --sdkappid          TIM_SDKAPPID         the SDKAppID from the Chat console
-  (no flag)           TIM_SECRET_KEY       the app's secret key (never printed)
-  --secret-key-file   TIM_SECRET_KEY_FILE  a file holding the key (systemd credentials); not with TIM_SECRET_KEY
-  --identifier        TIM_IDENTIFIER       the app admin account [default: administrator]
-  --region            TIM_REGION           china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta
-  --api-base          TIM_API_BASE         a base URL that overrides the region (simulator, proxy)
-  --parquet-dir       EXPORT_PARQUET_DIR   where Parquet files go [default: ./warehouse]
-  --rate-limit        EXPORT_RATE_LIMIT    API calls per second, 1..10000 [default: 200]
-  --batch-size        EXPORT_BATCH_SIZE    seqs per API call, 1..1000 [default: 50]
-  --concurrency       EXPORT_CONCURRENCY   API requests in flight, 1..1000 [default: 64]
-  --request-timeout   EXPORT_REQUEST_TIMEOUT seconds one API request may take, 4..300 [default: 10]
-  --max-seqs-per-group EXPORT_MAX_SEQS_PER_GROUP  a run refuses a group planning more seqs [default: 1000000]
-  --lock-reconnect-timeout EXPORT_LOCK_RECONNECT_TIMEOUT  seconds a run rides out a lost Postgres session, 5..600 [default: 60]
-  --jobs-dir          EXPORT_JOBS_DIR      where `run --job NAME` looks for NAME.toml [default: ./jobs]
-  --log-format        EXPORT_LOG_FORMAT    human or json [default: human]
-  --metrics-file      EXPORT_METRICS_FILE  a *.prom file rewritten after each run (node_exporter)
-  --pushgateway-url   EXPORT_PUSHGATEWAY_URL  a Pushgateway each run pushes its metrics to
-  RUST_LOG sets the log level (e.g. RUST_LOG=debug).";
+/// The settings block of `--help`, one line per row of [`settings::ALL`].
+fn settings_help() -> String {
+    let mut text = String::from(
+        "Settings (a flag, else the environment variable, else the --config TOML file, else the default):\n",
+    );
+    for s in settings::ALL {
+        let default = s.default.map(|d| format!(" [default: {d}]"));
+        text.push_str(&format!(
+            "  {:<20} {:<25} {}{}\n",
+            s.flag.unwrap_or("(no flag)"),
+            s.env,
+            s.help,
+            default.unwrap_or_default()
+        ));
+    }
+    text + "  RUST_LOG sets the log level (e.g. RUST_LOG=debug)."
+}
 
 /// Exports Tencent Cloud Chat group read receipts to Postgres and Parquet.
 #[derive(Debug, Parser)]
 #[command(name = "receipt-exporter", version, about, long_about = None)]
-#[command(after_help = format!("{SETTINGS_HELP}\n\n{EXIT_CODES_HELP}"))]
+#[command(after_help = format!("{}\n\n{EXIT_CODES_HELP}", settings_help()))]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalOpts,
@@ -40,153 +36,85 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Settings shared by every command; see `settings` for their meaning and validation.
-#[derive(Debug, Args)]
+/// Settings shared by every command: one global flag with its variable per row of
+/// [`settings::ALL`], kept as raw text tagged with its origin (`settings` validates them).
+#[derive(Debug, Clone, Default)]
 pub struct GlobalOpts {
-    /// A TOML file with settings (keys: database_url, sdkappid, secret_key_file, identifier, region,
-    /// api_base, parquet_dir, rate_limit, batch_size, concurrency, request_timeout,
-    /// max_seqs_per_group, lock_reconnect_timeout, jobs_dir, metrics_file, pushgateway_url)
-    #[arg(long, global = true, env = "EXPORT_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Postgres connection URL
-    #[arg(
-        long,
-        global = true,
-        env = "DATABASE_URL",
-        hide_env_values = true,
-        value_name = "URL"
-    )]
-    pub database_url: Option<String>,
-    /// The app's SDKAppID
-    #[arg(long, global = true, env = "TIM_SDKAPPID", value_name = "ID")]
-    pub sdkappid: Option<String>,
-    /// A file holding the secret key (the key itself only ever comes from TIM_SECRET_KEY)
-    #[arg(long, global = true, env = "TIM_SECRET_KEY_FILE", value_name = "PATH")]
-    pub secret_key_file: Option<String>,
-    /// The app admin account [default: administrator]
-    #[arg(long, global = true, env = "TIM_IDENTIFIER", value_name = "ID")]
-    pub identifier: Option<String>,
-    /// The app's region: china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta
-    #[arg(long, global = true, env = "TIM_REGION", value_name = "REGION")]
-    pub region: Option<String>,
-    /// A base URL that overrides the region (the simulator, a proxy)
-    #[arg(long, global = true, env = "TIM_API_BASE", value_name = "URL")]
-    pub api_base: Option<String>,
-    /// Where Parquet files go [default: ./warehouse]
-    #[arg(long, global = true, env = "EXPORT_PARQUET_DIR", value_name = "DIR")]
-    pub parquet_dir: Option<String>,
-    /// API calls per second for this process [default: 200]
-    #[arg(long, global = true, env = "EXPORT_RATE_LIMIT", value_name = "N")]
-    pub rate_limit: Option<String>,
-    /// Seqs per API call [default: 50]
-    #[arg(long, global = true, env = "EXPORT_BATCH_SIZE", value_name = "N")]
-    pub batch_size: Option<String>,
-    /// API requests in flight [default: 64]
-    #[arg(long, global = true, env = "EXPORT_CONCURRENCY", value_name = "N")]
-    pub concurrency: Option<String>,
-    /// Seconds one API request may take, 4..300 (the server gives up after 3 s) [default: 10]
-    #[arg(
-        long,
-        global = true,
-        env = "EXPORT_REQUEST_TIMEOUT",
-        value_name = "SECONDS"
-    )]
-    pub request_timeout: Option<String>,
-    /// A run refuses (does not attempt) a group that plans more seqs than this [default: 1000000]
-    #[arg(
-        long,
-        global = true,
-        env = "EXPORT_MAX_SEQS_PER_GROUP",
-        value_name = "N"
-    )]
-    pub max_seqs_per_group: Option<String>,
-    /// Seconds a run rides out a lost Postgres session (a restart, a failover) before it fails,
-    /// 5..600; its lease outlives it by 10 s, so no other run repairs it meanwhile [default: 60]
-    #[arg(
-        long,
-        global = true,
-        env = "EXPORT_LOCK_RECONNECT_TIMEOUT",
-        value_name = "SECONDS"
-    )]
-    pub lock_reconnect_timeout: Option<String>,
-    /// Where job files are looked up by name [default: ./jobs]
-    #[arg(long, global = true, env = "EXPORT_JOBS_DIR", value_name = "DIR")]
-    pub jobs_dir: Option<String>,
-    /// The Prometheus text file written after each run, for node_exporter's textfile collector
-    #[arg(long, global = true, env = "EXPORT_METRICS_FILE", value_name = "PATH")]
-    pub metrics_file: Option<String>,
-    /// A Pushgateway (base URL) each job's metrics are pushed to after each run
-    #[arg(
-        long,
-        global = true,
-        env = "EXPORT_PUSHGATEWAY_URL",
-        value_name = "URL"
-    )]
-    pub pushgateway_url: Option<String>,
-    /// Log format on stderr
-    #[arg(long, global = true, env = "EXPORT_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
-    pub log_format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// Readable lines
-    Human,
-    /// One JSON object per line (journald, log shippers)
-    Json,
+    raw: RawSettings,
 }
 
 impl GlobalOpts {
     /// The raw settings, each tagged with the flag or variable it came from.
-    pub fn raw_settings(&self, matches: &ArgMatches) -> RawSettings {
-        let mut raw = RawSettings {
-            config_file: self.config.clone(),
-            ..Default::default()
-        };
-        let from_env = |id: &str| matches.value_source(id) == Some(ValueSource::EnvVariable);
-        let mut give = |spec: Spec, id: &str, value: &Option<String>| {
-            raw.give(spec, value.clone(), from_env(id))
-        };
-        give(settings::DATABASE_URL, "database_url", &self.database_url);
-        give(settings::SDKAPPID, "sdkappid", &self.sdkappid);
-        give(
-            settings::SECRET_KEY_FILE,
-            "secret_key_file",
-            &self.secret_key_file,
-        );
-        give(settings::IDENTIFIER, "identifier", &self.identifier);
-        give(settings::REGION, "region", &self.region);
-        give(settings::API_BASE, "api_base", &self.api_base);
-        give(settings::PARQUET_DIR, "parquet_dir", &self.parquet_dir);
-        give(settings::RATE_LIMIT, "rate_limit", &self.rate_limit);
-        give(settings::BATCH_SIZE, "batch_size", &self.batch_size);
-        give(settings::CONCURRENCY, "concurrency", &self.concurrency);
-        give(settings::JOBS_DIR, "jobs_dir", &self.jobs_dir);
-        give(
-            settings::REQUEST_TIMEOUT,
-            "request_timeout",
-            &self.request_timeout,
-        );
-        give(
-            settings::MAX_SEQS_PER_GROUP,
-            "max_seqs_per_group",
-            &self.max_seqs_per_group,
-        );
-        give(
-            settings::LOCK_RECONNECT_TIMEOUT,
-            "lock_reconnect_timeout",
-            &self.lock_reconnect_timeout,
-        );
-        give(settings::METRICS_FILE, "metrics_file", &self.metrics_file);
-        give(
-            settings::PUSHGATEWAY_URL,
-            "pushgateway_url",
-            &self.pushgateway_url,
-        );
-        raw.secret_key = std::env::var(settings::SECRET_KEY_ENV)
+    pub fn raw_settings(&self) -> RawSettings {
+        self.raw.clone()
+    }
+
+    /// A setting's raw value as given by its flag or variable.
+    pub fn given(&self, setting: Setting) -> Option<&str> {
+        if setting == settings::CONFIG {
+            return self.raw.config_file.as_ref().and_then(|p| p.to_str());
+        }
+        self.raw.given.get(setting.key).map(|(v, _)| v.as_str())
+    }
+}
+
+/// One row's global flag. No clap default: a default would hide the config file's value.
+fn global_arg(setting: &Setting, flag: &'static str) -> Arg {
+    let mut help = setting.help.to_string();
+    if setting == &settings::CONFIG {
+        let keys: Vec<&str> = settings::ALL
+            .iter()
+            .filter(|s| s.in_file)
+            .map(|s| s.key)
+            .collect();
+        help = format!("A TOML file with settings (keys: {})", keys.join(", "));
+    }
+    if let Some(default) = setting.default {
+        help.push_str(&format!(" [default: {default}]"));
+    }
+    Arg::new(setting.key)
+        .long(flag.trim_start_matches("--"))
+        .env(setting.env)
+        .hide_env_values(setting.hide_env_value)
+        .global(true)
+        .value_name(setting.value_name)
+        .help(help)
+}
+
+impl Args for GlobalOpts {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        settings::ALL.iter().fold(cmd, |cmd, s| match s.flag {
+            Some(flag) => cmd.arg(global_arg(s, flag)),
+            None => cmd,
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for GlobalOpts {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut raw = RawSettings::default();
+        for s in settings::ALL {
+            if s.flag.is_none() {
+                continue;
+            }
+            let value = matches.get_one::<String>(s.key).cloned();
+            let from_env = matches.value_source(s.key) == Some(ValueSource::EnvVariable);
+            raw.give(*s, value, from_env);
+        }
+        // The secret key is never a flag: only its variable.
+        raw.secret_key = std::env::var(settings::SECRET_KEY.env)
             .ok()
             .map(crate::secret::Secret::new);
-        raw
+        Ok(GlobalOpts { raw })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 
@@ -359,7 +287,8 @@ pub enum TrackCommand {
     Disable(GroupArg),
     /// Put a disabled group back into runs
     Enable(GroupArg),
-    /// Import windows from a CSV file (header: group_id,from_seq,to_seq), all or nothing
+    /// Import windows from a CSV file (header: group_id,from_seq,to_seq[,tags]; tags separated
+    /// by `;`), all or nothing
     Import(TrackImportArgs),
 }
 
@@ -452,6 +381,10 @@ pub struct ExportParquetArgs {
     /// The last capture date (UTC, included), YYYY-MM-DD
     #[arg(long, value_name = "DATE")]
     pub until: Option<String>,
+    /// Rebuild into a Parquet directory that holds none of the manifest's files (a lost disk,
+    /// or the warehouse moving there): the manifest then lists the rebuilt days' files there
+    #[arg(long)]
+    pub relocate: bool,
 }
 
 #[cfg(test)]
@@ -477,7 +410,7 @@ mod tests {
             "0",
         ])
         .unwrap();
-        assert_eq!(cli.global.rate_limit.as_deref(), Some("50"));
+        assert_eq!(cli.global.given(settings::RATE_LIMIT), Some("50"));
         let Command::Simulate(args) = cli.command else {
             panic!("simulate")
         };

@@ -17,12 +17,9 @@ pub const SCHEMA: &str = "receipts";
 /// Errors of the database layer.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
-    #[error("while connecting to Postgres ({target}): {source}")]
-    Connect {
-        target: String,
-        #[source]
-        source: sqlx::Error,
-    },
+    /// `reason` says what failed (refused, authentication, no such database, ...) in words.
+    #[error("while connecting to Postgres ({target}): {reason}")]
+    Connect { target: String, reason: String },
     #[error("while applying migrations: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("while preparing the schema: {0}")]
@@ -62,28 +59,72 @@ pub fn describe(options: &PgConnectOptions) -> String {
     )
 }
 
+/// How long the first connection may take before the command says Postgres is unreachable.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A small pool for the run's statements. The run's advisory lock does not use it: a lock
 /// belongs to one session, so it lives on a connection of its own.
+///
+/// One direct connection is opened first: a pool hides why it cannot connect behind "pool
+/// timed out" after its acquire timeout, while the connection's own error says it at once.
 pub async fn connect(options: &PgConnectOptions) -> Result<PgPool, DbError> {
+    connect_single(options).await?.close().await.ok();
     PgPoolOptions::new()
         .max_connections(8)
         .acquire_timeout(Duration::from_secs(15))
         .connect_with(session_options(options))
         .await
-        .map_err(|source| DbError::Connect {
-            target: describe(options),
-            source,
-        })
+        .map_err(|e| connect_error(options, &e))
 }
 
-/// One dedicated connection (for the advisory lock).
+/// One dedicated connection (for the advisory lock), or what kept it from opening.
 pub async fn connect_single(options: &PgConnectOptions) -> Result<PgConnection, DbError> {
-    PgConnection::connect_with(&session_options(options))
-        .await
-        .map_err(|source| DbError::Connect {
+    let session = session_options(options);
+    let connecting = PgConnection::connect_with(&session);
+    match tokio::time::timeout(FIRST_CONNECT_TIMEOUT, connecting).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(connect_error(options, &e)),
+        Err(_) => Err(DbError::Connect {
             target: describe(options),
-            source,
-        })
+            reason: format!(
+                "no answer within {} s (a firewall, or a wrong host)",
+                FIRST_CONNECT_TIMEOUT.as_secs()
+            ),
+        }),
+    }
+}
+
+fn connect_error(options: &PgConnectOptions, e: &sqlx::Error) -> DbError {
+    DbError::Connect {
+        target: describe(options),
+        reason: explain_connect(options, e),
+    }
+}
+
+/// What a failed connection attempt means, in the words a person acts on.
+pub fn explain_connect(options: &PgConnectOptions, e: &sqlx::Error) -> String {
+    let user = options.get_username();
+    let database = options.get_database().unwrap_or(user);
+    match e {
+        sqlx::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            "connection refused: is Postgres running and listening on that host and port?".into()
+        }
+        sqlx::Error::Io(io) => format!("{io}: check the host and port of DATABASE_URL"),
+        sqlx::Error::Tls(tls) => format!("TLS failed: {tls}"),
+        sqlx::Error::Database(db) => match db.code().as_deref() {
+            Some("28P01" | "28000") => format!(
+                "authentication failed for user {user:?} (check the user and password of DATABASE_URL): {}",
+                db.message()
+            ),
+            Some("3D000") => format!(
+                "the database {database:?} does not exist (create it, or fix DATABASE_URL)"
+            ),
+            Some("53300") => format!("the server has too many connections: {}", db.message()),
+            Some("57P03") => format!("the server is starting up or shutting down: {}", db.message()),
+            _ => db.message().to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 /// How long a statement that takes over a run waits for a row another transaction holds (a

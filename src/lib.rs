@@ -6,7 +6,8 @@
 //! Parquet, exactly once ([`sink`]), driven by the export run and its ledger ([`run`]).
 //! [`sim`] is the server side of the same API contract; [`commands`] holds one file per
 //! subcommand and is the only place that knows about the terminal; [`ops`] reads the ledger
-//! for operators (history, freshness, metrics, doctor).
+//! for operators (history, freshness, metrics, doctor). Text from outside passes through
+//! [`untrusted`] before it is logged, stored or shown.
 
 pub mod backfill;
 pub mod budget;
@@ -25,4 +26,6 @@ pub mod secret;
 pub mod settings;
 pub mod sim;
 pub mod sink;
+pub mod text;
 pub mod tracking;
+pub mod untrusted;

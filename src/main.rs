@@ -1,4 +1,5 @@
-//! The binary: parse, set up logging, run the command, map the outcome to an exit code.
+//! The binary: parse, run the command (which sets up logging once its settings are
+//! validated), map the outcome to an exit code.
 
 use clap::{CommandFactory, FromArgMatches};
 use receipt_exporter::cli::Cli;
@@ -8,9 +9,8 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    commands::init_tracing(cli.global.log_format);
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
-    match runtime.block_on(commands::dispatch(cli, &matches)) {
+    match runtime.block_on(commands::dispatch(cli)) {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) => {
             eprintln!("error: {err:#}");

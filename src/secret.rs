@@ -3,9 +3,15 @@
 //! The secret key and every UserSig live in [`Secret`]; its `Debug` and `Display` print
 //! `[redacted]`, so formatting a struct that holds one is always safe. The only way to the
 //! value is [`Secret::expose`], which call sites use at the last moment (signing, a query
-//! parameter on the wire).
+//! parameter on the wire). Text that may echo a secret back (a server's error message) goes
+//! through [`scrub`] before it is kept anywhere.
 
+use std::collections::HashSet;
 use std::fmt;
+
+/// The shortest run of a secret's characters that counts as a piece of it: [`scrub`] removes
+/// any token that shares this many consecutive characters with a secret.
+pub const FRAGMENT_CHARS: usize = 20;
 
 /// A secret value (key, UserSig, password) that formats as `[redacted]`.
 #[derive(Clone, PartialEq, Eq)]
@@ -34,9 +40,91 @@ impl fmt::Display for Secret {
     }
 }
 
+/// A character of a token that may carry a secret: the UserSig alphabet (base64 with `*`, `-`
+/// and `_` for `+`, `/` and `=`), which holds hex keys too. Anything else ends a token.
+pub fn token_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '*' | '-' | '_')
+}
+
+/// `text` with every secret replaced by `[redacted]`: each whole occurrence, and each token
+/// that holds [`FRAGMENT_CHARS`] or more consecutive characters of one (a UserSig cut short by
+/// the server, or crossing a later cut of ours). Run it on the whole text before any cut.
+pub fn scrub(text: &str, secrets: &[&Secret]) -> String {
+    let mut out = text.to_string();
+    for secret in secrets.iter().map(|s| s.expose()) {
+        if !secret.is_empty() && out.contains(secret) {
+            out = out.replace(secret, "[redacted]");
+        }
+    }
+    let windows: HashSet<&[u8]> = secrets
+        .iter()
+        .flat_map(|s| s.expose().as_bytes().windows(FRAGMENT_CHARS))
+        .collect();
+    if windows.is_empty() {
+        return out;
+    }
+    let bytes = out.as_bytes();
+    let mut kept = String::with_capacity(out.len());
+    let (mut i, mut copied) = (0, 0);
+    while i < bytes.len() {
+        if !token_char(bytes[i] as char) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && token_char(bytes[i] as char) {
+            i += 1;
+        }
+        // Token characters are ASCII: both ends are char boundaries.
+        let token = &bytes[start..i];
+        if token.windows(FRAGMENT_CHARS).any(|w| windows.contains(w)) {
+            kept.push_str(&out[copied..start]);
+            kept.push_str("[redacted]");
+            copied = i;
+        }
+    }
+    kept.push_str(&out[copied..]);
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SIG: &str =
+        "eJyrVgrxCdYrSy1SslIyUqoFAF1rB5M*abcdefghijklmnopqrstuvwxyz0123456789-_ABCDEFGHIJKLMNOP";
+
+    #[test]
+    fn scrub_removes_whole_secrets_and_long_pieces_of_them() {
+        let sig = Secret::new(SIG);
+        let key = Secret::new("5bd2850fff3ecb11d7c805251c51ee463a25727bddc2385f3fa8bfee1bb93b5e");
+        let scrub = |t: &str| scrub(t, &[&sig, &key]);
+        assert_eq!(scrub(&format!("bad sig {SIG}!")), "bad sig [redacted]!");
+        assert_eq!(scrub(&format!("0123456789{SIG}")), "0123456789[redacted]");
+        // The server's own cut: a prefix, a middle and an end, each glued to other text.
+        assert_eq!(
+            scrub(&format!("sig={} (cut)", &SIG[..40])),
+            "sig=[redacted] (cut)"
+        );
+        assert_eq!(scrub(&format!("x {}y", &SIG[30..55])), "x [redacted]");
+        assert_eq!(
+            scrub(&format!("{}.", &SIG[SIG.len() - 20..])),
+            "[redacted]."
+        );
+        assert_eq!(
+            scrub(&format!("key {}", &key.expose()[10..40])),
+            "key [redacted]"
+        );
+        // Shorter pieces, and text that only looks alike, stay.
+        let short = &SIG[..FRAGMENT_CHARS - 1];
+        assert_eq!(scrub(&format!("{short} ok")), format!("{short} ok"));
+        assert_eq!(
+            scrub("ActionStatus FAIL, ErrorInfo: über ✓"),
+            "ActionStatus FAIL, ErrorInfo: über ✓"
+        );
+        assert_eq!(scrub(""), "");
+        assert_eq!(super::scrub("x", &[]), "x");
+    }
 
     #[test]
     fn formatting_never_shows_the_value() {

@@ -1,5 +1,6 @@
 //! Settings: flags, else environment variables, else the optional TOML file (`--config`),
-//! else defaults, turned into validated [`Settings`] before any I/O.
+//! else defaults, turned into validated [`Settings`] before any I/O. Each setting is declared
+//! once, as a row of [`ALL`]; the command line, the config keys and `--help` come from there.
 //!
 //! Every rejected value names where it came from (flag, variable or file key), shows the bad
 //! value (never a secret) and the accepted form. The secret key comes only from
@@ -24,23 +25,15 @@ pub const REGIONS: &[(&str, &str)] = &[
     ("jakarta", "adminapiidn.im.qcloud.com"),
 ];
 
-/// The API's own ceiling is 200 calls/s; a paid add-on raises it, but never this far.
+/// The highest `rate_limit` (global or a job's): far above the API's 200 calls/s.
 pub const MAX_RATE_LIMIT: u32 = 10_000;
-pub const DEFAULT_RATE_LIMIT: u32 = 200;
-/// No maximum list length is documented: a conservative default, halved on 10004 at run time.
-pub const DEFAULT_BATCH_SIZE: usize = 50;
 pub const MAX_BATCH_SIZE: usize = 1_000;
-/// Enough requests in flight to reach 200 calls/s with a 150 ms round trip, with room for jitter.
-pub const DEFAULT_CONCURRENCY: usize = 64;
 pub const MAX_CONCURRENCY: usize = 1_000;
-/// A run refuses a group that plans more seqs than this (a hand-written window of a billion).
-pub const DEFAULT_MAX_SEQS_PER_GROUP: u64 = 1_000_000;
-/// The server gives up after about 3 s: a client timeout must be above that.
-pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 10;
-/// A Postgres restart or failover takes seconds to a minute: a run rides out that long.
-pub const DEFAULT_LOCK_RECONNECT_TIMEOUT_SECS: u64 = 60;
-pub const DEFAULT_IDENTIFIER: &str = "administrator";
-pub const DEFAULT_PARQUET_DIR: &str = "./warehouse";
+/// A key file holds one key of 64 characters: anything far larger is the wrong file (or a
+/// device such as /dev/zero, which would otherwise be read until memory runs out).
+pub const MAX_KEY_FILE_BYTES: u64 = 4 << 10;
+/// A config file naming every key is under 2 KB.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 
 /// A value rejected while building [`Settings`]. Exits with code 2.
 #[derive(Debug, thiserror::Error)]
@@ -78,99 +71,224 @@ impl fmt::Display for Origin {
     }
 }
 
-/// One setting's flag, variable and config-file key.
-#[derive(Debug, Clone, Copy)]
-pub struct Spec {
-    pub flag: &'static str,
-    pub env: &'static str,
+/// One global setting, declared once. The command line (`cli::GlobalOpts`), the environment
+/// variables, the config file's keys, the settings block of `--help` and the check of the
+/// README's table are all derived from these rows; `resolve` validates each one's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// Its key in a `--config` file, its id on the command line and in [`RawSettings`].
     pub key: &'static str,
+    /// Its long flag (`--rate-limit`); `None` for the secret key, which would show in `ps`.
+    pub flag: Option<&'static str>,
+    /// Its environment variable.
+    pub env: &'static str,
+    /// Whether a `--config` file may set it (not the key itself, not `--config`).
+    pub in_file: bool,
+    /// Its default, as text, validated like a given value; `None`: unset unless given.
+    pub default: Option<&'static str>,
+    /// The flag's value in `--help` (`N`, `URL`).
+    pub value_name: &'static str,
+    /// What it is, in one line of `--help`.
+    pub help: &'static str,
+    /// `--help` does not show its variable's current value (it may hold a password).
+    pub hide_env_value: bool,
 }
 
-pub const DATABASE_URL: Spec = Spec {
-    flag: "--database-url",
-    env: "DATABASE_URL",
+impl Setting {
+    /// The fields most rows share: no default, settable from the config file.
+    const ROW: Setting = Setting {
+        key: "",
+        flag: None,
+        env: "",
+        in_file: true,
+        default: None,
+        value_name: "VALUE",
+        help: "",
+        hide_env_value: false,
+    };
+}
+
+pub const CONFIG: Setting = Setting {
+    key: "config",
+    flag: Some("--config"),
+    env: "EXPORT_CONFIG",
+    in_file: false,
+    value_name: "FILE",
+    help: "a TOML file setting any of these by key",
+    ..Setting::ROW
+};
+pub const DATABASE_URL: Setting = Setting {
     key: "database_url",
+    flag: Some("--database-url"),
+    env: "DATABASE_URL",
+    value_name: "URL",
+    help: "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+    hide_env_value: true,
+    ..Setting::ROW
 };
-pub const SDKAPPID: Spec = Spec {
-    flag: "--sdkappid",
-    env: "TIM_SDKAPPID",
+pub const SDKAPPID: Setting = Setting {
     key: "sdkappid",
+    flag: Some("--sdkappid"),
+    env: "TIM_SDKAPPID",
+    value_name: "ID",
+    help: "the SDKAppID from the Chat console",
+    ..Setting::ROW
 };
-pub const SECRET_KEY_FILE: Spec = Spec {
-    flag: "--secret-key-file",
-    env: "TIM_SECRET_KEY_FILE",
+pub const SECRET_KEY: Setting = Setting {
+    key: "secret_key",
+    env: "TIM_SECRET_KEY",
+    in_file: false,
+    help: "the app's secret key (never printed)",
+    ..Setting::ROW
+};
+pub const SECRET_KEY_FILE: Setting = Setting {
     key: "secret_key_file",
+    flag: Some("--secret-key-file"),
+    env: "TIM_SECRET_KEY_FILE",
+    value_name: "PATH",
+    help: "a file holding the key; not with TIM_SECRET_KEY",
+    ..Setting::ROW
 };
-pub const IDENTIFIER: Spec = Spec {
-    flag: "--identifier",
-    env: "TIM_IDENTIFIER",
+pub const IDENTIFIER: Setting = Setting {
     key: "identifier",
+    flag: Some("--identifier"),
+    env: "TIM_IDENTIFIER",
+    default: Some("administrator"),
+    value_name: "ID",
+    help: "the app admin account",
+    ..Setting::ROW
 };
-pub const REGION: Spec = Spec {
-    flag: "--region",
-    env: "TIM_REGION",
+pub const REGION: Setting = Setting {
     key: "region",
+    flag: Some("--region"),
+    env: "TIM_REGION",
+    value_name: "REGION",
+    help: "china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta",
+    ..Setting::ROW
 };
-pub const API_BASE: Spec = Spec {
-    flag: "--api-base",
-    env: "TIM_API_BASE",
+pub const API_BASE: Setting = Setting {
     key: "api_base",
+    flag: Some("--api-base"),
+    env: "TIM_API_BASE",
+    value_name: "URL",
+    help: "a base URL overriding the region (simulator)",
+    ..Setting::ROW
 };
-pub const PARQUET_DIR: Spec = Spec {
-    flag: "--parquet-dir",
-    env: "EXPORT_PARQUET_DIR",
+pub const PARQUET_DIR: Setting = Setting {
     key: "parquet_dir",
+    flag: Some("--parquet-dir"),
+    env: "EXPORT_PARQUET_DIR",
+    default: Some("./warehouse"),
+    value_name: "DIR",
+    help: "where Parquet files go",
+    ..Setting::ROW
 };
-pub const RATE_LIMIT: Spec = Spec {
-    flag: "--rate-limit",
-    env: "EXPORT_RATE_LIMIT",
+/// The API's own ceiling is 200 calls/s; a paid add-on raises it.
+pub const RATE_LIMIT: Setting = Setting {
     key: "rate_limit",
+    flag: Some("--rate-limit"),
+    env: "EXPORT_RATE_LIMIT",
+    default: Some("200"),
+    value_name: "N",
+    help: "API calls per second, 1..10000",
+    ..Setting::ROW
 };
-pub const BATCH_SIZE: Spec = Spec {
-    flag: "--batch-size",
-    env: "EXPORT_BATCH_SIZE",
+/// No maximum list length is documented: a conservative default, halved on 10004 at run time.
+pub const BATCH_SIZE: Setting = Setting {
     key: "batch_size",
+    flag: Some("--batch-size"),
+    env: "EXPORT_BATCH_SIZE",
+    default: Some("50"),
+    value_name: "N",
+    help: "seqs per API call, 1..1000",
+    ..Setting::ROW
 };
-pub const CONCURRENCY: Spec = Spec {
-    flag: "--concurrency",
-    env: "EXPORT_CONCURRENCY",
+/// Enough requests in flight to reach 200 calls/s with a 150 ms round trip, with room for jitter.
+pub const CONCURRENCY: Setting = Setting {
     key: "concurrency",
+    flag: Some("--concurrency"),
+    env: "EXPORT_CONCURRENCY",
+    default: Some("64"),
+    value_name: "N",
+    help: "API requests in flight, 1..1000",
+    ..Setting::ROW
 };
-pub const REQUEST_TIMEOUT: Spec = Spec {
-    flag: "--request-timeout",
-    env: "EXPORT_REQUEST_TIMEOUT",
+/// The server gives up after about 3 s: a client timeout must be above that.
+pub const REQUEST_TIMEOUT: Setting = Setting {
     key: "request_timeout",
+    flag: Some("--request-timeout"),
+    env: "EXPORT_REQUEST_TIMEOUT",
+    default: Some("10"),
+    value_name: "SECONDS",
+    help: "seconds one API request may take, 4..300",
+    ..Setting::ROW
 };
-pub const MAX_SEQS_PER_GROUP: Spec = Spec {
-    flag: "--max-seqs-per-group",
-    env: "EXPORT_MAX_SEQS_PER_GROUP",
+/// A run refuses a group that plans more seqs than this (a hand-written window of a billion).
+pub const MAX_SEQS_PER_GROUP: Setting = Setting {
     key: "max_seqs_per_group",
+    flag: Some("--max-seqs-per-group"),
+    env: "EXPORT_MAX_SEQS_PER_GROUP",
+    default: Some("1000000"),
+    value_name: "N",
+    help: "a run refuses a group planning more seqs",
+    ..Setting::ROW
 };
-pub const LOCK_RECONNECT_TIMEOUT: Spec = Spec {
-    flag: "--lock-reconnect-timeout",
-    env: "EXPORT_LOCK_RECONNECT_TIMEOUT",
+/// A Postgres restart or failover takes seconds to a minute: a run rides out that long.
+pub const LOCK_RECONNECT_TIMEOUT: Setting = Setting {
     key: "lock_reconnect_timeout",
+    flag: Some("--lock-reconnect-timeout"),
+    env: "EXPORT_LOCK_RECONNECT_TIMEOUT",
+    default: Some("60"),
+    value_name: "SECONDS",
+    help: "seconds a run rides out a lost Postgres session, 5..600",
+    ..Setting::ROW
 };
-pub const JOBS_DIR: Spec = Spec {
-    flag: "--jobs-dir",
-    env: "EXPORT_JOBS_DIR",
+pub const JOBS_DIR: Setting = Setting {
     key: "jobs_dir",
+    flag: Some("--jobs-dir"),
+    env: "EXPORT_JOBS_DIR",
+    default: Some("./jobs"),
+    value_name: "DIR",
+    help: "where `run --job NAME` finds NAME.toml",
+    ..Setting::ROW
 };
-
-pub const METRICS_FILE: Spec = Spec {
-    flag: "--metrics-file",
-    env: "EXPORT_METRICS_FILE",
+pub const LOG_FORMAT: Setting = Setting {
+    key: "log_format",
+    flag: Some("--log-format"),
+    env: "EXPORT_LOG_FORMAT",
+    default: Some("human"),
+    value_name: "FORMAT",
+    help: "human or json (stderr)",
+    ..Setting::ROW
+};
+pub const METRICS_FILE: Setting = Setting {
     key: "metrics_file",
+    flag: Some("--metrics-file"),
+    env: "EXPORT_METRICS_FILE",
+    value_name: "PATH",
+    help: "a *.prom file rewritten after each run",
+    ..Setting::ROW
 };
-pub const PUSHGATEWAY_URL: Spec = Spec {
-    flag: "--pushgateway-url",
-    env: "EXPORT_PUSHGATEWAY_URL",
+pub const PUSHGATEWAY_URL: Setting = Setting {
     key: "pushgateway_url",
+    flag: Some("--pushgateway-url"),
+    env: "EXPORT_PUSHGATEWAY_URL",
+    value_name: "URL",
+    help: "a Pushgateway each run pushes its metrics to",
+    ..Setting::ROW
 };
 
-const ALL_SPECS: &[Spec] = &[
+/// Every global setting, in the order of `--help` and the README's table. A row missing here
+/// is missing everywhere: no flag, no variable, no config key (and `resolve` panics on it).
+///
+/// A new setting: a `Setting` row above, listed here; its typed field in [`Settings`] and the
+/// line of [`resolve`] that validates it; its row in the README's settings table and its sample
+/// values in the walk of `tests/it/cli.rs` (both tests fail until they are there).
+pub const ALL: &[Setting] = &[
+    CONFIG,
     DATABASE_URL,
     SDKAPPID,
+    SECRET_KEY,
     SECRET_KEY_FILE,
     IDENTIFIER,
     REGION,
@@ -183,35 +301,38 @@ const ALL_SPECS: &[Spec] = &[
     MAX_SEQS_PER_GROUP,
     LOCK_RECONNECT_TIMEOUT,
     JOBS_DIR,
+    LOG_FORMAT,
     METRICS_FILE,
     PUSHGATEWAY_URL,
 ];
 
-/// The secret key's variable: no flag and no config key exist for it, on purpose.
-pub const SECRET_KEY_ENV: &str = "TIM_SECRET_KEY";
-
 /// Raw values before validation: what the command line and environment gave (clap resolves
 /// flag-before-variable), plus the config file, looked up by key.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct RawSettings {
-    /// Values from flags or variables, by config key, with their origin.
+    /// Values from flags or variables, by key, with their origin.
     pub given: BTreeMap<&'static str, (String, Origin)>,
     /// `TIM_SECRET_KEY`, read from the environment by the caller.
     pub secret_key: Option<Secret>,
     pub config_file: Option<PathBuf>,
+    /// The config file was named by `EXPORT_CONFIG`, not `--config` (for messages).
+    pub config_from_env: bool,
 }
 
 impl RawSettings {
     /// Records a flag-or-variable value (`from_env` says which of the two clap took).
-    pub fn give(&mut self, spec: Spec, value: Option<String>, from_env: bool) {
-        if let Some(value) = value {
-            let origin = if from_env {
-                Origin::Env(spec.env)
-            } else {
-                Origin::Flag(spec.flag)
-            };
-            self.given.insert(spec.key, (value, origin));
+    pub fn give(&mut self, setting: Setting, value: Option<String>, from_env: bool) {
+        let Some(value) = value else { return };
+        if setting == CONFIG {
+            self.config_file = Some(PathBuf::from(value));
+            self.config_from_env = from_env;
+            return;
         }
+        let origin = match setting.flag {
+            Some(flag) if !from_env => Origin::Flag(flag),
+            _ => Origin::Env(setting.env),
+        };
+        self.given.insert(setting.key, (value, origin));
     }
 }
 
@@ -239,6 +360,15 @@ impl ApiEndpoint {
     }
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Readable lines.
+    Human,
+    /// One JSON object per line (journald, log shippers).
+    Json,
+}
+
 /// Validated settings. A setting a command does not need may be absent; the command asks for
 /// it with a `require_*` method, which says how to set it.
 #[derive(Debug, Clone)]
@@ -249,7 +379,10 @@ pub struct Settings {
     pub identifier: String,
     pub api: Option<ApiEndpoint>,
     pub parquet_dir: PathBuf,
+    /// The app's API budget, calls per second, shared by every process and job.
     pub rate_limit: u32,
+    /// A job's own cap (its `rate_limit`), at most `rate_limit`: it limits that job only.
+    pub job_rate_cap: Option<u32>,
     pub batch_size: usize,
     pub concurrency: usize,
     pub jobs_dir: PathBuf,
@@ -264,8 +397,13 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// A Pushgateway to push each job's series to after each run.
     pub pushgateway_url: Option<reqwest::Url>,
-    /// Problems worth a warning but not a refusal (a key file readable by others).
+    /// How log lines look on stderr.
+    pub log_format: LogFormat,
+    /// Problems worth a warning but not a refusal (a metrics file not named `*.prom`).
     pub warnings: Vec<String>,
+    /// A key file readable by others: said once, by the first command step that reads the key
+    /// (see [`Settings::take_key_warning`]), never by commands that do not use it.
+    pub key_warning: Option<String>,
 }
 
 /// What the Chat API needs, all present.
@@ -278,6 +416,13 @@ pub struct ApiSettings {
 }
 
 impl Settings {
+    /// The most calls per second this process may make: the job's cap, else the app's budget.
+    pub fn own_rate(&self) -> u32 {
+        self.job_rate_cap
+            .unwrap_or(self.rate_limit)
+            .min(self.rate_limit)
+    }
+
     pub fn require_database(&self) -> Result<&PgConnectOptions, SettingsError> {
         self.database.as_ref().ok_or_else(|| SettingsError {
             origin: "DATABASE_URL".into(),
@@ -296,12 +441,23 @@ impl Settings {
     }
 
     pub fn require_secret_key(&self) -> Result<Secret, SettingsError> {
+        if let Some(warning) = self.take_key_warning() {
+            tracing::warn!("{warning}");
+        }
         self.secret_key.clone().ok_or_else(|| SettingsError {
             origin: "TIM_SECRET_KEY".into(),
             problem:
                 "not set: set TIM_SECRET_KEY, or TIM_SECRET_KEY_FILE to a file holding the key"
                     .into(),
         })
+    }
+
+    /// The key file's warning, the first time it is asked for in this process (settings are
+    /// cloned per job, the warning is said once).
+    pub fn take_key_warning(&self) -> Option<&str> {
+        static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let warning = self.key_warning.as_deref()?;
+        (!SAID.swap(true, std::sync::atomic::Ordering::Relaxed)).then_some(warning)
     }
 
     /// Everything a call to the Chat API needs.
@@ -330,124 +486,168 @@ fn region_names() -> String {
         .join(", ")
 }
 
+/// Where each setting's raw value is looked up: given (flag or variable), else the config
+/// file, else its default.
+struct Sources {
+    given: BTreeMap<&'static str, (String, Origin)>,
+    file: BTreeMap<&'static str, (String, Origin)>,
+}
+
+impl Sources {
+    /// The setting's raw value and where it came from; `None` when it is unset and has no
+    /// default.
+    fn pick(&self, setting: Setting) -> Option<(String, Origin)> {
+        assert!(
+            ALL.contains(&setting),
+            "{} is not in settings::ALL",
+            setting.key
+        );
+        let found = self
+            .given
+            .get(setting.key)
+            .or_else(|| self.file.get(setting.key));
+        found
+            .cloned()
+            .or_else(|| setting.default.map(|d| (d.to_string(), Origin::Default)))
+    }
+
+    /// The value of a setting that has a default.
+    fn get(&self, setting: Setting) -> (String, Origin) {
+        self.pick(setting)
+            .unwrap_or_else(|| panic!("{} has no default", setting.key))
+    }
+}
+
 /// Validates raw settings (reading the config file and the key file, nothing else).
 pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
     let file = match &raw.config_file {
-        Some(path) => read_config_file(path)?,
+        Some(path) => read_config_file(path, raw.config_from_env)?,
         None => BTreeMap::new(),
     };
-    let pick = |spec: Spec| -> Option<(String, Origin)> {
-        raw.given
-            .get(spec.key)
-            .cloned()
-            .or_else(|| file.get(spec.key).cloned())
+    let src = Sources {
+        given: raw.given,
+        file,
     };
     let mut warnings = Vec::new();
+    let bounded = |setting: Setting, min: u64, max: u64, unit: &str| {
+        let (v, o) = src.get(setting);
+        parse_bounded(&v, &o, min, max, unit)
+    };
+    let path = |setting: Setting| {
+        let (v, o) = src.get(setting);
+        parse_path(&v, &o)
+    };
 
-    let database = pick(DATABASE_URL)
-        .map(|(v, o)| parse_database_url(&v, &o))
+    let database = src
+        .pick(DATABASE_URL)
+        .map(|(v, o)| parse_database_url(&v, &o, &mut warnings))
         .transpose()?;
-    let sdkappid = pick(SDKAPPID)
+    let sdkappid = src
+        .pick(SDKAPPID)
         .map(|(v, o)| parse_sdkappid(&v, &o))
         .transpose()?;
-    let secret_key = secret_key(raw.secret_key, pick(SECRET_KEY_FILE), &mut warnings)?;
-    let identifier = match pick(IDENTIFIER) {
-        Some((v, o)) => parse_identifier(&v, &o)?,
-        None => DEFAULT_IDENTIFIER.to_string(),
-    };
-    let api = match (pick(API_BASE), pick(REGION)) {
+    let mut key_warnings = Vec::new();
+    let secret_key = secret_key(raw.secret_key, src.pick(SECRET_KEY_FILE), &mut key_warnings)?;
+    let (v, o) = src.get(IDENTIFIER);
+    let identifier = parse_identifier(&v, &o)?;
+    // A region is validated even when a base URL overrides it: every value is.
+    let region = src
+        .pick(REGION)
+        .map(|(v, o)| parse_region(&v, &o))
+        .transpose()?;
+    let api = match (src.pick(API_BASE), region) {
         (Some((v, o)), _) => Some(ApiEndpoint::Base(parse_api_base(&v, &o)?)),
-        (None, Some((v, o))) => Some(ApiEndpoint::Region(parse_region(&v, &o)?)),
+        (None, Some(region)) => Some(ApiEndpoint::Region(region)),
         (None, None) => None,
     };
-    let parquet_dir = match pick(PARQUET_DIR) {
-        Some((v, o)) => parse_path(&v, &o)?,
-        None => PathBuf::from(DEFAULT_PARQUET_DIR),
-    };
-    let jobs_dir = match pick(JOBS_DIR) {
-        Some((v, o)) => parse_path(&v, &o)?,
-        None => PathBuf::from("./jobs"),
-    };
-    let metrics_file = pick(METRICS_FILE)
+    let (v, o) = src.get(LOG_FORMAT);
+    let log_format = parse_log_format(&v, &o)?;
+    let metrics_file = src
+        .pick(METRICS_FILE)
         .map(|(v, o)| parse_metrics_file(&v, &o, &mut warnings))
         .transpose()?;
-    let pushgateway_url = pick(PUSHGATEWAY_URL)
+    let pushgateway_url = src
+        .pick(PUSHGATEWAY_URL)
         .map(|(v, o)| parse_pushgateway_url(&v, &o))
         .transpose()?;
-    let rate_limit = pick(RATE_LIMIT)
-        .map(|(v, o)| parse_bounded(&v, &o, 1, MAX_RATE_LIMIT as u64, "calls per second"))
-        .transpose()?
-        .map_or(DEFAULT_RATE_LIMIT, |n| n as u32);
-    let batch_size = pick(BATCH_SIZE)
-        .map(|(v, o)| parse_bounded(&v, &o, 1, MAX_BATCH_SIZE as u64, "seqs per call"))
-        .transpose()?
-        .map_or(DEFAULT_BATCH_SIZE, |n| n as usize);
-    let concurrency = pick(CONCURRENCY)
-        .map(|(v, o)| parse_bounded(&v, &o, 1, MAX_CONCURRENCY as u64, "requests in flight"))
-        .transpose()?
-        .map_or(DEFAULT_CONCURRENCY, |n| n as usize);
-
-    let request_timeout = pick(REQUEST_TIMEOUT)
-        .map(|(v, o)| parse_bounded(&v, &o, 4, 300, "seconds (above the server's 3 s)"))
-        .transpose()?
-        .map_or(DEFAULT_REQUEST_TIMEOUT_SECS, |n| n);
-
-    let max_seqs_per_group = pick(MAX_SEQS_PER_GROUP)
-        .map(|(v, o)| parse_bounded(&v, &o, 1, 1_000_000_000, "seqs"))
-        .transpose()?
-        .unwrap_or(DEFAULT_MAX_SEQS_PER_GROUP);
-
-    let lock_reconnect_timeout = pick(LOCK_RECONNECT_TIMEOUT)
-        .map(|(v, o)| parse_bounded(&v, &o, 5, 600, "seconds"))
-        .transpose()?
-        .unwrap_or(DEFAULT_LOCK_RECONNECT_TIMEOUT_SECS);
-
+    let max = MAX_RATE_LIMIT as u64;
     Ok(Settings {
-        max_seqs_per_group,
-        request_timeout: std::time::Duration::from_secs(request_timeout),
-        lock_reconnect_timeout: std::time::Duration::from_secs(lock_reconnect_timeout),
         database,
         sdkappid,
         secret_key,
         identifier,
         api,
-        parquet_dir,
-        rate_limit,
-        batch_size,
-        concurrency,
-        jobs_dir,
+        parquet_dir: path(PARQUET_DIR)?,
+        rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
+        job_rate_cap: None,
+        batch_size: bounded(BATCH_SIZE, 1, MAX_BATCH_SIZE as u64, "seqs per call")? as usize,
+        concurrency: bounded(CONCURRENCY, 1, MAX_CONCURRENCY as u64, "requests in flight")?
+            as usize,
+        jobs_dir: path(JOBS_DIR)?,
+        max_seqs_per_group: bounded(MAX_SEQS_PER_GROUP, 1, 1_000_000_000, "seqs")?,
+        request_timeout: std::time::Duration::from_secs(bounded(
+            REQUEST_TIMEOUT,
+            4,
+            300,
+            "seconds (above the server's 3 s)",
+        )?),
+        lock_reconnect_timeout: std::time::Duration::from_secs(bounded(
+            LOCK_RECONNECT_TIMEOUT,
+            5,
+            600,
+            "seconds",
+        )?),
+        log_format,
         metrics_file,
         pushgateway_url,
         warnings,
+        key_warning: key_warnings.pop(),
     })
+}
+
+fn parse_log_format(value: &str, origin: &Origin) -> Result<LogFormat, SettingsError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "human" => Ok(LogFormat::Human),
+        "json" => Ok(LogFormat::Json),
+        _ => Err(invalid(origin, value, "human or json")),
+    }
 }
 
 /// Reads the TOML config file into raw values by key. Unknown keys are refused (a typo would
 /// otherwise be silently ignored), and so is the key itself.
 fn read_config_file(
     path: &Path,
+    from_env: bool,
 ) -> Result<BTreeMap<&'static str, (String, Origin)>, SettingsError> {
+    let named_by = match CONFIG.flag {
+        Some(flag) if !from_env => flag,
+        _ => CONFIG.env,
+    };
     let origin = |problem: String| SettingsError {
-        origin: format!("--config {}", path.display()),
+        origin: format!("{named_by} {}", path.display()),
         problem,
     };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| origin(format!("cannot read the config file: {e}")))?;
+    let text = read_small_file(path, MAX_CONFIG_FILE_BYTES).map_err(|e| {
+        origin(format!(
+            "cannot read the config file: {e} (a config file is a few lines of TOML)"
+        ))
+    })?;
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| origin(format!("not valid TOML: {}", e.message())))?;
     let mut values = BTreeMap::new();
     for (key, value) in table {
-        if key == "secret_key" || key == "tim_secret_key" {
+        if key == SECRET_KEY.key || key == "tim_secret_key" {
             return Err(origin(
                 "a config file may name a key file (`secret_key_file`), never the key itself: \
                  remove `secret_key` and use secret_key_file or TIM_SECRET_KEY"
                     .into(),
             ));
         }
-        let Some(spec) = ALL_SPECS.iter().find(|s| s.key == key) else {
-            let known = ALL_SPECS
+        let Some(spec) = ALL.iter().find(|s| s.in_file && s.key == key) else {
+            let known = ALL
                 .iter()
+                .filter(|s| s.in_file)
                 .map(|s| s.key)
                 .collect::<Vec<_>>()
                 .join(", ");
@@ -479,13 +679,40 @@ fn read_config_file(
     Ok(values)
 }
 
-fn parse_database_url(value: &str, origin: &Origin) -> Result<PgConnectOptions, SettingsError> {
+/// Reads a text file of at most `max` bytes; a larger one is refused after reading `max + 1`.
+fn read_small_file(path: &Path, max: u64) -> Result<String, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(max + 1).read_to_end(&mut bytes))
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > max {
+        return Err(format!("it is larger than {max} bytes"));
+    }
+    String::from_utf8(bytes).map_err(|_| "it is not UTF-8 text".to_string())
+}
+
+fn parse_database_url(
+    value: &str,
+    origin: &Origin,
+    warnings: &mut Vec<String>,
+) -> Result<PgConnectOptions, SettingsError> {
     let expected = "postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE";
     let shown = redact_url_password(value);
     if !(value.starts_with("postgres://") || value.starts_with("postgresql://")) {
         return Err(invalid(origin, &shown, expected));
     }
-    PgConnectOptions::from_str(value).map_err(|_| invalid(origin, &shown, expected))
+    let options =
+        PgConnectOptions::from_str(value).map_err(|_| invalid(origin, &shown, expected))?;
+    let has_password = url::Url::parse(value).is_ok_and(|u| u.password().is_some());
+    if has_password && matches!(origin, Origin::Flag(_)) {
+        warnings.push(format!(
+            "{origin} holds a password, which any local user can read in `ps` (/proc/PID/cmdline): \
+             set DATABASE_URL in the environment instead, or leave the password out of the URL and \
+             keep it in a password file (PGPASSFILE, default ~/.pgpass, mode 0600)"
+        ));
+    }
+    Ok(options)
 }
 
 /// A URL with its password replaced, for messages.
@@ -639,10 +866,10 @@ fn secret_key(
 ) -> Result<Option<Secret>, SettingsError> {
     match (from_env, file) {
         (Some(_), Some((_, origin))) => Err(SettingsError {
-            origin: format!("{SECRET_KEY_ENV} and {origin}"),
+            origin: format!("{} and {origin}", SECRET_KEY.env),
             problem: "both are set: keep exactly one (TIM_SECRET_KEY_FILE is meant for systemd credentials)".into(),
         }),
-        (Some(key), None) => check_key(key, &Origin::Env(SECRET_KEY_ENV)).map(Some),
+        (Some(key), None) => check_key(key, &Origin::Env(SECRET_KEY.env)).map(Some),
         (None, Some((path, origin))) => {
             let key = read_key_file(Path::new(&path), &origin, warnings)?;
             check_key(key, &origin).map(Some)
@@ -669,9 +896,12 @@ fn read_key_file(
     origin: &Origin,
     warnings: &mut Vec<String>,
 ) -> Result<Secret, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SettingsError {
+    let text = read_small_file(path, MAX_KEY_FILE_BYTES).map_err(|e| SettingsError {
         origin: origin.to_string(),
-        problem: format!("cannot read the key file {}: {e}", path.display()),
+        problem: format!(
+            "cannot read the key file {}: {e} (it should hold only the key)",
+            path.display()
+        ),
     })?;
     #[cfg(unix)]
     {
@@ -693,7 +923,7 @@ fn read_key_file(
 mod tests {
     use super::*;
 
-    fn raw(pairs: &[(Spec, &str)]) -> RawSettings {
+    fn raw(pairs: &[(Setting, &str)]) -> RawSettings {
         let mut raw = RawSettings::default();
         for (spec, value) in pairs {
             raw.give(*spec, Some(value.to_string()), true);
@@ -709,10 +939,15 @@ mod tests {
     fn defaults_apply_when_nothing_is_given() {
         let s = resolve(RawSettings::default()).unwrap();
         assert_eq!(s.rate_limit, 200);
-        assert_eq!(s.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(s.batch_size, 50);
+        assert_eq!(s.concurrency, 64);
+        assert_eq!(s.request_timeout, std::time::Duration::from_secs(10));
+        assert_eq!(s.max_seqs_per_group, 1_000_000);
+        assert_eq!(s.lock_reconnect_timeout, std::time::Duration::from_secs(60));
+        assert_eq!(s.jobs_dir, PathBuf::from("./jobs"));
+        assert_eq!(s.log_format, LogFormat::Human);
         assert_eq!(s.identifier, "administrator");
         assert_eq!(s.parquet_dir, PathBuf::from("./warehouse"));
-        assert_eq!(s.lock_reconnect_timeout, std::time::Duration::from_secs(60));
         assert!(s
             .require_database()
             .unwrap_err()
@@ -788,6 +1023,58 @@ mod tests {
     }
 
     #[test]
+    fn a_password_on_the_command_line_warns_and_names_the_alternatives() {
+        let mut r = RawSettings::default();
+        r.give(
+            DATABASE_URL,
+            Some("postgres://bob:hunter2@db/x".into()),
+            false,
+        );
+        let s = resolve(r).unwrap();
+        assert_eq!(s.warnings.len(), 1, "{:?}", s.warnings);
+        let w = &s.warnings[0];
+        assert!(w.starts_with("--database-url holds a password"), "{w}");
+        assert!(
+            w.contains("PGPASSFILE") && w.contains("DATABASE_URL") && !w.contains("hunter2"),
+            "{w}"
+        );
+        // From the environment, or without a password: nothing to warn about.
+        assert!(
+            resolve(raw(&[(DATABASE_URL, "postgres://bob:hunter2@db/x")]))
+                .unwrap()
+                .warnings
+                .is_empty()
+        );
+        let mut r = RawSettings::default();
+        r.give(DATABASE_URL, Some("postgres://bob@db/x".into()), false);
+        assert!(resolve(r).unwrap().warnings.is_empty());
+    }
+
+    #[test]
+    fn oversized_key_and_config_files_are_refused_by_name() {
+        let e = err(raw(&[(SECRET_KEY_FILE, "/dev/zero")]));
+        assert!(
+            e.contains("cannot read the key file /dev/zero: it is larger than 4096 bytes"),
+            "{e}"
+        );
+        let e = err(RawSettings {
+            config_file: Some("/dev/zero".into()),
+            ..Default::default()
+        });
+        assert!(
+            e.starts_with(
+                "--config /dev/zero: cannot read the config file: it is larger than 1048576 bytes"
+            ),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key");
+        std::fs::write(&path, [0xff, 0xfe, b'k']).unwrap();
+        let e = err(raw(&[(SECRET_KEY_FILE, path.to_str().unwrap())]));
+        assert!(e.contains("it is not UTF-8 text"), "{e}");
+    }
+
+    #[test]
     fn api_base_needs_https_except_on_loopback() {
         assert!(resolve(raw(&[(API_BASE, "http://127.0.0.1:8087")])).is_ok());
         assert!(resolve(raw(&[(API_BASE, "https://adminapisgp.im.qcloud.com/")])).is_ok());
@@ -809,6 +1096,11 @@ mod tests {
         );
         let s = resolve(raw(&[(REGION, "tokyo"), (API_BASE, "http://127.0.0.1:1")])).unwrap();
         assert_eq!(s.api.unwrap().base_url(), "http://127.0.0.1:1");
+        let e = err(raw(&[(REGION, "mars"), (API_BASE, "http://127.0.0.1:1")]));
+        assert!(
+            e.contains("invalid value 'mars'"),
+            "a bad region fails under a base: {e}"
+        );
     }
 
     #[test]
@@ -827,53 +1119,21 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let s = resolve(raw(&[(SECRET_KEY_FILE, path.to_str().unwrap())])).unwrap();
-        assert_eq!(s.secret_key.unwrap().expose(), "s3cr3t");
+        assert_eq!(s.secret_key.as_ref().unwrap().expose(), "s3cr3t");
         assert!(
-            s.warnings[0].contains("readable by others"),
-            "{:?}",
-            s.warnings
+            s.warnings.is_empty(),
+            "not for commands that never read the key"
         );
+        let warning = s.key_warning.as_deref().unwrap();
+        assert!(warning.contains("readable by others"), "{warning}");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         let s = resolve(raw(&[(SECRET_KEY_FILE, path.to_str().unwrap())])).unwrap();
-        assert!(s.warnings.is_empty());
+        assert!(s.warnings.is_empty() && s.key_warning.is_none());
         let e = err(raw(&[(SECRET_KEY_FILE, "/nonexistent/key")]));
         assert!(
             e.contains("cannot read the key file /nonexistent/key"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn the_lock_reconnect_timeout_is_5_to_600_seconds_from_flag_variable_or_file() {
-        let s = resolve(raw(&[(LOCK_RECONNECT_TIMEOUT, "5")])).unwrap();
-        assert_eq!(s.lock_reconnect_timeout, std::time::Duration::from_secs(5));
-        for bad in ["4", "601", "1m", ""] {
-            let e = err(raw(&[(LOCK_RECONNECT_TIMEOUT, bad)]));
-            assert!(
-                e.starts_with(&format!(
-                    "EXPORT_LOCK_RECONNECT_TIMEOUT: invalid value '{bad}'"
-                )) && e.contains("from 5 to 600"),
-                "{e}"
-            );
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "lock_reconnect_timeout = 120\nrequest_timeout = 20\nmax_seqs_per_group = 7\n",
-        )
-        .unwrap();
-        let s = resolve(RawSettings {
-            config_file: Some(path),
-            ..Default::default()
-        })
-        .unwrap();
-        assert_eq!(
-            s.lock_reconnect_timeout,
-            std::time::Duration::from_secs(120)
-        );
-        assert_eq!(s.request_timeout, std::time::Duration::from_secs(20));
-        assert_eq!(s.max_seqs_per_group, 7);
     }
 
     #[test]

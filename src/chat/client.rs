@@ -3,7 +3,10 @@
 //! Every attempt waits for the process-wide [`RateLimiter`], sends
 //! `POST {base}/v4/{service}/{command}?sdkappid&identifier&usersig&random&contenttype=json`
 //! and is judged by [`classify`]. The request URL carries the UserSig: it is built, sent and
-//! dropped, never formatted; reqwest errors lose their URL before they become text.
+//! dropped, never formatted; reqwest errors lose their URL before they become text. No
+//! redirect is followed and no `Referer` is sent (a redirect would carry the URL elsewhere),
+//! answers are read only up to [`MAX_ANSWER_BYTES`], and server text is scrubbed, escaped and
+//! cut ([`crate::untrusted::server_text`]) before it is kept.
 //! No knowledge of Postgres, of plans or of runs: callers drive concurrency by cloning.
 
 use super::backoff::backoff_delay;
@@ -11,6 +14,7 @@ use super::error::{
     classify, config_hint, describe_groups, describe_seqs, ChatError, ErrorClass, TransportKind,
 };
 use super::limiter::RateLimiter;
+use super::reach::{likely_cause, Reach, Repeats, Verdict, UNREACHABLE_AFTER};
 use super::sigcache::SigCache;
 use super::stats::{InvalidReason, Stats};
 use super::types::{
@@ -18,6 +22,7 @@ use super::types::{
     WrongShape,
 };
 use crate::secret::Secret;
+use crate::untrusted::{server_text, Shown};
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
@@ -29,8 +34,14 @@ use std::time::Duration;
 const SERVICE: &str = "group_open_http_svc";
 /// `get_group_info` takes at most 50 group ids.
 const GROUP_INFO_CHUNK: usize = 50;
-/// Longest server `ErrorInfo` kept in an error message.
+/// Longest server `ErrorInfo` kept in an error message (after the secrets are scrubbed).
 const MAX_INFO: usize = 200;
+/// The most of an answer's body that is read. A real answer of 1,000 items (the largest batch
+/// allowed) is under 100 KB, and a `get_group_info` of 50 groups far less: 8 MiB leaves every
+/// real answer 80 times its size, while a hostile or broken server can make one call in flight
+/// hold no more than this (instead of its whole answer, read before it was judged). A longer
+/// answer is malformed: not read further, counted, retried as a transient failure.
+pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// The domain of each data-centre region, as `https://` base URLs.
 pub fn region_base_url(region: &str) -> Option<&'static str> {
@@ -102,6 +113,8 @@ pub struct Tuning {
     pub cooldown: Duration,
     /// How many 70050 pauses one call may sit through before it fails.
     pub max_cooldowns: u32,
+    /// With no answer ever, how long every attempt may fail to connect before calls stop.
+    pub unreachable_after: Duration,
 }
 
 impl Default for Tuning {
@@ -113,6 +126,7 @@ impl Default for Tuning {
             rate_limited_cap: Duration::from_secs(10),
             cooldown: Duration::from_secs(60),
             max_cooldowns: 3,
+            unreachable_after: UNREACHABLE_AFTER,
         }
     }
 }
@@ -139,6 +153,10 @@ struct Inner {
     batch_size: AtomicUsize,
     max_attempts: u32,
     tuning: Tuning,
+    /// Whether the API ever answered: a run that never connects stops instead of retrying.
+    reach: Reach,
+    /// Identical retry warnings, folded into one line with a count.
+    repeats: Repeats,
 }
 
 /// What one attempt produced, before classification.
@@ -173,26 +191,51 @@ fn now_micros() -> DateTime<Utc> {
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
-fn truncate(mut s: String) -> String {
-    if s.len() > MAX_INFO {
-        let cut = (0..=MAX_INFO)
-            .rev()
-            .find(|&i| s.is_char_boundary(i))
-            .unwrap_or(0);
-        s.truncate(cut);
-        s.push('…');
+/// An answer's body as far as it was read.
+enum Body {
+    Complete(bytes::Bytes),
+    /// Longer than [`MAX_ANSWER_BYTES`]: `seen` bytes declared or received when reading stopped.
+    TooLarge {
+        seen: u64,
+    },
+}
+
+/// Reads the body chunk by chunk and stops past [`MAX_ANSWER_BYTES`], so a huge answer is
+/// never held whole; a `Content-Length` above the cap is refused before reading anything.
+async fn read_capped(mut resp: reqwest::Response) -> Result<Body, reqwest::Error> {
+    let declared = resp.content_length();
+    if let Some(n) = declared.filter(|&n| n > MAX_ANSWER_BYTES as u64) {
+        return Ok(Body::TooLarge { seen: n });
     }
-    s
+    let mut body = Vec::with_capacity(declared.map_or(16 << 10, |n| n as usize));
+    while let Some(chunk) = resp.chunk().await? {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            let seen = (body.len() + chunk.len()) as u64;
+            return Ok(Body::TooLarge { seen });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Body::Complete(body.into()))
+}
+
+/// `host[:port]` of a URL, for messages: never its path or query.
+fn host_of(url: &reqwest::Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(host), Some(port)) => format!("{host}:{port}"),
+        (Some(host), None) => host.to_string(),
+        (None, _) => "(no host)".to_string(),
+    }
 }
 
 /// The kind of a reqwest failure, for [`classify`].
 fn transport_kind(e: &reqwest::Error) -> TransportKind {
+    // A connect timeout is a failure to connect (is_timeout holds too): checked first.
     if e.is_builder() {
         TransportKind::Invalid
-    } else if e.is_timeout() {
-        TransportKind::Timeout
     } else if e.is_connect() {
         TransportKind::Connect
+    } else if e.is_timeout() {
+        TransportKind::Timeout
     } else if e.is_body() || e.is_decode() {
         TransportKind::Body
     } else {
@@ -258,6 +301,10 @@ impl ChatClient {
         let api_root = validate_config(&cfg)?;
         let http = reqwest::Client::builder()
             .use_rustls_tls()
+            // The Chat API never redirects: a 3xx is a wrong base URL (classified as such), and
+            // following it would send the UserSig in the query (and a Referer) to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout.min(Duration::from_secs(5)))
             .pool_idle_timeout(Duration::from_secs(60))
@@ -282,6 +329,8 @@ impl ChatClient {
             batch_size: AtomicUsize::new(cfg.batch_size),
             max_attempts: cfg.max_attempts,
             tuning,
+            reach: Reach::default(),
+            repeats: Repeats::default(),
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -305,15 +354,24 @@ impl ChatClient {
 }
 
 impl ChatClient {
-    /// Replaces the key and every UserSig ever seen in `text` (server texts echo anything).
-    fn scrub(&self, text: String, sig: &Secret) -> String {
-        let mut text = text;
-        for secret in [sig.expose(), self.inner.key.expose()] {
-            if !secret.is_empty() && text.contains(secret) {
-                text = text.replace(secret, "[redacted]");
-            }
-        }
-        text
+    /// A text from the server (or about its answer) made fit to keep: the key and `sig`, whole
+    /// or in pieces, scrubbed first; then control characters escaped; then cut to `max_chars`.
+    fn outside(&self, text: &str, sig: &Secret, max_chars: usize) -> String {
+        server_text(text, &[sig, &self.inner.key], max_chars)
+    }
+
+    /// A 3xx answer, told by the hosts alone: the `Location` (which may echo the request's
+    /// query, UserSig included) never appears whole.
+    fn redirect_detail(&self, status: u16, location: Option<&str>, sig: &Secret) -> String {
+        let base = host_of(&self.inner.api_root);
+        let target = location
+            .and_then(|l| self.inner.api_root.join(l).ok())
+            .map_or_else(|| "(no valid Location)".to_string(), |u| host_of(&u));
+        let text = format!(
+            "the API base URL's host {base} answered HTTP {status}, redirecting to host {target}: \
+             not followed (the Chat API never redirects, so the base URL points at something else)"
+        );
+        self.outside(&text, sig, 1000)
     }
 
     fn url(&self, command: &str, sig: &Secret) -> reqwest::Url {
@@ -340,9 +398,22 @@ impl ChatClient {
             .post(self.url(command, sig))
             .header("content-type", "application/json");
         let result = match sent.body(body.to_vec()).send().await {
+            Ok(resp) if resp.status().is_redirection() => {
+                let status = resp.status().as_u16();
+                let location = resp.headers().get(reqwest::header::LOCATION);
+                let location = location.and_then(|l| l.to_str().ok());
+                return Attempt {
+                    status: Some(status),
+                    code: None,
+                    transport: None,
+                    detail: self.redirect_detail(status, location, sig),
+                    json: None,
+                    at: now_micros(),
+                };
+            }
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                resp.bytes().await.map(|b| (status, b))
+                read_capped(resp).await.map(|b| (status, b))
             }
             Err(e) => Err(e),
         };
@@ -356,14 +427,25 @@ impl ChatClient {
             at,
         };
         let (status, bytes) = match result {
-            Ok(ok) => ok,
-            Err(e) => return fail(Some(transport_kind(&e)), self.scrub(reqwest_text(e), sig)),
+            Ok((status, Body::Complete(bytes))) => (status, bytes),
+            Ok((status, Body::TooLarge { seen })) => {
+                self.inner.stats.invalid(InvalidReason::TooLarge, 1);
+                let detail = format!(
+                    "HTTP {status} with an answer of more than {seen} bytes: not read past {} MiB",
+                    MAX_ANSWER_BYTES >> 20
+                );
+                return fail(Some(TransportKind::TooLarge), detail);
+            }
+            Err(e) => {
+                let kind = transport_kind(&e);
+                return fail(Some(kind), self.outside(&reqwest_text(e), sig, 1000));
+            }
         };
         self.inner.stats.latency(started.elapsed());
         if status != 200 {
             return Attempt {
                 status: Some(status),
-                detail: format!("HTTP status {status}"),
+                detail: format!("HTTP status {status} from the API base URL"),
                 ..fail(None, String::new())
             };
         }
@@ -377,16 +459,21 @@ impl ChatClient {
                 ),
             );
         };
-        let code = json.get("ErrorCode").and_then(Value::as_i64);
+        let mut code = json.get("ErrorCode").and_then(Value::as_i64);
+        let info = json.get("ErrorInfo").and_then(Value::as_str);
+        let mut detail = self.outside(info.unwrap_or("without ErrorCode"), sig, MAX_INFO);
+        // Either field saying failure is a failure: `ActionStatus: "FAIL"` beside `ErrorCode: 0`
+        // is an answer that contradicts itself, malformed like one without `ErrorCode`.
+        let status_ok = json
+            .get("ActionStatus")
+            .is_none_or(|s| s.as_str() == Some("OK"));
+        if code == Some(0) && !status_ok {
+            code = None;
+            detail = format!("ActionStatus other than OK with ErrorCode 0 ({detail})");
+        }
         if code.is_none() {
             self.inner.stats.invalid(InvalidReason::WrongShape, 1);
         }
-        let info = json
-            .get("ErrorInfo")
-            .and_then(Value::as_str)
-            .unwrap_or("without ErrorCode")
-            .to_string();
-        let detail = self.scrub(truncate(info), sig);
         Attempt {
             status: Some(status),
             code,
@@ -433,10 +520,18 @@ fn give_up(class: ErrorClass, a: &Attempt, ctx: &Ctx<'_>, attempts: u32) -> Chat
         ErrorClass::Config | ErrorClass::Success => {
             let detail = match a.code {
                 Some(c) => format!("Chat API error {c} ({info})"),
-                None => format!("{info} from the API base URL"),
+                None => info,
             };
             config_error(&context, a.code, detail)
         }
+    }
+}
+
+/// " (and N more like it)" when a warning stands for repeats held back.
+fn repeated(held: u64) -> String {
+    match held {
+        0 => String::new(),
+        n => format!(" (and {n} more like it)"),
     }
 }
 
@@ -468,6 +563,9 @@ impl ChatClient {
             tries.total += 1;
             let sig = self.inner.sig.get(Utc::now().timestamp());
             let mut a = self.attempt(command, &body, &sig).await;
+            if a.transport != Some(TransportKind::Connect) {
+                self.inner.reach.connected();
+            }
             let mut class = classify(a.status, a.code, a.transport);
             if class == ErrorClass::Success {
                 match parse(a.json.as_ref().expect("success has a body"), a.at) {
@@ -493,8 +591,26 @@ impl ChatClient {
         ctx: &Ctx<'_>,
         tries: &mut Tries,
     ) -> Result<(), ChatError> {
-        let Some(delay) = self.retry_delay(class, sig, tries) else {
-            return Err(give_up(class, a, ctx, tries.total));
+        let mut verdict = Verdict::Transient;
+        if a.transport == Some(TransportKind::Connect) {
+            let window = self.inner.tuning.unreachable_after;
+            verdict = self.inner.reach.connect_failed(window);
+            if verdict == Verdict::Unreachable {
+                return Err(self.unreachable(a, window));
+            }
+        }
+        let t = &self.inner.tuning;
+        let delay = match self.retry_delay(class, sig, tries) {
+            Some(delay) => delay,
+            // Nothing ever answered: wait for the verdict on the whole API (one line for the
+            // run) rather than failing group after group on the same cause.
+            None if verdict == Verdict::NotYet => backoff_delay(
+                tries.transient,
+                t.transient_base,
+                t.transient_cap,
+                &mut rand::rng(),
+            ),
+            None => return Err(give_up(class, a, ctx, tries.total)),
         };
         self.inner.stats.retry(class);
         let delay_ms = delay.as_millis() as u64;
@@ -503,11 +619,34 @@ impl ChatClient {
             tracing::debug!(target: "receipt_exporter::chat", call = %ctx.what, code = a.code, attempt = tries.total,
                 delay_ms, "rate limited by the Chat API, retrying");
         } else {
-            tracing::warn!(target: "receipt_exporter::chat", call = %ctx.what, class = ?class, code = a.code,
-                detail = %a.detail, attempt = tries.total, delay_ms, "Chat API attempt failed, retrying");
+            // One line per distinct failure, not per attempt: an outage would flood the log.
+            let text = format!(
+                "Chat API attempts failed ({class:?}: {}), retrying",
+                a.detail
+            );
+            if let Some(held) = self.inner.repeats.note(&text) {
+                tracing::warn!(target: "receipt_exporter::chat", call = %ctx.what, class = ?class, code = a.code,
+                    attempt = tries.total, delay_ms, repeats = held,
+                    "{text}{}", repeated(held));
+            }
         }
         tokio::time::sleep(delay).await;
         Ok(())
+    }
+
+    /// The error that stops every call: nothing ever answered, and connecting kept failing.
+    fn unreachable(&self, a: &Attempt, window: Duration) -> ChatError {
+        let root = &self.inner.api_root;
+        let host = match root.port() {
+            Some(port) => format!("{}:{port}", root.host_str().unwrap_or("?")),
+            None => root.host_str().unwrap_or("?").to_string(),
+        };
+        ChatError::Unreachable {
+            host,
+            secs: window.as_secs(),
+            cause: likely_cause(&a.detail),
+            received: vec![],
+        }
     }
 
     /// How long to wait before the next attempt, or `None` when this class has no retry left.
@@ -715,10 +854,16 @@ impl ChatClient {
                 .await?;
             for (issue, id) in issues {
                 self.inner.stats.invalid(issue.reason, 1);
-                tracing::warn!(target: "receipt_exporter::chat", group = %id, reason = issue.reason.as_str(),
+                tracing::warn!(target: "receipt_exporter::chat", group = %Shown(&id), reason = issue.reason.as_str(),
                     "dropped an invalid group info item");
             }
-            out.extend(infos);
+            // Each group's ErrorInfo and Type reach messages: scrubbed and escaped like the rest.
+            let sig = self.inner.sig.get(Utc::now().timestamp());
+            out.extend(infos.into_iter().map(|mut info| {
+                info.error_info = self.outside(&info.error_info, &sig, MAX_INFO);
+                info.group_type = info.group_type.map(|t| self.outside(&t, &sig, MAX_INFO));
+                info
+            }));
         }
         Ok(out)
     }

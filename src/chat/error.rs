@@ -39,6 +39,8 @@ pub enum TransportKind {
     Body,
     /// HTTP 200 but the body is not JSON, or JSON without `ErrorCode` (a proxy's page, a truncated answer).
     NonJson,
+    /// The body is longer than any real answer ([`super::client::MAX_ANSWER_BYTES`]): not read further.
+    TooLarge,
     /// The request could not even be built (a bad base URL).
     Invalid,
 }
@@ -64,7 +66,8 @@ pub fn classify(
         Some(200) | None => {}
         Some(429) => return RateLimited,
         Some(s) if s >= 500 => return Transient,
-        // 404 / 403 / 400 from a gateway: the base URL points somewhere that is not the Chat API.
+        // The Chat API never redirects: a 3xx is not followed and, like a 404 / 403 / 400 from
+        // a gateway, says the base URL points somewhere that is not the Chat API.
         Some(_) => return Config,
     }
     match error_code {
@@ -170,6 +173,14 @@ pub enum ChatError {
         hint: &'static str,
         received: Vec<ReceiptAnswer>,
     },
+    /// Nothing ever answered and every attempt for a while failed to connect: the run stops.
+    #[error("the Chat API at {host} cannot be reached: every attempt for {secs} s failed to connect ({cause}); check TIM_REGION / TIM_API_BASE and the network")]
+    Unreachable {
+        host: String,
+        secs: u64,
+        cause: &'static str,
+        received: Vec<ReceiptAnswer>,
+    },
 }
 
 impl ChatError {
@@ -180,7 +191,16 @@ impl ChatError {
             ChatError::Transient { .. } => ErrorClass::Transient,
             ChatError::Group { .. } => ErrorClass::Group,
             ChatError::Config { .. } => ErrorClass::Config,
+            ChatError::Unreachable { .. } => ErrorClass::Transient,
         }
+    }
+
+    /// True when the whole run must stop: a configuration error, or an API never reached.
+    pub fn stops_run(&self) -> bool {
+        matches!(
+            self,
+            ChatError::Config { .. } | ChatError::Unreachable { .. }
+        )
     }
 
     /// True when the whole run must stop (wrong key, account, region, sdkappid).
@@ -194,7 +214,8 @@ impl ChatError {
             ChatError::RateLimited { received, .. }
             | ChatError::Transient { received, .. }
             | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. } => received,
+            | ChatError::Config { received, .. }
+            | ChatError::Unreachable { received, .. } => received,
         }
     }
 
@@ -204,7 +225,8 @@ impl ChatError {
             ChatError::RateLimited { received, .. }
             | ChatError::Transient { received, .. }
             | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. } => std::mem::take(received),
+            | ChatError::Config { received, .. }
+            | ChatError::Unreachable { received, .. } => std::mem::take(received),
         }
     }
 
@@ -213,7 +235,8 @@ impl ChatError {
             ChatError::RateLimited { received, .. }
             | ChatError::Transient { received, .. }
             | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. } => *received = answers,
+            | ChatError::Config { received, .. }
+            | ChatError::Unreachable { received, .. } => *received = answers,
         }
         self
     }
@@ -267,6 +290,9 @@ mod tests {
         );
         assert_eq!(classify(Some(429), None, None), RateLimited);
         assert_eq!(classify(Some(404), None, None), Config);
+        for redirect in [301, 302, 303, 307, 308] {
+            assert_eq!(classify(Some(redirect), None, None), Config, "{redirect}");
+        }
         assert_eq!(
             classify(Some(200), None, None),
             Transient,
@@ -278,6 +304,7 @@ mod tests {
             TransportKind::Closed,
             TransportKind::Body,
             TransportKind::NonJson,
+            TransportKind::TooLarge,
         ] {
             assert_eq!(classify(None, None, Some(kind)), Transient, "{kind:?}");
             assert_eq!(

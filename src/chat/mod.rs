@@ -9,6 +9,7 @@ pub mod backoff;
 pub mod client;
 pub mod error;
 pub mod limiter;
+pub mod reach;
 pub mod sigcache;
 pub mod stats;
 pub mod types;

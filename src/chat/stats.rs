@@ -23,18 +23,24 @@ pub enum InvalidReason {
     Duplicate,
     /// A seq that was asked for and has no item in the answer.
     Missing,
-    /// A negative or out-of-range read/unread count.
+    /// A negative read/unread count.
     NegativeCount,
+    /// A count above what the sinks store (int4): [`crate::chat::types::MAX_COUNT`].
+    CountOutOfRange,
+    /// The body is longer than [`super::client::MAX_ANSWER_BYTES`]: the whole answer is dropped.
+    TooLarge,
 }
 
 impl InvalidReason {
-    const ALL: [InvalidReason; 6] = [
+    const ALL: [InvalidReason; 8] = [
         Self::NonJson,
         Self::WrongShape,
         Self::NotAsked,
         Self::Duplicate,
         Self::Missing,
         Self::NegativeCount,
+        Self::CountOutOfRange,
+        Self::TooLarge,
     ];
 
     /// The name used in logs and in [`StatsSnapshot::invalid_by_reason`].
@@ -46,6 +52,8 @@ impl InvalidReason {
             Self::Duplicate => "duplicate",
             Self::Missing => "missing",
             Self::NegativeCount => "negative_count",
+            Self::CountOutOfRange => "count_out_of_range",
+            Self::TooLarge => "too_large",
         }
     }
 }
@@ -76,7 +84,7 @@ pub struct Stats {
     seqs_asked: AtomicU64,
     receipts: AtomicU64,
     item_codes: Mutex<BTreeMap<i32, u64>>,
-    invalid: [AtomicU64; 6],
+    invalid: [AtomicU64; InvalidReason::ALL.len()],
     latency: [AtomicU64; BUCKETS],
 }
 

@@ -20,7 +20,8 @@ pub struct ReceiptAnswer {
 }
 
 /// The receipt of one message, or its per-item error `code` (10062: no receipt for this seq;
-/// 10004: the server rejected this seq alone as an invalid parameter). Counts are 0 when `code != 0`.
+/// 10004: the server rejected this seq alone as an invalid parameter). Counts are 0 when `code != 0`,
+/// and never above [`MAX_COUNT`] (what the sinks store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct ReceiptItem {
     pub msg_seq: u64,
@@ -53,12 +54,17 @@ pub struct Issue {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WrongShape;
 
+/// The largest count kept: the sinks store counts as int4 (Postgres `integer`, Parquet int32),
+/// so a count the API gives as u32 is checked here, once, against what storage can hold.
+pub const MAX_COUNT: u32 = i32::MAX as u32;
+
 /// A count field: absent is allowed only for an item with an error code.
 fn count(item: &Value, field: &str, required: bool) -> Result<u32, InvalidReason> {
     match item.get(field) {
         None | Some(Value::Null) if !required => Ok(0),
         Some(Value::Number(n)) => match (n.as_u64(), n.as_i64()) {
-            (Some(v), _) => u32::try_from(v).map_err(|_| InvalidReason::NegativeCount),
+            (Some(v), _) if v <= u64::from(MAX_COUNT) => Ok(v as u32),
+            (Some(_), _) => Err(InvalidReason::CountOutOfRange),
             (None, Some(_)) => Err(InvalidReason::NegativeCount),
             _ => Err(InvalidReason::WrongShape),
         },
@@ -246,7 +252,7 @@ pub fn validate_group_infos(
 mod tests {
     use super::*;
     use serde_json::json;
-    use InvalidReason::{Duplicate, Missing, NegativeCount, NotAsked};
+    use InvalidReason::{CountOutOfRange, Duplicate, Missing, NegativeCount, NotAsked};
 
     fn reasons(issues: &[Issue]) -> Vec<(InvalidReason, Option<u64>)> {
         let mut v: Vec<_> = issues.iter().map(|i| (i.reason, i.seq)).collect();
@@ -292,28 +298,39 @@ mod tests {
             {"Code": 0, "MsgSeq": 4, "ReadNum": "1", "UnreadNum": 1},
             {"Code": 0, "MsgSeq": 5},
             {"Code": 0, "MsgSeq": 6, "ReadNum": 5000000000u64, "UnreadNum": 1},
+            {"Code": 0, "MsgSeq": 9, "ReadNum": 1, "UnreadNum": 2147483648u64},
+            {"Code": 0, "MsgSeq": 10, "ReadNum": 2147483647, "UnreadNum": 0},
             {"MsgSeq": 7, "ReadNum": 1, "UnreadNum": 1},
             {"Code": 0, "MsgSeq": 8, "ReadNum": 3, "UnreadNum": 4},
             "junk"
         ]});
-        let (items, issues) = validate_receipts(&[1, 2, 3, 4, 5, 6, 7, 8], &body).unwrap();
+        let (items, issues) = validate_receipts(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], &body).unwrap();
         assert_eq!(
             items,
-            vec![ReceiptItem {
-                msg_seq: 8,
-                code: 0,
-                read_num: 3,
-                unread_num: 4
-            }]
+            vec![
+                ReceiptItem {
+                    msg_seq: 10,
+                    code: 0,
+                    read_num: 2147483647,
+                    unread_num: 0
+                },
+                ReceiptItem {
+                    msg_seq: 8,
+                    code: 0,
+                    read_num: 3,
+                    unread_num: 4
+                }
+            ]
         );
         assert_eq!(
             reasons(&issues),
             vec![
+                (CountOutOfRange, Some(6)),
+                (CountOutOfRange, Some(9)),
                 (Duplicate, Some(2)),
                 (Duplicate, Some(2)),
                 (Missing, Some(3)),
                 (NegativeCount, Some(1)),
-                (NegativeCount, Some(6)),
                 (NotAsked, Some(99)),
                 (InvalidReason::WrongShape, None),
                 (InvalidReason::WrongShape, Some(4)),

@@ -40,9 +40,7 @@ pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit
     done.cancel();
     let _ = progress.await;
     let report = report?;
-    for (group, class, error) in &report.failed_groups {
-        tracing::warn!(group_id = %group, class = %class, "{error}");
-    }
+    // Each failed group was logged once, when it failed; the ledger lists them all.
     if let Some(s) = started.get() {
         tracing::info!(
             "backfill run {} attempt {}: {} seqs in all, {} were done before this attempt",
@@ -156,6 +154,7 @@ async fn show_progress(pool: PgPool, started: Arc<OnceLock<Started>>, done: Canc
         }
     }
     if let Some(bar) = bar {
+        super::progress::hide();
         bar.finish_and_clear();
     }
 }
@@ -164,14 +163,16 @@ fn new_bar(s: &Started) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(s.total_seqs);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{msg} [{wide_bar}] {pos}/{len} seqs  {per_sec}  ETA {eta}",
+            "{msg} [{wide_bar}] {pos}/{len} seqs  {rate}  ETA {eta}",
         )
         .expect("a valid template")
+        .with_key("rate", super::progress::rate_key)
         .progress_chars("=> "),
     );
     bar.set_message(format!("backfill run {}", s.run_id));
     bar.set_position(s.done_seqs);
     bar.reset_eta();
+    super::progress::show(&bar);
     bar
 }
 

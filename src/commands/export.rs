@@ -23,6 +23,7 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
         )));
     }
     let pool = super::connect_migrated(settings).await?;
+    check_directory(&pool, &settings.parquet_dir, args.relocate).await?;
     // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
     manifest::lock_warehouse(&mut conn).await?;
@@ -45,7 +46,43 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
         days.len(),
         settings.parquet_dir.display()
     );
+    let (_, elsewhere) = presence(&pool, &settings.parquet_dir).await?;
+    if args.relocate && elsewhere > 0 {
+        println!(
+            "the manifest now lists these days' files in {}; {elsewhere} file(s) of other days it lists are not there: \
+             rebuild those days too, and give runs this EXPORT_PARQUET_DIR",
+            settings.parquet_dir.display()
+        );
+    }
     Ok(Exit::Success)
+}
+
+/// The manifest does not say which directory its files are in: a rebuild into a directory
+/// that holds none of them would silently move the rebuilt days there. That is what a lost
+/// disk or a moving warehouse needs, and a mistake otherwise, so it takes `--relocate`.
+async fn check_directory(
+    pool: &sqlx::PgPool,
+    dir: &std::path::Path,
+    relocate: bool,
+) -> anyhow::Result<()> {
+    let (listed, missing) = presence(pool, dir).await?;
+    if listed == 0 || missing < listed || relocate {
+        return Ok(());
+    }
+    Err(exit::usage(format!(
+        "export parquet: {} holds none of the {} file(s) the manifest lists: if the warehouse's disk \
+         was lost or the warehouse moves there, add --relocate (the manifest then lists the rebuilt \
+         days' files there); otherwise set EXPORT_PARQUET_DIR to the warehouse's directory",
+        dir.display(),
+        listed
+    )))
+}
+
+/// How many files the manifest lists, and how many of them are not in `dir`.
+async fn presence(pool: &sqlx::PgPool, dir: &std::path::Path) -> anyhow::Result<(usize, usize)> {
+    let listed = manifest::listed_paths(pool).await?;
+    let missing = listed.iter().filter(|p| !dir.join(p).is_file()).count();
+    Ok((listed.len(), missing))
 }
 
 /// A capture date flag: `YYYY-MM-DD`, required.

@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod export;
 pub mod jobs;
 pub mod migrate;
+pub mod progress;
 pub mod run;
 pub mod runs;
 pub mod schedule;
@@ -16,25 +17,28 @@ pub mod status;
 pub mod track;
 pub mod usersig;
 
-use crate::cli::{Cli, Command, LogFormat};
+use crate::cli::{Cli, Command};
 use crate::exit::Exit;
-use crate::settings::{self, Settings};
-use clap::ArgMatches;
+use crate::settings::{self, LogFormat, Settings};
 use sqlx::PgPool;
 use tracing_subscriber::EnvFilter;
 
 /// Runs the parsed command line; the `Exit` says how it ended when it did not fail outright.
-pub async fn dispatch(cli: Cli, matches: &ArgMatches) -> anyhow::Result<Exit> {
+/// Logging starts once the settings are validated (the log format is one of them).
+pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     // These need no settings, or (doctor) report bad ones as a line of their own.
     match cli.command {
         Command::Completions(args) => return completions::completions(args),
         Command::Man => return completions::man(),
         Command::Doctor => {
-            return doctor::run(settings::resolve(cli.global.raw_settings(matches))).await
+            let settings = settings::resolve(cli.global.raw_settings());
+            init_tracing(settings.as_ref().map_or(LogFormat::Human, |s| s.log_format));
+            return doctor::run(settings).await;
         }
         _ => {}
     }
-    let settings = settings::resolve(cli.global.raw_settings(matches))?;
+    let settings = settings::resolve(cli.global.raw_settings())?;
+    init_tracing(settings.log_format);
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
@@ -62,7 +66,7 @@ pub fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| EnvFilter::new("warn,receipt_exporter=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(progress::LogWriter);
     let _ = match format {
         LogFormat::Human => builder
             .with_ansi(

@@ -29,9 +29,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     let outcome = run::execute(settings, &pool, &request, stop).await;
     crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
     let report = outcome?;
-    for (group, class, error) in &report.failed_groups {
-        tracing::warn!(group_id = %group, class = %class, "{error}");
-    }
+    // Each failed group was logged once, when it failed; the ledger lists them all.
     super::emit_summary(&report.summary(&settings.parquet_dir));
     Ok(report.exit)
 }
@@ -65,7 +63,47 @@ async fn dry_run(settings: &Settings, request: &run::RunRequest) -> anyhow::Resu
         println!("{group_id}  failed ({class}): {why}");
     }
     print!("{}", dry_run_report(settings, request, &p, client.as_ref()));
+    if let Some(client) = &client {
+        print!("{}", check_groups(client, &p).await);
+    }
     Ok(Exit::Success)
+}
+
+/// Asks the API about every planned group (one `get_group_info` per 50) and says which ones
+/// a run would fail on, one line each: a group that does not exist, or cannot have receipts.
+async fn check_groups(client: &crate::chat::ChatClient, p: &run::follow::Prepared) -> String {
+    use crate::text::count;
+    let ids: Vec<String> = p.plan.iter().map(|g| g.group_id.clone()).collect();
+    if ids.is_empty() {
+        return String::new();
+    }
+    let before = client.stats().snapshot().calls;
+    let infos = match client.get_group_info(&ids).await {
+        Ok(infos) => infos,
+        Err(e) => return format!("could not check the groups: {e}\n"),
+    };
+    let calls = client.stats().snapshot().calls - before;
+    let mut lines = String::new();
+    let mut failing = 0;
+    for info in &infos {
+        if let Err(problem) = crate::ops::groups::judge(info) {
+            failing += 1;
+            lines.push_str(&format!("{}  would fail: {problem}\n", info.group_id));
+        }
+    }
+    let answered: std::collections::HashSet<&str> =
+        infos.iter().map(|i| i.group_id.as_str()).collect();
+    for id in ids.iter().filter(|id| !answered.contains(id.as_str())) {
+        failing += 1;
+        lines.push_str(&format!(
+            "{id}  could not be checked: no valid answer about it\n"
+        ));
+    }
+    format!(
+        "checked {} with {}: {failing} would fail\n{lines}",
+        count(ids.len() as u64, "group", "groups"),
+        count(calls, "get_group_info call", "get_group_info calls"),
+    )
 }
 
 /// The dry run's lines: one per group, then the totals and what the skips and budget save.
@@ -89,9 +127,9 @@ fn dry_run_report(
     }
     let mut calls: u64 = sizes.iter().map(|s| s.2).sum();
     let seqs: u64 = sizes.iter().map(|s| s.1).sum();
-    let e = crate::plan::estimate(&p.plan, bs, settings.rate_limit);
+    let e = crate::plan::estimate(&p.plan, bs, settings.own_rate());
     let at_rate = |calls: u64| {
-        let secs = (calls as f64 / f64::from(settings.rate_limit.max(1))).ceil() as u64;
+        let secs = (calls as f64 / f64::from(settings.own_rate().max(1))).ceil() as u64;
         humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
     };
     if !p.rolling.is_empty() {
@@ -109,12 +147,13 @@ fn dry_run_report(
         ));
     }
     out.push_str(&format!(
-        "dry run: {} groups, {} seqs, {calls} API calls at {bs} seqs per call, about {} at {} calls/s; \
+        "dry run: {}, {}, {} at {bs} seqs per call, about {} at {} calls/s; \
          skipped {} settled and {} no-receipt seqs (without skipping: {} seqs, {} calls, about {})",
-        p.plan.len(),
-        seqs,
+        crate::text::count(p.plan.len() as u64, "group", "groups"),
+        crate::text::count(seqs, "seq", "seqs"),
+        crate::text::count(calls, "API call", "API calls"),
         at_rate(calls),
-        settings.rate_limit,
+        settings.own_rate(),
         p.skipped_settled,
         p.skipped_no_receipt,
         e.seqs,

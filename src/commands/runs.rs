@@ -37,6 +37,17 @@ fn duration(run: &RunRow) -> String {
     }
 }
 
+/// A resumed backfill's row spans its attempts (and the pauses between them): say so.
+fn duration_of_attempts(run: &RunRow) -> String {
+    match run.details.get("attempts").and_then(|a| a.as_i64()) {
+        Some(n) if n > 1 && run.duration_seconds.is_some() => format!(
+            "{} from the first attempt's start to the last one's end ({n} attempts)",
+            duration(run)
+        ),
+        _ => duration(run),
+    }
+}
+
 /// The `runs list` table, newest first; the error cut to one short line.
 fn table(runs: &[RunRow]) -> String {
     let header = [
@@ -143,7 +154,7 @@ async fn show(pool: &PgPool, a: RunsShowArgs) -> anyhow::Result<Exit> {
             "finished",
             run.finished_at.map(at).unwrap_or_else(|| "-".into()),
         ),
-        ("duration", duration(&run)),
+        ("duration", duration_of_attempts(&run)),
         ("host", run.host.clone()),
         ("pid", run.pid.to_string()),
         (

@@ -9,10 +9,37 @@ use std::time::Duration;
 
 pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
+    let known = known_jobs(settings, &pool).await?;
+    if !known.contains(&args.job) {
+        return Err(crate::exit::usage(format!(
+            "no job '{}': no job file in {} and no run in the ledger; known jobs: {}",
+            args.job,
+            settings.jobs_dir.display(),
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )));
+    }
     let found = history::freshness(&pool, &args.job).await?;
     let (line, fresh) = judge(&args.job, &found, args.max_age);
     println!("{line}");
     Ok(if fresh { Exit::Success } else { Exit::Stale })
+}
+
+/// The jobs `status` can speak of: `default`, every job file of the jobs directory (also a
+/// job that never ran: it is stale, not unknown), and every job of the ledger.
+async fn known_jobs(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let mut known: std::collections::BTreeSet<String> =
+        history::jobs(pool).await?.into_iter().collect();
+    known.insert("default".to_string());
+    let files = crate::schedule::job::load_dir(&settings.jobs_dir).unwrap_or_default();
+    known.extend(
+        files
+            .into_iter()
+            .filter_map(|(_, job)| job.ok().map(|j| j.name)),
+    );
+    Ok(known)
 }
 
 fn ago(seconds: f64) -> String {

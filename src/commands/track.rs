@@ -6,6 +6,7 @@ use crate::settings::Settings;
 use crate::tracking::follow;
 use crate::tracking::store::{self, TrackedGroup};
 use crate::tracking::{validate_group_id, validate_tag, SeqWindow};
+use crate::untrusted::escape;
 use anyhow::Context;
 use sqlx::PgPool;
 use std::path::Path;
@@ -145,12 +146,15 @@ fn table(groups: &[TrackedGroup]) -> String {
                 .collect::<Vec<_>>()
                 .join(",");
             let enabled = if g.enabled { "yes" } else { "no" };
+            // A note (and, written by another tool, an id or a tag) may hold a newline or an
+            // escape sequence: shown escaped, one line per group.
+            let shown = |text: &str| escape(text).into_owned();
             [
-                g.group_id.clone(),
+                shown(&g.group_id),
                 enabled.into(),
-                g.tags.join(","),
+                shown(&g.tags.join(",")),
                 windows,
-                g.note.clone().unwrap_or_default(),
+                shown(g.note.as_deref().unwrap_or_default()),
             ]
         })
         .collect();
@@ -260,9 +264,15 @@ fn not_tracked(group_id: &str) -> anyhow::Error {
     ))
 }
 
+/// Separates the tags of the optional `tags` column of `track import` (`vip;eu`).
+pub const TAG_SEPARATOR: char = ';';
+
+/// One line of an import: the group, its window, its tags (maybe none).
+type ImportRow = (String, SeqWindow, Vec<String>);
+
 /// Reads and validates the whole CSV before anything is written: every bad line is reported
 /// with its line number, and one bad line means nothing is imported.
-fn read_csv(path: &Path) -> anyhow::Result<Vec<(String, SeqWindow)>> {
+fn read_csv(path: &Path) -> anyhow::Result<Vec<ImportRow>> {
     let file = std::fs::File::open(path)
         .map_err(|e| usage(format!("cannot read {}: {e}", path.display())))?;
     let mut reader = csv::ReaderBuilder::new()
@@ -274,9 +284,10 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<(String, SeqWindow)>> {
         .headers()
         .map_err(|e| usage(format!("{}: {e}", path.display())))?
         .clone();
-    if headers.iter().collect::<Vec<_>>() != expected {
+    let found: Vec<&str> = headers.iter().collect();
+    if found != expected && found != ["group_id", "from_seq", "to_seq", "tags"] {
         return Err(usage(format!(
-            "{}: line 1: the header must be exactly `group_id,from_seq,to_seq`, found `{}`",
+            "{}: line 1: the header must be exactly `group_id,from_seq,to_seq` or `group_id,from_seq,to_seq,tags`, found `{}`",
             path.display(),
             headers.iter().collect::<Vec<_>>().join(",")
         )));
@@ -309,7 +320,7 @@ fn read_csv(path: &Path) -> anyhow::Result<Vec<(String, SeqWindow)>> {
     Ok(rows)
 }
 
-fn parse_row(r: &csv::StringRecord) -> Result<(String, SeqWindow), String> {
+fn parse_row(r: &csv::StringRecord) -> Result<ImportRow, String> {
     let group_id = r.get(0).unwrap_or_default().to_string();
     validate_group_id(&group_id)?;
     let num = |i: usize, name: &str| {
@@ -318,18 +329,28 @@ fn parse_row(r: &csv::StringRecord) -> Result<(String, SeqWindow), String> {
             .map_err(|_| format!("{name} '{text}' is not a whole number"))
     };
     let window = SeqWindow::new(num(1, "from_seq")?, num(2, "to_seq")?)?;
-    Ok((group_id, window))
+    let mut tags = Vec::new();
+    for tag in r.get(3).unwrap_or_default().split(TAG_SEPARATOR) {
+        let tag = tag.trim();
+        if !tag.is_empty() {
+            validate_tag(tag)?;
+            tags.push(tag.to_string());
+        }
+    }
+    Ok((group_id, window, tags))
 }
 
-async fn import(
-    pool: &PgPool,
-    a: &TrackImportArgs,
-    rows: Vec<(String, SeqWindow)>,
-) -> anyhow::Result<Exit> {
-    let (ids, windows): (Vec<String>, Vec<SeqWindow>) = rows.into_iter().unzip();
+async fn import(pool: &PgPool, a: &TrackImportArgs, rows: Vec<ImportRow>) -> anyhow::Result<Exit> {
+    let mut tagged: Vec<(String, String)> = Vec::new();
+    for (group_id, _, tags) in &rows {
+        tagged.extend(tags.iter().map(|t| (group_id.clone(), t.clone())));
+    }
+    let (ids, windows): (Vec<String>, Vec<SeqWindow>) =
+        rows.into_iter().map(|(g, w, _)| (g, w)).unzip();
     let mut tx = pool.begin().await?;
     let new_groups = store::insert_missing_groups(&mut tx, &ids).await?;
     let new_windows = store::add_windows(&mut tx, &ids, &windows).await?;
+    store::add_tags(&mut tx, &tagged).await?;
     tx.commit()
         .await
         .with_context(|| format!("while importing {}", a.file.display()))?;

@@ -109,8 +109,13 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
         }
     };
     out.push(ok("settings", "valid"));
-    for w in &settings.warnings {
-        out.push(warn("settings", w.clone(), "see the warning"));
+    for w in settings
+        .warnings
+        .iter()
+        .map(String::as_str)
+        .chain(settings.take_key_warning())
+    {
+        out.push(warn("settings", w.to_string(), "see the warning"));
     }
     let pool = postgres(&settings, &mut out).await;
     chat_api(&settings, pool.as_ref(), &mut out).await;
@@ -206,21 +211,81 @@ const NEEDED: &[(&str, &str)] = &[
     ("receipt_latest", "SELECT, INSERT, UPDATE"),
     ("write_batches", "SELECT, INSERT, UPDATE"),
     ("parquet_files", "SELECT, INSERT, UPDATE, DELETE"),
+    ("rate_leases", "SELECT, INSERT, UPDATE, DELETE"),
+    ("backfills", "SELECT, INSERT, UPDATE"),
 ];
 
+/// The role's real rights on every table of the schema, one query of `has_table_privilege`
+/// per table: `(table, rights held)` in name order. Partitions inherit their parent's.
+async fn table_rights(pool: &PgPool) -> sqlx::Result<Vec<(String, Vec<&'static str>)>> {
+    const RIGHTS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
+    let rows: Vec<(String, bool, bool, bool, bool)> = sqlx::query_as(
+        "SELECT c.relname::text,
+                has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'INSERT'),
+                has_table_privilege(c.oid, 'UPDATE'), has_table_privilege(c.oid, 'DELETE')
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'receipts' AND c.relkind IN ('r', 'p', 'v') AND NOT c.relispartition
+         ORDER BY c.relname",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(table, s, i, u, d)| {
+            let held = RIGHTS.into_iter().zip([s, i, u, d]).filter(|(_, h)| *h);
+            (table, held.map(|(r, _)| r).collect())
+        })
+        .collect())
+}
+
+/// `SELECT, INSERT on a, b; SELECT on c; nothing on d`: the rights grouped by table.
+fn describe_rights(rights: &[(String, Vec<&'static str>)]) -> String {
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for (table, held) in rights {
+        let key = if held.is_empty() {
+            "nothing".to_string()
+        } else {
+            held.join(", ")
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, tables)) => tables.push(table),
+            None => groups.push((key, vec![table])),
+        }
+    }
+    groups.sort_by_key(|(k, _)| {
+        std::cmp::Reverse(k.matches(", ").count() + usize::from(k != "nothing"))
+    });
+    let parts: Vec<String> = groups
+        .into_iter()
+        .map(|(k, t)| format!("{k} on {}", t.join(", ")))
+        .collect();
+    parts.join("; ")
+}
+
 async fn privileges(pool: &PgPool, out: &mut Vec<Check>) {
+    let role: String = sqlx::query_scalar("SELECT current_user::text")
+        .fetch_one(pool)
+        .await
+        .unwrap_or_default();
+    let rights = match table_rights(pool).await {
+        Ok(r) => r,
+        Err(e) => {
+            return out.push(fail(
+                "privileges",
+                format!("cannot read the rights of role {role}: {e}"),
+                "see the postgres line",
+            ))
+        }
+    };
     let mut missing = Vec::new();
-    for (table, rights) in NEEDED {
-        for right in rights.split(", ") {
-            let has: bool = sqlx::query_scalar("SELECT has_table_privilege($1, $2)")
-                .bind(format!("receipts.{table}"))
-                .bind(right)
-                .fetch_one(pool)
-                .await
-                .unwrap_or(false);
-            if !has {
-                missing.push(format!("{right} on receipts.{table}"));
-            }
+    for (table, needed) in NEEDED {
+        let held = rights
+            .iter()
+            .find(|(t, _)| t == table)
+            .map(|(_, h)| h.as_slice())
+            .unwrap_or_default();
+        for right in needed.split(", ").filter(|r| !held.contains(r)) {
+            missing.push(format!("{right} on receipts.{table}"));
         }
     }
     let can_partition: bool = sqlx::query_scalar(
@@ -232,17 +297,19 @@ async fn privileges(pool: &PgPool, out: &mut Vec<Check>) {
     if !can_partition {
         missing.push("EXECUTE on receipts.ensure_snapshot_partitions(integer)".into());
     }
-    let role: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(pool)
-        .await
-        .unwrap_or_default();
+    let mut grants = describe_rights(&rights);
+    grants.push_str(if can_partition {
+        "; EXECUTE on ensure_snapshot_partitions"
+    } else {
+        "; no EXECUTE on ensure_snapshot_partitions"
+    });
     if missing.is_empty() {
         out.push(ok(
             "privileges",
-            format!("role {role} may write every receipts table and create snapshot partitions"),
+            format!("role {role} has what a run needs: {grants}"),
         ));
     } else {
-        out.push(fail("privileges", format!("role {role} lacks {}", missing.join(", ")), format!("as the schema's owner: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA receipts TO {role}; GRANT EXECUTE ON FUNCTION receipts.ensure_snapshot_partitions(integer) TO {role};")));
+        out.push(fail("privileges", format!("role {role} lacks {} (it has {grants})", missing.join(", ")), format!("as the schema's owner: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA receipts TO {role}; GRANT EXECUTE ON FUNCTION receipts.ensure_snapshot_partitions(integer) TO {role};")));
     }
 }
 
@@ -479,5 +546,32 @@ async fn locks(settings: &Settings, pool: &PgPool, out: &mut Vec<Check>) {
     }
     if !free_jobs.is_empty() {
         out.push(ok(TOPIC, format!("free for {}", free_jobs.join(", "))));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rights_are_told_by_what_is_held_most_first() {
+        let rights = vec![
+            ("a".to_string(), vec!["SELECT"]),
+            (
+                "b".to_string(),
+                vec!["SELECT", "INSERT", "UPDATE", "DELETE"],
+            ),
+            ("c".to_string(), vec![]),
+            ("d".to_string(), vec!["SELECT"]),
+            (
+                "e".to_string(),
+                vec!["SELECT", "INSERT", "UPDATE", "DELETE"],
+            ),
+        ];
+        assert_eq!(
+            describe_rights(&rights),
+            "SELECT, INSERT, UPDATE, DELETE on b, e; SELECT on a, d; nothing on c"
+        );
+        assert_eq!(describe_rights(&[]), "");
     }
 }

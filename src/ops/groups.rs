@@ -1,7 +1,7 @@
 //! Whether a group can have read receipts at all, judged from its `get_group_info` answer.
 //! Shared by `doctor` (every tracked group) and `track add --check` (one group).
 
-use crate::chat::{ChatClient, ClientConfig, GroupInfo};
+use crate::chat::{ChatClient, ClientConfig, GroupInfo, Tuning};
 use crate::settings::{ApiSettings, Settings};
 use std::time::Duration;
 
@@ -42,16 +42,22 @@ pub fn judge(info: &GroupInfo) -> Result<(), GroupProblem> {
     }
 }
 
-/// A client for a few checking calls: the configured pace, few attempts, a short timeout.
+/// A client for a few checking calls: the configured pace, few attempts, a short timeout,
+/// and an API that cannot be connected to is called unreachable after 2 s, not 10.
 pub fn checking_client(
     settings: &Settings,
     api: &ApiSettings,
 ) -> Result<ChatClient, crate::chat::ChatError> {
-    ChatClient::new(ClientConfig {
+    let config = ClientConfig {
         max_attempts: 2,
         usersig_ttl: Duration::from_secs(3_600),
         ..crate::run::client_config(settings, api)
-    })
+    };
+    let tuning = Tuning {
+        unreachable_after: Duration::from_secs(2),
+        ..Tuning::default()
+    };
+    ChatClient::with_tuning(config, tuning)
 }
 
 #[cfg(test)]

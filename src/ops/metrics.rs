@@ -10,6 +10,7 @@
 
 use super::OpsError;
 use crate::settings::Settings;
+use crate::untrusted::Shown;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::collections::BTreeMap;
@@ -332,6 +333,8 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let prefix = format!(".{name}.");
     let (path, bytes) = (path.to_path_buf(), bytes.to_vec());
+    // A missing directory is created, as the Parquet directory is (the first run makes it).
+    tokio::fs::create_dir_all(&dir).await?;
     tokio::task::spawn_blocking(move || {
         let mut file = crate::files::create_beside(&dir, &prefix, ".tmp")?;
         std::io::Write::write_all(&mut file, &bytes)?;
@@ -384,19 +387,50 @@ pub async fn push_metrics(
         url: url.clone(),
         detail,
     };
-    let answer = reqwest::Client::new()
+    // A Pushgateway never redirects: one that does is not the configured one, and is not
+    // followed (nor told where the push came from).
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .referer(false)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| fail(e.without_url().to_string()))?;
+    let mut answer = client
         .put(&url)
         .header(reqwest::header::CONTENT_TYPE, "text/plain; version=0.0.4")
-        .timeout(Duration::from_secs(10))
         .body(render(&jobs, false))
         .send()
         .await
         .map_err(|e| fail(e.without_url().to_string()))?;
     let status = answer.status();
+    if status.is_redirection() {
+        let target = answer
+            .headers()
+            .get(reqwest::header::LOCATION)
+            .and_then(|l| l.to_str().ok())
+            .and_then(|l| gateway.join(l).ok())
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_else(|| "(no valid Location)".into());
+        let host = gateway.host_str().unwrap_or_default();
+        return Err(fail(format!(
+            "the Pushgateway's host {host} answered HTTP {status}, redirecting to host {}: not followed; check EXPORT_PUSHGATEWAY_URL",
+            Shown(&target)
+        )));
+    }
     if !status.is_success() {
-        let body = answer.text().await.unwrap_or_default();
-        let body: String = body.chars().take(200).collect();
-        return Err(fail(format!("HTTP {status}: {}", body.trim())));
+        // The start of the gateway's explanation is enough: read no more of a body than that.
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = answer.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() >= 4096 {
+                break;
+            }
+        }
+        let body = String::from_utf8_lossy(&body);
+        return Err(fail(format!(
+            "HTTP {status}: {}",
+            crate::untrusted::server_text(body.trim(), &[], 200)
+        )));
     }
     Ok(())
 }

@@ -284,11 +284,19 @@ impl FollowFigures {
                 self.seqs_skipped_settled, self.seqs_skipped_no_receipt
             ));
         }
-        if self.calls_left > 0 {
-            tail.push_str(&format!(
-                ", left {} seqs ({} calls) for the next run",
-                self.seqs_left, self.calls_left
-            ));
+        let stopped_by = self.details.get("stopped_by").and_then(|v| v.as_str());
+        match stopped_by {
+            Some(cap) if self.calls_left > 0 => tail.push_str(&format!(
+                ", {cap} reached: left {} ({}) for the next run",
+                crate::text::count(self.seqs_left, "seq", "seqs"),
+                crate::text::count(self.calls_left, "call", "calls"),
+            )),
+            // Not a budget: the run stopped (the error says why) before these were pulled.
+            None if self.calls_left > 0 => tail.push_str(&format!(
+                ", {} not pulled",
+                crate::text::count(self.seqs_left, "seq", "seqs"),
+            )),
+            _ => {}
         }
         tail
     }

@@ -110,30 +110,63 @@ pub struct RunReport {
     pub failed_groups: Vec<(String, String, String)>,
     /// What following skipped and left (`None`: a backfill).
     pub follow: Option<follow::FollowFigures>,
+    /// A resumed backfill's attempt number and this attempt's own figures (`figures` count
+    /// every attempt); `None` for ordinary runs and a backfill's first attempt.
+    pub attempt: Option<(i32, RunFigures)>,
 }
 
 impl RunReport {
-    /// The one line a run ends with.
+    /// The one line a run ends with. Its figures, rate and time are this attempt's; a resumed
+    /// backfill's line says so, and adds the whole backfill's totals.
     pub fn summary(&self, parquet_dir: &std::path::Path) -> String {
-        let f = &self.figures;
+        use crate::text::count;
+        let f = self.attempt.as_ref().map_or(&self.figures, |(_, f)| f);
         let secs = self.elapsed.as_secs_f64();
+        let groups = f.groups_ok + f.groups_failed;
+        // A run stopped early (configuration, lost lock, signal) did not try every group.
+        let groups = match self.status {
+            RunStatus::Failed | RunStatus::Interrupted if f.groups_failed < groups => format!(
+                "{} planned ({} failed before it stopped)",
+                count(groups, "group", "groups"),
+                f.groups_failed
+            ),
+            _ => format!(
+                "{} ({} failed)",
+                count(groups, "group", "groups"),
+                f.groups_failed
+            ),
+        };
+        let attempt = match &self.attempt {
+            Some((n, _)) => format!(", attempt {n}: this attempt"),
+            None => String::new(),
+        };
         let mut line = format!(
-            "run {} (job {}) {}: {} groups ({} failed), {} seqs, {} receipts, {} calls ({} retries, {} rate-limited), {:.1} calls/s, {:.2} s, {} Parquet file(s) in {}",
+            "run {} (job {}) {}{attempt}: {groups}, {}, {}, {} ({}, {} rate-limited), {:.1} calls/s, {:.2} s",
             self.run_id,
             self.job,
             self.status.as_str(),
-            f.groups_ok + f.groups_failed,
-            f.groups_failed,
-            f.seqs_asked,
-            f.receipts_written,
-            f.api_calls,
-            f.retries,
+            count(f.seqs_asked, "seq", "seqs"),
+            count(f.receipts_written, "receipt", "receipts"),
+            count(f.api_calls, "call", "calls"),
+            count(f.retries, "retry", "retries"),
             f.rate_limited,
             f.api_calls as f64 / secs.max(1e-9),
             secs,
-            f.parquet_files,
-            parquet_dir.display(),
         );
+        if self.attempt.is_some() {
+            let w = &self.figures;
+            line.push_str(&format!(
+                "; the whole backfill: {}, {}, {}",
+                count(w.seqs_asked, "seq", "seqs"),
+                count(w.receipts_written, "receipt", "receipts"),
+                count(w.api_calls, "call", "calls"),
+            ));
+        }
+        line.push_str(&format!(
+            ", {} in {}",
+            count(f.parquet_files, "Parquet file", "Parquet files"),
+            parquet_dir.display()
+        ));
         if let Some(f) = &self.follow {
             line.push_str(&f.summary());
         }
@@ -220,9 +253,12 @@ pub async fn execute(
     });
 
     let mut figures = figures(&client, &outcome, outcome.groups_planned);
+    let mut attempt = None;
     if let (Some(prior), Selection::Backfill(b)) = (&prior, &req.selection) {
-        let attempt = b.started.get().map_or(1, |s| s.attempt);
-        figures = crate::backfill::cumulative(prior, figures, attempt);
+        let n = b.started.get().map_or(1, |s| s.attempt);
+        let this = figures.clone();
+        figures = crate::backfill::cumulative(prior, figures, n);
+        attempt = (n > 1).then_some((n, this));
     }
     let ended = verdict(&outcome, lost.as_ref());
     let (status, exit, error) = close(pool, fence, reconnect, ended, &figures, &follow).await?;
@@ -243,6 +279,7 @@ pub async fn execute(
             .map(|(g, (class, msg))| (g, class, msg))
             .collect(),
         follow,
+        attempt,
     })
 }
 
@@ -419,7 +456,15 @@ fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> (RunStatus, Exit, Option<S
         return (RunStatus::Abandoned, Exit::Failed, Some(reason));
     }
     match &outcome.halt {
-        Some(Halt::Config(e)) => (RunStatus::Failed, Exit::Usage, Some(e.to_string())),
+        Some(Halt::Config(e)) => {
+            // A configuration the API refused exits 2; an API never reached exits 1.
+            let exit = if e.is_config() {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            };
+            (RunStatus::Failed, exit, Some(e.to_string()))
+        }
         Some(Halt::Sink(e)) => (RunStatus::Failed, Exit::Failed, Some(format!("{e:#}"))),
         Some(Halt::Stopped | Halt::Fenced(_)) => match lost {
             Some(lost) => (RunStatus::Failed, Exit::Failed, Some(lost.reason())),
@@ -461,11 +506,11 @@ pub fn selection_tags(selection: &Selection) -> Vec<String> {
 }
 
 /// This process's own cap on the shared API budget (calls/s): a backfill's `--rate`, else
-/// the configured limit.
+/// the job's `rate_limit`, else the app's budget.
 fn rate_cap(settings: &Settings, req: &RunRequest) -> f64 {
     match &req.selection {
         Selection::Backfill(b) => f64::from(b.rate.unwrap_or(settings.rate_limit)),
-        _ => f64::from(settings.rate_limit),
+        _ => f64::from(settings.own_rate()),
     }
 }
 
@@ -476,7 +521,7 @@ pub fn client_config(settings: &Settings, api: &crate::settings::ApiSettings) ->
         sdkappid: api.sdkappid,
         identifier: api.identifier.clone(),
         key: api.secret_key.clone(),
-        rate_limit: f64::from(settings.rate_limit),
+        rate_limit: f64::from(settings.own_rate()),
         batch_size: settings.batch_size,
         timeout: settings.request_timeout,
         max_attempts: 8,

@@ -47,7 +47,8 @@ pub struct Pipeline {
 /// Why the pipeline stopped before the end of the plan.
 #[derive(Debug)]
 pub enum Halt {
-    /// The API refused the configuration (key, account, region): exit 2.
+    /// The API refused the configuration (key, account, region): exit 2; or it could never
+    /// be reached (nothing ever connected): exit 1.
     Config(ChatError),
     /// `stop` was cancelled (signal, lost lock): the caller knows which.
     Stopped,
@@ -168,11 +169,13 @@ impl Pipeline {
                     if !received.is_empty() && tx.send(received).await.is_err() {
                         return None;
                     }
-                    if err.is_config() {
+                    if err.stops_run() {
                         return Some(Halt::Config(err));
                     }
-                    tracing::warn!(group_id = %group_id, class = ?err.class(), "group failed for this run: {err}");
-                    failed.lock().unwrap().insert(group_id.to_string());
+                    // Batches of one group in flight together fail together: one line.
+                    if failed.lock().unwrap().insert(group_id.to_string()) {
+                        tracing::warn!(group_id = %group_id, class = ?err.class(), "group failed for this run: {err}");
+                    }
                     out.failed_groups.insert(
                         group_id.to_string(),
                         (format!("{:?}", err.class()), err.to_string()),

@@ -1,17 +1,19 @@
-//! Cron expressions as operators write them, turned into fire times.
+//! Cron expressions as operators write them, turned into fire times by the `cron` crate.
 //!
-//! Two forms are accepted:
+//! Two forms, told apart by the number of fields, number weekdays alike, as crontab(5) does:
+//! 0 or 7 is Sunday, 1 Monday ... 6 Saturday, or the names `sun` ... `sat`.
 //! - crontab(5)'s 5 fields `minute hour day-of-month month day-of-week` (and `@hourly`,
-//!   `@daily`, ...), with crontab's meaning: 0 and 7 are Sunday, names (`mon`, `jan`), ranges,
-//!   steps, lists, and when BOTH day fields are restricted (neither starts with `*`) a day
+//!   `@daily`, ...): when BOTH day fields are restricted (neither starts with `*`), a day
 //!   matching EITHER fires;
-//! - the `cron` crate's seconds form, 6 or 7 fields `sec min hour dom month dow [year]`, with
-//!   the crate's meaning (1 = Sunday, both day fields must match).
+//! - the `cron` crate's seconds form, 6 or 7 fields `sec min hour dom month dow [year]`: both
+//!   day fields must match, as the crate has it. The crate itself numbers Sunday 1, so a
+//!   numeric weekday here is warned about (names mean the same everywhere).
 //!
-//! The `cron` crate computes the times; a crontab expression is translated into one or two
-//! crate expressions (two when the day fields combine by OR: their union is the schedule).
-//! Every expression is first checked field by field here, so an error names the field and the
-//! character where it is. Nothing here reads a clock.
+//! The translation into the crate's dialect is as small as that allows: a crontab expression
+//! gains a seconds field `0`, the day-of-week field is rewritten as day names (`MON-FRI`), and
+//! crontab's day-field OR becomes two crate schedules (their union is the schedule). Every
+//! other field goes to the crate as written, after a check here that names the field and the
+//! character of an error. Nothing here reads a clock.
 
 use chrono::{DateTime, TimeZone};
 use std::collections::BTreeSet;
@@ -58,53 +60,20 @@ pub struct CronExpr {
     /// The crate schedules whose union is this expression (two when crontab's day-field OR
     /// rule applies, else one).
     schedules: Vec<cron::Schedule>,
+    /// Set when a seconds-form expression numbers its weekdays (see [`CronExpr::warning`]).
+    warning: Option<String>,
 }
 
-/// One field's bounds and names.
-struct FieldSpec {
+/// One field's name, bounds and names (the first name stands for `min`).
+struct Field {
     name: &'static str,
     min: u32,
     max: u32,
-    names: &'static [(&'static str, u32)],
+    names: &'static [&'static str],
 }
 
-const MONTH_NAMES: &[(&str, u32)] = &[
-    ("jan", 1),
-    ("feb", 2),
-    ("mar", 3),
-    ("apr", 4),
-    ("may", 5),
-    ("jun", 6),
-    ("jul", 7),
-    ("aug", 8),
-    ("sep", 9),
-    ("oct", 10),
-    ("nov", 11),
-    ("dec", 12),
-];
-/// crontab numbers Sunday 0 (and 7).
-const CRONTAB_DAYS: &[(&str, u32)] = &[
-    ("sun", 0),
-    ("mon", 1),
-    ("tue", 2),
-    ("wed", 3),
-    ("thu", 4),
-    ("fri", 5),
-    ("sat", 6),
-];
-/// The `cron` crate numbers Sunday 1.
-const CRATE_DAYS: &[(&str, u32)] = &[
-    ("sun", 1),
-    ("mon", 2),
-    ("tue", 3),
-    ("wed", 4),
-    ("thu", 5),
-    ("fri", 6),
-    ("sat", 7),
-];
-
-const fn spec(name: &'static str, min: u32, max: u32) -> FieldSpec {
-    FieldSpec {
+const fn field(name: &'static str, min: u32, max: u32) -> Field {
+    Field {
         name,
         min,
         max,
@@ -112,43 +81,50 @@ const fn spec(name: &'static str, min: u32, max: u32) -> FieldSpec {
     }
 }
 
-const CRONTAB_FIELDS: [FieldSpec; 5] = [
-    spec("minute", 0, 59),
-    spec("hour", 0, 23),
-    spec("day of month", 1, 31),
-    FieldSpec {
-        name: "month",
-        min: 1,
-        max: 12,
-        names: MONTH_NAMES,
-    },
-    FieldSpec {
-        name: "day of week",
-        min: 0,
-        max: 7,
-        names: CRONTAB_DAYS,
-    },
+const MONTHS: &[&str] = &[
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+];
+/// crontab's order: Sunday is 0 (and 7).
+const DAYS: &[&str] = &[
+    "sunday",
+    "monday",
+    "tuesday",
+    "wednesday",
+    "thursday",
+    "friday",
+    "saturday",
 ];
 
-const SECONDS_FIELDS: [FieldSpec; 7] = [
-    spec("second", 0, 59),
-    spec("minute", 0, 59),
-    spec("hour", 0, 23),
-    spec("day of month", 1, 31),
-    FieldSpec {
-        name: "month",
-        min: 1,
-        max: 12,
-        names: MONTH_NAMES,
+/// The seconds form's fields; crontab's five are `FIELDS[1..6]`.
+const FIELDS: [Field; 7] = [
+    field("second", 0, 59),
+    field("minute", 0, 59),
+    field("hour", 0, 23),
+    field("day of month", 1, 31),
+    Field {
+        names: MONTHS,
+        ..field("month", 1, 12)
     },
-    FieldSpec {
-        name: "day of week",
-        min: 1,
-        max: 7,
-        names: CRATE_DAYS,
+    Field {
+        names: DAYS,
+        ..field("day of week", 0, 7)
     },
-    spec("year", 1970, 2100),
+    field("year", 1970, 2100),
 ];
+/// The day fields' indexes in the seconds form.
+const DOM: usize = 3;
+const DOW: usize = 5;
 
 /// crontab's shorthands and what they stand for.
 const SHORTHANDS: &[(&str, &str)] = &[
@@ -172,89 +148,42 @@ impl FromStr for CronExpr {
 impl CronExpr {
     /// Parses either form; the number of fields says which.
     pub fn parse(source: &str) -> Result<CronExpr, CronError> {
-        let trimmed = source.trim();
-        if trimmed.starts_with('@') {
-            let lower = trimmed.to_ascii_lowercase();
-            let Some((_, expanded)) = SHORTHANDS.iter().find(|(s, _)| *s == lower) else {
-                return Err(CronError {
-                    column: source.find('@').unwrap_or(0) + 1,
-                    field: None,
-                    reason: format!(
-                        "unknown shorthand '{trimmed}': expected one of {}",
-                        SHORTHANDS
-                            .iter()
-                            .map(|(s, _)| *s)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            };
-            let mut expr = Self::parse_crontab(expanded, &split_fields(expanded))?;
+        if source.trim().starts_with('@') {
+            let mut expr = Self::parse(expand_shorthand(source)?)?;
             expr.source = source.to_string();
             return Ok(expr);
         }
-        let fields = split_fields(source);
-        match fields.len() {
-            5 => Self::parse_crontab(source, &fields),
-            6 | 7 => Self::parse_seconds(source, &fields),
-            n => Err(CronError {
-                column: 1,
-                field: None,
-                reason: format!(
-                    "found {n} fields: expected 5 (crontab: minute hour day-of-month month day-of-week) \
-                     or 6-7 (seconds first: second minute hour day-of-month month day-of-week [year])"
-                ),
-            }),
+        let mut fields = split_fields(source);
+        let form = form_of(fields.len())?;
+        if form == Form::Crontab {
+            fields.insert(0, (0, "0"));
         }
-    }
-
-    fn parse_crontab(source: &str, fields: &[(usize, &str)]) -> Result<CronExpr, CronError> {
-        let mut sets = Vec::with_capacity(5);
-        for (i, (spec, (offset, text))) in CRONTAB_FIELDS.iter().zip(fields).enumerate() {
-            let set = parse_field(text, spec).map_err(|(at, reason)| CronError {
-                column: offset + at + 1,
-                field: Some((i + 1, spec.name)),
-                reason,
-            })?;
-            sets.push(set);
-        }
+        let days = check_fields(form, &fields)?;
+        let mut texts: Vec<String> = fields.iter().map(|(_, t)| t.to_string()).collect();
+        let dow_text = fields[DOW].1;
+        texts[DOW] = day_names(&days, dow_text);
+        let warning = (form == Form::Seconds && dow_text.contains(|c: char| c.is_ascii_digit()))
+            .then(|| numeric_weekday_warning(dow_text, &texts[DOW]));
         // crontab(5): "If both fields are restricted (i.e., don't start with *), the command
         // will be run when either field matches the current time."
-        let dom_star = fields[2].1.starts_with('*');
-        let dow_star = fields[4].1.starts_with('*');
-        let list = |i: usize| render(&sets[i], fields[i].1 == "*");
-        let dow = render_crontab_days(&sets[4], fields[4].1 == "*");
-        let (min, hour, dom, mon) = (list(0), list(1), list(2), list(3));
-        let expressions = if dom_star || dow_star {
-            vec![format!("0 {min} {hour} {dom} {mon} {dow}")]
+        let either =
+            form == Form::Crontab && !fields[DOM].1.starts_with('*') && !dow_text.starts_with('*');
+        let expressions = if either {
+            let mut by_date = texts.clone();
+            by_date[DOW] = "*".into();
+            texts[DOM] = "*".into();
+            vec![by_date.join(" "), texts.join(" ")]
         } else {
-            vec![
-                format!("0 {min} {hour} {dom} {mon} *"),
-                format!("0 {min} {hour} * {mon} {dow}"),
-            ]
+            vec![texts.join(" ")]
         };
         Ok(CronExpr {
             source: source.to_string(),
-            form: Form::Crontab,
+            form,
             schedules: expressions
                 .iter()
                 .map(|e| crate_schedule(e))
                 .collect::<Result<_, _>>()?,
-        })
-    }
-
-    fn parse_seconds(source: &str, fields: &[(usize, &str)]) -> Result<CronExpr, CronError> {
-        for (i, (spec, (offset, text))) in SECONDS_FIELDS.iter().zip(fields).enumerate() {
-            parse_field(text, spec).map_err(|(at, reason)| CronError {
-                column: offset + at + 1,
-                field: Some((i + 1, spec.name)),
-                reason,
-            })?;
-        }
-        Ok(CronExpr {
-            source: source.to_string(),
-            form: Form::Seconds,
-            schedules: vec![crate_schedule(source.trim())?],
+            warning,
         })
     }
 
@@ -272,6 +201,17 @@ impl CronExpr {
         self.schedules.iter().map(|s| s.source()).collect()
     }
 
+    /// How the expression was read: the crate expressions, seconds first and weekdays named,
+    /// joined by "or" when a day of either day field fires.
+    pub fn reading(&self) -> String {
+        self.crate_expressions().join(" or ")
+    }
+
+    /// A warning about the expression (numeric weekdays in the seconds form), if any.
+    pub fn warning(&self) -> Option<&str> {
+        self.warning.as_deref()
+    }
+
     /// The first fire time strictly after `t`, in `t`'s zone.
     pub fn next_after<Z: TimeZone>(&self, t: &DateTime<Z>) -> Option<DateTime<Z>> {
         self.schedules
@@ -287,6 +227,68 @@ impl CronExpr {
             .filter_map(|s| s.after(t).next_back())
             .max()
     }
+}
+
+/// The form a number of fields means.
+fn form_of(fields: usize) -> Result<Form, CronError> {
+    match fields {
+        5 => Ok(Form::Crontab),
+        6 | 7 => Ok(Form::Seconds),
+        n => Err(CronError {
+            column: 1,
+            field: None,
+            reason: format!(
+                "found {n} fields: expected 5 (crontab: minute hour day-of-month month day-of-week) \
+                 or 6-7 (seconds first: second minute hour day-of-month month day-of-week [year])"
+            ),
+        }),
+    }
+}
+
+/// Checks every field (a crontab expression with its seconds `0` in front) and returns the
+/// days of the week it allows, 0 = Sunday ... 6.
+fn check_fields(form: Form, fields: &[(usize, &str)]) -> Result<BTreeSet<u32>, CronError> {
+    let mut days = BTreeSet::new();
+    for (i, (spec, (offset, text))) in FIELDS.iter().zip(fields).enumerate() {
+        let set = parse_field(text, spec).map_err(|(at, reason)| CronError {
+            column: offset + at + 1,
+            // crontab numbers its fields from the minute.
+            field: Some((i + usize::from(form == Form::Seconds), spec.name)),
+            reason,
+        })?;
+        if i == DOW {
+            days = set.iter().map(|d| d % 7).collect();
+        }
+    }
+    Ok(days)
+}
+
+/// The crontab expression a shorthand stands for.
+fn expand_shorthand(source: &str) -> Result<&'static str, CronError> {
+    let lower = source.trim().to_ascii_lowercase();
+    match SHORTHANDS.iter().find(|(s, _)| *s == lower) {
+        Some((_, expanded)) => Ok(expanded),
+        None => Err(CronError {
+            column: source.find('@').unwrap_or(0) + 1,
+            field: None,
+            reason: format!(
+                "unknown shorthand '{}': expected one of {}",
+                source.trim(),
+                SHORTHANDS
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+fn numeric_weekday_warning(written: &str, named: &str) -> String {
+    format!(
+        "day of week '{written}' reads as {named} (crontab's numbers: 0 or 7 = Sunday, 1 = Monday), \
+         not as the cron crate's own numbers (1 = Sunday): write day names ({named})"
+    )
 }
 
 /// Whitespace-separated fields with their byte offsets.
@@ -321,7 +323,7 @@ fn crate_schedule(expression: &str) -> Result<cron::Schedule, CronError> {
 }
 
 /// The values one field allows. Errors carry the byte offset inside the field.
-fn parse_field(text: &str, spec: &FieldSpec) -> Result<BTreeSet<u32>, (usize, String)> {
+fn parse_field(text: &str, spec: &Field) -> Result<BTreeSet<u32>, (usize, String)> {
     let mut set = BTreeSet::new();
     let mut offset = 0;
     for item in text.split(',') {
@@ -335,11 +337,7 @@ fn parse_field(text: &str, spec: &FieldSpec) -> Result<BTreeSet<u32>, (usize, St
 }
 
 /// One list item: `*`, `?`, `V`, `A-B`, each optionally `/STEP`.
-fn parse_item(
-    item: &str,
-    spec: &FieldSpec,
-    set: &mut BTreeSet<u32>,
-) -> Result<(), (usize, String)> {
+fn parse_item(item: &str, spec: &Field, set: &mut BTreeSet<u32>) -> Result<(), (usize, String)> {
     let (range, step) = match item.split_once('/') {
         Some((range, step)) => {
             let at = range.len() + 1;
@@ -371,8 +369,8 @@ fn parse_item(
     Ok(())
 }
 
-/// A number or a name within the field's bounds.
-fn value(text: &str, spec: &FieldSpec) -> Result<u32, String> {
+/// A number or a name (its first three letters, or all of it) within the field's bounds.
+fn value(text: &str, spec: &Field) -> Result<u32, String> {
     let bounds = || format!("{} is {}-{}", spec.name, spec.min, spec.max);
     if let Ok(n) = text.parse::<u32>() {
         return if (spec.min..=spec.max).contains(&n) {
@@ -382,65 +380,47 @@ fn value(text: &str, spec: &FieldSpec) -> Result<u32, String> {
         };
     }
     let lower = text.to_ascii_lowercase();
-    let named = spec.names.iter().find(|(name, _)| {
-        lower.len() >= 3 && full_name(name).starts_with(&lower) && lower.starts_with(name)
-    });
+    let named = spec
+        .names
+        .iter()
+        .position(|full| *full == lower || (lower.len() == 3 && full.starts_with(&lower)));
     match named {
-        Some((_, n)) => Ok(*n),
+        Some(i) => Ok(spec.min + i as u32),
         None if spec.names.is_empty() => Err(format!("'{text}' is not a number: {}", bounds())),
         None => Err(format!(
             "'{text}' is neither a number nor a name: {}, or {}",
             bounds(),
             spec.names
                 .iter()
-                .map(|(n, _)| *n)
+                .map(|n| &n[..3])
                 .collect::<Vec<_>>()
                 .join(", ")
         )),
     }
 }
 
-/// The full English name of a three-letter day or month name (so `monday` and `tues` work).
-fn full_name(short: &str) -> &'static str {
-    const FULL: &[&str] = &[
-        "sunday",
-        "monday",
-        "tuesday",
-        "wednesday",
-        "thursday",
-        "friday",
-        "saturday",
-        "january",
-        "february",
-        "march",
-        "april",
-        "may",
-        "june",
-        "july",
-        "august",
-        "september",
-        "october",
-        "november",
-        "december",
-    ];
-    FULL.iter()
-        .find(|f| f.starts_with(short))
-        .copied()
-        .unwrap_or("")
-}
-
-/// A set as the crate's list syntax (`*` when the field was a bare `*`).
-fn render(set: &BTreeSet<u32>, star: bool) -> String {
-    if star {
-        return "*".into();
+/// crontab's weekdays (0 = Sunday ... 6) as the crate reads them whatever its numbering: day
+/// names, consecutive days as a range (`MON-FRI`); `*` when the field was `*`.
+fn day_names(days: &BTreeSet<u32>, written: &str) -> String {
+    if written == "*" || written == "?" {
+        return written.into();
     }
-    set.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
-}
-
-/// crontab's weekdays (0 or 7 = Sunday) as the crate's (1 = Sunday ... 7 = Saturday).
-fn render_crontab_days(set: &BTreeSet<u32>, star: bool) -> String {
-    let translated: BTreeSet<u32> = set.iter().map(|d| d % 7 + 1).collect();
-    render(&translated, star)
+    let name = |d: u32| DAYS[d as usize][..3].to_ascii_uppercase();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for &d in days {
+        match runs.last_mut() {
+            Some((_, end)) if *end + 1 == d => *end = d,
+            _ => runs.push((d, d)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| match b - a {
+            0 => name(a),
+            1 => format!("{},{}", name(a), name(b)),
+            _ => format!("{}-{}", name(a), name(b)),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -481,35 +461,82 @@ mod tests {
     const NEW_YEAR: &str = "2026-01-01T00:10:00Z";
 
     #[test]
-    fn weekdays_are_translated_to_the_crates_numbering() {
-        assert_eq!(translated("0 9 * * 1"), ["0 0 9 * * 2"]);
-        assert_eq!(translated("0 9 * * 0"), ["0 0 9 * * 1"]);
-        assert_eq!(translated("0 9 * * 7"), ["0 0 9 * * 1"]);
-        assert_eq!(translated("0 9 * * 6"), ["0 0 9 * * 7"]);
-        assert_eq!(translated("0 9 * * 1-5"), ["0 0 9 * * 2,3,4,5,6"]);
-        assert_eq!(translated("0 9 * * MON-fri"), ["0 0 9 * * 2,3,4,5,6"]);
-        assert_eq!(translated("0 9 * * 5-7"), ["0 0 9 * * 1,6,7"]);
-        assert_eq!(translated("0 9 * * sun,sat"), ["0 0 9 * * 1,7"]);
-        assert_eq!(translated("0 9 * * */2"), ["0 0 9 * * 1,3,5,7"]);
+    fn weekdays_are_handed_to_the_crate_as_names() {
+        assert_eq!(translated("0 9 * * 1"), ["0 0 9 * * MON"]);
+        assert_eq!(translated("0 9 * * 0"), ["0 0 9 * * SUN"]);
+        assert_eq!(translated("0 9 * * 7"), ["0 0 9 * * SUN"]);
+        assert_eq!(translated("0 9 * * 6"), ["0 0 9 * * SAT"]);
+        assert_eq!(translated("0 9 * * 1-5"), ["0 0 9 * * MON-FRI"]);
+        assert_eq!(translated("0 9 * * MON-fri"), ["0 0 9 * * MON-FRI"]);
+        assert_eq!(translated("0 9 * * 5-7"), ["0 0 9 * * SUN,FRI,SAT"]);
+        assert_eq!(translated("0 9 * * sun,sat"), ["0 0 9 * * SUN,SAT"]);
+        assert_eq!(translated("0 9 * * */2"), ["0 0 9 * * SUN,TUE,THU,SAT"]);
+        assert_eq!(translated("0 9 * * 0-7"), ["0 0 9 * * SUN-SAT"]);
         assert_eq!(translated("5 * * * *"), ["0 5 * * * *"]);
+        // The seconds form: the same numbers, the same days.
+        assert_eq!(translated("0 0 9 * * 1"), ["0 0 9 * * MON"]);
+        assert_eq!(translated("0 0 9 * * 0,7"), ["0 0 9 * * SUN"]);
+        assert_eq!(
+            translated("0 0 9 * * 1/2 2027"),
+            ["0 0 9 * * SUN,MON,WED,FRI 2027"]
+        );
     }
 
     #[test]
     fn both_day_fields_restricted_become_two_schedules_or_one_when_either_is_starred() {
-        assert_eq!(translated("0 0 13 * 5"), ["0 0 0 13 * *", "0 0 0 * * 6"]);
+        assert_eq!(translated("0 0 13 * 5"), ["0 0 0 13 * *", "0 0 0 * * FRI"]);
         // `*/2` starts with `*`: crontab ANDs the two fields then.
-        assert_eq!(translated("0 0 */10 * 1"), ["0 0 0 1,11,21,31 * 2"]);
+        assert_eq!(translated("0 0 */10 * 1"), ["0 0 0 */10 * MON"]);
         assert_eq!(translated("0 0 1 * *"), ["0 0 0 1 * *"]);
+        // The seconds form always ANDs them, as the crate does.
+        assert_eq!(translated("0 0 0 13 * fri"), ["0 0 0 13 * FRI"]);
     }
 
     #[test]
-    fn minute_hour_and_month_forms() {
-        assert_eq!(translated("0-10/5 */6 * * *"), ["0 0,5,10 0,6,12,18 * * *"]);
-        assert_eq!(translated("1,2,30 3 * jan,JUL *"), ["0 1,2,30 3 * 1,7 *"]);
-        assert_eq!(translated("0 0 1 jan-mar *"), ["0 0 0 1 1,2,3 *"]);
-        assert_eq!(translated("50/5 * * * *"), ["0 50,55 * * * *"]);
+    fn other_fields_go_to_the_crate_as_written_and_fire_as_crontab_reads_them() {
+        assert_eq!(translated("0-10/5 */6 * * *"), ["0 0-10/5 */6 * * *"]);
+        assert_eq!(
+            fires("0-10/5 */6 * * *", NEW_YEAR, 4),
+            [
+                "2026-01-01 Thu 06:00:00",
+                "2026-01-01 Thu 06:05:00",
+                "2026-01-01 Thu 06:10:00",
+                "2026-01-01 Thu 12:00:00"
+            ]
+        );
+        assert_eq!(
+            fires("1,2,30 3 * jan,JUL *", NEW_YEAR, 4),
+            [
+                "2026-01-01 Thu 03:01:00",
+                "2026-01-01 Thu 03:02:00",
+                "2026-01-01 Thu 03:30:00",
+                "2026-01-02 Fri 03:01:00"
+            ]
+        );
+        assert_eq!(
+            fires("0 0 1 jan-mar *", NEW_YEAR, 3),
+            [
+                "2026-02-01 Sun 00:00:00",
+                "2026-03-01 Sun 00:00:00",
+                "2027-01-01 Fri 00:00:00"
+            ]
+        );
+        assert_eq!(
+            fires("0 0 1 july *", NEW_YEAR, 1),
+            ["2026-07-01 Wed 00:00:00"]
+        );
+        // `V/STEP` is V to the field's end.
+        assert_eq!(
+            fires("50/5 * * * *", NEW_YEAR, 3),
+            [
+                "2026-01-01 Thu 00:50:00",
+                "2026-01-01 Thu 00:55:00",
+                "2026-01-01 Thu 01:50:00"
+            ]
+        );
         assert_eq!(translated("@hourly"), ["0 0 * * * *"]);
-        assert_eq!(translated("@weekly"), ["0 0 0 * * 1"]);
+        assert_eq!(translated("@weekly"), ["0 0 0 * * SUN"]);
+        assert_eq!(CronExpr::parse("@weekly").unwrap().source(), "@weekly");
     }
 
     #[test]
@@ -575,9 +602,10 @@ mod tests {
     }
 
     #[test]
-    fn seconds_form_keeps_the_crates_meaning() {
+    fn seconds_form_numbers_weekdays_as_crontab_does_and_warns_about_numbers() {
         let e = CronExpr::parse("*/2 * * * * *").unwrap();
         assert_eq!(e.form(), Form::Seconds);
+        assert_eq!(e.warning(), None);
         assert_eq!(
             fires("*/2 * * * * *", "2026-01-01T00:00:01Z", 3),
             [
@@ -586,14 +614,57 @@ mod tests {
                 "2026-01-01 Thu 00:00:06"
             ]
         );
-        // The crate's 1 is Sunday.
-        assert_eq!(
-            fires("0 0 9 * * 1", NEW_YEAR, 1),
-            ["2026-01-04 Sun 09:00:00"]
+        // 1 is Monday in both forms, 0 and 7 Sunday, 6 Saturday.
+        for (seconds, crontab, day) in [
+            ("0 0 0 * * 1", "0 0 * * 1", "2026-01-05 Mon 00:00:00"),
+            ("0 0 0 * * 0", "0 0 * * 0", "2026-01-04 Sun 00:00:00"),
+            ("0 0 0 * * 7", "0 0 * * 7", "2026-01-04 Sun 00:00:00"),
+            ("0 0 0 * * 6", "0 0 * * 6", "2026-01-03 Sat 00:00:00"),
+            ("0 0 0 * * 1-5", "0 0 * * 1-5", "2026-01-02 Fri 00:00:00"),
+        ] {
+            assert_eq!(fires(seconds, NEW_YEAR, 1), [day], "{seconds}");
+            assert_eq!(fires(crontab, NEW_YEAR, 1), [day], "{crontab}");
+            let warning = CronExpr::parse(seconds)
+                .unwrap()
+                .warning()
+                .unwrap()
+                .to_string();
+            assert!(
+                warning.contains("crontab's numbers") && warning.contains("write day names"),
+                "{warning}"
+            );
+            assert_eq!(
+                CronExpr::parse(crontab).unwrap().warning(),
+                None,
+                "{crontab}"
+            );
+        }
+        let e = CronExpr::parse("0 0 0 * * 1").unwrap();
+        assert!(
+            e.warning().unwrap().contains("'1' reads as MON"),
+            "{:?}",
+            e.warning()
         );
+        assert_eq!(e.reading(), "0 0 0 * * MON");
         assert_eq!(
             fires("0 0 9 * * Mon 2027", NEW_YEAR, 1),
             ["2027-01-04 Mon 09:00:00"]
+        );
+        assert_eq!(
+            CronExpr::parse("0 0 9 * * Mon 2027").unwrap().warning(),
+            None
+        );
+    }
+
+    #[test]
+    fn the_reading_joins_the_two_schedules_of_either_day() {
+        assert_eq!(
+            CronExpr::parse("0 0 13 * 5").unwrap().reading(),
+            "0 0 0 13 * * or 0 0 0 * * FRI"
+        );
+        assert_eq!(
+            CronExpr::parse("30 17 * * mon-fri").unwrap().reading(),
+            "0 30 17 * * MON-FRI"
         );
     }
 
@@ -641,11 +712,16 @@ mod tests {
         assert!(e.reason.contains("found 3 fields"), "{e}");
         let e = err("@reboot");
         assert!(e.reason.contains("unknown shorthand"), "{e}");
-        let e = err("* * * * * 0");
+        let e = err("* * * * * 8");
         assert_eq!((e.column, e.field), (11, Some((6, "day of week"))));
         assert_eq!(
             e.to_string(),
-            "field 6 (day of week), character 11: 0 is out of range: day of week is 1-7"
+            "field 6 (day of week), character 11: 8 is out of range: day of week is 0-7"
         );
+        let e = err("0 0 * * * * 1969");
+        assert_eq!((e.column, e.field), (13, Some((7, "year"))));
+        let e = err("0 0 * * tues");
+        assert_eq!((e.column, e.field), (9, Some((5, "day of week"))));
+        assert!(e.reason.contains("sun, mon, tue"), "{e}");
     }
 }

@@ -17,7 +17,7 @@ use super::parquet::{
 use super::{fence, Fence, SinkError, SnapshotRow, WriteBatch};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -418,6 +418,14 @@ pub struct DayReport {
     pub replaced: usize,
 }
 
+/// The path (relative to the Parquet directory) of every file the manifest lists.
+pub async fn listed_paths(pool: &PgPool) -> Result<Vec<String>, SinkError> {
+    sqlx::query_scalar("SELECT path FROM receipts.parquet_files ORDER BY file_id")
+        .fetch_all(pool)
+        .await
+        .map_err(SinkError::pg("listing the manifest's files"))
+}
+
 /// Rewrites each capture-date partition from `since` to `until` (both included) from
 /// Postgres. Each day is built in a hidden sibling directory, then swapped in with one
 /// atomic rename while the manifest is replaced in one transaction: a reader sees the old
@@ -429,12 +437,62 @@ pub async fn rebuild_dates(
     until: NaiveDate,
 ) -> Result<Vec<DayReport>, SinkError> {
     let mut reports = Vec::new();
-    for day in since.iter_days().take_while(|d| *d <= until) {
+    for day in days_with_data(pool, parquet_dir, since, until).await? {
         if let Some(report) = rebuild_day(pool, parquet_dir, day).await? {
             reports.push(report);
         }
     }
     Ok(reports)
+}
+
+/// The capture dates from `since` to `until` that a rebuild can change: those with rows in
+/// Postgres, files in the manifest, or a partition directory on disk. Asking for them (one
+/// query, one directory listing) instead of visiting every day of the range makes
+/// `0001-01-01..9999-12-31` cost what the days with data cost.
+async fn days_with_data(
+    pool: &PgPool,
+    root: &Path,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> Result<BTreeSet<NaiveDate>, SinkError> {
+    let start = since.and_time(chrono::NaiveTime::MIN).and_utc();
+    let end = until.succ_opt().map_or(DateTime::<Utc>::MAX_UTC, |d| {
+        d.and_time(chrono::NaiveTime::MIN).and_utc()
+    });
+    let mut days: BTreeSet<NaiveDate> = sqlx::query_scalar(
+        "SELECT DISTINCT (captured_at AT TIME ZONE 'UTC')::date FROM receipts.receipt_snapshots
+         WHERE captured_at >= $1 AND captured_at < $2
+         UNION
+         SELECT capture_date FROM receipts.parquet_files WHERE capture_date BETWEEN $3 AND $4",
+    )
+    .bind(start)
+    .bind(end)
+    .bind(since)
+    .bind(until)
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("listing the days that hold rows or files"))?
+    .into_iter()
+    .collect();
+    let table = root.join(TABLE_DIR);
+    let on_disk = blocking(move || -> Result<Vec<NaiveDate>, SinkError> {
+        let entries = match std::fs::read_dir(&table) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            other => other.map_err(SinkError::io("listing", &table))?,
+        };
+        let mut found = Vec::new();
+        for entry in entries {
+            let name = entry.map_err(SinkError::io("listing", &table))?.file_name();
+            let date = name.to_str().and_then(|n| n.strip_prefix("capture_date="));
+            if let Some(day) = date.and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok()) {
+                found.push(day);
+            }
+        }
+        Ok(found)
+    })
+    .await?;
+    days.extend(on_disk.into_iter().filter(|d| (since..=until).contains(d)));
+    Ok(days)
 }
 
 async fn rebuild_day(

@@ -77,6 +77,31 @@ pub async fn insert_missing_groups(
     Ok(done.rows_affected())
 }
 
+/// Adds tags to groups, `(group, tag)` pairs (tags a group has already are kept once).
+pub async fn add_tags(
+    tx: &mut Transaction<'_, Postgres>,
+    tagged: &[(String, String)],
+) -> sqlx::Result<()> {
+    if tagged.is_empty() {
+        return Ok(());
+    }
+    let (groups, tags): (Vec<&str>, Vec<&str>) =
+        tagged.iter().map(|(g, t)| (g.as_str(), t.as_str())).unzip();
+    sqlx::query(
+        "UPDATE receipts.tracked_groups g
+         SET tags = ARRAY(SELECT DISTINCT x FROM unnest(g.tags || n.tags) AS x ORDER BY 1),
+             updated_at = now()
+         FROM (SELECT u.gid, array_agg(u.tag) AS tags
+               FROM unnest($1::text[], $2::text[]) AS u(gid, tag) GROUP BY u.gid) n
+         WHERE g.group_id = n.gid",
+    )
+    .bind(&groups)
+    .bind(&tags)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Every tracked group (optionally only those with a tag), with its fixed windows.
 pub async fn list(pool: &PgPool, tag: Option<&str>) -> sqlx::Result<Vec<TrackedGroup>> {
     let mut groups: Vec<TrackedGroup> = sqlx::query_as(

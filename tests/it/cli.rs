@@ -1,6 +1,7 @@
 //! Settings and the command line, through the real binary.
 
 use crate::helpers::{exporter, run, stderr, stdout, TestDb};
+use receipt_exporter::settings::{self, Setting, CONFIG, SECRET_KEY};
 
 #[test]
 fn invalid_settings_exit_2_naming_the_variable_before_any_io() {
@@ -50,6 +51,14 @@ fn invalid_settings_exit_2_naming_the_variable_before_any_io() {
         assert!(err.contains(needle), "{var}={value}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "{err}");
     }
+    // A bad region fails even when a base URL overrides it.
+    let out = run(exporter()
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("TIM_API_BASE", "http://127.0.0.1:1")
+        .env("TIM_REGION", "mars")
+        .arg("migrate"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("TIM_REGION: invalid value 'mars'"));
 }
 
 #[test]
@@ -119,14 +128,205 @@ async fn migrate_twice_applies_then_applies_nothing() {
 }
 
 #[test]
-fn an_unreachable_database_fails_with_exit_1_and_the_target() {
+fn an_unreachable_database_fails_with_exit_1_the_target_and_the_cause_once() {
     let out = run(exporter()
         .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
-        .arg("migrate"));
+        .args(["runs", "list"]));
     assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
     assert!(
-        stderr(&out).contains("while connecting to Postgres (127.0.0.1:1/none)"),
-        "{}",
-        stderr(&out)
+        err.contains("while connecting to Postgres (127.0.0.1:1/none): connection refused"),
+        "{err}"
     );
+    assert_eq!(err.matches("refused").count(), 1, "said once: {err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_missing_database_or_role_is_named_at_once() {
+    let admin = crate::helpers::admin_url();
+    let no_db = crate::helpers::with_database(&admin, "rexp_no_such_database");
+    let out = run(exporter()
+        .env("DATABASE_URL", &no_db)
+        .args(["runs", "list"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the database \"rexp_no_such_database\" does not exist"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let mut options = receipt_exporter::db::connect_options(&admin).unwrap();
+    options = options.username("rexp_no_such_role");
+    let no_role = format!(
+        "postgres://rexp_no_such_role@{}:{}/postgres",
+        options.get_host(),
+        options.get_port()
+    );
+    let out = run(exporter()
+        .env("DATABASE_URL", &no_role)
+        .args(["runs", "list"]));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("authentication failed for user \"rexp_no_such_role\""),
+        "{err}"
+    );
+}
+
+/// A valid and an invalid value of every global setting, for the walk below.
+fn samples(setting: &Setting, dir: &std::path::Path) -> (String, String) {
+    let file = |name: &str, text: &str| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let (good, bad) = match setting.key {
+        "config" => (file("empty.toml", ""), "/nonexistent/config.toml".into()),
+        "database_url" => ("postgres://u@127.0.0.1:1/x".into(), "mysql://u@h/x".into()),
+        "sdkappid" => ("1400000001".into(), "abc".into()),
+        "secret_key" => ("k3y".into(), "two words".into()),
+        "secret_key_file" => (file("key", "k3y\n"), "/nonexistent/key".into()),
+        "identifier" => ("admin2".into(), "two words".into()),
+        "region" => ("tokyo".into(), "mars".into()),
+        "api_base" => ("http://127.0.0.1:9".into(), "http://example.com".into()),
+        "parquet_dir" | "jobs_dir" => (dir.display().to_string(), String::new()),
+        "rate_limit" => ("50".into(), "0".into()),
+        "batch_size" => ("20".into(), "1001".into()),
+        "concurrency" => ("8".into(), "lots".into()),
+        "request_timeout" => ("20".into(), "3".into()),
+        "max_seqs_per_group" => ("5000".into(), "0".into()),
+        "lock_reconnect_timeout" => ("30".into(), "4".into()),
+        "log_format" => ("json".into(), "xml".into()),
+        "metrics_file" => ("/tmp/x.prom".into(), "/tmp/dir/".into()),
+        "pushgateway_url" => ("http://pg:9091".into(), "ftp://pg".into()),
+        other => panic!("no sample values for the setting `{other}`: add them here"),
+    };
+    (good, bad)
+}
+
+/// `jobs check` on one valid job file with the setting given by any of flag, variable and
+/// config file: it validates every setting first, then touches nothing but the job file.
+fn jobs_check_with(
+    setting: &Setting,
+    dir: &std::path::Path,
+    flag: Option<&str>,
+    env: Option<&str>,
+    in_file: Option<&str>,
+) -> std::process::Output {
+    let job = dir.join("a.toml");
+    std::fs::write(&job, "schedule = \"0 * * * *\"\n").unwrap();
+    let mut cmd = exporter();
+    if let Some(value) = env {
+        cmd.env(setting.env, value);
+    }
+    if let Some(value) = flag {
+        cmd.arg(format!("{}={value}", setting.flag.unwrap()));
+    }
+    if let Some(value) = in_file {
+        let config = dir.join("c.toml");
+        std::fs::write(&config, format!("{} = {value:?}\n", setting.key)).unwrap();
+        cmd.arg("--config").arg(&config);
+    }
+    cmd.args(["jobs", "check", "--jobs"]).arg(&job);
+    run(&mut cmd)
+}
+
+#[test]
+fn every_setting_works_from_flag_variable_and_config_file_in_that_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path();
+    let ok = |out: std::process::Output, what: &str| {
+        assert_eq!(out.status.code(), Some(0), "{what}: {}", stderr(&out));
+        assert!(stdout(&out).contains("1 job file(s) ok"), "{what}");
+    };
+    ok(
+        jobs_check_with(&CONFIG, path, None, None, None),
+        "the defaults",
+    );
+    for s in settings::ALL {
+        let (good, bad) = samples(s, path);
+        let refused = |out: std::process::Output, named: &str, what: &str| {
+            assert_eq!(out.status.code(), Some(2), "{what}");
+            let err = stderr(&out);
+            assert!(err.starts_with(&format!("error: {named}")), "{what}: {err}");
+            if *s != SECRET_KEY {
+                assert!(err.contains(bad.as_str()), "{what} shows the value: {err}");
+            } else {
+                assert!(!err.contains(&bad), "{what} hides the key: {err}");
+            }
+            assert!(
+                err.contains("expected") || err.contains("cannot read") || *s == SECRET_KEY,
+                "{what} says what is accepted: {err}"
+            );
+        };
+        let key = s.key;
+        let (good, bad) = (good.as_str(), bad.as_str());
+        let file = |v| s.in_file.then_some(v);
+        let config = path.join("c.toml");
+        if s.in_file {
+            ok(jobs_check_with(s, path, None, None, Some(good)), key);
+            let named = format!("key `{key}` in {}", config.display());
+            let out = jobs_check_with(s, path, None, None, Some(bad));
+            refused(out, &named, &format!("{key} bad in the file"));
+        }
+        ok(jobs_check_with(s, path, None, Some(good), file(bad)), key);
+        let out = jobs_check_with(s, path, None, Some(bad), file(good));
+        refused(out, s.env, &format!("{} bad, above the file", s.env));
+        if let Some(flag) = s.flag {
+            ok(
+                jobs_check_with(s, path, Some(good), Some(bad), file(bad)),
+                flag,
+            );
+            let out = jobs_check_with(s, path, Some(bad), Some(good), file(good));
+            refused(out, flag, &format!("{flag} bad, above the variable"));
+        }
+    }
+}
+
+/// The README's settings table: one row per setting, with its flag, variable, config key and
+/// default exactly as `settings::ALL` declares them.
+#[test]
+fn the_readme_lists_every_setting_as_declared() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let header = "| flag | variable | config key | default | meaning |";
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .skip_while(|l| *l != header)
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            l.split(" | ")
+                .map(|c| c.trim_matches(['|', ' ']).to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows.len(),
+        settings::ALL.len(),
+        "one README row per setting"
+    );
+    let code = |text: &str| format!("`{text}`");
+    for s in settings::ALL {
+        let row = rows
+            .iter()
+            .find(|r| r[1] == code(s.env))
+            .unwrap_or_else(|| panic!("the README's settings table lacks {}", s.env));
+        let flag = s.flag.map_or("(no flag)".to_string(), code);
+        assert_eq!(row[0], flag, "{}'s flag", s.env);
+        if s.in_file {
+            assert_eq!(row[2], code(s.key), "{}'s config key", s.env);
+        } else {
+            assert!(
+                !row[2].contains('`'),
+                "{} has no config key: {}",
+                s.env,
+                row[2]
+            );
+        }
+        let default = s.default.map_or("(none)".to_string(), code);
+        assert_eq!(row[3], default, "{}'s default", s.env);
+    }
 }

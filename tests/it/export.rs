@@ -28,14 +28,26 @@ async fn export_parquet_rebuilds_a_lost_day_from_postgres() {
     std::fs::remove_dir_all(dir.path().join("receipt_snapshots")).unwrap();
     assert!(parquet_snapshots(dir.path()).is_empty());
 
-    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).args([
-        "export",
-        "parquet",
-        "--since",
-        &first.to_string(),
-        "--until",
-        &last.to_string(),
-    ]));
+    // A directory without any of the manifest's files: refused unless said on purpose.
+    let export = |relocate: bool| {
+        let mut cmd = exporter_for(&db, &sim.base_url(), dir.path());
+        cmd.args(["export", "parquet", "--since", &first.to_string()])
+            .args(["--until", &last.to_string()]);
+        if relocate {
+            cmd.arg("--relocate");
+        }
+        run(&mut cmd)
+    };
+    let out = export(false);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("holds none of the") && stderr(&out).contains("--relocate"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(all_files(dir.path()).is_empty(), "nothing was written");
+
+    let out = export(true);
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     for day in &days {
@@ -101,6 +113,54 @@ async fn export_parquet_rebuilds_a_lost_day_from_postgres() {
     ]));
     assert_eq!(again.status.code(), Some(0));
     assert_eq!(parquet_snapshots(dir.path()), pg);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_parquet_over_all_of_time_visits_only_the_days_with_data() {
+    let db = TestDb::new().await;
+    let sim = simulator(2, 40, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 40).await;
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    let pg = pg_snapshots(&db).await;
+    let days: BTreeSet<chrono::NaiveDate> = sqlx::query_scalar(
+        "SELECT DISTINCT (captured_at AT TIME ZONE 'UTC')::date FROM receipts.receipt_snapshots",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    // A partition directory with neither rows nor manifest entries is a day to rebuild too.
+    let stray = dir.path().join("receipt_snapshots/capture_date=1999-01-01");
+    std::fs::create_dir_all(&stray).unwrap();
+    std::fs::write(stray.join("run-1-0001.parquet"), b"not listed").unwrap();
+
+    let started = std::time::Instant::now();
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).args([
+        "export",
+        "parquet",
+        "--since",
+        "0001-01-01",
+        "--until",
+        "9999-12-31",
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}: every day of the range was visited",
+        started.elapsed()
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!("rebuilt {} day(s)", days.len() + 1)),
+        "{text}"
+    );
+    assert!(text.contains("1999-01-01: 0 rows in 0 file(s)"), "{text}");
+    assert!(!stray.join("run-1-0001.parquet").exists());
+    assert_eq!(parquet_snapshots(dir.path()), pg);
+    sim.shutdown().await;
 }
 
 async fn codes(db: &TestDb) -> i64 {

@@ -145,7 +145,7 @@ async fn settled_messages_are_skipped_and_the_ledger_says_so() {
     let out = run(exporter().args(["run", "--dry-run"]));
     let text = stdout(&out);
     assert!(
-        text.contains("dry run: 1 groups, 100 seqs, 10 API calls at 10 seqs per call")
+        text.contains("dry run: 1 group, 100 seqs, 10 API calls at 10 seqs per call")
             && text.contains(
                 "skipped 100 settled and 0 no-receipt seqs (without skipping: 200 seqs, 20 calls"
             ),

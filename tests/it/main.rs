@@ -10,6 +10,7 @@ mod faults;
 mod fencing;
 mod follow;
 mod helpers;
+mod hostile;
 mod jobs;
 mod migrations;
 mod ops;

@@ -113,7 +113,9 @@ async fn a_run_writes_metrics_for_every_job_pushes_its_own_and_runs_show_has_eve
     let nightly = ledger_row(&db, "nightly", "succeeded", "1 hour", None).await;
     let dir = tempfile::tempdir().unwrap();
     let metrics_dir = tempfile::tempdir().unwrap();
-    let metrics = metrics_dir.path().join("receipt_exporter.prom");
+    // Its directory does not exist yet: the run creates it.
+    let textfile_dir = metrics_dir.path().join("textfile");
+    let metrics = textfile_dir.join("receipt_exporter.prom");
     let (gateway, pushed) = capture_server().await;
 
     let out = run(exporter_for(&db, &sim.base_url(), dir.path())
@@ -216,7 +218,7 @@ async fn a_run_writes_metrics_for_every_job_pushes_its_own_and_runs_show_has_eve
         scrape.samples.iter().all(|s| s.labels.get("job").is_none()),
         "no `job` label"
     );
-    let names: Vec<String> = std::fs::read_dir(metrics_dir.path())
+    let names: Vec<String> = std::fs::read_dir(&textfile_dir)
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -302,9 +304,19 @@ async fn a_run_writes_metrics_for_every_job_pushes_its_own_and_runs_show_has_eve
 #[tokio::test]
 async fn status_max_age_passes_below_the_bound_and_exits_4_above_it() {
     let db = TestDb::new().await;
+    // The job `weekly` has a file but has never run.
+    let jobs = tempfile::tempdir().unwrap();
+    std::fs::write(
+        jobs.path().join("weekly.toml"),
+        "schedule = \"0 3 * * 1\"\n",
+    )
+    .unwrap();
     let status = |args: &[&str]| {
         let mut cmd = exporter();
-        cmd.env("DATABASE_URL", &db.url).arg("status").args(args);
+        cmd.env("DATABASE_URL", &db.url)
+            .env("EXPORT_JOBS_DIR", jobs.path())
+            .arg("status")
+            .args(args);
         let out = run(&mut cmd);
         (code(&out), stdout(&out))
     };
@@ -350,6 +362,18 @@ async fn status_max_age_passes_below_the_bound_and_exits_4_above_it() {
     assert_eq!(c, Some(0), "without a bound, status only reports");
     let (c, _) = status(&["--max-age", "soon"]);
     assert_eq!(c, Some(2), "a bad bound is a usage error");
+
+    // No job file and no ledger row: a typo, not a stale job.
+    let out = run(exporter()
+        .env("DATABASE_URL", &db.url)
+        .env("EXPORT_JOBS_DIR", jobs.path())
+        .args(["status", "--job", "nosuchjob"]));
+    assert_eq!(code(&out), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("no job 'nosuchjob'") && err.contains("known jobs: default, weekly"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -627,4 +651,21 @@ fn completions_and_the_man_page_need_no_settings() {
         page.contains("status") && page.contains("EXPORT_METRICS_FILE"),
         "{page}"
     );
+}
+
+/// `completions zsh | head -3`: a reader that went away is not an error.
+#[test]
+fn completions_and_man_into_a_closed_pipe_exit_0_quietly() {
+    for args in [&["completions", "zsh"][..], &["man"]] {
+        // The write end of a pipe whose reader has exited: every write fails with EPIPE.
+        let mut reader = std::process::Command::new("true")
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let closed = reader.stdin.take().unwrap();
+        reader.wait().unwrap();
+        let out = run(exporter().args(args).stdout(closed));
+        assert_eq!(code(&out), Some(0), "{args:?}");
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The README's least-privilege roles, pasted as written: the exporter can run, the analyst can
-//! read, and neither can do more.
+//! read (and run no function that writes), neither can do more, and `doctor` says which rights
+//! the exporter's role really has.
 
 use crate::helpers::*;
 use sqlx::{Connection, PgConnection};
@@ -58,6 +59,39 @@ async fn the_readme_roles_let_the_exporter_write_its_tables_and_analysts_only_re
         .arg("run"));
     assert_eq!(out.status.code(), Some(0), "a run as the exporter's role");
     assert!(!pg_snapshots(&db).await.is_empty());
+    assert!(
+        !stderr(&out).contains("partition"),
+        "the exporter creates its partitions: {}",
+        stderr(&out)
+    );
+
+    // doctor reports the grants the role has, not the ones it might have.
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path())
+        .env("DATABASE_URL", &exporter_url)
+        .arg("doctor"));
+    let text = stdout(&out);
+    let line = text
+        .lines()
+        .find(|l| l.contains("privileges:"))
+        .unwrap_or_else(|| panic!("a privileges line in:\n{text}"));
+    assert!(
+        line.starts_with(&format!(
+            "OK    privileges: role {exporter_role} has what a run needs: "
+        )),
+        "{line}"
+    );
+    let select_only = line
+        .split("; ")
+        .find(|part| part.starts_with("SELECT on "))
+        .unwrap_or_else(|| panic!("tables it may only read, in: {line}"));
+    for table in ["tracked_groups", "seq_windows", "_sqlx_migrations"] {
+        assert!(select_only.contains(table), "{table} in {line}");
+    }
+    assert!(
+        line.ends_with("; EXECUTE on ensure_snapshot_partitions"),
+        "{line}"
+    );
+    assert!(!line.contains("every receipts table"), "{line}");
 
     let mut w = connect_as(&db, &exporter_role).await;
     for forbidden in [
@@ -102,6 +136,59 @@ async fn the_readme_roles_let_the_exporter_write_its_tables_and_analysts_only_re
             "{forbidden}: {err}"
         );
     }
+    // No function that writes is the analyst's to run: not the SECURITY DEFINER partition
+    // maker (PUBLIC's default EXECUTE is revoked), nor any other volatile function of ours.
+    let writing_functions: Vec<String> = sqlx::query_scalar(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p
+         JOIN pg_namespace n ON n.oid = p.pronamespace
+         WHERE n.nspname = 'receipts' AND (p.prosecdef OR p.provolatile = 'v')
+           AND has_function_privilege($1, p.oid, 'EXECUTE')",
+    )
+    .bind(&analyst_role)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(writing_functions.is_empty(), "{writing_functions:?}");
+    let partitions = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'receipts.receipt_snapshots'::regclass",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let before = partitions().await;
+    for call in [
+        "SELECT receipts.ensure_snapshot_partitions(36)",
+        "SELECT receipts.ensure_snapshot_partitions(3)",
+        "SELECT receipts.ensure_snapshot_partitions()",
+    ] {
+        let err = sqlx::query(call).execute(&mut r).await.expect_err(call);
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{call}: {err}"
+        );
+    }
+    assert_eq!(
+        partitions().await,
+        before,
+        "the analyst created no partition"
+    );
+    // The exporter may, within bounds.
+    sqlx::query("SELECT receipts.ensure_snapshot_partitions(3)")
+        .execute(&mut w)
+        .await
+        .unwrap();
+    for call in [
+        "SELECT receipts.ensure_snapshot_partitions(36)",
+        "SELECT receipts.ensure_snapshot_partitions(-1)",
+        "SELECT receipts.ensure_snapshot_partitions(NULL)",
+    ] {
+        let err = sqlx::query(call).execute(&mut w).await.expect_err(call);
+        assert!(err.to_string().contains("from 0 to 24"), "{call}: {err}");
+    }
+    assert_eq!(partitions().await, before);
+
     w.close().await.unwrap();
     r.close().await.unwrap();
     for role in [&exporter_role, &analyst_role] {

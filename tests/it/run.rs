@@ -141,16 +141,28 @@ async fn two_runs_store_exactly_the_simulators_counts_in_both_sinks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn dry_run_prints_the_plan_and_touches_nothing() {
+async fn dry_run_prints_the_plan_checks_the_groups_and_writes_nothing() {
     let db = TestDb::new().await;
     let sim = simulator(2, 50, |_| {});
     let dir = tempfile::tempdir().unwrap();
-    track_all(&db, &group_ids(&sim), 250).await;
+    let mut groups = group_ids(&sim);
+    groups.push("@TGS#2TTV7VSII".to_string()); // the quick start's example: no such group
+    track_all(&db, &groups, 250).await;
     let out = run(exporter_for(&db, &sim.base_url(), dir.path()).args(["run", "--dry-run"]));
     assert_eq!(out.status.code(), Some(0));
     let text = stdout(&out);
     assert!(
-        text.contains("dry run: 2 groups, 500 seqs, 10 API calls at 50 seqs per call"),
+        text.contains("dry run: 3 groups, 750 seqs, 15 API calls at 50 seqs per call"),
+        "{text}"
+    );
+    assert!(
+        text.contains("checked 3 groups with 1 get_group_info call: 1 would fail"),
+        "{text}"
+    );
+    let failing: Vec<&str> = text.lines().filter(|l| l.contains("would fail:")).collect();
+    assert_eq!(failing.len(), 1, "{text}");
+    assert!(
+        failing[0].starts_with("@TGS#2TTV7VSII  would fail: the API does not know it"),
         "{text}"
     );
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.export_runs")
@@ -158,11 +170,9 @@ async fn dry_run_prints_the_plan_and_touches_nothing() {
         .await
         .unwrap();
     assert_eq!(runs, 0);
-    assert_eq!(
-        sim.stats().endpoints.values().map(|e| e.calls).sum::<u64>(),
-        0,
-        "a dry run calls no API"
-    );
+    let calls = |endpoint: &str| sim.stats().endpoints.get(endpoint).map_or(0, |e| e.calls);
+    assert_eq!(calls("get_group_msg_receipt"), 0, "a dry run pulls nothing");
+    assert_eq!(calls("get_group_info"), 1, "one check per 50 groups");
     assert!(all_files(dir.path()).is_empty());
 }
 
@@ -176,9 +186,13 @@ async fn a_group_that_no_longer_exists_makes_the_run_partial() {
     track_all(&db, &groups, 60).await;
     let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
     assert_eq!(out.status.code(), Some(3), "partial");
-    assert!(
-        stderr(&out).contains("@TGS#dissolved"),
-        "the failed group is logged by id"
+    assert_eq!(
+        stderr(&out)
+            .lines()
+            .filter(|l| l.contains("@TGS#dissolved"))
+            .count(),
+        1,
+        "the failed group is logged by id, once (not per batch)"
     );
     let (status, _, _, error) = run_row(&db, 1).await;
     assert_eq!(status, "partial");
@@ -321,4 +335,86 @@ async fn sigkill_mid_run_then_the_next_run_repairs_and_both_sinks_agree() {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "temporary files left behind: {hidden:?}");
+}
+
+/// Nothing listens at the API's address: the run stops after the first seconds with one line
+/// naming the host and the cause, instead of retrying every batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_api_stops_the_run_quietly_naming_host_and_cause() {
+    let db = TestDb::new().await;
+    let groups: Vec<String> = (0..30).map(|i| format!("@TGS#g{i}")).collect();
+    track_all(&db, &groups, 500).await; // 300 batches
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let out = run(exporter_for(&db, &base, dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.lines().count() <= 20,
+        "{} lines: {err}",
+        err.lines().count()
+    );
+    let line = stdout(&out);
+    assert!(
+        line.contains(&format!(
+            "the Chat API at 127.0.0.1:{port} cannot be reached"
+        )) && line.contains("connection refused"),
+        "{line}"
+    );
+    assert!(
+        line.contains("30 groups planned (0 failed before it stopped)"),
+        "{line}"
+    );
+    let (status, _, calls, error) = run_row(&db, 1).await;
+    assert_eq!(status, "failed");
+    assert!(error.unwrap().contains("cannot be reached"));
+    // The 64 calls in flight tried a few times each; the 300 batches were not tried 8 times.
+    assert!(calls < 1_000, "{calls} attempts");
+}
+
+/// A wrong key stops the run: the summary says it stopped before trying every group and what
+/// it did not pull, and the failure is not logged once per call in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_run_says_what_it_did_not_do_and_does_not_repeat_itself() {
+    let db = TestDb::new().await;
+    let sim = simulator(3, 2000, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 2000).await; // 120 batches, 64 in flight
+    let wrong = "0000000000000000000000000000000000000000000000000000000000c0ffee";
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path())
+        .env("TIM_SECRET_KEY", wrong)
+        .arg("run"));
+    assert_eq!(out.status.code(), Some(2));
+    let line = stdout(&out);
+    assert!(
+        line.contains("3 groups planned (0 failed before it stopped)")
+            && line.contains("seqs not pulled")
+            && line.contains("configuration error"),
+        "{line}"
+    );
+    assert!(!line.contains("for the next run"), "not a budget: {line}");
+    let err = stderr(&out);
+    assert!(err.matches("retrying").count() <= 2, "{err}");
+    assert!(err.lines().count() <= 10, "{err}");
+}
+
+/// "1 group", "1 call", "1 Parquet file": counts in the right number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_summary_of_a_one_call_run_speaks_in_the_singular() {
+    let db = TestDb::new().await;
+    let sim = simulator(1, 10, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 10).await;
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    let line = stdout(&out);
+    assert!(
+        line.contains(": 1 group (0 failed), 10 seqs, ")
+            && line.contains(" receipts, 1 call (0 retries, 0 rate-limited), ")
+            && line.contains(", 1 Parquet file in "),
+        "{line}"
+    );
 }

@@ -24,7 +24,7 @@ fn find_usersig(text: &str) -> Option<&str> {
     None
 }
 
-fn assert_clean(what: &str, text: &str) {
+pub fn assert_clean(what: &str, text: &str) {
     assert!(!text.contains(KEY), "{what} holds the secret key");
     assert!(!text.contains(OTHER_KEY), "{what} holds a secret key");
     assert!(
@@ -140,4 +140,33 @@ fn a_key_file_readable_by_others_warns() {
         .env("TIM_SECRET_KEY_FILE", &key)
         .args(["usersig", "--expire", "60"]));
     assert!(!stderr(&out).contains("readable by others"));
+}
+
+/// A key file readable by others warns once, and only where the key is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wide_key_file_warns_once_and_only_where_the_key_is_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = TestDb::new().await;
+    let sim = simulator(1, 10, |_| {});
+    track_all(&db, &group_ids(&sim), 10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, KEY).unwrap();
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let with_key_file = |args: &[&str]| {
+        let mut cmd = exporter_for(&db, &sim.base_url(), &dir.path().join("warehouse"));
+        cmd.env_remove("TIM_SECRET_KEY")
+            .env("TIM_SECRET_KEY_FILE", &key_file)
+            .args(args);
+        run(&mut cmd)
+    };
+    for args in [&["runs", "list"][..], &["track", "list"]] {
+        let out = with_key_file(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        assert!(!stderr(&out).contains("readable by others"), "{args:?}");
+    }
+    let out = with_key_file(&["run"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(stderr(&out).matches("readable by others").count(), 1);
+    sim.shutdown().await;
 }

@@ -169,6 +169,28 @@ async fn import_is_all_or_nothing_and_reports_every_bad_line() {
         "importing twice adds nothing"
     );
 
+    // An optional `tags` column, tags separated by `;`; a bad tag is a bad line.
+    let tagged = dir.path().join("tagged.csv");
+    std::fs::write(
+        &tagged,
+        "group_id,from_seq,to_seq,tags\ngrp1,1,5,vip;eu\ngrp1,7,9,vip\ntagged_new,1,2,\n",
+    )
+    .unwrap();
+    let out = run(&mut track(&db, &["import", tagged.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let tags: Vec<String> =
+        sqlx::query_scalar("SELECT tags FROM receipts.tracked_groups WHERE group_id = 'grp1'")
+            .fetch_one(&db.pool)
+            .await
+            .map(|t: Vec<String>| t)
+            .unwrap();
+    assert_eq!(tags, ["eu", "vip"]);
+    let bad_tag = dir.path().join("bad_tag.csv");
+    std::fs::write(&bad_tag, "group_id,from_seq,to_seq,tags\ng,1,2,a b\n").unwrap();
+    let out = run(&mut track(&db, &["import", bad_tag.to_str().unwrap()]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("line 2: "), "{}", stderr(&out));
+
     let header = dir.path().join("header.csv");
     std::fs::write(&header, "group,from,to\ng,1,2\n").unwrap();
     let out = run(&mut track(&db, &["import", header.to_str().unwrap()]));
