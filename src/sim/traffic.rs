@@ -16,16 +16,22 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 pub enum Endpoint {
     GroupMsgReceipt,
     GroupInfo,
+    GroupMsgReceiptDetail,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 2] = [Endpoint::GroupMsgReceipt, Endpoint::GroupInfo];
+    pub const ALL: [Endpoint; 3] = [
+        Endpoint::GroupMsgReceipt,
+        Endpoint::GroupInfo,
+        Endpoint::GroupMsgReceiptDetail,
+    ];
 
     /// The command word in the URL, also the key in [`SimStats::endpoints`].
     pub fn command(self) -> &'static str {
         match self {
             Endpoint::GroupMsgReceipt => "get_group_msg_receipt",
             Endpoint::GroupInfo => "get_group_info",
+            Endpoint::GroupMsgReceiptDetail => "get_group_msg_receipt_detail",
         }
     }
 
@@ -113,7 +119,7 @@ struct EndpointTraffic {
 pub struct Traffic {
     /// Calls allowed per window and endpoint; 0 turns the limit off.
     limit: u32,
-    endpoints: [EndpointTraffic; 2],
+    endpoints: [EndpointTraffic; Endpoint::ALL.len()],
 }
 
 impl Traffic {
