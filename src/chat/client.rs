@@ -886,21 +886,21 @@ pub struct ReadList {
 }
 
 impl ChatClient {
-    /// Pages through the read list (`Filter` 0) of message `seq` of one group, at most
-    /// `max_pages` calls. A list cut by `max_pages` or by a cursor the server sent before is
-    /// not `finished`. 10062 (no receipt for this message) is an answer, not an error; other
+    /// Pages through the read list (`Filter` 0) of message `seq` of one group, asking
+    /// `may_call` before each page (a run's budget of detail calls). A list cut by `may_call`
+    /// or by a cursor the server sent before is not `finished`. 10062 (no receipt for this message) is an answer, not an error; other
     /// failures are classified like the receipt API's ([`ChatError::Group`] for 10004, 10007,
     /// 10010, 10015).
     pub async fn pull_read_list(
         &self,
         group_id: &str,
         seq: u64,
-        max_pages: u32,
+        mut may_call: impl FnMut() -> bool + Send,
     ) -> Result<ReadList, ChatError> {
         let mut list = ReadList::default();
         let mut cursor = String::new();
         let mut sent = HashSet::new();
-        while list.calls < max_pages {
+        while may_call() {
             sent.insert(cursor.clone());
             let (page, at) = match self.read_page(group_id, seq, &cursor).await {
                 Ok(got) => got,
@@ -973,7 +973,7 @@ mod tests {
         send(&client.pull_receipts("g", &[1]));
         send(&client.pull_receipts_each("g", &[1], |_| {}));
         send(&client.get_group_info(&[]));
-        send(&client.pull_read_list("g", 1, 1));
+        send(&client.pull_read_list("g", 1, || true));
     }
 
     #[test]

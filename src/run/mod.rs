@@ -5,6 +5,7 @@
 //! plan → pipeline → ledger figures → lock released. Nothing here prints: the command layer
 //! turns the [`RunReport`] into a summary line and an exit code.
 
+pub mod details;
 pub mod follow;
 pub mod ledger;
 pub mod lock;
@@ -103,6 +104,8 @@ pub struct RunReport {
     /// A resumed backfill's attempt number and this attempt's own figures (`figures` count
     /// every attempt); `None` for ordinary runs and a backfill's first attempt.
     pub attempt: Option<(i32, RunFigures)>,
+    /// What the read lists of details-on groups took and gave (`None`: none were due).
+    pub read_lists: Option<details::DetailFigures>,
 }
 
 impl RunReport {
@@ -159,6 +162,9 @@ impl RunReport {
         ));
         if let Some(f) = &self.follow {
             line.push_str(&f.summary());
+        }
+        if let Some(d) = self.read_lists.as_ref().filter(|d| d.due > 0) {
+            line.push_str(&d.summary());
         }
         if let Some(error) = &self.error {
             line.push_str(&format!(": {error}"));
@@ -293,6 +299,22 @@ pub async fn execute(
             (outcome, Some(figures))
         }
     };
+    // Issue 19: who read the messages of details-on groups (not for backfills, nor when stopped).
+    let read_lists = match (&req.selection, &outcome.halt) {
+        (Selection::Backfill(_), _) | (_, Some(_)) => None,
+        (selection, None) => Some(
+            details::pull(
+                pool,
+                &client,
+                settings,
+                run_id,
+                &selection_tags(selection),
+                &pipeline_stop,
+            )
+            .await
+            .unwrap_or_else(details::DetailFigures::failed),
+        ),
+    };
     outcome.groups_planned += refused.len();
     for (group_id, why) in refused {
         outcome
@@ -341,7 +363,21 @@ pub async fn execute(
             Some(format!("all {planned} groups failed")),
         ),
     };
+    let detail_failed = read_lists.as_ref().map_or(0, |d| d.failed_groups.len());
+    let (status, exit, error) = match status {
+        RunStatus::Succeeded if detail_failed > 0 => (
+            RunStatus::Partial,
+            Exit::Partial,
+            Some(format!(
+                "the read lists of {detail_failed} group(s) failed (their counts are written)"
+            )),
+        ),
+        _ => (status, exit, error),
+    };
     let mut figures = figures(&client, &outcome, planned);
+    if let Some(d) = &read_lists {
+        figures.details["read_lists"] = serde_json::json!(d);
+    }
     let mut attempt = None;
     if let (Some(prior), Selection::Backfill(b)) = (&opened.prior, &req.selection) {
         let n = b.started.get().map_or(1, |s| s.attempt);
@@ -371,6 +407,7 @@ pub async fn execute(
             .collect(),
         follow,
         attempt,
+        read_lists,
     })
 }
 

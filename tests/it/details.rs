@@ -34,7 +34,7 @@ async fn the_client_pages_through_the_simulators_read_lists() {
     let seq = message_with_readers(&sim, group, 15);
     let want = sim.read_list(&group.group_id, seq).unwrap();
     let got = client
-        .pull_read_list(&group.group_id, seq, 100)
+        .pull_read_list(&group.group_id, seq, || true)
         .await
         .unwrap();
     assert!(got.finished && !got.no_receipt);
@@ -48,8 +48,10 @@ async fn the_client_pages_through_the_simulators_read_lists() {
     assert_eq!(calls, u64::from(got.calls));
 
     // Cut short by the page budget: not finished, no more calls than allowed.
+    let mut budget = 1;
+    let take = move || std::mem::replace(&mut budget, 0) == 1;
     let cut = client
-        .pull_read_list(&group.group_id, seq, 1)
+        .pull_read_list(&group.group_id, seq, take)
         .await
         .unwrap();
     assert!(!cut.finished);
@@ -60,14 +62,154 @@ async fn the_client_pages_through_the_simulators_read_lists() {
         .find(|&s| sim.read_list(&group.group_id, s).is_none())
         .expect("about one in ten messages has no receipt");
     let got = client
-        .pull_read_list(&group.group_id, none, 5)
+        .pull_read_list(&group.group_id, none, || true)
         .await
         .unwrap();
     assert!(got.no_receipt && got.pages.is_empty());
     let err = client
-        .pull_read_list("@TGS#nosuch", 1, 5)
+        .pull_read_list("@TGS#nosuch", 1, || true)
         .await
         .unwrap_err();
     assert!(matches!(err, ChatError::Group { code: 10010, .. }), "{err}");
+    sim.shutdown().await;
+}
+
+fn sim_group(id: &str, members: u32, messages: u64) -> SimGroup {
+    SimGroup {
+        group_id: id.into(),
+        group_type: receipt_exporter::sim::GroupType::Public,
+        member_num: members,
+        next_msg_seq: messages + 1,
+    }
+}
+
+fn detail_calls(sim: &Simulator) -> u64 {
+    sim.stats()
+        .endpoint(receipt_exporter::sim::Endpoint::GroupMsgReceiptDetail)
+        .calls
+}
+
+/// The bound `run --dry-run` prints: "read lists: at most N get_group_msg_receipt_detail calls".
+fn dry_run_bound(out: &std::process::Output) -> u64 {
+    let text = stdout(out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("read lists: at most "))
+        .unwrap_or_else(|| panic!("no bound in the dry run: {text}"));
+    line["read lists: at most ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+type Event = (String, i64, String, i64);
+
+/// Acceptance of issue 19: runs of the binary while the simulator's read counts grow; after
+/// them `read_events` holds exactly the members the simulator's read lists held, each once,
+/// with the run that first saw them and a time within that run; no run makes more detail calls
+/// than its dry run's bound, and once everything settled and was recorded, none at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_events_hold_exactly_the_simulators_readers_each_once() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let groups = [
+        sim_group("@TGS#who-50", 50, 20),
+        sim_group("@TGS#who-200", 200, 12),
+        sim_group("@TGS#counts-only", 30, 10),
+    ];
+    let sim = simulator(0, 0, |c| c.groups = groups.to_vec());
+    for (g, details) in [(&groups[0], true), (&groups[1], true), (&groups[2], false)] {
+        let to = format!("1..{}", g.next_msg_seq - 1);
+        let mut args = vec!["track", "add", &g.group_id, "--seqs", &to];
+        if details {
+            args.push("--details");
+        }
+        let out = run(exporter_for(&db, &sim.base_url(), dir.path()).args(&args));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let mut expected: std::collections::BTreeMap<(String, i64, String), i64> = Default::default();
+    let steps = receipt_exporter::sim::MAX_SETTLE_STEPS + 2;
+    let mut last_calls = None;
+    for step in 0..=steps {
+        assert_eq!(sim.step(), step);
+        let dry = run(exporter_for(&db, &sim.base_url(), dir.path()).args(["run", "--dry-run"]));
+        assert_eq!(dry.status.code(), Some(0), "{}", stderr(&dry));
+        let bound = dry_run_bound(&dry);
+        let before = detail_calls(&sim);
+        let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let calls = detail_calls(&sim) - before;
+        assert!(
+            calls <= bound,
+            "step {step}: {calls} detail calls, bound {bound}"
+        );
+        let run_id: i64 = sqlx::query_scalar("SELECT max(run_id) FROM receipts.export_runs")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        let ledger: i64 = sqlx::query_scalar(
+            "SELECT (details->'read_lists'->>'calls')::bigint FROM receipts.export_runs WHERE run_id = $1",
+        )
+        .bind(run_id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!(ledger as u64, calls, "the ledger counts the detail calls");
+        for g in &groups[..2] {
+            for seq in 1..g.next_msg_seq {
+                for member in sim.read_list(&g.group_id, seq).unwrap_or_default() {
+                    expected
+                        .entry((g.group_id.clone(), seq as i64, member))
+                        .or_insert(run_id);
+                }
+            }
+        }
+        last_calls = Some(calls);
+        sim.advance(1);
+    }
+    assert_eq!(
+        last_calls,
+        Some(0),
+        "settled and recorded: no more detail calls"
+    );
+
+    let rows: Vec<Event> = sqlx::query_as(
+        "SELECT group_id, msg_seq, member_account, run_id FROM receipts.read_events ORDER BY 1, 2, 3",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let got: Vec<Event> = rows;
+    let want: Vec<Event> = expected
+        .into_iter()
+        .map(|((g, s, m), r)| (g, s, m, r))
+        .collect();
+    let first_runs: std::collections::BTreeSet<i64> = want.iter().map(|e| e.3).collect();
+    assert!(
+        first_runs.len() > 3,
+        "readers first seen in several runs: {first_runs:?}"
+    );
+    assert_eq!(got, want);
+    // Each first seen time lies within the run that saw the member first.
+    let outside: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM receipts.read_events e JOIN receipts.export_runs r USING (run_id)
+         WHERE e.first_seen_read_at < r.started_at OR e.first_seen_read_at > r.finished_at
+            OR e.read_before_details OR e.account_hashed",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(outside, 0);
+    // The analysts' view: every reader, with the time since the message's first snapshot.
+    let (n, negative): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE first_snapshot_to_first_seen_read < interval '0')
+         FROM receipts.message_readers",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((n as usize, negative), (want.len(), 0));
     sim.shutdown().await;
 }
