@@ -883,6 +883,9 @@ pub struct ReadList {
     pub no_receipt: bool,
     /// Pages asked for (calls that succeeded; retries are in the stats).
     pub calls: u32,
+    /// A page before the last held fewer members than asked: the server pages below `Count`,
+    /// so a list takes more calls than the documentation's paging promises.
+    pub short_pages: bool,
 }
 
 impl ChatClient {
@@ -912,6 +915,7 @@ impl ChatClient {
                 Err(e) => return Err(e),
             };
             list.calls += 1;
+            list.short_pages |= !page.finished && page.readers.len() < READ_PAGE_COUNT;
             list.pages.push((at, page.readers));
             if page.finished {
                 list.finished = true;

@@ -3,11 +3,13 @@
 //! ([`crate::tracking::details`]).
 //!
 //! Cost: one `get_group_msg_receipt_detail` page per due message covers any group that can
-//! have receipts (at most 200 members, pages of 200). The run never makes more page calls than
-//! it has due messages, nor more than `max_detail_calls`; the dry run's bound (the unsettled
-//! planned seqs of details-on groups plus the settled messages whose last readers are not
-//! recorded) is never below the number of due messages, so a run never exceeds it. A message
-//! whose list was cut by the budget keeps what was seen and is pulled again next run.
+//! have receipts (at most 200 members, pages of 200 as documented). Without
+//! `max_detail_calls` the run makes at most one page call per due message; the dry run's bound
+//! (the unsettled planned seqs of details-on groups plus the settled messages whose last
+//! readers are not recorded) is never below the number of due messages, so a run never
+//! exceeds it. With `max_detail_calls` the run makes at most that many, and still at most one
+//! per due message from a server that pages as documented. A message whose list was cut by the
+//! budget keeps what was seen and is pulled again next run.
 
 use crate::chat::ChatClient;
 use crate::settings::{DetailBudget, Settings};
@@ -25,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub struct DetailFigures {
     /// Messages whose read list was due.
     pub due: u64,
-    /// The most page calls this run allowed itself: min(due, `max_detail_calls`).
+    /// The most page calls this run allowed itself: `max_detail_calls`, else one per due
+    /// message (what documented pages of 200 need).
     pub budget: u64,
     /// Page calls made (retries are in the run's retry counts).
     pub calls: u64,
@@ -177,9 +180,7 @@ pub async fn pull(
         return Ok(figures);
     }
     let client = detail_client(settings, client)?;
-    figures.budget = settings
-        .max_detail_calls
-        .map_or(figures.due, |cap| cap.min(figures.due));
+    figures.budget = settings.max_detail_calls.unwrap_or(figures.due);
     let budget = Budget(AtomicU64::new(figures.budget));
     let mut by_group: BTreeMap<String, Vec<DueMessage>> = BTreeMap::new();
     for m in due {
@@ -263,6 +264,10 @@ impl GroupCtx<'_> {
                     break;
                 }
             };
+            if list.short_pages && !list.finished {
+                tracing::warn!(group_id, seq = m.msg_seq,
+                    "the Chat API pages read lists below the Count asked (200): this list needs more calls than the dry run's bound; set max_detail_calls to let runs page further");
+            }
             if list.no_receipt {
                 tracing::warn!(group_id, seq = m.msg_seq,
                     "the read list says no receipt (10062) for a message counted {} readers: not asked again until the count grows", m.read_num);

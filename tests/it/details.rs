@@ -2,6 +2,9 @@
 //! against the simulator to `receipts.read_events` after runs of the real binary.
 
 use crate::helpers::*;
+use bytes::Bytes;
+use hmac::Mac;
+use http_body_util::{BodyExt, Full};
 use receipt_exporter::chat::{ChatClient, ChatError, ClientConfig};
 use receipt_exporter::secret::Secret;
 use receipt_exporter::sim::{SimGroup, Simulator};
@@ -37,7 +40,7 @@ async fn the_client_pages_through_the_simulators_read_lists() {
         .pull_read_list(&group.group_id, seq, || true)
         .await
         .unwrap();
-    assert!(got.finished && !got.no_receipt);
+    assert!(got.finished && !got.no_receipt && got.short_pages);
     assert_eq!(got.calls as usize, want.len().div_ceil(7));
     let readers: Vec<String> = got.pages.iter().flat_map(|(_, p)| p.clone()).collect();
     assert_eq!(readers, want);
@@ -211,5 +214,194 @@ async fn read_events_hold_exactly_the_simulators_readers_each_once() {
     .await
     .unwrap();
     assert_eq!((n as usize, negative), (want.len(), 0));
+    sim.shutdown().await;
+}
+
+/// A proxy in front of the simulator that answers every `get_group_msg_receipt_detail` call of
+/// `failing_group` with `ErrorCode` 10007 and forwards everything else. Returns its base URL.
+async fn refusing_proxy(sim_base: String, failing_group: &'static str) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let http = reqwest::Client::new();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (http, sim_base) = (http.clone(), sim_base.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let (http, sim_base) = (http.clone(), sim_base.clone());
+                        async move {
+                            let uri = req.uri().clone();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let text = if uri.path().ends_with("get_group_msg_receipt_detail")
+                                && String::from_utf8_lossy(&body).contains(failing_group)
+                            {
+                                serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": 10007,
+                                "ErrorInfo": "no permission"})
+                                .to_string()
+                            } else {
+                                let url = format!("{sim_base}{}", uri.path_and_query().unwrap());
+                                let resp = http.post(url).body(body).send().await.unwrap();
+                                resp.text().await.unwrap()
+                            };
+                            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(Bytes::from(
+                                text,
+                            ))))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+async fn events_of(db: &TestDb, group: &str) -> Vec<(i64, String)> {
+    sqlx::query_as(
+        "SELECT msg_seq, member_account FROM receipts.read_events WHERE group_id = $1 ORDER BY 1, 2",
+    )
+    .bind(group)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// The simulator's read lists of `group` now, as `events_of` orders them.
+fn sim_events(sim: &Simulator, g: &SimGroup, hash: impl Fn(&str) -> String) -> Vec<(i64, String)> {
+    let mut want: Vec<(i64, String)> = (1..g.next_msg_seq)
+        .flat_map(|seq| {
+            let list = sim.read_list(&g.group_id, seq).unwrap_or_default();
+            list.into_iter().map(move |m| (seq as i64, m))
+        })
+        .map(|(seq, m)| (seq, hash(&m)))
+        .collect();
+    want.sort();
+    want
+}
+
+/// A group whose read lists fail keeps its counts; the failure is in the ledger and the run
+/// ends partial (exit 3); the other details-on group gets its read events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_read_lists_make_the_run_partial_and_keep_the_counts() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let groups = [
+        sim_group("@TGS#ok", 40, 15),
+        sim_group("@TGS#refused", 40, 15),
+    ];
+    let sim = simulator(0, 0, |c| c.groups = groups.to_vec());
+    let proxy = refusing_proxy(sim.base_url(), "@TGS#refused").await;
+    for g in &groups {
+        let out = run(exporter_for(&db, &proxy, dir.path()).args([
+            "track",
+            "add",
+            &g.group_id,
+            "--seqs",
+            "1..15",
+            "--details",
+        ]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let out = run(exporter_for(&db, &proxy, dir.path()).arg("run"));
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let (status, written, _, error) = run_row(&db, 1).await;
+    assert_eq!(status, "partial");
+    let snapshots: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT group_id) FROM receipts.receipt_snapshots WHERE run_id = 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        snapshots, 2,
+        "both groups' counts are written ({written} receipts)"
+    );
+    assert!(error.unwrap().contains("read lists of 1 group"));
+    let failed: serde_json::Value = sqlx::query_scalar(
+        "SELECT details->'read_lists'->'failed_groups' FROM receipts.export_runs WHERE run_id = 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        failed["@TGS#refused"].as_str().unwrap().contains("10007"),
+        "{failed}"
+    );
+    assert!(failed.get("@TGS#ok").is_none());
+    assert!(events_of(&db, "@TGS#refused").await.is_empty());
+    assert_eq!(
+        events_of(&db, "@TGS#ok").await,
+        sim_events(&sim, &groups[0], str::to_string)
+    );
+    sim.shutdown().await;
+}
+
+/// A server that pages below `Count` and a per-run cap: no run exceeds the cap, lists cut
+/// short are taken up again, and in the end the events equal the simulator's lists, stored as
+/// keyed hashes whose key never shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn capped_runs_finish_the_lists_later_and_hash_the_accounts() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = sim_group("@TGS#paged", 45, 12);
+    let sim = simulator(0, 0, |c| {
+        c.groups = vec![g.clone()];
+        c.read_page_max = 10;
+    });
+    let key_file = dir.path().join("member.key");
+    let key = "member-hash-key-that-must-not-show";
+    std::fs::write(&key_file, format!("{key}\n")).unwrap();
+    let exporter = || {
+        let mut cmd = exporter_for(&db, &sim.base_url(), dir.path());
+        cmd.env("EXPORT_MAX_DETAIL_CALLS", "7")
+            .env("EXPORT_MEMBER_HASH_KEY_FILE", &key_file);
+        cmd
+    };
+    let out = run(exporter().args(["track", "add", &g.group_id, "--seqs", "1..12", "--details"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut runs = 0;
+    loop {
+        let before = detail_calls(&sim);
+        let out = run(exporter().arg("run"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        for text in [stdout(&out), stderr(&out)] {
+            assert!(!text.contains(key), "the hashing key shows: {text}");
+        }
+        let calls = detail_calls(&sim) - before;
+        assert!(calls <= 7, "run {runs}: {calls} detail calls above the cap");
+        runs += 1;
+        if calls == 0 {
+            break;
+        }
+        assert!(runs < 20, "the lists never finish");
+    }
+    assert!(
+        runs > 2,
+        "the cap spread the lists over several runs: {runs}"
+    );
+    let hash = |m: &str| {
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+        mac.update(m.as_bytes());
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+    assert_eq!(
+        events_of(&db, &g.group_id).await,
+        sim_events(&sim, &g, hash)
+    );
+    let clear: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM receipts.read_events WHERE NOT account_hashed OR member_account LIKE 'member-%'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(clear, 0);
     sim.shutdown().await;
 }
