@@ -51,3 +51,17 @@ LEFT JOIN LATERAL (
     FROM receipts.receipt_snapshots s
     WHERE s.group_id = e.group_id AND s.msg_seq = e.msg_seq
 ) f ON true;
+
+-- The lake copy of read events: one Parquet file per run and capture date
+-- (`read_events/capture_date=YYYY-MM-DD/run-<run_id>.parquet`), part of the lake exactly when
+-- its row is here. A file renamed into place but not recorded (a crash between the two) is
+-- written again, to the same name, by the next run.
+CREATE TABLE receipts.read_event_files (
+    run_id        bigint      NOT NULL REFERENCES receipts.export_runs (run_id),
+    capture_date  date        NOT NULL,
+    path          text        NOT NULL UNIQUE,
+    row_count     bigint      NOT NULL,
+    byte_size     bigint      NOT NULL,
+    committed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, capture_date)
+);

@@ -11,6 +11,8 @@
 //! per due message from a server that pages as documented. A message whose list was cut by the
 //! budget keeps what was seen and is pulled again next run.
 
+pub mod lake;
+
 use crate::chat::ChatClient;
 use crate::settings::{DetailBudget, Settings};
 use crate::tracking::details::{self as store, DueMessage, ReadListRows};
@@ -38,7 +40,10 @@ pub struct DetailFigures {
     pub left: u64,
     /// Read events inserted (members first seen).
     pub events: u64,
-    /// Groups whose read lists failed, with the error: they keep their counts.
+    /// Parquet files of read events written to the lake (`read_events/`).
+    pub lake_files: u64,
+    /// Groups whose read lists failed, with the error: they keep their counts. The key
+    /// `(lake)` holds a failure to write the lake copy (written by a later run).
     pub failed_groups: BTreeMap<String, String>,
 }
 
@@ -161,9 +166,33 @@ fn detail_client(settings: &Settings, client: &ChatClient) -> anyhow::Result<Cha
     }
 }
 
-/// Pulls the due read lists of run `run_id` (groups selected by `tags`) and records them.
-/// Never fails the run: a group's failure is in [`DetailFigures::failed_groups`].
+/// Pulls the due read lists of run `run_id` (groups selected by `tags`), records them, and
+/// writes the lake copy of this run's read events (and of ended runs whose copy is missing).
+/// A group's failure is in [`DetailFigures::failed_groups`]; an error is the SQL's.
 pub async fn pull(
+    pool: &PgPool,
+    client: &ChatClient,
+    settings: &Settings,
+    run_id: i64,
+    tags: &[String],
+    stop: &CancellationToken,
+) -> anyhow::Result<DetailFigures> {
+    let mut figures = pull_lists(pool, client, settings, run_id, tags, stop).await?;
+    match lake::export(pool, &settings.parquet_dir, run_id).await {
+        Ok(n) => figures.lake_files = n,
+        Err(e) => {
+            tracing::warn!(
+                "the lake copy of read events was not written (a later run writes it): {e:#}"
+            );
+            figures
+                .failed_groups
+                .insert("(lake)".into(), format!("{e:#}"));
+        }
+    }
+    Ok(figures)
+}
+
+async fn pull_lists(
     pool: &PgPool,
     client: &ChatClient,
     settings: &Settings,
