@@ -215,9 +215,9 @@ async fn read_events_hold_exactly_the_simulators_readers_each_once() {
     .unwrap();
     assert_eq!((n as usize, negative), (want.len(), 0));
 
-    // The lake holds the same rows, once each; a copy lost between rename and record (the
-    // record of run 2 gone, its file kept) or lost whole (run 3's record and file gone, a
-    // stale temporary file left) is written again by the next run, never twice.
+    // The lake holds the same rows, once each; the copy of a run that crashed between rename and
+    // record (run 2: record gone, file kept) or before the rename (run 3: record and file gone,
+    // a stale temporary file left) is written again by the next run, never twice.
     assert_eq!(lake_events(dir.path()), pg_events(&db).await);
     let run3: String =
         sqlx::query_scalar("SELECT path FROM receipts.read_event_files WHERE run_id = 3 LIMIT 1")
@@ -228,6 +228,10 @@ async fn read_events_hold_exactly_the_simulators_readers_each_once() {
     std::fs::remove_file(&run3).unwrap();
     std::fs::write(run3.with_file_name(".run-3.parquet.1.tmp"), b"partial").unwrap();
     sqlx::query("DELETE FROM receipts.read_event_files WHERE run_id IN (2, 3)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE receipts.export_runs SET status = 'abandoned' WHERE run_id IN (2, 3)")
         .execute(&db.pool)
         .await
         .unwrap();

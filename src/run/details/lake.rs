@@ -5,9 +5,10 @@
 //! Exactly once: a run's read events are all inserted during that run, so once it ended its
 //! file for a date is a pure function of Postgres. Each file is written hidden, fsynced,
 //! renamed to its fixed name and its directory fsynced, then recorded. A crash between the
-//! rename and the record leaves a file that a later run writes again under the same name (the
-//! rename replaces it): never two copies of a row. Runs still `running` (but the current one)
-//! are left alone until the repair at a run's start marks them abandoned.
+//! rename and the record (the run is then abandoned) or a failed record (the ledger says so)
+//! leaves a file that a later run writes again under the same name (the rename replaces it):
+//! never two copies of a row. Runs still `running` (but the current one) are left alone until
+//! the repair at a run's start marks them abandoned.
 
 use crate::sink::parquet::sync_dir;
 use arrow::array::TimestampMicrosecondArray;
@@ -64,13 +65,18 @@ struct EventRow {
 /// Writes the files of run `run_id` and of every ended run whose files are not all recorded.
 /// Returns the files written.
 pub async fn export(pool: &PgPool, root: &Path, run_id: i64) -> anyhow::Result<u64> {
+    // The runs whose copy may be missing: this one, the crashed ones (abandoned by the repair at
+    // a run's start) and those whose lake write failed. Driven by the ledger, so the read
+    // events are read by run (an index) rather than scanned.
     let runs: Vec<i64> = sqlx::query_scalar(
-        "SELECT DISTINCT e.run_id
-         FROM receipts.read_events e JOIN receipts.export_runs r USING (run_id)
-         WHERE (e.run_id = $1 OR r.status <> 'running')
-           AND NOT EXISTS (SELECT 1 FROM receipts.read_event_files f
-                           WHERE f.run_id = e.run_id
-                             AND f.capture_date = (e.first_seen_read_at AT TIME ZONE 'UTC')::date)
+        "SELECT r.run_id FROM receipts.export_runs r
+         WHERE (r.run_id = $1 OR r.status = 'abandoned'
+                OR r.details->'read_lists'->'failed_groups' ? '(lake)')
+           AND EXISTS (SELECT 1 FROM receipts.read_events e
+                       WHERE e.run_id = r.run_id
+                         AND NOT EXISTS (SELECT 1 FROM receipts.read_event_files f
+                             WHERE f.run_id = e.run_id
+                               AND f.capture_date = (e.first_seen_read_at AT TIME ZONE 'UTC')::date))
          ORDER BY 1",
     )
     .bind(run_id)
