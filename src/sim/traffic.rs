@@ -46,7 +46,8 @@ impl Endpoint {
 pub struct SimStats {
     /// The current step of the read counts.
     pub step: u64,
-    /// Keyed by command word (`get_group_msg_receipt`, `get_group_info`).
+    /// Keyed by command word (`get_group_msg_receipt`, `get_group_info`,
+    /// `get_group_msg_receipt_detail`).
     pub endpoints: BTreeMap<String, EndpointStats>,
 }
 

@@ -489,3 +489,55 @@ async fn capped_runs_finish_the_lists_later_and_hash_the_accounts() {
     assert_eq!(clear, 0);
     sim.shutdown().await;
 }
+
+/// Members of messages that had readers before details were switched on are flagged (their time
+/// is unknown) and have no time in the analysts' view; later readers are not flagged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_from_before_details_are_flagged() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = sim_group("@TGS#late", 30, 20);
+    let sim = simulator(0, 0, |c| c.groups = vec![g.clone()]);
+    let exporter = || exporter_for(&db, &sim.base_url(), dir.path());
+    run(exporter().args(["track", "add", &g.group_id, "--seqs", "1..20"]));
+    assert_eq!(run(exporter().arg("run")).status.code(), Some(0));
+    assert!(
+        events_of(&db, &g.group_id).await.is_empty(),
+        "details off: no calls"
+    );
+    assert_eq!(detail_calls(&sim), 0);
+    let before: Vec<(i64, String)> = sim_events(&sim, &g, str::to_string);
+    assert!(!before.is_empty());
+    run(exporter().args(["track", "add", &g.group_id, "--details"]));
+    sim.advance(receipt_exporter::sim::MAX_SETTLE_STEPS);
+    assert_eq!(run(exporter().arg("run")).status.code(), Some(0));
+    let flagged: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT msg_seq, member_account FROM receipts.message_readers
+         WHERE group_id = $1 AND read_before_details AND first_snapshot_to_first_seen_read IS NULL
+         ORDER BY 1, 2",
+    )
+    .bind(&g.group_id)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    // Every member already read at the first snapshot is flagged; so are the later readers of
+    // those messages seen in the same first list (their time is unknown too).
+    let flagged_set: std::collections::BTreeSet<_> = flagged.iter().cloned().collect();
+    assert!(before.iter().all(|e| flagged_set.contains(e)));
+    let seqs_before: std::collections::BTreeSet<i64> = before.iter().map(|e| e.0).collect();
+    let unflagged: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM receipts.read_events WHERE NOT read_before_details AND msg_seq = ANY($1)",
+    )
+    .bind(seqs_before.iter().copied().collect::<Vec<_>>())
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(unflagged, 0);
+    let all = events_of(&db, &g.group_id).await;
+    assert!(
+        all.len() > flagged.len(),
+        "messages without readers before are not flagged"
+    );
+    assert_eq!(all, sim_events(&sim, &g, str::to_string));
+    sim.shutdown().await;
+}
