@@ -152,3 +152,78 @@ pub async fn record(pool: &PgPool, run_id: i64, rows: &ReadListRows) -> sqlx::Re
     tx.commit().await?;
     Ok(inserted)
 }
+
+/// One read event as the lake copy holds it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EventRow {
+    pub group_id: String,
+    pub msg_seq: i64,
+    pub member_account: String,
+    pub first_seen_read_at: DateTime<Utc>,
+    pub read_before_details: bool,
+    pub account_hashed: bool,
+}
+
+/// The runs whose lake copy of read events may be missing: `run_id` itself, crashed runs
+/// (abandoned by the repair at a run's start) and runs whose lake write failed, each only if
+/// some of its events' dates has no recorded file. Driven by the ledger, so the read events are
+/// read by run (an index), never scanned.
+pub async fn runs_missing_lake_copy(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar(
+        "SELECT r.run_id FROM receipts.export_runs r
+         WHERE (r.run_id = $1 OR r.status = 'abandoned'
+                OR r.details->'read_lists'->'failed_groups' ? '(lake)')
+           AND EXISTS (SELECT 1 FROM receipts.read_events e
+                       WHERE e.run_id = r.run_id
+                         AND NOT EXISTS (SELECT 1 FROM receipts.read_event_files f
+                             WHERE f.run_id = e.run_id
+                               AND f.capture_date = (e.first_seen_read_at AT TIME ZONE 'UTC')::date))
+         ORDER BY 1",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Every read event first seen by run `run_id`, in time order.
+pub async fn events_of_run(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<EventRow>> {
+    sqlx::query_as(
+        "SELECT group_id, msg_seq, member_account, first_seen_read_at, read_before_details, account_hashed
+         FROM receipts.read_events WHERE run_id = $1
+         ORDER BY first_seen_read_at, group_id, msg_seq, member_account",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// The capture dates of run `run_id` whose lake file is recorded.
+pub async fn lake_dates(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<chrono::NaiveDate>> {
+    sqlx::query_scalar("SELECT capture_date FROM receipts.read_event_files WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_all(pool)
+        .await
+}
+
+/// Records a lake file renamed into place: from now on it is part of the lake.
+pub async fn record_lake_file(
+    pool: &PgPool,
+    run_id: i64,
+    capture_date: chrono::NaiveDate,
+    path: &str,
+    rows: u64,
+    bytes: u64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO receipts.read_event_files (run_id, capture_date, path, row_count, byte_size)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(run_id)
+    .bind(capture_date)
+    .bind(path)
+    .bind(rows as i64)
+    .bind(bytes as i64)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

@@ -11,10 +11,12 @@
 //! the repair at a run's start marks them abandoned.
 
 use crate::sink::parquet::sync_dir;
-use arrow::array::TimestampMicrosecondArray;
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use crate::tracking::details::{self as store, EventRow};
+use arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::NaiveDate;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
@@ -52,79 +54,30 @@ pub fn relative_path(capture_date: NaiveDate, run_id: i64) -> String {
     )
 }
 
-#[derive(sqlx::FromRow)]
-struct EventRow {
-    group_id: String,
-    msg_seq: i64,
-    member_account: String,
-    first_seen_read_at: DateTime<Utc>,
-    read_before_details: bool,
-    account_hashed: bool,
-}
-
-/// Writes the files of run `run_id` and of every ended run whose files are not all recorded.
-/// Returns the files written.
+/// Writes the files of run `run_id` and of every crashed run or failed lake write whose files
+/// are not all recorded. Returns the files written.
 pub async fn export(pool: &PgPool, root: &Path, run_id: i64) -> anyhow::Result<u64> {
-    // The runs whose copy may be missing: this one, the crashed ones (abandoned by the repair at
-    // a run's start) and those whose lake write failed. Driven by the ledger, so the read
-    // events are read by run (an index) rather than scanned.
-    let runs: Vec<i64> = sqlx::query_scalar(
-        "SELECT r.run_id FROM receipts.export_runs r
-         WHERE (r.run_id = $1 OR r.status = 'abandoned'
-                OR r.details->'read_lists'->'failed_groups' ? '(lake)')
-           AND EXISTS (SELECT 1 FROM receipts.read_events e
-                       WHERE e.run_id = r.run_id
-                         AND NOT EXISTS (SELECT 1 FROM receipts.read_event_files f
-                             WHERE f.run_id = e.run_id
-                               AND f.capture_date = (e.first_seen_read_at AT TIME ZONE 'UTC')::date))
-         ORDER BY 1",
-    )
-    .bind(run_id)
-    .fetch_all(pool)
-    .await?;
     let mut written = 0;
-    for run in runs {
+    for run in store::runs_missing_lake_copy(pool, run_id).await? {
         written += export_run(pool, root, run).await?;
     }
     Ok(written)
 }
 
 async fn export_run(pool: &PgPool, root: &Path, run_id: i64) -> anyhow::Result<u64> {
-    let rows: Vec<EventRow> = sqlx::query_as(
-        "SELECT group_id, msg_seq, member_account, first_seen_read_at, read_before_details, account_hashed
-         FROM receipts.read_events WHERE run_id = $1
-         ORDER BY first_seen_read_at, group_id, msg_seq, member_account",
-    )
-    .bind(run_id)
-    .fetch_all(pool)
-    .await?;
     let mut by_date: BTreeMap<NaiveDate, Vec<EventRow>> = BTreeMap::new();
-    for row in rows {
+    for row in store::events_of_run(pool, run_id).await? {
         by_date
             .entry(row.first_seen_read_at.date_naive())
             .or_default()
             .push(row);
     }
-    let done: Vec<NaiveDate> =
-        sqlx::query_scalar("SELECT capture_date FROM receipts.read_event_files WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_all(pool)
-            .await?;
+    let done = store::lake_dates(pool, run_id).await?;
     let mut written = 0;
     for (date, rows) in by_date.into_iter().filter(|(d, _)| !done.contains(d)) {
         let path = relative_path(date, run_id);
         let bytes = write_file(&root.join(&path), run_id, &rows)?;
-        sqlx::query(
-            "INSERT INTO receipts.read_event_files (run_id, capture_date, path, row_count, byte_size)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(run_id)
-        .bind(date)
-        .bind(&path)
-        .bind(rows.len() as i64)
-        .bind(bytes as i64)
-        .execute(pool)
-        .await?;
+        store::record_lake_file(pool, run_id, date, &path, rows.len() as u64, bytes).await?;
         written += 1;
     }
     Ok(written)
