@@ -301,9 +301,12 @@ fn lake_events(dir: &std::path::Path) -> Vec<LakeRow> {
     out
 }
 
-/// A proxy in front of the simulator that answers every `get_group_msg_receipt_detail` call of
-/// `failing_group` with `ErrorCode` 10007 and forwards everything else. Returns its base URL.
-async fn refusing_proxy(sim_base: String, failing_group: &'static str) -> String {
+/// What a proxy answers a `get_group_msg_receipt_detail` request body with; `None`: forwarded.
+type DetailAnswer = fn(&serde_json::Value) -> Option<serde_json::Value>;
+
+/// A proxy in front of the simulator that answers `get_group_msg_receipt_detail` calls as
+/// `answer` says and forwards everything else. Returns its base URL.
+async fn detail_proxy(sim_base: String, answer: DetailAnswer) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let http = reqwest::Client::new();
@@ -318,12 +321,14 @@ async fn refusing_proxy(sim_base: String, failing_group: &'static str) -> String
                         async move {
                             let uri = req.uri().clone();
                             let body = req.into_body().collect().await.unwrap().to_bytes();
-                            let text = if uri.path().ends_with("get_group_msg_receipt_detail")
-                                && String::from_utf8_lossy(&body).contains(failing_group)
-                            {
-                                serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": 10007,
-                                "ErrorInfo": "no permission"})
-                                .to_string()
+                            let request = serde_json::from_slice(&body).unwrap_or_default();
+                            let own = uri
+                                .path()
+                                .ends_with("get_group_msg_receipt_detail")
+                                .then(|| answer(&request))
+                                .flatten();
+                            let text = if let Some(own) = own {
+                                own.to_string()
                             } else {
                                 let url = format!("{sim_base}{}", uri.path_and_query().unwrap());
                                 let resp = http.post(url).body(body).send().await.unwrap();
@@ -378,7 +383,12 @@ async fn failing_read_lists_make_the_run_partial_and_keep_the_counts() {
         sim_group("@TGS#refused", 40, 15),
     ];
     let sim = simulator(0, 0, |c| c.groups = groups.to_vec());
-    let proxy = refusing_proxy(sim.base_url(), "@TGS#refused").await;
+    let proxy = detail_proxy(sim.base_url(), |req| {
+        (req["GroupId"] == "@TGS#refused").then(|| {
+            serde_json::json!({"ActionStatus": "FAIL", "ErrorCode": 10007, "ErrorInfo": "no permission"})
+        })
+    })
+    .await;
     for g in &groups {
         let out = run(exporter_for(&db, &proxy, dir.path()).args([
             "track",
@@ -539,5 +549,51 @@ async fn readers_from_before_details_are_flagged() {
         "messages without readers before are not flagged"
     );
     assert_eq!(all, sim_events(&sim, &g, str::to_string));
+    sim.shutdown().await;
+}
+
+/// Hostile read lists through the binary: bad accounts (forged log lines, bidi overrides,
+/// empty, not strings, far too long) are dropped and counted, repeats kept once, the flag
+/// spelled `IsFinish` accepted; nothing invalid is stored and the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_read_lists_store_only_valid_accounts() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let g = sim_group("@TGS#hostile", 20, 6);
+    let sim = simulator(0, 0, |c| c.groups = vec![g.clone()]);
+    let proxy = detail_proxy(sim.base_url(), |req| {
+        Some(serde_json::json!({
+            "ActionStatus": "OK", "ErrorCode": 0, "ErrorInfo": "",
+            "MsgSeq": req["MsgSeq"], "IsFinish": 1, "Cursor": "",
+            "ReadList": [
+                {"Read_Account": "alice"}, {"Read_Account": "alice"},
+                {"Read_Account": "x\nINFO run 1 succeeded"}, {"Read_Account": "b\u{202e}gnp"},
+                {"Read_Account": ""}, {"Read_Account": 7}, {"Read_Account": "z".repeat(300)},
+                {"Read_Account": "bob"}
+            ]
+        }))
+    })
+    .await;
+    let exporter = || exporter_for(&db, &proxy, dir.path());
+    run(exporter().args(["track", "add", &g.group_id, "--seqs", "1..6", "--details"]));
+    let out = run(exporter().arg("run"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("\nINFO run 1 succeeded"));
+    let accounts: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT member_account FROM receipts.read_events ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(accounts, ["alice", "bob"]);
+    let (lists, invalid): (i64, serde_json::Value) = sqlx::query_as(
+        "SELECT (details->'read_lists'->>'listed')::bigint, details->'invalid_items'
+         FROM receipts.export_runs WHERE run_id = 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(lists > 0);
+    assert_eq!(invalid["wrong_shape"], 5 * lists, "{invalid}");
+    assert_eq!(invalid["duplicate"], lists, "{invalid}");
     sim.shutdown().await;
 }
