@@ -3,7 +3,10 @@
 //! Each process that calls the API holds a lease in `receipts.rate_leases` (Postgres is the
 //! one thing every process already shares), heartbeats it, drops the leases of processes that
 //! stopped heartbeating, and paces its client at its share of the budget:
-//! `min(own cap, global × own weight / Σ live weights)`, a process's weight being its cap.
+//! `min(own cap, global × margin × own weight / Σ live weights)`, a process's weight being its
+//! cap. The global is the app's budget (`EXPORT_RATE_LIMIT`); a cap (a job's `rate_limit`, a
+//! backfill's `--rate`) limits its own process only, so caps that fit under the budget are all
+//! met and none is wasted.
 //! Joining is where the sum could overshoot: a newcomer paces itself at the share computed
 //! with itself included, and, when others hold leases, waits until they have all seen it and
 //! slowed down before its first call. This module sets the pace; it does not send calls.
@@ -295,6 +298,22 @@ mod tests {
         assert!(
             j > 100.0,
             "the hourly job is not starved by a small backfill"
+        );
+    }
+
+    #[test]
+    fn jobs_capped_below_the_budget_each_get_their_cap() {
+        let a = lease(200.0, 60.0);
+        let b = lease(200.0, 100.0);
+        let live = [a, b];
+        assert_eq!((share(a, &live), share(b, &live)), (60.0, 100.0));
+        // A job on the whole budget beside a capped one: the split follows the caps.
+        let whole = lease(200.0, 200.0);
+        let live = [whole, b];
+        let (w, c) = (share(whole, &live), share(b, &live));
+        assert!(
+            (w - 120.0).abs() < 1e-9 && (c - 60.0).abs() < 1e-9,
+            "{w} {c}"
         );
     }
 

@@ -410,7 +410,10 @@ pub struct Settings {
     pub identifier: String,
     pub api: Option<ApiEndpoint>,
     pub parquet_dir: PathBuf,
+    /// The app's API budget, calls per second, shared by every process and job.
     pub rate_limit: u32,
+    /// A job's own cap (its `rate_limit`), at most `rate_limit`: it limits that job only.
+    pub job_rate_cap: Option<u32>,
     pub batch_size: usize,
     pub concurrency: usize,
     pub jobs_dir: PathBuf,
@@ -447,6 +450,13 @@ pub struct ApiSettings {
 }
 
 impl Settings {
+    /// The most calls per second this process may make: the job's cap, else the app's budget.
+    pub fn own_rate(&self) -> u32 {
+        self.job_rate_cap
+            .unwrap_or(self.rate_limit)
+            .min(self.rate_limit)
+    }
+
     pub fn require_database(&self) -> Result<&PgConnectOptions, SettingsError> {
         self.database.as_ref().ok_or_else(|| SettingsError {
             origin: "DATABASE_URL".into(),
@@ -620,6 +630,7 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         api,
         parquet_dir: path(PARQUET_DIR)?,
         rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
+        job_rate_cap: None,
         batch_size: bounded(BATCH_SIZE, 1, MAX_BATCH_SIZE as u64, "seqs per call")? as usize,
         concurrency: bounded(CONCURRENCY, 1, MAX_CONCURRENCY as u64, "requests in flight")?
             as usize,

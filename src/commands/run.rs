@@ -131,9 +131,9 @@ fn dry_run_report(
     }
     let mut calls: u64 = sizes.iter().map(|s| s.2).sum();
     let seqs: u64 = sizes.iter().map(|s| s.1).sum();
-    let e = crate::plan::estimate(&p.plan, bs, settings.rate_limit);
+    let e = crate::plan::estimate(&p.plan, bs, settings.own_rate());
     let at_rate = |calls: u64| {
-        let secs = (calls as f64 / f64::from(settings.rate_limit.max(1))).ceil() as u64;
+        let secs = (calls as f64 / f64::from(settings.own_rate().max(1))).ceil() as u64;
         humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
     };
     if !p.rolling.is_empty() {
@@ -157,7 +157,7 @@ fn dry_run_report(
         crate::text::count(seqs, "seq", "seqs"),
         crate::text::count(calls, "API call", "API calls"),
         at_rate(calls),
-        settings.rate_limit,
+        settings.own_rate(),
         p.skipped_settled,
         p.skipped_no_receipt,
         e.seqs,

@@ -420,11 +420,11 @@ pub fn selection_tags(selection: &Selection) -> Vec<String> {
 }
 
 /// This process's own cap on the shared API budget (calls/s): a backfill's `--rate`, else
-/// the configured limit.
+/// the job's `rate_limit`, else the app's budget.
 fn rate_cap(settings: &Settings, req: &RunRequest) -> f64 {
     match &req.selection {
         Selection::Backfill(b) => f64::from(b.rate.unwrap_or(settings.rate_limit)),
-        _ => f64::from(settings.rate_limit),
+        _ => f64::from(settings.own_rate()),
     }
 }
 
@@ -435,7 +435,7 @@ pub fn client_config(settings: &Settings, api: &crate::settings::ApiSettings) ->
         sdkappid: api.sdkappid,
         identifier: api.identifier.clone(),
         key: api.secret_key.clone(),
-        rate_limit: f64::from(settings.rate_limit),
+        rate_limit: f64::from(settings.own_rate()),
         batch_size: settings.batch_size,
         timeout: settings.request_timeout,
         max_attempts: 8,

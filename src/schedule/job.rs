@@ -223,8 +223,8 @@ impl Job {
         }
     }
 
-    /// The settings a run of this job uses: the global ones with the job's rate share.
-    /// Refused when the share is above the global limit.
+    /// The settings a run of this job uses: the global ones with the job's own rate cap (the
+    /// app's budget stays the global limit). Refused when the cap is above the global limit.
     pub fn settings_for(&self, global: &Settings) -> Result<Settings, JobError> {
         let mut settings = global.clone();
         if let Some(rate) = self.rate_limit {
@@ -238,7 +238,7 @@ impl Job {
                     ),
                 });
             }
-            settings.rate_limit = rate;
+            settings.job_rate_cap = Some(rate);
         }
         if let Some(n) = self.max_detail_calls {
             settings.max_detail_calls = Some(n);
@@ -463,7 +463,16 @@ mod tests {
     fn the_rate_share_must_fit_the_global_limit() {
         let job = parse("schedule = \"5 * * * *\"\nrate_limit = 150\n").unwrap();
         let mut global = crate::settings::resolve(Default::default()).unwrap();
-        assert_eq!(job.settings_for(&global).unwrap().rate_limit, 150);
+        let settings = job.settings_for(&global).unwrap();
+        assert_eq!(
+            (
+                settings.rate_limit,
+                settings.job_rate_cap,
+                settings.own_rate()
+            ),
+            (200, Some(150), 150),
+            "the job's cap is its own; the app's budget stays the global limit"
+        );
         global.rate_limit = 100;
         let e = job.settings_for(&global).unwrap_err();
         assert!(e.message.contains("above the global limit of 100"), "{e}");

@@ -4,7 +4,7 @@
 //! `cli.rs`/`main.rs`; this file only knows the simulator.
 
 use crate::secret::Secret;
-use crate::sim::{generate_groups, load_groups, Faults, SimConfig, Simulator};
+use crate::sim::{generate_groups, load_groups, Background, Faults, SimConfig, Simulator};
 use anyhow::Context;
 use std::future::Future;
 use std::io::Write;
@@ -46,12 +46,19 @@ pub struct SimArgs {
     /// Longest MsgSeqList accepted (10004 above it).
     #[arg(long, default_value_t = 100)]
     pub max_batch: usize,
-    /// Mean added latency per answer, e.g. 20ms.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
-    pub latency: Duration,
-    /// Latency is uniform in latency ± jitter.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
-    pub jitter: Duration,
+    /// Mean round trip added to every call, e.g. 50ms, or with its jitter, 50ms±20ms (or
+    /// 50ms+-20ms). A call counts against --limit when it arrives, half-way; each way is
+    /// uniform in latency/2 ± jitter/2.
+    #[arg(long, value_parser = parse_latency, default_value = "0s")]
+    pub latency: Latency,
+    /// The latency's jitter, when --latency does not give it.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub jitter: Option<Duration>,
+    /// Another client of the same app sending RATE calls/s from FROM to TO after the first
+    /// API call (e.g. 60@10s..30s), in the same sliding window as the exporter's calls. Repeat
+    /// it for load that varies over time.
+    #[arg(long, value_name = "RATE@FROM..TO", value_parser = parse_background)]
+    pub background: Vec<Background>,
     /// Share of calls answered HTTP 502 with an HTML body (0..1).
     #[arg(long = "fault-502", value_parser = parse_rate, default_value_t = 0.0)]
     pub fault_502: f64,
@@ -70,6 +77,47 @@ pub struct SimArgs {
     /// Advance read counts one step this often, e.g. 10s (default: only via POST /sim/advance).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub step_every: Option<Duration>,
+}
+
+/// `--latency`: a mean, and a jitter when written `MEAN±JITTER` or `MEAN+-JITTER`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Latency {
+    pub mean: Duration,
+    pub jitter: Option<Duration>,
+}
+
+fn parse_latency(s: &str) -> Result<Latency, String> {
+    let (mean, jitter) = match s.split_once('±').or_else(|| s.split_once("+-")) {
+        Some((mean, jitter)) => (mean, Some(jitter)),
+        None => (s, None),
+    };
+    let duration = |v: &str| {
+        humantime::parse_duration(v.trim()).map_err(|e| {
+            format!("expected a duration or MEAN±JITTER (e.g. 50ms±20ms), got {s:?}: {e}")
+        })
+    };
+    Ok(Latency {
+        mean: duration(mean)?,
+        jitter: jitter.map(duration).transpose()?,
+    })
+}
+
+fn parse_background(s: &str) -> Result<Background, String> {
+    let bad = |why: &str| format!("expected RATE@FROM..TO (e.g. 60@10s..30s), got {s:?}: {why}");
+    let (rate, span) = s.split_once('@').ok_or_else(|| bad("no @"))?;
+    let (from, until) = span.split_once("..").ok_or_else(|| bad("no .."))?;
+    let rate: f64 = rate
+        .trim()
+        .parse()
+        .ok()
+        .filter(|r: &f64| r.is_finite() && *r > 0.0 && *r <= 100_000.0)
+        .ok_or_else(|| bad("RATE is calls per second, above 0"))?;
+    let duration = |v: &str| humantime::parse_duration(v.trim()).map_err(|e| bad(&e.to_string()));
+    let (from, until) = (duration(from)?, duration(until)?);
+    if until <= from {
+        return Err(bad("TO must come after FROM"));
+    }
+    Ok(Background { rate, from, until })
 }
 
 fn parse_rate(s: &str) -> Result<f64, String> {
@@ -107,6 +155,10 @@ impl SimArgs {
         );
         anyhow::ensure!(self.max_batch > 0, "--max-batch must be at least 1");
         anyhow::ensure!(
+            self.latency.jitter.is_none() || self.jitter.is_none(),
+            "--latency gives a jitter (MEAN±JITTER) and --jitter another: give one"
+        );
+        anyhow::ensure!(
             self.step_every.is_none_or(|d| !d.is_zero()),
             "--step-every must be above zero"
         );
@@ -115,8 +167,9 @@ impl SimArgs {
             groups,
             rate_limit: self.rate_limit,
             max_batch: self.max_batch,
-            latency: self.latency,
-            latency_jitter: self.jitter,
+            latency: self.latency.mean,
+            latency_jitter: self.latency.jitter.or(self.jitter).unwrap_or_default(),
+            background: self.background.clone(),
             faults,
             step_every: self.step_every,
             ..SimConfig::new(sdkappid, key, identifier)
@@ -232,6 +285,54 @@ mod tests {
             }
         );
         assert_eq!(c.step_every, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn latency_with_its_jitter_and_background_load() {
+        let ms = Duration::from_millis;
+        for form in ["50ms±20ms", "50ms+-20ms", "50ms ± 20ms"] {
+            let c = config(&["--latency", form]).unwrap();
+            assert_eq!((c.latency, c.latency_jitter), (ms(50), ms(20)), "{form}");
+        }
+        let c = config(&["--latency", "150ms"]).unwrap();
+        assert_eq!((c.latency, c.latency_jitter), (ms(150), Duration::ZERO));
+        assert!(c.background.is_empty());
+        let c = config(&["--background", "60@10s..30s", "--background", "20.5@0s..1m"]).unwrap();
+        assert_eq!(
+            c.background,
+            [
+                Background {
+                    rate: 60.0,
+                    from: Duration::from_secs(10),
+                    until: Duration::from_secs(30)
+                },
+                Background {
+                    rate: 20.5,
+                    from: Duration::ZERO,
+                    until: Duration::from_secs(60)
+                }
+            ]
+        );
+        for bad in [
+            "60",
+            "60@10s",
+            "0@1s..2s",
+            "x@1s..2s",
+            "60@3s..2s",
+            "60@1s..soon",
+        ] {
+            let err = parse(&["--background", bad]).err().unwrap().to_string();
+            assert!(err.contains("RATE@FROM..TO"), "{bad}: {err}");
+        }
+        let err = parse(&["--latency", "50ms±fast"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("MEAN±JITTER"), "{err}");
+        let err = config(&["--latency", "50ms±20ms", "--jitter", "5ms"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("--jitter"), "{err}");
     }
 
     #[test]

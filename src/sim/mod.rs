@@ -26,7 +26,7 @@ pub use groups::{
     SimGroup, MAX_GROUP_ID_BYTES,
 };
 pub use receipts::{receipt_at, MAX_RECEIPT_MEMBERS, MAX_SETTLE_STEPS, NO_RECEIPT};
-pub use traffic::{Endpoint, EndpointStats, FaultStats, SimStats};
+pub use traffic::{Background, Endpoint, EndpointStats, FaultStats, SimStats};
 
 use crate::secret::Secret;
 use std::collections::HashMap;
@@ -81,10 +81,14 @@ pub struct SimConfig {
     pub rate_limit: u32,
     /// Longest `MsgSeqList` accepted (the API documents none; 10004 above it).
     pub max_batch: usize,
-    /// Mean added delay of every API answer.
+    /// Mean round trip added to every API call. Half of it is the way there: the call counts
+    /// against the limit when it arrives, after that half; the answer takes the other half.
     pub latency: Duration,
-    /// The delay is uniform in `latency ± latency_jitter` (never below zero).
+    /// Each way is uniform in `latency / 2 ± latency_jitter / 2`, drawn independently (never
+    /// below zero), so a round trip stays within `latency ± latency_jitter`.
     pub latency_jitter: Duration,
+    /// Another client of the same app, taking calls from the same window.
+    pub background: Vec<Background>,
     pub faults: Faults,
     /// Advance the step by one this often; `None` = only when told.
     pub step_every: Option<Duration>,
@@ -107,6 +111,7 @@ impl SimConfig {
             max_batch: 100,
             latency: Duration::ZERO,
             latency_jitter: Duration::ZERO,
+            background: Vec::new(),
             faults: Faults::default(),
             step_every: None,
             read_page_max: details::MAX_READ_PAGE,
@@ -145,7 +150,7 @@ impl Shared {
         Shared {
             seed: config.seed,
             max_batch: config.max_batch,
-            traffic: Mutex::new(Traffic::new(config.rate_limit)),
+            traffic: Mutex::new(Traffic::new(config.rate_limit, &config.background)),
             groups: RwLock::new(Groups { list, index }),
             step: AtomicU64::new(0),
             requests: AtomicU64::new(0),

@@ -131,19 +131,22 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
     api_call(shared, req, endpoint).await
 }
 
-/// One call of a documented API: limit, faults, checks, answer, latency.
+/// One call of a documented API: the way there, limit, faults, checks, answer, the way back.
 async fn api_call(
     shared: Arc<Shared>,
     req: Request<Incoming>,
     endpoint: Endpoint,
 ) -> Result<Response<Body>, Dropped> {
     let config = &shared.config;
+    let (half, half_jitter) = (config.latency / 2, config.latency_jitter / 2);
+    // The way there: the call counts when it arrives, not when it was sent.
+    tokio::time::sleep(latency(half, half_jitter, rand::random())).await;
     let admitted = shared
         .traffic
         .lock()
         .expect("traffic lock")
         .arrive(endpoint, Instant::now());
-    let mut delay = latency(config.latency, config.latency_jitter, rand::random());
+    let mut delay = latency(half, half_jitter, rand::random());
     let fault = if admitted {
         roll(&config.faults, rand::random())
     } else {

@@ -2,6 +2,12 @@
 //!
 //! Pure bookkeeping over instants handed in by the caller, so it is tested with made-up
 //! instants rather than with sleeps. No I/O and no clock reads here.
+//!
+//! The rules, as the real API applies them: a call counts when it *arrives* (the caller hands
+//! in the arrival instant, after the way there); a call that finds the limit's worth of accepted
+//! calls in the sliding second ending at its arrival is refused (60007) and does not use up the
+//! window. Another client of the same app ([`Background`]) takes its calls out of the same
+//! window of `get_group_msg_receipt`.
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -70,10 +76,17 @@ pub struct EndpointStats {
     pub rate_limited: u64,
     /// The most arrivals in any sliding one-second window: what a client sent.
     pub max_calls_in_any_second: u64,
-    /// The most calls let through in any sliding one-second window: never above the limit.
+    /// The most calls let through in any sliding one-second window, the other client's
+    /// included: never above the limit.
     pub max_accepted_in_any_second: u64,
     /// Injected faults, by kind.
     pub faults: FaultStats,
+    /// Calls of the simulated other client of the app ([`Background`]); not in `calls`.
+    #[serde(default)]
+    pub background_calls: u64,
+    /// Of those, refused because the window was full.
+    #[serde(default)]
+    pub background_rate_limited: u64,
     /// How many answers carried each `ErrorCode` (0 included; dropped calls and 502s are not
     /// answers and are not counted here).
     pub error_codes: BTreeMap<i64, u64>,
@@ -106,12 +119,45 @@ impl Window {
     }
 }
 
+/// Load from another client of the same app: `rate` calls per second, evenly spaced, from
+/// `from` to `until` after the first API call the simulator received, on
+/// `get_group_msg_receipt`. Its calls take room in the same sliding window as ours.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Background {
+    pub rate: f64,
+    pub from: Duration,
+    pub until: Duration,
+}
+
+impl Background {
+    /// When its `k`-th call arrives, counted from the first API call; `None` past `until`.
+    fn at(&self, k: u64) -> Option<Duration> {
+        let t = self.from + Duration::from_secs_f64(k as f64 / self.rate);
+        (t < self.until).then_some(t)
+    }
+}
+
 /// The live state of one endpoint.
 #[derive(Debug, Default)]
 struct EndpointTraffic {
+    /// Our client's arrivals (for `max_calls_in_any_second`).
     arrivals: Window,
+    /// Every accepted call, the other client's included: what the limit counts.
     accepted: Window,
     stats: EndpointStats,
+}
+
+impl EndpointTraffic {
+    /// Lets a call arriving at `now` through if the window has room, and counts it.
+    fn admit(&mut self, limit: usize, now: Instant) -> bool {
+        if limit > 0 && self.accepted.count_at(now) >= limit {
+            return false;
+        }
+        self.accepted.0.push_back(now);
+        let accepted = self.accepted.count_at(now) as u64;
+        self.stats.max_accepted_in_any_second = self.stats.max_accepted_in_any_second.max(accepted);
+        true
+    }
 }
 
 /// Traffic of all endpoints. Callers serialize access (one lock) and hand in non-decreasing
@@ -121,13 +167,19 @@ pub struct Traffic {
     /// Calls allowed per window and endpoint; 0 turns the limit off.
     limit: u32,
     endpoints: [EndpointTraffic; Endpoint::ALL.len()],
+    /// The other client's load, and how many calls of each segment arrived so far.
+    background: Vec<(Background, u64)>,
+    /// The first API call's arrival: the background's clock starts there.
+    origin: Option<Instant>,
 }
 
 impl Traffic {
-    pub fn new(limit: u32) -> Traffic {
+    pub fn new(limit: u32, background: &[Background]) -> Traffic {
         Traffic {
             limit,
             endpoints: Default::default(),
+            background: background.iter().map(|b| (*b, 0)).collect(),
+            origin: None,
         }
     }
 
@@ -137,22 +189,44 @@ impl Traffic {
 
     /// Records a call arriving at `now` and says whether the limit lets it through. Refused
     /// calls do not use up the window: a client that backs off gets through again once the
-    /// calls it was refused for are a second old.
+    /// calls it was refused for are a second old. The other client's calls due by `now` are
+    /// counted first, in their order.
     pub fn arrive(&mut self, endpoint: Endpoint, now: Instant) -> bool {
+        let origin = *self.origin.get_or_insert(now);
+        self.background_until(origin, now);
         let limit = self.limit as usize;
         let t = self.of(endpoint);
         t.stats.calls += 1;
         t.arrivals.0.push_back(now);
         let arrivals = t.arrivals.count_at(now) as u64;
         t.stats.max_calls_in_any_second = t.stats.max_calls_in_any_second.max(arrivals);
-        if limit > 0 && t.accepted.count_at(now) >= limit {
-            t.stats.rate_limited += 1;
-            return false;
+        if t.admit(limit, now) {
+            return true;
         }
-        t.accepted.0.push_back(now);
-        let accepted = t.accepted.count_at(now) as u64;
-        t.stats.max_accepted_in_any_second = t.stats.max_accepted_in_any_second.max(accepted);
-        true
+        t.stats.rate_limited += 1;
+        false
+    }
+
+    /// Lets the other client's calls that arrived by `now` into the receipts window, oldest
+    /// first.
+    fn background_until(&mut self, origin: Instant, now: Instant) {
+        let limit = self.limit as usize;
+        loop {
+            let next = self
+                .background
+                .iter()
+                .enumerate()
+                .filter_map(|(i, (b, k))| b.at(*k).map(|t| (origin + t, i)))
+                .filter(|(t, _)| *t <= now)
+                .min();
+            let Some((at, i)) = next else { return };
+            self.background[i].1 += 1;
+            let t = self.of(Endpoint::GroupMsgReceipt);
+            t.stats.background_calls += 1;
+            if !t.admit(limit, at) {
+                t.stats.background_rate_limited += 1;
+            }
+        }
     }
 
     /// Counts an answer's `ErrorCode`.
@@ -193,7 +267,7 @@ mod tests {
     #[test]
     fn limit_holds_in_every_sliding_window() {
         let base = Instant::now();
-        let mut t = Traffic::new(3);
+        let mut t = Traffic::new(3, &[]);
         // Arrivals at 0, 100, 200, 300 ms: the fourth is refused.
         let first: Vec<bool> = [0, 100, 200, 300]
             .iter()
@@ -218,7 +292,7 @@ mod tests {
     #[test]
     fn max_arrivals_is_exact_for_a_burst_and_endpoints_are_separate() {
         let base = Instant::now();
-        let mut t = Traffic::new(200);
+        let mut t = Traffic::new(200, &[]);
         let accepted = (0..300).filter(|&i| t.arrive(R, ms(base, i))).count();
         assert_eq!(accepted, 200);
         // Another endpoint has a limit of its own.
@@ -237,9 +311,52 @@ mod tests {
     }
 
     #[test]
+    fn the_other_client_takes_room_in_the_same_window() {
+        let base = Instant::now();
+        // 10 calls/s of background from 1 s to 2 s after the first call; the limit is 11.
+        let bg = Background {
+            rate: 10.0,
+            from: Duration::from_secs(1),
+            until: Duration::from_secs(2),
+        };
+        let mut t = Traffic::new(11, &[bg]);
+        assert!(
+            t.arrive(R, base),
+            "the first call starts the background's clock"
+        );
+        // At 1.95 s the background's 10 calls (1.0, 1.1, ... 1.9 s) fill the window but one:
+        // room for one more of ours (the first call left the window at 1 s).
+        assert!(t.arrive(R, ms(base, 1950)));
+        assert!(!t.arrive(R, ms(base, 1960)));
+        let s = t.stats(0).endpoint(R);
+        assert_eq!((s.calls, s.rate_limited), (3, 1));
+        assert_eq!((s.background_calls, s.background_rate_limited), (10, 0));
+        assert_eq!(s.max_accepted_in_any_second, 11);
+        assert_eq!(s.max_calls_in_any_second, 2, "only our calls");
+        // After it stops, the window empties; ours fill it alone.
+        let later = (0..20)
+            .filter(|&i| t.arrive(R, ms(base, 5_000 + i)))
+            .count();
+        assert_eq!(later, 11);
+        assert_eq!(t.stats(0).endpoint(R).background_calls, 10);
+        // The other client is refused too when the window is full.
+        let mut t = Traffic::new(5, &[bg]);
+        assert!(t.arrive(R, base));
+        assert_eq!(
+            (0..4).filter(|&i| t.arrive(R, ms(base, 990 + i))).count(),
+            4
+        );
+        t.arrive(R, ms(base, 1_950));
+        let s = t.stats(0).endpoint(R);
+        // Ours at 0.99 s fill it: the background's call at 1.0 s still fits (the one at 0 s
+        // left), the other nine are refused.
+        assert_eq!((s.background_calls, s.background_rate_limited), (10, 9));
+    }
+
+    #[test]
     fn zero_means_no_limit() {
         let base = Instant::now();
-        let mut t = Traffic::new(0);
+        let mut t = Traffic::new(0, &[]);
         assert!((0..1000).all(|_| t.arrive(R, base)));
         let s = t.stats(0).endpoint(R);
         assert_eq!((s.rate_limited, s.max_calls_in_any_second), (0, 1000));
@@ -247,7 +364,7 @@ mod tests {
 
     #[test]
     fn answers_and_faults_are_counted() {
-        let mut t = Traffic::new(0);
+        let mut t = Traffic::new(0, &[]);
         t.answered(R, 0);
         t.answered(R, 0);
         t.answered(R, 60007);

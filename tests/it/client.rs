@@ -392,8 +392,10 @@ async fn rate_limit_answers_slow_the_pace_and_are_retried() {
         ),
         (3, 3, 4)
     );
+    // Each answer cuts at least one step of 0.3% (`chat::limiter`; more when they come in
+    // bursts more than 50 ms apart).
     assert!(
-        client.limiter().pace() < before * 0.85,
+        client.limiter().pace() < before * 0.995,
         "pace lowered: {} -> {}",
         before,
         client.limiter().pace()

@@ -410,6 +410,96 @@ fn crontab_lines_are_valid_invocations_of_shipped_jobs_at_their_times() {
     assert!(commands >= 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_jobs_capped_at_60_and_100_send_160_together_each_within_its_cap() {
+    use receipt_exporter::sim::Endpoint;
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let db = TestDb::new().await;
+    let sim = simulator(4, 2_400, |c| c.latency = Duration::from_millis(10));
+    let groups = group_ids(&sim);
+    // Job "slow" (cap 60): 2 groups x 2,400 seqs at 10 per call = 480 calls, 8 s alone.
+    // Job "fast" (cap 100): 2 groups x 1,500 seqs = 300 calls, 3 s, all within the other's run.
+    track_all(&db, &groups[..2], 2_400).await;
+    track_all(&db, &groups[2..], 1_500).await;
+    for (tag, ids) in [("slow", &groups[..2]), ("fast", &groups[2..])] {
+        sqlx::query("UPDATE receipts.tracked_groups SET tags = ARRAY[$1] WHERE group_id = ANY($2)")
+            .bind(tag)
+            .bind(ids)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let jobs = tempfile::tempdir().unwrap();
+    for (name, cap) in [("slow", 60), ("fast", 100)] {
+        std::fs::write(
+            jobs.path().join(format!("{name}.toml")),
+            format!("schedule = \"5 * * * *\"\ntags = [\"{name}\"]\nrate_limit = {cap}\n"),
+        )
+        .unwrap();
+    }
+    // 160 calls/s of caps fit in the 90% that jobs running together split: no note.
+    let check = || {
+        run(exporter()
+            .args(["jobs", "check", "--jobs"])
+            .arg(jobs.path()))
+    };
+    assert!(!stdout(&check()).contains("note:"));
+    let parquet = tempfile::tempdir().unwrap();
+    let job = |name: &str| {
+        let mut cmd = exporter_for(&db, &sim.base_url(), parquet.path());
+        cmd.env("EXPORT_BATCH_SIZE", "10")
+            .env("EXPORT_JOBS_DIR", jobs.path())
+            .args(["run", "--job", name])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    };
+    let slow = job("slow").spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sim.stats().endpoint(Endpoint::GroupMsgReceipt).calls == 0 {
+        assert!(Instant::now() < deadline, "the first job made no call");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fast = run(&mut job("fast"));
+    let slow = finish(slow);
+    assert_eq!(slow.status.code(), Some(0));
+    assert_eq!(fast.status.code(), Some(0));
+    // The newcomer paces at its own cap: the other's cap did not lower the app's budget.
+    assert!(
+        stderr(&fast).contains("sharing the API budget") && stderr(&fast).contains("pace=100"),
+        "{}",
+        stderr(&fast)
+    );
+    // A third job capped at 50 makes 210: running together they would get less than their caps.
+    std::fs::write(
+        jobs.path().join("third.toml"),
+        "schedule = \"5 * * * *\"\nrate_limit = 50\n",
+    )
+    .unwrap();
+    let note = stdout(&check());
+    assert!(
+        note.contains("caps add up to 210 calls/s, above 180 calls/s"),
+        "{note}"
+    );
+    // The first kept its own cap when the second joined (it used to drop to a third of it).
+    assert!(!stderr(&slow).contains("pacing at"), "{}", stderr(&slow));
+    let leases: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.rate_leases")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(leases, 0, "both leases were given back");
+    let stats = sim.stats().endpoint(Endpoint::GroupMsgReceipt);
+    eprintln!("simulator: {stats:?}");
+    assert_eq!(stats.calls, 480 + 300, "every call once, none rate-limited");
+    assert_eq!(stats.rate_limited, 0);
+    assert!(
+        (144..=200).contains(&stats.max_calls_in_any_second),
+        "the two together sent {} calls in their busiest second: at least 0.9 x 160, within 200",
+        stats.max_calls_in_any_second
+    );
+}
+
 #[test]
 fn jobs_check_says_how_each_schedule_was_read_and_warns_about_numbered_weekdays() {
     let dir = tempfile::tempdir().unwrap();
