@@ -313,6 +313,13 @@ pub struct TrackAddArgs {
     /// a type without read receipts (AVChatRoom, Community) or more than 200 members
     #[arg(long)]
     pub check: bool,
+    /// Also record who read each message (one `get_group_msg_receipt_detail` call per message
+    /// whose read count grew; see "Who read it" in the README)
+    #[arg(long, conflicts_with = "no_details")]
+    pub details: bool,
+    /// Stop recording who read each message (the read events recorded stay)
+    #[arg(long)]
+    pub no_details: bool,
 }
 
 #[derive(Debug, Args)]

@@ -277,6 +277,35 @@ pub const PUSHGATEWAY_URL: Setting = Setting {
     help: "a Pushgateway each run pushes its metrics to",
     ..Setting::ROW
 };
+/// Issue 19: the most `get_group_msg_receipt_detail` calls one run makes (a job's
+/// `max_detail_calls` overrides it).
+pub const MAX_DETAIL_CALLS: Setting = Setting {
+    key: "max_detail_calls",
+    flag: Some("--max-detail-calls"),
+    env: "EXPORT_MAX_DETAIL_CALLS",
+    value_name: "N",
+    help: "the most read-list calls one run makes, 0..1000000000 (none: the dry run's bound)",
+    ..Setting::ROW
+};
+/// Whether the detail API shares the receipt API's calls per second: not documented.
+pub const DETAIL_BUDGET: Setting = Setting {
+    key: "detail_budget",
+    flag: Some("--detail-budget"),
+    env: "EXPORT_DETAIL_BUDGET",
+    default: Some("shared"),
+    value_name: "shared|own",
+    help: "read-list calls share the rate limit with receipt calls, or have their own",
+    ..Setting::ROW
+};
+/// A key that turns member accounts into keyed hashes before they are stored.
+pub const MEMBER_HASH_KEY_FILE: Setting = Setting {
+    key: "member_hash_key_file",
+    flag: Some("--member-hash-key-file"),
+    env: "EXPORT_MEMBER_HASH_KEY_FILE",
+    value_name: "FILE",
+    help: "store read events' member accounts as HMAC-SHA256 with the key in FILE",
+    ..Setting::ROW
+};
 
 /// Every global setting, in the order of `--help` and the README's table. A row missing here
 /// is missing everywhere: no flag, no variable, no config key (and `resolve` panics on it).
@@ -304,6 +333,9 @@ pub const ALL: &[Setting] = &[
     LOG_FORMAT,
     METRICS_FILE,
     PUSHGATEWAY_URL,
+    MAX_DETAIL_CALLS,
+    DETAIL_BUDGET,
+    MEMBER_HASH_KEY_FILE,
 ];
 
 /// Raw values before validation: what the command line and environment gave (clap resolves
@@ -360,6 +392,16 @@ impl ApiEndpoint {
     }
 }
 
+/// Whether `get_group_msg_receipt_detail` calls share the receipt API's calls per second
+/// (the documentation says the limit is per API, but the app's backend may share it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DetailBudget {
+    /// One limiter for both APIs (the default: never more than `rate_limit` calls/s in all).
+    Shared,
+    /// A limiter of its own, at `rate_limit` too.
+    Own,
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -399,6 +441,12 @@ pub struct Settings {
     pub pushgateway_url: Option<reqwest::Url>,
     /// How log lines look on stderr.
     pub log_format: LogFormat,
+    /// The most read-list calls one run makes; `None`: as many as the dry run's bound.
+    pub max_detail_calls: Option<u64>,
+    /// Whether read-list calls share the receipt calls' rate limit.
+    pub detail_budget: DetailBudget,
+    /// The key member accounts are hashed with before they are stored (never printed).
+    pub member_hash_key: Option<Secret>,
     /// Problems worth a warning but not a refusal (a metrics file not named `*.prom`).
     pub warnings: Vec<String>,
     /// A key file readable by others: said once, by the first command step that reads the key
@@ -570,6 +618,23 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         .pick(PUSHGATEWAY_URL)
         .map(|(v, o)| parse_pushgateway_url(&v, &o))
         .transpose()?;
+    let max_detail_calls = src
+        .pick(MAX_DETAIL_CALLS)
+        .map(|(v, o)| parse_bounded(&v, &o, 0, 1_000_000_000, "calls"))
+        .transpose()?;
+    let (v, o) = src.get(DETAIL_BUDGET);
+    let detail_budget = match v.trim().to_ascii_lowercase().as_str() {
+        "shared" => DetailBudget::Shared,
+        "own" => DetailBudget::Own,
+        _ => return Err(invalid(&o, &v, "shared or own")),
+    };
+    let member_hash_key = src
+        .pick(MEMBER_HASH_KEY_FILE)
+        .map(|(v, o)| {
+            let key = read_key_file(Path::new(&v), &o, &mut warnings)?;
+            check_key(key, &o)
+        })
+        .transpose()?;
     let max = MAX_RATE_LIMIT as u64;
     Ok(Settings {
         database,
@@ -600,6 +665,9 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         log_format,
         metrics_file,
         pushgateway_url,
+        max_detail_calls,
+        detail_budget,
+        member_hash_key,
         warnings,
         key_warning: key_warnings.pop(),
     })

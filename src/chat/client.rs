@@ -18,8 +18,8 @@ use super::reach::{likely_cause, Reach, Repeats, Verdict, UNREACHABLE_AFTER};
 use super::sigcache::SigCache;
 use super::stats::{InvalidReason, Stats};
 use super::types::{
-    validate_group_infos, validate_receipts, GroupInfo, Issue, ReceiptAnswer, ReceiptItem,
-    WrongShape,
+    validate_group_infos, validate_read_page, validate_receipts, GroupInfo, Issue, ReadPage,
+    ReceiptAnswer, ReceiptItem, WrongShape,
 };
 use crate::secret::Secret;
 use crate::untrusted::{server_text, Shown};
@@ -36,6 +36,9 @@ const SERVICE: &str = "group_open_http_svc";
 const GROUP_INFO_CHUNK: usize = 50;
 /// Longest server `ErrorInfo` kept in an error message (after the secrets are scrubbed).
 const MAX_INFO: usize = 200;
+/// Members per `get_group_msg_receipt_detail` page: the documented maximum, which covers every
+/// group that can have receipts (at most 200 members) in one page.
+pub const READ_PAGE_COUNT: usize = 200;
 /// The most of an answer's body that is read. A real answer of 1,000 items (the largest batch
 /// allowed) is under 100 KB, and a `get_group_info` of 50 groups far less: 8 MiB leaves every
 /// real answer 80 times its size, while a hostile or broken server can make one call in flight
@@ -869,6 +872,92 @@ impl ChatClient {
     }
 }
 
+/// Who read one message, as far as the pages pulled tell (`get_group_msg_receipt_detail`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadList {
+    /// Each page's readers with the time its answer arrived.
+    pub pages: Vec<(DateTime<Utc>, Vec<String>)>,
+    /// The last page said it was the last: the list is whole.
+    pub finished: bool,
+    /// The server answered 10062: no read receipt exists for this message.
+    pub no_receipt: bool,
+    /// Pages asked for (calls that succeeded; retries are in the stats).
+    pub calls: u32,
+    /// A page before the last held fewer members than asked: the server pages below `Count`,
+    /// so a list takes more calls than the documentation's paging promises.
+    pub short_pages: bool,
+}
+
+impl ChatClient {
+    /// Pages through the read list (`Filter` 0) of message `seq` of one group, asking
+    /// `may_call` before each page (a run's budget of detail calls). A list cut by `may_call`
+    /// or by a cursor the server sent before is not `finished`. 10062 (no receipt for this message) is an answer, not an error; other
+    /// failures are classified like the receipt API's ([`ChatError::Group`] for 10004, 10007,
+    /// 10010, 10015).
+    pub async fn pull_read_list(
+        &self,
+        group_id: &str,
+        seq: u64,
+        mut may_call: impl FnMut() -> bool + Send,
+    ) -> Result<ReadList, ChatError> {
+        let mut list = ReadList::default();
+        let mut cursor = String::new();
+        let mut sent = HashSet::new();
+        while may_call() {
+            sent.insert(cursor.clone());
+            let (page, at) = match self.read_page(group_id, seq, &cursor).await {
+                Ok(got) => got,
+                Err(ChatError::Group { code: 10062, .. }) => {
+                    list.no_receipt = true;
+                    list.finished = true;
+                    return Ok(list);
+                }
+                Err(e) => return Err(e),
+            };
+            list.calls += 1;
+            list.short_pages |= !page.finished && page.readers.len() < READ_PAGE_COUNT;
+            list.pages.push((at, page.readers));
+            if page.finished {
+                list.finished = true;
+                break;
+            }
+            if sent.contains(&page.cursor) {
+                self.inner.stats.invalid(InvalidReason::WrongShape, 1);
+                tracing::warn!(target: "receipt_exporter::chat", group = group_id, seq,
+                    "the Chat API sent a read-list cursor it sent before: stopped paging this message");
+                break;
+            }
+            cursor = page.cursor;
+        }
+        Ok(list)
+    }
+
+    /// One `get_group_msg_receipt_detail` page, retried; validated and counted.
+    async fn read_page(
+        &self,
+        group_id: &str,
+        seq: u64,
+        cursor: &str,
+    ) -> Result<(ReadPage, DateTime<Utc>), ChatError> {
+        let body = json!({
+            "GroupId": group_id, "MsgSeq": seq, "Filter": 0, "Cursor": cursor,
+            "Count": READ_PAGE_COUNT,
+        });
+        let ctx = Ctx {
+            group_id,
+            what: format!("group {group_id} read list of seq {seq}"),
+        };
+        let (page, issues, at) = self
+            .call("get_group_msg_receipt_detail", &body, &ctx, |json, at| {
+                validate_read_page(seq, READ_PAGE_COUNT, json)
+                    .map(|(page, issues)| (page, issues, at))
+            })
+            .await?;
+        self.report_issues(group_id, &issues);
+        Ok((page, at))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -888,6 +977,7 @@ mod tests {
         send(&client.pull_receipts("g", &[1]));
         send(&client.pull_receipts_each("g", &[1], |_| {}));
         send(&client.get_group_info(&[]));
+        send(&client.pull_read_list("g", 1, || true));
     }
 
     #[test]

@@ -248,6 +248,102 @@ pub fn validate_group_infos(
     Ok((kept, issues))
 }
 
+/// One page of a `get_group_msg_receipt_detail` answer (`Filter` 0: who read the message).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadPage {
+    pub msg_seq: u64,
+    /// `IsFinished` (or the documentation's spelling `IsFinish`) was 1: no page follows.
+    pub finished: bool,
+    /// The cursor to send for the next page (empty when finished).
+    pub cursor: String,
+    /// Valid, distinct member accounts of this page, in the server's order.
+    pub readers: Vec<String>,
+}
+
+/// The longest member account kept: Chat UserIDs are at most 32 bytes; anything far longer is
+/// not an account (and would bloat every row it reaches).
+pub const MAX_ACCOUNT_BYTES: usize = 128;
+
+/// The `IsFinished` flag, under either spelling, as 0/1 or a boolean.
+fn finished_flag(body: &Value) -> Result<bool, WrongShape> {
+    let raw = body.get("IsFinished").or_else(|| body.get("IsFinish"));
+    match raw {
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(Value::Number(n)) => match n.as_u64() {
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            _ => Err(WrongShape),
+        },
+        _ => Err(WrongShape),
+    }
+}
+
+/// One `ReadList` entry: a non-empty account without control or bidi characters, not too long.
+fn read_account(raw: &Value) -> Result<String, InvalidReason> {
+    let account = raw
+        .get("Read_Account")
+        .and_then(Value::as_str)
+        .ok_or(InvalidReason::WrongShape)?;
+    let shown_as_is = crate::untrusted::escape(account) == account;
+    if account.is_empty() || account.len() > MAX_ACCOUNT_BYTES || !shown_as_is {
+        return Err(InvalidReason::WrongShape);
+    }
+    Ok(account.to_string())
+}
+
+/// Validates a successful `get_group_msg_receipt_detail` body (read list) for `asked_seq`,
+/// asked for at most `count` members. An answer about another seq, without the finish flag,
+/// without a cursor to go on with, or with more members than asked is unusable as a whole;
+/// bad entries are dropped, repeated accounts kept once, each reported as an [`Issue`].
+pub fn validate_read_page(
+    asked_seq: u64,
+    count: usize,
+    body: &Value,
+) -> Result<(ReadPage, Vec<Issue>), WrongShape> {
+    let msg_seq = body.get("MsgSeq").and_then(Value::as_u64);
+    if msg_seq.is_some_and(|s| s != asked_seq) {
+        return Err(WrongShape);
+    }
+    let finished = finished_flag(body)?;
+    let cursor = match body.get("Cursor") {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(c)) if c.len() <= 1024 => c.clone(),
+        Some(_) => return Err(WrongShape),
+    };
+    if !finished && cursor.is_empty() {
+        return Err(WrongShape);
+    }
+    let list = match body.get("ReadList") {
+        // The last page of a message nobody (more) read may leave the list out.
+        None | Some(Value::Null) if finished => &Vec::new(),
+        Some(Value::Array(list)) if list.len() <= count => list,
+        _ => return Err(WrongShape),
+    };
+    let mut issues = Vec::new();
+    let mut seen = HashSet::new();
+    let mut readers = Vec::with_capacity(list.len());
+    for raw in list {
+        match read_account(raw) {
+            Ok(a) if seen.insert(a.clone()) => readers.push(a),
+            Ok(_) => issues.push(Issue {
+                reason: InvalidReason::Duplicate,
+                seq: Some(asked_seq),
+            }),
+            Err(reason) => issues.push(Issue {
+                reason,
+                seq: Some(asked_seq),
+            }),
+        }
+    }
+    let page = ReadPage {
+        msg_seq: asked_seq,
+        finished,
+        cursor: if finished { String::new() } else { cursor },
+        readers,
+    };
+    Ok((page, issues))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -383,5 +479,44 @@ mod tests {
                 ("not_asked", "zz")
             ]
         );
+    }
+    #[test]
+    fn read_pages_accept_both_spellings_and_drop_bad_accounts() {
+        let body = json!({"MsgSeq": 7, "IsFinish": 1, "Cursor": "",
+            "ReadList": [{"Read_Account": "alice"}, {"Read_Account": "bob"},
+                {"Read_Account": "alice"}, {"Read_Account": ""}, {"Read_Account": 5},
+                {"Read_Account": "x\ny"}, {"Read_Account": "a".repeat(200)}, "junk"]});
+        let (page, issues) = validate_read_page(7, 200, &body).unwrap();
+        assert!(page.finished);
+        assert_eq!(page.readers, vec!["alice".to_string(), "bob".to_string()]);
+        assert_eq!(issues.len(), 6);
+        assert_eq!(issues.iter().filter(|i| i.reason == Duplicate).count(), 1);
+        let body = json!({"MsgSeq": 7, "IsFinished": 0, "Cursor": "c2",
+            "ReadList": [{"Read_Account": "carol"}]});
+        let (page, issues) = validate_read_page(7, 200, &body).unwrap();
+        assert!(!page.finished && issues.is_empty());
+        assert_eq!(page.cursor, "c2");
+        let (page, _) = validate_read_page(7, 200, &json!({"IsFinished": true})).unwrap();
+        assert!(page.finished && page.readers.is_empty());
+    }
+
+    #[test]
+    fn unusable_read_pages_are_refused_whole() {
+        let list = json!([{"Read_Account": "a"}, {"Read_Account": "b"}]);
+        for body in [
+            json!({"MsgSeq": 8, "IsFinished": 1, "ReadList": list}),
+            json!({"MsgSeq": 7, "ReadList": list}),
+            json!({"MsgSeq": 7, "IsFinished": 2, "ReadList": list}),
+            json!({"MsgSeq": 7, "IsFinished": 0, "Cursor": "", "ReadList": list}),
+            json!({"MsgSeq": 7, "IsFinished": 0, "ReadList": list}),
+            json!({"MsgSeq": 7, "IsFinished": 1, "ReadList": {}}),
+            json!({"MsgSeq": 7, "IsFinished": 0, "Cursor": "c"}),
+            json!({"MsgSeq": 7, "IsFinished": 1, "Cursor": 3, "ReadList": list}),
+        ] {
+            assert_eq!(validate_read_page(7, 200, &body), Err(WrongShape), "{body}");
+        }
+        // More members than asked for.
+        let body = json!({"MsgSeq": 7, "IsFinished": 1, "ReadList": list});
+        assert_eq!(validate_read_page(7, 1, &body), Err(WrongShape));
     }
 }

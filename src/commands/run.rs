@@ -63,6 +63,10 @@ async fn dry_run(settings: &Settings, request: &run::RunRequest) -> anyhow::Resu
         println!("{group_id}  failed ({class}): {why}");
     }
     print!("{}", dry_run_report(settings, request, &p, client.as_ref()));
+    let bound = run::details::bound(&pool, &tags, &p).await?;
+    if bound.groups > 0 || bound.settled_unrecorded > 0 {
+        print!("{}", bound.line(settings.max_detail_calls));
+    }
     if let Some(client) = &client {
         print!("{}", check_groups(client, &p).await);
     }

@@ -105,6 +105,10 @@ async fn add(pool: &PgPool, a: TrackAddArgs) -> anyhow::Result<Exit> {
         Some(n) => Some((n, follow::set_latest(&mut tx, &a.group_id, n).await?)),
         None => None,
     };
+    let details = (a.details || a.no_details).then_some(a.details);
+    if let Some(on) = details {
+        crate::tracking::details::set_details(&mut *tx, &a.group_id, on).await?;
+    }
     tx.commit().await?;
     let verb = if created { "now tracking" } else { "updated" };
     let mut line = format!(
@@ -117,6 +121,11 @@ async fn add(pool: &PgPool, a: TrackAddArgs) -> anyhow::Result<Exit> {
             line.push_str(&format!(", rolling window now the latest {n} (was {old})"))
         }
         Some((n, _)) => line.push_str(&format!(", rolling window: the latest {n}")),
+        None => {}
+    }
+    match details {
+        Some(true) => line.push_str(", read lists on (who read each message)"),
+        Some(false) => line.push_str(", read lists off"),
         None => {}
     }
     println!("{line}");
@@ -135,7 +144,7 @@ async fn list(pool: &PgPool, a: TrackListArgs) -> anyhow::Result<Exit> {
 
 /// The `track list` table: one line per group, windows joined.
 fn table(groups: &[TrackedGroup]) -> String {
-    let rows: Vec<[String; 5]> = groups
+    let rows: Vec<[String; 6]> = groups
         .iter()
         .map(|g| {
             let windows = g
@@ -152,13 +161,14 @@ fn table(groups: &[TrackedGroup]) -> String {
             [
                 shown(&g.group_id),
                 enabled.into(),
+                if g.details { "on" } else { "off" }.into(),
                 shown(&g.tags.join(",")),
                 windows,
                 shown(g.note.as_deref().unwrap_or_default()),
             ]
         })
         .collect();
-    let header = ["GROUP", "ENABLED", "TAGS", "WINDOWS", "NOTE"].map(String::from);
+    let header = ["GROUP", "ENABLED", "DETAILS", "TAGS", "WINDOWS", "NOTE"].map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {

@@ -6,6 +6,7 @@
 //! runs → plan → pipeline → ledger figures → lock released. Nothing here prints: the command
 //! layer turns the [`RunReport`] into a summary line and an exit code.
 
+pub mod details;
 pub mod follow;
 pub mod ledger;
 pub mod lock;
@@ -113,6 +114,8 @@ pub struct RunReport {
     /// A resumed backfill's attempt number and this attempt's own figures (`figures` count
     /// every attempt); `None` for ordinary runs and a backfill's first attempt.
     pub attempt: Option<(i32, RunFigures)>,
+    /// What the read lists of details-on groups took and gave (`None`: none were due).
+    pub read_lists: Option<details::DetailFigures>,
 }
 
 impl RunReport {
@@ -169,6 +172,9 @@ impl RunReport {
         ));
         if let Some(f) = &self.follow {
             line.push_str(&f.summary());
+        }
+        if let Some(d) = self.read_lists.as_ref().filter(|d| d.due > 0) {
+            line.push_str(&d.summary());
         }
         if let Some(error) = &self.error {
             line.push_str(&format!(": {error}"));
@@ -244,15 +250,18 @@ pub async fn execute(
     let worked = work(settings, pool, req, &client, opened, &label, &pipeline_stop).await;
     pipeline_stop.cancel(); // ends the watchdog (and a backfill's checkpoints)
     let (job_lock, lost) = watchdog.await.unwrap_or((None, None));
-    let (outcome, follow) = worked.unwrap_or_else(|e| {
+    let (outcome, follow, read_lists) = worked.unwrap_or_else(|e| {
         let outcome = Outcome {
             halt: Some(Halt::Sink(e)),
             ..Default::default()
         };
-        (outcome, None)
+        (outcome, None, None)
     });
 
     let mut figures = figures(&client, &outcome, outcome.groups_planned);
+    if let Some(d) = &read_lists {
+        figures.details["read_lists"] = serde_json::json!(d);
+    }
     let mut attempt = None;
     if let (Some(prior), Selection::Backfill(b)) = (&prior, &req.selection) {
         let n = b.started.get().map_or(1, |s| s.attempt);
@@ -260,7 +269,23 @@ pub async fn execute(
         figures = crate::backfill::cumulative(prior, figures, n);
         attempt = (n > 1).then_some((n, this));
     }
-    let ended = verdict(&outcome, lost.as_ref());
+    let ended = match verdict(&outcome, lost.as_ref()) {
+        (RunStatus::Succeeded, ..)
+            if read_lists
+                .as_ref()
+                .is_some_and(|d| !d.failed_groups.is_empty()) =>
+        {
+            let n = read_lists.as_ref().map_or(0, |d| d.failed_groups.len());
+            (
+                RunStatus::Partial,
+                Exit::Partial,
+                Some(format!(
+                    "the read lists of {n} group(s) failed (their counts are written)"
+                )),
+            )
+        }
+        ended => ended,
+    };
     let (status, exit, error) = close(pool, fence, reconnect, ended, &figures, &follow).await?;
     if let Some(l) = job_lock {
         l.release().await;
@@ -280,6 +305,7 @@ pub async fn execute(
             .collect(),
         follow,
         attempt,
+        read_lists,
     })
 }
 
@@ -350,7 +376,7 @@ async fn work(
     mut opened: OpenedRun,
     label: &str,
     stop: &CancellationToken,
-) -> anyhow::Result<(Outcome, Option<follow::FollowFigures>)> {
+) -> anyhow::Result<Worked> {
     let me = repair::Repairer {
         job: &req.job,
         fence: opened.fence,
@@ -428,6 +454,23 @@ async fn work(
             (outcome, Some(figures))
         }
     };
+    // Who read the messages of details-on groups (not for backfills, nor when stopped), while
+    // the run's lease and lock are still held.
+    let read_lists = match (&req.selection, &outcome.halt) {
+        (Selection::Backfill(_), _) | (_, Some(_)) => None,
+        (selection, None) => Some(
+            details::pull(
+                pool,
+                client,
+                settings,
+                opened.fence.run_id,
+                &selection_tags(selection),
+                stop,
+            )
+            .await
+            .unwrap_or_else(details::DetailFigures::failed),
+        ),
+    };
     outcome.groups_planned += refused.len();
     for (group_id, why) in refused {
         outcome
@@ -439,8 +482,16 @@ async fn work(
     if let Some(task) = checkpoint {
         let _ = task.await;
     }
-    Ok((outcome, follow))
+    Ok((outcome, follow, read_lists))
 }
+
+/// What the run's work gave: the pipeline's outcome, what following skipped and left, and
+/// what the read lists took and gave.
+type Worked = (
+    Outcome,
+    Option<follow::FollowFigures>,
+    Option<details::DetailFigures>,
+);
 
 /// How the run ended: its status, exit code and error. A fenced run is `abandoned` (as the
 /// repairer recorded it); a run stopped because it lost its lock is `failed`, with the reason.

@@ -72,6 +72,7 @@ struct JobFile {
     no_receipt_after: Option<Spanned<i64>>,
     max_calls: Option<Spanned<i64>>,
     max_duration: Option<Spanned<String>>,
+    max_detail_calls: Option<Spanned<i64>>,
 }
 
 /// A valid job.
@@ -94,6 +95,8 @@ pub struct Job {
     pub enabled: bool,
     /// What its runs skip (settled, no-receipt seqs) and how much one run may spend.
     pub follow: FollowPolicy,
+    /// The most read-list calls one of its runs makes (overrides `EXPORT_MAX_DETAIL_CALLS`).
+    pub max_detail_calls: Option<u64>,
 }
 
 impl Job {
@@ -153,8 +156,20 @@ impl Job {
             Some(r) => Some(check_rate(*r.get_ref()).map_err(|m| fail(Some(r.span()), m))?),
             None => None,
         };
+        let max_detail_calls = match &file.max_detail_calls {
+            Some(n) if !(0..=1_000_000_000).contains(n.get_ref()) => {
+                let msg = format!(
+                    "max_detail_calls: {}: expected 0 to 1000000000 read-list calls per run",
+                    n.get_ref()
+                );
+                return Err(fail(Some(n.span()), msg));
+            }
+            Some(n) => Some(*n.get_ref() as u64),
+            None => None,
+        };
         Ok(Job {
             follow,
+            max_detail_calls,
             name,
             path: path.to_path_buf(),
             description: file.description,
@@ -224,6 +239,9 @@ impl Job {
                 });
             }
             settings.job_rate_cap = Some(rate);
+        }
+        if let Some(n) = self.max_detail_calls {
+            settings.max_detail_calls = Some(n);
         }
         Ok(settings)
     }
@@ -479,6 +497,10 @@ mod tests {
         let e = parse("schedule = \"5 * * * *\"\nmax_duration = \"soon\"\n").unwrap_err();
         assert_eq!(e.position, Some((2, 16)), "{e}");
         assert!(e.message.contains("not a duration"), "{e}");
+        let job = parse("schedule = \"5 * * * *\"\nmax_detail_calls = 40\n").unwrap();
+        assert_eq!(job.max_detail_calls, Some(40));
+        let e = parse("schedule = \"5 * * * *\"\nmax_detail_calls = -1\n").unwrap_err();
+        assert!(e.message.contains("max_detail_calls"), "{e}");
         let e = parse("schedule = \"5 * * * *\"\nmax_calls = 0\n").unwrap_err();
         assert!(e.message.contains("max_calls"), "{e}");
         let e = parse("schedule = \"5 * * * *\"\nno_receipt_after = -2\n").unwrap_err();

@@ -3,7 +3,7 @@
 //! No HTTP, no clock, no faults here: the server wraps these in the common envelope
 //! (`ActionStatus`, `ErrorCode`, `ErrorInfo`, `RequestId`).
 
-use crate::sim::groups::valid_group_id;
+use crate::sim::groups::{valid_group_id, SimGroup};
 use crate::sim::receipts::receipt_at;
 use crate::sim::Shared;
 use serde::{Deserialize, Serialize};
@@ -32,7 +32,7 @@ impl ApiError {
 pub(crate) type Fields = Map<String, Value>;
 
 /// Parses a body: not JSON at all is 60003, JSON of the wrong shape is 10004.
-fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::new(60003, "the request body is not valid JSON"))?;
     serde_json::from_value(value)
@@ -61,6 +61,21 @@ struct ReceiptItem {
     unread_num: u32,
 }
 
+/// The group of a receipt call: 10010 when it does not exist, 10007 when its type has no
+/// read receipts.
+pub(crate) fn receipt_group(shared: &Shared, group_id: &str) -> Result<SimGroup, ApiError> {
+    let group = shared
+        .group(group_id)
+        .ok_or_else(|| ApiError::new(10010, "the group does not exist or has been dissolved"))?;
+    if !group.group_type.has_receipts() {
+        return Err(ApiError::new(
+            10007,
+            format!("{} groups have no read receipts", group.group_type),
+        ));
+    }
+    Ok(group)
+}
+
 /// `get_group_msg_receipt`. `subject` receives the group id for the request log.
 pub(crate) fn group_msg_receipt(
     shared: &Shared,
@@ -78,15 +93,7 @@ pub(crate) fn group_msg_receipt(
             format!("MsgSeqList must hold 1 to {} entries", shared.max_batch),
         ));
     }
-    let group = shared
-        .group(&req.group_id)
-        .ok_or_else(|| ApiError::new(10010, "the group does not exist or has been dissolved"))?;
-    if !group.group_type.has_receipts() {
-        return Err(ApiError::new(
-            10007,
-            format!("{} groups have no read receipts", group.group_type),
-        ));
-    }
+    let group = receipt_group(shared, &req.group_id)?;
     let step = shared.step();
     let list: Vec<ReceiptItem> = req
         .msg_seq_list

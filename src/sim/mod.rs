@@ -1,6 +1,7 @@
 //! The Chat API simulator: the server side of the contract the exporter's client speaks.
 //!
-//! It answers `get_group_msg_receipt` and `get_group_info` over HTTP/1.1 as the documentation
+//! It answers `get_group_msg_receipt`, `get_group_msg_receipt_detail` (read lists consistent
+//! with the counts, see `details`) and `get_group_info` over HTTP/1.1 as the documentation
 //! describes them (query checks, UserSig, error codes, 200 calls/s per API), with read counts
 //! that are a pure function of (seed, group, seq, step), plus latency and injected faults.
 //! Tests, the demo and benchmarks run against it. It must never log a UserSig or the key.
@@ -10,6 +11,7 @@
 
 mod api;
 mod args;
+mod details;
 mod groups;
 mod query;
 mod receipts;
@@ -18,6 +20,7 @@ mod traffic;
 
 pub use api::MAX_GROUP_INFO_IDS;
 pub use args::{serve, SimArgs};
+pub use details::{member_account, read_list_at, MAX_READ_PAGE};
 pub use groups::{
     check_groups, generate_groups, load_groups, valid_group_id, GroupType, GroupsFileError,
     SimGroup, MAX_GROUP_ID_BYTES,
@@ -89,6 +92,9 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Advance the step by one this often; `None` = only when told.
     pub step_every: Option<Duration>,
+    /// Most members per read-list page (`get_group_msg_receipt_detail`), below the request's
+    /// `Count`: lowered to make clients page.
+    pub read_page_max: usize,
 }
 
 impl SimConfig {
@@ -108,6 +114,7 @@ impl SimConfig {
             background: Vec::new(),
             faults: Faults::default(),
             step_every: None,
+            read_page_max: details::MAX_READ_PAGE,
         }
     }
 }
@@ -279,6 +286,13 @@ impl Simulator {
             Some(g) => receipt_at(self.shared.seed, &g, seq, self.step()),
             None => (10010, 0, 0),
         }
+    }
+
+    /// The read list `get_group_msg_receipt_detail` would page through now for one seq, in
+    /// its order; `None` without a receipt or for an unknown group.
+    pub fn read_list(&self, group_id: &str, seq: u64) -> Option<Vec<String>> {
+        let g = self.group(group_id)?;
+        read_list_at(self.shared.seed, &g, seq, self.step())
     }
 
     /// Stops accepting, lets open connections finish briefly, and waits for the server.

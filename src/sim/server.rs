@@ -213,6 +213,12 @@ fn answer(
     match endpoint {
         Endpoint::GroupMsgReceipt => api::group_msg_receipt(shared, body, subject),
         Endpoint::GroupInfo => api::group_info(shared, body, subject),
+        Endpoint::GroupMsgReceiptDetail => crate::sim::details::group_msg_receipt_detail(
+            shared,
+            body,
+            subject,
+            shared.config.read_page_max,
+        ),
     }
 }
 

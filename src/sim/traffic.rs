@@ -22,16 +22,22 @@ pub const WINDOW: Duration = Duration::from_secs(1);
 pub enum Endpoint {
     GroupMsgReceipt,
     GroupInfo,
+    GroupMsgReceiptDetail,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 2] = [Endpoint::GroupMsgReceipt, Endpoint::GroupInfo];
+    pub const ALL: [Endpoint; 3] = [
+        Endpoint::GroupMsgReceipt,
+        Endpoint::GroupInfo,
+        Endpoint::GroupMsgReceiptDetail,
+    ];
 
     /// The command word in the URL, also the key in [`SimStats::endpoints`].
     pub fn command(self) -> &'static str {
         match self {
             Endpoint::GroupMsgReceipt => "get_group_msg_receipt",
             Endpoint::GroupInfo => "get_group_info",
+            Endpoint::GroupMsgReceiptDetail => "get_group_msg_receipt_detail",
         }
     }
 
@@ -46,7 +52,8 @@ impl Endpoint {
 pub struct SimStats {
     /// The current step of the read counts.
     pub step: u64,
-    /// Keyed by command word (`get_group_msg_receipt`, `get_group_info`).
+    /// Keyed by command word (`get_group_msg_receipt`, `get_group_info`,
+    /// `get_group_msg_receipt_detail`).
     pub endpoints: BTreeMap<String, EndpointStats>,
 }
 
@@ -159,7 +166,7 @@ impl EndpointTraffic {
 pub struct Traffic {
     /// Calls allowed per window and endpoint; 0 turns the limit off.
     limit: u32,
-    endpoints: [EndpointTraffic; 2],
+    endpoints: [EndpointTraffic; Endpoint::ALL.len()],
     /// The other client's load, and how many calls of each segment arrived so far.
     background: Vec<(Background, u64)>,
     /// The first API call's arrival: the background's clock starts there.

@@ -1,6 +1,7 @@
 //! What is tracked: groups and the message-seq windows of each, validated here and stored
 //! in `receipts.tracked_groups` / `receipts.seq_windows` by [`store`].
 
+pub mod details;
 pub mod follow;
 pub mod store;
 

@@ -10,6 +10,8 @@ pub struct TrackedGroup {
     pub enabled: bool,
     pub tags: Vec<String>,
     pub note: Option<String>,
+    /// Whether runs record who read each message (`track add --details`).
+    pub details: bool,
     #[sqlx(skip)]
     pub windows: Vec<SeqWindow>,
     /// The rolling window's size (`track add --latest N`), if the group has one.
@@ -105,7 +107,7 @@ pub async fn add_tags(
 /// Every tracked group (optionally only those with a tag), with its fixed windows.
 pub async fn list(pool: &PgPool, tag: Option<&str>) -> sqlx::Result<Vec<TrackedGroup>> {
     let mut groups: Vec<TrackedGroup> = sqlx::query_as(
-        "SELECT group_id, enabled, tags, note FROM receipts.tracked_groups
+        "SELECT group_id, enabled, tags, note, details FROM receipts.tracked_groups
          WHERE $1::text IS NULL OR $1 = ANY(tags) ORDER BY group_id",
     )
     .bind(tag)

@@ -201,6 +201,9 @@ fn samples(setting: &Setting, dir: &std::path::Path) -> (String, String) {
         "log_format" => ("json".into(), "xml".into()),
         "metrics_file" => ("/tmp/x.prom".into(), "/tmp/dir/".into()),
         "pushgateway_url" => ("http://pg:9091".into(), "ftp://pg".into()),
+        "max_detail_calls" => ("0".into(), "-1".into()),
+        "detail_budget" => ("own".into(), "half".into()),
+        "member_hash_key_file" => (file("hashkey", "h4sh\n"), "/nonexistent/hashkey".into()),
         other => panic!("no sample values for the setting `{other}`: add them here"),
     };
     (good, bad)

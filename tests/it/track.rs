@@ -205,3 +205,44 @@ async fn track_on_an_unmigrated_database_says_to_migrate() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("run `receipt-exporter migrate` first"));
 }
+
+#[tokio::test]
+async fn details_are_switched_on_and_off_and_listed() {
+    let db = TestDb::new().await;
+    let out = run(&mut track(
+        &db,
+        &["add", "@TGS#d", "--seqs", "1..10", "--details"],
+    ));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("read lists on"), "{}", stdout(&out));
+    let state = || async {
+        sqlx::query_as::<_, (bool, Option<chrono::DateTime<chrono::Utc>>)>(
+            "SELECT details, details_since FROM receipts.tracked_groups WHERE group_id = '@TGS#d'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let (on, since) = state().await;
+    assert!(on && since.is_some());
+    // Switching on again keeps the time it was first switched on.
+    run(&mut track(&db, &["add", "@TGS#d", "--details"]));
+    assert_eq!(state().await, (true, since));
+    let table = stdout(&run(&mut track(&db, &["list"])));
+    assert!(table.lines().next().unwrap().contains("DETAILS"), "{table}");
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], ["@TGS#d", "yes", "on"], "{table}");
+
+    let out = run(&mut track(&db, &["add", "@TGS#d", "--no-details"]));
+    assert!(stdout(&out).contains("read lists off"));
+    assert!(!state().await.0);
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&mut track(&db, &["list", "--json"])))).unwrap();
+    assert_eq!(json[0]["details"], false);
+    // Both at once is a usage error.
+    let out = run(&mut track(
+        &db,
+        &["add", "@TGS#d", "--details", "--no-details"],
+    ));
+    assert_eq!(out.status.code(), Some(2));
+}
