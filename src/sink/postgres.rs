@@ -4,12 +4,16 @@
 //! rows, so a call repeated after a connection lost at COMMIT finds the claim and changes
 //! nothing. Snapshot rows go in with binary `COPY` (no text escaping, no parsing on the
 //! server); item codes and the `receipt_latest` upsert ship as arrays through `UNNEST`.
+//! Snapshot rows name their group by its key in `receipts.snapshot_groups` (a new group id gets
+//! one in the batch's transaction), so a row is 4 bytes of group, not the id's text.
 //! This module writes and classifies errors; it does not decide what a run does about them.
 
 use super::{Fence, SinkError, WriteBatch};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What [`write_batch`] did.
@@ -40,7 +44,8 @@ pub async fn write_batch(
         // Committed by an earlier attempt: leave everything as that attempt left it.
         return Ok(WriteOutcome::AlreadyCommitted);
     }
-    let rows = copy_snapshots(&mut tx, batch).await?;
+    let keys = group_keys(&mut tx, batch).await?;
+    let rows = copy_snapshots(&mut tx, batch, &keys).await?;
     let codes = insert_item_codes(&mut tx, batch).await?;
     upsert_latest(&mut tx, batch).await?;
     crate::crashpoint::hit("pg_write").await;
@@ -180,26 +185,76 @@ fn count_i32(batch: &WriteBatch, n: usize) -> Result<i32, SinkError> {
     })
 }
 
-const COPY_SNAPSHOTS: &str = "COPY receipts.receipt_snapshots \
-     (run_id, run_date, batch_no, captured_at, group_id, msg_seq, read_num, unread_num) \
+const COPY_SNAPSHOTS: &str = "COPY receipts.receipt_snapshot_rows \
+     (run_id, run_date, batch_no, captured_at, group_key, msg_seq, read_num, unread_num) \
      FROM STDIN (FORMAT binary)";
+
+/// The key of every group id of the batch's rows, adding the ids `snapshot_groups` lacks. Only
+/// missing ids are inserted (an `ON CONFLICT` that skips still draws an identity value), in
+/// sorted order so two batches adding the same new groups cannot deadlock; the keys are read
+/// by a second statement, which sees an id another transaction committed meanwhile.
+async fn group_keys(
+    conn: &mut PgConnection,
+    batch: &WriteBatch,
+) -> Result<HashMap<Arc<str>, i32>, SinkError> {
+    let mut ids: Vec<&str> = batch.rows.iter().map(|r| &*r.group_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    sqlx::query(
+        "INSERT INTO receipts.snapshot_groups (group_id)
+         SELECT g FROM UNNEST($1::text[]) AS t(g)
+         WHERE NOT EXISTS (SELECT 1 FROM receipts.snapshot_groups k WHERE k.group_id = t.g)
+         ORDER BY g COLLATE \"C\"
+         ON CONFLICT (group_id) DO NOTHING",
+    )
+    .bind(&ids)
+    .execute(&mut *conn)
+    .await
+    .map_err(SinkError::pg("recording new group ids"))?;
+    let keys: Vec<(String, i32)> = sqlx::query_as(
+        "SELECT group_id, group_key FROM receipts.snapshot_groups WHERE group_id = ANY($1)",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .map_err(SinkError::pg("reading group keys"))?;
+    Ok(keys
+        .into_iter()
+        .map(|(id, key)| (Arc::from(id), key))
+        .collect())
+}
 
 /// How much encoded COPY data to hold before sending it: big enough to keep the socket busy,
 /// small enough that a 50,000-row batch is not copied whole once more.
 const COPY_CHUNK: usize = 1 << 20;
 
 /// COPYs the batch's snapshot rows; returns how many the server took.
-async fn copy_snapshots(conn: &mut PgConnection, batch: &WriteBatch) -> Result<u64, SinkError> {
+async fn copy_snapshots(
+    conn: &mut PgConnection,
+    batch: &WriteBatch,
+    keys: &HashMap<Arc<str>, i32>,
+) -> Result<u64, SinkError> {
     if batch.rows.is_empty() {
         return Ok(0);
     }
+    let prefix = BinaryRowPrefix::new(batch)?;
     let fail = SinkError::pg("copying snapshot rows");
     let mut copy = conn.copy_in_raw(COPY_SNAPSHOTS).await.map_err(fail)?;
-    let prefix = BinaryRowPrefix::new(batch);
     let mut buf = Vec::with_capacity(COPY_CHUNK + 1024);
     buf.extend_from_slice(&COPY_BINARY_HEADER);
     for row in &batch.rows {
-        prefix.encode(&mut buf, row);
+        // Every id of the batch got its key above, in this transaction.
+        let key = *keys
+            .get(&row.group_id)
+            .ok_or_else(|| SinkError::InvalidBatch {
+                run_id: batch.run_id,
+                batch_no: batch.batch_no,
+                reason: format!("group {:?} got no key", row.group_id),
+            })?;
+        prefix.encode(&mut buf, row, key);
         if buf.len() >= COPY_CHUNK {
             copy.send(buf.as_slice())
                 .await
@@ -227,38 +282,43 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 /// The encoded fields every row of a batch shares (run id, run date, batch number), so each
 /// row costs one copy of them instead of three encodings.
 struct BinaryRowPrefix {
-    bytes: [u8; 2 + 12 + 8 + 8],
+    bytes: [u8; 2 + 8 + 8 + 8],
 }
 
 impl BinaryRowPrefix {
-    fn new(batch: &WriteBatch) -> BinaryRowPrefix {
+    /// Fails for a run id past int4, the rows table's type (two billion runs).
+    fn new(batch: &WriteBatch) -> Result<BinaryRowPrefix, SinkError> {
+        let run_id = i32::try_from(batch.run_id).map_err(|_| SinkError::InvalidBatch {
+            run_id: batch.run_id,
+            batch_no: batch.batch_no,
+            reason: "the run id does not fit the snapshot rows' int4 run_id".into(),
+        })?;
         let pg_epoch = NaiveDate::from_ymd_opt(2000, 1, 1).expect("a valid date");
         let days = (batch.run_date - pg_epoch).num_days() as i32;
-        let mut bytes = [0u8; 30];
+        let mut bytes = [0u8; 26];
         let mut at = 0;
         let mut put = |field: &[u8]| {
             bytes[at..at + field.len()].copy_from_slice(field);
             at += field.len();
         };
         put(&8i16.to_be_bytes());
-        put(&8i32.to_be_bytes());
-        put(&batch.run_id.to_be_bytes());
+        put(&4i32.to_be_bytes());
+        put(&run_id.to_be_bytes());
         put(&4i32.to_be_bytes());
         put(&days.to_be_bytes());
         put(&4i32.to_be_bytes());
         put(&batch.batch_no.to_be_bytes());
-        BinaryRowPrefix { bytes }
+        Ok(BinaryRowPrefix { bytes })
     }
 
     /// Appends one tuple: field count, then each field as length + big-endian value.
-    fn encode(&self, buf: &mut Vec<u8>, row: &super::SnapshotRow) {
+    fn encode(&self, buf: &mut Vec<u8>, row: &super::SnapshotRow, group_key: i32) {
         buf.extend_from_slice(&self.bytes);
         put_field(
             buf,
             &(row.captured_at.timestamp_micros() - PG_EPOCH_MICROS).to_be_bytes(),
         );
-        // Text in binary COPY is the raw UTF-8: no escaping of `\`, quotes or anything else.
-        put_field(buf, row.group_id.as_bytes());
+        put_field(buf, &group_key.to_be_bytes());
         put_field(buf, &row.msg_seq.to_be_bytes());
         put_field(buf, &row.read_num.to_be_bytes());
         put_field(buf, &row.unread_num.to_be_bytes());
@@ -330,7 +390,6 @@ mod tests {
     use super::*;
     use crate::sink::SnapshotRow;
     use std::sync::atomic::{AtomicU32, Ordering};
-    use std::sync::Arc;
 
     const FENCE: Fence = Fence {
         run_id: 7,
@@ -362,15 +421,19 @@ mod tests {
     fn binary_tuple_layout_matches_the_copy_format() {
         let b = batch(vec![]);
         let mut buf = Vec::new();
-        BinaryRowPrefix::new(&b).encode(&mut buf, &row("2000-01-01T00:00:01.000002Z", "a\\b"));
+        BinaryRowPrefix::new(&b).unwrap().encode(
+            &mut buf,
+            &row("2000-01-01T00:00:01.000002Z", "a\\b"),
+            0x0a0b,
+        );
         let mut want = vec![0, 8];
-        want.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 7]); // run_id
+        want.extend([0, 0, 0, 4, 0, 0, 0, 7]); // run_id, int4
         want.extend([0, 0, 0, 4]);
         want.extend(9825i32.to_be_bytes()); // 2026-11-25 is day 9825 after 2000-01-01
         want.extend([0, 0, 0, 4, 0, 0, 0, 3]); // batch_no
         want.extend([0, 0, 0, 8]);
         want.extend(1_000_002i64.to_be_bytes()); // micros after the Postgres epoch
-        want.extend([0, 0, 0, 3, b'a', b'\\', b'b']); // text as raw bytes, no escaping
+        want.extend([0, 0, 0, 4, 0, 0, 0x0a, 0x0b]); // the group's key, not its id
         want.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 1, 2]);
         want.extend([0, 0, 0, 4, 0, 0, 0, 5, 0, 0, 0, 4, 0, 0, 0, 6]);
         assert_eq!(buf, want);

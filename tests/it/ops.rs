@@ -560,7 +560,7 @@ async fn doctor_names_missing_privileges_and_the_grant_that_fixes_them() {
         "{text}"
     );
     assert!(
-        text.contains("INSERT on receipts.receipt_snapshots"),
+        text.contains("INSERT on receipts.receipt_snapshot_rows"),
         "{text}"
     );
     assert!(

@@ -98,7 +98,9 @@ async fn the_readme_roles_let_the_exporter_write_its_tables_and_analysts_only_re
         "CREATE TABLE receipts.mine (i int)",
         "INSERT INTO receipts.tracked_groups (group_id) VALUES ('x')",
         "DELETE FROM receipts.seq_windows",
-        "DROP TABLE receipts.receipt_snapshots",
+        "DROP VIEW receipts.receipt_snapshots",
+        "DROP TABLE receipts.receipt_snapshot_rows",
+        "DELETE FROM receipts.snapshot_groups",
         "TRUNCATE receipts.export_runs",
     ] {
         let err = sqlx::query(forbidden)
@@ -122,7 +124,8 @@ async fn the_readme_roles_let_the_exporter_write_its_tables_and_analysts_only_re
         .await
         .unwrap();
     for forbidden in [
-        "INSERT INTO receipts.receipt_snapshots SELECT * FROM receipts.receipt_snapshots LIMIT 1",
+        "INSERT INTO receipts.receipt_snapshot_rows SELECT * FROM receipts.receipt_snapshot_rows LIMIT 1",
+        "INSERT INTO receipts.snapshot_groups (group_id) VALUES ('x')",
         "DELETE FROM receipts.receipt_latest",
         "UPDATE receipts.export_runs SET error = 'x'",
         "CREATE TABLE receipts.mine (i int)",
@@ -151,7 +154,7 @@ async fn the_readme_roles_let_the_exporter_write_its_tables_and_analysts_only_re
     assert!(writing_functions.is_empty(), "{writing_functions:?}");
     let partitions = || async {
         sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'receipts.receipt_snapshots'::regclass",
+            "SELECT count(*) FROM pg_inherits WHERE inhparent = 'receipts.receipt_snapshot_rows'::regclass",
         )
         .fetch_one(&db.pool)
         .await
