@@ -136,6 +136,10 @@ pub enum Command {
     /// Rewrite exported data from Postgres (the source of truth)
     #[command(subcommand)]
     Export(ExportCommand),
+    /// Drop the months of snapshots older than --keep-months from Postgres, only when every run
+    /// in them is wholly in the lake (the lake keeps them); prune old item codes
+    #[command(after_help = EXIT_CODES_HELP)]
+    Retention(RetentionArgs),
     /// Run the main job end to end on local defaults: the built-in simulator, a database of its
     /// own on the local Postgres, sample groups, one export
     Demo(DemoArgs),
@@ -369,6 +373,20 @@ pub struct BackfillArgs {
     #[arg(long, value_name = "N")]
     pub rate: Option<String>,
     /// Print the seqs, API calls and time at the rate limit, and touch nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Months kept before the current one (UTC): with 3 in November, August to November stay
+    /// and July and older are dropped
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1200))]
+    pub keep_months: u32,
+    /// Item codes kept per seq (the newest): at least the largest `no_receipt_after` of the jobs
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub keep_codes: u32,
+    /// Print what would be dropped and pruned, and change nothing
     #[arg(long)]
     pub dry_run: bool,
 }

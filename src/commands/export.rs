@@ -23,6 +23,7 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
         )));
     }
     let pool = super::connect_migrated(settings).await?;
+    check_retired(&pool, since, until).await?;
     check_directory(&pool, &settings.parquet_dir, args.relocate).await?;
     // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
@@ -75,6 +76,30 @@ async fn check_directory(
          days' files there); otherwise set EXPORT_PARQUET_DIR to the warehouse's directory",
         dir.display(),
         listed
+    )))
+}
+
+/// Retention removed some runs' rows from Postgres: their lake files are all that is left, so a
+/// day holding any of them is refused, not rebuilt without them.
+async fn check_retired(
+    pool: &sqlx::PgPool,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> anyhow::Result<()> {
+    let retired = crate::ops::retention::retired_days(pool, since, until).await?;
+    if retired.is_empty() {
+        return Ok(());
+    }
+    let days: Vec<String> = retired
+        .iter()
+        .map(|(day, runs)| {
+            let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
+            format!("{day} (runs {})", runs.join(", "))
+        })
+        .collect();
+    Err(exit::usage(format!(
+        "export parquet: retention removed rows of these days from Postgres, so they cannot be          rebuilt and their files stay as they are: {}; choose dates outside them",
+        days.join(", ")
     )))
 }
 

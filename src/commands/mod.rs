@@ -9,6 +9,7 @@ pub mod export;
 pub mod jobs;
 pub mod migrate;
 pub mod progress;
+pub mod retention;
 pub mod run;
 pub mod runs;
 pub mod schedule;
@@ -56,6 +57,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Completions(_) | Command::Man | Command::Doctor => unreachable!("handled above"),
         Command::Backfill(args) => backfill::run(&settings, args).await,
         Command::Export(cmd) => export::run(&settings, cmd).await,
+        Command::Retention(args) => retention::run(&settings, args).await,
     }
 }
 

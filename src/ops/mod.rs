@@ -3,13 +3,15 @@
 //! [`history`] reads `receipts.export_runs` (runs list/show, freshness), [`metrics`] turns the
 //! ledger into the Prometheus text format (a file for node_exporter, a Pushgateway push),
 //! [`groups`] judges whether a group can have read receipts at all, and [`doctor`] is the
-//! checklist of everything a run needs. Nothing here prints: the commands do.
+//! checklist of everything a run needs; [`retention`] drops the months of snapshots the lake
+//! holds whole. Nothing here prints: the commands do.
 //! Nothing here writes to the ledger either: it is only read.
 
 pub mod doctor;
 pub mod groups;
 pub mod history;
 pub mod metrics;
+pub mod retention;
 
 /// A failure of the operations layer.
 #[derive(Debug, thiserror::Error)]

@@ -16,6 +16,7 @@ mod jobs;
 mod migrations;
 mod ops;
 mod pull;
+mod retention;
 mod roles;
 mod run;
 mod schedule;

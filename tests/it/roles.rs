@@ -113,6 +113,15 @@ async fn the_readme_roles_let_the_exporter_write_its_tables_and_analysts_only_re
             "{forbidden}: {err}"
         );
     }
+    // Retention's SECURITY DEFINER drop is the exporter's to call (a month with no partition:
+    // nothing to drop); never the analyst's (checked below with every writing function).
+    let dropped: Option<i64> = sqlx::query_scalar(
+        "SELECT receipts.drop_snapshot_month(date_trunc('month', now() - interval '40 months')::date)",
+    )
+    .fetch_one(&mut w)
+    .await
+    .expect("the exporter may call drop_snapshot_month");
+    assert_eq!(dropped, None);
     let mut r = connect_as(&db, &analyst_role).await;
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.receipt_snapshots")
         .fetch_one(&mut r)

@@ -1,0 +1,84 @@
+//! `receipt-exporter retention --keep-months N [--keep-codes N] [--dry-run]`: drops the months
+//! of snapshots the lake holds whole, under the warehouse lock (no rebuild or repair changes
+//! the manifest meanwhile), and prunes old item codes. Refuses, naming the runs, when a month
+//! holds a run that is not wholly in the lake: then nothing changes.
+
+use crate::cli::RetentionArgs;
+use crate::exit::Exit;
+use crate::ops::retention::{self, Plan};
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, args: RetentionArgs) -> anyhow::Result<Exit> {
+    let pool = super::connect_migrated(settings).await?;
+    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
+    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let outcome = apply(&pool, &args).await;
+    crate::sink::manifest::unlock_warehouse(&mut conn).await?;
+    outcome
+}
+
+async fn apply(pool: &sqlx::PgPool, args: &RetentionArgs) -> anyhow::Result<Exit> {
+    let plan = retention::plan(pool, args.keep_months, args.keep_codes).await?;
+    describe(&plan);
+    if !plan.allowed() {
+        println!(
+            "refused: nothing dropped or pruned; write those runs' rows to the lake first \
+             (a run of the job repairs a dead run; `lake verify --repair` a listed file)"
+        );
+        return Ok(Exit::Failed);
+    }
+    if args.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(Exit::Success);
+    }
+    let done = retention::apply(pool, &plan).await?;
+    let rows: i64 = done.months.iter().map(|(_, r)| r).sum();
+    println!(
+        "dropped {} month(s) before {} ({rows} rows; their runs are listed in receipts.retired_runs, \
+         their files stay in the lake); pruned {} item code(s)",
+        done.months.len(),
+        plan.cutoff,
+        done.codes
+    );
+    Ok(Exit::Success)
+}
+
+fn describe(plan: &Plan) {
+    if plan.months.is_empty() {
+        println!("no month of snapshots before {} in Postgres", plan.cutoff);
+    }
+    for month in &plan.months {
+        let blocking: Vec<String> = month
+            .blocking()
+            .map(|r| {
+                format!(
+                    "run {} ({}, {} rows in Postgres, {} in the lake)",
+                    r.run_id, r.status, r.pg_rows, r.lake_rows
+                )
+            })
+            .collect();
+        let label = month.start.format("%Y-%m");
+        if blocking.is_empty() {
+            println!(
+                "{label}: {} run(s), {} rows, all in the lake: drop",
+                month.runs.len(),
+                month.rows()
+            );
+        } else {
+            println!(
+                "{label}: not every run is in the lake: {}",
+                blocking.join(", ")
+            );
+        }
+    }
+    println!(
+        "item codes of runs before {}: {} beyond each seq's newest {}: prune",
+        plan.cutoff, plan.codes, plan.keep_codes
+    );
+    if plan.default_rows > 0 {
+        println!(
+            "the DEFAULT partition holds {} rows of runs before {}: retention leaves them",
+            plan.default_rows, plan.cutoff
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! Retention: Postgres keeps the recent months of snapshots; the lake keeps them all.
+//!
+//! A month partition of `receipt_snapshot_rows` older than the kept months is dropped only
+//! when every run in it is finished and the manifest counts all its rows in the lake; the drop
+//! itself goes through `receipts.drop_snapshot_month()`, a SECURITY DEFINER function that checks
+//! the same again under the partition's lock and records the runs in `retired_runs`. Item codes
+//! of runs before the cut are pruned in batches down to each seq's newest few (the no-receipt
+//! rule reads the newest `no_receipt_after` of them). `receipt_latest`, the ledger, the manifest
+//! and the read events stay. Nothing here prints: the command does.
+
+use chrono::NaiveDate;
+use sqlx::PgPool;
+
+/// Item codes deleted per statement while pruning.
+const PRUNE_BATCH: i64 = 10_000;
+
+/// One run with rows in a month partition, as the check sees it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct MonthRun {
+    pub run_id: i64,
+    pub status: String,
+    pub pg_rows: i64,
+    pub lake_rows: i64,
+}
+
+impl MonthRun {
+    /// True when the run is finished and the manifest counts every one of its rows.
+    pub fn in_lake(&self) -> bool {
+        self.status != "running" && self.pg_rows == self.lake_rows
+    }
+}
+
+/// A month partition past the kept months.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Month {
+    /// Its first day.
+    pub start: NaiveDate,
+    pub runs: Vec<MonthRun>,
+}
+
+impl Month {
+    pub fn rows(&self) -> i64 {
+        self.runs.iter().map(|r| r.pg_rows).sum()
+    }
+
+    /// The runs that keep the month from being dropped.
+    pub fn blocking(&self) -> impl Iterator<Item = &MonthRun> {
+        self.runs.iter().filter(|r| !r.in_lake())
+    }
+}
+
+/// What retention would do with `--keep-months N`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The first day kept: months starting before it are dropped.
+    pub cutoff: NaiveDate,
+    pub months: Vec<Month>,
+    /// Item codes of runs before the cutoff that are not among their seq's newest `keep_codes`.
+    pub codes: i64,
+    pub keep_codes: i64,
+    /// Snapshot rows before the cutoff in the DEFAULT partition (a month that had no partition
+    /// of its own when they were written): retention leaves them.
+    pub default_rows: i64,
+}
+
+impl Plan {
+    /// True when no month holds a run that is not wholly in the lake.
+    pub fn allowed(&self) -> bool {
+        self.months.iter().all(|m| m.blocking().next().is_none())
+    }
+}
+
+/// What [`apply`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    pub months: Vec<(NaiveDate, i64)>,
+    pub codes: i64,
+}
+
+/// Reads what retention keeping `keep_months` months before the current one (by the database's
+/// clock, UTC) would drop and prune.
+pub async fn plan(pool: &PgPool, keep_months: u32, keep_codes: u32) -> sqlx::Result<Plan> {
+    let cutoff: NaiveDate = sqlx::query_scalar(
+        "SELECT (date_trunc('month', now() AT TIME ZONE 'UTC') - make_interval(months => $1))::date",
+    )
+    .bind(i32::try_from(keep_months).unwrap_or(i32::MAX))
+    .fetch_one(pool)
+    .await?;
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'receipts.receipt_snapshot_rows'::regclass ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut months = Vec::new();
+    for start in names.iter().filter_map(|n| partition_month(n)) {
+        if start >= cutoff {
+            continue;
+        }
+        let runs = sqlx::query_as(
+            "SELECT run_id, status, pg_rows, lake_rows FROM receipts.snapshot_month_runs($1)",
+        )
+        .bind(start)
+        .fetch_all(pool)
+        .await?;
+        months.push(Month { start, runs });
+    }
+    let codes = sqlx::query_scalar(&format!("SELECT count(*) FROM ({PRUNABLE_CODES}) d"))
+        .bind(cutoff)
+        .bind(i64::from(keep_codes))
+        .fetch_one(pool)
+        .await?;
+    let default_rows = sqlx::query_scalar(
+        "SELECT count(*) FROM receipts.receipt_snapshot_rows_default WHERE run_date < $1",
+    )
+    .bind(cutoff)
+    .fetch_one(pool)
+    .await?;
+    Ok(Plan {
+        cutoff,
+        months,
+        codes,
+        keep_codes: i64::from(keep_codes),
+        default_rows,
+    })
+}
+
+/// The item codes retention prunes ($1 the cutoff, $2 how many of each seq's newest to keep):
+/// those of runs started before the cutoff with at least $2 newer codes of the same seq.
+const PRUNABLE_CODES: &str = "SELECT c.run_id, c.group_id, c.msg_seq
+     FROM receipts.receipt_item_codes c
+     JOIN receipts.export_runs r ON r.run_id = c.run_id AND r.run_date < $1
+     WHERE (SELECT count(*) FROM receipts.receipt_item_codes n
+            WHERE n.group_id = c.group_id AND n.msg_seq = c.msg_seq AND n.run_id > c.run_id) >= $2";
+
+/// Drops the plan's months and prunes the item codes. The caller checked [`Plan::allowed`];
+/// the database function checks again under the partition's lock and refuses a month a run
+/// was added to meanwhile (that error ends the retention, what was dropped before stays).
+pub async fn apply(pool: &PgPool, plan: &Plan) -> sqlx::Result<Applied> {
+    let mut applied = Applied::default();
+    for month in &plan.months {
+        let rows: Option<i64> = sqlx::query_scalar("SELECT receipts.drop_snapshot_month($1)")
+            .bind(month.start)
+            .fetch_one(pool)
+            .await?;
+        if let Some(rows) = rows {
+            applied.months.push((month.start, rows));
+        }
+    }
+    loop {
+        let deleted = sqlx::query(&format!(
+            "DELETE FROM receipts.receipt_item_codes c
+             USING ({PRUNABLE_CODES} LIMIT $3) d
+             WHERE c.run_id = d.run_id AND c.group_id = d.group_id AND c.msg_seq = d.msg_seq"
+        ))
+        .bind(plan.cutoff)
+        .bind(plan.keep_codes)
+        .bind(PRUNE_BATCH)
+        .execute(pool)
+        .await?
+        .rows_affected();
+        applied.codes += deleted as i64;
+        if (deleted as i64) < PRUNE_BATCH {
+            break;
+        }
+    }
+    Ok(applied)
+}
+
+/// The capture dates from `since` to `until` that hold rows of runs retention removed from
+/// Postgres, with those runs: a rebuild of such a day would lose them.
+pub async fn retired_days(
+    pool: &PgPool,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> sqlx::Result<Vec<(NaiveDate, Vec<i64>)>> {
+    sqlx::query_as(
+        "SELECT b.capture_date, array_agg(DISTINCT b.run_id ORDER BY b.run_id)
+         FROM receipts.write_batches b JOIN receipts.retired_runs r USING (run_id)
+         WHERE b.capture_date BETWEEN $1 AND $2 AND b.row_count > 0
+         GROUP BY b.capture_date ORDER BY b.capture_date",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(pool)
+    .await
+}
+
+/// The month a partition named `receipt_snapshot_rows_yYYYYmMM` holds (None for the DEFAULT
+/// partition and any other name).
+fn partition_month(name: &str) -> Option<NaiveDate> {
+    let rest = name.strip_prefix("receipt_snapshot_rows_y")?;
+    let (year, month) = rest.split_once('m')?;
+    NaiveDate::from_ymd_opt(year.parse().ok()?, month.parse().ok()?, 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_names_give_their_month() {
+        assert_eq!(
+            partition_month("receipt_snapshot_rows_y2026m03"),
+            NaiveDate::from_ymd_opt(2026, 3, 1)
+        );
+        assert_eq!(partition_month("receipt_snapshot_rows_default"), None);
+        assert_eq!(partition_month("receipt_snapshot_rows_y2026m13"), None);
+        assert_eq!(partition_month("other_y2026m03"), None);
+    }
+
+    #[test]
+    fn a_month_is_blocked_by_a_running_run_or_one_short_in_the_lake() {
+        let run = |run_id, status: &str, pg_rows, lake_rows| MonthRun {
+            run_id,
+            status: status.into(),
+            pg_rows,
+            lake_rows,
+        };
+        let month = Month {
+            start: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            runs: vec![
+                run(1, "succeeded", 10, 10),
+                run(2, "succeeded", 10, 9),
+                run(3, "running", 0, 0),
+                run(4, "abandoned", 5, 5),
+            ],
+        };
+        let blocking: Vec<i64> = month.blocking().map(|r| r.run_id).collect();
+        assert_eq!(blocking, [2, 3]);
+        assert_eq!(month.rows(), 25);
+    }
+}

@@ -1,0 +1,353 @@
+//! Retention (issue 17): months of snapshots leave Postgres only once the lake holds them whole.
+
+use crate::helpers::*;
+use chrono::{Datelike, Months, NaiveDate, TimeZone, Utc};
+use receipt_exporter::plan::{FollowPolicy, GroupPlan};
+use receipt_exporter::sink::postgres::write_batch;
+use receipt_exporter::sink::{Fence, ItemCodeRow, SnapshotRow, WriteBatch};
+use receipt_exporter::tracking::SeqWindow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const NO_RECEIPT: i32 = 10062;
+
+/// A finished run started on `day` that snapshotted seqs 1..=10 of groups g1..g3 and got "no
+/// receipt" for seq 50 of g1, and (when `seq_51`) for seq 51 too.
+async fn old_run(db: &TestDb, day: NaiveDate, seq_51: bool) -> i64 {
+    let at = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 1).unwrap());
+    let run_id: i64 = sqlx::query_scalar(
+        "INSERT INTO receipts.export_runs (job, kind, status, host, pid, run_date, started_at, finished_at)
+         VALUES ('old', 'manual', 'succeeded', 'h', 0, $1, $2, $2) RETURNING run_id",
+    )
+    .bind(day)
+    .bind(at)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let mut rows = Vec::new();
+    for g in ["g1", "g2", "g3"] {
+        for seq in 1..=10 {
+            rows.push(SnapshotRow {
+                captured_at: at + chrono::Duration::microseconds(seq),
+                group_id: Arc::from(g),
+                msg_seq: seq,
+                read_num: (run_id as i32 + seq as i32) % 7,
+                unread_num: 7,
+            });
+        }
+    }
+    let mut codes = vec![ItemCodeRow {
+        captured_at: at,
+        group_id: Arc::from("g1"),
+        msg_seq: 50,
+        code: NO_RECEIPT,
+    }];
+    if seq_51 {
+        codes.push(ItemCodeRow {
+            msg_seq: 51,
+            ..codes[0].clone()
+        });
+    }
+    let batch = WriteBatch {
+        run_id,
+        run_date: day,
+        batch_no: 1,
+        capture_date: day,
+        rows,
+        codes,
+    };
+    write_batch(&db.pool, Fence { run_id, epoch: 1 }, &batch)
+        .await
+        .unwrap();
+    run_id
+}
+
+fn month_start(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).unwrap()
+}
+
+async fn create_month_partition(db: &TestDb, month: NaiveDate) {
+    let next = month + Months::new(1);
+    sqlx::query(&format!(
+        "CREATE TABLE receipts.receipt_snapshot_rows_y{}m{:02} PARTITION OF receipts.receipt_snapshot_rows
+         FOR VALUES FROM ('{month}') TO ('{next}')",
+        month.year(),
+        month.month()
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+}
+
+async fn partitions(db: &TestDb) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'receipts.receipt_snapshot_rows'::regclass ORDER BY 1",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+async fn codes(db: &TestDb) -> Vec<(i64, String, i64)> {
+    sqlx::query_as(
+        "SELECT run_id, group_id, msg_seq FROM receipts.receipt_item_codes ORDER BY 1, 2, 3",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// What the planner skips for seqs 1..=60 of g1 with `no_receipt_after = 3`.
+async fn skips(db: &TestDb) -> String {
+    let plan = [GroupPlan {
+        group_id: "g1".into(),
+        ranges: vec![SeqWindow::new(1, 60).unwrap()],
+    }];
+    let newest = HashMap::from([("g1".to_string(), 60u64)]);
+    let policy = FollowPolicy {
+        no_receipt_after: Some(3),
+        ..FollowPolicy::default()
+    };
+    let states = receipt_exporter::tracking::follow::classify(&db.pool, &plan, &newest, &policy)
+        .await
+        .unwrap();
+    assert_eq!(states.len(), 1);
+    assert_eq!(
+        states[0].no_receipt,
+        [50],
+        "seq 50 answered 10062 in 5 runs"
+    );
+    format!("{states:?}")
+}
+
+/// Asserts the exit code and a line of stdout; returns stdout.
+fn expect(out: &std::process::Output, code: i32, needle: &str) -> String {
+    let text = stdout(out);
+    assert_eq!(out.status.code(), Some(code), "{text}{}", stderr(out));
+    assert!(text.contains(needle), "{text}");
+    text
+}
+
+fn retention(db: &TestDb, dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    run(exporter_for(db, "http://127.0.0.1:9", dir)
+        .arg("retention")
+        .args(args))
+}
+
+fn export(
+    db: &TestDb,
+    dir: &std::path::Path,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> std::process::Output {
+    run(exporter_for(db, "http://127.0.0.1:9", dir).args([
+        "export",
+        "parquet",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+    ]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_drops_only_months_the_lake_holds_whole_and_keeps_the_planner_skips() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let today = Utc::now().date_naive();
+    let this_month = month_start(today);
+    let (m4, m3) = (this_month - Months::new(4), this_month - Months::new(3));
+    create_month_partition(&db, m4).await;
+    create_month_partition(&db, m3).await;
+    let days = [
+        m4 + chrono::Days::new(4),
+        m4 + chrono::Days::new(20),
+        m3 + chrono::Days::new(2),
+        m3 + chrono::Days::new(15),
+    ];
+    let mut runs = Vec::new();
+    for (i, day) in days.iter().enumerate() {
+        runs.push(old_run(&db, *day, i == 0).await);
+    }
+    let recent = old_run(&db, today, false).await;
+    let all_rows = pg_snapshots(&db).await;
+    assert_eq!(all_rows.len(), 5 * 30);
+    let codes_before = codes(&db).await;
+    let skips_before = skips(&db).await;
+    let parts_before = partitions(&db).await;
+
+    // Nothing in the lake yet: refused, naming the runs of both old months; nothing changed.
+    let out = retention(&db, dir.path(), &["--keep-months", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    for run_id in &runs {
+        assert!(
+            stdout(&out).contains(&format!(
+                "run {run_id} (succeeded, 30 rows in Postgres, 0 in the lake)"
+            )),
+            "{}",
+            stdout(&out)
+        );
+    }
+    assert!(
+        !stdout(&out).contains(&format!("run {recent} ")),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains("refused"), "{}", stdout(&out));
+    assert_eq!(partitions(&db).await, parts_before);
+    assert_eq!(codes(&db).await, codes_before);
+
+    // The older month in the lake: the newer old month still refuses, and names only its runs.
+    let out = export(&db, dir.path(), m4, m3 - chrono::Days::new(1));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = retention(&db, dir.path(), &["--keep-months", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    let text = stdout(&out);
+    assert!(!text.contains(&format!("run {} (", runs[0])), "{text}");
+    assert!(!text.contains(&format!("run {} (", runs[1])), "{text}");
+    assert!(
+        text.contains(&format!(
+            "run {} (succeeded, 30 rows in Postgres, 0 in the lake)",
+            runs[2]
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "{}: 2 run(s), 60 rows, all in the lake: drop",
+            m4.format("%Y-%m")
+        )),
+        "{text}"
+    );
+    assert_eq!(partitions(&db).await, parts_before);
+    assert_eq!(codes(&db).await, codes_before);
+
+    // Everything in the lake: a dry run says what it would do and does nothing.
+    let out = export(&db, dir.path(), m3, today);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(parquet_snapshots(dir.path()), all_rows);
+    let out = retention(&db, dir.path(), &["--keep-months", "1", "--dry-run"]);
+    expect(&out, 0, ": 2 beyond each seq's newest 3: prune");
+    assert_eq!(partitions(&db).await, parts_before);
+    assert_eq!(codes(&db).await, codes_before);
+
+    let out = retention(&db, dir.path(), &["--keep-months", "1"]);
+    expect(&out, 0, "dropped 2 month(s)");
+    let parts = partitions(&db).await;
+    assert_eq!(parts.len(), parts_before.len() - 2, "{parts:?}");
+    assert!(!parts
+        .iter()
+        .any(|p| p.ends_with(&format!("y{}m{:02}", m4.year(), m4.month()))));
+    // Postgres keeps the recent run; the lake keeps every run.
+    let recent_rows: Vec<Snap> = all_rows
+        .iter()
+        .filter(|s| s.run_id == recent)
+        .cloned()
+        .collect();
+    assert_eq!(pg_snapshots(&db).await, recent_rows);
+    assert_eq!(parquet_snapshots(dir.path()), all_rows);
+    let retired: Vec<i64> =
+        sqlx::query_scalar("SELECT run_id FROM receipts.retired_runs ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(retired, runs);
+    // Item codes: seq 50 keeps its newest 3 (runs 3 and 4 of the old months and the recent one),
+    // seq 51 its only one; the planner skips the same seqs.
+    let kept = codes(&db).await;
+    let want: Vec<_> = codes_before
+        .iter()
+        .filter(|(run_id, _, seq)| !(*seq == 50 && (*run_id == runs[0] || *run_id == runs[1])))
+        .cloned()
+        .collect();
+    assert_eq!(kept, want);
+    assert_eq!(kept.len(), codes_before.len() - 2);
+    assert_eq!(skips(&db).await, skips_before);
+    // The ledger, the manifest and receipt_latest stay.
+    let (ledger, listed, latest): (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM receipts.export_runs), (SELECT count(*) FROM receipts.parquet_files),
+                (SELECT count(*) FROM receipts.receipt_latest)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!((ledger, latest), (5, 30));
+    assert!(listed >= 5, "{listed}");
+
+    // A day retention removed cannot be rebuilt: refused, and its files stay as they are.
+    let files_before: Vec<(std::path::PathBuf, Vec<u8>)> = all_files(dir.path())
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let out = export(&db, dir.path(), m4, today);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("{} (runs {})", days[0], runs[0])),
+        "{}",
+        stderr(&out)
+    );
+    let files_after: Vec<(std::path::PathBuf, Vec<u8>)> = all_files(dir.path())
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    assert_eq!(files_after, files_before);
+    // Today's day is still Postgres's to rebuild.
+    let out = export(&db, dir.path(), today, today);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(parquet_snapshots(dir.path()), all_rows);
+
+    // Again: nothing left to drop.
+    let out = retention(&db, dir.path(), &["--keep-months", "1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("dropped 0 month(s)"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[tokio::test]
+async fn the_drop_function_refuses_recent_months_and_months_not_in_the_lake() {
+    let db = TestDb::new().await;
+    let this_month = month_start(Utc::now().date_naive());
+    for month in [this_month, this_month - Months::new(1)] {
+        let err = sqlx::query("SELECT receipts.drop_snapshot_month($1)")
+            .bind(month)
+            .execute(&db.pool)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("not the first day of a month before last month"),
+            "{err}"
+        );
+    }
+    let m2 = this_month - Months::new(2);
+    create_month_partition(&db, m2).await;
+    let run_id = old_run(&db, m2 + chrono::Days::new(3), false).await;
+    // Called directly, past any check of the command: still refused, and nothing dropped.
+    let err = sqlx::query("SELECT receipts.drop_snapshot_month($1)")
+        .bind(m2)
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(&format!(
+            "run {run_id} (succeeded, 30 rows in Postgres, 0 in the lake)"
+        )),
+        "{err}"
+    );
+    assert_eq!(pg_snapshots(&db).await.len(), 30);
+    let retired: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.retired_runs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(retired, 0);
+}
