@@ -140,6 +140,9 @@ pub enum Command {
     /// in them is wholly in the lake (the lake keeps them); prune old item codes
     #[command(after_help = EXIT_CODES_HELP)]
     Retention(RetentionArgs),
+    /// The lake against the manifest: every listed file there with its size and row count
+    #[command(subcommand)]
+    Lake(LakeCommand),
     /// Run the main job end to end on local defaults: the built-in simulator, a database of its
     /// own on the local Postgres, sample groups, one export
     Demo(DemoArgs),
@@ -375,6 +378,23 @@ pub struct BackfillArgs {
     /// Print the seqs, API calls and time at the rate limit, and touch nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LakeCommand {
+    /// Check that every file the manifest lists exists with its recorded size and, in its
+    /// footer, its row count, and list the files it does not know; exits 0 when all is well,
+    /// 1 when a problem is found (or left after --repair)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Verify(LakeVerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LakeVerifyArgs {
+    /// Rewrite missing or damaged files from Postgres (a snapshot file's whole capture date;
+    /// days with runs that retention removed from Postgres cannot be rewritten)
+    #[arg(long)]
+    pub repair: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod doctor;
 pub mod export;
 pub mod jobs;
+pub mod lake;
 pub mod migrate;
 pub mod progress;
 pub mod retention;
@@ -58,6 +59,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Backfill(args) => backfill::run(&settings, args).await,
         Command::Export(cmd) => export::run(&settings, cmd).await,
         Command::Retention(args) => retention::run(&settings, args).await,
+        Command::Lake(cmd) => lake::run(&settings, cmd).await,
     }
 }
 

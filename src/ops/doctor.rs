@@ -124,6 +124,7 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
     }
     out.extend(parquet_dir(&settings.parquet_dir));
     if let Some(pool) = &pool {
+        out.push(lake_files(pool, &settings.parquet_dir).await);
         locks(&settings, pool, &mut out).await;
     }
     out
@@ -444,6 +445,53 @@ async fn without_receipts(pool: &PgPool, out: &mut Vec<Check>) {
             "see the lines above",
         ));
     }
+}
+
+/// The cheap part of `lake verify`: every file the manifest lists is in the Parquet directory
+/// with its recorded size.
+async fn lake_files(pool: &PgPool, dir: &Path) -> Check {
+    const TOPIC: &str = "lake";
+    let listed = match super::lake::listed(pool).await {
+        Ok(listed) => listed,
+        Err(e) => {
+            return fail(
+                TOPIC,
+                format!("the manifest cannot be read: {e}"),
+                "grant the role SELECT on receipts.parquet_files and receipts.read_event_files",
+            )
+        }
+    };
+    let found = super::lake::check_presence(dir, &listed);
+    if found.is_empty() {
+        return ok(
+            TOPIC,
+            format!(
+                "all {} file(s) the manifest lists are in {} with their sizes",
+                listed.len(),
+                dir.display()
+            ),
+        );
+    }
+    const SHOWN: usize = 5;
+    let mut names: Vec<String> = found
+        .iter()
+        .take(SHOWN)
+        .map(|f| format!("{} ({})", f.file.path, f.problem))
+        .collect();
+    if found.len() > SHOWN {
+        names.push(format!("{} more", found.len() - SHOWN));
+    }
+    fail(
+        TOPIC,
+        format!(
+            "{} of {} file(s) the manifest lists are missing from {} or of another size: {}",
+            found.len(),
+            listed.len(),
+            dir.display(),
+            names.join(", ")
+        ),
+        "run `receipt-exporter lake verify --repair`: it rewrites them from Postgres",
+    )
 }
 
 /// Writable, with free space (the directory, or the nearest existing parent a run would

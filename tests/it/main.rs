@@ -13,6 +13,7 @@ mod follow;
 mod helpers;
 mod hostile;
 mod jobs;
+mod lake;
 mod migrations;
 mod ops;
 mod pull;

@@ -1,0 +1,81 @@
+//! `receipt-exporter lake verify [--repair]`: the lake's files against the manifest, and with
+//! `--repair` the missing or damaged ones rewritten from Postgres under the warehouse lock.
+
+use crate::cli::{LakeCommand, LakeVerifyArgs};
+use crate::exit::Exit;
+use crate::ops::lake::{self, Report, Table};
+use crate::settings::Settings;
+
+pub async fn run(settings: &Settings, cmd: LakeCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        LakeCommand::Verify(args) => verify(settings, args).await,
+    }
+}
+
+async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exit> {
+    let pool = super::connect_migrated(settings).await?;
+    let dir = &settings.parquet_dir;
+    // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
+    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
+    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let outcome = async {
+        let report = lake::verify(&pool, dir).await?;
+        describe(&report);
+        if !args.repair || report.findings.is_empty() {
+            return anyhow::Ok(report);
+        }
+        let done = lake::repair(&pool, dir, &report.findings).await?;
+        for (day, rows) in &done.days {
+            println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
+        }
+        for (day, runs) in &done.gone {
+            let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
+            println!(
+                "gone for good: capture date {day}: retention removed runs {} from Postgres; \
+                 their rows are only in the lake's files, which cannot be rewritten",
+                runs.join(", ")
+            );
+        }
+        for run_id in &done.read_event_runs {
+            println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
+        }
+        for run_id in &done.skipped_running {
+            println!(
+                "not repaired: run {run_id} is still running; it writes its read-events files"
+            );
+        }
+        let after = lake::verify(&pool, dir).await?;
+        println!("after the repair:");
+        describe(&after);
+        Ok(after)
+    }
+    .await;
+    crate::sink::manifest::unlock_warehouse(&mut conn).await?;
+    Ok(if outcome?.is_clean() {
+        Exit::Success
+    } else {
+        Exit::Failed
+    })
+}
+
+fn describe(report: &Report) {
+    for f in &report.findings {
+        let table = match f.table {
+            Table::Snapshots => "snapshots",
+            Table::ReadEvents => "read events",
+        };
+        println!(
+            "{}: {} ({table} of run {}, listed with {} rows and {} bytes)",
+            f.file.path, f.problem, f.file.run_id, f.file.row_count, f.file.byte_size
+        );
+    }
+    for path in &report.unknown {
+        println!("not in the manifest: {path} (readers count its rows too: move it out of the lake if it should not be there)");
+    }
+    println!(
+        "lake: {} listed file(s) checked, {} problem(s), {} file(s) the manifest does not know",
+        report.listed,
+        report.findings.len(),
+        report.unknown.len()
+    );
+}

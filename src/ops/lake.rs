@@ -1,0 +1,324 @@
+//! The lake checked against the manifest: every file `parquet_files` and `read_event_files`
+//! list must be in the Parquet directory with its recorded size and, in its footer, its
+//! recorded row count; visible files the manifest does not know are listed (a reader would
+//! count their rows too). A repair rewrites what is missing or damaged from Postgres: a
+//! snapshot file by rebuilding its capture date (`manifest::rebuild_dates`, atomic per day),
+//! unless retention removed rows of that day from Postgres (then they are gone for good); a
+//! read-events file by writing its run's file for that date again. Nothing here prints.
+
+use crate::sink::{manifest, parquet as snapshots};
+use chrono::NaiveDate;
+use sqlx::PgPool;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::path::Path;
+
+/// Which table of the lake a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Table {
+    Snapshots,
+    ReadEvents,
+}
+
+/// A file the manifest lists.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Listed {
+    pub run_id: i64,
+    pub capture_date: NaiveDate,
+    /// Relative to the Parquet directory.
+    pub path: String,
+    pub row_count: i64,
+    pub byte_size: i64,
+}
+
+/// What is wrong with a listed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    Missing,
+    WrongSize {
+        on_disk: u64,
+    },
+    /// The footer cannot be read (a truncated or overwritten file).
+    Unreadable(String),
+    WrongRows {
+        in_footer: i64,
+    },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::Missing => write!(f, "missing"),
+            Problem::WrongSize { on_disk } => write!(f, "{on_disk} bytes on disk"),
+            Problem::Unreadable(e) => write!(f, "unreadable footer ({e})"),
+            Problem::WrongRows { in_footer } => write!(f, "{in_footer} rows in its footer"),
+        }
+    }
+}
+
+/// A listed file and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub table: Table,
+    pub file: Listed,
+    pub problem: Problem,
+}
+
+/// What [`verify`] found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    pub listed: usize,
+    pub findings: Vec<Finding>,
+    /// Visible `.parquet` files under the lake's tables that the manifest does not list
+    /// (relative paths), leaving out those of runs still running (a run renames its file into
+    /// place just before recording it).
+    pub unknown: Vec<String>,
+}
+
+impl Report {
+    pub fn is_clean(&self) -> bool {
+        self.findings.is_empty() && self.unknown.is_empty()
+    }
+}
+
+/// Every file the manifest lists, both tables, in path order.
+pub async fn listed(pool: &PgPool) -> sqlx::Result<Vec<(Table, Listed)>> {
+    let snapshot_files: Vec<Listed> = sqlx::query_as(
+        "SELECT run_id, capture_date, path, row_count, byte_size FROM receipts.parquet_files ORDER BY path",
+    )
+    .fetch_all(pool)
+    .await?;
+    let event_files: Vec<Listed> = sqlx::query_as(
+        "SELECT run_id, capture_date, path, row_count, byte_size FROM receipts.read_event_files ORDER BY path",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(snapshot_files
+        .into_iter()
+        .map(|f| (Table::Snapshots, f))
+        .chain(event_files.into_iter().map(|f| (Table::ReadEvents, f)))
+        .collect())
+}
+
+/// The cheap check: every listed file exists with its recorded size (no file is opened).
+pub fn check_presence(dir: &Path, listed: &[(Table, Listed)]) -> Vec<Finding> {
+    listed
+        .iter()
+        .filter_map(|(table, file)| {
+            presence_problem(dir, file).map(|problem| Finding {
+                table: *table,
+                file: file.clone(),
+                problem,
+            })
+        })
+        .collect()
+}
+
+fn presence_problem(dir: &Path, file: &Listed) -> Option<Problem> {
+    match std::fs::symlink_metadata(dir.join(&file.path)) {
+        Ok(meta) if meta.is_file() => {
+            (meta.len() != file.byte_size as u64).then_some(Problem::WrongSize {
+                on_disk: meta.len(),
+            })
+        }
+        _ => Some(Problem::Missing),
+    }
+}
+
+/// The whole check: presence and size, the row count in each footer, and the unknown files.
+pub async fn verify(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
+    let listed = listed(pool).await?;
+    let mut findings = Vec::new();
+    for (table, file) in &listed {
+        let problem =
+            presence_problem(dir, file).or_else(|| match footer_rows(&dir.join(&file.path)) {
+                Err(e) => Some(Problem::Unreadable(e)),
+                Ok(rows) if rows != file.row_count => Some(Problem::WrongRows { in_footer: rows }),
+                Ok(_) => None,
+            });
+        if let Some(problem) = problem {
+            findings.push(Finding {
+                table: *table,
+                file: file.clone(),
+                problem,
+            });
+        }
+    }
+    let running: HashSet<i64> =
+        sqlx::query_scalar("SELECT run_id FROM receipts.export_runs WHERE status = 'running'")
+            .fetch_all(pool)
+            .await?
+            .into_iter()
+            .collect();
+    let known: HashSet<&str> = listed.iter().map(|(_, f)| f.path.as_str()).collect();
+    let mut unknown = Vec::new();
+    for table_dir in [snapshots::TABLE_DIR, crate::run::details::lake::TABLE_DIR] {
+        for path in visible_parquet_files(dir, Path::new(table_dir)) {
+            let running_run = run_of_file(&path).is_some_and(|r| running.contains(&r));
+            if !known.contains(path.as_str()) && !running_run {
+                unknown.push(path);
+            }
+        }
+    }
+    unknown.sort();
+    Ok(Report {
+        listed: listed.len(),
+        findings,
+        unknown,
+    })
+}
+
+/// The row count a Parquet file's footer records.
+fn footer_rows(path: &Path) -> Result<i64, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| e.to_string())?;
+    Ok(builder.metadata().file_metadata().num_rows())
+}
+
+/// Relative paths of the `.parquet` files under `dir/rel` that readers see: names starting
+/// with `.` or `_` (files being written, staged days) are skipped, directories included.
+fn visible_parquet_files(dir: &Path, rel: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir.join(rel)) else {
+        return out;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        let child = rel.join(&name);
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => out.extend(visible_parquet_files(dir, &child)),
+            Ok(_) if name.ends_with(".parquet") => out.push(child.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The run id in a lake file's name: `run-<id>-<part>.parquet` or `run-<id>.parquet`.
+fn run_of_file(path: &str) -> Option<i64> {
+    let name = path.rsplit('/').next()?;
+    let rest = name.strip_prefix("run-")?.strip_suffix(".parquet")?;
+    rest.split('-').next()?.parse().ok()
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Repaired {
+    /// Capture dates of snapshots rebuilt from Postgres, with their rows.
+    pub days: Vec<(NaiveDate, u64)>,
+    /// Capture dates that cannot be rebuilt: retention removed these runs' rows from Postgres.
+    pub gone: Vec<(NaiveDate, Vec<i64>)>,
+    /// Runs whose read-events files were written again.
+    pub read_event_runs: Vec<i64>,
+    /// Read-events files of runs still running: their run writes them.
+    pub skipped_running: Vec<i64>,
+}
+
+/// Rewrites the files of `findings` from Postgres. The caller holds the warehouse lock.
+pub async fn repair(pool: &PgPool, dir: &Path, findings: &[Finding]) -> anyhow::Result<Repaired> {
+    let mut out = Repaired::default();
+    let days: BTreeSet<NaiveDate> = findings
+        .iter()
+        .filter(|f| f.table == Table::Snapshots)
+        .map(|f| f.file.capture_date)
+        .collect();
+    for day in days {
+        let retired = super::retention::retired_days(pool, day, day).await?;
+        if let Some((_, runs)) = retired.into_iter().next() {
+            out.gone.push((day, runs));
+            continue;
+        }
+        let rebuilt = manifest::rebuild_dates(pool, dir, day, day).await?;
+        out.days
+            .push((day, rebuilt.iter().map(|d| d.rows).sum::<u64>()));
+    }
+    let mut event_dates: BTreeMap<i64, Vec<NaiveDate>> = BTreeMap::new();
+    for f in findings.iter().filter(|f| f.table == Table::ReadEvents) {
+        event_dates
+            .entry(f.file.run_id)
+            .or_default()
+            .push(f.file.capture_date);
+    }
+    for (run_id, dates) in event_dates {
+        let status: String =
+            sqlx::query_scalar("SELECT status FROM receipts.export_runs WHERE run_id = $1")
+                .bind(run_id)
+                .fetch_one(pool)
+                .await?;
+        if status == "running" {
+            out.skipped_running.push(run_id);
+            continue;
+        }
+        // Forgotten first, so the run's export writes the file again under the same name (a
+        // crash in between leaves an unrecorded file that the next run writes again).
+        sqlx::query(
+            "DELETE FROM receipts.read_event_files WHERE run_id = $1 AND capture_date = ANY($2)",
+        )
+        .bind(run_id)
+        .bind(&dates)
+        .execute(pool)
+        .await?;
+        crate::run::details::lake::export(pool, dir, run_id).await?;
+        out.read_event_runs.push(run_id);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_come_from_both_tables_file_names() {
+        assert_eq!(
+            run_of_file("receipt_snapshots/capture_date=2026-11-29/run-12-3.parquet"),
+            Some(12)
+        );
+        assert_eq!(
+            run_of_file("read_events/capture_date=2026-11-29/run-7.parquet"),
+            Some(7)
+        );
+        assert_eq!(run_of_file("receipt_snapshots/x.parquet"), None);
+    }
+
+    #[test]
+    fn presence_finds_missing_and_resized_files_and_passes_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.parquet"), b"12345").unwrap();
+        std::fs::write(dir.path().join("b.parquet"), b"123").unwrap();
+        let file = |path: &str, byte_size| {
+            (
+                Table::Snapshots,
+                Listed {
+                    run_id: 1,
+                    capture_date: NaiveDate::from_ymd_opt(2026, 11, 29).unwrap(),
+                    path: path.into(),
+                    row_count: 1,
+                    byte_size,
+                },
+            )
+        };
+        let found = check_presence(
+            dir.path(),
+            &[
+                file("a.parquet", 5),
+                file("b.parquet", 5),
+                file("c.parquet", 5),
+            ],
+        );
+        let problems: Vec<(&str, &Problem)> = found
+            .iter()
+            .map(|f| (f.file.path.as_str(), &f.problem))
+            .collect();
+        assert_eq!(
+            problems,
+            [
+                ("b.parquet", &Problem::WrongSize { on_disk: 3 }),
+                ("c.parquet", &Problem::Missing)
+            ]
+        );
+    }
+}
