@@ -36,7 +36,7 @@ pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0    success
   1    failed (e.g. Postgres unreachable, nothing exported), or fenced: another run declared
-       this run dead and took it over
+       this run dead and took it over; retention refused; lake verify found a problem
   2    usage or configuration error (a bad flag, variable or input file; or the API refused
        the key, the admin account or the region)
   3    partial: some groups failed, the others were exported
