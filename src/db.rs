@@ -180,3 +180,13 @@ async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, DbError> {
         .await
         .map_err(DbError::Schema)
 }
+
+/// Creates the snapshot table's partitions for the coming `months` (a run calls it before
+/// writing, so rows land in their month's partition rather than the default one).
+pub async fn ensure_snapshot_partitions(pool: &PgPool, months: i32) -> sqlx::Result<()> {
+    sqlx::query("SELECT receipts.ensure_snapshot_partitions($1)")
+        .bind(months)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}

@@ -46,21 +46,6 @@ pub const READ_PAGE_COUNT: usize = 200;
 /// answer is malformed: not read further, counted, retried as a transient failure.
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
 
-/// The domain of each data-centre region, as `https://` base URLs.
-pub fn region_base_url(region: &str) -> Option<&'static str> {
-    let url = match region.to_ascii_lowercase().as_str() {
-        "china" => "https://console.tim.qq.com",
-        "singapore" => "https://adminapisgp.im.qcloud.com",
-        "seoul" => "https://adminapikr.im.qcloud.com",
-        "tokyo" => "https://adminapijpn.im.qcloud.com",
-        "frankfurt" => "https://adminapiger.im.qcloud.com",
-        "silicon-valley" => "https://adminapiusa.im.qcloud.com",
-        "jakarta" => "https://adminapiidn.im.qcloud.com",
-        _ => return None,
-    };
-    Some(url)
-}
-
 /// Everything the client needs; validated settings fill it.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -978,22 +963,6 @@ mod tests {
         send(&client.pull_receipts_each("g", &[1], |_| {}));
         send(&client.get_group_info(&[]));
         send(&client.pull_read_list("g", 1, || true));
-    }
-
-    #[test]
-    fn regions_map_to_https_domains() {
-        assert_eq!(
-            region_base_url("singapore"),
-            Some("https://adminapisgp.im.qcloud.com")
-        );
-        assert_eq!(
-            region_base_url("Silicon-Valley"),
-            Some("https://adminapiusa.im.qcloud.com")
-        );
-        for r in ["china", "seoul", "tokyo", "frankfurt", "jakarta"] {
-            assert!(region_base_url(r).unwrap().starts_with("https://"), "{r}");
-        }
-        assert_eq!(region_base_url("mars"), None);
     }
 
     #[test]

@@ -108,11 +108,7 @@ async fn existing(
     let Some((run_id, status, _)) = store::existing(pool, &request.hash()).await? else {
         return Ok(None);
     };
-    let run_date: chrono::NaiveDate =
-        sqlx::query_scalar("SELECT run_date FROM receipts.export_runs WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(pool)
-            .await?;
+    let run_date = crate::run::ledger::run_date(pool, run_id).await?;
     Ok(Some((run_id, status, run_date)))
 }
 

@@ -39,10 +39,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     sim_config.latency = Duration::from_millis(20);
     sim_config.latency_jitter = Duration::from_millis(10);
     // Read counts move on between demo runs: each run sees the next step.
-    let previous_runs: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM receipts.export_runs WHERE job = 'demo'")
-            .fetch_one(&pool)
-            .await?;
+    let previous_runs = crate::run::ledger::count_runs(&pool, "demo").await?;
     let sim = Simulator::start(sim_config, "127.0.0.1:0".parse()?)?;
     sim.advance(previous_runs as u64);
     println!(

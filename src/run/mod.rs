@@ -190,14 +190,7 @@ pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<V
         Selection::AllEnabled => Vec::new(),
         Selection::Backfill(b) => return crate::backfill::whole_plan(pool, &b.request).await,
     };
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT g.group_id, w.from_seq, w.to_seq
-         FROM receipts.tracked_groups g JOIN receipts.seq_windows w USING (group_id)
-         WHERE g.enabled AND w.kind = 'fixed' AND (cardinality($1::text[]) = 0 OR g.tags && $1)",
-    )
-    .bind(&tags)
-    .fetch_all(pool)
-    .await?;
+    let rows = crate::tracking::store::enabled_windows(pool, &tags).await?;
     let mut pairs = Vec::with_capacity(rows.len());
     for (group_id, from, to) in rows {
         match SeqWindow::new(from, to) {
@@ -389,10 +382,7 @@ async fn work(
         &me,
     )
     .await?;
-    if let Err(e) = sqlx::query("SELECT receipts.ensure_snapshot_partitions(3)")
-        .execute(pool)
-        .await
-    {
+    if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }
     let started = Instant::now(); // a budget's max_duration counts from here

@@ -184,14 +184,6 @@ pub fn load_checked(
         .collect())
 }
 
-/// When the job last started a run, from the ledger.
-pub async fn last_start(pool: &PgPool, job: &str) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar("SELECT max(started_at) FROM receipts.export_runs WHERE job = $1")
-        .bind(job)
-        .fetch_one(pool)
-        .await
-}
-
 /// The scheduler's fixed inputs.
 pub struct Scheduler {
     /// The global settings; each run gets its job's rate share on top.
@@ -317,7 +309,7 @@ impl Scheduler {
     async fn catch_up(&self, slots: &mut [Slot], runs: &mut Runs) -> anyhow::Result<()> {
         let now = Utc::now();
         for slot in slots.iter_mut() {
-            let last = last_start(&self.pool, &slot.job.name).await?;
+            let last = crate::run::ledger::last_start(&self.pool, &slot.job.name).await?;
             if let Some(time) = missed(&slot.job, last, now) {
                 slot.running = true;
                 tracing::info!(job = %slot.job.name, missed = %time, "catching up a missed run once");
