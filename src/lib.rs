@@ -9,8 +9,6 @@
 //! for operators (history, freshness, metrics, doctor). Text from outside passes through
 //! [`untrusted`] before it is logged, stored or shown.
 
-pub mod backfill;
-pub mod budget;
 pub mod chat;
 pub mod cli;
 pub mod commands;

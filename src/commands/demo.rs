@@ -90,7 +90,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     sim.shutdown().await;
     super::emit_summary(&report.summary(&run_settings.parquet_dir));
     print_next_steps(&database_url, &run_settings.parquet_dir);
-    Ok(report.exit)
+    Ok(crate::exit::for_run(&report))
 }
 
 /// Creates the demo database on the local server if it is not there yet; returns its URL.

@@ -31,7 +31,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     let report = outcome?;
     // Each failed group was logged once, when it failed; the ledger lists them all.
     super::emit_summary(&report.summary(&settings.parquet_dir));
-    Ok(report.exit)
+    Ok(crate::exit::for_run(&report))
 }
 
 /// Prints the plan and writes nothing. Fixed windows need no API call; rolling windows need

@@ -6,6 +6,8 @@
 //! runs → plan → pipeline → ledger figures → lock released. Nothing here prints: the command
 //! layer turns the [`RunReport`] into a summary line and an exit code.
 
+pub mod backfill;
+pub mod budget;
 pub mod details;
 pub mod follow;
 pub mod ledger;
@@ -15,7 +17,6 @@ pub mod repair;
 pub mod watch;
 
 use crate::chat::{ChatClient, ClientConfig};
-use crate::exit::Exit;
 use crate::plan::{self, GroupPlan};
 use crate::settings::Settings;
 use crate::sink::Fence;
@@ -57,8 +58,8 @@ pub enum Selection {
     /// Every enabled group and its tracked windows.
     #[default]
     AllEnabled,
-    /// A backfill: its own groups × windows, resumable (see [`crate::backfill`]).
-    Backfill(crate::backfill::Backfill),
+    /// A backfill: its own groups × windows, resumable (see [`crate::run::backfill`]).
+    Backfill(crate::run::backfill::Backfill),
 }
 
 /// A run's ledger row, opened, and what it has left to pull.
@@ -85,7 +86,7 @@ async fn open(
     lease: Duration,
 ) -> anyhow::Result<OpenedRun> {
     if let Selection::Backfill(backfill) = &req.selection {
-        return crate::backfill::open(pool, backfill, &req.job, host, pid, lease).await;
+        return crate::run::backfill::open(pool, backfill, &req.job, host, pid, lease).await;
     }
     let (run_id, run_date, epoch) =
         ledger::start(pool, &req.job, req.kind, host, pid, lease).await?;
@@ -104,7 +105,9 @@ pub struct RunReport {
     pub run_id: i64,
     pub job: String,
     pub status: RunStatus,
-    pub exit: Exit,
+    /// A failed run whose configuration the API refused (the key, the admin account, the
+    /// region): the user's to fix. The command layer maps status and this to an exit code.
+    pub config_refused: bool,
     pub figures: RunFigures,
     pub error: Option<String>,
     pub elapsed: Duration,
@@ -188,7 +191,7 @@ pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<V
     let tags: Vec<String> = match selection {
         Selection::Tracked { tags } => tags.clone(),
         Selection::AllEnabled => Vec::new(),
-        Selection::Backfill(b) => return crate::backfill::whole_plan(pool, &b.request).await,
+        Selection::Backfill(b) => return crate::run::backfill::whole_plan(pool, &b.request).await,
     };
     let rows = crate::tracking::store::enabled_windows(pool, &tags).await?;
     let mut pairs = Vec::with_capacity(rows.len());
@@ -259,27 +262,33 @@ pub async fn execute(
     if let (Some(prior), Selection::Backfill(b)) = (&prior, &req.selection) {
         let n = b.started.get().map_or(1, |s| s.attempt);
         let this = figures.clone();
-        figures = crate::backfill::cumulative(prior, figures, n);
+        figures = crate::run::backfill::cumulative(prior, figures, n);
         attempt = (n > 1).then_some((n, this));
     }
     let ended = match verdict(&outcome, lost.as_ref()) {
-        (RunStatus::Succeeded, ..)
-            if read_lists
-                .as_ref()
-                .is_some_and(|d| !d.failed_groups.is_empty()) =>
+        Verdict {
+            status: RunStatus::Succeeded,
+            ..
+        } if read_lists
+            .as_ref()
+            .is_some_and(|d| !d.failed_groups.is_empty()) =>
         {
             let n = read_lists.as_ref().map_or(0, |d| d.failed_groups.len());
-            (
-                RunStatus::Partial,
-                Exit::Partial,
-                Some(format!(
+            Verdict {
+                status: RunStatus::Partial,
+                config_refused: false,
+                error: Some(format!(
                     "the read lists of {n} group(s) failed (their counts are written)"
                 )),
-            )
+            }
         }
         ended => ended,
     };
-    let (status, exit, error) = close(pool, fence, reconnect, ended, &figures, &follow).await?;
+    let Verdict {
+        status,
+        config_refused,
+        error,
+    } = close(pool, fence, reconnect, ended, &figures, &follow).await?;
     if let Some(l) = job_lock {
         l.release().await;
     }
@@ -287,7 +296,7 @@ pub async fn execute(
         run_id,
         job: req.job.clone(),
         status,
-        exit,
+        config_refused,
         figures,
         error,
         elapsed: started.elapsed(),
@@ -309,10 +318,12 @@ async fn close(
     pool: &PgPool,
     fence: Fence,
     reconnect: Duration,
-    (status, exit, error): (RunStatus, Exit, Option<String>),
+    verdict: Verdict,
     figures: &RunFigures,
     follow: &Option<follow::FollowFigures>,
-) -> anyhow::Result<(RunStatus, Exit, Option<String>)> {
+) -> anyhow::Result<Verdict> {
+    let Verdict { status, error, .. } = &verdict;
+    let status = *status;
     if status != RunStatus::Abandoned {
         let closed = ledger_retrying(reconnect, || {
             ledger::finish(pool, fence, status, figures, error.as_deref())
@@ -322,10 +333,10 @@ async fn close(
             if let Some(f) = follow {
                 ledger_retrying(reconnect, || ledger::record_follow(pool, fence.run_id, f)).await?;
             }
-            return Ok((status, exit, error));
+            return Ok(verdict);
         }
     }
-    let error = match error.filter(|_| status == RunStatus::Abandoned) {
+    let error = match verdict.error.filter(|_| status == RunStatus::Abandoned) {
         Some(error) => error,
         None => Lost::Fenced(ledger::fenced_by(pool, fence.run_id).await?).reason(),
     };
@@ -334,7 +345,7 @@ async fn close(
         "run {} {error}; its ledger row stays as its new owner recorded it",
         fence.run_id
     );
-    Ok((RunStatus::Abandoned, Exit::Failed, Some(error)))
+    Ok(Verdict::failed(RunStatus::Abandoned, error))
 }
 
 /// Takes the job's lock, or says which run holds it (exit 75).
@@ -398,7 +409,7 @@ async fn work(
         tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
     }
 
-    let lease = crate::budget::Lease::join(
+    let lease = crate::run::budget::Lease::join(
         pool,
         client,
         f64::from(settings.rate_limit),
@@ -408,7 +419,7 @@ async fn work(
     .await?;
     let checkpoint = opened.prior.as_ref().map(|p| {
         let prior = (p.api_calls, p.seqs_asked);
-        crate::backfill::checkpoint_calls(
+        crate::run::backfill::checkpoint_calls(
             pool.clone(),
             opened.fence,
             prior,
@@ -483,9 +494,29 @@ type Worked = (
     Option<details::DetailFigures>,
 );
 
-/// How the run ended: its status, exit code and error. A fenced run is `abandoned` (as the
-/// repairer recorded it); a run stopped because it lost its lock is `failed`, with the reason.
-fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> (RunStatus, Exit, Option<String>) {
+/// How a run ended: its ledger status, whether the API refused the configuration, and the
+/// error it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: RunStatus,
+    pub config_refused: bool,
+    pub error: Option<String>,
+}
+
+impl Verdict {
+    fn failed(status: RunStatus, error: String) -> Self {
+        Verdict {
+            status,
+            config_refused: false,
+            error: Some(error),
+        }
+    }
+}
+
+/// How the run ended, from what its work gave and whether its lock was lost; pure. A fenced
+/// run is `abandoned` (as the repairer recorded it); a run stopped because it lost its lock is
+/// `failed`, with the reason.
+fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> Verdict {
     let failed = outcome.failed_groups.len();
     let planned = outcome.groups_planned;
     let fenced = match (lost, &outcome.halt) {
@@ -493,39 +524,30 @@ fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> (RunStatus, Exit, Option<S
         _ => None,
     };
     if let Some(by) = fenced {
-        let reason = Lost::Fenced(by.clone()).reason();
-        return (RunStatus::Abandoned, Exit::Failed, Some(reason));
+        return Verdict::failed(RunStatus::Abandoned, Lost::Fenced(by.clone()).reason());
     }
     match &outcome.halt {
-        Some(Halt::Config(e)) => {
-            // A configuration the API refused exits 2; an API never reached exits 1.
-            let exit = if e.is_config() {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            };
-            (RunStatus::Failed, exit, Some(e.to_string()))
-        }
-        Some(Halt::Sink(e)) => (RunStatus::Failed, Exit::Failed, Some(format!("{e:#}"))),
-        Some(Halt::Stopped | Halt::Fenced(_)) => match lost {
-            Some(lost) => (RunStatus::Failed, Exit::Failed, Some(lost.reason())),
-            None => (
-                RunStatus::Interrupted,
-                Exit::Interrupted,
-                Some("interrupted by a signal".to_string()),
-            ),
+        // A configuration the API refused exits 2; an API never reached exits 1.
+        Some(Halt::Config(e)) => Verdict {
+            status: RunStatus::Failed,
+            config_refused: e.is_config(),
+            error: Some(e.to_string()),
         },
-        None if failed == 0 => (RunStatus::Succeeded, Exit::Success, None),
-        None if failed < planned => (
+        Some(Halt::Sink(e)) => Verdict::failed(RunStatus::Failed, format!("{e:#}")),
+        Some(Halt::Stopped | Halt::Fenced(_)) => match lost {
+            Some(lost) => Verdict::failed(RunStatus::Failed, lost.reason()),
+            None => Verdict::failed(RunStatus::Interrupted, "interrupted by a signal".into()),
+        },
+        None if failed == 0 => Verdict {
+            status: RunStatus::Succeeded,
+            config_refused: false,
+            error: None,
+        },
+        None if failed < planned => Verdict::failed(
             RunStatus::Partial,
-            Exit::Partial,
-            Some(format!("{failed} of {planned} groups failed")),
+            format!("{failed} of {planned} groups failed"),
         ),
-        None => (
-            RunStatus::Failed,
-            Exit::Failed,
-            Some(format!("all {planned} groups failed")),
-        ),
+        None => Verdict::failed(RunStatus::Failed, format!("all {planned} groups failed")),
     }
 }
 
@@ -606,5 +628,63 @@ fn figures(client: &ChatClient, outcome: &pipeline::Outcome, planned: usize) -> 
             "failed_groups": outcome.failed_groups,
             "files": outcome.files.iter().map(|f| f.relative_path.clone()).collect::<Vec<_>>(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(planned: usize, failed: usize, halt: Option<Halt>) -> Outcome {
+        Outcome {
+            groups_planned: planned,
+            failed_groups: (0..failed)
+                .map(|i| (format!("g{i}"), ("Transient".into(), "timed out".into())))
+                .collect(),
+            halt,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_verdict_counts_failed_groups_against_the_planned() {
+        let v = verdict(&outcome(3, 0, None), None);
+        assert_eq!((v.status, v.error), (RunStatus::Succeeded, None));
+        let v = verdict(&outcome(3, 1, None), None);
+        assert_eq!(v.status, RunStatus::Partial);
+        assert_eq!(v.error.as_deref(), Some("1 of 3 groups failed"));
+        let v = verdict(&outcome(3, 3, None), None);
+        assert_eq!(v.status, RunStatus::Failed);
+        assert_eq!(v.error.as_deref(), Some("all 3 groups failed"));
+        assert!(!v.config_refused);
+    }
+
+    #[test]
+    fn a_stopped_run_is_interrupted_unless_it_lost_its_lock() {
+        let v = verdict(&outcome(3, 0, Some(Halt::Stopped)), None);
+        assert_eq!(v.status, RunStatus::Interrupted);
+        let lost = Lost::TimedOut("the lock".into());
+        let v = verdict(&outcome(3, 0, Some(Halt::Stopped)), Some(&lost));
+        assert_eq!(v.status, RunStatus::Failed);
+        assert_eq!(v.error, Some(lost.reason()));
+    }
+
+    #[test]
+    fn a_fenced_run_is_abandoned_whoever_noticed() {
+        let by = "run 9 on host h".to_string();
+        let from_watch = verdict(&outcome(3, 0, None), Some(&Lost::Fenced(by.clone())));
+        let from_pipeline = verdict(&outcome(3, 1, Some(Halt::Fenced(by.clone()))), None);
+        for v in [from_watch, from_pipeline] {
+            assert_eq!(v.status, RunStatus::Abandoned);
+            assert_eq!(v.error, Some(Lost::Fenced(by.clone()).reason()));
+        }
+    }
+
+    #[test]
+    fn a_sink_failure_fails_the_run_with_its_chain() {
+        let e = anyhow::anyhow!("disk full").context("while writing Parquet");
+        let v = verdict(&outcome(3, 0, Some(Halt::Sink(e))), None);
+        assert_eq!(v.status, RunStatus::Failed);
+        assert_eq!(v.error.as_deref(), Some("while writing Parquet: disk full"));
     }
 }

@@ -184,6 +184,16 @@ pub fn load_checked(
         .collect())
 }
 
+/// Job files the scheduler cannot start with (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The job directory or some of its files are unreadable or invalid (one line each).
+    #[error("{0}")]
+    Jobs(String),
+    #[error("no job files (*.toml) in {}", .0.display())]
+    NoJobs(std::path::PathBuf),
+}
+
 /// The scheduler's fixed inputs.
 pub struct Scheduler {
     /// The global settings; each run gets its job's rate share on top.
@@ -272,19 +282,16 @@ impl Scheduler {
 
     fn initial_slots(&self) -> anyhow::Result<Vec<Slot>> {
         let files = load_checked(&self.jobs_dir, &self.settings)
-            .map_err(|e| crate::exit::usage(e.to_string()))?;
+            .map_err(|e| ScheduleError::Jobs(e.to_string()))?;
         let broken: Vec<String> = files
             .iter()
             .filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
             .collect();
         if !broken.is_empty() {
-            return Err(crate::exit::usage(broken.join("\n")));
+            return Err(ScheduleError::Jobs(broken.join("\n")).into());
         }
         if files.is_empty() {
-            return Err(crate::exit::usage(format!(
-                "no job files (*.toml) in {}",
-                self.jobs_dir.display()
-            )));
+            return Err(ScheduleError::NoJobs(self.jobs_dir.clone()).into());
         }
         let now = Utc::now();
         let slots: Vec<Slot> = files

@@ -261,14 +261,19 @@ pub async fn whole_plan(pool: &PgPool, request: &Request) -> anyhow::Result<Vec<
     Ok(definition.plan())
 }
 
+/// A backfill the user asked for that cannot be done as asked (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error("backfill --all: no enabled tracked group (see `track list`)")]
+    NoEnabledGroup,
+}
+
 /// The definition of a new backfill: its groups, or every enabled tracked group for `--all`.
 async fn expand(pool: &PgPool, request: &Request) -> anyhow::Result<Definition> {
     let groups = if request.all {
         let groups = store::enabled_groups(pool).await?;
         if groups.is_empty() {
-            return Err(crate::exit::usage(
-                "backfill --all: no enabled tracked group (see `track list`)",
-            ));
+            return Err(BackfillError::NoEnabledGroup.into());
         }
         groups
     } else {
