@@ -18,8 +18,8 @@ use super::reach::{likely_cause, Reach, Repeats, Verdict, UNREACHABLE_AFTER};
 use super::sigcache::SigCache;
 use super::stats::{InvalidReason, Stats};
 use super::types::{
-    validate_group_infos, validate_read_page, validate_receipts, GroupInfo, Issue, ReadPage,
-    ReceiptAnswer, ReceiptItem, WrongShape,
+    validate_group_infos, validate_read_page, validate_receipts, GroupInfo, Issue, Pulled,
+    ReadPage, ReceiptAnswer, ReceiptItem, WrongShape,
 };
 use crate::secret::Secret;
 use crate::untrusted::{server_text, Shown};
@@ -170,7 +170,6 @@ fn config_error(context: &str, code: Option<i64>, detail: String) -> ChatError {
         code,
         detail,
         hint: config_hint(code),
-        received: vec![],
     }
 }
 
@@ -485,20 +484,17 @@ fn give_up(class: ErrorClass, a: &Attempt, ctx: &Ctx<'_>, attempts: u32) -> Chat
             context,
             code,
             attempts,
-            received: vec![],
         },
         ErrorClass::Transient => ChatError::Transient {
             context,
             detail: info,
             attempts,
-            received: vec![],
         },
         ErrorClass::Group => ChatError::Group {
             group_id: ctx.group_id.to_string(),
             context,
             code,
             info,
-            received: vec![],
         },
         ErrorClass::UserSig => {
             let detail =
@@ -633,7 +629,6 @@ impl ChatClient {
             host,
             secs: window.as_secs(),
             cause: likely_cause(&a.detail),
-            received: vec![],
         }
     }
 
@@ -689,21 +684,15 @@ impl ChatClient {
     /// Splits them into batches of the current batch size and calls sequentially (callers run
     /// several groups concurrently). Returns one answer per successful API call; per-item
     /// `Code`s (10062, 10004 for a single seq the server rejects) are in the items, not errors.
-    /// On failure part-way, the answers already received are in the error
-    /// ([`ChatError::received`]); [`ChatClient::pull_receipts_each`] streams them instead.
-    pub async fn pull_receipts(
-        &self,
-        group_id: &str,
-        seqs: &[u64],
-    ) -> Result<Vec<ReceiptAnswer>, ChatError> {
-        let mut got = Vec::new();
-        match self
-            .pull_receipts_each(group_id, seqs, |a| got.push(a))
+    /// On failure part-way, the answers already received come with the error
+    /// ([`Pulled`]); [`ChatClient::pull_receipts_each`] streams them instead.
+    pub async fn pull_receipts(&self, group_id: &str, seqs: &[u64]) -> Pulled {
+        let mut answers = Vec::new();
+        let error = self
+            .pull_receipts_each(group_id, seqs, |a| answers.push(a))
             .await
-        {
-            Ok(()) => Ok(got),
-            Err(e) => Err(e.with_received(got)),
-        }
+            .err();
+        Pulled { answers, error }
     }
 
     /// Like [`ChatClient::pull_receipts`], handing each answer to `each` as soon as it arrives.

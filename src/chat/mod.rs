@@ -20,4 +20,4 @@ pub use client::{ChatClient, ClientConfig, ReadList, Tuning};
 pub use error::{classify, describe_seqs, ChatError, ErrorClass, TransportKind};
 pub use limiter::RateLimiter;
 pub use stats::{InvalidReason, Stats, StatsSnapshot};
-pub use types::{GroupInfo, ReceiptAnswer, ReceiptItem};
+pub use types::{GroupInfo, Pulled, ReceiptAnswer, ReceiptItem};

@@ -59,8 +59,8 @@ async fn dry_run(settings: &Settings, request: &run::RunRequest) -> anyhow::Resu
         settings,
     )
     .await?;
-    for (group_id, class, why) in &p.failed {
-        println!("{group_id}  failed ({class}): {why}");
+    for f in &p.failed {
+        println!("{}  failed ({}): {}", f.group_id, f.class, f.message);
     }
     print!("{}", dry_run_report(settings, request, &p, client.as_ref()));
     let bound = run::details::bound(&pool, &tags, &p).await?;

@@ -23,7 +23,7 @@ use crate::sink::Fence;
 use crate::tracking::SeqWindow;
 use ledger::{RunFigures, RunKind, RunStatus};
 use lock::JobLock;
-use pipeline::{Halt, Outcome, Pipeline};
+use pipeline::{FailedGroup, Halt, Outcome, Pipeline};
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -111,7 +111,7 @@ pub struct RunReport {
     pub figures: RunFigures,
     pub error: Option<String>,
     pub elapsed: Duration,
-    pub failed_groups: Vec<(String, String, String)>,
+    pub failed_groups: Vec<FailedGroup>,
     /// What following skipped and left (`None`: a backfill).
     pub follow: Option<follow::FollowFigures>,
     /// A resumed backfill's attempt number and this attempt's own figures (`figures` count
@@ -300,11 +300,7 @@ pub async fn execute(
         figures,
         error,
         elapsed: started.elapsed(),
-        failed_groups: outcome
-            .failed_groups
-            .into_iter()
-            .map(|(g, (class, msg))| (g, class, msg))
-            .collect(),
+        failed_groups: outcome.failed_groups.into_values().collect(),
         follow,
         attempt,
         read_lists,
@@ -474,9 +470,7 @@ async fn work(
     };
     outcome.groups_planned += refused.len();
     for (group_id, why) in refused {
-        outcome
-            .failed_groups
-            .insert(group_id, ("Plan".to_string(), why));
+        outcome.fail(FailedGroup::new(group_id, "Plan", why));
     }
     stop.cancel();
     lease.leave().await;
@@ -625,7 +619,12 @@ fn figures(client: &ChatClient, outcome: &pipeline::Outcome, planned: usize) -> 
             "latency_ms": stats.latency_ms,
             "invalid_items": stats.invalid_by_reason,
             "item_codes_written": outcome.codes_written,
-            "failed_groups": outcome.failed_groups,
+            // Each failed group as {id: [class, message]}.
+            "failed_groups": outcome
+                .failed_groups
+                .iter()
+                .map(|(g, f)| (g.clone(), serde_json::json!([f.class, f.message])))
+                .collect::<serde_json::Map<_, _>>(),
             "files": outcome.files.iter().map(|f| f.relative_path.clone()).collect::<Vec<_>>(),
         }),
     }
@@ -639,7 +638,10 @@ mod tests {
         Outcome {
             groups_planned: planned,
             failed_groups: (0..failed)
-                .map(|i| (format!("g{i}"), ("Transient".into(), "timed out".into())))
+                .map(|i| {
+                    let f = FailedGroup::new(format!("g{i}"), "Transient", "timed out");
+                    (f.group_id.clone(), f)
+                })
                 .collect(),
             halt,
             ..Default::default()
