@@ -73,17 +73,24 @@ impl GroupPlan {
         self.seq_count().div_ceil(batch_size as u64)
     }
 
-    /// The group's seqs cut into batches of at most `batch_size`, lazily.
-    pub fn batches(&self, batch_size: usize) -> impl Iterator<Item = Vec<u64>> + '_ {
+    /// The group's seqs cut into batches of at most `batch_size`, lazily. Owning the plan, the
+    /// iterator borrows nothing: a run's future holding it stays `Send`.
+    pub fn into_batches(self, batch_size: usize) -> impl Iterator<Item = Vec<u64>> + Send {
         let mut seqs = self
             .ranges
-            .iter()
+            .into_iter()
             .flat_map(|w| w.from as u64..=w.to as u64)
             .peekable();
         std::iter::from_fn(move || {
             seqs.peek()?;
             Some(seqs.by_ref().take(batch_size).collect())
         })
+    }
+
+    /// The group's seqs cut into batches of at most `batch_size`, lazily (a copy of the
+    /// ranges, a few bytes per window).
+    pub fn batches(&self, batch_size: usize) -> impl Iterator<Item = Vec<u64>> + Send {
+        self.clone().into_batches(batch_size)
     }
 }
 

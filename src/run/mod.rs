@@ -208,44 +208,24 @@ pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<V
 }
 
 /// Runs one export to its end. `stop` is cancelled by SIGTERM/SIGINT.
+///
+/// The phases: take the job's lock and open the run's ledger row ([`begin`]); do the run's
+/// work under the watchdog ([`watched`]: repair, plan, pull and write); judge how it ended
+/// ([`verdict`], pure) and record that in the ledger ([`close`]); release the lock.
 pub async fn execute(
     settings: &Settings,
     pool: &PgPool,
     req: &RunRequest,
     stop: CancellationToken,
 ) -> anyhow::Result<RunReport> {
-    let api = settings.require_api()?;
-    let options = settings.require_database()?;
-    let client = ChatClient::new(client_config(settings, &api))?;
-    let job_lock = acquire(options, pool, &req.job).await?;
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let pid = std::process::id();
     let started = Instant::now();
-    let lease = watch::lease(settings.lock_reconnect_timeout);
-    let opened = match open(pool, req, &host, pid, lease).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            job_lock.release().await;
-            return Err(e);
-        }
-    };
-    let fence = opened.fence;
-    let run_id = fence.run_id;
-    tracing::info!(run_id, job = %req.job, "run started");
-    let label = format!("run {run_id} (job {}) on host {host}, pid {pid}", req.job);
-    let reconnect = settings.lock_reconnect_timeout;
-    let pipeline_stop = stop.child_token();
-    let watchdog = watch::Watch {
-        options: options.clone(),
-        pool: pool.clone(),
-        fence,
-        reconnect,
-    }
-    .start(job_lock, pipeline_stop.clone());
-    let prior = opened.prior.clone();
-    let worked = work(settings, pool, req, &client, opened, &label, &pipeline_stop).await;
-    pipeline_stop.cancel(); // ends the watchdog (and a backfill's checkpoints)
-    let (job_lock, lost) = watchdog.await.unwrap_or((None, None));
+    let api = settings.require_api()?;
+    settings.require_database()?;
+    let client = ChatClient::new(client_config(settings, &api))?;
+    let begun = begin(settings, pool, req).await?;
+    let (fence, prior) = (begun.opened.fence, begun.opened.prior.clone());
+    tracing::info!(run_id = fence.run_id, job = %req.job, "run started");
+    let (worked, job_lock, lost) = watched(settings, pool, req, &client, begun, stop).await;
     let (outcome, follow, read_lists) = worked.unwrap_or_else(|e| {
         let outcome = Outcome {
             halt: Some(Halt::Sink(e)),
@@ -253,37 +233,9 @@ pub async fn execute(
         };
         (outcome, None, None)
     });
-
-    let mut figures = figures(&client, &outcome, outcome.groups_planned);
-    if let Some(d) = &read_lists {
-        figures.details["read_lists"] = serde_json::json!(d);
-    }
-    let mut attempt = None;
-    if let (Some(prior), Selection::Backfill(b)) = (&prior, &req.selection) {
-        let n = b.started.get().map_or(1, |s| s.attempt);
-        let this = figures.clone();
-        figures = crate::run::backfill::cumulative(prior, figures, n);
-        attempt = (n > 1).then_some((n, this));
-    }
-    let ended = match verdict(&outcome, lost.as_ref()) {
-        Verdict {
-            status: RunStatus::Succeeded,
-            ..
-        } if read_lists
-            .as_ref()
-            .is_some_and(|d| !d.failed_groups.is_empty()) =>
-        {
-            let n = read_lists.as_ref().map_or(0, |d| d.failed_groups.len());
-            Verdict {
-                status: RunStatus::Partial,
-                config_refused: false,
-                error: Some(format!(
-                    "the read lists of {n} group(s) failed (their counts are written)"
-                )),
-            }
-        }
-        ended => ended,
-    };
+    let (figures, attempt) = tally(&client, &outcome, read_lists.as_ref(), prior, req);
+    let ended = with_read_lists(verdict(&outcome, lost.as_ref()), read_lists.as_ref());
+    let reconnect = settings.lock_reconnect_timeout;
     let Verdict {
         status,
         config_refused,
@@ -293,7 +245,7 @@ pub async fn execute(
         l.release().await;
     }
     Ok(RunReport {
-        run_id,
+        run_id: fence.run_id,
         job: req.job.clone(),
         status,
         config_refused,
@@ -305,6 +257,108 @@ pub async fn execute(
         attempt,
         read_lists,
     })
+}
+
+/// A run that has begun: its job's lock held, its ledger row open.
+struct Begun {
+    job_lock: JobLock,
+    /// The connection the lock's session is re-established with.
+    options: sqlx::postgres::PgConnectOptions,
+    opened: OpenedRun,
+    /// `run N (job J) on host H, pid P`, for the repairer's records.
+    label: String,
+}
+
+/// Takes the job's lock (or fails with [`LockHeld`]) and opens the run's ledger row under it.
+async fn begin(settings: &Settings, pool: &PgPool, req: &RunRequest) -> anyhow::Result<Begun> {
+    let options = settings.require_database()?.clone();
+    let job_lock = acquire(&options, pool, &req.job).await?;
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let pid = std::process::id();
+    let lease = watch::lease(settings.lock_reconnect_timeout);
+    match open(pool, req, &host, pid, lease).await {
+        Ok(opened) => {
+            let run_id = opened.fence.run_id;
+            let label = format!("run {run_id} (job {}) on host {host}, pid {pid}", req.job);
+            Ok(Begun {
+                job_lock,
+                options,
+                opened,
+                label,
+            })
+        }
+        Err(e) => {
+            job_lock.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// The run's work under its watchdog (heartbeats, the lock's session kept or re-established):
+/// returns what the work gave, the lock if the watchdog still holds it, and how it was lost
+/// if it was.
+async fn watched(
+    settings: &Settings,
+    pool: &PgPool,
+    req: &RunRequest,
+    client: &ChatClient,
+    begun: Begun,
+    stop: CancellationToken,
+) -> (anyhow::Result<Worked>, Option<JobLock>, Option<Lost>) {
+    let Begun {
+        job_lock,
+        options,
+        opened,
+        label,
+    } = begun;
+    let pipeline_stop = stop.child_token();
+    let watchdog = watch::Watch {
+        options,
+        pool: pool.clone(),
+        fence: opened.fence,
+        reconnect: settings.lock_reconnect_timeout,
+    }
+    .start(job_lock, pipeline_stop.clone());
+    let worked = work(settings, pool, req, client, opened, &label, &pipeline_stop).await;
+    pipeline_stop.cancel(); // ends the watchdog (and a backfill's checkpoints)
+    let (job_lock, lost) = watchdog.await.unwrap_or((None, None));
+    (worked, job_lock, lost)
+}
+
+/// The run's figures for the ledger, and a resumed backfill's attempt: its number and this
+/// attempt's own figures (the ledger's count every attempt).
+fn tally(
+    client: &ChatClient,
+    outcome: &Outcome,
+    read_lists: Option<&details::DetailFigures>,
+    prior: Option<RunFigures>,
+    req: &RunRequest,
+) -> (RunFigures, Option<(i32, RunFigures)>) {
+    let mut figures = figures(client, outcome, outcome.groups_planned);
+    if let Some(d) = read_lists {
+        figures.details["read_lists"] = serde_json::json!(d);
+    }
+    match (prior, &req.selection) {
+        (Some(prior), Selection::Backfill(b)) => {
+            let n = b.started.get().map_or(1, |s| s.attempt);
+            let this = figures.clone();
+            let figures = backfill::cumulative(&prior, figures, n);
+            (figures, (n > 1).then_some((n, this)))
+        }
+        _ => (figures, None),
+    }
+}
+
+/// A run that succeeded but whose read lists failed for some groups is partial.
+fn with_read_lists(verdict: Verdict, read_lists: Option<&details::DetailFigures>) -> Verdict {
+    let failed = read_lists.map_or(0, |d| d.failed_groups.len());
+    if verdict.status != RunStatus::Succeeded || failed == 0 {
+        return verdict;
+    }
+    Verdict::failed(
+        RunStatus::Partial,
+        format!("the read lists of {failed} group(s) failed (their counts are written)"),
+    )
 }
 
 /// Records how the run ended, unless it was fenced: only a run still `running` under this
@@ -367,7 +421,9 @@ async fn acquire(
     .into())
 }
 
-/// The run's work under its fence: repair, plan, pull and write. Cancels `stop` when done.
+/// The run's work under its fence: repair, plan, pull and write, then the read lists.
+/// Cancels `stop` when done. (Over 60 lines: the steps in their order, each a call, with the
+/// budget's lease and a backfill's checkpoints held across them.)
 async fn work(
     settings: &Settings,
     pool: &PgPool,
@@ -382,30 +438,14 @@ async fn work(
         fence: opened.fence,
         label,
     };
-    repair::repair(
-        settings.require_database()?,
-        pool,
-        &settings.parquet_dir,
-        &me,
-    )
-    .await?;
+    let options = settings.require_database()?;
+    repair::repair(options, pool, &settings.parquet_dir, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }
     let started = Instant::now(); // a budget's max_duration counts from here
-                                  // A backfill is a deliberate large pull: the per-run cap guards scheduled runs only.
-    let (plan, refused) = match req.selection {
-        Selection::Backfill(_) => (std::mem::take(&mut opened.plan), Vec::new()),
-        _ => plan::refuse_oversized(
-            std::mem::take(&mut opened.plan),
-            settings.max_seqs_per_group,
-        ),
-    };
-    for (group_id, why) in &refused {
-        tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
-    }
-
-    let lease = crate::run::budget::Lease::join(
+    let (plan, refused) = capped(std::mem::take(&mut opened.plan), settings, req);
+    let lease = budget::Lease::join(
         pool,
         client,
         f64::from(settings.rate_limit),
@@ -415,7 +455,7 @@ async fn work(
     .await?;
     let checkpoint = opened.prior.as_ref().map(|p| {
         let prior = (p.api_calls, p.seqs_asked);
-        crate::run::backfill::checkpoint_calls(
+        backfill::checkpoint_calls(
             pool.clone(),
             opened.fence,
             prior,
@@ -423,18 +463,7 @@ async fn work(
             stop.clone(),
         )
     });
-    let pipeline = Pipeline {
-        pool: pool.clone(),
-        client: client.clone(),
-        fence: opened.fence,
-        run_date: opened.run_date,
-        parquet_dir: settings.parquet_dir.clone(),
-        batch_size: settings.batch_size,
-        concurrency: settings.concurrency,
-        stop: stop.clone(),
-        first_batch_no: opened.first_batch_no,
-        reconnect: settings.lock_reconnect_timeout,
-    };
+    let pipeline = pipeline(settings, pool, client, &opened, stop);
     let (mut outcome, follow) = match &req.selection {
         Selection::Backfill(_) => (pipeline.run(plan).await, None),
         selection => {
@@ -451,23 +480,7 @@ async fn work(
             (outcome, Some(figures))
         }
     };
-    // Who read the messages of details-on groups (not for backfills, nor when stopped), while
-    // the run's lease and lock are still held.
-    let read_lists = match (&req.selection, &outcome.halt) {
-        (Selection::Backfill(_), _) | (_, Some(_)) => None,
-        (selection, None) => Some(
-            details::pull(
-                pool,
-                client,
-                settings,
-                opened.fence.run_id,
-                &selection_tags(selection),
-                stop,
-            )
-            .await
-            .unwrap_or_else(details::DetailFigures::failed),
-        ),
-    };
+    let read_lists = read_lists(settings, pool, req, client, &outcome, opened.fence, stop).await;
     outcome.groups_planned += refused.len();
     for (group_id, why) in refused {
         outcome.fail(FailedGroup::new(group_id, "Plan", why));
@@ -478,6 +491,66 @@ async fn work(
         let _ = task.await;
     }
     Ok((outcome, follow, read_lists))
+}
+
+/// The plan without the groups over the per-run cap (`max_seqs_per_group`), and those groups
+/// with the reason. A backfill is a deliberate large pull: the cap guards other runs only.
+fn capped(
+    plan: Vec<GroupPlan>,
+    settings: &Settings,
+    req: &RunRequest,
+) -> (Vec<GroupPlan>, Vec<(String, String)>) {
+    let (plan, refused) = match req.selection {
+        Selection::Backfill(_) => (plan, Vec::new()),
+        _ => plan::refuse_oversized(plan, settings.max_seqs_per_group),
+    };
+    for (group_id, why) in &refused {
+        tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
+    }
+    (plan, refused)
+}
+
+/// The pipeline of the opened run, under the run's settings.
+fn pipeline(
+    settings: &Settings,
+    pool: &PgPool,
+    client: &ChatClient,
+    opened: &OpenedRun,
+    stop: &CancellationToken,
+) -> Pipeline {
+    Pipeline {
+        pool: pool.clone(),
+        client: client.clone(),
+        fence: opened.fence,
+        run_date: opened.run_date,
+        parquet_dir: settings.parquet_dir.clone(),
+        batch_size: settings.batch_size,
+        concurrency: settings.concurrency,
+        stop: stop.clone(),
+        first_batch_no: opened.first_batch_no,
+        reconnect: settings.lock_reconnect_timeout,
+    }
+}
+
+/// Who read the messages of details-on groups: not for backfills, nor for a run that was
+/// stopped; called while the run's lease and lock are still held.
+async fn read_lists(
+    settings: &Settings,
+    pool: &PgPool,
+    req: &RunRequest,
+    client: &ChatClient,
+    outcome: &Outcome,
+    fence: Fence,
+    stop: &CancellationToken,
+) -> Option<details::DetailFigures> {
+    match (&req.selection, &outcome.halt) {
+        (Selection::Backfill(_), _) | (_, Some(_)) => None,
+        (selection, None) => {
+            let tags = selection_tags(selection);
+            let pulled = details::pull(pool, client, settings, fence.run_id, &tags, stop).await;
+            Some(pulled.unwrap_or_else(details::DetailFigures::failed))
+        }
+    }
 }
 
 /// What the run's work gave: the pipeline's outcome, what following skipped and left, and

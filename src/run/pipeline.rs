@@ -101,12 +101,14 @@ impl Outcome {
 impl Pipeline {
     /// Runs the plan to its end, or until a halt.
     pub async fn run(self, plan: Vec<GroupPlan>) -> Outcome {
-        let batch_size = self.batch_size;
-        let work = plan.iter().flat_map(|g| {
-            g.batches(batch_size)
-                .map(move |seqs| (g.group_id.clone(), seqs))
+        let (batch_size, groups) = (self.batch_size, plan.len());
+        // Owned all the way (no closure over a borrow), so the run's future is `Send`.
+        let work = plan.into_iter().flat_map(move |g| {
+            let group_id = g.group_id.clone();
+            g.into_batches(batch_size)
+                .map(move |seqs| (group_id.clone(), seqs))
         });
-        self.run_work(plan.len(), work).await
+        self.run_work(groups, work).await
     }
 
     /// Runs a work list of `(group, batch of seqs)` to its end (the list may end early: a

@@ -218,19 +218,6 @@ impl Scheduler {
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()>,
-        reloads: mpsc::Receiver<()>,
-    ) -> anyhow::Result<()> {
-        // Runs are spawned on a LocalSet: `run::execute`'s future is not provably `Send`
-        // (higher-ranked lifetimes of borrows held across awaits, rust-lang/rust#102211), so it
-        // cannot go to `tokio::spawn`. The runs' work is I/O; one thread drives them.
-        tokio::task::LocalSet::new()
-            .run_until(self.run_local(shutdown, reloads))
-            .await
-    }
-
-    async fn run_local(
-        self,
-        shutdown: impl Future<Output = ()>,
         mut reloads: mpsc::Receiver<()>,
     ) -> anyhow::Result<()> {
         let mut slots = self.initial_slots()?;
@@ -390,7 +377,7 @@ impl Scheduler {
             follow: job.follow.clone(),
         };
         let stop = runs.stop.child_token();
-        let handle = runs.tasks.spawn_local(async move {
+        let handle = runs.tasks.spawn(async move {
             let settings = settings?;
             run::execute(&settings, &pool, &request, stop).await
         });
