@@ -209,3 +209,73 @@ fn path_back(arrows: &Arrows, start: &str) -> Option<Vec<String>> {
     }
     None
 }
+
+/// Functions fit on one screen: one over 60 lines says why in a comment just above it,
+/// starting "(Over 60 lines:" (the test modules are not counted).
+#[test]
+fn long_functions_say_why() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    let mut silent = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).expect("source readable");
+        for (name, line, len, reason) in long_functions(&text, 60) {
+            if !reason {
+                let at = file.strip_prefix(src.parent().unwrap()).unwrap_or(&file);
+                silent.push(format!("{}:{line} {name} ({len} lines)", at.display()));
+            }
+        }
+    }
+    assert!(
+        silent.is_empty(),
+        "functions over 60 lines without an \"(Over 60 lines: ...)\" comment above them:\n{}",
+        silent.join("\n")
+    );
+}
+
+#[test]
+fn long_functions_are_measured_from_fn_to_its_closing_brace() {
+    let body = "    let x = 1;\n".repeat(3);
+    let text = format!(
+        "/// (Over 60 lines: a table.)\nfn long() {{\n{body}}}\n\nfn short() {{\n}}\n\
+         #[cfg(test)]\nmod tests {{\n    fn ignored() {{\n{body}    }}\n}}\n"
+    );
+    let found = long_functions(&text, 3);
+    assert_eq!(found, vec![("long".to_string(), 2, 5, true)]);
+}
+
+/// Each function longer than `max` lines before the file's test module: its name, first
+/// line, length, and whether a comment just above it gives the reason.
+fn long_functions(text: &str, max: usize) -> Vec<(String, usize, usize, bool)> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim_start().starts_with("#[cfg(test)]") {
+            break;
+        }
+        let trimmed = line.trim_start();
+        let indent = &line[..line.len() - trimmed.len()];
+        let rest = ["pub(crate) ", "pub(super) ", "pub "]
+            .iter()
+            .find_map(|p| trimmed.strip_prefix(p))
+            .unwrap_or(trimmed);
+        let rest = rest.strip_prefix("async ").unwrap_or(rest);
+        let Some(name) = rest.strip_prefix("fn ").and_then(ident) else {
+            continue;
+        };
+        let close = format!("{indent}}}");
+        let Some(end) = (i + 1..lines.len()).find(|&j| lines[j] == close) else {
+            continue;
+        };
+        let len = end - i + 1;
+        if len > max {
+            let above = lines[i.saturating_sub(8)..i].iter();
+            let reason = above
+                .filter(|l| l.trim_start().starts_with("//"))
+                .any(|l| l.contains("(Over 60 lines:"));
+            found.push((name, i + 1, len, reason));
+        }
+    }
+    found
+}

@@ -377,6 +377,8 @@ impl ChatClient {
     }
 
     /// One HTTP attempt; never fails, every outcome is described for [`classify`].
+    ///
+    /// (Over 60 lines: one request and each outcome below the body (redirect, too large, transport, status) returned where it is found; the body is judged apart.)
     async fn attempt(&self, command: &str, body: &[u8], sig: &Secret) -> Attempt {
         let started = tokio::time::Instant::now();
         let sent = self
@@ -436,15 +438,25 @@ impl ChatClient {
                 ..fail(None, String::new())
             };
         }
-        let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
+        self.judge(status, &bytes, sig, at)
+    }
+
+    /// Judges an HTTP 200 answer's body: JSON, with an `ErrorCode` that `ActionStatus` does
+    /// not contradict.
+    fn judge(&self, status: u16, bytes: &[u8], sig: &Secret, at: DateTime<Utc>) -> Attempt {
+        let Ok(json) = serde_json::from_slice::<Value>(bytes) else {
             self.inner.stats.invalid(InvalidReason::NonJson, 1);
-            return fail(
-                Some(TransportKind::NonJson),
-                format!(
+            return Attempt {
+                status: None,
+                code: None,
+                transport: Some(TransportKind::NonJson),
+                detail: format!(
                     "HTTP 200 with a body that is not JSON ({} bytes)",
                     bytes.len()
                 ),
-            );
+                json: None,
+                at,
+            };
         };
         let mut code = json.get("ErrorCode").and_then(Value::as_i64);
         let info = json.get("ErrorInfo").and_then(Value::as_str);

@@ -19,6 +19,7 @@ use std::time::Duration;
 const DEMO_DATABASE: &str = "receipt_exporter_demo";
 const DEMO_SDKAPPID: u64 = 1_400_000_000;
 
+/// (Over 60 lines: the demo's steps in the order it prints them: database, simulator, tracking, run, next steps.)
 pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     let database_url = ensure_database(&args.admin_url).await?;
     let options = crate::db::connect_options(&database_url)?;

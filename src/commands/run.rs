@@ -111,6 +111,8 @@ async fn check_groups(client: &crate::chat::ChatClient, p: &run::follow::Prepare
 }
 
 /// The dry run's lines: one per group, then the totals and what the skips and budget save.
+///
+/// (Over 60 lines: the dry run's lines in the order printed: groups, totals, what skips and the budget save.)
 fn dry_run_report(
     settings: &Settings,
     request: &run::RunRequest,

@@ -76,6 +76,8 @@ impl Prepared {
 
 /// Builds the run's work from its fixed-window plan plus the selection's rolling windows.
 /// `client`: `None` leaves rolling windows unresolved (listed in `unresolved`).
+///
+/// (Over 60 lines: the plan's steps in order (rolling windows resolved, merged with the fixed ones, capped, classified), each feeding the next.)
 pub async fn prepare(
     pool: &PgPool,
     client: Option<&ChatClient>,
