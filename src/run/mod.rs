@@ -209,9 +209,9 @@ pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<V
 
 /// Runs one export to its end. `stop` is cancelled by SIGTERM/SIGINT.
 ///
-/// The phases: take the job's lock and open the run's ledger row ([`begin`]); do the run's
-/// work under the watchdog ([`watched`]: repair, plan, pull and write); judge how it ended
-/// ([`verdict`], pure) and record that in the ledger ([`close`]); release the lock.
+/// The phases: take the job's lock and open the run's ledger row (`begin`); do the run's
+/// work under the watchdog (`watched`: repair, plan, pull and write); judge how it ended
+/// (`verdict`, pure) and record that in the ledger (`close`); release the lock.
 pub async fn execute(
     settings: &Settings,
     pool: &PgPool,
