@@ -190,3 +190,26 @@ pub async fn ensure_snapshot_partitions(pool: &PgPool, months: i32) -> sqlx::Res
         .await
         .map(|_| ())
 }
+
+/// How many migrations the database has applied successfully (an error: none, or no schema).
+pub async fn applied_migrations(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM receipts._sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+}
+
+/// Creates the database `name` on the server `conn` is connected to, unless it exists.
+/// Returns whether it was created. `name` is ours (a constant), never user input.
+pub async fn create_database_if_missing(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(!exists)
+}

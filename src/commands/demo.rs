@@ -102,15 +102,7 @@ async fn ensure_database(admin_url: &str) -> anyhow::Result<String> {
             crate::settings::redact_url_password(admin_url)
         )
     })?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(DEMO_DATABASE)
-            .fetch_one(&mut conn)
-            .await?;
-    if !exists {
-        sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}"))
-            .execute(&mut conn)
-            .await?;
+    if crate::db::create_database_if_missing(&mut conn, DEMO_DATABASE).await? {
         println!("created database {DEMO_DATABASE}");
     }
     let base = admin_url.split('?').next().unwrap_or(admin_url);
