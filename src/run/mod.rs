@@ -218,12 +218,15 @@ pub async fn execute(
     req: &RunRequest,
     stop: CancellationToken,
 ) -> anyhow::Result<RunReport> {
-    let started = Instant::now();
     let api = settings.require_api()?;
     settings.require_database()?;
     let client = ChatClient::new(client_config(settings, &api))?;
     let begun = begin(settings, pool, req).await?;
-    let (fence, prior) = (begun.opened.fence, begun.opened.prior.clone());
+    let (fence, prior, started) = (
+        begun.opened.fence,
+        begun.opened.prior.clone(),
+        begun.started,
+    );
     tracing::info!(run_id = fence.run_id, job = %req.job, "run started");
     let (worked, job_lock, lost) = watched(settings, pool, req, &client, begun, stop).await;
     let (outcome, follow, read_lists) = worked.unwrap_or_else(|e| {
@@ -267,12 +270,15 @@ struct Begun {
     opened: OpenedRun,
     /// `run N (job J) on host H, pid P`, for the repairer's records.
     label: String,
+    /// When the lock was taken: the run's time counts from here.
+    started: Instant,
 }
 
 /// Takes the job's lock (or fails with [`LockHeld`]) and opens the run's ledger row under it.
 async fn begin(settings: &Settings, pool: &PgPool, req: &RunRequest) -> anyhow::Result<Begun> {
     let options = settings.require_database()?.clone();
     let job_lock = acquire(&options, pool, &req.job).await?;
+    let started = Instant::now();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let pid = std::process::id();
     let lease = watch::lease(settings.lock_reconnect_timeout);
@@ -285,6 +291,7 @@ async fn begin(settings: &Settings, pool: &PgPool, req: &RunRequest) -> anyhow::
                 options,
                 opened,
                 label,
+                started,
             })
         }
         Err(e) => {
@@ -310,6 +317,7 @@ async fn watched(
         options,
         opened,
         label,
+        ..
     } = begun;
     let pipeline_stop = stop.child_token();
     let watchdog = watch::Watch {
