@@ -180,3 +180,36 @@ async fn applied_versions(pool: &PgPool) -> Result<Vec<i64>, DbError> {
         .await
         .map_err(DbError::Schema)
 }
+
+/// Creates the snapshot table's partitions for the coming `months` (a run calls it before
+/// writing, so rows land in their month's partition rather than the default one).
+pub async fn ensure_snapshot_partitions(pool: &PgPool, months: i32) -> sqlx::Result<()> {
+    sqlx::query("SELECT receipts.ensure_snapshot_partitions($1)")
+        .bind(months)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// How many migrations the database has applied successfully (an error: none, or no schema).
+pub async fn applied_migrations(pool: &PgPool) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM receipts._sqlx_migrations WHERE success")
+        .fetch_one(pool)
+        .await
+}
+
+/// Creates the database `name` on the server `conn` is connected to, unless it exists.
+/// Returns whether it was created. `name` is ours (a constant), never user input.
+pub async fn create_database_if_missing(conn: &mut PgConnection, name: &str) -> sqlx::Result<bool> {
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(name)
+            .fetch_one(&mut *conn)
+            .await?;
+    if !exists {
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(!exists)
+}

@@ -65,7 +65,11 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 /// The exit code an error deserves.
 pub fn code_for(err: &anyhow::Error) -> Exit {
     for cause in err.chain() {
-        if cause.is::<UsageError>() || cause.is::<crate::settings::SettingsError>() {
+        if cause.is::<UsageError>()
+            || cause.is::<crate::settings::SettingsError>()
+            || cause.is::<crate::run::backfill::BackfillError>()
+            || cause.is::<crate::schedule::scheduler::ScheduleError>()
+        {
             return Exit::Usage;
         }
         if cause.is::<crate::run::LockHeld>() {
@@ -78,4 +82,48 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
         }
     }
     Exit::Failed
+}
+
+/// The exit code of a run that reached its end (a run that could not start is an error, see
+/// [`code_for`]).
+pub fn for_run(report: &crate::run::RunReport) -> Exit {
+    for_status(report.status, report.config_refused)
+}
+
+/// The exit code of a run's ledger status; a failed run whose configuration the API refused
+/// is the user's to fix (2).
+pub fn for_status(status: crate::run::ledger::RunStatus, config_refused: bool) -> Exit {
+    use crate::run::ledger::RunStatus;
+    match status {
+        RunStatus::Succeeded => Exit::Success,
+        RunStatus::Partial => Exit::Partial,
+        RunStatus::Failed if config_refused => Exit::Usage,
+        RunStatus::Interrupted => Exit::Interrupted,
+        RunStatus::Failed | RunStatus::Abandoned | RunStatus::Running => Exit::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::ledger::RunStatus;
+
+    #[test]
+    fn each_run_status_has_its_code() {
+        assert_eq!(for_status(RunStatus::Succeeded, false), Exit::Success);
+        assert_eq!(for_status(RunStatus::Partial, false), Exit::Partial);
+        assert_eq!(for_status(RunStatus::Failed, false), Exit::Failed);
+        assert_eq!(for_status(RunStatus::Failed, true), Exit::Usage);
+        assert_eq!(for_status(RunStatus::Interrupted, false), Exit::Interrupted);
+        assert_eq!(for_status(RunStatus::Abandoned, false), Exit::Failed);
+    }
+
+    #[test]
+    fn library_errors_of_the_users_making_exit_2() {
+        let e = anyhow::Error::from(crate::run::backfill::BackfillError::NoEnabledGroup);
+        assert_eq!(code_for(&e.context("while planning")), Exit::Usage);
+        let e = crate::schedule::scheduler::ScheduleError::NoJobs("jobs".into());
+        assert_eq!(code_for(&e.into()), Exit::Usage);
+        assert_eq!(code_for(&anyhow::anyhow!("disk full")), Exit::Failed);
+    }
 }

@@ -3,14 +3,16 @@
 //! The data's way, one module per stage:
 //! tracked groups and seq windows in Postgres ([`tracking`]) → a plan of batches ([`plan`])
 //! → the Chat REST API, rate-limited and retried ([`chat`]) → the sinks, Postgres and
-//! Parquet, exactly once ([`sink`]), driven by the export run and its ledger ([`run`]).
-//! [`sim`] is the server side of the same API contract; [`commands`] holds one file per
-//! subcommand and is the only place that knows about the terminal; [`ops`] reads the ledger
-//! for operators (history, freshness, metrics, doctor). Text from outside passes through
-//! [`untrusted`] before it is logged, stored or shown.
+//! Parquet, exactly once ([`sink`]), driven by the export run and its ledger ([`run`], which
+//! also owns its variants: a backfill, and the API budget runs share).
+//! [`schedule`] starts runs from job files; [`ops`] reads the ledger for operators (history,
+//! freshness, metrics, doctor); [`commands`] holds one file per subcommand and is the only
+//! place that knows about the terminal; [`exit`] maps outcomes to exit codes; [`sim`] is the
+//! server side of the same API contract. Text from outside passes through [`untrusted`].
+//!
+//! The arrows point one way: commands → schedule, ops → run → sink, chat, tracking → plan,
+//! settings; no module reaches one that reaches it back (`cargo test --test arrows`).
 
-pub mod backfill;
-pub mod budget;
 pub mod chat;
 pub mod cli;
 pub mod commands;

@@ -4,8 +4,57 @@
 //! pulled twice in one run; ranges stay ranges until a batch is cut, so a plan of millions of
 //! seqs costs a few bytes per window, not per seq.
 
-use crate::tracking::SeqWindow;
+use std::fmt;
 use std::time::Duration;
+
+/// An inclusive window of message seqs, `from..=to`, with `1 <= from <= to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct SeqWindow {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl SeqWindow {
+    pub fn new(from: i64, to: i64) -> Result<Self, String> {
+        if from < 1 {
+            return Err(format!("window {from}..{to}: seqs start at 1"));
+        }
+        if to < from {
+            return Err(format!("window {from}..{to}: TO must not be below FROM"));
+        }
+        Ok(SeqWindow { from, to })
+    }
+
+    /// Parses `FROM..TO` (inclusive; `FROM..=TO` is accepted too) or a single seq `N`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let form = "expected FROM..TO with 1 <= FROM <= TO, e.g. 1..500";
+        let text = text.trim();
+        let (from, to) = match text.split_once("..") {
+            Some((from, to)) => (from, to.strip_prefix('=').unwrap_or(to)),
+            None => (text, text),
+        };
+        let num = |s: &str| {
+            s.trim()
+                .parse::<i64>()
+                .map_err(|_| format!("'{text}' is not a seq window: {form}"))
+        };
+        SeqWindow::new(num(from)?, num(to)?).map_err(|e| format!("{e} ({form})"))
+    }
+
+    pub fn len(&self) -> u64 {
+        (self.to - self.from) as u64 + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+impl fmt::Display for SeqWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}..{}", self.from, self.to)
+    }
+}
 
 /// One group's share of a run: its merged, sorted, disjoint seq ranges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,17 +73,24 @@ impl GroupPlan {
         self.seq_count().div_ceil(batch_size as u64)
     }
 
-    /// The group's seqs cut into batches of at most `batch_size`, lazily.
-    pub fn batches(&self, batch_size: usize) -> impl Iterator<Item = Vec<u64>> + '_ {
+    /// The group's seqs cut into batches of at most `batch_size`, lazily. Owning the plan, the
+    /// iterator borrows nothing: a run's future holding it stays `Send`.
+    pub fn into_batches(self, batch_size: usize) -> impl Iterator<Item = Vec<u64>> + Send {
         let mut seqs = self
             .ranges
-            .iter()
+            .into_iter()
             .flat_map(|w| w.from as u64..=w.to as u64)
             .peekable();
         std::iter::from_fn(move || {
             seqs.peek()?;
             Some(seqs.by_ref().take(batch_size).collect())
         })
+    }
+
+    /// The group's seqs cut into batches of at most `batch_size`, lazily (a copy of the
+    /// ranges, a few bytes per window).
+    pub fn batches(&self, batch_size: usize) -> impl Iterator<Item = Vec<u64>> + Send {
+        self.clone().into_batches(batch_size)
     }
 }
 

@@ -567,6 +567,8 @@ impl Sources {
 }
 
 /// Validates raw settings (reading the config file and the key file, nothing else).
+///
+/// (Over 60 lines: one statement per setting, in the order of `Settings`' fields; split, they would scatter.)
 pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
     let file = match &raw.config_file {
         Some(path) => read_config_file(path, raw.config_from_env)?,
@@ -683,6 +685,8 @@ fn parse_log_format(value: &str, origin: &Origin) -> Result<LogFormat, SettingsE
 
 /// Reads the TOML config file into raw values by key. Unknown keys are refused (a typo would
 /// otherwise be silently ignored), and so is the key itself.
+///
+/// (Over 60 lines: reading, the refusals (size, TOML, the key, unknown keys, wrong types) and the values, each refusal naming the file.)
 fn read_config_file(
     path: &Path,
     from_env: bool,

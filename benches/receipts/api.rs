@@ -315,7 +315,7 @@ async fn pull_all(client: ChatClient, work: Vec<(String, Vec<u64>)>, receipts: A
         })
         .buffer_unordered(default_concurrency());
     while let Some(result) = calls.next().await {
-        if let Ok(answers) = result {
+        if let Ok(answers) = result.into_result() {
             let n: usize = answers.iter().map(|a| a.items.len()).sum();
             receipts.fetch_add(n as u64, Ordering::Relaxed);
         }

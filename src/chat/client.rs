@@ -18,8 +18,8 @@ use super::reach::{likely_cause, Reach, Repeats, Verdict, UNREACHABLE_AFTER};
 use super::sigcache::SigCache;
 use super::stats::{InvalidReason, Stats};
 use super::types::{
-    validate_group_infos, validate_read_page, validate_receipts, GroupInfo, Issue, ReadPage,
-    ReceiptAnswer, ReceiptItem, WrongShape,
+    validate_group_infos, validate_read_page, validate_receipts, GroupInfo, Issue, Pulled,
+    ReadPage, ReceiptAnswer, ReceiptItem, WrongShape,
 };
 use crate::secret::Secret;
 use crate::untrusted::{server_text, Shown};
@@ -45,21 +45,6 @@ pub const READ_PAGE_COUNT: usize = 200;
 /// hold no more than this (instead of its whole answer, read before it was judged). A longer
 /// answer is malformed: not read further, counted, retried as a transient failure.
 pub const MAX_ANSWER_BYTES: usize = 8 << 20;
-
-/// The domain of each data-centre region, as `https://` base URLs.
-pub fn region_base_url(region: &str) -> Option<&'static str> {
-    let url = match region.to_ascii_lowercase().as_str() {
-        "china" => "https://console.tim.qq.com",
-        "singapore" => "https://adminapisgp.im.qcloud.com",
-        "seoul" => "https://adminapikr.im.qcloud.com",
-        "tokyo" => "https://adminapijpn.im.qcloud.com",
-        "frankfurt" => "https://adminapiger.im.qcloud.com",
-        "silicon-valley" => "https://adminapiusa.im.qcloud.com",
-        "jakarta" => "https://adminapiidn.im.qcloud.com",
-        _ => return None,
-    };
-    Some(url)
-}
 
 /// Everything the client needs; validated settings fill it.
 #[derive(Debug, Clone)]
@@ -185,7 +170,6 @@ fn config_error(context: &str, code: Option<i64>, detail: String) -> ChatError {
         code,
         detail,
         hint: config_hint(code),
-        received: vec![],
     }
 }
 
@@ -393,6 +377,8 @@ impl ChatClient {
     }
 
     /// One HTTP attempt; never fails, every outcome is described for [`classify`].
+    ///
+    /// (Over 60 lines: one request and each outcome below the body (redirect, too large, transport, status) returned where it is found; the body is judged apart.)
     async fn attempt(&self, command: &str, body: &[u8], sig: &Secret) -> Attempt {
         let started = tokio::time::Instant::now();
         let sent = self
@@ -452,15 +438,25 @@ impl ChatClient {
                 ..fail(None, String::new())
             };
         }
-        let Ok(json) = serde_json::from_slice::<Value>(&bytes) else {
+        self.judge(status, &bytes, sig, at)
+    }
+
+    /// Judges an HTTP 200 answer's body: JSON, with an `ErrorCode` that `ActionStatus` does
+    /// not contradict.
+    fn judge(&self, status: u16, bytes: &[u8], sig: &Secret, at: DateTime<Utc>) -> Attempt {
+        let Ok(json) = serde_json::from_slice::<Value>(bytes) else {
             self.inner.stats.invalid(InvalidReason::NonJson, 1);
-            return fail(
-                Some(TransportKind::NonJson),
-                format!(
+            return Attempt {
+                status: None,
+                code: None,
+                transport: Some(TransportKind::NonJson),
+                detail: format!(
                     "HTTP 200 with a body that is not JSON ({} bytes)",
                     bytes.len()
                 ),
-            );
+                json: None,
+                at,
+            };
         };
         let mut code = json.get("ErrorCode").and_then(Value::as_i64);
         let info = json.get("ErrorInfo").and_then(Value::as_str);
@@ -500,20 +496,17 @@ fn give_up(class: ErrorClass, a: &Attempt, ctx: &Ctx<'_>, attempts: u32) -> Chat
             context,
             code,
             attempts,
-            received: vec![],
         },
         ErrorClass::Transient => ChatError::Transient {
             context,
             detail: info,
             attempts,
-            received: vec![],
         },
         ErrorClass::Group => ChatError::Group {
             group_id: ctx.group_id.to_string(),
             context,
             code,
             info,
-            received: vec![],
         },
         ErrorClass::UserSig => {
             let detail =
@@ -648,7 +641,6 @@ impl ChatClient {
             host,
             secs: window.as_secs(),
             cause: likely_cause(&a.detail),
-            received: vec![],
         }
     }
 
@@ -704,21 +696,15 @@ impl ChatClient {
     /// Splits them into batches of the current batch size and calls sequentially (callers run
     /// several groups concurrently). Returns one answer per successful API call; per-item
     /// `Code`s (10062, 10004 for a single seq the server rejects) are in the items, not errors.
-    /// On failure part-way, the answers already received are in the error
-    /// ([`ChatError::received`]); [`ChatClient::pull_receipts_each`] streams them instead.
-    pub async fn pull_receipts(
-        &self,
-        group_id: &str,
-        seqs: &[u64],
-    ) -> Result<Vec<ReceiptAnswer>, ChatError> {
-        let mut got = Vec::new();
-        match self
-            .pull_receipts_each(group_id, seqs, |a| got.push(a))
+    /// On failure part-way, the answers already received come with the error
+    /// ([`Pulled`]); [`ChatClient::pull_receipts_each`] streams them instead.
+    pub async fn pull_receipts(&self, group_id: &str, seqs: &[u64]) -> Pulled {
+        let mut answers = Vec::new();
+        let error = self
+            .pull_receipts_each(group_id, seqs, |a| answers.push(a))
             .await
-        {
-            Ok(()) => Ok(got),
-            Err(e) => Err(e.with_received(got)),
-        }
+            .err();
+        Pulled { answers, error }
     }
 
     /// Like [`ChatClient::pull_receipts`], handing each answer to `each` as soon as it arrives.
@@ -978,22 +964,6 @@ mod tests {
         send(&client.pull_receipts_each("g", &[1], |_| {}));
         send(&client.get_group_info(&[]));
         send(&client.pull_read_list("g", 1, || true));
-    }
-
-    #[test]
-    fn regions_map_to_https_domains() {
-        assert_eq!(
-            region_base_url("singapore"),
-            Some("https://adminapisgp.im.qcloud.com")
-        );
-        assert_eq!(
-            region_base_url("Silicon-Valley"),
-            Some("https://adminapiusa.im.qcloud.com")
-        );
-        for r in ["china", "seoul", "tokyo", "frankfurt", "jakarta"] {
-            assert!(region_base_url(r).unwrap().starts_with("https://"), "{r}");
-        }
-        assert_eq!(region_base_url("mars"), None);
     }
 
     #[test]

@@ -4,8 +4,6 @@
 //! lives in one tested place. Error messages name the group and the seqs, never the request URL
 //! (it carries the UserSig) and never the key.
 
-use super::types::ReceiptAnswer;
-
 /// How a failed (or successful) attempt is handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -138,9 +136,8 @@ pub fn describe_groups(ids: &[String]) -> String {
 }
 
 /// A failure of the Chat API client. `context` names the group and the seqs (or the group ids).
-///
-/// `received` holds the receipt answers that [`super::ChatClient::pull_receipts`] had already
-/// got when it failed part-way, so the caller can still store them.
+/// The answers received before a failure part-way travel beside it, in
+/// [`super::Pulled`], not in the error.
 #[derive(Debug, thiserror::Error)]
 pub enum ChatError {
     #[error("rate limited by the Chat API (code {code}) after {attempts} attempts, {context}")]
@@ -148,14 +145,12 @@ pub enum ChatError {
         context: String,
         code: i64,
         attempts: u32,
-        received: Vec<ReceiptAnswer>,
     },
     #[error("Chat API unavailable after {attempts} attempts, {context}: {detail}")]
     Transient {
         context: String,
         detail: String,
         attempts: u32,
-        received: Vec<ReceiptAnswer>,
     },
     #[error("{context} failed for this run: Chat API error {code} ({info})")]
     Group {
@@ -163,7 +158,6 @@ pub enum ChatError {
         context: String,
         code: i64,
         info: String,
-        received: Vec<ReceiptAnswer>,
     },
     #[error("configuration error, stopping the run: {detail}, {context}; check {hint}")]
     Config {
@@ -171,7 +165,6 @@ pub enum ChatError {
         code: Option<i64>,
         detail: String,
         hint: &'static str,
-        received: Vec<ReceiptAnswer>,
     },
     /// Nothing ever answered and every attempt for a while failed to connect: the run stops.
     #[error("the Chat API at {host} cannot be reached: every attempt for {secs} s failed to connect ({cause}); check TIM_REGION / TIM_API_BASE and the network")]
@@ -179,8 +172,22 @@ pub enum ChatError {
         host: String,
         secs: u64,
         cause: &'static str,
-        received: Vec<ReceiptAnswer>,
     },
+}
+
+impl ErrorClass {
+    /// The class's name, as the ledger records a failed group's class.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorClass::Success => "Success",
+            ErrorClass::RateLimited => "RateLimited",
+            ErrorClass::Cooldown => "Cooldown",
+            ErrorClass::Transient => "Transient",
+            ErrorClass::UserSig => "UserSig",
+            ErrorClass::Group => "Group",
+            ErrorClass::Config => "Config",
+        }
+    }
 }
 
 impl ChatError {
@@ -206,39 +213,6 @@ impl ChatError {
     /// True when the whole run must stop (wrong key, account, region, sdkappid).
     pub fn is_config(&self) -> bool {
         self.class() == ErrorClass::Config
-    }
-
-    /// The answers received before the failure (empty unless from `pull_receipts`).
-    pub fn received(&self) -> &[ReceiptAnswer] {
-        match self {
-            ChatError::RateLimited { received, .. }
-            | ChatError::Transient { received, .. }
-            | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. }
-            | ChatError::Unreachable { received, .. } => received,
-        }
-    }
-
-    /// Moves the received answers out (to store them) and leaves the error otherwise intact.
-    pub fn take_received(&mut self) -> Vec<ReceiptAnswer> {
-        match self {
-            ChatError::RateLimited { received, .. }
-            | ChatError::Transient { received, .. }
-            | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. }
-            | ChatError::Unreachable { received, .. } => std::mem::take(received),
-        }
-    }
-
-    pub(crate) fn with_received(mut self, answers: Vec<ReceiptAnswer>) -> Self {
-        match &mut self {
-            ChatError::RateLimited { received, .. }
-            | ChatError::Transient { received, .. }
-            | ChatError::Group { received, .. }
-            | ChatError::Config { received, .. }
-            | ChatError::Unreachable { received, .. } => *received = answers,
-        }
-        self
     }
 }
 
@@ -343,32 +317,21 @@ mod tests {
     }
 
     #[test]
-    fn class_and_received_round_trip() {
+    fn config_and_group_errors_have_their_class() {
         let err = ChatError::Config {
             context: "x".into(),
             code: Some(60006),
             detail: "d".into(),
             hint: "h",
-            received: vec![],
         };
         assert!(err.is_config());
-        let ans = ReceiptAnswer {
-            group_id: "g".into(),
-            captured_at: chrono::Utc::now(),
-            items: vec![],
-        };
-        let mut err = ChatError::Group {
+        let err = ChatError::Group {
             group_id: "g".into(),
             context: "c".into(),
             code: 10010,
             info: "i".into(),
-            received: vec![],
-        }
-        .with_received(vec![ans]);
+        };
         assert_eq!(err.class(), Group);
         assert!(!err.is_config());
-        assert_eq!(err.received().len(), 1);
-        assert_eq!(err.take_received().len(), 1);
-        assert!(err.received().is_empty());
     }
 }

@@ -16,7 +16,7 @@
 //! network allows), it probes back up with a growing step, so the pace returns within a few
 //! seconds when that client leaves, and within a second after a hiccup of the machine. It starts at
 //! the ceiling and never paces above it: the ceiling is this process's share of the app's budget
-//! ([`crate::budget`]), set with [`RateLimiter::set_rate`]. Built on `tokio::time`, so tests can
+//! (`run::budget`), set with [`RateLimiter::set_rate`]. Built on `tokio::time`, so tests can
 //! pause the clock. It does not classify answers: the client tells it.
 
 use std::collections::VecDeque;

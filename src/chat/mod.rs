@@ -16,8 +16,8 @@ pub mod types;
 pub mod usersig;
 
 pub use backoff::backoff_delay;
-pub use client::{region_base_url, ChatClient, ClientConfig, ReadList, Tuning};
+pub use client::{ChatClient, ClientConfig, ReadList, Tuning};
 pub use error::{classify, describe_seqs, ChatError, ErrorClass, TransportKind};
 pub use limiter::RateLimiter;
 pub use stats::{InvalidReason, Stats, StatsSnapshot};
-pub use types::{GroupInfo, ReceiptAnswer, ReceiptItem};
+pub use types::{GroupInfo, Pulled, ReceiptAnswer, ReceiptItem};

@@ -4,6 +4,7 @@
 //! missing seqs, negative counts) and reports every dropped item as an [`Issue`]; the client
 //! counts and logs them. Nothing malformed ever reaches the caller as a valid receipt.
 
+use super::error::ChatError;
 use super::stats::InvalidReason;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -342,6 +343,24 @@ pub fn validate_read_page(
         readers,
     };
     Ok((page, issues))
+}
+
+/// What a pull of one group's seqs gave: the answers received, and the error that stopped it
+/// part-way, if one did (the answers before it are still to be stored).
+#[derive(Debug, Default)]
+pub struct Pulled {
+    pub answers: Vec<ReceiptAnswer>,
+    pub error: Option<ChatError>,
+}
+
+impl Pulled {
+    /// The answers, or the error (dropping the answers received before it).
+    pub fn into_result(self) -> Result<Vec<ReceiptAnswer>, ChatError> {
+        match self.error {
+            None => Ok(self.answers),
+            Some(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]

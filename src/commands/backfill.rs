@@ -1,9 +1,9 @@
 //! `receipt-exporter backfill`: pull older seqs once, as one resumable run, with progress on
 //! stderr (a bar on a terminal, periodic log lines otherwise).
 
-use crate::backfill::{self, store, Backfill, Request, Started};
 use crate::cli::BackfillArgs;
 use crate::exit::{self, Exit};
+use crate::run::backfill::{self, store, Backfill, Request, Started};
 use crate::run::ledger::RunKind;
 use crate::run::{self, RunRequest, Selection};
 use crate::settings::Settings;
@@ -51,7 +51,7 @@ pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit
         );
     }
     super::emit_summary(&report.summary(&settings.parquet_dir));
-    Ok(report.exit)
+    Ok(crate::exit::for_run(&report))
 }
 
 /// `--rate N`: 1..10000 calls per second.
@@ -108,11 +108,7 @@ async fn existing(
     let Some((run_id, status, _)) = store::existing(pool, &request.hash()).await? else {
         return Ok(None);
     };
-    let run_date: chrono::NaiveDate =
-        sqlx::query_scalar("SELECT run_date FROM receipts.export_runs WHERE run_id = $1")
-            .bind(run_id)
-            .fetch_one(pool)
-            .await?;
+    let run_date = crate::run::ledger::run_date(pool, run_id).await?;
     Ok(Some((run_id, status, run_date)))
 }
 

@@ -19,6 +19,7 @@ use std::time::Duration;
 const DEMO_DATABASE: &str = "receipt_exporter_demo";
 const DEMO_SDKAPPID: u64 = 1_400_000_000;
 
+/// (Over 60 lines: the demo's steps in the order it prints them: database, simulator, tracking, run, next steps.)
 pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     let database_url = ensure_database(&args.admin_url).await?;
     let options = crate::db::connect_options(&database_url)?;
@@ -39,10 +40,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     sim_config.latency = Duration::from_millis(20);
     sim_config.latency_jitter = Duration::from_millis(10);
     // Read counts move on between demo runs: each run sees the next step.
-    let previous_runs: i64 =
-        sqlx::query_scalar("SELECT count(*) FROM receipts.export_runs WHERE job = 'demo'")
-            .fetch_one(&pool)
-            .await?;
+    let previous_runs = crate::run::ledger::count_runs(&pool, "demo").await?;
     let sim = Simulator::start(sim_config, "127.0.0.1:0".parse()?)?;
     sim.advance(previous_runs as u64);
     println!(
@@ -93,7 +91,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     sim.shutdown().await;
     super::emit_summary(&report.summary(&run_settings.parquet_dir));
     print_next_steps(&database_url, &run_settings.parquet_dir);
-    Ok(report.exit)
+    Ok(crate::exit::for_run(&report))
 }
 
 /// Creates the demo database on the local server if it is not there yet; returns its URL.
@@ -104,15 +102,7 @@ async fn ensure_database(admin_url: &str) -> anyhow::Result<String> {
             crate::settings::redact_url_password(admin_url)
         )
     })?;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(DEMO_DATABASE)
-            .fetch_one(&mut conn)
-            .await?;
-    if !exists {
-        sqlx::query(&format!("CREATE DATABASE {DEMO_DATABASE}"))
-            .execute(&mut conn)
-            .await?;
+    if crate::db::create_database_if_missing(&mut conn, DEMO_DATABASE).await? {
         println!("created database {DEMO_DATABASE}");
     }
     let base = admin_url.split('?').next().unwrap_or(admin_url);

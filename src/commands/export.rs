@@ -28,7 +28,8 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
     // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
     manifest::lock_warehouse(&mut conn).await?;
-    let rebuilt = manifest::rebuild_dates(&pool, &settings.parquet_dir, since, until).await;
+    let rebuilt =
+        crate::sink::rebuild::rebuild_dates(&pool, &settings.parquet_dir, since, until).await;
     manifest::unlock_warehouse(&mut conn).await?;
     let days = rebuilt?;
     let mut rows = 0;

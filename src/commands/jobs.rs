@@ -82,13 +82,13 @@ fn check(settings: &Settings, args: JobsDirArgs) -> anyhow::Result<Exit> {
             Err(e) => broken.push(e.to_string()),
         }
     }
-    let shared = f64::from(settings.rate_limit) * crate::budget::SHARED_MARGIN;
+    let shared = f64::from(settings.rate_limit) * crate::run::budget::SHARED_MARGIN;
     if shares as f64 > shared && files.len() > 1 {
         println!(
             "note: the enabled jobs' caps add up to {shares} calls/s, above {shared:.0} calls/s \
              ({:.0}% of the app's budget of {} calls/s that jobs running at the same time split): \
              such jobs run below their caps, in proportion to them (set rate_limit in the job files)",
-            crate::budget::SHARED_MARGIN * 100.0,
+            crate::run::budget::SHARED_MARGIN * 100.0,
             settings.rate_limit
         );
     }

@@ -86,11 +86,7 @@ pub fn init_tracing(format: LogFormat) {
 /// A pool on the configured database, after checking the schema is migrated.
 pub async fn connect_migrated(settings: &Settings) -> anyhow::Result<PgPool> {
     let pool = crate::db::connect(settings.require_database()?).await?;
-    let applied: Option<i64> =
-        sqlx::query_scalar("SELECT count(*) FROM receipts._sqlx_migrations WHERE success")
-            .fetch_one(&pool)
-            .await
-            .ok();
+    let applied = crate::db::applied_migrations(&pool).await.ok();
     let known = crate::db::MIGRATOR.iter().count() as i64;
     match applied {
         Some(n) if n >= known => Ok(pool),

@@ -31,7 +31,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     let report = outcome?;
     // Each failed group was logged once, when it failed; the ledger lists them all.
     super::emit_summary(&report.summary(&settings.parquet_dir));
-    Ok(report.exit)
+    Ok(crate::exit::for_run(&report))
 }
 
 /// Prints the plan and writes nothing. Fixed windows need no API call; rolling windows need
@@ -59,8 +59,8 @@ async fn dry_run(settings: &Settings, request: &run::RunRequest) -> anyhow::Resu
         settings,
     )
     .await?;
-    for (group_id, class, why) in &p.failed {
-        println!("{group_id}  failed ({class}): {why}");
+    for f in &p.failed {
+        println!("{}  failed ({}): {}", f.group_id, f.class, f.message);
     }
     print!("{}", dry_run_report(settings, request, &p, client.as_ref()));
     let bound = run::details::bound(&pool, &tags, &p).await?;
@@ -111,6 +111,8 @@ async fn check_groups(client: &crate::chat::ChatClient, p: &run::follow::Prepare
 }
 
 /// The dry run's lines: one per group, then the totals and what the skips and budget save.
+///
+/// (Over 60 lines: the dry run's lines in the order printed: groups, totals, what skips and the budget save.)
 fn dry_run_report(
     settings: &Settings,
     request: &run::RunRequest,

@@ -49,6 +49,8 @@ fn duration_of_attempts(run: &RunRow) -> String {
 }
 
 /// The `runs list` table, newest first; the error cut to one short line.
+///
+/// (Over 60 lines: a table: its columns, their widths and the rows.)
 fn table(runs: &[RunRow]) -> String {
     let header = [
         "RUN",
@@ -129,6 +131,7 @@ fn counts(map: &Value) -> String {
     }
 }
 
+/// (Over 60 lines: one line per ledger field, in the order shown.)
 async fn show(pool: &PgPool, a: RunsShowArgs) -> anyhow::Result<Exit> {
     let Some(run) = history::get(pool, a.run_id).await? else {
         return Err(usage(format!(

@@ -120,102 +120,110 @@ fn seconds(at: DateTime<Utc>) -> f64 {
     at.timestamp_millis() as f64 / 1000.0
 }
 
+/// How a per-job sample is read from a job's figures.
+type Get = fn(&JobMetrics) -> Option<f64>;
+
+/// The families with one sample per job: name, help, type, and the sample.
+const PER_JOB: [(&str, &str, &str, Get); 15] = [
+    (
+        "receipt_exporter_last_success_timestamp_seconds",
+        "When the newest successful run of the job finished (Unix time).",
+        "gauge",
+        |m| m.last_success.map(seconds),
+    ),
+    (
+        "receipt_exporter_last_run_timestamp_seconds",
+        "When the newest finished run of the job finished (Unix time).",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| seconds(r.finished_at)),
+    ),
+    (
+        "receipt_exporter_last_run_duration_seconds",
+        "How long the newest finished run took.",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| r.duration_seconds),
+    ),
+    (
+        "receipt_exporter_last_run_receipts",
+        "Receipts the newest finished run wrote.",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| r.receipts_written as f64),
+    ),
+    (
+        "receipt_exporter_last_run_api_calls",
+        "Chat API calls of the newest finished run.",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| r.api_calls as f64),
+    ),
+    (
+        "receipt_exporter_last_run_retries",
+        "Retried API calls of the newest finished run.",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| r.retries as f64),
+    ),
+    (
+        "receipt_exporter_last_run_rate_limited_answers",
+        "Rate-limited API answers in the newest finished run.",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| r.rate_limited as f64),
+    ),
+    (
+        "receipt_exporter_last_run_groups_failed",
+        "Groups that failed in the newest finished run.",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| f64::from(r.groups_failed)),
+    ),
+    (
+        "receipt_exporter_last_run_seqs_skipped_settled",
+        "Seqs the newest finished run skipped because their last snapshot had unread_num 0.",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| r.seqs_skipped_settled as f64),
+    ),
+    (
+        "receipt_exporter_last_run_seqs_skipped_no_receipt",
+        "Seqs the newest finished run skipped because they answered 10062 run after run.",
+        "gauge",
+        |m| {
+            m.last_run
+                .as_ref()
+                .map(|r| r.seqs_skipped_no_receipt as f64)
+        },
+    ),
+    (
+        "receipt_exporter_last_run_seqs_left",
+        "Seqs the newest finished run's budget (max_calls, max_duration) left for the next run.",
+        "gauge",
+        |m| m.last_run.as_ref().map(|r| r.seqs_left as f64),
+    ),
+    (
+        "receipt_exporter_receipts_total",
+        "Receipts written by all finished runs in the ledger.",
+        "counter",
+        |m| Some(m.receipts_total as f64),
+    ),
+    (
+        "receipt_exporter_api_calls_total",
+        "Chat API calls of all finished runs in the ledger.",
+        "counter",
+        |m| Some(m.api_calls_total as f64),
+    ),
+    (
+        "receipt_exporter_retries_total",
+        "Retried API calls of all finished runs in the ledger.",
+        "counter",
+        |m| Some(m.retries_total as f64),
+    ),
+    (
+        "receipt_exporter_rate_limited_answers_total",
+        "Rate-limited API answers of all finished runs in the ledger.",
+        "counter",
+        |m| Some(m.rate_limited_total as f64),
+    ),
+];
+
 /// The families and their samples for `jobs`, in a fixed order.
 fn families(jobs: &[JobMetrics]) -> Vec<Family> {
-    type Get = fn(&JobMetrics) -> Option<f64>;
-    let per_job: [(&'static str, &'static str, &'static str, Get); 15] = [
-        (
-            "receipt_exporter_last_success_timestamp_seconds",
-            "When the newest successful run of the job finished (Unix time).",
-            "gauge",
-            |m| m.last_success.map(seconds),
-        ),
-        (
-            "receipt_exporter_last_run_timestamp_seconds",
-            "When the newest finished run of the job finished (Unix time).",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| seconds(r.finished_at)),
-        ),
-        (
-            "receipt_exporter_last_run_duration_seconds",
-            "How long the newest finished run took.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| r.duration_seconds),
-        ),
-        (
-            "receipt_exporter_last_run_receipts",
-            "Receipts the newest finished run wrote.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| r.receipts_written as f64),
-        ),
-        (
-            "receipt_exporter_last_run_api_calls",
-            "Chat API calls of the newest finished run.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| r.api_calls as f64),
-        ),
-        (
-            "receipt_exporter_last_run_retries",
-            "Retried API calls of the newest finished run.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| r.retries as f64),
-        ),
-        (
-            "receipt_exporter_last_run_rate_limited_answers",
-            "Rate-limited API answers in the newest finished run.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| r.rate_limited as f64),
-        ),
-        (
-            "receipt_exporter_last_run_groups_failed",
-            "Groups that failed in the newest finished run.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| f64::from(r.groups_failed)),
-        ),
-        (
-            "receipt_exporter_last_run_seqs_skipped_settled",
-            "Seqs the newest finished run skipped because their last snapshot had unread_num 0.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| r.seqs_skipped_settled as f64),
-        ),
-        (
-            "receipt_exporter_last_run_seqs_skipped_no_receipt",
-            "Seqs the newest finished run skipped because they answered 10062 run after run.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| r.seqs_skipped_no_receipt as f64),
-        ),
-        (
-            "receipt_exporter_last_run_seqs_left",
-            "Seqs the newest finished run's budget (max_calls, max_duration) left for the next run.",
-            "gauge",
-            |m| m.last_run.as_ref().map(|r| r.seqs_left as f64),
-        ),
-        (
-            "receipt_exporter_receipts_total",
-            "Receipts written by all finished runs in the ledger.",
-            "counter",
-            |m| Some(m.receipts_total as f64),
-        ),
-        (
-            "receipt_exporter_api_calls_total",
-            "Chat API calls of all finished runs in the ledger.",
-            "counter",
-            |m| Some(m.api_calls_total as f64),
-        ),
-        (
-            "receipt_exporter_retries_total",
-            "Retried API calls of all finished runs in the ledger.",
-            "counter",
-            |m| Some(m.retries_total as f64),
-        ),
-        (
-            "receipt_exporter_rate_limited_answers_total",
-            "Rate-limited API answers of all finished runs in the ledger.",
-            "counter",
-            |m| Some(m.rate_limited_total as f64),
-        ),
-    ];
-    let mut out: Vec<Family> = per_job
+    let mut out: Vec<Family> = PER_JOB
         .into_iter()
         .map(|(name, help, kind, get)| Family {
             name,
@@ -372,6 +380,8 @@ pub fn push_url(base: &reqwest::Url, job: &str) -> String {
 
 /// Pushes `job`'s series (from the ledger) to the Pushgateway with PUT, which replaces that
 /// job's group there and leaves the other jobs' groups alone.
+///
+/// (Over 60 lines: the request and its three outcomes (a redirect refused, an error with the start of its body, success), read top to bottom.)
 pub async fn push_metrics(
     pool: &PgPool,
     gateway: &reqwest::Url,

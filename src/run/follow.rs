@@ -9,7 +9,7 @@
 //! windows are clamped when the run learnt the group's newest seq anyway, and otherwise the
 //! no-receipt rule counts only seqs below the highest seq with a snapshot.
 
-use super::pipeline::{Halt, Outcome, Pipeline};
+use super::pipeline::{FailedGroup, Halt, Outcome, Pipeline};
 use crate::chat::ChatClient;
 use crate::plan::{self, FollowPolicy, GroupPlan, WorkItem};
 use crate::tracking::follow as store;
@@ -25,8 +25,8 @@ pub struct Prepared {
     pub states: HashMap<String, store::GroupState>,
     /// Groups in the plan (each ends ok or failed), those failed before pulling excluded.
     pub groups: usize,
-    /// Groups failed while planning: (group, class, message).
-    pub failed: Vec<(String, String, String)>,
+    /// Groups failed while planning.
+    pub failed: Vec<FailedGroup>,
     pub skipped_settled: u64,
     pub skipped_no_receipt: u64,
     /// Each rolling window as resolved, `FROM..TO` (empty: no message yet).
@@ -76,6 +76,8 @@ impl Prepared {
 
 /// Builds the run's work from its fixed-window plan plus the selection's rolling windows.
 /// `client`: `None` leaves rolling windows unresolved (listed in `unresolved`).
+///
+/// (Over 60 lines: the plan's steps in order (rolling windows resolved, merged with the fixed ones, capped, classified), each feeding the next.)
 pub async fn prepare(
     pool: &PgPool,
     client: Option<&ChatClient>,
@@ -100,7 +102,7 @@ pub async fn prepare(
             HashMap::new()
         }
     };
-    let failed: HashSet<String> = out.failed.iter().map(|f| f.0.clone()).collect();
+    let failed: HashSet<String> = out.failed.iter().map(|f| f.group_id.clone()).collect();
     let mut pairs: Vec<(String, SeqWindow)> = Vec::new();
     for g in fixed.into_iter().filter(|g| !failed.contains(&g.group_id)) {
         pairs.extend(g.ranges.into_iter().map(|w| (g.group_id.clone(), w)));
@@ -130,8 +132,11 @@ pub async fn prepare(
         }
     }
     let (merged, too_big) = plan::refuse_oversized(merged, max_seqs_per_group);
-    out.failed
-        .extend(too_big.into_iter().map(|(g, why)| (g, "Plan".into(), why)));
+    out.failed.extend(
+        too_big
+            .into_iter()
+            .map(|(g, why)| FailedGroup::new(g, "Plan", why)),
+    );
     out.groups = merged.len();
     for state in store::classify(pool, &merged, &newest, policy).await? {
         out.skipped_settled += state.settled.len() as u64;
@@ -152,7 +157,7 @@ pub async fn prepare(
 async fn resolve_newest(
     client: &ChatClient,
     latest: &[(String, i64)],
-    failed: &mut Vec<(String, String, String)>,
+    failed: &mut Vec<FailedGroup>,
 ) -> HashMap<String, u64> {
     let mut newest = HashMap::new();
     if latest.is_empty() {
@@ -162,10 +167,9 @@ async fn resolve_newest(
     let infos = match client.get_group_info(&ids).await {
         Ok(infos) => infos,
         Err(e) => {
-            let class = format!("{:?}", e.class());
             for id in ids {
                 let why = format!("could not resolve its rolling window: {e}");
-                failed.push((id, class.clone(), why));
+                failed.push(FailedGroup::new(id, e.class().name(), why));
             }
             return newest;
         }
@@ -180,14 +184,14 @@ async fn resolve_newest(
                     "get_group_info answered error {}: {} (its rolling window cannot be resolved)",
                     info.error_code, info.error_info
                 );
-                failed.push((info.group_id, "GroupInfo".into(), why));
+                failed.push(FailedGroup::new(info.group_id, "GroupInfo", why));
             }
         }
     }
     for id in ids.iter().filter(|id| !newest.contains_key(*id)) {
-        if !failed.iter().any(|f| &f.0 == id) {
+        if !failed.iter().any(|f| &f.group_id == id) {
             let why = "get_group_info gave no valid answer about it: see the log".to_string();
-            failed.push((id.clone(), "GroupInfo".into(), why));
+            failed.push(FailedGroup::new(id.clone(), "GroupInfo", why));
         }
     }
     newest
@@ -341,8 +345,8 @@ pub async fn run(
             return (outcome, FollowFigures::default());
         }
     };
-    for (group_id, class, why) in &prepared.failed {
-        tracing::warn!(group_id = %group_id, class = %class, "group failed for this run: {why}");
+    for f in &prepared.failed {
+        tracing::warn!(group_id = %f.group_id, class = %f.class, "group failed for this run: {}", f.message);
     }
     let mut work = Budgeted::new(
         prepared.work(ctx.settings.batch_size),
@@ -352,8 +356,8 @@ pub async fn run(
     );
     let mut outcome = pipeline.run_work(prepared.groups, &mut work).await;
     outcome.groups_planned += prepared.failed.len();
-    for (group_id, class, why) in prepared.failed {
-        outcome.failed_groups.insert(group_id, (class, why));
+    for f in prepared.failed {
+        outcome.fail(f);
     }
     let (seqs_left, calls_left) = work.left();
     if let Some(cap) = work.stopped_by {

@@ -243,3 +243,27 @@ pub async fn record_follow(
     .await?;
     Ok(())
 }
+
+/// How many runs the job has started (the demo moves its simulator on by that many steps).
+pub async fn count_runs(pool: &PgPool, job: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT count(*) FROM receipts.export_runs WHERE job = $1")
+        .bind(job)
+        .fetch_one(pool)
+        .await
+}
+
+/// When the job last started a run.
+pub async fn last_start(pool: &PgPool, job: &str) -> sqlx::Result<Option<DateTime<Utc>>> {
+    sqlx::query_scalar("SELECT max(started_at) FROM receipts.export_runs WHERE job = $1")
+        .bind(job)
+        .fetch_one(pool)
+        .await
+}
+
+/// The date a run was recorded under.
+pub async fn run_date(pool: &PgPool, run_id: i64) -> sqlx::Result<NaiveDate> {
+    sqlx::query_scalar("SELECT run_date FROM receipts.export_runs WHERE run_id = $1")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+}

@@ -6,6 +6,8 @@
 //! runs → plan → pipeline → ledger figures → lock released. Nothing here prints: the command
 //! layer turns the [`RunReport`] into a summary line and an exit code.
 
+pub mod backfill;
+pub mod budget;
 pub mod details;
 pub mod follow;
 pub mod ledger;
@@ -15,14 +17,13 @@ pub mod repair;
 pub mod watch;
 
 use crate::chat::{ChatClient, ClientConfig};
-use crate::exit::Exit;
 use crate::plan::{self, GroupPlan};
 use crate::settings::Settings;
 use crate::sink::Fence;
 use crate::tracking::SeqWindow;
 use ledger::{RunFigures, RunKind, RunStatus};
 use lock::JobLock;
-use pipeline::{Halt, Outcome, Pipeline};
+use pipeline::{FailedGroup, Halt, Outcome, Pipeline};
 use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -57,8 +58,8 @@ pub enum Selection {
     /// Every enabled group and its tracked windows.
     #[default]
     AllEnabled,
-    /// A backfill: its own groups × windows, resumable (see [`crate::backfill`]).
-    Backfill(crate::backfill::Backfill),
+    /// A backfill: its own groups × windows, resumable (see [`crate::run::backfill`]).
+    Backfill(crate::run::backfill::Backfill),
 }
 
 /// A run's ledger row, opened, and what it has left to pull.
@@ -85,7 +86,7 @@ async fn open(
     lease: Duration,
 ) -> anyhow::Result<OpenedRun> {
     if let Selection::Backfill(backfill) = &req.selection {
-        return crate::backfill::open(pool, backfill, &req.job, host, pid, lease).await;
+        return crate::run::backfill::open(pool, backfill, &req.job, host, pid, lease).await;
     }
     let (run_id, run_date, epoch) =
         ledger::start(pool, &req.job, req.kind, host, pid, lease).await?;
@@ -104,11 +105,13 @@ pub struct RunReport {
     pub run_id: i64,
     pub job: String,
     pub status: RunStatus,
-    pub exit: Exit,
+    /// A failed run whose configuration the API refused (the key, the admin account, the
+    /// region): the user's to fix. The command layer maps status and this to an exit code.
+    pub config_refused: bool,
     pub figures: RunFigures,
     pub error: Option<String>,
     pub elapsed: Duration,
-    pub failed_groups: Vec<(String, String, String)>,
+    pub failed_groups: Vec<FailedGroup>,
     /// What following skipped and left (`None`: a backfill).
     pub follow: Option<follow::FollowFigures>,
     /// A resumed backfill's attempt number and this attempt's own figures (`figures` count
@@ -188,16 +191,9 @@ pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<V
     let tags: Vec<String> = match selection {
         Selection::Tracked { tags } => tags.clone(),
         Selection::AllEnabled => Vec::new(),
-        Selection::Backfill(b) => return crate::backfill::whole_plan(pool, &b.request).await,
+        Selection::Backfill(b) => return crate::run::backfill::whole_plan(pool, &b.request).await,
     };
-    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
-        "SELECT g.group_id, w.from_seq, w.to_seq
-         FROM receipts.tracked_groups g JOIN receipts.seq_windows w USING (group_id)
-         WHERE g.enabled AND w.kind = 'fixed' AND (cardinality($1::text[]) = 0 OR g.tags && $1)",
-    )
-    .bind(&tags)
-    .fetch_all(pool)
-    .await?;
+    let rows = crate::tracking::store::enabled_windows(pool, &tags).await?;
     let mut pairs = Vec::with_capacity(rows.len());
     for (group_id, from, to) in rows {
         match SeqWindow::new(from, to) {
@@ -212,6 +208,10 @@ pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<V
 }
 
 /// Runs one export to its end. `stop` is cancelled by SIGTERM/SIGINT.
+///
+/// The phases: take the job's lock and open the run's ledger row (`begin`); do the run's
+/// work under the watchdog (`watched`: repair, plan, pull and write); judge how it ended
+/// (`verdict`, pure) and record that in the ledger (`close`); release the lock.
 pub async fn execute(
     settings: &Settings,
     pool: &PgPool,
@@ -219,37 +219,16 @@ pub async fn execute(
     stop: CancellationToken,
 ) -> anyhow::Result<RunReport> {
     let api = settings.require_api()?;
-    let options = settings.require_database()?;
+    settings.require_database()?;
     let client = ChatClient::new(client_config(settings, &api))?;
-    let job_lock = acquire(options, pool, &req.job).await?;
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let pid = std::process::id();
-    let started = Instant::now();
-    let lease = watch::lease(settings.lock_reconnect_timeout);
-    let opened = match open(pool, req, &host, pid, lease).await {
-        Ok(opened) => opened,
-        Err(e) => {
-            job_lock.release().await;
-            return Err(e);
-        }
-    };
-    let fence = opened.fence;
-    let run_id = fence.run_id;
-    tracing::info!(run_id, job = %req.job, "run started");
-    let label = format!("run {run_id} (job {}) on host {host}, pid {pid}", req.job);
-    let reconnect = settings.lock_reconnect_timeout;
-    let pipeline_stop = stop.child_token();
-    let watchdog = watch::Watch {
-        options: options.clone(),
-        pool: pool.clone(),
-        fence,
-        reconnect,
-    }
-    .start(job_lock, pipeline_stop.clone());
-    let prior = opened.prior.clone();
-    let worked = work(settings, pool, req, &client, opened, &label, &pipeline_stop).await;
-    pipeline_stop.cancel(); // ends the watchdog (and a backfill's checkpoints)
-    let (job_lock, lost) = watchdog.await.unwrap_or((None, None));
+    let begun = begin(settings, pool, req).await?;
+    let (fence, prior, started) = (
+        begun.opened.fence,
+        begun.opened.prior.clone(),
+        begun.started,
+    );
+    tracing::info!(run_id = fence.run_id, job = %req.job, "run started");
+    let (worked, job_lock, lost) = watched(settings, pool, req, &client, begun, stop).await;
     let (outcome, follow, read_lists) = worked.unwrap_or_else(|e| {
         let outcome = Outcome {
             halt: Some(Halt::Sink(e)),
@@ -257,56 +236,137 @@ pub async fn execute(
         };
         (outcome, None, None)
     });
-
-    let mut figures = figures(&client, &outcome, outcome.groups_planned);
-    if let Some(d) = &read_lists {
-        figures.details["read_lists"] = serde_json::json!(d);
-    }
-    let mut attempt = None;
-    if let (Some(prior), Selection::Backfill(b)) = (&prior, &req.selection) {
-        let n = b.started.get().map_or(1, |s| s.attempt);
-        let this = figures.clone();
-        figures = crate::backfill::cumulative(prior, figures, n);
-        attempt = (n > 1).then_some((n, this));
-    }
-    let ended = match verdict(&outcome, lost.as_ref()) {
-        (RunStatus::Succeeded, ..)
-            if read_lists
-                .as_ref()
-                .is_some_and(|d| !d.failed_groups.is_empty()) =>
-        {
-            let n = read_lists.as_ref().map_or(0, |d| d.failed_groups.len());
-            (
-                RunStatus::Partial,
-                Exit::Partial,
-                Some(format!(
-                    "the read lists of {n} group(s) failed (their counts are written)"
-                )),
-            )
-        }
-        ended => ended,
-    };
-    let (status, exit, error) = close(pool, fence, reconnect, ended, &figures, &follow).await?;
+    let (figures, attempt) = tally(&client, &outcome, read_lists.as_ref(), prior, req);
+    let ended = with_read_lists(verdict(&outcome, lost.as_ref()), read_lists.as_ref());
+    let reconnect = settings.lock_reconnect_timeout;
+    let Verdict {
+        status,
+        config_refused,
+        error,
+    } = close(pool, fence, reconnect, ended, &figures, &follow).await?;
     if let Some(l) = job_lock {
         l.release().await;
     }
     Ok(RunReport {
-        run_id,
+        run_id: fence.run_id,
         job: req.job.clone(),
         status,
-        exit,
+        config_refused,
         figures,
         error,
         elapsed: started.elapsed(),
-        failed_groups: outcome
-            .failed_groups
-            .into_iter()
-            .map(|(g, (class, msg))| (g, class, msg))
-            .collect(),
+        failed_groups: outcome.failed_groups.into_values().collect(),
         follow,
         attempt,
         read_lists,
     })
+}
+
+/// A run that has begun: its job's lock held, its ledger row open.
+struct Begun {
+    job_lock: JobLock,
+    /// The connection the lock's session is re-established with.
+    options: sqlx::postgres::PgConnectOptions,
+    opened: OpenedRun,
+    /// `run N (job J) on host H, pid P`, for the repairer's records.
+    label: String,
+    /// When the lock was taken: the run's time counts from here.
+    started: Instant,
+}
+
+/// Takes the job's lock (or fails with [`LockHeld`]) and opens the run's ledger row under it.
+async fn begin(settings: &Settings, pool: &PgPool, req: &RunRequest) -> anyhow::Result<Begun> {
+    let options = settings.require_database()?.clone();
+    let job_lock = acquire(&options, pool, &req.job).await?;
+    let started = Instant::now();
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    let pid = std::process::id();
+    let lease = watch::lease(settings.lock_reconnect_timeout);
+    match open(pool, req, &host, pid, lease).await {
+        Ok(opened) => {
+            let run_id = opened.fence.run_id;
+            let label = format!("run {run_id} (job {}) on host {host}, pid {pid}", req.job);
+            Ok(Begun {
+                job_lock,
+                options,
+                opened,
+                label,
+                started,
+            })
+        }
+        Err(e) => {
+            job_lock.release().await;
+            Err(e)
+        }
+    }
+}
+
+/// The run's work under its watchdog (heartbeats, the lock's session kept or re-established):
+/// returns what the work gave, the lock if the watchdog still holds it, and how it was lost
+/// if it was.
+async fn watched(
+    settings: &Settings,
+    pool: &PgPool,
+    req: &RunRequest,
+    client: &ChatClient,
+    begun: Begun,
+    stop: CancellationToken,
+) -> (anyhow::Result<Worked>, Option<JobLock>, Option<Lost>) {
+    let Begun {
+        job_lock,
+        options,
+        opened,
+        label,
+        ..
+    } = begun;
+    let pipeline_stop = stop.child_token();
+    let watchdog = watch::Watch {
+        options,
+        pool: pool.clone(),
+        fence: opened.fence,
+        reconnect: settings.lock_reconnect_timeout,
+    }
+    .start(job_lock, pipeline_stop.clone());
+    let worked = work(settings, pool, req, client, opened, &label, &pipeline_stop).await;
+    pipeline_stop.cancel(); // ends the watchdog (and a backfill's checkpoints)
+    let (job_lock, lost) = watchdog.await.unwrap_or((None, None));
+    (worked, job_lock, lost)
+}
+
+/// The run's figures for the ledger, and a resumed backfill's attempt: its number and this
+/// attempt's own figures (the ledger's count every attempt).
+fn tally(
+    client: &ChatClient,
+    outcome: &Outcome,
+    read_lists: Option<&details::DetailFigures>,
+    prior: Option<RunFigures>,
+    req: &RunRequest,
+) -> (RunFigures, Option<(i32, RunFigures)>) {
+    let mut figures = figures(client, outcome, outcome.groups_planned);
+    if let Some(d) = read_lists {
+        figures.details["read_lists"] = serde_json::json!(d);
+    }
+    match (prior, &req.selection) {
+        (Some(prior), Selection::Backfill(b)) => {
+            let n = b.started.get().map_or(1, |s| s.attempt);
+            let this = figures.clone();
+            let figures = backfill::cumulative(&prior, figures, n);
+            (figures, (n > 1).then_some((n, this)))
+        }
+        _ => (figures, None),
+    }
+}
+
+/// A run that succeeded but whose read lists failed for some groups is partial.
+fn with_read_lists(verdict: Verdict, read_lists: Option<&details::DetailFigures>) -> Verdict {
+    let failed = read_lists.map_or(0, |d| d.failed_groups.len());
+    if verdict.status != RunStatus::Succeeded || failed == 0 {
+        return verdict;
+    }
+    Verdict::failed(
+        RunStatus::Partial,
+        format!("the read lists of {failed} group(s) failed (their counts are written)"),
+    )
 }
 
 /// Records how the run ended, unless it was fenced: only a run still `running` under this
@@ -316,10 +376,12 @@ async fn close(
     pool: &PgPool,
     fence: Fence,
     reconnect: Duration,
-    (status, exit, error): (RunStatus, Exit, Option<String>),
+    verdict: Verdict,
     figures: &RunFigures,
     follow: &Option<follow::FollowFigures>,
-) -> anyhow::Result<(RunStatus, Exit, Option<String>)> {
+) -> anyhow::Result<Verdict> {
+    let Verdict { status, error, .. } = &verdict;
+    let status = *status;
     if status != RunStatus::Abandoned {
         let closed = ledger_retrying(reconnect, || {
             ledger::finish(pool, fence, status, figures, error.as_deref())
@@ -329,10 +391,10 @@ async fn close(
             if let Some(f) = follow {
                 ledger_retrying(reconnect, || ledger::record_follow(pool, fence.run_id, f)).await?;
             }
-            return Ok((status, exit, error));
+            return Ok(verdict);
         }
     }
-    let error = match error.filter(|_| status == RunStatus::Abandoned) {
+    let error = match verdict.error.filter(|_| status == RunStatus::Abandoned) {
         Some(error) => error,
         None => Lost::Fenced(ledger::fenced_by(pool, fence.run_id).await?).reason(),
     };
@@ -341,7 +403,7 @@ async fn close(
         "run {} {error}; its ledger row stays as its new owner recorded it",
         fence.run_id
     );
-    Ok((RunStatus::Abandoned, Exit::Failed, Some(error)))
+    Ok(Verdict::failed(RunStatus::Abandoned, error))
 }
 
 /// Takes the job's lock, or says which run holds it (exit 75).
@@ -367,7 +429,9 @@ async fn acquire(
     .into())
 }
 
-/// The run's work under its fence: repair, plan, pull and write. Cancels `stop` when done.
+/// The run's work under its fence: repair, plan, pull and write, then the read lists.
+/// Cancels `stop` when done. (Over 60 lines: the steps in their order, each a call, with the
+/// budget's lease and a backfill's checkpoints held across them.)
 async fn work(
     settings: &Settings,
     pool: &PgPool,
@@ -382,33 +446,14 @@ async fn work(
         fence: opened.fence,
         label,
     };
-    repair::repair(
-        settings.require_database()?,
-        pool,
-        &settings.parquet_dir,
-        &me,
-    )
-    .await?;
-    if let Err(e) = sqlx::query("SELECT receipts.ensure_snapshot_partitions(3)")
-        .execute(pool)
-        .await
-    {
+    let options = settings.require_database()?;
+    repair::repair(options, pool, &settings.parquet_dir, &me).await?;
+    if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }
     let started = Instant::now(); // a budget's max_duration counts from here
-                                  // A backfill is a deliberate large pull: the per-run cap guards scheduled runs only.
-    let (plan, refused) = match req.selection {
-        Selection::Backfill(_) => (std::mem::take(&mut opened.plan), Vec::new()),
-        _ => plan::refuse_oversized(
-            std::mem::take(&mut opened.plan),
-            settings.max_seqs_per_group,
-        ),
-    };
-    for (group_id, why) in &refused {
-        tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
-    }
-
-    let lease = crate::budget::Lease::join(
+    let (plan, refused) = capped(std::mem::take(&mut opened.plan), settings, req);
+    let lease = budget::Lease::join(
         pool,
         client,
         f64::from(settings.rate_limit),
@@ -418,7 +463,7 @@ async fn work(
     .await?;
     let checkpoint = opened.prior.as_ref().map(|p| {
         let prior = (p.api_calls, p.seqs_asked);
-        crate::backfill::checkpoint_calls(
+        backfill::checkpoint_calls(
             pool.clone(),
             opened.fence,
             prior,
@@ -426,18 +471,7 @@ async fn work(
             stop.clone(),
         )
     });
-    let pipeline = Pipeline {
-        pool: pool.clone(),
-        client: client.clone(),
-        fence: opened.fence,
-        run_date: opened.run_date,
-        parquet_dir: settings.parquet_dir.clone(),
-        batch_size: settings.batch_size,
-        concurrency: settings.concurrency,
-        stop: stop.clone(),
-        first_batch_no: opened.first_batch_no,
-        reconnect: settings.lock_reconnect_timeout,
-    };
+    let pipeline = pipeline(settings, pool, client, &opened, stop);
     let (mut outcome, follow) = match &req.selection {
         Selection::Backfill(_) => (pipeline.run(plan).await, None),
         selection => {
@@ -454,28 +488,10 @@ async fn work(
             (outcome, Some(figures))
         }
     };
-    // Who read the messages of details-on groups (not for backfills, nor when stopped), while
-    // the run's lease and lock are still held.
-    let read_lists = match (&req.selection, &outcome.halt) {
-        (Selection::Backfill(_), _) | (_, Some(_)) => None,
-        (selection, None) => Some(
-            details::pull(
-                pool,
-                client,
-                settings,
-                opened.fence.run_id,
-                &selection_tags(selection),
-                stop,
-            )
-            .await
-            .unwrap_or_else(details::DetailFigures::failed),
-        ),
-    };
+    let read_lists = read_lists(settings, pool, req, client, &outcome, opened.fence, stop).await;
     outcome.groups_planned += refused.len();
     for (group_id, why) in refused {
-        outcome
-            .failed_groups
-            .insert(group_id, ("Plan".to_string(), why));
+        outcome.fail(FailedGroup::new(group_id, "Plan", why));
     }
     stop.cancel();
     lease.leave().await;
@@ -483,6 +499,66 @@ async fn work(
         let _ = task.await;
     }
     Ok((outcome, follow, read_lists))
+}
+
+/// The plan without the groups over the per-run cap (`max_seqs_per_group`), and those groups
+/// with the reason. A backfill is a deliberate large pull: the cap guards other runs only.
+fn capped(
+    plan: Vec<GroupPlan>,
+    settings: &Settings,
+    req: &RunRequest,
+) -> (Vec<GroupPlan>, Vec<(String, String)>) {
+    let (plan, refused) = match req.selection {
+        Selection::Backfill(_) => (plan, Vec::new()),
+        _ => plan::refuse_oversized(plan, settings.max_seqs_per_group),
+    };
+    for (group_id, why) in &refused {
+        tracing::warn!(group_id = %group_id, "group failed for this run: {why}");
+    }
+    (plan, refused)
+}
+
+/// The pipeline of the opened run, under the run's settings.
+fn pipeline(
+    settings: &Settings,
+    pool: &PgPool,
+    client: &ChatClient,
+    opened: &OpenedRun,
+    stop: &CancellationToken,
+) -> Pipeline {
+    Pipeline {
+        pool: pool.clone(),
+        client: client.clone(),
+        fence: opened.fence,
+        run_date: opened.run_date,
+        parquet_dir: settings.parquet_dir.clone(),
+        batch_size: settings.batch_size,
+        concurrency: settings.concurrency,
+        stop: stop.clone(),
+        first_batch_no: opened.first_batch_no,
+        reconnect: settings.lock_reconnect_timeout,
+    }
+}
+
+/// Who read the messages of details-on groups: not for backfills, nor for a run that was
+/// stopped; called while the run's lease and lock are still held.
+async fn read_lists(
+    settings: &Settings,
+    pool: &PgPool,
+    req: &RunRequest,
+    client: &ChatClient,
+    outcome: &Outcome,
+    fence: Fence,
+    stop: &CancellationToken,
+) -> Option<details::DetailFigures> {
+    match (&req.selection, &outcome.halt) {
+        (Selection::Backfill(_), _) | (_, Some(_)) => None,
+        (selection, None) => {
+            let tags = selection_tags(selection);
+            let pulled = details::pull(pool, client, settings, fence.run_id, &tags, stop).await;
+            Some(pulled.unwrap_or_else(details::DetailFigures::failed))
+        }
+    }
 }
 
 /// What the run's work gave: the pipeline's outcome, what following skipped and left, and
@@ -493,9 +569,29 @@ type Worked = (
     Option<details::DetailFigures>,
 );
 
-/// How the run ended: its status, exit code and error. A fenced run is `abandoned` (as the
-/// repairer recorded it); a run stopped because it lost its lock is `failed`, with the reason.
-fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> (RunStatus, Exit, Option<String>) {
+/// How a run ended: its ledger status, whether the API refused the configuration, and the
+/// error it reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    pub status: RunStatus,
+    pub config_refused: bool,
+    pub error: Option<String>,
+}
+
+impl Verdict {
+    fn failed(status: RunStatus, error: String) -> Self {
+        Verdict {
+            status,
+            config_refused: false,
+            error: Some(error),
+        }
+    }
+}
+
+/// How the run ended, from what its work gave and whether its lock was lost; pure. A fenced
+/// run is `abandoned` (as the repairer recorded it); a run stopped because it lost its lock is
+/// `failed`, with the reason.
+fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> Verdict {
     let failed = outcome.failed_groups.len();
     let planned = outcome.groups_planned;
     let fenced = match (lost, &outcome.halt) {
@@ -503,39 +599,30 @@ fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> (RunStatus, Exit, Option<S
         _ => None,
     };
     if let Some(by) = fenced {
-        let reason = Lost::Fenced(by.clone()).reason();
-        return (RunStatus::Abandoned, Exit::Failed, Some(reason));
+        return Verdict::failed(RunStatus::Abandoned, Lost::Fenced(by.clone()).reason());
     }
     match &outcome.halt {
-        Some(Halt::Config(e)) => {
-            // A configuration the API refused exits 2; an API never reached exits 1.
-            let exit = if e.is_config() {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            };
-            (RunStatus::Failed, exit, Some(e.to_string()))
-        }
-        Some(Halt::Sink(e)) => (RunStatus::Failed, Exit::Failed, Some(format!("{e:#}"))),
-        Some(Halt::Stopped | Halt::Fenced(_)) => match lost {
-            Some(lost) => (RunStatus::Failed, Exit::Failed, Some(lost.reason())),
-            None => (
-                RunStatus::Interrupted,
-                Exit::Interrupted,
-                Some("interrupted by a signal".to_string()),
-            ),
+        // A configuration the API refused exits 2; an API never reached exits 1.
+        Some(Halt::Config(e)) => Verdict {
+            status: RunStatus::Failed,
+            config_refused: e.is_config(),
+            error: Some(e.to_string()),
         },
-        None if failed == 0 => (RunStatus::Succeeded, Exit::Success, None),
-        None if failed < planned => (
+        Some(Halt::Sink(e)) => Verdict::failed(RunStatus::Failed, format!("{e:#}")),
+        Some(Halt::Stopped | Halt::Fenced(_)) => match lost {
+            Some(lost) => Verdict::failed(RunStatus::Failed, lost.reason()),
+            None => Verdict::failed(RunStatus::Interrupted, "interrupted by a signal".into()),
+        },
+        None if failed == 0 => Verdict {
+            status: RunStatus::Succeeded,
+            config_refused: false,
+            error: None,
+        },
+        None if failed < planned => Verdict::failed(
             RunStatus::Partial,
-            Exit::Partial,
-            Some(format!("{failed} of {planned} groups failed")),
+            format!("{failed} of {planned} groups failed"),
         ),
-        None => (
-            RunStatus::Failed,
-            Exit::Failed,
-            Some(format!("all {planned} groups failed")),
-        ),
+        None => Verdict::failed(RunStatus::Failed, format!("all {planned} groups failed")),
     }
 }
 
@@ -613,8 +700,74 @@ fn figures(client: &ChatClient, outcome: &pipeline::Outcome, planned: usize) -> 
             "latency_ms": stats.latency_ms,
             "invalid_items": stats.invalid_by_reason,
             "item_codes_written": outcome.codes_written,
-            "failed_groups": outcome.failed_groups,
+            // Each failed group as {id: [class, message]}.
+            "failed_groups": outcome
+                .failed_groups
+                .iter()
+                .map(|(g, f)| (g.clone(), serde_json::json!([f.class, f.message])))
+                .collect::<serde_json::Map<_, _>>(),
             "files": outcome.files.iter().map(|f| f.relative_path.clone()).collect::<Vec<_>>(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(planned: usize, failed: usize, halt: Option<Halt>) -> Outcome {
+        Outcome {
+            groups_planned: planned,
+            failed_groups: (0..failed)
+                .map(|i| {
+                    let f = FailedGroup::new(format!("g{i}"), "Transient", "timed out");
+                    (f.group_id.clone(), f)
+                })
+                .collect(),
+            halt,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_verdict_counts_failed_groups_against_the_planned() {
+        let v = verdict(&outcome(3, 0, None), None);
+        assert_eq!((v.status, v.error), (RunStatus::Succeeded, None));
+        let v = verdict(&outcome(3, 1, None), None);
+        assert_eq!(v.status, RunStatus::Partial);
+        assert_eq!(v.error.as_deref(), Some("1 of 3 groups failed"));
+        let v = verdict(&outcome(3, 3, None), None);
+        assert_eq!(v.status, RunStatus::Failed);
+        assert_eq!(v.error.as_deref(), Some("all 3 groups failed"));
+        assert!(!v.config_refused);
+    }
+
+    #[test]
+    fn a_stopped_run_is_interrupted_unless_it_lost_its_lock() {
+        let v = verdict(&outcome(3, 0, Some(Halt::Stopped)), None);
+        assert_eq!(v.status, RunStatus::Interrupted);
+        let lost = Lost::TimedOut("the lock".into());
+        let v = verdict(&outcome(3, 0, Some(Halt::Stopped)), Some(&lost));
+        assert_eq!(v.status, RunStatus::Failed);
+        assert_eq!(v.error, Some(lost.reason()));
+    }
+
+    #[test]
+    fn a_fenced_run_is_abandoned_whoever_noticed() {
+        let by = "run 9 on host h".to_string();
+        let from_watch = verdict(&outcome(3, 0, None), Some(&Lost::Fenced(by.clone())));
+        let from_pipeline = verdict(&outcome(3, 1, Some(Halt::Fenced(by.clone()))), None);
+        for v in [from_watch, from_pipeline] {
+            assert_eq!(v.status, RunStatus::Abandoned);
+            assert_eq!(v.error, Some(Lost::Fenced(by.clone()).reason()));
+        }
+    }
+
+    #[test]
+    fn a_sink_failure_fails_the_run_with_its_chain() {
+        let e = anyhow::anyhow!("disk full").context("while writing Parquet");
+        let v = verdict(&outcome(3, 0, Some(Halt::Sink(e))), None);
+        assert_eq!(v.status, RunStatus::Failed);
+        assert_eq!(v.error.as_deref(), Some("while writing Parquet: disk full"));
     }
 }

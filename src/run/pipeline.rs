@@ -5,7 +5,7 @@
 //! most `concurrency` calls are in flight, the channel to the writer is bounded, and the
 //! writer holds one write batch and the Parquet writer's open row group.
 
-use crate::chat::{ChatClient, ChatError, ReceiptAnswer};
+use crate::chat::{ChatClient, ChatError, Pulled, ReceiptAnswer};
 use crate::plan::GroupPlan;
 use crate::sink::manifest;
 use crate::sink::parquet::{CommittedFile, RunParquet, SealedFile};
@@ -58,12 +58,32 @@ pub enum Halt {
     Sink(anyhow::Error),
 }
 
+/// A group that failed for this run, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedGroup {
+    pub group_id: String,
+    /// What kind of failure: an API error class ([`crate::chat::ErrorClass::name`]), `Plan`
+    /// (refused by the planner) or `GroupInfo` (its rolling window could not be resolved).
+    pub class: String,
+    pub message: String,
+}
+
+impl FailedGroup {
+    pub fn new(group_id: impl Into<String>, class: &str, message: impl Into<String>) -> Self {
+        FailedGroup {
+            group_id: group_id.into(),
+            class: class.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
 /// What the pipeline did.
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub groups_planned: usize,
-    /// Failed groups by id, with the error class and message.
-    pub failed_groups: BTreeMap<String, (String, String)>,
+    /// Failed groups by id; a group's last failure is kept.
+    pub failed_groups: BTreeMap<String, FailedGroup>,
     pub seqs_asked: u64,
     pub receipts_written: u64,
     pub codes_written: u64,
@@ -71,15 +91,24 @@ pub struct Outcome {
     pub halt: Option<Halt>,
 }
 
+impl Outcome {
+    /// Records a failed group (replacing an earlier failure of the same group).
+    pub fn fail(&mut self, failed: FailedGroup) {
+        self.failed_groups.insert(failed.group_id.clone(), failed);
+    }
+}
+
 impl Pipeline {
     /// Runs the plan to its end, or until a halt.
     pub async fn run(self, plan: Vec<GroupPlan>) -> Outcome {
-        let batch_size = self.batch_size;
-        let work = plan.iter().flat_map(|g| {
-            g.batches(batch_size)
-                .map(move |seqs| (g.group_id.clone(), seqs))
+        let (batch_size, groups) = (self.batch_size, plan.len());
+        // Owned all the way (no closure over a borrow), so the run's future is `Send`.
+        let work = plan.into_iter().flat_map(move |g| {
+            let group_id = g.group_id.clone();
+            g.into_batches(batch_size)
+                .map(move |seqs| (group_id.clone(), seqs))
         });
-        self.run_work(plan.len(), work).await
+        self.run_work(groups, work).await
     }
 
     /// Runs a work list of `(group, batch of seqs)` to its end (the list may end early: a
@@ -145,7 +174,7 @@ impl Pipeline {
                 let failed = failed.clone();
                 async move {
                     if failed.lock().unwrap().contains(&group_id) {
-                        return (group_id, 0, Ok(Vec::new()));
+                        return (group_id, 0, Pulled::default());
                     }
                     let asked = seqs.len() as u64;
                     let result = client.pull_receipts(&group_id, &seqs).await;
@@ -160,33 +189,28 @@ impl Pipeline {
                 _ = tx.closed() => return None, // the writer failed: it reports why
                 next = calls.next() => next,
             };
-            let (group_id, asked, result) = next?;
+            let (group_id, asked, Pulled { answers, error }) = next?;
             out.seqs_asked += asked;
-            let answers = match result {
-                Ok(answers) => answers,
-                Err(mut err) => {
-                    let received = err.take_received();
-                    if !received.is_empty() && tx.send(received).await.is_err() {
-                        return None;
-                    }
-                    if err.stops_run() {
-                        return Some(Halt::Config(err));
-                    }
-                    // Batches of one group in flight together fail together: one line.
-                    if failed.lock().unwrap().insert(group_id.to_string()) {
-                        tracing::warn!(group_id = %group_id, class = ?err.class(), "group failed for this run: {err}");
-                    }
-                    out.failed_groups.insert(
-                        group_id.to_string(),
-                        (format!("{:?}", err.class()), err.to_string()),
-                    );
-                    continue;
-                }
-            };
+            // What arrived before an error is stored all the same.
             if !answers.is_empty() && tx.send(answers).await.is_err() {
                 return None;
             }
-            crate::crashpoint::hit("pull").await;
+            let Some(err) = error else {
+                crate::crashpoint::hit("pull").await;
+                continue;
+            };
+            if err.stops_run() {
+                return Some(Halt::Config(err));
+            }
+            // Batches of one group in flight together fail together: one line.
+            if failed.lock().unwrap().insert(group_id.to_string()) {
+                tracing::warn!(group_id = %group_id, class = err.class().name(), "group failed for this run: {err}");
+            }
+            out.fail(FailedGroup::new(
+                group_id,
+                err.class().name(),
+                err.to_string(),
+            ));
         }
     }
 }

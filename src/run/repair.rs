@@ -83,7 +83,7 @@ async fn repair_locked(
                 }
             }
         };
-        match manifest::rebuild_run(pool, parquet_dir, fence).await {
+        match crate::sink::rebuild::rebuild_run(pool, parquet_dir, fence).await {
             Ok(report) => {
                 tracing::info!(
                     run_id,

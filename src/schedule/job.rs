@@ -111,6 +111,8 @@ impl Job {
     }
 
     /// Validates a job file's text; `path` names it in errors and gives the default name.
+    ///
+    /// (Over 60 lines: one check per job-file field, in the file's order, each error pointing at its span.)
     pub fn parse(text: &str, path: &Path) -> Result<Job, JobError> {
         let fail = |span: Option<std::ops::Range<usize>>, message: String| JobError {
             path: path.to_path_buf(),

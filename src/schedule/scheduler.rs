@@ -184,12 +184,14 @@ pub fn load_checked(
         .collect())
 }
 
-/// When the job last started a run, from the ledger.
-pub async fn last_start(pool: &PgPool, job: &str) -> sqlx::Result<Option<DateTime<Utc>>> {
-    sqlx::query_scalar("SELECT max(started_at) FROM receipts.export_runs WHERE job = $1")
-        .bind(job)
-        .fetch_one(pool)
-        .await
+/// Job files the scheduler cannot start with (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// The job directory or some of its files are unreadable or invalid (one line each).
+    #[error("{0}")]
+    Jobs(String),
+    #[error("no job files (*.toml) in {}", .0.display())]
+    NoJobs(std::path::PathBuf),
 }
 
 /// The scheduler's fixed inputs.
@@ -214,19 +216,6 @@ impl Scheduler {
     /// waits for them. Each message on `reloads` re-reads the job files. Fails at start only:
     /// a broken job file, no job at all, or the ledger unreadable.
     pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()>,
-        reloads: mpsc::Receiver<()>,
-    ) -> anyhow::Result<()> {
-        // Runs are spawned on a LocalSet: `run::execute`'s future is not provably `Send`
-        // (higher-ranked lifetimes of borrows held across awaits, rust-lang/rust#102211), so it
-        // cannot go to `tokio::spawn`. The runs' work is I/O; one thread drives them.
-        tokio::task::LocalSet::new()
-            .run_until(self.run_local(shutdown, reloads))
-            .await
-    }
-
-    async fn run_local(
         self,
         shutdown: impl Future<Output = ()>,
         mut reloads: mpsc::Receiver<()>,
@@ -280,19 +269,16 @@ impl Scheduler {
 
     fn initial_slots(&self) -> anyhow::Result<Vec<Slot>> {
         let files = load_checked(&self.jobs_dir, &self.settings)
-            .map_err(|e| crate::exit::usage(e.to_string()))?;
+            .map_err(|e| ScheduleError::Jobs(e.to_string()))?;
         let broken: Vec<String> = files
             .iter()
             .filter_map(|(_, r)| r.as_ref().err().map(|e| e.to_string()))
             .collect();
         if !broken.is_empty() {
-            return Err(crate::exit::usage(broken.join("\n")));
+            return Err(ScheduleError::Jobs(broken.join("\n")).into());
         }
         if files.is_empty() {
-            return Err(crate::exit::usage(format!(
-                "no job files (*.toml) in {}",
-                self.jobs_dir.display()
-            )));
+            return Err(ScheduleError::NoJobs(self.jobs_dir.clone()).into());
         }
         let now = Utc::now();
         let slots: Vec<Slot> = files
@@ -317,7 +303,7 @@ impl Scheduler {
     async fn catch_up(&self, slots: &mut [Slot], runs: &mut Runs) -> anyhow::Result<()> {
         let now = Utc::now();
         for slot in slots.iter_mut() {
-            let last = last_start(&self.pool, &slot.job.name).await?;
+            let last = crate::run::ledger::last_start(&self.pool, &slot.job.name).await?;
             if let Some(time) = missed(&slot.job, last, now) {
                 slot.running = true;
                 tracing::info!(job = %slot.job.name, missed = %time, "catching up a missed run once");
@@ -391,7 +377,7 @@ impl Scheduler {
             follow: job.follow.clone(),
         };
         let stop = runs.stop.child_token();
-        let handle = runs.tasks.spawn_local(async move {
+        let handle = runs.tasks.spawn(async move {
             let settings = settings?;
             run::execute(&settings, &pool, &request, stop).await
         });

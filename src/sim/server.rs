@@ -132,6 +132,8 @@ async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Response<
 }
 
 /// One call of a documented API: the way there, limit, faults, checks, answer, the way back.
+///
+/// (Over 60 lines: the stages of one simulated call in the order a real server takes them, each able to end it.)
 async fn api_call(
     shared: Arc<Shared>,
     req: Request<Incoming>,

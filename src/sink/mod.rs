@@ -50,6 +50,7 @@ pub mod fence;
 pub mod manifest;
 pub mod parquet;
 pub mod postgres;
+pub mod rebuild;
 
 pub use fence::Fence;
 

@@ -510,3 +510,13 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<ParquetRow>) {
         unread_num: unread.value(i),
     }));
 }
+/// Runs file work on the blocking pool, so compression and fsync do not stall the runtime.
+pub(crate) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => value,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("a blocking file task was cancelled: {e}"),
+        },
+    }
+}

@@ -5,7 +5,9 @@ pub mod details;
 pub mod follow;
 pub mod store;
 
-use std::fmt;
+/// The window type lives with the plan, which is built from it (the arrow points one way:
+/// tracking → plan).
+pub use crate::plan::SeqWindow;
 
 /// The longest group id the Chat API accepts, in bytes.
 pub const MAX_GROUP_ID_BYTES: usize = 48;
@@ -27,55 +29,6 @@ pub fn validate_group_id(id: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// An inclusive window of message seqs, `from..=to`, with `1 <= from <= to`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-pub struct SeqWindow {
-    pub from: i64,
-    pub to: i64,
-}
-
-impl SeqWindow {
-    pub fn new(from: i64, to: i64) -> Result<Self, String> {
-        if from < 1 {
-            return Err(format!("window {from}..{to}: seqs start at 1"));
-        }
-        if to < from {
-            return Err(format!("window {from}..{to}: TO must not be below FROM"));
-        }
-        Ok(SeqWindow { from, to })
-    }
-
-    /// Parses `FROM..TO` (inclusive; `FROM..=TO` is accepted too) or a single seq `N`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let form = "expected FROM..TO with 1 <= FROM <= TO, e.g. 1..500";
-        let text = text.trim();
-        let (from, to) = match text.split_once("..") {
-            Some((from, to)) => (from, to.strip_prefix('=').unwrap_or(to)),
-            None => (text, text),
-        };
-        let num = |s: &str| {
-            s.trim()
-                .parse::<i64>()
-                .map_err(|_| format!("'{text}' is not a seq window: {form}"))
-        };
-        SeqWindow::new(num(from)?, num(to)?).map_err(|e| format!("{e} ({form})"))
-    }
-
-    pub fn len(&self) -> u64 {
-        (self.to - self.from) as u64 + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-}
-
-impl fmt::Display for SeqWindow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}..{}", self.from, self.to)
-    }
 }
 
 /// Checks a tag: non-empty, at most 64 bytes, no whitespace or commas.

@@ -180,3 +180,19 @@ pub async fn exists(executor: impl PgExecutor<'_>, group_id: &str) -> sqlx::Resu
         .fetch_one(executor)
         .await
 }
+
+/// The fixed windows of every enabled group with any of `tags` (every enabled group when
+/// `tags` is empty), as stored: the caller validates them.
+pub async fn enabled_windows(
+    pool: &PgPool,
+    tags: &[String],
+) -> sqlx::Result<Vec<(String, i64, i64)>> {
+    sqlx::query_as(
+        "SELECT g.group_id, w.from_seq, w.to_seq
+         FROM receipts.tracked_groups g JOIN receipts.seq_windows w USING (group_id)
+         WHERE g.enabled AND w.kind = 'fixed' AND (cardinality($1::text[]) = 0 OR g.tags && $1)",
+    )
+    .bind(tags)
+    .fetch_all(pool)
+    .await
+}

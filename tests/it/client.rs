@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use receipt_exporter::chat::{
-    ChatClient, ChatError, ClientConfig, ErrorClass, ReceiptAnswer, Tuning,
+    ChatClient, ChatError, ClientConfig, ErrorClass, Pulled, ReceiptAnswer, Tuning,
 };
 use receipt_exporter::secret::Secret;
 use serde_json::{json, Value};
@@ -202,7 +202,11 @@ async fn pulls_in_batches_with_the_documented_request() {
     let server = Server::start(|_, seen| Reply::Json(receipts(seen))).await;
     let client = client(&server, 100, 8);
     let seqs: Vec<u64> = (1..=250).collect();
-    let answers = client.pull_receipts(GROUP, &seqs).await.unwrap();
+    let answers = client
+        .pull_receipts(GROUP, &seqs)
+        .await
+        .into_result()
+        .unwrap();
 
     assert_eq!(answers.len(), 3);
     let got = by_seq(&answers);
@@ -254,7 +258,11 @@ async fn long_lists_are_split_and_the_batch_size_lowered() {
     .await;
     let client = client(&server, 100, 8);
     let seqs: Vec<u64> = (1..=200).collect();
-    let answers = client.pull_receipts(GROUP, &seqs).await.unwrap();
+    let answers = client
+        .pull_receipts(GROUP, &seqs)
+        .await
+        .into_result()
+        .unwrap();
 
     let got = by_seq(&answers);
     assert_eq!(got.keys().copied().collect::<Vec<_>>(), seqs);
@@ -281,7 +289,11 @@ async fn a_single_rejected_seq_becomes_item_code_10004() {
     .await;
     let client = client(&server, 100, 8);
     let seqs: Vec<u64> = (1..=10).collect();
-    let answers = client.pull_receipts(GROUP, &seqs).await.unwrap();
+    let answers = client
+        .pull_receipts(GROUP, &seqs)
+        .await
+        .into_result()
+        .unwrap();
 
     let got = by_seq(&answers);
     assert_eq!(got.len(), 10);
@@ -308,7 +320,11 @@ async fn an_expired_usersig_is_regenerated_and_retried() {
     })
     .await;
     let client = client(&server, 100, 8);
-    let answers = client.pull_receipts(GROUP, &[1, 2, 3]).await.unwrap();
+    let answers = client
+        .pull_receipts(GROUP, &[1, 2, 3])
+        .await
+        .into_result()
+        .unwrap();
     assert_eq!(by_seq(&answers).len(), 3);
     let stats = client.stats().snapshot();
     assert_eq!((stats.calls, stats.retries.usersig), (2, 1));
@@ -319,7 +335,11 @@ async fn a_refused_usersig_fails_as_config_after_one_regeneration() {
     let server =
         Server::start(|_, _| Reply::Json(fail(60004, "identifier or UserSig wrong"))).await;
     let client = client(&server, 100, 8);
-    let err = client.pull_receipts(GROUP, &[1, 2, 3]).await.unwrap_err();
+    let err = client
+        .pull_receipts(GROUP, &[1, 2, 3])
+        .await
+        .into_result()
+        .unwrap_err();
     assert!(err.is_config(), "{err}");
     assert_eq!(server.seen().len(), 2, "regenerated once, then stopped");
     let msg = err.to_string();
@@ -347,7 +367,11 @@ async fn transient_failures_are_retried_with_backoff() {
     })
     .await;
     let client = client(&server, 100, 8);
-    let answers = client.pull_receipts(GROUP, &[5, 6]).await.unwrap();
+    let answers = client
+        .pull_receipts(GROUP, &[5, 6])
+        .await
+        .into_result()
+        .unwrap();
     assert_eq!(by_seq(&answers).len(), 2);
     let stats = client.stats().snapshot();
     assert_eq!((stats.calls, stats.retries.transient), (6, 5));
@@ -360,7 +384,11 @@ async fn transient_failures_give_up_after_max_attempts() {
     let server = Server::start(|_, _| Reply::Status(503, "<html>busy</html>")).await;
     let client = client(&server, 100, 3);
     let seqs: Vec<u64> = (1..=5).collect();
-    let err = client.pull_receipts(GROUP, &seqs).await.unwrap_err();
+    let err = client
+        .pull_receipts(GROUP, &seqs)
+        .await
+        .into_result()
+        .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient);
     assert_eq!(server.seen().len(), 3);
     let msg = err.to_string();
@@ -381,7 +409,11 @@ async fn rate_limit_answers_slow_the_pace_and_are_retried() {
     .await;
     let client = client(&server, 100, 8);
     let before = client.limiter().pace();
-    let answers = client.pull_receipts(GROUP, &[1]).await.unwrap();
+    let answers = client
+        .pull_receipts(GROUP, &[1])
+        .await
+        .into_result()
+        .unwrap();
     assert_eq!(by_seq(&answers).len(), 1);
     let stats = client.stats().snapshot();
     assert_eq!(
@@ -411,7 +443,11 @@ async fn signature_throttling_pauses_then_retries() {
     .await;
     let client = client(&server, 100, 8);
     let started = std::time::Instant::now();
-    client.pull_receipts(GROUP, &[1]).await.unwrap();
+    client
+        .pull_receipts(GROUP, &[1])
+        .await
+        .into_result()
+        .unwrap();
     assert!(
         started.elapsed() >= Duration::from_millis(50),
         "waited for the cooldown"
@@ -435,7 +471,11 @@ async fn bad_answers_are_counted_and_dropped() {
     })
     .await;
     let client = client(&server, 100, 8);
-    let answers = client.pull_receipts(GROUP, &[1, 2, 3, 4, 5]).await.unwrap();
+    let answers = client
+        .pull_receipts(GROUP, &[1, 2, 3, 4, 5])
+        .await
+        .into_result()
+        .unwrap();
     let got = by_seq(&answers);
     assert_eq!(got.keys().copied().collect::<Vec<_>>(), vec![1, 5]);
     assert_eq!(got[&5], (10062, 0, 0));
@@ -463,7 +503,11 @@ async fn a_config_code_stops_at_once_with_what_to_check() {
     let server = Server::start(|_, _| Reply::Json(fail(60006, "SDKAppID invalid"))).await;
     let client = client(&server, 100, 8);
     let seqs: Vec<u64> = (1..=50).collect();
-    let err = client.pull_receipts(GROUP, &seqs).await.unwrap_err();
+    let err = client
+        .pull_receipts(GROUP, &seqs)
+        .await
+        .into_result()
+        .unwrap_err();
     assert!(err.is_config());
     assert_eq!(server.seen().len(), 1, "no retry of a configuration error");
     let msg = err.to_string();
@@ -486,12 +530,15 @@ async fn a_group_error_keeps_the_answers_already_received() {
     .await;
     let client = client(&server, 10, 8);
     let seqs: Vec<u64> = (1..=30).collect();
-    let mut err = client.pull_receipts(GROUP, &seqs).await.unwrap_err();
+    let Pulled {
+        answers: kept,
+        error,
+    } = client.pull_receipts(GROUP, &seqs).await;
+    let err = error.expect("the second call fails");
     assert_eq!(err.class(), ErrorClass::Group);
     assert!(!err.is_config());
     assert!(matches!(&err, ChatError::Group { code: 10010, group_id, .. } if group_id == GROUP));
     assert!(err.to_string().contains("seqs 11..=20 (10)"), "{err}");
-    let kept = err.take_received();
     assert_eq!(
         by_seq(&kept).keys().copied().collect::<Vec<_>>(),
         (1..=10).collect::<Vec<_>>()
@@ -583,8 +630,16 @@ async fn no_key_or_usersig_in_logs_or_errors() {
     .await;
     let client = client_at(&server.base_url(), 100, 8, Duration::from_millis(500));
     let mut texts = Vec::new();
-    client.pull_receipts(GROUP, &[1, 2]).await.unwrap();
-    let err = client.pull_receipts(GROUP, &[3]).await.unwrap_err();
+    client
+        .pull_receipts(GROUP, &[1, 2])
+        .await
+        .into_result()
+        .unwrap();
+    let err = client
+        .pull_receipts(GROUP, &[3])
+        .await
+        .into_result()
+        .unwrap_err();
     assert!(err.is_config());
     texts.push(format!("{err} {err:?}"));
 
@@ -594,6 +649,7 @@ async fn no_key_or_usersig_in_logs_or_errors() {
     let err = client_at(&dead, 100, 2, Duration::from_millis(500))
         .pull_receipts(GROUP, &[4])
         .await
+        .into_result()
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient);
     texts.push(format!("{err} {err:?}"));

@@ -249,6 +249,7 @@ async fn a_short_lived_usersig_is_regenerated_and_the_pull_goes_on() {
     let answers = client
         .pull_receipts(&group, &(1..=160).collect::<Vec<_>>())
         .await
+        .into_result()
         .unwrap();
     assert!(
         started.elapsed() > Duration::from_secs(3),

@@ -43,7 +43,7 @@ async fn pull_all(
         .await;
     results
         .into_iter()
-        .flat_map(|r| r.expect("every batch succeeds"))
+        .flat_map(|r| r.into_result().expect("every batch succeeds"))
         .collect()
 }
 
@@ -148,6 +148,7 @@ async fn a_configuration_error_stops_the_pull_at_once_with_what_to_check() {
     let err = client
         .pull_receipts(&sim.groups()[0].group_id, &(1..=100).collect::<Vec<_>>())
         .await
+        .into_result()
         .unwrap_err();
     assert!(err.is_config(), "{err}");
     let text = err.to_string();

@@ -4,11 +4,12 @@
 use crate::helpers::TestDb;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use receipt_exporter::sink::fence::{take_over, TakeOver};
-use receipt_exporter::sink::manifest::{self, rebuild_dates, rebuild_run, record_file};
+use receipt_exporter::sink::manifest::{self, record_file};
 use receipt_exporter::sink::parquet::{
     self as pq, CommittedFile, ParquetRow, PartitionWriter, RunParquet, SealedFile,
 };
 use receipt_exporter::sink::postgres::{write_batch, write_batch_retrying, WriteOutcome};
+use receipt_exporter::sink::rebuild::{rebuild_dates, rebuild_run};
 use receipt_exporter::sink::{Fence, ItemCodeRow, SinkError, SnapshotRow, WriteBatch};
 use sqlx::PgPool;
 use std::path::Path;

@@ -171,82 +171,105 @@ pub async fn open(
     lease: std::time::Duration,
 ) -> anyhow::Result<OpenedRun> {
     let request = &backfill.request;
-    let hash = request.hash();
-    let opened = match store::find(pool, &hash).await? {
-        None => {
-            let definition = expand(pool, request).await?;
-            let (run_id, run_date, epoch) = crate::run::ledger::start(
-                pool,
-                job,
-                crate::run::ledger::RunKind::Backfill,
-                host,
-                pid,
-                lease,
-            )
-            .await?;
-            store::insert(pool, &hash, run_id, request, &definition).await?;
-            let plan = definition.plan();
-            (
-                Fence { run_id, epoch },
-                run_date,
-                plan.clone(),
-                plan,
-                1,
-                RunFigures::default(),
-                1,
-            )
-        }
-        Some(stored) => {
-            let definition = Definition::from_json(&stored.definition).ok_or_else(|| {
-                anyhow::anyhow!("backfill {hash}: its stored definition is unreadable")
-            })?;
-            let by = format!(
-                "attempt {} of this backfill on host {host}, pid {pid}",
-                stored.attempts
-            );
-            let (run_date, epoch, prior) =
-                store::reopen(pool, stored.run_id, host, pid, &by, lease).await?;
-            let done = store::done_ranges(pool, stored.run_id, run_date).await?;
-            let full = definition.plan();
-            let remaining = subtract(&full, &done);
-            let next = store::next_batch_no(pool, stored.run_id).await?;
-            tracing::info!(
-                run_id = stored.run_id,
-                attempt = stored.attempts,
-                "resuming backfill run {}: {} of {} seqs left",
-                stored.run_id,
-                seqs(&remaining),
-                seqs(&full)
-            );
-            (
-                Fence {
-                    run_id: stored.run_id,
-                    epoch,
-                },
-                run_date,
-                full,
-                remaining,
-                next,
-                prior,
-                stored.attempts,
-            )
-        }
+    let mut o = match store::find(pool, &request.hash()).await? {
+        None => create(pool, request, job, host, pid, lease).await?,
+        Some(stored) => resume(pool, &request.hash(), stored, host, pid, lease).await?,
     };
-    let (fence, run_date, full, remaining, first_batch_no, mut prior, attempt) = opened;
-    let run_id = fence.run_id;
-    prior.groups_ok = full.len() as i32;
+    o.prior.groups_ok = o.full.len() as i32;
     let _ = backfill.started.set(Started {
-        run_id,
-        total_seqs: seqs(&full),
-        done_seqs: seqs(&full) - seqs(&remaining),
-        attempt,
+        run_id: o.fence.run_id,
+        total_seqs: seqs(&o.full),
+        done_seqs: seqs(&o.full) - seqs(&o.remaining),
+        attempt: o.attempt,
     });
     Ok(OpenedRun {
-        fence,
+        fence: o.fence,
+        run_date: o.run_date,
+        plan: o.remaining,
+        first_batch_no: o.first_batch_no,
+        prior: Some(o.prior),
+    })
+}
+
+/// A backfill's run, created or re-opened: its whole plan and what is left of it.
+struct Opening {
+    fence: Fence,
+    run_date: chrono::NaiveDate,
+    full: Vec<GroupPlan>,
+    remaining: Vec<GroupPlan>,
+    first_batch_no: i32,
+    /// The figures of earlier attempts (zero for the first).
+    prior: RunFigures,
+    attempt: i32,
+}
+
+/// Starts a new backfill's run and stores its definition.
+async fn create(
+    pool: &PgPool,
+    request: &Request,
+    job: &str,
+    host: &str,
+    pid: u32,
+    lease: std::time::Duration,
+) -> anyhow::Result<Opening> {
+    let definition = expand(pool, request).await?;
+    let kind = crate::run::ledger::RunKind::Backfill;
+    let (run_id, run_date, epoch) =
+        crate::run::ledger::start(pool, job, kind, host, pid, lease).await?;
+    store::insert(pool, &request.hash(), run_id, request, &definition).await?;
+    let plan = definition.plan();
+    Ok(Opening {
+        fence: Fence { run_id, epoch },
         run_date,
-        plan: remaining,
+        full: plan.clone(),
+        remaining: plan,
+        first_batch_no: 1,
+        prior: RunFigures::default(),
+        attempt: 1,
+    })
+}
+
+/// Re-opens a stored backfill's run for another attempt: only the seqs it has not committed
+/// are planned.
+async fn resume(
+    pool: &PgPool,
+    hash: &str,
+    stored: store::Stored,
+    host: &str,
+    pid: u32,
+    lease: std::time::Duration,
+) -> anyhow::Result<Opening> {
+    let definition = Definition::from_json(&stored.definition)
+        .ok_or_else(|| anyhow::anyhow!("backfill {hash}: its stored definition is unreadable"))?;
+    let by = format!(
+        "attempt {} of this backfill on host {host}, pid {pid}",
+        stored.attempts
+    );
+    let (run_date, epoch, prior) =
+        store::reopen(pool, stored.run_id, host, pid, &by, lease).await?;
+    let done = store::done_ranges(pool, stored.run_id, run_date).await?;
+    let full = definition.plan();
+    let remaining = subtract(&full, &done);
+    let first_batch_no = store::next_batch_no(pool, stored.run_id).await?;
+    tracing::info!(
+        run_id = stored.run_id,
+        attempt = stored.attempts,
+        "resuming backfill run {}: {} of {} seqs left",
+        stored.run_id,
+        seqs(&remaining),
+        seqs(&full)
+    );
+    Ok(Opening {
+        fence: Fence {
+            run_id: stored.run_id,
+            epoch,
+        },
+        run_date,
+        full,
+        remaining,
         first_batch_no,
-        prior: Some(prior),
+        prior,
+        attempt: stored.attempts,
     })
 }
 
@@ -261,14 +284,19 @@ pub async fn whole_plan(pool: &PgPool, request: &Request) -> anyhow::Result<Vec<
     Ok(definition.plan())
 }
 
+/// A backfill the user asked for that cannot be done as asked (exit 2).
+#[derive(Debug, thiserror::Error)]
+pub enum BackfillError {
+    #[error("backfill --all: no enabled tracked group (see `track list`)")]
+    NoEnabledGroup,
+}
+
 /// The definition of a new backfill: its groups, or every enabled tracked group for `--all`.
 async fn expand(pool: &PgPool, request: &Request) -> anyhow::Result<Definition> {
     let groups = if request.all {
         let groups = store::enabled_groups(pool).await?;
         if groups.is_empty() {
-            return Err(crate::exit::usage(
-                "backfill --all: no enabled tracked group (see `track list`)",
-            ));
+            return Err(BackfillError::NoEnabledGroup.into());
         }
         groups
     } else {
