@@ -27,11 +27,11 @@ pub fn receipt_at(seed: u64, group: &SimGroup, seq: u64, step: u64) -> (i32, u32
         return (NO_RECEIPT, 0, 0);
     }
     let h = mix(mix(seed, fnv1a(&group.group_id)), seq);
-    if h % 10 == 0 {
+    if h.is_multiple_of(10) {
         return (NO_RECEIPT, 0, 0);
     }
     let readers = u64::from(group.member_num.saturating_sub(1));
-    let target = if (h >> 8) % 3 == 0 {
+    let target = if (h >> 8).is_multiple_of(3) {
         readers
     } else {
         readers * ((h >> 16) % 100) / 100
