@@ -20,6 +20,7 @@ pub mod crashpoint;
 pub mod db;
 pub mod exit;
 pub mod files;
+pub mod lake;
 pub mod ops;
 pub mod plan;
 pub mod run;

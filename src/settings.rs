@@ -179,8 +179,8 @@ pub const PARQUET_DIR: Setting = Setting {
     flag: Some("--parquet-dir"),
     env: "EXPORT_PARQUET_DIR",
     default: Some("./warehouse"),
-    value_name: "DIR",
-    help: "where Parquet files go",
+    value_name: "DIR|URL",
+    help: "the lake: a directory, or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables)",
     ..Setting::ROW
 };
 /// The API's own ceiling is 200 calls/s; a paid add-on raises it.
@@ -420,7 +420,8 @@ pub struct Settings {
     pub secret_key: Option<Secret>,
     pub identifier: String,
     pub api: Option<ApiEndpoint>,
-    pub parquet_dir: PathBuf,
+    /// The lake: where Parquet files go (a directory or an object store prefix).
+    pub lake: crate::lake::Lake,
     /// The app's API budget, calls per second, shared by every process and job.
     pub rate_limit: u32,
     /// A job's own cap (its `rate_limit`), at most `rate_limit`: it limits that job only.
@@ -644,7 +645,7 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         secret_key,
         identifier,
         api,
-        parquet_dir: path(PARQUET_DIR)?,
+        lake: lake(src.get(PARQUET_DIR))?,
         rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
         job_rate_cap: None,
         batch_size: bounded(BATCH_SIZE, 1, MAX_BATCH_SIZE as u64, "seqs per call")? as usize,
@@ -863,6 +864,18 @@ fn parse_api_base(value: &str, origin: &Origin) -> Result<String, SettingsError>
     Ok(value.trim_end_matches('/').to_string())
 }
 
+/// The lake's location, opened (an object store reads its environment variables here).
+fn lake((value, origin): (String, Origin)) -> Result<crate::lake::Lake, SettingsError> {
+    let problem = |problem| SettingsError {
+        origin: origin.to_string(),
+        problem,
+    };
+    crate::lake::parse_location(&value)
+        .map_err(problem)?
+        .open()
+        .map_err(problem)
+}
+
 fn parse_path(value: &str, origin: &Origin) -> Result<PathBuf, SettingsError> {
     if value.is_empty() {
         return Err(invalid(origin, value, "a directory path"));
@@ -1019,7 +1032,7 @@ mod tests {
         assert_eq!(s.jobs_dir, PathBuf::from("./jobs"));
         assert_eq!(s.log_format, LogFormat::Human);
         assert_eq!(s.identifier, "administrator");
-        assert_eq!(s.parquet_dir, PathBuf::from("./warehouse"));
+        assert_eq!(s.lake.local_dir(), Some(Path::new("./warehouse")));
         assert!(s
             .require_database()
             .unwrap_err()

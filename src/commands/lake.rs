@@ -14,7 +14,7 @@ pub async fn run(settings: &Settings, cmd: LakeCommand) -> anyhow::Result<Exit> 
 
 async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
-    let dir = &settings.parquet_dir;
+    let dir = &settings.lake;
     // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
     crate::sink::manifest::lock_warehouse(&mut conn).await?;

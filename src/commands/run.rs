@@ -30,7 +30,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
     let report = outcome?;
     // Each failed group was logged once, when it failed; the ledger lists them all.
-    super::emit_summary(&report.summary(&settings.parquet_dir));
+    super::emit_summary(&report.summary(&settings.lake));
     Ok(crate::exit::for_run(&report))
 }
 

@@ -7,6 +7,7 @@
 use super::groups::{self, GroupProblem};
 use super::history;
 use crate::chat::ChatClient;
+use crate::lake::Lake;
 use crate::run::{ledger, lock};
 use crate::settings::{Settings, SettingsError};
 use sqlx::PgPool;
@@ -122,9 +123,12 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
     if let Some(pool) = &pool {
         without_receipts(pool, &mut out).await;
     }
-    out.extend(parquet_dir(&settings.parquet_dir));
+    match &settings.lake {
+        Lake::Local(dir) => out.extend(parquet_dir(dir)),
+        Lake::Remote(remote) => out.push(object_store(remote).await),
+    }
     if let Some(pool) = &pool {
-        out.push(lake_files(pool, &settings.parquet_dir).await);
+        out.push(lake_files(pool, &settings.lake).await);
         locks(&settings, pool, &mut out).await;
     }
     out
@@ -449,7 +453,7 @@ async fn without_receipts(pool: &PgPool, out: &mut Vec<Check>) {
 
 /// The cheap part of `lake verify`: every file the manifest lists is in the Parquet directory
 /// with its recorded size.
-async fn lake_files(pool: &PgPool, dir: &Path) -> Check {
+async fn lake_files(pool: &PgPool, dir: &Lake) -> Check {
     const TOPIC: &str = "lake";
     let listed = match super::lake::listed(pool).await {
         Ok(listed) => listed,
@@ -461,14 +465,26 @@ async fn lake_files(pool: &PgPool, dir: &Path) -> Check {
             )
         }
     };
-    let found = super::lake::check_presence(dir, &listed);
+    let found = match dir {
+        Lake::Local(path) => super::lake::check_presence(path, &listed),
+        Lake::Remote(remote) => match super::lake::check_presence_remote(remote, &listed).await {
+            Ok(found) => found,
+            Err(e) => {
+                return fail(
+                    TOPIC,
+                    format!("{dir} cannot be listed: {e}"),
+                    OBJECT_STORE_FIX,
+                )
+            }
+        },
+    };
     if found.is_empty() {
         return ok(
             TOPIC,
             format!(
                 "all {} file(s) the manifest lists are in {} with their sizes",
                 listed.len(),
-                dir.display()
+                dir
             ),
         );
     }
@@ -487,11 +503,27 @@ async fn lake_files(pool: &PgPool, dir: &Path) -> Check {
             "{} of {} file(s) the manifest lists are missing from {} or of another size: {}",
             found.len(),
             listed.len(),
-            dir.display(),
+            dir,
             names.join(", ")
         ),
         "run `receipt-exporter lake verify --repair`: it rewrites them from Postgres",
     )
+}
+
+const OBJECT_STORE_FIX: &str = "check the bucket name and the store's variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; GOOGLE_*; AZURE_*) and the credentials' rights to list, read, write and delete under the prefix";
+
+/// A lake in an object store answers a listing of its prefix (one request).
+async fn object_store(remote: &crate::lake::Remote) -> Check {
+    const TOPIC: &str = "parquet dir";
+    let prefix = remote.key("");
+    match remote.store().list_with_delimiter(Some(&prefix)).await {
+        Ok(_) => ok(TOPIC, format!("{} answers a listing", remote.location())),
+        Err(e) => fail(
+            TOPIC,
+            format!("{} cannot be listed: {e}", remote.location()),
+            OBJECT_STORE_FIX,
+        ),
+    }
 }
 
 /// Writable, with free space (the directory, or the nearest existing parent a run would

@@ -6,6 +6,7 @@
 //! unless retention removed rows of that day from Postgres (then they are gone for good); a
 //! read-events file by writing its run's file for that date again. Nothing here prints.
 
+use crate::lake::{Lake, Remote};
 use crate::sink::{manifest, parquet as snapshots};
 use chrono::NaiveDate;
 use sqlx::PgPool;
@@ -125,7 +126,14 @@ fn presence_problem(dir: &Path, file: &Listed) -> Option<Problem> {
 }
 
 /// The whole check: presence and size, the row count in each footer, and the unknown files.
-pub async fn verify(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
+pub async fn verify(pool: &PgPool, lake: &Lake) -> anyhow::Result<Report> {
+    match lake {
+        Lake::Local(dir) => verify_local(pool, dir).await,
+        Lake::Remote(remote) => verify_remote(pool, remote).await,
+    }
+}
+
+async fn verify_local(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
     let listed = listed(pool).await?;
     let mut findings = Vec::new();
     for (table, file) in &listed {
@@ -143,6 +151,27 @@ pub async fn verify(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
             });
         }
     }
+    let visible = TABLE_DIRS
+        .iter()
+        .flat_map(|t| visible_parquet_files(dir, Path::new(t)))
+        .collect();
+    let unknown = unknown_files(pool, &listed, visible).await?;
+    Ok(Report {
+        listed: listed.len(),
+        findings,
+        unknown,
+    })
+}
+
+/// The lake's tables, as directories (prefixes) under its root.
+const TABLE_DIRS: [&str; 2] = [snapshots::TABLE_DIR, crate::run::details::lake::TABLE_DIR];
+
+/// The visible files the manifest does not list, leaving out those of runs still running.
+async fn unknown_files(
+    pool: &PgPool,
+    listed: &[(Table, Listed)],
+    visible: Vec<String>,
+) -> anyhow::Result<Vec<String>> {
     let running: HashSet<i64> =
         sqlx::query_scalar("SELECT run_id FROM receipts.export_runs WHERE status = 'running'")
             .fetch_all(pool)
@@ -150,21 +179,103 @@ pub async fn verify(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
             .into_iter()
             .collect();
     let known: HashSet<&str> = listed.iter().map(|(_, f)| f.path.as_str()).collect();
-    let mut unknown = Vec::new();
-    for table_dir in [snapshots::TABLE_DIR, crate::run::details::lake::TABLE_DIR] {
-        for path in visible_parquet_files(dir, Path::new(table_dir)) {
-            let running_run = run_of_file(&path).is_some_and(|r| running.contains(&r));
-            if !known.contains(path.as_str()) && !running_run {
-                unknown.push(path);
+    let mut unknown: Vec<String> = visible
+        .into_iter()
+        .filter(|path| {
+            let running_run = run_of_file(path).is_some_and(|r| running.contains(&r));
+            !known.contains(path.as_str()) && !running_run
+        })
+        .collect();
+    unknown.sort();
+    Ok(unknown)
+}
+
+/// The visible objects of the lake's tables in an object store, with their sizes: keys with no
+/// segment starting with `.` or `_`, ending in `.parquet` (what engines read).
+pub async fn remote_objects(remote: &Remote) -> anyhow::Result<BTreeMap<String, u64>> {
+    use futures::TryStreamExt;
+    let mut out = BTreeMap::new();
+    for table in TABLE_DIRS {
+        let prefix = remote.key(table);
+        let metas: Vec<object_store::ObjectMeta> =
+            remote.store().list(Some(&prefix)).try_collect().await?;
+        for meta in metas {
+            let Some(rel) = remote.relative(&meta.location) else {
+                continue;
+            };
+            let hidden = rel
+                .split('/')
+                .any(|s| s.starts_with('.') || s.starts_with('_'));
+            if !hidden && rel.ends_with(".parquet") {
+                out.insert(rel.to_string(), meta.size);
             }
         }
     }
-    unknown.sort();
+    Ok(out)
+}
+
+/// The cheap check against an object store: one listing of each table.
+pub async fn check_presence_remote(
+    remote: &Remote,
+    listed: &[(Table, Listed)],
+) -> anyhow::Result<Vec<Finding>> {
+    let objects = remote_objects(remote).await?;
+    Ok(listed
+        .iter()
+        .filter_map(|(table, file)| {
+            let problem = match objects.get(&file.path) {
+                None => Problem::Missing,
+                Some(&size) if size != file.byte_size as u64 => {
+                    Problem::WrongSize { on_disk: size }
+                }
+                Some(_) => return None,
+            };
+            Some(Finding {
+                table: *table,
+                file: file.clone(),
+                problem,
+            })
+        })
+        .collect())
+}
+
+async fn verify_remote(pool: &PgPool, remote: &Remote) -> anyhow::Result<Report> {
+    let listed = listed(pool).await?;
+    let mut findings = check_presence_remote(remote, &listed).await?;
+    let bad: HashSet<String> = findings.iter().map(|f| f.file.path.clone()).collect();
+    for (table, file) in listed.iter().filter(|(_, f)| !bad.contains(&f.path)) {
+        let problem = match remote_footer_rows(remote, &file.path, file.byte_size as u64).await {
+            Err(e) => Problem::Unreadable(e),
+            Ok(rows) if rows != file.row_count => Problem::WrongRows { in_footer: rows },
+            Ok(_) => continue,
+        };
+        findings.push(Finding {
+            table: *table,
+            file: file.clone(),
+            problem,
+        });
+    }
+    findings.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    let visible = remote_objects(remote).await?.into_keys().collect();
+    let unknown = unknown_files(pool, &listed, visible).await?;
     Ok(Report {
         listed: listed.len(),
         findings,
         unknown,
     })
+}
+
+/// The row count in the footer of an object (two ranged reads: the footer's length, the footer).
+async fn remote_footer_rows(remote: &Remote, relative: &str, size: u64) -> Result<i64, String> {
+    let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
+        remote.store().clone(),
+        remote.key(relative),
+    )
+    .with_file_size(size);
+    let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(builder.metadata().file_metadata().num_rows())
 }
 
 /// The row count a Parquet file's footer records.
@@ -217,8 +328,11 @@ pub struct Repaired {
     pub skipped_running: Vec<i64>,
 }
 
-/// Rewrites the files of `findings` from Postgres. The caller holds the warehouse lock.
-pub async fn repair(pool: &PgPool, dir: &Path, findings: &[Finding]) -> anyhow::Result<Repaired> {
+/// Rewrites the files of `findings` from Postgres. The caller holds the warehouse lock. In a
+/// local lake a damaged snapshot file's whole day is rebuilt (swapped in atomically); in an
+/// object store each damaged file is written again under its own key (one atomic PUT, the same
+/// batches' rows).
+pub async fn repair(pool: &PgPool, lake: &Lake, findings: &[Finding]) -> anyhow::Result<Repaired> {
     let mut out = Repaired::default();
     let days: BTreeSet<NaiveDate> = findings
         .iter()
@@ -231,9 +345,8 @@ pub async fn repair(pool: &PgPool, dir: &Path, findings: &[Finding]) -> anyhow::
             out.gone.push((day, runs));
             continue;
         }
-        let rebuilt = manifest::rebuild_dates(pool, dir, day, day).await?;
         out.days
-            .push((day, rebuilt.iter().map(|d| d.rows).sum::<u64>()));
+            .push((day, repair_day(pool, lake, day, findings).await?));
     }
     let mut event_dates: BTreeMap<i64, Vec<NaiveDate>> = BTreeMap::new();
     for f in findings.iter().filter(|f| f.table == Table::ReadEvents) {
@@ -261,10 +374,36 @@ pub async fn repair(pool: &PgPool, dir: &Path, findings: &[Finding]) -> anyhow::
         .bind(&dates)
         .execute(pool)
         .await?;
-        crate::run::details::lake::export(pool, dir, run_id).await?;
+        crate::run::details::lake::export(pool, lake, run_id).await?;
         out.read_event_runs.push(run_id);
     }
     Ok(out)
+}
+
+/// A local day is rebuilt whole (swapped in atomically); in an object store each damaged file
+/// of the day is written again under its own key. Returns the rows written.
+async fn repair_day(
+    pool: &PgPool,
+    lake: &Lake,
+    day: NaiveDate,
+    findings: &[Finding],
+) -> anyhow::Result<u64> {
+    match lake {
+        Lake::Local(dir) => {
+            let rebuilt = manifest::rebuild_dates(pool, dir, day, day).await?;
+            Ok(rebuilt.iter().map(|d| d.rows).sum::<u64>())
+        }
+        Lake::Remote(remote) => {
+            let mut rows = 0;
+            for f in findings
+                .iter()
+                .filter(|f| f.table == Table::Snapshots && f.file.capture_date == day)
+            {
+                rows += crate::sink::remote::rewrite_file(pool, remote, &f.file.path).await?;
+            }
+            Ok(rows)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub struct Pipeline {
     /// Parquet file published checks it, and the pipeline halts once it moved.
     pub fence: Fence,
     pub run_date: NaiveDate,
-    pub parquet_dir: std::path::PathBuf,
+    pub lake: crate::lake::Lake,
     pub batch_size: usize,
     pub concurrency: usize,
     /// Cancelled by a signal or a lost lock: no new calls, in-flight ones are dropped, what
@@ -126,7 +126,7 @@ impl Pipeline {
             run_date: self.run_date,
             next_batch_no: self.first_batch_no,
             parquet: None,
-            parquet_dir: self.parquet_dir.clone(),
+            lake: self.lake.clone(),
             files: Vec::new(),
             receipts: 0,
             codes: 0,
@@ -224,7 +224,7 @@ struct Writer {
     next_batch_no: i32,
     /// Opened on the first batch, so a run with nothing to write creates no file.
     parquet: Option<RunParquet>,
-    parquet_dir: std::path::PathBuf,
+    lake: crate::lake::Lake,
     files: Vec<CommittedFile>,
     receipts: u64,
     codes: u64,
@@ -324,7 +324,7 @@ impl Writer {
                 manifest::next_part(pool, run_id)
             })
             .await?;
-            self.parquet = Some(RunParquet::new(&self.parquet_dir, run_id, next_part));
+            self.parquet = Some(RunParquet::for_lake(&self.lake, run_id, next_part)?);
         }
         let rolled = self.parquet.as_mut().unwrap().append(&batch)?;
         crate::crashpoint::hit("parquet_write").await;
@@ -342,7 +342,8 @@ impl Writer {
     /// Renames each sealed file into place and records it, under the run's fence.
     async fn publish(&mut self, files: Vec<SealedFile>) -> anyhow::Result<()> {
         for file in files {
-            let file = manifest::publish(&self.pool, self.fence, file, self.reconnect).await?;
+            let file =
+                manifest::publish(&self.pool, &self.lake, self.fence, file, self.reconnect).await?;
             tracing::debug!(path = %file.relative_path, rows = file.row_count, "Parquet file committed");
             self.files.push(file);
         }

@@ -17,7 +17,6 @@ use crate::sink::fence::{self, TakeOver};
 use crate::sink::{manifest, Fence, SinkError};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
-use std::path::Path;
 
 /// What the repair found and did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -39,14 +38,14 @@ pub struct Repairer<'a> {
 pub async fn repair(
     options: &PgConnectOptions,
     pool: &PgPool,
-    parquet_dir: &Path,
+    lake: &crate::lake::Lake,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     // The warehouse lock is a session lock: a connection of its own, closed at the end (which
     // also releases the lock if the unlock below cannot be sent).
     let mut conn = crate::db::connect_single(options).await?;
     manifest::lock_warehouse(&mut conn).await?;
-    let result = repair_locked(&mut conn, pool, parquet_dir, me).await;
+    let result = repair_locked(&mut conn, pool, lake, me).await;
     let _ = manifest::unlock_warehouse(&mut conn).await;
     result
 }
@@ -54,7 +53,7 @@ pub async fn repair(
 async fn repair_locked(
     conn: &mut PgConnection,
     pool: &PgPool,
-    parquet_dir: &Path,
+    lake: &crate::lake::Lake,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     let mut repaired = Repaired::default();
@@ -83,7 +82,7 @@ async fn repair_locked(
                 }
             }
         };
-        match crate::sink::rebuild::rebuild_run(pool, parquet_dir, fence).await {
+        match crate::sink::rebuild::rebuild_run(pool, lake, fence).await {
             Ok(report) => {
                 tracing::info!(
                     run_id,
