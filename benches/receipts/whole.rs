@@ -15,16 +15,16 @@ use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_receipt-exporter");
-const SEQS_PER_GROUP: u64 = 500;
+pub const SEQS_PER_GROUP: u64 = 500;
 /// Peak RSS target of a run, MB.
 const RSS_TARGET_MB: f64 = 150.0;
 
 /// What one run measured.
-struct RunFigures {
-    wall_s: f64,
-    cpu_s: f64,
-    rss_mb: f64,
-    sim_cpu_s: f64,
+pub struct RunFigures {
+    pub wall_s: f64,
+    pub cpu_s: f64,
+    pub rss_mb: f64,
+    pub sim_cpu_s: f64,
 }
 
 pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
@@ -110,13 +110,23 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
 /// One run over `groups` x 500 seqs, in a database and simulator of its own; the database is
 /// dropped whatever happened.
 async fn whole_run(opts: &Opts, groups: u64) -> anyhow::Result<RunFigures> {
+    whole_run_into(opts, groups, &[]).await
+}
+
+/// [`whole_run`] with more variables for the binary (`EXPORT_PARQUET_DIR=s3://...` and the
+/// store's variables: the lake elsewhere).
+pub async fn whole_run_into(
+    opts: &Opts,
+    groups: u64,
+    env: &[(String, String)],
+) -> anyhow::Result<RunFigures> {
     let db = BenchDb::create(&opts.admin_url).await?;
-    let measured = run_in(&db, groups).await;
+    let measured = run_in(&db, groups, env).await;
     db.drop_db().await?;
     measured
 }
 
-async fn run_in(db: &BenchDb, groups: u64) -> anyhow::Result<RunFigures> {
+async fn run_in(db: &BenchDb, groups: u64, env: &[(String, String)]) -> anyhow::Result<RunFigures> {
     track(db, groups).await?;
     let mut sim = SimProcess::start(groups)?;
     let parquet = tempfile::tempdir()?;
@@ -136,6 +146,7 @@ async fn run_in(db: &BenchDb, groups: u64) -> anyhow::Result<RunFigures> {
         .env("EXPORT_RATE_LIMIT", "10000")
         .env("EXPORT_BATCH_SIZE", "500")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .output()
         .context("running /usr/bin/time (apt-get install time)")?;
