@@ -377,9 +377,12 @@ impl Scheduler {
             follow: job.follow.clone(),
         };
         let stop = runs.stop.child_token();
+        let owned = job.clone();
         let handle = runs.tasks.spawn(async move {
             let settings = settings?;
-            run::execute(&settings, &pool, &request, stop).await
+            let report = run::execute(&settings, &pool, &request, stop).await?;
+            owned.retention_after_run(&settings, &pool).await;
+            Ok(report)
         });
         runs.jobs.insert(handle.id(), job.name.clone());
     }
