@@ -9,6 +9,7 @@
 use crate::lake::{Lake, Remote};
 use crate::sink::{manifest, parquet as snapshots};
 use chrono::NaiveDate;
+use object_store::ObjectStoreExt;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -73,11 +74,15 @@ pub struct Report {
     /// (relative paths), leaving out those of runs still running (a run renames its file into
     /// place just before recording it).
     pub unknown: Vec<String>,
+    /// In an object store: uploads under `_pending/` that no manifest row names, of runs not
+    /// running (a writer killed or fenced before recording its file). Readers never see them;
+    /// `--repair` deletes them.
+    pub stray_uploads: Vec<String>,
 }
 
 impl Report {
     pub fn is_clean(&self) -> bool {
-        self.findings.is_empty() && self.unknown.is_empty()
+        self.findings.is_empty() && self.unknown.is_empty() && self.stray_uploads.is_empty()
     }
 }
 
@@ -160,6 +165,7 @@ async fn verify_local(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
         listed: listed.len(),
         findings,
         unknown,
+        stray_uploads: Vec::new(),
     })
 }
 
@@ -172,12 +178,7 @@ async fn unknown_files(
     listed: &[(Table, Listed)],
     visible: Vec<String>,
 ) -> anyhow::Result<Vec<String>> {
-    let running: HashSet<i64> =
-        sqlx::query_scalar("SELECT run_id FROM receipts.export_runs WHERE status = 'running'")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
+    let running = running_runs(pool).await?;
     let known: HashSet<&str> = listed.iter().map(|(_, f)| f.path.as_str()).collect();
     let mut unknown: Vec<String> = visible
         .into_iter()
@@ -262,7 +263,37 @@ async fn verify_remote(pool: &PgPool, remote: &Remote) -> anyhow::Result<Report>
         listed: listed.len(),
         findings,
         unknown,
+        stray_uploads: stray_uploads(pool, remote).await?,
     })
+}
+
+/// The objects under `_pending/` that no manifest row names, leaving out runs still running.
+async fn stray_uploads(pool: &PgPool, remote: &Remote) -> anyhow::Result<Vec<String>> {
+    use crate::sink::remote::{list, PENDING_DIR};
+    let recorded: HashSet<String> = sqlx::query_scalar(
+        "SELECT pending_key FROM receipts.parquet_files WHERE pending_key IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    let running = running_runs(pool).await?;
+    Ok(list(remote, PENDING_DIR)
+        .await?
+        .into_iter()
+        .filter(|key| {
+            let live = run_of_file(key).is_some_and(|r| running.contains(&r));
+            !recorded.contains(key) && !live
+        })
+        .collect())
+}
+
+async fn running_runs(pool: &PgPool) -> sqlx::Result<HashSet<i64>> {
+    let runs: Vec<i64> =
+        sqlx::query_scalar("SELECT run_id FROM receipts.export_runs WHERE status = 'running'")
+            .fetch_all(pool)
+            .await?;
+    Ok(runs.into_iter().collect())
 }
 
 /// The row count in the footer of an object (two ranged reads: the footer's length, the footer).
@@ -326,14 +357,25 @@ pub struct Repaired {
     pub read_event_runs: Vec<i64>,
     /// Read-events files of runs still running: their run writes them.
     pub skipped_running: Vec<i64>,
+    /// Stray uploads deleted from `_pending/`.
+    pub uploads_removed: usize,
 }
 
 /// Rewrites the files of `findings` from Postgres. The caller holds the warehouse lock. In a
 /// local lake a damaged snapshot file's whole day is rebuilt (swapped in atomically); in an
 /// object store each damaged file is written again under its own key (one atomic PUT, the same
 /// batches' rows).
-pub async fn repair(pool: &PgPool, lake: &Lake, findings: &[Finding]) -> anyhow::Result<Repaired> {
+pub async fn repair(pool: &PgPool, lake: &Lake, report: &Report) -> anyhow::Result<Repaired> {
+    let findings = &report.findings;
     let mut out = Repaired::default();
+    if let Lake::Remote(remote) = lake {
+        for key in &report.stray_uploads {
+            match remote.store().delete(&remote.key(key)).await {
+                Err(object_store::Error::NotFound { .. }) | Ok(()) => out.uploads_removed += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     let days: BTreeSet<NaiveDate> = findings
         .iter()
         .filter(|f| f.table == Table::Snapshots)

@@ -410,12 +410,10 @@ impl RunParquet {
             let dir = lake.local_dir().expect("a lake is local or remote");
             return Ok(RunParquet::new(dir, run_id, next_part));
         };
-        let tmp = std::env::temp_dir();
-        let spool = tempfile::Builder::new()
-            .prefix("receipt-exporter-spool.")
-            .rand_bytes(crate::files::RANDOM_CHARS)
-            .tempdir_in(&tmp)
-            .map_err(SinkError::io("creating a spool directory in", tmp))?;
+        let spool = crate::files::spool_dir().map_err(SinkError::io(
+            "creating a spool directory in",
+            std::env::temp_dir(),
+        ))?;
         let spool = Arc::new(spool);
         Ok(RunParquet {
             spool: Some(spool.clone()),

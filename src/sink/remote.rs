@@ -243,13 +243,10 @@ pub async fn rewrite_file(
         .ok_or_else(|| SinkError::NotListed {
             path: relative_path.to_string(),
         })?;
-    let spool = tempfile::Builder::new()
-        .prefix("receipt-exporter-spool.")
-        .tempdir()
-        .map_err(SinkError::io(
-            "creating a spool directory in",
-            std::env::temp_dir(),
-        ))?;
+    let spool = crate::files::spool_dir().map_err(SinkError::io(
+        "creating a spool directory in",
+        std::env::temp_dir(),
+    ))?;
     let mut writer =
         PartitionWriter::open_in(spool.path(), file.run_id, file.capture_date, file.part)?;
     let mut cursor = pool

@@ -195,9 +195,24 @@ async fn lake_verify_names_a_deleted_and_a_truncated_object_and_repair_restores_
         .put(&truncated, bytes.slice(..bytes.len() / 2).into())
         .await
         .unwrap();
+    // A writer killed before recording its file would leave such an upload behind.
+    let stray = format!(
+        "{PREFIX}/_pending/receipt_snapshots/capture_date=2026-01-01/run-1-0009.AbCdEfGhIj.parquet"
+    );
+    store
+        .put(
+            &object_store::path::Path::from(stray.as_str()),
+            "partial".into(),
+        )
+        .await
+        .unwrap();
     let out = run(exporter_s3(&db, &sim, &s3).args(["lake", "verify"]));
     assert_eq!(out.status.code(), Some(1));
     let text = stdout(&out);
+    assert!(
+        text.contains(stray.strip_prefix(&format!("{PREFIX}/")).unwrap()),
+        "{text}"
+    );
     for key in [&deleted, &truncated] {
         let rel = key.as_ref().strip_prefix(&format!("{PREFIX}/")).unwrap();
         assert!(text.contains(rel), "{rel} not named: {text}");
@@ -246,4 +261,34 @@ async fn export_parquet_on_s3_rewrites_each_listed_file_under_its_own_key() {
     assert_bucket_equals_postgres(&db, &s3).await;
     let out = run(exporter_s3(&db, &sim, &s3).args(["lake", "verify"]));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_while_writing_leaves_a_spool_directory_that_the_next_run_removes() {
+    let s3 = S3Server::start();
+    let db = TestDb::new().await;
+    let sim = simulator(3, 120, |_| {});
+    track_all(&db, &group_ids(&sim), 120).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let spools = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("receipt-exporter-spool."))
+            .count()
+    };
+    let out = run(exporter_s3(&db, &sim, &s3)
+        .env("TMPDIR", tmp.path())
+        .env(receipt_exporter::crashpoint::ENV, "parquet_write:1")
+        .arg("run"));
+    assert_eq!(out.status.signal(), Some(9));
+    assert_eq!(spools(), 1, "the killed run's spool directory is left");
+    assert_listing_committed(&db, &s3).await;
+    let out = run(exporter_s3(&db, &sim, &s3)
+        .env("TMPDIR", tmp.path())
+        .arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(spools(), 0, "a dead process's spool directory is removed");
+    assert_bucket_equals_postgres(&db, &s3).await;
 }

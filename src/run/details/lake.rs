@@ -118,9 +118,7 @@ async fn put_file(
     run_id: i64,
     rows: &[EventRow],
 ) -> anyhow::Result<u64> {
-    let spool = tempfile::Builder::new()
-        .prefix("receipt-exporter-events.")
-        .tempdir()?;
+    let spool = crate::files::spool_dir()?;
     let local = spool.path().join("events.parquet");
     let size = write_file(&local, run_id, rows)?;
     crate::sink::remote::put_file(remote, &local, path).await?;
