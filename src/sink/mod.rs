@@ -76,13 +76,13 @@ pub enum SinkError {
         source: std::io::Error,
     },
     /// An object store refused or failed a request (after its client's own retries). The key
-    /// is the object's; no credential is part of the message.
-    #[error("while {op} {key} in the object store: {source}")]
+    /// is the object's; no credential is part of the message. The store's error is shown here
+    /// and not chained as a source: its message already holds its causes.
+    #[error("while {op} {key} in the object store: {error}")]
     Store {
         op: &'static str,
         key: String,
-        #[source]
-        source: object_store::Error,
+        error: object_store::Error,
     },
     /// The Parquet or Arrow library refused to write or read a file.
     #[error("while {op} Parquet file {}: {source}", path.display())]

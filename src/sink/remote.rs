@@ -48,7 +48,7 @@ fn pending_relative(file: &CommittedFile) -> String {
 
 fn store_err(op: &'static str, key: &ObjectPath) -> impl FnOnce(object_store::Error) -> SinkError {
     let key = key.to_string();
-    move |source| SinkError::Store { op, key, source }
+    move |error| SinkError::Store { op, key, error }
 }
 
 fn is_not_found(e: &object_store::Error) -> bool {
