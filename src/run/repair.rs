@@ -65,7 +65,10 @@ async fn repair_locked(
     let mut runs = manifest::runs_needing_repair(pool).await?;
     let own_left = !manifest::unexported_batches(pool, me.fence.run_id)
         .await?
-        .is_empty();
+        .is_empty()
+        || !manifest::pending_files(pool, me.fence.run_id)
+            .await?
+            .is_empty();
     if own_left {
         runs.insert(0, me.fence.run_id);
     }

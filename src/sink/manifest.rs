@@ -542,12 +542,15 @@ pub struct RecordedFile {
     pub capture_date: NaiveDate,
     pub part: i32,
     pub row_count: i64,
+    /// Set while the file waits for its copy from `_pending/` (see `sink::remote`).
+    pub pending_key: Option<String>,
 }
 
 /// The manifest's row of the file at `path` (`None`: not listed).
 pub async fn recorded_file(pool: &PgPool, path: &str) -> Result<Option<RecordedFile>, SinkError> {
     sqlx::query_as(
-        "SELECT f.file_id, f.run_id, r.run_date, f.capture_date, f.part, f.row_count
+        "SELECT f.file_id, f.run_id, r.run_date, f.capture_date, f.part, f.row_count,
+                f.pending_key
          FROM receipts.parquet_files f JOIN receipts.export_runs r ON r.run_id = f.run_id
          WHERE f.path = $1",
     )

@@ -280,6 +280,14 @@ pub async fn rewrite_file(
     let local = sealed.temp_path().expect("sealed in the spool");
     put_file(remote, local, relative_path).await?;
     manifest::rewritten(pool, file.file_id, size).await?;
+    if let Some(pending) = &file.pending_key {
+        // Its copy is no longer needed: the final object was just written.
+        let key = remote.key(pending);
+        match remote.store().delete(&key).await {
+            Err(e) if !is_not_found(&e) => return Err(store_err("deleting", &key)(e)),
+            _ => {}
+        }
+    }
     Ok(file.row_count as u64)
 }
 

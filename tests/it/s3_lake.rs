@@ -292,3 +292,55 @@ async fn sigkill_while_writing_leaves_a_spool_directory_that_the_next_run_remove
     assert_eq!(spools(), 0, "a dead process's spool directory is removed");
     assert_bucket_equals_postgres(&db, &s3).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_events_files_land_in_the_bucket_and_verify_checks_them() {
+    let s3 = S3Server::start();
+    let db = TestDb::new().await;
+    let group = receipt_exporter::sim::SimGroup {
+        group_id: "@TGS#who-40".into(),
+        group_type: receipt_exporter::sim::GroupType::Public,
+        member_num: 40,
+        next_msg_seq: 16,
+    };
+    let sim = simulator(0, 0, |c| c.groups = vec![group.clone()]);
+    let out = run(exporter_s3(&db, &sim, &s3).args([
+        "track",
+        "add",
+        &group.group_id,
+        "--seqs",
+        "1..15",
+        "--details",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for _ in 0..2 {
+        assert_eq!(
+            run(exporter_s3(&db, &sim, &s3).arg("run")).status.code(),
+            Some(0)
+        );
+        sim.advance(1);
+    }
+    let listed: Vec<(String, i64)> =
+        sqlx::query_as("SELECT path, byte_size FROM receipts.read_event_files ORDER BY path")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert!(!listed.is_empty(), "read events were exported");
+    let objects: Vec<(String, i64)> = s3
+        .keys(&format!("{PREFIX}/read_events"))
+        .await
+        .into_iter()
+        .map(|(k, size)| {
+            (
+                k.strip_prefix(&format!("{PREFIX}/")).unwrap().to_string(),
+                size as i64,
+            )
+        })
+        .collect();
+    assert_eq!(
+        objects, listed,
+        "each listed read-events file, with its size"
+    );
+    let out = run(exporter_s3(&db, &sim, &s3).args(["lake", "verify"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
