@@ -6,7 +6,8 @@
 //! 6a. Upload throughput: 1,000,000 rows through `RunParquet` (the same writer both sides),
 //!     then either the local commit (rename, directory fsync) or the object-store steps of
 //!     `sink::remote::publish` without Postgres (PUT under `_pending/`, server-side copy to the
-//!     final key, delete the pending object). Alternating rounds; MB/s of the file.
+//!     final key, delete the pending object). Alternating rounds; rows/s of write + commit,
+//!     the commit step alone in ms, and the PUT alone in MB/s.
 //! 6b. Whole runs of the release binary (section 4's set-up) into a local directory and into
 //!     `s3://`, alternating, each in a fresh database: wall time, start-up included.
 
@@ -51,6 +52,8 @@ async fn upload(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let (mut local, mut s3, mut ratio) =
         (Samples::default(), Samples::default(), Samples::default());
+    let (mut local_commit, mut s3_commit, mut put_mbs) =
+        (Samples::default(), Samples::default(), Samples::default());
     let mut bytes = 0;
     for round in 1..=rounds {
         // Local: write, seal, rename into place (the run's publish minus its manifest row).
@@ -60,42 +63,64 @@ async fn upload(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         for b in &batches {
             run.append(b)?;
         }
-        for mut f in run.finish()? {
+        let sealed = run.finish()?;
+        let c = Instant::now();
+        for mut f in sealed {
             f.rename_into_place()?;
             bytes = f.info().byte_size;
         }
-        let l = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+        local_commit.push(c.elapsed().as_secs_f64() * 1e3);
+        let l = total as f64 / t.elapsed().as_secs_f64();
         // Object store: write and seal in the spool, PUT pending, copy, delete.
         let t = Instant::now();
         let mut run = RunParquet::for_lake(&Lake::Remote(remote.clone()), 7, round)?;
         for b in &batches {
             run.append(b)?;
         }
-        for f in run.finish()? {
+        let sealed = run.finish()?;
+        let c = Instant::now();
+        for f in sealed {
             let rel = f.info().relative_path.clone();
             let pending = format!("_pending/{rel}.bench");
             let local = f.temp_path().context("sealed in the spool")?;
+            let p = Instant::now();
             receipt_exporter::sink::remote::put_file(&remote, local, &pending).await?;
+            put_mbs.push(f.info().byte_size as f64 / 1e6 / p.elapsed().as_secs_f64());
             let store = remote.store();
             store.copy(&remote.key(&pending), &remote.key(&rel)).await?;
             store.delete(&remote.key(&pending)).await?;
             let size = store.head(&remote.key(&rel)).await?.size;
             anyhow::ensure!(size == f.info().byte_size, "the object has another size");
         }
-        let o = bytes as f64 / 1e6 / t.elapsed().as_secs_f64();
+        s3_commit.push(c.elapsed().as_secs_f64() * 1e3);
+        let o = total as f64 / t.elapsed().as_secs_f64();
         println!(
-            "  round {round}: local {l:.1} MB/s, moto {o:.1} MB/s ({:.1} MB file), ratio {:.2}",
+            "  round {round}: write + commit: local {} rows/s, moto {} rows/s ({:.1} MB file), ratio {:.2}; \
+             commit alone: rename {:.1} ms, PUT + copy + delete {:.1} ms",
+            thousands(l),
+            thousands(o),
             bytes as f64 / 1e6,
-            o / l
+            o / l,
+            local_commit.0.last().unwrap(),
+            s3_commit.0.last().unwrap(),
         );
         local.push(l);
         s3.push(o);
         ratio.push(o / l);
         std::fs::remove_dir_all(&root)?;
     }
-    report.figure("s3: local write + rename MB/s", local.show(1));
-    report.figure("s3: write + PUT + copy + delete on moto MB/s", s3.show(1));
-    report.figure("s3: moto / local", ratio.show(2));
+    report.figure("s3: write + rename, rows/s", local.show(0));
+    report.figure(
+        "s3: write + PUT + copy + delete on moto, rows/s",
+        s3.show(0),
+    );
+    report.figure("s3: moto / local (write + commit)", ratio.show(2));
+    report.figure("s3: commit alone: rename ms", local_commit.show(1));
+    report.figure(
+        "s3: commit alone: PUT + copy + delete on moto ms",
+        s3_commit.show(1),
+    );
+    report.figure("s3: PUT alone on moto MB/s", put_mbs.show(1));
     Ok(())
 }
 
