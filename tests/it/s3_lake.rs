@@ -344,3 +344,45 @@ async fn read_events_files_land_in_the_bucket_and_verify_checks_them() {
     let out = run(exporter_s3(&db, &sim, &s3).args(["lake", "verify"]));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
 }
+
+/// A run held (alive) at each moment of the upload protocol: the listing then shows only
+/// committed rows, none twice (the run's own file only once it was copied into place); let go,
+/// the run finishes and the bucket equals Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_at_each_moment_of_the_upload_shows_only_committed_rows() {
+    use receipt_exporter::crashpoint::{PAUSE_ENV, PAUSE_FILE_ENV};
+    for (point, visible) in [
+        ("during_upload:1", false),
+        ("after_manifest_commit:1", false),
+        ("after_copy:1", true),
+    ] {
+        let s3 = S3Server::start();
+        let db = TestDb::new().await;
+        let sim = simulator(3, 120, |_| {});
+        track_all(&db, &group_ids(&sim), 120).await;
+        let pauses = tempfile::tempdir().unwrap();
+        let pause = pauses.path().join("held");
+        let child = exporter_s3(&db, &sim, &s3)
+            .env(PAUSE_ENV, point)
+            .env(PAUSE_FILE_ENV, &pause)
+            .arg("run")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        wait_for_file(&pause, std::time::Duration::from_secs(60)).await;
+        let seen = assert_listing_committed(&db, &s3).await;
+        assert_eq!(
+            !seen.is_empty(),
+            visible,
+            "{point}: the run's file visible?"
+        );
+        if visible {
+            assert_eq!(seen, pg_snapshots(&db).await, "{point}");
+        }
+        std::fs::remove_file(&pause).unwrap();
+        let out = finish(child);
+        assert_eq!(out.status.code(), Some(0), "{point}: {}", stderr(&out));
+        assert_bucket_equals_postgres(&db, &s3).await;
+    }
+}
