@@ -27,6 +27,13 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
     check_retired(&pool, since, until).await?;
     let dir = match &settings.lake {
         Lake::Local(dir) => dir,
+        Lake::Remote(_) if args.relocate => {
+            return Err(exit::usage(format!(
+                "export parquet: --relocate moves a local lake's days to another directory; in an object store \
+                 ({}) each listed file is rewritten in place under its own key: drop --relocate",
+                settings.lake
+            )))
+        }
         Lake::Remote(remote) => {
             return rewrite_in_store(settings, &pool, remote, (since, until)).await
         }

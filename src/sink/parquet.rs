@@ -7,8 +7,9 @@
 //! matched by `*.parquet` (readers never pick it up), created new with a random part so a
 //! planted link cannot redirect it ([`crate::files`]). A finished file is sealed (footer
 //! written, fsynced) here; renaming it into place and recording it happen together, under the
-//! run's fence, in [`super::manifest::publish`]. This module touches files only, never
-//! Postgres.
+//! run's fence, in [`super::manifest::publish`]. For a lake in an object store the files are
+//! written in a spool directory instead and uploaded by [`super::remote`]. This module touches
+//! files only, never Postgres.
 
 use super::{SinkError, SnapshotRow, WriteBatch};
 use arrow::array::{

@@ -261,6 +261,17 @@ async fn export_parquet_on_s3_rewrites_each_listed_file_under_its_own_key() {
     assert_bucket_equals_postgres(&db, &s3).await;
     let out = run(exporter_s3(&db, &sim, &s3).args(["lake", "verify"]));
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    let out = run(exporter_s3(&db, &sim, &s3).args([
+        "export",
+        "parquet",
+        "--since",
+        &today,
+        "--until",
+        &today,
+        "--relocate",
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("drop --relocate"), "{}", stderr(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
