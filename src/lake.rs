@@ -324,11 +324,16 @@ impl Remote {
     }
 
     /// The object key of a path relative to the lake's root (`receipt_snapshots/...`).
+    /// The prefix is used as written (`ObjectPath::from` would percent-encode a `%`, `#`, `~`
+    /// and more into `%25`, ..., a key no reader of `s3://BUCKET/PREFIX` would find, and that
+    /// [`Remote::relative`] would not recognise); our own names need no encoding.
     pub fn key(&self, relative: &str) -> ObjectPath {
-        match self.prefix.is_empty() {
-            true => ObjectPath::from(relative),
-            false => ObjectPath::from(format!("{}/{relative}", self.prefix)),
-        }
+        let base = ObjectPath::parse(&self.prefix)
+            .expect("parse_location accepts only a prefix ObjectPath::parse accepts");
+        relative
+            .split('/')
+            .filter(|part| !part.is_empty())
+            .fold(base, |key, part| key.join(part))
     }
 
     /// The path relative to the lake's root of a key under it (`None`: not under the prefix).
@@ -490,6 +495,15 @@ mod tests {
         let key = lake.key("receipt_snapshots/x.parquet");
         assert_eq!(key.as_ref(), "p/q/receipt_snapshots/x.parquet");
         assert_eq!(lake.relative(&key), Some("receipt_snapshots/x.parquet"));
+        // A prefix with characters object_store would percent-encode is used as written.
+        let Location::Remote { prefix, .. } = parse_location("s3://b/odd dir/50%~x").unwrap()
+        else {
+            panic!("remote")
+        };
+        let odd = Remote::new(remote(Scheme::S3, "b", &prefix), store.clone());
+        let key = odd.key("receipt_snapshots/x.parquet");
+        assert_eq!(key.as_ref(), "odd dir/50%~x/receipt_snapshots/x.parquet");
+        assert_eq!(odd.relative(&key), Some("receipt_snapshots/x.parquet"));
         let bare = Remote::new(remote(Scheme::S3, "b", ""), store);
         assert_eq!(bare.key("a/b").as_ref(), "a/b");
         assert_eq!(

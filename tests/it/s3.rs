@@ -143,11 +143,29 @@ impl S3Server {
 
     /// Multipart uploads the server holds open (boto3's `list_multipart_uploads`).
     pub fn unfinished_uploads(&self) -> Vec<String> {
+        self.boto3(
+            "for u in s3.list_multipart_uploads(Bucket=B).get('Uploads', []): print(u['Key'])",
+        )
+    }
+
+    /// Every key of the bucket as S3 itself spells it (boto3, not object_store, so no path
+    /// encoding of ours or object_store's is assumed), sorted.
+    pub fn raw_keys(&self) -> Vec<String> {
+        let mut keys = self.boto3(
+            "for p in s3.get_paginator('list_objects_v2').paginate(Bucket=B):\n    \
+             [print(o['Key']) for o in p.get('Contents', [])]",
+        );
+        keys.sort();
+        keys
+    }
+
+    /// The lines a boto3 script prints, with `s3` a client of the server and `B` the bucket.
+    fn boto3(&self, body: &str) -> Vec<String> {
         let script = format!(
             "import boto3\n\
              s3 = boto3.client('s3', endpoint_url='{}', region_name='{REGION}', \
              aws_access_key_id='{ACCESS_KEY_ID}', aws_secret_access_key='{SECRET_ACCESS_KEY}')\n\
-             for u in s3.list_multipart_uploads(Bucket='{BUCKET}').get('Uploads', []): print(u['Key'])\n",
+             B = '{BUCKET}'\n{body}\n",
             self.endpoint
         );
         let out = Command::new("python3")
