@@ -86,10 +86,16 @@ impl Report {
     }
 }
 
-/// Every file the manifest lists, both tables, in path order.
+/// Every file the manifest lists, both tables, in path order, but for the files of runs still
+/// running whose copy into place is under way (recorded with a pending key in an object store:
+/// their run finishes the copy; checked, or repaired, the final object is not there yet).
 pub async fn listed(pool: &PgPool) -> sqlx::Result<Vec<(Table, Listed)>> {
     let snapshot_files: Vec<Listed> = sqlx::query_as(
-        "SELECT run_id, capture_date, path, row_count, byte_size FROM receipts.parquet_files ORDER BY path",
+        "SELECT run_id, capture_date, path, row_count, byte_size FROM receipts.parquet_files p
+         WHERE p.pending_key IS NULL
+            OR NOT EXISTS (SELECT 1 FROM receipts.export_runs r
+                           WHERE r.run_id = p.run_id AND r.status = 'running')
+         ORDER BY path",
     )
     .fetch_all(pool)
     .await?;
@@ -160,7 +166,7 @@ async fn verify_local(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
         .iter()
         .flat_map(|t| visible_parquet_files(dir, Path::new(t)))
         .collect();
-    let unknown = unknown_files(pool, &listed, visible).await?;
+    let unknown = unknown_files(pool, visible).await?;
     Ok(Report {
         listed: listed.len(),
         findings,
@@ -172,19 +178,24 @@ async fn verify_local(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
 /// The lake's tables, as directories (prefixes) under its root.
 const TABLE_DIRS: [&str; 2] = [snapshots::TABLE_DIR, crate::run::details::lake::TABLE_DIR];
 
-/// The visible files the manifest does not list, leaving out those of runs still running.
-async fn unknown_files(
-    pool: &PgPool,
-    listed: &[(Table, Listed)],
-    visible: Vec<String>,
-) -> anyhow::Result<Vec<String>> {
+/// The visible files the manifest does not list, leaving out those of runs still running. The
+/// manifest and the running runs are read after the listing `visible`: a file is recorded before
+/// (object store) or while (local) it becomes visible, and its run runs until then, so a run
+/// that finished between an earlier read of the manifest and the listing is not reported.
+async fn unknown_files(pool: &PgPool, visible: Vec<String>) -> anyhow::Result<Vec<String>> {
     let running = running_runs(pool).await?;
-    let known: HashSet<&str> = listed.iter().map(|(_, f)| f.path.as_str()).collect();
+    let known: HashSet<String> = sqlx::query_scalar(
+        "SELECT path FROM receipts.parquet_files UNION ALL SELECT path FROM receipts.read_event_files",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
     let mut unknown: Vec<String> = visible
         .into_iter()
         .filter(|path| {
             let running_run = run_of_file(path).is_some_and(|r| running.contains(&r));
-            !known.contains(path.as_str()) && !running_run
+            !known.contains(path) && !running_run
         })
         .collect();
     unknown.sort();
@@ -258,7 +269,7 @@ async fn verify_remote(pool: &PgPool, remote: &Remote) -> anyhow::Result<Report>
     }
     findings.sort_by(|a, b| a.file.path.cmp(&b.file.path));
     let visible = remote_objects(remote).await?.into_keys().collect();
-    let unknown = unknown_files(pool, &listed, visible).await?;
+    let unknown = unknown_files(pool, visible).await?;
     Ok(Report {
         listed: listed.len(),
         findings,
@@ -268,8 +279,11 @@ async fn verify_remote(pool: &PgPool, remote: &Remote) -> anyhow::Result<Report>
 }
 
 /// The objects under `_pending/` that no manifest row names, leaving out runs still running.
+/// The listing comes first, the manifest and the running runs after it (a run is running while
+/// it uploads); an object its run deleted meanwhile (its copy done) is left out too.
 async fn stray_uploads(pool: &PgPool, remote: &Remote) -> anyhow::Result<Vec<String>> {
     use crate::sink::remote::{list, PENDING_DIR};
+    let uploads = list(remote, PENDING_DIR).await?;
     let recorded: HashSet<String> = sqlx::query_scalar(
         "SELECT pending_key FROM receipts.parquet_files WHERE pending_key IS NOT NULL",
     )
@@ -278,14 +292,19 @@ async fn stray_uploads(pool: &PgPool, remote: &Remote) -> anyhow::Result<Vec<Str
     .into_iter()
     .collect();
     let running = running_runs(pool).await?;
-    Ok(list(remote, PENDING_DIR)
-        .await?
-        .into_iter()
-        .filter(|key| {
-            let live = run_of_file(key).is_some_and(|r| running.contains(&r));
-            !recorded.contains(key) && !live
-        })
-        .collect())
+    let mut strays = Vec::new();
+    for key in uploads {
+        let live = run_of_file(&key).is_some_and(|r| running.contains(&r));
+        if recorded.contains(&key) || live {
+            continue;
+        }
+        match remote.store().head(&remote.key(&key)).await {
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+            Ok(_) => strays.push(key),
+        }
+    }
+    Ok(strays)
 }
 
 async fn running_runs(pool: &PgPool) -> sqlx::Result<HashSet<i64>> {

@@ -340,15 +340,22 @@ pub async fn listed_paths(pool: &PgPool) -> Result<Vec<String>, SinkError> {
         .map_err(SinkError::pg("listing the manifest's files"))
 }
 
-/// The paths the manifest lists per capture date from `since` to `until` (both included).
+/// The paths the manifest lists per capture date from `since` to `until` (both included), but
+/// for the files of runs still running whose copy into place is under way (an object store's
+/// pending key): their run copies them, with the same rows, and a rewrite racing that copy
+/// would leave an object whose size the manifest does not hold.
 pub async fn listed_between(
     pool: &PgPool,
     since: NaiveDate,
     until: NaiveDate,
 ) -> Result<std::collections::BTreeMap<NaiveDate, Vec<String>>, SinkError> {
     let rows: Vec<(NaiveDate, String)> = sqlx::query_as(
-        "SELECT capture_date, path FROM receipts.parquet_files
-         WHERE capture_date BETWEEN $1 AND $2 ORDER BY capture_date, path",
+        "SELECT capture_date, path FROM receipts.parquet_files p
+         WHERE capture_date BETWEEN $1 AND $2
+           AND (p.pending_key IS NULL
+                OR NOT EXISTS (SELECT 1 FROM receipts.export_runs r
+                               WHERE r.run_id = p.run_id AND r.status = 'running'))
+         ORDER BY capture_date, path",
     )
     .bind(since)
     .bind(until)

@@ -391,10 +391,22 @@ async fn a_listing_at_each_moment_of_the_upload_shows_only_committed_rows() {
         if visible {
             assert_eq!(seen, pg_snapshots(&db).await, "{point}");
         }
+        // A run mid-upload is no problem of the lake: `lake verify` (which read the manifest
+        // first) and `export parquet` of the day leave its file to it.
+        let verify = || run(exporter_s3(&db, &sim, &s3).args(["lake", "verify"]));
+        let out = verify();
+        assert_eq!(out.status.code(), Some(0), "{point}: {}", stdout(&out));
+        let day = chrono::Utc::now().date_naive().to_string();
+        let out = run(exporter_s3(&db, &sim, &s3)
+            .args(["export", "parquet", "--since", &day, "--until", &day]));
+        assert_eq!(out.status.code(), Some(0), "{point}: {}", stderr(&out));
+        assert_listing_committed(&db, &s3).await;
         std::fs::remove_file(&pause).unwrap();
         let out = finish(child);
         assert_eq!(out.status.code(), Some(0), "{point}: {}", stderr(&out));
         assert_bucket_equals_postgres(&db, &s3).await;
+        let out = verify();
+        assert_eq!(out.status.code(), Some(0), "{point}: {}", stdout(&out));
     }
 }
 
