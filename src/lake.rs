@@ -348,8 +348,9 @@ impl Remote {
 
 impl Location {
     /// Opens the lake: a local path as it is; an object store built from its standard
-    /// environment variables (no request is made). The error says what to fix, never a secret.
-    pub fn open(&self) -> Result<Lake, String> {
+    /// environment variables (no request is made), each request retried for at most `bound`
+    /// ([`Bounds`]). The error says what to fix, never a secret.
+    pub fn open(&self, bound: std::time::Duration) -> Result<Lake, String> {
         let Location::Remote { scheme, bucket, .. } = self else {
             let Location::Local(path) = self else {
                 unreachable!()
@@ -357,16 +358,42 @@ impl Location {
             return Ok(Lake::Local(path.clone()));
         };
         let store: Arc<dyn ObjectStore> = match scheme {
-            Scheme::S3 => Arc::new(open_s3(bucket)?),
-            Scheme::Gcs => Arc::new(open_gcs(bucket)?),
-            Scheme::Azure => Arc::new(open_azure(bucket)?),
+            Scheme::S3 => Arc::new(open_s3(bucket, Bounds::new(bound, "AWS_TIMEOUT"))?),
+            Scheme::Gcs => Arc::new(open_gcs(bucket, Bounds::new(bound, "GOOGLE_TIMEOUT"))?),
+            Scheme::Azure => Arc::new(open_azure(bucket, Bounds::new(bound, "AZURE_TIMEOUT"))?),
         };
         Ok(Lake::Remote(Remote::new(self.clone(), store)))
     }
 }
 
-fn open_s3(bucket: &str) -> Result<object_store::aws::AmazonS3, String> {
+/// How long a request to the store may go on. object_store retries a failed request (a refused
+/// connection, a timeout, a 5xx) with backoff for up to 3 minutes by default, saying nothing:
+/// here for at most `retry` since its first attempt (`--lake-timeout`), each attempt cut after
+/// `attempt` (30 s, object_store's default, or less when the bound is shorter; the store's own
+/// `*_TIMEOUT` variable, when set, decides instead). A connection attempt is cut after 5 s
+/// (object_store's default, `*_CONNECT_TIMEOUT`).
+struct Bounds {
+    retry: object_store::RetryConfig,
+    attempt: Option<String>,
+}
+
+impl Bounds {
+    fn new(bound: std::time::Duration, timeout_var: &str) -> Bounds {
+        let retry = object_store::RetryConfig {
+            retry_timeout: bound,
+            ..Default::default()
+        };
+        let attempt = std::env::var_os(timeout_var).is_none().then(|| {
+            let secs = bound.as_secs().clamp(1, 30);
+            format!("{secs}s")
+        });
+        Bounds { retry, attempt }
+    }
+}
+
+fn open_s3(bucket: &str, bounds: Bounds) -> Result<object_store::aws::AmazonS3, String> {
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    use object_store::ClientConfigKey;
     let env = S3Env::from_env();
     check_endpoint(
         env.endpoint.as_deref(),
@@ -374,7 +401,12 @@ fn open_s3(bucket: &str) -> Result<object_store::aws::AmazonS3, String> {
         env.allow_http,
         "AWS_ALLOW_HTTP",
     )?;
-    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    let mut builder = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(bounds.retry);
+    if let Some(timeout) = bounds.attempt {
+        builder = builder.with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), timeout);
+    }
     if let Some(region) = &env.region {
         builder = builder.with_region(region);
     }
@@ -391,9 +423,15 @@ fn open_s3(bucket: &str) -> Result<object_store::aws::AmazonS3, String> {
         .map_err(|e| format!("cannot use the S3 bucket '{bucket}': {e}"))
 }
 
-fn open_gcs(bucket: &str) -> Result<object_store::gcp::GoogleCloudStorage, String> {
+fn open_gcs(bucket: &str, bounds: Bounds) -> Result<object_store::gcp::GoogleCloudStorage, String> {
     use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-    let builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+    use object_store::ClientConfigKey;
+    let mut builder = GoogleCloudStorageBuilder::from_env()
+        .with_bucket_name(bucket)
+        .with_retry(bounds.retry);
+    if let Some(timeout) = bounds.attempt {
+        builder = builder.with_config(GoogleConfigKey::Client(ClientConfigKey::Timeout), timeout);
+    }
     let base = builder.get_config_value(&GoogleConfigKey::BaseUrl);
     let allow = std::env::var("GOOGLE_ALLOW_HTTP").is_ok_and(|v| is_true(&v));
     check_endpoint(
@@ -407,9 +445,18 @@ fn open_gcs(bucket: &str) -> Result<object_store::gcp::GoogleCloudStorage, Strin
         .map_err(|e| format!("cannot use the GCS bucket '{bucket}': {e}"))
 }
 
-fn open_azure(container: &str) -> Result<object_store::azure::MicrosoftAzure, String> {
+fn open_azure(
+    container: &str,
+    bounds: Bounds,
+) -> Result<object_store::azure::MicrosoftAzure, String> {
     use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-    let builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
+    use object_store::ClientConfigKey;
+    let mut builder = MicrosoftAzureBuilder::from_env()
+        .with_container_name(container)
+        .with_retry(bounds.retry);
+    if let Some(timeout) = bounds.attempt {
+        builder = builder.with_config(AzureConfigKey::Client(ClientConfigKey::Timeout), timeout);
+    }
     let endpoint = builder.get_config_value(&AzureConfigKey::Endpoint);
     let allow = std::env::var("AZURE_ALLOW_HTTP").is_ok_and(|v| is_true(&v));
     check_endpoint(
@@ -421,6 +468,78 @@ fn open_azure(container: &str) -> Result<object_store::azure::MicrosoftAzure, St
     builder
         .build()
         .map_err(|e| format!("cannot use the Azure container '{container}': {e}"))
+}
+
+/// One line for an object store's error: what the store answered (its HTTP status, S3's or
+/// Azure's `<Code>` and `<Message>`) or that it did not answer (the innermost cause: refused, timed
+/// out, DNS), then what to check. object_store's own message repeats each cause and the
+/// server's whole XML body, several times over. No credential is in either.
+pub fn describe_store_error(error: &object_store::Error) -> String {
+    if let object_store::Error::NotFound { path, .. } = error {
+        return format!("no object {path}");
+    }
+    let full = error.to_string();
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = full.find(&open)? + open.len();
+        let end = start + full[start..].find(&format!("</{name}>"))?;
+        Some(clip(&full[start..end]))
+    };
+    let status = full.split("status code: ").nth(1).map(|rest| {
+        let end = rest.find([':', '\n']).unwrap_or(rest.len());
+        rest[..end].trim().to_string()
+    });
+    let Some(status) = status else {
+        let mut root: &dyn std::error::Error = error;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        return format!(
+            "no answer from the store ({}); check its endpoint (AWS_ENDPOINT_URL, GOOGLE_BASE_URL, \
+             AZURE_STORAGE_ENDPOINT) and the network; a slow store needs a longer --lake-timeout",
+            clip(&root.to_string())
+        );
+    };
+    let code = tag("Code");
+    let said = match (&code, tag("Message")) {
+        (Some(code), Some(message)) => format!("{status}, {code}: {message}"),
+        (Some(code), None) => format!("{status}, {code}"),
+        _ => status.clone(),
+    };
+    let hint = match code.as_deref().unwrap_or_default() {
+        "NoSuchBucket" | "ContainerNotFound" => {
+            "the bucket (container) does not exist: create it, or fix the lake location"
+        }
+        "InvalidAccessKeyId"
+        | "SignatureDoesNotMatch"
+        | "ExpiredToken"
+        | "InvalidToken"
+        | "AuthenticationFailed" => {
+            "the store refused the credentials: check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, \
+             AWS_SESSION_TOKEN (GOOGLE_*, AZURE_*) or the machine's role"
+        }
+        "AuthorizationHeaderMalformed"
+        | "PermanentRedirect"
+        | "IllegalLocationConstraintException" => {
+            "the bucket is in another region: set AWS_REGION to it"
+        }
+        _ if status.starts_with("403") => {
+            "the credentials may not do this: the exporter needs list, get, put, copy and delete \
+             under the prefix"
+        }
+        _ => "see the store's answer",
+    };
+    format!("the store answered {said}; {hint}")
+}
+
+/// At most 200 characters of a store's text, on one line.
+fn clip(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect();
+    line.trim().to_string()
 }
 
 #[cfg(test)]
@@ -486,6 +605,33 @@ mod tests {
             let msg = check(e, allow).unwrap_err();
             assert!(msg.contains("loopback"), "{e:?} {allow}: {msg}");
         }
+    }
+
+    #[test]
+    fn store_errors_are_one_line_with_what_to_check() {
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "MicrosoftAzure",
+            source: text.to_string().into(),
+        };
+        let body = "Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n\
+                    <Error><Code>ContainerNotFound</Code><Message>The specified container does \
+                    not exist.\nRequestId:1</Message></Error>";
+        let text = describe_store_error(&generic(body));
+        assert!(text.starts_with("the store answered 404 Not Found, ContainerNotFound: The specified container does not exist. RequestId:1;"), "{text}");
+        assert!(text.contains("create it"), "{text}");
+        assert!(!text.contains('\n') && !text.contains("<?xml"), "{text}");
+        let text = describe_store_error(&generic(
+            "Server returned non-2xx status code: 403 Forbidden: ",
+        ));
+        assert!(text.contains("list, get, put, copy and delete"), "{text}");
+        let refused = object_store::Error::Generic {
+            store: "S3",
+            source: Box::new(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "refused",
+            )),
+        };
+        assert!(describe_store_error(&refused).starts_with("no answer from the store (refused)"));
     }
 
     #[test]

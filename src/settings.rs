@@ -183,6 +183,17 @@ pub const PARQUET_DIR: Setting = Setting {
     help: "the lake: a directory, or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables)",
     ..Setting::ROW
 };
+/// object_store retries a failed request for up to 3 minutes by default, silently: a lake that
+/// does not answer would hold a run that long before it says anything.
+pub const LAKE_TIMEOUT: Setting = Setting {
+    key: "lake_timeout",
+    flag: Some("--lake-timeout"),
+    env: "EXPORT_LAKE_TIMEOUT",
+    default: Some("60"),
+    value_name: "SECONDS",
+    help: "seconds one object-store request is retried before the command gives up, 5..3600",
+    ..Setting::ROW
+};
 /// The API's own ceiling is 200 calls/s; a paid add-on raises it.
 pub const RATE_LIMIT: Setting = Setting {
     key: "rate_limit",
@@ -323,6 +334,7 @@ pub const ALL: &[Setting] = &[
     REGION,
     API_BASE,
     PARQUET_DIR,
+    LAKE_TIMEOUT,
     RATE_LIMIT,
     BATCH_SIZE,
     CONCURRENCY,
@@ -645,7 +657,10 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         secret_key,
         identifier,
         api,
-        lake: lake(src.get(PARQUET_DIR))?,
+        lake: lake(
+            src.get(PARQUET_DIR),
+            std::time::Duration::from_secs(bounded(LAKE_TIMEOUT, 5, 3600, "seconds")?),
+        )?,
         rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
         job_rate_cap: None,
         batch_size: bounded(BATCH_SIZE, 1, MAX_BATCH_SIZE as u64, "seqs per call")? as usize,
@@ -865,14 +880,17 @@ fn parse_api_base(value: &str, origin: &Origin) -> Result<String, SettingsError>
 }
 
 /// The lake's location, opened (an object store reads its environment variables here).
-fn lake((value, origin): (String, Origin)) -> Result<crate::lake::Lake, SettingsError> {
+fn lake(
+    (value, origin): (String, Origin),
+    bound: std::time::Duration,
+) -> Result<crate::lake::Lake, SettingsError> {
     let problem = |problem| SettingsError {
         origin: origin.to_string(),
         problem,
     };
     crate::lake::parse_location(&value)
         .map_err(problem)?
-        .open()
+        .open(bound)
         .map_err(problem)
 }
 

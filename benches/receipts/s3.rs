@@ -44,7 +44,7 @@ async fn upload(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let batches = make_batches(7, chrono::Utc::now().date_naive(), total);
     let Lake::Remote(remote) = parse_location(&format!("s3://{BUCKET}/bench"))
         .map_err(anyhow::Error::msg)?
-        .open()
+        .open(std::time::Duration::from_secs(60))
         .map_err(anyhow::Error::msg)?
     else {
         anyhow::bail!("an s3:// location opened as a local lake");

@@ -516,9 +516,8 @@ const OBJECT_STORE_FIX: &str = "check the bucket name and the store's variables 
 /// A lake in an object store answers a listing of its prefix (one request).
 async fn object_store(remote: &crate::lake::Remote) -> Check {
     const TOPIC: &str = "parquet dir";
-    let prefix = remote.key("");
-    match remote.store().list_with_delimiter(Some(&prefix)).await {
-        Ok(_) => ok(TOPIC, format!("{} answers a listing", remote.location())),
+    match crate::sink::remote::answers(remote).await {
+        Ok(()) => ok(TOPIC, format!("{} answers a listing", remote.location())),
         Err(e) => fail(
             TOPIC,
             format!("{} cannot be listed: {e}", remote.location()),

@@ -205,12 +205,17 @@ async fn unknown_files(pool: &PgPool, visible: Vec<String>) -> anyhow::Result<Ve
 /// The visible objects of the lake's tables in an object store, with their sizes: keys with no
 /// segment starting with `.` or `_`, ending in `.parquet` (what engines read).
 pub async fn remote_objects(remote: &Remote) -> anyhow::Result<BTreeMap<String, u64>> {
+    use crate::sink::remote::store_err;
     use futures::TryStreamExt;
     let mut out = BTreeMap::new();
     for table in TABLE_DIRS {
         let prefix = remote.key(table);
-        let metas: Vec<object_store::ObjectMeta> =
-            remote.store().list(Some(&prefix)).try_collect().await?;
+        let metas: Vec<object_store::ObjectMeta> = remote
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(store_err("listing", &prefix))?;
         for meta in metas {
             let Some(rel) = remote.relative(&meta.location) else {
                 continue;
@@ -298,9 +303,10 @@ async fn stray_uploads(pool: &PgPool, remote: &Remote) -> anyhow::Result<Vec<Str
         if recorded.contains(&key) || live {
             continue;
         }
-        match remote.store().head(&remote.key(&key)).await {
+        let path = remote.key(&key);
+        match remote.store().head(&path).await {
             Err(object_store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(crate::sink::remote::store_err("looking up", &path)(e).into()),
             Ok(_) => strays.push(key),
         }
     }
@@ -389,9 +395,10 @@ pub async fn repair(pool: &PgPool, lake: &Lake, report: &Report) -> anyhow::Resu
     let mut out = Repaired::default();
     if let Lake::Remote(remote) = lake {
         for key in &report.stray_uploads {
-            match remote.store().delete(&remote.key(key)).await {
+            let path = remote.key(key);
+            match remote.store().delete(&path).await {
                 Err(object_store::Error::NotFound { .. }) | Ok(()) => out.uploads_removed += 1,
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(crate::sink::remote::store_err("deleting", &path)(e).into()),
             }
         }
     }

@@ -447,6 +447,9 @@ async fn work(
         label,
     };
     let options = settings.require_database()?;
+    if let Some(remote) = settings.lake.remote() {
+        crate::sink::remote::answers(remote).await?;
+    }
     repair::repair(options, pool, &settings.lake, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");

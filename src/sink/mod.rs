@@ -78,7 +78,10 @@ pub enum SinkError {
     /// An object store refused or failed a request (after its client's own retries). The key
     /// is the object's; no credential is part of the message. The store's error is shown here
     /// and not chained as a source: its message already holds its causes.
-    #[error("while {op} {key} in the object store: {error}")]
+    #[error(
+        "while {op} {key} in the object store: {}",
+        crate::lake::describe_store_error(error)
+    )]
     Store {
         op: &'static str,
         key: String,

@@ -46,7 +46,11 @@ fn pending_relative(file: &CommittedFile) -> String {
     format!("{PENDING_DIR}/{dir}/{stem}.{random}.parquet")
 }
 
-fn store_err(op: &'static str, key: &ObjectPath) -> impl FnOnce(object_store::Error) -> SinkError {
+/// The error of a request about `key`, as a [`SinkError::Store`] (its message one line).
+pub fn store_err(
+    op: &'static str,
+    key: &ObjectPath,
+) -> impl FnOnce(object_store::Error) -> SinkError {
     let key = key.to_string();
     move |error| SinkError::Store { op, key, error }
 }
@@ -211,6 +215,19 @@ async fn remove_strays(
         }
     }
     Ok(removed)
+}
+
+/// One listing of the lake's root (one request): a run asks it before its first API call, so a
+/// store that does not answer, a missing bucket or refused credentials stop the run before it
+/// spends any of the app's budget; `doctor` asks it too.
+pub async fn answers(remote: &Remote) -> Result<(), SinkError> {
+    let root = remote.key("");
+    remote
+        .store()
+        .list_with_delimiter(Some(&root))
+        .await
+        .map_err(store_err("listing", &root))?;
+    Ok(())
 }
 
 /// The objects under `relative_dir` (relative to the lake's root), as relative paths.

@@ -198,6 +198,7 @@ fn samples(setting: &Setting, dir: &std::path::Path) -> (String, String) {
         "request_timeout" => ("20".into(), "3".into()),
         "max_seqs_per_group" => ("5000".into(), "0".into()),
         "lock_reconnect_timeout" => ("30".into(), "4".into()),
+        "lake_timeout" => ("120".into(), "4".into()),
         "log_format" => ("json".into(), "xml".into()),
         "metrics_file" => ("/tmp/x.prom".into(), "/tmp/dir/".into()),
         "pushgateway_url" => ("http://pg:9091".into(), "ftp://pg".into()),

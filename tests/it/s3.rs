@@ -29,9 +29,21 @@ impl S3Server {
     /// Starts `moto_server -H 127.0.0.1 -p PORT` on a free port, waits until it answers and
     /// creates [`BUCKET`].
     pub fn start() -> S3Server {
+        S3Server::start_with(&[])
+    }
+
+    /// [`S3Server::start`] checking credentials as S3 does: only the bucket's creation goes
+    /// without (moto's `INITIAL_NO_AUTH_ACTION_COUNT`); every later request with keys IAM does
+    /// not know is refused (403 InvalidAccessKeyId).
+    pub fn start_checking_keys() -> S3Server {
+        S3Server::start_with(&[("INITIAL_NO_AUTH_ACTION_COUNT", "1")])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> S3Server {
         let port = free_port();
         let child = Command::new("moto_server")
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -443,3 +443,79 @@ async fn a_prefix_with_odd_characters_is_the_key_prefix_as_written() {
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
     assert!(stdout(&out).contains("0 problem(s)"), "{}", stdout(&out));
 }
+
+/// A lake that cannot be used stops a run before its first API call, at once or within
+/// `EXPORT_LAKE_TIMEOUT`, with one line naming what is wrong and what to check; the ledger says
+/// `failed`, exit 1, no credential printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_bucket_refused_keys_or_a_silent_store_stop_a_run_before_any_api_call() {
+    let db = TestDb::new().await;
+    let sim = simulator(2, 50, |_| {});
+    track_all(&db, &group_ids(&sim), 50).await;
+    let s3 = S3Server::start();
+    let checking = S3Server::start_checking_keys();
+    // Accepts connections (the kernel does) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    type Case<'a> = (&'a str, &'a S3Server, Vec<(&'a str, String)>, &'a [&'a str]);
+    let cases: [Case; 3] = [
+        (
+            "missing bucket",
+            &s3,
+            vec![("EXPORT_PARQUET_DIR", "s3://no-such-bucket/lake".into())],
+            &["NoSuchBucket", "does not exist: create it"],
+        ),
+        (
+            "refused keys",
+            &checking,
+            vec![],
+            &[
+                "403 Forbidden, InvalidAccessKeyId",
+                "check AWS_ACCESS_KEY_ID",
+            ],
+        ),
+        (
+            "silent store",
+            &s3,
+            vec![
+                ("AWS_ENDPOINT_URL", silent_url.clone()),
+                ("EXPORT_LAKE_TIMEOUT", "5".into()),
+            ],
+            &["no answer from the store", "--lake-timeout"],
+        ),
+    ];
+    for (case, server, vars, expected) in cases {
+        let started = std::time::Instant::now();
+        let out = run(exporter_s3(&db, &sim, server).envs(vars).arg("run"));
+        let took = started.elapsed();
+        assert_eq!(out.status.code(), Some(1), "{case}");
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        for e in expected {
+            assert!(text.contains(e), "{case}: {e:?} not in {text}");
+        }
+        assert!(
+            !text.contains(SECRET_ACCESS_KEY),
+            "{case}: the secret was printed"
+        );
+        assert!(
+            !text.contains("<?xml"),
+            "{case}: the store's XML body was printed"
+        );
+        assert!(
+            took < std::time::Duration::from_secs(20),
+            "{case}: took {took:?}"
+        );
+        let (status, calls): (String, i64) = sqlx::query_as(
+            "SELECT status, api_calls FROM receipts.export_runs ORDER BY run_id DESC LIMIT 1",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert_eq!((status.as_str(), calls), ("failed", 0), "{case}");
+    }
+    drop(silent);
+    // The same lake, reachable: the next run exports everything.
+    let out = run(exporter_s3(&db, &sim, &s3).arg("run"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_bucket_equals_postgres(&db, &s3).await;
+}
