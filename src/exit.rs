@@ -69,6 +69,7 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
             || cause.is::<crate::settings::SettingsError>()
             || cause.is::<crate::run::backfill::BackfillError>()
             || cause.is::<crate::schedule::scheduler::ScheduleError>()
+            || cause.is::<crate::sink::remote::LakeOfAnother>()
         {
             return Exit::Usage;
         }

@@ -475,10 +475,12 @@ fn open_azure(
 /// out, DNS), then what to check. object_store's own message repeats each cause and the
 /// server's whole XML body, several times over. No credential is in either.
 pub fn describe_store_error(error: &object_store::Error) -> String {
-    if let object_store::Error::NotFound { path, .. } = error {
-        return format!("no object {path}");
-    }
     let full = error.to_string();
+    if let object_store::Error::NotFound { path, .. } = error {
+        if !full.contains("<Code>") {
+            return format!("no object {path}");
+        }
+    }
     let tag = |name: &str| {
         let open = format!("<{name}>");
         let start = full.find(&open)? + open.len();

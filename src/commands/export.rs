@@ -80,6 +80,7 @@ async fn rewrite_in_store(
     remote: &crate::lake::Remote,
     (since, until): (NaiveDate, NaiveDate),
 ) -> anyhow::Result<Exit> {
+    crate::sink::remote::check_owner(pool, remote, true).await?;
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
     manifest::lock_warehouse(&mut conn).await?;
     let done = crate::sink::remote::rewrite_days(pool, remote, since, until).await;

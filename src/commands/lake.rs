@@ -15,6 +15,10 @@ pub async fn run(settings: &Settings, cmd: LakeCommand) -> anyhow::Result<Exit> 
 async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
     let dir = &settings.lake;
+    if let Some(remote) = dir.remote() {
+        // Another database's lake is not this manifest's to judge or repair.
+        crate::sink::remote::check_owner(&pool, remote, args.repair).await?;
+    }
     // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
     crate::sink::manifest::lock_warehouse(&mut conn).await?;

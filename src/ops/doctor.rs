@@ -126,7 +126,7 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
     }
     match &settings.lake {
         Lake::Local(dir) => out.extend(parquet_dir(dir)),
-        Lake::Remote(remote) => out.push(object_store(remote).await),
+        Lake::Remote(remote) => out.push(object_store(remote, pool.as_ref()).await),
     }
     if let Some(pool) = &pool {
         out.push(lake_files(pool, &settings.lake).await);
@@ -513,14 +513,23 @@ async fn lake_files(pool: &PgPool, dir: &Lake) -> Check {
 
 const OBJECT_STORE_FIX: &str = "check the bucket name and the store's variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; GOOGLE_*; AZURE_*) and the credentials' rights to list, read, write and delete under the prefix";
 
-/// A lake in an object store answers a listing of its prefix (one request).
-async fn object_store(remote: &crate::lake::Remote) -> Check {
+/// A lake in an object store answers, and is this database's (its marker names no other).
+async fn object_store(remote: &crate::lake::Remote, pool: Option<&sqlx::PgPool>) -> Check {
     const TOPIC: &str = "parquet dir";
-    match crate::sink::remote::answers(remote).await {
-        Ok(()) => ok(TOPIC, format!("{} answers a listing", remote.location())),
+    let checked = match pool {
+        Some(pool) => crate::sink::remote::check_owner(pool, remote, false).await,
+        None => crate::sink::remote::answers(remote)
+            .await
+            .map_err(Into::into),
+    };
+    match checked {
+        Ok(()) => ok(
+            TOPIC,
+            format!("{} answers; no other database's lake", remote.location()),
+        ),
         Err(e) => fail(
             TOPIC,
-            format!("{} cannot be listed: {e}", remote.location()),
+            format!("{} cannot be used: {e:#}", remote.location()),
             OBJECT_STORE_FIX,
         ),
     }

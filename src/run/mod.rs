@@ -448,7 +448,7 @@ async fn work(
     };
     let options = settings.require_database()?;
     if let Some(remote) = settings.lake.remote() {
-        crate::sink::remote::answers(remote).await?;
+        crate::sink::remote::check_owner(pool, remote, true).await?;
     }
     repair::repair(options, pool, &settings.lake, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
@@ -611,7 +611,14 @@ fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> Verdict {
             config_refused: e.is_config(),
             error: Some(e.to_string()),
         },
-        Some(Halt::Sink(e)) => Verdict::failed(RunStatus::Failed, format!("{e:#}")),
+        // A lake of another database is the user's to fix (2).
+        Some(Halt::Sink(e)) => Verdict {
+            status: RunStatus::Failed,
+            config_refused: e
+                .chain()
+                .any(|c| c.is::<crate::sink::remote::LakeOfAnother>()),
+            error: Some(format!("{e:#}")),
+        },
         Some(Halt::Stopped | Halt::Fenced(_)) => match lost {
             Some(lost) => Verdict::failed(RunStatus::Failed, lost.reason()),
             None => Verdict::failed(RunStatus::Interrupted, "interrupted by a signal".into()),

@@ -217,9 +217,7 @@ async fn remove_strays(
     Ok(removed)
 }
 
-/// One listing of the lake's root (one request): a run asks it before its first API call, so a
-/// store that does not answer, a missing bucket or refused credentials stop the run before it
-/// spends any of the app's budget; `doctor` asks it too.
+/// One listing of the lake's root (one request): whether the store answers.
 pub async fn answers(remote: &Remote) -> Result<(), SinkError> {
     let root = remote.key("");
     remote
@@ -228,6 +226,86 @@ pub async fn answers(remote: &Remote) -> Result<(), SinkError> {
         .await
         .map_err(store_err("listing", &root))?;
     Ok(())
+}
+
+/// The marker object at the lake's root naming the database whose manifest the lake is.
+pub const MARKER: &str = "_receipt_exporter.json";
+
+/// Two databases writing one lake would overwrite each other's files: run 3 of one and run 3
+/// of the other share a final key. So a lake names its database in [`MARKER`], and a
+/// database refuses a lake that names another.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{location} is the lake of another database: its {MARKER} names {theirs}, this database is \
+     {ours}; two databases in one lake overwrite each other's files: give this one a location \
+     of its own (EXPORT_PARQUET_DIR), or, if that lake was moved here on purpose, replace the marker"
+)]
+pub struct LakeOfAnother {
+    pub location: String,
+    pub theirs: String,
+    pub ours: String,
+}
+
+/// This database's name for itself: its name and when its first migration was applied (a
+/// restored backup keeps it; another database, even of the same name, has another).
+async fn warehouse_id(pool: &PgPool) -> Result<String, SinkError> {
+    sqlx::query_scalar(
+        r#"SELECT current_database() || '@' || to_char(installed_on AT TIME ZONE 'UTC',
+                  'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+           FROM receipts._sqlx_migrations ORDER BY version LIMIT 1"#,
+    )
+    .fetch_one(pool)
+    .await
+    .map_err(SinkError::pg("reading the database's identity"))
+}
+
+/// Checks that the lake is this database's: its marker names this database, or it has none
+/// yet and `claim` writes one (a conditional PUT: of two databases claiming at once, one
+/// wins). The first request of a command that writes or judges the lake: a store that does
+/// not answer, a missing bucket or refused credentials stop it here, before a run spends any
+/// of the API's budget.
+pub async fn check_owner(pool: &PgPool, remote: &Remote, claim: bool) -> anyhow::Result<()> {
+    let ours = warehouse_id(pool).await?;
+    let key = remote.key(MARKER);
+    let theirs = loop {
+        match remote.store().get(&key).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(store_err("reading", &key))?;
+                break serde_json::from_slice::<serde_json::Value>(&bytes)
+                    .ok()
+                    .and_then(|v| v.get("warehouse")?.as_str().map(str::to_string))
+                    .unwrap_or_else(|| "something unreadable".into());
+            }
+            Err(e) if is_not_found(&e) && claim => {
+                let body = serde_json::json!({
+                    "warehouse": ours,
+                    "written_by": "receipt-exporter",
+                    "claimed_at": chrono::Utc::now().to_rfc3339(),
+                });
+                let create = object_store::PutOptions::from(object_store::PutMode::Create);
+                match remote
+                    .store()
+                    .put_opts(&key, body.to_string().into(), create)
+                    .await
+                {
+                    Ok(_) => return Ok(()),
+                    Err(object_store::Error::AlreadyExists { .. }) => continue,
+                    Err(e) => return Err(store_err("writing", &key)(e).into()),
+                }
+            }
+            Err(e) if is_not_found(&e) => return answers(remote).await.map_err(Into::into),
+            Err(e) => return Err(store_err("reading", &key)(e).into()),
+        }
+    };
+    if theirs == ours {
+        return Ok(());
+    }
+    Err(LakeOfAnother {
+        location: remote.location().to_string(),
+        theirs,
+        ours,
+    }
+    .into())
 }
 
 /// The objects under `relative_dir` (relative to the lake's root), as relative paths.

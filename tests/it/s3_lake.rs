@@ -99,7 +99,7 @@ async fn a_run_into_s3_lands_exactly_the_postgres_rows_and_verify_agrees() {
     assert!(stdout(&out).contains("0 problem(s)"), "{}", stdout(&out));
     let out = run(exporter_s3(&db, &sim, &s3).arg("doctor"));
     assert!(
-        stdout(&out).contains("answers a listing"),
+        stdout(&out).contains("answers; no other database's lake"),
         "{}",
         stdout(&out)
     );
@@ -431,8 +431,10 @@ async fn a_prefix_with_odd_characters_is_the_key_prefix_as_written() {
         .fetch_all(&db.pool)
         .await
         .unwrap();
-    let expected: Vec<String> = paths.iter().map(|p| format!("{ODD}/{p}")).collect();
-    assert!(!expected.is_empty());
+    assert!(!paths.is_empty());
+    let mut expected: Vec<String> = paths.iter().map(|p| format!("{ODD}/{p}")).collect();
+    expected.push(format!("{ODD}/_receipt_exporter.json"));
+    expected.sort();
     assert_eq!(
         keys, expected,
         "the bucket's keys are the prefix as written + the manifest's paths"
@@ -518,4 +520,63 @@ async fn a_missing_bucket_refused_keys_or_a_silent_store_stop_a_run_before_any_a
     let out = run(exporter_s3(&db, &sim, &s3).arg("run"));
     assert_eq!(out.status.code(), Some(0));
     assert_bucket_equals_postgres(&db, &s3).await;
+}
+
+/// Two databases pointed at one prefix would overwrite each other's files (run 1 of each has
+/// the same final key). The first claims the lake with its marker; the second is refused by
+/// `run` (before any API call), `export parquet`, `lake verify` and `doctor`, exit 2 (1 for
+/// doctor), naming both; the first database's files are untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_database_is_refused_the_lake_of_the_first() {
+    let s3 = S3Server::start();
+    let sim = simulator(2, 50, |_| {});
+    let first = TestDb::new().await;
+    let second = TestDb::new().await;
+    for db in [&first, &second] {
+        track_all(db, &group_ids(&sim), 50).await;
+    }
+    assert_eq!(
+        run(exporter_s3(&first, &sim, &s3).arg("run")).status.code(),
+        Some(0)
+    );
+    let before = s3.snapshots(PREFIX).await;
+    let day = chrono::Utc::now().date_naive().to_string();
+    let export = ["export", "parquet", "--since", &day, "--until", &day];
+    for (args, code) in [
+        (&["run"][..], 2),
+        (&export[..], 2),
+        (&["lake", "verify"][..], 2),
+        (&["lake", "verify", "--repair"][..], 2),
+        (&["doctor"][..], 1),
+    ] {
+        let out = run(exporter_s3(&second, &sim, &s3).args(args));
+        assert_eq!(out.status.code(), Some(code), "{args:?}");
+        let text = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            text.contains("is the lake of another database"),
+            "{args:?}: {text}"
+        );
+        assert!(
+            text.contains(&first.name) && text.contains(&second.name),
+            "{args:?}: {text}"
+        );
+    }
+    let calls: i64 =
+        sqlx::query_scalar("SELECT coalesce(sum(api_calls), 0)::int8 FROM receipts.export_runs")
+            .fetch_one(&second.pool)
+            .await
+            .unwrap();
+    assert_eq!(calls, 0, "the refused run spent no API call");
+    assert_eq!(
+        s3.snapshots(PREFIX).await,
+        before,
+        "the first database's files are untouched"
+    );
+    assert_bucket_equals_postgres(&first, &s3).await;
+    // The first database goes on as before.
+    assert_eq!(
+        run(exporter_s3(&first, &sim, &s3).arg("run")).status.code(),
+        Some(0)
+    );
+    assert_bucket_equals_postgres(&first, &s3).await;
 }
