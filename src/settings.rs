@@ -183,6 +183,17 @@ pub const PARQUET_DIR: Setting = Setting {
     help: "where Parquet files go",
     ..Setting::ROW
 };
+/// `iceberg`: the snapshots go to the Iceberg table `receipts.receipt_snapshots` in the lake,
+/// its catalog in Postgres (`src/sink/iceberg`), instead of Hive-style Parquet directories.
+pub const TABLE_FORMAT: Setting = Setting {
+    key: "table_format",
+    flag: Some("--table-format"),
+    env: "EXPORT_TABLE_FORMAT",
+    default: Some("parquet"),
+    value_name: "FORMAT",
+    help: "parquet (Hive-style directories) or iceberg (an Iceberg table, catalog in Postgres)",
+    ..Setting::ROW
+};
 /// The API's own ceiling is 200 calls/s; a paid add-on raises it.
 pub const RATE_LIMIT: Setting = Setting {
     key: "rate_limit",
@@ -323,6 +334,7 @@ pub const ALL: &[Setting] = &[
     REGION,
     API_BASE,
     PARQUET_DIR,
+    TABLE_FORMAT,
     RATE_LIMIT,
     BATCH_SIZE,
     CONCURRENCY,
@@ -402,6 +414,15 @@ pub enum DetailBudget {
     Own,
 }
 
+/// How the snapshots are laid out in the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// `receipt_snapshots/capture_date=YYYY-MM-DD/run-<run_id>-<part>.parquet`, as always.
+    Parquet,
+    /// The Iceberg table `receipts.receipt_snapshots` (format v2), catalog in Postgres.
+    Iceberg,
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -421,6 +442,8 @@ pub struct Settings {
     pub identifier: String,
     pub api: Option<ApiEndpoint>,
     pub parquet_dir: PathBuf,
+    /// Hive-style Parquet files or an Iceberg table (`--table-format`).
+    pub table_format: TableFormat,
     /// The app's API budget, calls per second, shared by every process and job.
     pub rate_limit: u32,
     /// A job's own cap (its `rate_limit`), at most `rate_limit`: it limits that job only.
@@ -637,6 +660,12 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
             check_key(key, &o)
         })
         .transpose()?;
+    let (v, o) = src.get(TABLE_FORMAT);
+    let table_format = match v.trim().to_ascii_lowercase().as_str() {
+        "parquet" => TableFormat::Parquet,
+        "iceberg" => TableFormat::Iceberg,
+        _ => return Err(invalid(&o, &v, "parquet or iceberg")),
+    };
     let max = MAX_RATE_LIMIT as u64;
     Ok(Settings {
         database,
@@ -645,6 +674,7 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         identifier,
         api,
         parquet_dir: path(PARQUET_DIR)?,
+        table_format,
         rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
         job_rate_cap: None,
         batch_size: bounded(BATCH_SIZE, 1, MAX_BATCH_SIZE as u64, "seqs per call")? as usize,

@@ -18,7 +18,8 @@ pub mod watch;
 
 use crate::chat::{ChatClient, ClientConfig};
 use crate::plan::{self, GroupPlan};
-use crate::settings::Settings;
+use crate::settings::{Settings, TableFormat};
+use crate::sink::iceberg::IcebergTarget;
 use crate::sink::Fence;
 use crate::tracking::SeqWindow;
 use ledger::{RunFigures, RunKind, RunStatus};
@@ -447,7 +448,15 @@ async fn work(
         label,
     };
     let options = settings.require_database()?;
-    repair::repair(options, pool, &settings.parquet_dir, &me).await?;
+    let iceberg = match settings.table_format {
+        TableFormat::Parquet => None,
+        TableFormat::Iceberg => Some(IcebergTarget::open(&settings.parquet_dir, pool).await?),
+    };
+    let lake = match &iceberg {
+        None => repair::Lake::Parquet(&settings.parquet_dir),
+        Some(target) => repair::Lake::Iceberg(target),
+    };
+    repair::repair(options, pool, lake, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }
@@ -471,7 +480,8 @@ async fn work(
             stop.clone(),
         )
     });
-    let pipeline = pipeline(settings, pool, client, &opened, stop);
+    let mut pipeline = pipeline(settings, pool, client, &opened, stop);
+    pipeline.iceberg = iceberg;
     let (mut outcome, follow) = match &req.selection {
         Selection::Backfill(_) => (pipeline.run(plan).await, None),
         selection => {
@@ -532,6 +542,7 @@ fn pipeline(
         fence: opened.fence,
         run_date: opened.run_date,
         parquet_dir: settings.parquet_dir.clone(),
+        iceberg: None,
         batch_size: settings.batch_size,
         concurrency: settings.concurrency,
         stop: stop.clone(),

@@ -26,6 +26,13 @@ pub struct Repaired {
     pub runs_rebuilt: Vec<i64>,
 }
 
+/// Where the run's rows go: Parquet directories, or the Iceberg table.
+#[derive(Debug, Clone, Copy)]
+pub enum Lake<'a> {
+    Parquet(&'a Path),
+    Iceberg(&'a crate::sink::iceberg::IcebergTarget),
+}
+
 /// Who repairs: the run doing it (its own run is never declared dead, and its own unexported
 /// batches, a resumed backfill's, are written under its own fence), and its name for
 /// `fenced_by`, e.g. "run 7 (job b) on host h, pid 42".
@@ -39,14 +46,14 @@ pub struct Repairer<'a> {
 pub async fn repair(
     options: &PgConnectOptions,
     pool: &PgPool,
-    parquet_dir: &Path,
+    lake: Lake<'_>,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     // The warehouse lock is a session lock: a connection of its own, closed at the end (which
     // also releases the lock if the unlock below cannot be sent).
     let mut conn = crate::db::connect_single(options).await?;
     manifest::lock_warehouse(&mut conn).await?;
-    let result = repair_locked(&mut conn, pool, parquet_dir, me).await;
+    let result = repair_locked(&mut conn, pool, lake, me).await;
     let _ = manifest::unlock_warehouse(&mut conn).await;
     result
 }
@@ -54,7 +61,7 @@ pub async fn repair(
 async fn repair_locked(
     conn: &mut PgConnection,
     pool: &PgPool,
-    parquet_dir: &Path,
+    lake: Lake<'_>,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     let mut repaired = Repaired::default();
@@ -83,7 +90,13 @@ async fn repair_locked(
                 }
             }
         };
-        match crate::sink::rebuild::rebuild_run(pool, parquet_dir, fence).await {
+        let rebuilt = match lake {
+            Lake::Parquet(dir) => crate::sink::rebuild::rebuild_run(pool, dir, fence).await,
+            Lake::Iceberg(target) => {
+                crate::sink::iceberg::repair::rebuild_run(pool, target, fence).await
+            }
+        };
+        match rebuilt {
             Ok(report) => {
                 tracing::info!(
                     run_id,

@@ -1,0 +1,252 @@
+//! Issue 18: the Iceberg table. Runs of the real binary in `--table-format iceberg`, read back
+//! by an independent reader, pyiceberg, through the SQL catalog in the test database.
+
+use crate::helpers::*;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::Command;
+
+const INSTALL: &str = "python3 -m pip install \"pyiceberg[sql-postgres,pyarrow]\"";
+
+/// Reads the table with pyiceberg's SqlCatalog (catalog `receipt_exporter`, schema `receipts`
+/// through `search_path`) and prints one JSON line per row, plus the snapshot summaries.
+const READER: &str = r#"
+import json, sys
+try:
+    from pyiceberg.catalog.sql import SqlCatalog
+except ImportError as e:
+    print("IMPORT-FAILED", e)
+    sys.exit(3)
+uri, what = sys.argv[1], sys.argv[2]
+cat = SqlCatalog("receipt_exporter", uri=uri, init_catalog_tables="false")
+table = cat.load_table("receipts.receipt_snapshots")
+if what == "rows":
+    t = table.scan().to_arrow()
+    for r in t.to_pylist():
+        r["captured_at"] = int(r["captured_at"].timestamp() * 1_000_000)
+        print(json.dumps(r))
+elif what == "snapshots":
+    for s in table.snapshots():
+        print(json.dumps({k: v for k, v in s.summary.additional_properties.items()}))
+elif what == "files":
+    for task in table.scan().plan_files():
+        print(task.file.file_path)
+elif what == "schema":
+    print(table.schema())
+    print(table.spec())
+    print(table.format_version)
+"#;
+
+/// The test database's URL for SQLAlchemy/psycopg2, its sessions in schema `receipts`.
+fn sqlalchemy_url(db: &TestDb) -> String {
+    let rest = db.url.split_once("://").unwrap().1;
+    format!("postgresql+psycopg2://{rest}?options=-csearch_path%3Dreceipts")
+}
+
+fn pyiceberg(db: &TestDb, what: &str) -> String {
+    let out = Command::new("python3")
+        .args(["-c", READER, &sqlalchemy_url(db), what])
+        .output()
+        .unwrap_or_else(|e| panic!("python3 is needed for this test ({e}); then {INSTALL}"));
+    let text = stdout(&out);
+    assert!(
+        !text.contains("IMPORT-FAILED"),
+        "pyiceberg is not installed: {INSTALL}\n{text}"
+    );
+    assert!(out.status.success(), "pyiceberg failed: {}", stderr(&out));
+    text
+}
+
+/// Every row of the table as pyiceberg reads it, sorted like [`pg_snapshots`].
+pub fn iceberg_rows(db: &TestDb) -> Vec<Snap> {
+    let mut rows: Vec<Snap> = pyiceberg(db, "rows")
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            Snap {
+                run_id: v["run_id"].as_i64().unwrap(),
+                group_id: v["group_id"].as_str().unwrap().to_string(),
+                msg_seq: v["msg_seq"].as_i64().unwrap(),
+                read_num: v["read_num"].as_i64().unwrap() as i32,
+                unread_num: v["unread_num"].as_i64().unwrap() as i32,
+                captured_at_us: v["captured_at"].as_i64().unwrap(),
+            }
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+fn iceberg_run(db: &TestDb, sim: &receipt_exporter::sim::Simulator, dir: &Path) -> Command {
+    let mut cmd = exporter_for(db, &sim.base_url(), dir);
+    cmd.env("EXPORT_TABLE_FORMAT", "iceberg").arg("run");
+    cmd
+}
+
+/// The data files under the table's `data/` directory.
+fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    all_files(&dir.join("receipts/receipt_snapshots/data"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_iceberg_run_writes_the_table_that_pyiceberg_reads_back_equal_to_postgres() {
+    let db = TestDb::new().await;
+    let sim = simulator(3, 40, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 40).await;
+    for _ in 0..2 {
+        let out = run(&mut iceberg_run(&db, &sim, dir.path()));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let pg = pg_snapshots(&db).await;
+    assert!(pg.len() > 3 * 40, "two runs wrote rows: {}", pg.len());
+    assert_eq!(iceberg_rows(&db), pg, "pyiceberg's rows equal Postgres's");
+    // No Hive-style directory in Iceberg mode; the data files sit in day partitions.
+    assert!(!dir.path().join("receipt_snapshots").exists());
+    let files = data_files(dir.path());
+    assert!(!files.is_empty());
+    for f in &files {
+        let parent = f.parent().unwrap().file_name().unwrap().to_string_lossy();
+        assert!(parent.starts_with("captured_at_day="), "{}", f.display());
+    }
+    // One commit per finished file, each naming its run and part.
+    let summaries: Vec<serde_json::Value> = pyiceberg(&db, "snapshots")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(summaries.len(), files.len());
+    let runs: Vec<&str> = summaries
+        .iter()
+        .map(|s| s["receipt-exporter.run-id"].as_str().unwrap())
+        .collect();
+    assert_eq!(runs.iter().filter(|r| **r == "1").count(), runs.len() / 2);
+    let listed: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.parquet_files")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed as usize,
+        files.len(),
+        "the manifest lists each committed file"
+    );
+    let schema = pyiceberg(&db, "schema");
+    for column in [
+        "run_id: required long",
+        "captured_at: required timestamptz",
+        "group_id: required string",
+        "msg_seq: required long",
+        "read_num: required int",
+        "unread_num: required int",
+        "captured_at_day: day(2)",
+    ] {
+        assert!(schema.contains(column), "{column} in {schema}");
+    }
+    assert!(schema.trim_end().ends_with('2'), "format v2: {schema}");
+}
+
+/// The data files the table's current snapshot names, as local paths.
+fn table_files(db: &TestDb) -> std::collections::BTreeSet<std::path::PathBuf> {
+    pyiceberg(db, "files")
+        .lines()
+        .map(|l| std::path::PathBuf::from(l.strip_prefix("file://").unwrap_or(l)))
+        .collect()
+}
+
+fn maintain(db: &TestDb, dir: &Path, extra: &[&str]) -> String {
+    let out = run(exporter()
+        .env("DATABASE_URL", &db.url)
+        .env("EXPORT_PARQUET_DIR", dir)
+        .env("EXPORT_TABLE_FORMAT", "iceberg")
+        .args(["iceberg", "maintain"])
+        .args(extra));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+}
+
+/// A run long enough to commit several files: 4 groups x 300 seqs, ten calls at a time.
+fn paced(db: &TestDb, sim: &receipt_exporter::sim::Simulator, dir: &Path) -> Command {
+    let mut cmd = iceberg_run(db, sim, dir);
+    cmd.env("EXPORT_BATCH_SIZE", "10")
+        .env("EXPORT_RATE_LIMIT", "100")
+        .env("EXPORT_CONCURRENCY", "8");
+    cmd
+}
+
+/// Kills a run at `point`, runs again, and checks the table: every committed row exactly once,
+/// equal to Postgres, and after `maintain` no data file that the table does not name.
+async fn killed_at(point: &str, orphan_left: bool) {
+    let db = TestDb::new().await;
+    let sim = simulator(4, 300, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 300).await;
+    let out = run(paced(&db, &sim, dir.path()).env(receipt_exporter::crashpoint::ENV, point));
+    assert_eq!(
+        out.status.signal(),
+        Some(9),
+        "killed at {point}: {}",
+        stderr(&out)
+    );
+    // What a reader sees now is committed: every row of the table is in Postgres, once.
+    let pg_before = pg_snapshots(&db).await;
+    let seen = iceberg_rows(&db);
+    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "a row twice in the table");
+    assert!(
+        seen.iter().all(|s| pg_before.contains(s)),
+        "a row Postgres does not hold"
+    );
+    let unnamed = data_files(dir.path()).len() - table_files(&db).len();
+    assert_eq!(
+        unnamed > 0,
+        orphan_left,
+        "data files no commit names after the kill"
+    );
+
+    let out = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(run_row(&db, 1).await.0, "abandoned");
+    let pg = pg_snapshots(&db).await;
+    assert_eq!(
+        rows_of(&pg, 1),
+        rows_of(&pg_before, 1),
+        "run 1's rows stay, nothing added"
+    );
+    assert_eq!(
+        iceberg_rows(&db),
+        pg,
+        "the table holds every committed row exactly once"
+    );
+
+    let report = maintain(&db, dir.path(), &["--orphan-min-age", "0s"]);
+    let named = table_files(&db);
+    let on_disk: std::collections::BTreeSet<_> = data_files(dir.path()).into_iter().collect();
+    assert_eq!(
+        on_disk, named,
+        "no orphan data file after maintain: {report}"
+    );
+    // Nothing under metadata/ is unreferenced either: a second pass finds no orphan.
+    let again = maintain(&db, dir.path(), &["--orphan-min-age", "0s"]);
+    assert!(again.contains(" 0 orphan file(s) removed"), "{again}");
+    assert_eq!(iceberg_rows(&db), pg, "maintain changed no row");
+}
+
+/// Between writing a data file and its commit: the file is an orphan, its rows are not in the
+/// table; the next run's repair removes it and commits the rows again from Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_between_a_data_file_and_its_commit() {
+    killed_at("iceberg_before_commit:1", true).await;
+}
+
+/// Inside the commit's transaction, the new metadata written but the pointer not moved: the
+/// metadata files are orphans (removed by maintain), the rows are committed by the repair.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_with_the_metadata_written_before_the_pointer_moves() {
+    killed_at("iceberg_metadata_written:1", true).await;
+}
+
+/// Right after the commit (the pointer and the manifest row are one transaction, so there is
+/// no window between them): the next run commits nothing twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_right_after_a_commit() {
+    killed_at("iceberg_after_commit:1", false).await;
+}
