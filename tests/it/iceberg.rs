@@ -2,6 +2,7 @@
 //! by an independent reader, pyiceberg, through the SQL catalog in the test database.
 
 use crate::helpers::*;
+use sqlx::Connection;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
@@ -44,8 +45,12 @@ fn sqlalchemy_url(db: &TestDb) -> String {
 }
 
 fn pyiceberg(db: &TestDb, what: &str) -> String {
+    pyiceberg_at(&sqlalchemy_url(db), what)
+}
+
+fn pyiceberg_at(url: &str, what: &str) -> String {
     let out = Command::new("python3")
-        .args(["-c", READER, &sqlalchemy_url(db), what])
+        .args(["-c", READER, url, what])
         .output()
         .unwrap_or_else(|e| panic!("python3 is needed for this test ({e}); then {INSTALL}"));
     let text = stdout(&out);
@@ -249,4 +254,191 @@ async fn killed_with_the_metadata_written_before_the_pointer_moves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_right_after_a_commit() {
     killed_at("iceberg_after_commit:1", false).await;
+}
+
+/// The README's roles: the exporter's role (no DDL rights) runs in Iceberg mode, creating the
+/// table and committing to it, and maintains it; the analyst's role reads it with pyiceberg
+/// and can move no catalog pointer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_roles_write_maintain_and_read_the_table() {
+    let db = TestDb::new().await;
+    let (writer, reader) = (format!("{}_w", db.name), format!("{}_r", db.name));
+    let sql = crate::roles::readme_roles_sql()
+        .replace("receipt_exporter", &writer)
+        .replace("receipt_analyst", &reader);
+    sqlx::raw_sql(&sql).execute(&db.pool).await.unwrap();
+    let as_role = |role: &str| {
+        db.url
+            .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1)
+    };
+    let sim = simulator(2, 30, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 30).await;
+    let out = run(iceberg_run(&db, &sim, dir.path()).env("DATABASE_URL", as_role(&writer)));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "a run as the exporter's role: {}",
+        stderr(&out)
+    );
+    let out = run(exporter()
+        .env("DATABASE_URL", as_role(&writer))
+        .env("EXPORT_PARQUET_DIR", dir.path())
+        .env("EXPORT_TABLE_FORMAT", "iceberg")
+        .args(["iceberg", "maintain", "--expire-older-than", "0s"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "maintain as the exporter's role: {}",
+        stderr(&out)
+    );
+
+    let analyst = as_role(&reader);
+    let analyst = format!(
+        "postgresql+psycopg2://{}?options=-csearch_path%3Dreceipts",
+        analyst.split_once("://").unwrap().1
+    );
+    let rows = pyiceberg_at(&analyst, "rows").lines().count();
+    assert_eq!(
+        rows,
+        pg_snapshots(&db).await.len(),
+        "the analyst reads every row"
+    );
+    let mut r = sqlx::PgConnection::connect(&as_role(&reader))
+        .await
+        .unwrap();
+    let moved = sqlx::query("UPDATE receipts.iceberg_tables SET metadata_location = 'x'")
+        .execute(&mut r)
+        .await;
+    assert!(moved.is_err(), "the analyst cannot move the pointer");
+    r.close().await.unwrap();
+    for role in [&writer, &reader] {
+        sqlx::raw_sql(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";"))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// A commit retried after its outcome was lost (the connection died at COMMIT) is recognised
+/// by the manifest row its first attempt wrote in the same transaction, and not repeated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_repeated_after_it_succeeded_changes_nothing() {
+    use receipt_exporter::sink::fence::{take_over, TakeOver};
+    use receipt_exporter::sink::iceberg::{commit, IcebergTarget};
+    use receipt_exporter::sink::{SnapshotRow, WriteBatch};
+    let db = TestDb::new().await;
+    let sim = simulator(1, 20, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 20).await;
+    let out = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let snapshots = || pyiceberg(&db, "snapshots").lines().count();
+    let before = snapshots();
+
+    let target = IcebergTarget::open(dir.path(), &db.pool).await.unwrap();
+    let TakeOver::Taken(fence) = take_over(&db.pool, 1, "the test").await.unwrap() else {
+        panic!("run 1 is finished: it can be taken over");
+    };
+    let mut writer = target.run_writer(1, 77).unwrap();
+    let at = chrono::Utc::now();
+    let batch = WriteBatch {
+        run_id: 1,
+        run_date: at.date_naive(),
+        batch_no: 9_999,
+        capture_date: at.date_naive(),
+        rows: vec![SnapshotRow {
+            captured_at: chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap(),
+            group_id: "@TGS#extra".into(),
+            msg_seq: 1,
+            read_num: 2,
+            unread_num: 3,
+        }],
+        codes: vec![],
+    };
+    assert!(writer.append(&batch).await.unwrap().is_empty());
+    let [file] = <[_; 1]>::try_from(writer.finish().await.unwrap()).unwrap();
+    let bound = std::time::Duration::from_secs(5);
+    let first = commit::publish(&db.pool, &target.lake, fence, &file, bound)
+        .await
+        .unwrap();
+    let again = commit::publish(&db.pool, &target.lake, fence, &file, bound)
+        .await
+        .unwrap();
+    assert_eq!(first, again);
+    assert_eq!(snapshots(), before + 1, "one commit, not two");
+    let extra = iceberg_rows(&db)
+        .into_iter()
+        .filter(|s| s.group_id == "@TGS#extra")
+        .count();
+    assert_eq!(extra, 1, "the file's row is in the table once");
+    let ours: Vec<serde_json::Value> = pyiceberg(&db, "snapshots")
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|s| s["receipt-exporter.part"] == "77")
+        .collect();
+    assert_eq!(ours.len(), 1, "one snapshot names run 1's part 77");
+    assert_eq!(ours[0]["receipt-exporter.run-id"], "1");
+    assert_eq!(
+        ours[0]["receipt-exporter.data-file"],
+        first.relative_path.as_str()
+    );
+}
+
+/// maintain expires all but the newest snapshot (the table keeps every row: each snapshot of
+/// fast appends holds all files before it) and removes the expired snapshots' manifest lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintain_expires_old_snapshots_and_keeps_every_row() {
+    let db = TestDb::new().await;
+    let sim = simulator(2, 20, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 20).await;
+    for _ in 0..3 {
+        let out = run(&mut iceberg_run(&db, &sim, dir.path()));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let metadata_dir = dir.path().join("receipts/receipt_snapshots/metadata");
+    let lists = || {
+        all_files(&metadata_dir)
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with("snap-")
+            })
+            .count()
+    };
+    assert_eq!(pyiceberg(&db, "snapshots").lines().count(), 3);
+    assert_eq!(lists(), 3);
+    let dry = maintain(&db, dir.path(), &["--expire-older-than", "0s", "--dry-run"]);
+    assert!(dry.contains("2 of 3 snapshot(s) would expire"), "{dry}");
+    assert_eq!(
+        pyiceberg(&db, "snapshots").lines().count(),
+        3,
+        "a dry run changes nothing"
+    );
+    // The default safety age keeps the files a second ago's commits left.
+    let report = maintain(&db, dir.path(), &["--expire-older-than", "0s"]);
+    assert!(report.contains("2 of 3 snapshot(s) expired"), "{report}");
+    assert!(report.contains(" 0 orphan file(s) removed"), "{report}");
+    assert_eq!(pyiceberg(&db, "snapshots").lines().count(), 1);
+    assert_eq!(
+        iceberg_rows(&db),
+        pg_snapshots(&db).await,
+        "every row stays"
+    );
+    assert_eq!(lists(), 3, "younger than the safety age: left");
+    let report = maintain(&db, dir.path(), &["--orphan-min-age", "0s"]);
+    assert!(report.contains(" 0 of 1 snapshot(s) expired"), "{report}");
+    assert_eq!(
+        lists(),
+        1,
+        "the expired snapshots' manifest lists are removed: {report}"
+    );
+    assert_eq!(
+        iceberg_rows(&db),
+        pg_snapshots(&db).await,
+        "every row stays"
+    );
 }
