@@ -11,7 +11,11 @@
 //! transaction not committed), `between_sinks` (committed to Postgres, not in Parquet yet),
 //! `parquet_write` (rows appended to a temporary Parquet file), `after_rename` (a Parquet file
 //! renamed into place, its manifest row not yet written: inside the transaction that holds
-//! the run's fence).
+//! the run's fence). In Iceberg mode: `iceberg_before_commit` (a data file written and closed,
+//! its commit not begun), `iceberg_metadata_written` (inside the commit's transaction: the
+//! manifest, manifest list and metadata file written, the catalog pointer not moved) and
+//! `iceberg_after_commit` (the pointer and the manifest row committed together: there is no
+//! window between the two).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

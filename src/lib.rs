@@ -3,7 +3,7 @@
 //! The data's way, one module per stage:
 //! tracked groups and seq windows in Postgres ([`tracking`]) → a plan of batches ([`plan`])
 //! → the Chat REST API, rate-limited and retried ([`chat`]) → the sinks, Postgres and
-//! Parquet, exactly once ([`sink`]), driven by the export run and its ledger ([`run`], which
+//! Parquet (Hive-style directories, or an Iceberg table), exactly once ([`sink`]), driven by the export run and its ledger ([`run`], which
 //! also owns its variants: a backfill, and the API budget runs share).
 //! [`schedule`] starts runs from job files; [`ops`] reads the ledger for operators (history,
 //! freshness, metrics, doctor); [`commands`] holds one file per subcommand and is the only

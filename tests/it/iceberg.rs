@@ -442,3 +442,42 @@ async fn maintain_expires_old_snapshots_and_keeps_every_row() {
         "every row stays"
     );
 }
+
+/// The README's pyiceberg + DuckDB snippet, run as printed against a test database in place of
+/// the demo's: it prints one line per group with its read ratio.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_pyiceberg_query_works_as_printed() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = &readme[readme.find("### The Iceberg table").expect("the section")..];
+    let start = section.find("python3 - <<'PY'\n").expect("the snippet") + 17;
+    let end = start + section[start..].find("\nPY\n").expect("its end");
+    let demo = "postgres@127.0.0.1:5432/receipt_exporter_demo";
+    assert!(
+        section[start..end].contains(demo),
+        "the snippet names the demo database"
+    );
+
+    let db = TestDb::new().await;
+    let sim = simulator(2, 20, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let groups = group_ids(&sim);
+    track_all(&db, &groups, 20).await;
+    let out = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let script = section[start..end].replace(demo, db.url.split_once("://").unwrap().1);
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "the README's snippet fails ({INSTALL} duckdb): {}",
+        stderr(&out)
+    );
+    for group in &groups {
+        assert!(text.contains(group.as_str()), "{group} in {text}");
+    }
+    assert!(text.contains("read_ratio"), "{text}");
+}
