@@ -481,3 +481,148 @@ async fn the_readme_pyiceberg_query_works_as_printed() {
     }
     assert!(text.contains("read_ratio"), "{text}");
 }
+
+/// Another writer commits through pyiceberg (a table property per commit, retried on a commit
+/// conflict as pyiceberg's users do) while two jobs' runs commit: every commit lands, none is
+/// lost. (A metadata-only commit: pyiceberg writes into a `day` partition only with its optional
+/// `pyiceberg-core` package.)
+const OTHER_WRITER: &str = r#"
+import sys
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.exceptions import CommitFailedException
+cat = SqlCatalog("receipt_exporter", uri=sys.argv[1], init_catalog_tables="false")
+conflicts = 0
+for i in range(int(sys.argv[2])):
+    while True:
+        try:
+            with cat.load_table("receipts.receipt_snapshots").transaction() as tx:
+                tx.set_properties({f"other-writer.{i}": "done"})
+            break
+        except CommitFailedException:
+            conflicts += 1
+props = cat.load_table("receipts.receipt_snapshots").properties
+print(sum(1 for k in props if k.startswith("other-writer.")), "conflicts", conflicts)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_jobs_and_another_writer_commit_concurrently_and_nothing_is_lost() {
+    let db = TestDb::new().await;
+    let sim = simulator(4, 200, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 200).await;
+    // The table exists before the other writer starts.
+    let out = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for job in ["a", "b"] {
+        std::fs::write(
+            jobs.path().join(format!("{job}.toml")),
+            "schedule = \"0 * * * *\"\n",
+        )
+        .unwrap();
+    }
+    let spawn_job = |job: &str| {
+        paced(&db, &sim, dir.path())
+            .env("EXPORT_JOBS_DIR", jobs.path())
+            .args(["--job", job])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn_job("a"), spawn_job("b"));
+    let other = Command::new("python3")
+        .args(["-c", OTHER_WRITER, &sqlalchemy_url(&db), "8"])
+        .output()
+        .unwrap();
+    assert!(
+        other.status.success(),
+        "the other writer: {}",
+        stderr(&other)
+    );
+    for child in [a, b] {
+        let out = finish(child);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let ours = iceberg_rows(&db);
+    assert_eq!(ours, pg_snapshots(&db).await, "every run's rows once");
+    // The other writer's commits survive ours: the table still has its 8 properties.
+    let check = Command::new("python3")
+        .args(["-c", OTHER_WRITER, &sqlalchemy_url(&db), "0"])
+        .output()
+        .unwrap();
+    assert!(stdout(&check).starts_with("8 "), "{}", stdout(&check));
+    let runs: std::collections::BTreeSet<i64> = ours.iter().map(|s| s.run_id).collect();
+    assert_eq!(runs.len(), 3, "three runs committed");
+}
+
+/// What does not apply in Iceberg mode says so (exit 2), and so does a bad S3 endpoint setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hive_style_commands_and_a_plain_http_endpoint_are_refused_in_iceberg_mode() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let iceberg = |args: &[&str]| {
+        run(exporter()
+            .env("DATABASE_URL", &db.url)
+            .env("EXPORT_PARQUET_DIR", dir.path())
+            .env("EXPORT_TABLE_FORMAT", "iceberg")
+            .args(args))
+    };
+    let out = iceberg(&[
+        "export",
+        "parquet",
+        "--since",
+        "2026-11-01",
+        "--until",
+        "2026-11-02",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("EXPORT_TABLE_FORMAT is iceberg"),
+        "{}",
+        stderr(&out)
+    );
+    let out = iceberg(&["lake", "verify"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("iceberg maintain"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(exporter()
+        .env("DATABASE_URL", &db.url)
+        .env("EXPORT_PARQUET_DIR", dir.path())
+        .args(["iceberg", "maintain"]));
+    assert_eq!(out.status.code(), Some(2), "maintain without Iceberg mode");
+    assert!(
+        stderr(&out).contains("EXPORT_TABLE_FORMAT=iceberg"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(exporter()
+        .env("DATABASE_URL", &db.url)
+        .env("EXPORT_PARQUET_DIR", "s3://lake-test/prefix")
+        .env("EXPORT_TABLE_FORMAT", "iceberg")
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env_remove("AWS_ALLOW_HTTP")
+        .args(["iceberg", "maintain"]));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("AWS_ALLOW_HTTP=true"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(exporter().env("EXPORT_TABLE_FORMAT", "delta").args([
+        "jobs",
+        "check",
+        "--jobs",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out)
+            .contains("EXPORT_TABLE_FORMAT: invalid value 'delta': expected parquet or iceberg"),
+        "{}",
+        stderr(&out)
+    );
+}
