@@ -64,7 +64,12 @@ fn pyiceberg_at(url: &str, what: &str) -> String {
 
 /// Every row of the table as pyiceberg reads it, sorted like [`pg_snapshots`].
 pub fn iceberg_rows(db: &TestDb) -> Vec<Snap> {
-    let mut rows: Vec<Snap> = pyiceberg(db, "rows")
+    parse_rows(&pyiceberg(db, "rows"))
+}
+
+/// The reader's JSON lines as sorted snapshots.
+fn parse_rows(text: &str) -> Vec<Snap> {
+    let mut rows: Vec<Snap> = text
         .lines()
         .map(|line| {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
@@ -625,4 +630,151 @@ async fn hive_style_commands_and_a_plain_http_endpoint_are_refused_in_iceberg_mo
         "{}",
         stderr(&out)
     );
+}
+
+/// A moto S3 server on a free port with the bucket `lake-test`, stopped when dropped.
+/// (`moto_server` comes with `python3 -m pip install "moto[server]"`.)
+struct Moto {
+    child: std::process::Child,
+    endpoint: String,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("moto_server")
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("moto_server is needed ({e}): python3 -m pip install \"moto[server]\"")
+            });
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let moto = Moto { child, endpoint };
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed().as_secs() < 30,
+                "moto_server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let out = moto.python("s3.create_bucket(Bucket='lake-test')");
+        assert!(out.status.success(), "{}", stderr(&out));
+        moto
+    }
+
+    /// Runs `code` with `s3`, a boto3 client of this server.
+    fn python(&self, code: &str) -> std::process::Output {
+        let script = format!(
+            "import boto3\ns3 = boto3.client('s3', endpoint_url='{}', aws_access_key_id='test', \
+             aws_secret_access_key='test', region_name='us-east-1')\n{code}",
+            self.endpoint
+        );
+        Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap()
+    }
+
+    /// Every key in the bucket under `prefix`.
+    fn keys(&self, prefix: &str) -> Vec<String> {
+        let out = self.python(&format!(
+            "p = s3.get_paginator('list_objects_v2')\n\
+             for page in p.paginate(Bucket='lake-test', Prefix='{prefix}'):\n    \
+                 for o in page.get('Contents', []): print(o['Key'])"
+        ));
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).lines().map(str::to_string).collect()
+    }
+
+    fn env(&self, cmd: &mut Command) {
+        cmd.env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", &self.endpoint)
+            .env("AWS_ALLOW_HTTP", "true");
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// On the S3 test server: a run killed between its data file and the commit, one more run,
+/// then maintain: pyiceberg (configured for the same server) reads every committed row once,
+/// and every data file in the bucket is one the table names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_the_table_is_written_exactly_once_and_read_back_by_pyiceberg() {
+    let moto = Moto::start();
+    let db = TestDb::new().await;
+    let sim = simulator(3, 100, |_| {});
+    let local = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 100).await;
+    let lake = Path::new("s3://lake-test/wh");
+    let mut cmd = iceberg_run(&db, &sim, lake);
+    moto.env(&mut cmd);
+    let out = run(cmd
+        .current_dir(local.path())
+        .env(receipt_exporter::crashpoint::ENV, "iceberg_before_commit:1"));
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    let data = "wh/receipts/receipt_snapshots/data/";
+    assert_eq!(
+        moto.keys(data).len(),
+        1,
+        "the uncommitted data file is in the bucket"
+    );
+    let mut cmd = iceberg_run(&db, &sim, lake);
+    moto.env(&mut cmd);
+    let out = run(cmd.current_dir(local.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mut cmd = exporter();
+    moto.env(&mut cmd);
+    let out = run(cmd
+        .env("DATABASE_URL", &db.url)
+        .env("EXPORT_PARQUET_DIR", lake)
+        .env("EXPORT_TABLE_FORMAT", "iceberg")
+        .args(["iceberg", "maintain", "--orphan-min-age", "0s"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        all_files(local.path()).is_empty(),
+        "nothing written locally"
+    );
+
+    let script = READER.replace(
+        "init_catalog_tables=\"false\")",
+        &format!(
+            "init_catalog_tables=\"false\", **{{\"s3.endpoint\": \"{}\", \"s3.access-key-id\": \"test\", \
+             \"s3.secret-access-key\": \"test\", \"s3.region\": \"us-east-1\"}})",
+            moto.endpoint
+        ),
+    );
+    let read = |what: &str| {
+        let out = Command::new("python3")
+            .args(["-c", &script, &sqlalchemy_url(&db), what])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "pyiceberg on S3: {}", stderr(&out));
+        stdout(&out)
+    };
+    let rows = parse_rows(&read("rows"));
+    assert_eq!(
+        rows,
+        pg_snapshots(&db).await,
+        "pyiceberg's rows equal Postgres's"
+    );
+    let named: std::collections::BTreeSet<String> = read("files")
+        .lines()
+        .map(|l| l.trim_start_matches("s3://lake-test/").to_string())
+        .collect();
+    let stored: std::collections::BTreeSet<String> = moto.keys(data).into_iter().collect();
+    assert_eq!(stored, named, "no orphan data file in the bucket");
 }
