@@ -279,6 +279,15 @@ async fn the_readme_roles_write_maintain_and_read_the_table() {
     let sim = simulator(2, 30, |_| {});
     let dir = tempfile::tempdir().unwrap();
     track_all(&db, &group_ids(&sim), 30).await;
+    let doctor = || {
+        let out = run(exporter_for(&db, &sim.base_url(), dir.path())
+            .env("DATABASE_URL", as_role(&writer))
+            .env("EXPORT_TABLE_FORMAT", "iceberg")
+            .arg("doctor"));
+        stdout(&out)
+    };
+    let before = doctor();
+    assert!(before.contains("OK    iceberg: the catalog has no table yet: the first run creates receipts.receipt_snapshots at file://"), "{before}");
     let out = run(iceberg_run(&db, &sim, dir.path()).env("DATABASE_URL", as_role(&writer)));
     assert_eq!(
         out.status.code(),
@@ -296,6 +305,19 @@ async fn the_readme_roles_write_maintain_and_read_the_table() {
         Some(0),
         "maintain as the exporter's role: {}",
         stderr(&out)
+    );
+    let after = doctor();
+    assert!(
+        after.contains("OK    iceberg: receipts.receipt_snapshots at file://"),
+        "{after}"
+    );
+    assert!(
+        after.contains(": 1 snapshot(s), metadata file://"),
+        "{after}"
+    );
+    assert!(
+        !after.contains("parquet dir"),
+        "no Hive-style checks in Iceberg mode: {after}"
     );
 
     let analyst = as_role(&reader);
