@@ -503,10 +503,8 @@ async fn lake_files(pool: &PgPool, dir: &Path) -> Check {
     )
 }
 
-/// In Iceberg mode: the role's rights on the catalog, and the table where the lake says (or
-/// not created yet).
-async fn iceberg_table(pool: &PgPool, dir: &Path) -> Vec<Check> {
-    const TOPIC: &str = "iceberg";
+/// A FAIL when the role cannot read, insert and update the catalog table.
+async fn catalog_rights(pool: &PgPool) -> Option<Check> {
     let rights: sqlx::Result<(bool, bool, bool)> = sqlx::query_as(
         "SELECT has_table_privilege('receipts.iceberg_tables', 'SELECT'),
                 has_table_privilege('receipts.iceberg_tables', 'INSERT'),
@@ -515,11 +513,21 @@ async fn iceberg_table(pool: &PgPool, dir: &Path) -> Vec<Check> {
     .fetch_one(pool)
     .await;
     if !matches!(rights, Ok((true, true, true))) {
-        return vec![fail(
-            TOPIC,
+        return Some(fail(
+            "iceberg",
             "the role cannot read, insert and update receipts.iceberg_tables (the catalog)",
             "as the schema's owner: GRANT SELECT, INSERT, UPDATE ON receipts.iceberg_tables TO the exporter's role",
-        )];
+        ));
+    }
+    None
+}
+
+/// In Iceberg mode: the role's rights on the catalog, and the table where the lake says (or
+/// not created yet).
+async fn iceberg_table(pool: &PgPool, dir: &Path) -> Vec<Check> {
+    const TOPIC: &str = "iceberg";
+    if let Some(missing) = catalog_rights(pool).await {
+        return vec![missing];
     }
     let lake = match crate::sink::iceberg::IcebergLake::new(dir) {
         Ok(lake) => lake,
