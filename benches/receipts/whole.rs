@@ -15,16 +15,16 @@ use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_receipt-exporter");
-const SEQS_PER_GROUP: u64 = 500;
+pub const SEQS_PER_GROUP: u64 = 500;
 /// Peak RSS target of a run, MB.
 const RSS_TARGET_MB: f64 = 150.0;
 
 /// What one run measured.
-struct RunFigures {
-    wall_s: f64,
-    cpu_s: f64,
-    rss_mb: f64,
-    sim_cpu_s: f64,
+pub struct RunFigures {
+    pub wall_s: f64,
+    pub cpu_s: f64,
+    pub rss_mb: f64,
+    pub sim_cpu_s: f64,
 }
 
 pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
@@ -43,7 +43,7 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let groups = receipts / SEQS_PER_GROUP;
         let (mut wall, mut cpu, mut rss, mut sim_cpu) = Default::default();
         for round in 1..=rounds {
-            let f = whole_run(opts, groups).await?;
+            let f = whole_run(opts, groups, "parquet").await?;
             println!(
                 "  {} receipts ({groups} groups), round {round}: wall {:.2}s, exporter CPU {:.2}s, \
                  peak RSS {:.1} MB, simulator CPU {:.2}s",
@@ -107,16 +107,16 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One run over `groups` x 500 seqs, in a database and simulator of its own; the database is
-/// dropped whatever happened.
-async fn whole_run(opts: &Opts, groups: u64) -> anyhow::Result<RunFigures> {
+/// One run over `groups` x 500 seqs with `EXPORT_TABLE_FORMAT=format`, in a database and
+/// simulator of its own; the database is dropped whatever happened.
+pub async fn whole_run(opts: &Opts, groups: u64, format: &str) -> anyhow::Result<RunFigures> {
     let db = BenchDb::create(&opts.admin_url).await?;
-    let measured = run_in(&db, groups).await;
+    let measured = run_in(&db, groups, format).await;
     db.drop_db().await?;
     measured
 }
 
-async fn run_in(db: &BenchDb, groups: u64) -> anyhow::Result<RunFigures> {
+async fn run_in(db: &BenchDb, groups: u64, format: &str) -> anyhow::Result<RunFigures> {
     track(db, groups).await?;
     let mut sim = SimProcess::start(groups)?;
     let parquet = tempfile::tempdir()?;
@@ -133,6 +133,7 @@ async fn run_in(db: &BenchDb, groups: u64) -> anyhow::Result<RunFigures> {
         .env("TIM_SECRET_KEY", KEY)
         .env("TIM_API_BASE", &sim.base_url)
         .env("EXPORT_PARQUET_DIR", parquet.path().join("warehouse"))
+        .env("EXPORT_TABLE_FORMAT", format)
         .env("EXPORT_RATE_LIMIT", "10000")
         .env("EXPORT_BATCH_SIZE", "500")
         .env("RUST_LOG", "warn")

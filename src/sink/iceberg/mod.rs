@@ -128,6 +128,23 @@ impl IcebergLake {
         if let Some(table) = self.load(&mut conn, false).await? {
             return self.check_location(table);
         }
+        let (location, metadata) = self.first_metadata()?;
+        metadata
+            .write_to(&self.file_io, &location)
+            .await
+            .map_err(SinkError::iceberg("writing the table's first metadata"))?;
+        let inserted = insert_table(&mut conn, &location.to_string()).await?;
+        if !inserted {
+            // Another process created it meanwhile: ours is never referenced.
+            let _ = self.file_io.delete(location.to_string()).await;
+        }
+        let table = self.load(&mut conn, false).await?.expect("just created");
+        self.check_location(table)
+    }
+
+    /// The metadata of the empty table at this lake's table location, and its metadata file's
+    /// location (nothing written).
+    pub fn first_metadata(&self) -> Result<(MetadataLocation, TableMetadata), SinkError> {
         let creation = TableCreation::builder()
             .name(TABLE.to_string())
             .location(self.table_location())
@@ -140,17 +157,7 @@ impl IcebergLake {
             .map_err(SinkError::iceberg("building the table's first metadata"))?
             .metadata;
         let location = MetadataLocation::new_with_metadata(self.table_location(), &metadata);
-        metadata
-            .write_to(&self.file_io, &location)
-            .await
-            .map_err(SinkError::iceberg("writing the table's first metadata"))?;
-        let inserted = insert_table(&mut conn, &location.to_string()).await?;
-        if !inserted {
-            // Another process created it meanwhile: ours is never referenced.
-            let _ = self.file_io.delete(location.to_string()).await;
-        }
-        let table = self.load(&mut conn, false).await?.expect("just created");
-        self.check_location(table)
+        Ok((location, metadata))
     }
 
     fn check_location(&self, table: Table) -> Result<Table, SinkError> {
