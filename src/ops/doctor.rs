@@ -9,6 +9,7 @@ use super::history;
 use crate::chat::ChatClient;
 use crate::run::{ledger, lock};
 use crate::settings::{Settings, SettingsError};
+use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::path::Path;
 
@@ -676,7 +677,7 @@ async fn locks(settings: &Settings, pool: &PgPool, out: &mut Vec<Check>) {
             (Ok(true), None) => free_jobs.push(job),
             (Ok(false), Some(r)) => out.push(ok(TOPIC, format!("job {job}: held by the live run {} on {} (pid {}) since {}", r.run_id, r.host, r.pid, r.started_at.format("%Y-%m-%d %H:%M:%S UTC")))),
             (Ok(false), None) => out.push(warn(TOPIC, format!("job {job}: held by a session with no running run in the ledger (a run starting right now, or another tool)"), "wait a moment and run doctor again; pg_locks (locktype advisory) shows the session")),
-            (Ok(true), Some(r)) => out.push(warn(TOPIC, format!("job {job}: run {} on {} (pid {}) is recorded as running, but its lock is free: its process died", r.run_id, r.host, r.pid), "nothing to do by hand: the next run of the job marks it abandoned and repairs its files")),
+            (Ok(true), Some(r)) => out.push(lost_lock(&job, &r, Utc::now())),
         }
     }
     if !free_jobs.is_empty() {
@@ -684,9 +685,59 @@ async fn locks(settings: &Settings, pool: &PgPool, out: &mut Vec<Check>) {
     }
 }
 
+/// A running run whose lock is free: dead, or within its lease and perhaps reconnecting after
+/// a Postgres restart (it is fenced if it comes back after the lease).
+fn lost_lock(job: &str, r: &ledger::RunningRun, now: DateTime<Utc>) -> Check {
+    const TOPIC: &str = "locks";
+    let who = format!(
+        "job {job}: run {} on {} (pid {}) is recorded as running, but its lock is free",
+        r.run_id, r.host, r.pid
+    );
+    match r.lease_until {
+        Some(until) if until > now => warn(
+            TOPIC,
+            format!("{who}: it lost its Postgres session and may be reconnecting (its lease runs until {})", until.format("%Y-%m-%d %H:%M:%S UTC")),
+            "nothing to do by hand: it resumes if it reconnects in time; after the lease the next run of the job marks it abandoned and repairs its files",
+        ),
+        _ => warn(
+            TOPIC,
+            format!("{who} and its lease has run out: its process died or went silent"),
+            "nothing to do by hand: the next run of the job marks it abandoned and repairs its files",
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_run_with_a_free_lock_is_dead_only_after_its_lease() {
+        let now = Utc::now();
+        let run = |lease_until| ledger::RunningRun {
+            run_id: 7,
+            job: "default".into(),
+            host: "h".into(),
+            pid: 1,
+            started_at: now,
+            lease_until,
+        };
+        let within = lost_lock(
+            "default",
+            &run(Some(now + chrono::Duration::seconds(30))),
+            now,
+        );
+        assert!(
+            within.detail.contains("may be reconnecting"),
+            "{}",
+            within.detail
+        );
+        assert!(!within.detail.contains("died"), "{}", within.detail);
+        for lease in [Some(now - chrono::Duration::seconds(1)), None] {
+            let past = lost_lock("default", &run(lease), now);
+            assert!(past.detail.contains("its process died"), "{}", past.detail);
+        }
+    }
 
     #[test]
     fn rights_are_told_by_what_is_held_most_first() {
