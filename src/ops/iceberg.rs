@@ -68,10 +68,12 @@ pub async fn maintain(
         .expect("opened above");
     drop(conn);
     let referenced = referenced_files(&table).await?;
-    report.data_files = referenced.data;
+    report.data_files = referenced.live.len();
     let now = Utc::now();
     let min_age = chrono::Duration::from_std(opts.orphan_min_age).unwrap_or(chrono::Duration::MAX);
-    for file in files::list(&target.lake.table_location()).await? {
+    let listed = files::list(&target.lake.table_location()).await?;
+    check_listing_names_live_files(&listed, &referenced.live)?;
+    for file in listed {
         if referenced.all.contains(&file.location) {
             continue;
         }
@@ -90,6 +92,26 @@ pub async fn maintain(
         report.orphans.push(file.location);
     }
     Ok(report)
+}
+
+/// Refuses to remove anything unless the listing shows every live data file under the very
+/// name the metadata uses: a listing that spells names otherwise would make live files look
+/// like orphans.
+fn check_listing_names_live_files(
+    listed: &[Listed],
+    live: &HashSet<String>,
+) -> Result<(), SinkError> {
+    let seen: HashSet<&str> = listed.iter().map(|f| f.location.as_str()).collect();
+    let missing: Vec<&String> = live.iter().filter(|l| !seen.contains(l.as_str())).collect();
+    match missing.first() {
+        None => Ok(()),
+        Some(first) => Err(SinkError::IcebergState(format!(
+            "{} live data file(s) of the table are not where the listing of its location shows files \
+             (e.g. {first}): removed nothing; check that EXPORT_PARQUET_DIR names the lake as the table's \
+             metadata does",
+            missing.len()
+        ))),
+    }
 }
 
 fn old_enough(file: &Listed, now: DateTime<Utc>, min_age: chrono::Duration) -> bool {
@@ -172,8 +194,8 @@ fn would_keep(table: &Table, cutoff: DateTime<Utc>, retain_last: usize) -> usize
 /// Every file the table's metadata names.
 struct Referenced {
     all: HashSet<String>,
-    /// Live data files of the current snapshot.
-    data: usize,
+    /// The live data files of the current snapshot.
+    live: HashSet<String>,
 }
 
 async fn referenced_files(table: &Table) -> Result<Referenced, SinkError> {
@@ -188,7 +210,7 @@ async fn referenced_files(table: &Table) -> Result<Referenced, SinkError> {
     for log in metadata.metadata_log() {
         all.insert(log.metadata_file.clone());
     }
-    let mut data = 0;
+    let mut live = HashSet::new();
     let current = metadata.current_snapshot_id();
     for snapshot in metadata.snapshots() {
         all.insert(snapshot.manifest_list().to_string());
@@ -206,10 +228,43 @@ async fn referenced_files(table: &Table) -> Result<Referenced, SinkError> {
             for entry in manifest.entries() {
                 all.insert(entry.file_path().to_string());
                 if Some(snapshot.snapshot_id()) == current && entry.is_alive() {
-                    data += 1;
+                    live.insert(entry.file_path().to_string());
                 }
             }
         }
     }
-    Ok(Referenced { all, data })
+    Ok(Referenced { all, live })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(location: &str) -> Listed {
+        Listed {
+            location: location.to_string(),
+            last_modified: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn nothing_is_removed_when_the_listing_does_not_show_a_live_file_by_its_name() {
+        let live: HashSet<String> = ["s3://b/t/data/d=1/a.parquet".to_string()].into();
+        let same = [listed("s3://b/t/data/d=1/a.parquet"), listed("s3://b/t/x")];
+        assert!(check_listing_names_live_files(&same, &live).is_ok());
+        let spelled_otherwise = [listed("s3://b/t/data/d%3D1/a.parquet")];
+        let err = check_listing_names_live_files(&spelled_otherwise, &live).unwrap_err();
+        assert!(err.to_string().contains("removed nothing"), "{err}");
+    }
+
+    #[test]
+    fn a_file_is_old_enough_only_past_the_safety_age() {
+        let now = Utc::now();
+        let file = Listed {
+            location: String::new(),
+            last_modified: now - chrono::Duration::minutes(30),
+        };
+        assert!(old_enough(&file, now, chrono::Duration::minutes(10)));
+        assert!(!old_enough(&file, now, chrono::Duration::hours(1)));
+    }
 }

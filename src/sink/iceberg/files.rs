@@ -45,7 +45,8 @@ pub async fn list(location: &str) -> Result<Vec<Listed>, SinkError> {
             .build()
             .map_err(listing_error(location))?;
         let prefix = (!key.is_empty()).then(|| object_store::path::Path::from(key));
-        (Arc::new(store), prefix, format!("s3://{bucket}"))
+        let scheme = location.split_once("://").map_or("s3", |(s, _)| s);
+        (Arc::new(store), prefix, format!("{scheme}://{bucket}"))
     } else {
         return Err(SinkError::IcebergConfig(format!(
             "cannot list {location}: only file:// and s3:// locations are supported"

@@ -87,8 +87,8 @@ impl IcebergLake {
             props = s3_properties(|k| std::env::var(k).ok())?;
             text.trim_end_matches('/').to_string()
         } else {
-            std::fs::create_dir_all(dir).map_err(SinkError::io("creating the lake", dir))?;
-            let abs = std::fs::canonicalize(dir).map_err(SinkError::io("resolving", dir))?;
+            // Made absolute, not resolved: the same setting names the same table on every run.
+            let abs = std::path::absolute(dir).map_err(SinkError::io("resolving", dir))?;
             format!("file://{}", abs.to_string_lossy().trim_end_matches('/'))
         };
         let factory = Arc::new(iceberg_storage_opendal::OpenDalResolvingStorageFactory::new());
