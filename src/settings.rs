@@ -180,7 +180,7 @@ pub const PARQUET_DIR: Setting = Setting {
     env: "EXPORT_PARQUET_DIR",
     default: Some("./warehouse"),
     value_name: "DIR",
-    help: "where Parquet files go",
+    help: "the lake: where Parquet files (or the Iceberg table) go; a directory or s3://bucket/prefix in Iceberg mode",
     ..Setting::ROW
 };
 /// `iceberg`: the snapshots go to the Iceberg table `receipts.receipt_snapshots` in the lake,
