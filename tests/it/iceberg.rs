@@ -800,3 +800,41 @@ async fn on_s3_the_table_is_written_exactly_once_and_read_back_by_pyiceberg() {
     let stored: std::collections::BTreeSet<String> = moto.keys(data).into_iter().collect();
     assert_eq!(stored, named, "no orphan data file in the bucket");
 }
+
+/// The connection is lost inside the commit's transaction (every session of the exporter
+/// terminated while the new metadata is written and the pointer not yet moved, as a failover
+/// would): the commit is retried on a new connection and lands once; the run succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_connection_dies_is_retried_and_lands_once() {
+    use receipt_exporter::crashpoint::{PAUSE_ENV, PAUSE_FILE_ENV};
+    let db = TestDb::new().await;
+    let sim = simulator(3, 60, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let pause = dir.path().join("paused");
+    track_all(&db, &group_ids(&sim), 60).await;
+    let child = iceberg_run(&db, &sim, &dir.path().join("lake"))
+        .env(PAUSE_ENV, "iceberg_metadata_written:1")
+        .env(PAUSE_FILE_ENV, &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&pause, std::time::Duration::from_secs(60)).await;
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = current_database() AND application_name = 'receipt-exporter') t",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        killed >= 2,
+        "the commit's session and the lock's were killed ({killed})"
+    );
+    std::fs::remove_file(&pause).unwrap();
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(iceberg_rows(&db), pg_snapshots(&db).await, "every row once");
+    let snapshots = pyiceberg(&db, "snapshots").lines().count();
+    assert_eq!(snapshots, 1, "one commit for the run's one file");
+}
