@@ -838,3 +838,70 @@ async fn a_commit_whose_connection_dies_is_retried_and_lands_once() {
     let snapshots = pyiceberg(&db, "snapshots").lines().count();
     assert_eq!(snapshots, 1, "one commit for the run's one file");
 }
+
+/// A run frozen with its data file written and not committed, its lock session gone, past its
+/// lease: the other job's run declares it dead, fences it, removes its data file and commits its
+/// committed batches from Postgres. Woken up, its commit is refused (exit 1, fenced); its file
+/// never enters the table, and after one more run every row is in the table exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_frozen_before_its_commit_is_fenced_and_its_file_never_lands() {
+    use crate::fencing::{spawn, wait_for_lease_to_run_out, TwoJobs};
+    use receipt_exporter::crashpoint::{PAUSE_ENV, PAUSE_FILE_ENV};
+    let t = TwoJobs::new().await;
+    let iceberg = |job: &str| {
+        let mut cmd = t.run(job);
+        cmd.env("EXPORT_TABLE_FORMAT", "iceberg");
+        cmd
+    };
+    let pauses = tempfile::tempdir().unwrap();
+    let pause = pauses.path().join("a-before-commit");
+    let a = spawn(
+        iceberg("a")
+            .env("EXPORT_LOCK_RECONNECT_TIMEOUT", "5")
+            .env(PAUSE_ENV, "iceberg_before_commit:1")
+            .env(PAUSE_FILE_ENV, &pause),
+    );
+    wait_for_file(&pause, std::time::Duration::from_secs(60)).await;
+    signal(&a, "STOP");
+    let written = data_files(t.dir.path());
+    assert_eq!(written.len(), 1, "A's data file is written, not committed");
+    assert!(kill_lock_session(&t.db, "a").await);
+    wait_for_lease_to_run_out(&t.db, 1).await;
+
+    let b = run(&mut iceberg("b"));
+    assert_eq!(b.status.code(), Some(0), "{}", stderr(&b));
+    assert_eq!(t.status(1).await, "abandoned");
+    assert!(
+        !written[0].exists(),
+        "the repair removed A's uncommitted file"
+    );
+    let pg = pg_snapshots(&t.db).await;
+    assert_eq!(
+        iceberg_rows(&t.db),
+        pg,
+        "A's rows committed from Postgres, B's own"
+    );
+
+    std::fs::remove_file(&pause).unwrap();
+    signal(&a, "CONT");
+    let a = finish(a);
+    assert_eq!(
+        a.status.code(),
+        Some(1),
+        "a fenced run exits 1: {}",
+        stderr(&a)
+    );
+    assert!(
+        stderr(&a).contains("fenced by run 2 (job b)"),
+        "{}",
+        stderr(&a)
+    );
+    assert_eq!(iceberg_rows(&t.db), pg, "nothing of the fenced run landed");
+    let more = run(&mut iceberg("a"));
+    assert_eq!(more.status.code(), Some(0), "{}", stderr(&more));
+    assert_eq!(
+        iceberg_rows(&t.db),
+        pg_snapshots(&t.db).await,
+        "every row exactly once"
+    );
+}
