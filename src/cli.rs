@@ -386,16 +386,18 @@ pub struct BackfillArgs {
 #[derive(Debug, Subcommand)]
 pub enum LakeCommand {
     /// Check that every file the manifest lists exists with its recorded size and, in its
-    /// footer, its row count, and list the files it does not know; exits 0 when all is well,
-    /// 1 when a problem is found (or left after --repair)
+    /// footer, its row count, and list the files it does not know (in an object store, also
+    /// uploads left under _pending/); exits 0 when all is well, 1 when a problem is found (or
+    /// left after --repair)
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(LakeVerifyArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct LakeVerifyArgs {
-    /// Rewrite missing or damaged files from Postgres (a snapshot file's whole capture date;
-    /// days with runs that retention removed from Postgres cannot be rewritten)
+    /// Rewrite missing or damaged files from Postgres (a snapshot file's whole capture date; in
+    /// an object store the file under its own key, and left-over uploads deleted; days with
+    /// runs that retention removed from Postgres cannot be rewritten)
     #[arg(long)]
     pub repair: bool,
 }
@@ -443,7 +445,8 @@ pub struct RetentionArgs {
 #[derive(Debug, Subcommand)]
 pub enum ExportCommand {
     /// Rewrite the Parquet partitions of these capture dates from Postgres (a lost disk, a new
-    /// Parquet location), atomically per day, keeping the manifest true
+    /// Parquet location), atomically per day, keeping the manifest true; in an object store,
+    /// each listed file of those days rewritten under its own key
     Parquet(ExportParquetArgs),
 }
 

@@ -37,6 +37,37 @@ fn open_new(path: &Path) -> io::Result<File> {
     options.open(path)
 }
 
+/// How a spool directory's name starts: then the owner's pid, `.`, a random part.
+const SPOOL_PREFIX: &str = "receipt-exporter-spool.";
+
+/// A new directory of this process's own under the system's temporary directory (`TMPDIR`),
+/// `receipt-exporter-spool.<pid>.<random>`, where files for an object store are written before
+/// their upload; removed when dropped. Spool directories left by processes that no longer
+/// exist (a SIGKILL) are removed first.
+pub fn spool_dir() -> io::Result<tempfile::TempDir> {
+    let tmp = std::env::temp_dir();
+    if let Ok(entries) = std::fs::read_dir(&tmp) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(SPOOL_PREFIX))
+                .and_then(|rest| rest.split_once('.'))
+                .and_then(|(pid, _)| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("{SPOOL_PREFIX}{}.", std::process::id()))
+        .rand_bytes(RANDOM_CHARS)
+        .tempdir_in(&tmp)
+}
+
 /// Whether `part` looks like the random part of a name made by [`create_beside`].
 pub fn is_random_part(part: &str) -> bool {
     part.len() == RANDOM_CHARS && part.bytes().all(|b| b.is_ascii_alphanumeric())

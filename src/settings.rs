@@ -179,8 +179,8 @@ pub const PARQUET_DIR: Setting = Setting {
     flag: Some("--parquet-dir"),
     env: "EXPORT_PARQUET_DIR",
     default: Some("./warehouse"),
-    value_name: "DIR",
-    help: "the lake: where Parquet files (or the Iceberg table) go; a directory or s3://bucket/prefix in Iceberg mode",
+    value_name: "DIR|URL",
+    help: "the lake: a directory, or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables); in Iceberg mode where the table lives (a directory or s3://)",
     ..Setting::ROW
 };
 /// `iceberg`: the snapshots go to the Iceberg table `receipts.receipt_snapshots` in the lake,
@@ -441,7 +441,8 @@ pub struct Settings {
     pub secret_key: Option<Secret>,
     pub identifier: String,
     pub api: Option<ApiEndpoint>,
-    pub parquet_dir: PathBuf,
+    /// The lake: where Parquet files go (a directory or an object store prefix).
+    pub lake: crate::lake::Lake,
     /// Hive-style Parquet files or an Iceberg table (`--table-format`).
     pub table_format: TableFormat,
     /// The app's API budget, calls per second, shared by every process and job.
@@ -673,7 +674,7 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         secret_key,
         identifier,
         api,
-        parquet_dir: path(PARQUET_DIR)?,
+        lake: lake(src.get(PARQUET_DIR))?,
         table_format,
         rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
         job_rate_cap: None,
@@ -893,6 +894,18 @@ fn parse_api_base(value: &str, origin: &Origin) -> Result<String, SettingsError>
     Ok(value.trim_end_matches('/').to_string())
 }
 
+/// The lake's location, opened (an object store reads its environment variables here).
+fn lake((value, origin): (String, Origin)) -> Result<crate::lake::Lake, SettingsError> {
+    let problem = |problem| SettingsError {
+        origin: origin.to_string(),
+        problem,
+    };
+    crate::lake::parse_location(&value)
+        .map_err(problem)?
+        .open()
+        .map_err(problem)
+}
+
 fn parse_path(value: &str, origin: &Origin) -> Result<PathBuf, SettingsError> {
     if value.is_empty() {
         return Err(invalid(origin, value, "a directory path"));
@@ -1049,7 +1062,7 @@ mod tests {
         assert_eq!(s.jobs_dir, PathBuf::from("./jobs"));
         assert_eq!(s.log_format, LogFormat::Human);
         assert_eq!(s.identifier, "administrator");
-        assert_eq!(s.parquet_dir, PathBuf::from("./warehouse"));
+        assert_eq!(s.lake.local_dir(), Some(Path::new("./warehouse")));
         assert!(s
             .require_database()
             .unwrap_err()

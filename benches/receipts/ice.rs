@@ -1,4 +1,4 @@
-//! Section 6, Iceberg mode. (a) The writer: the same rows as section 3 through `RunIceberg`
+//! Section 7, Iceberg mode. (a) The writer: the same rows as section 3 through `RunIceberg`
 //! (iceberg-rust's Parquet writer with the table's field ids, column statistics for the
 //! manifest, one data file under the table's `data/`), against `RunParquet` (section 3's writer,
 //! renamed into place) in the same process, alternating rounds. (b) Whole runs of the release
@@ -17,7 +17,7 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let rounds = if opts.quick { 3 } else { 5 };
     let total = 1_000_000;
     println!(
-        "\n== 6. Iceberg writer: {} rows in batches of 20,000, against RunParquet, {rounds} rounds ==",
+        "\n== 7. Iceberg writer: {} rows in batches of 20,000, against RunParquet, {rounds} rounds ==",
         thousands(total as f64)
     );
     let today = chrono::Utc::now().date_naive();
@@ -27,7 +27,7 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let (mut ice_bytes, mut pq_bytes) = (0, 0);
     for round in 1..=rounds {
         let root = dir.path().join(format!("round-{round}"));
-        let lake = IcebergLake::new(&root.join("lake"))?;
+        let lake = IcebergLake::new(&receipt_exporter::lake::Lake::Local(root.join("lake")))?;
         let (location, metadata) = lake.first_metadata()?;
         let table = lake.table(location.to_string(), metadata)?;
         let t = Instant::now();
@@ -89,8 +89,9 @@ async fn whole_runs(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let groups = receipts / crate::whole::SEQS_PER_GROUP;
     let (mut ice, mut pq, mut ratio, mut rss) = Default::default();
     for round in 1..=rounds {
-        let i = crate::whole::whole_run(opts, groups, "iceberg").await?;
-        let p = crate::whole::whole_run(opts, groups, "parquet").await?;
+        let format = |f: &str| [("EXPORT_TABLE_FORMAT".to_string(), f.to_string())];
+        let i = crate::whole::whole_run_into(opts, groups, &format("iceberg")).await?;
+        let p = crate::whole::whole_run_into(opts, groups, &format("parquet")).await?;
         println!(
             "  whole run of {} receipts, round {round}: iceberg {:.2}s ({:.1} MB), parquet {:.2}s ({:.1} MB)",
             thousands(receipts as f64),

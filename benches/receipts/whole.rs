@@ -43,7 +43,7 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let groups = receipts / SEQS_PER_GROUP;
         let (mut wall, mut cpu, mut rss, mut sim_cpu) = Default::default();
         for round in 1..=rounds {
-            let f = whole_run(opts, groups, "parquet").await?;
+            let f = whole_run(opts, groups).await?;
             println!(
                 "  {} receipts ({groups} groups), round {round}: wall {:.2}s, exporter CPU {:.2}s, \
                  peak RSS {:.1} MB, simulator CPU {:.2}s",
@@ -107,16 +107,26 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One run over `groups` x 500 seqs with `EXPORT_TABLE_FORMAT=format`, in a database and
-/// simulator of its own; the database is dropped whatever happened.
-pub async fn whole_run(opts: &Opts, groups: u64, format: &str) -> anyhow::Result<RunFigures> {
+/// One run over `groups` x 500 seqs, in a database and simulator of its own; the database is
+/// dropped whatever happened.
+async fn whole_run(opts: &Opts, groups: u64) -> anyhow::Result<RunFigures> {
+    whole_run_into(opts, groups, &[]).await
+}
+
+/// [`whole_run`] with more variables for the binary (`EXPORT_PARQUET_DIR=s3://...` and the
+/// store's variables: the lake elsewhere).
+pub async fn whole_run_into(
+    opts: &Opts,
+    groups: u64,
+    env: &[(String, String)],
+) -> anyhow::Result<RunFigures> {
     let db = BenchDb::create(&opts.admin_url).await?;
-    let measured = run_in(&db, groups, format).await;
+    let measured = run_in(&db, groups, env).await;
     db.drop_db().await?;
     measured
 }
 
-async fn run_in(db: &BenchDb, groups: u64, format: &str) -> anyhow::Result<RunFigures> {
+async fn run_in(db: &BenchDb, groups: u64, env: &[(String, String)]) -> anyhow::Result<RunFigures> {
     track(db, groups).await?;
     let mut sim = SimProcess::start(groups)?;
     let parquet = tempfile::tempdir()?;
@@ -133,10 +143,10 @@ async fn run_in(db: &BenchDb, groups: u64, format: &str) -> anyhow::Result<RunFi
         .env("TIM_SECRET_KEY", KEY)
         .env("TIM_API_BASE", &sim.base_url)
         .env("EXPORT_PARQUET_DIR", parquet.path().join("warehouse"))
-        .env("EXPORT_TABLE_FORMAT", format)
         .env("EXPORT_RATE_LIMIT", "10000")
         .env("EXPORT_BATCH_SIZE", "500")
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::null())
         .output()
         .context("running /usr/bin/time (apt-get install time)")?;

@@ -76,7 +76,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
         sdkappid: Some(DEMO_SDKAPPID),
         secret_key: Some(key),
         api: Some(ApiEndpoint::Base(sim.base_url())),
-        parquet_dir: args.dir.join("warehouse"),
+        lake: crate::lake::Lake::Local(args.dir.join("warehouse")),
         ..settings.clone()
     };
     let request = RunRequest {
@@ -89,10 +89,10 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     };
     let report = run::execute(&run_settings, &pool, &request, super::run::stop_on_signal()).await?;
     sim.shutdown().await;
-    super::emit_summary(&report.summary(&run_settings.parquet_dir));
+    super::emit_summary(&report.summary(&run_settings.lake));
     match run_settings.table_format {
         crate::settings::TableFormat::Parquet => {
-            print_next_steps(&database_url, &run_settings.parquet_dir)
+            print_next_steps(&database_url, &args.dir.join("warehouse"))
         }
         crate::settings::TableFormat::Iceberg => print_iceberg_steps(&database_url),
     }

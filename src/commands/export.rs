@@ -4,6 +4,7 @@
 
 use crate::cli::{ExportCommand, ExportParquetArgs};
 use crate::exit::{self, Exit};
+use crate::lake::Lake;
 use crate::settings::Settings;
 use crate::sink::manifest;
 use chrono::NaiveDate;
@@ -32,12 +33,24 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
     }
     let pool = super::connect_migrated(settings).await?;
     check_retired(&pool, since, until).await?;
-    check_directory(&pool, &settings.parquet_dir, args.relocate).await?;
+    let dir = match &settings.lake {
+        Lake::Local(dir) => dir,
+        Lake::Remote(_) if args.relocate => {
+            return Err(exit::usage(format!(
+                "export parquet: --relocate moves a local lake's days to another directory; in an object store \
+                 ({}) each listed file is rewritten in place under its own key: drop --relocate",
+                settings.lake
+            )))
+        }
+        Lake::Remote(remote) => {
+            return rewrite_in_store(settings, &pool, remote, (since, until)).await
+        }
+    };
+    check_directory(&pool, dir, args.relocate).await?;
     // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
     manifest::lock_warehouse(&mut conn).await?;
-    let rebuilt =
-        crate::sink::rebuild::rebuild_dates(&pool, &settings.parquet_dir, since, until).await;
+    let rebuilt = crate::sink::rebuild::rebuild_dates(&pool, dir, since, until).await;
     manifest::unlock_warehouse(&mut conn).await?;
     let days = rebuilt?;
     let mut rows = 0;
@@ -54,16 +67,43 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
     println!(
         "rebuilt {} day(s) from {since} to {until} ({rows} rows) in {}; days with no rows and no files were skipped",
         days.len(),
-        settings.parquet_dir.display()
+        dir.display()
     );
-    let (_, elsewhere) = presence(&pool, &settings.parquet_dir).await?;
+    let (_, elsewhere) = presence(&pool, dir).await?;
     if args.relocate && elsewhere > 0 {
         println!(
             "the manifest now lists these days' files in {}; {elsewhere} file(s) of other days it lists are not there: \
              rebuild those days too, and give runs this EXPORT_PARQUET_DIR",
-            settings.parquet_dir.display()
+            dir.display()
         );
     }
+    Ok(Exit::Success)
+}
+
+/// `export parquet` in an object store: each listed file of the days rewritten under its own
+/// key (no directory to swap there), under the warehouse lock.
+async fn rewrite_in_store(
+    settings: &Settings,
+    pool: &sqlx::PgPool,
+    remote: &crate::lake::Remote,
+    (since, until): (NaiveDate, NaiveDate),
+) -> anyhow::Result<Exit> {
+    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
+    manifest::lock_warehouse(&mut conn).await?;
+    let done = crate::sink::remote::rewrite_days(pool, remote, since, until).await;
+    manifest::unlock_warehouse(&mut conn).await?;
+    let days = done?;
+    let mut rows = 0;
+    for (day, files, day_rows) in &days {
+        rows += day_rows;
+        println!("{day}: {day_rows} rows rewritten in place in {files} file(s)");
+    }
+    println!(
+        "rewrote {} day(s) from {since} to {until} ({rows} rows) in {}: each listed file under its own key; \
+         batches not yet in the lake are written by the next run's repair",
+        days.len(),
+        settings.lake
+    );
     Ok(Exit::Success)
 }
 

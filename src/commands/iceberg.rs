@@ -17,6 +17,8 @@ async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Res
             "iceberg maintain works on the Iceberg table: set --table-format iceberg / EXPORT_TABLE_FORMAT=iceberg (and the lake in --parquet-dir) as the runs do",
         ));
     }
+    // A lake Iceberg cannot use (gs://, az://) is refused before any connection.
+    crate::sink::iceberg::IcebergLake::new(&settings.lake)?;
     let pool = super::connect_migrated(settings).await?;
     let opts = MaintainOptions {
         expire_older_than: args.expire_older_than,
@@ -24,7 +26,7 @@ async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Res
         orphan_min_age: args.orphan_min_age,
         dry_run: args.dry_run,
     };
-    let report = iceberg::maintain(&pool, &settings.parquet_dir, &opts).await?;
+    let report = iceberg::maintain(&pool, &settings.lake, &opts).await?;
     let (expired, removed) = if args.dry_run {
         ("would expire", "would remove")
     } else {

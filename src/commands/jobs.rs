@@ -30,7 +30,7 @@ pub fn run_request(
     settings: &Settings,
     job_arg: Option<&str>,
     kind: RunKind,
-) -> anyhow::Result<(RunRequest, Settings)> {
+) -> anyhow::Result<(RunRequest, Settings, Option<Job>)> {
     let Some(arg) = job_arg else {
         let request = RunRequest {
             job: "default".into(),
@@ -38,7 +38,7 @@ pub fn run_request(
             selection: Selection::AllEnabled,
             follow: Default::default(),
         };
-        return Ok((request, settings.clone()));
+        return Ok((request, settings.clone(), None));
     };
     let path = job::job_path(arg, &settings.jobs_dir);
     let job = Job::load(&path).map_err(|e| usage(format!("--job {arg}: {e}")))?;
@@ -51,7 +51,7 @@ pub fn run_request(
         selection: job.selection(),
         follow: job.follow.clone(),
     };
-    Ok((request, job_settings))
+    Ok((request, job_settings, Some(job)))
 }
 
 fn check(settings: &Settings, args: JobsDirArgs) -> anyhow::Result<Exit> {

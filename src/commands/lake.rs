@@ -22,17 +22,23 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
         ));
     }
     let pool = super::connect_migrated(settings).await?;
-    let dir = &settings.parquet_dir;
+    let dir = &settings.lake;
     // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
     crate::sink::manifest::lock_warehouse(&mut conn).await?;
     let outcome = async {
         let report = lake::verify(&pool, dir).await?;
         describe(&report);
-        if !args.repair || report.findings.is_empty() {
+        if !args.repair || (report.findings.is_empty() && report.stray_uploads.is_empty()) {
             return anyhow::Ok(report);
         }
-        let done = lake::repair(&pool, dir, &report.findings).await?;
+        let done = lake::repair(&pool, dir, &report).await?;
+        if done.uploads_removed > 0 {
+            println!(
+                "repaired: {} left-over upload(s) deleted from _pending/",
+                done.uploads_removed
+            );
+        }
         for (day, rows) in &done.days {
             println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
         }
@@ -76,6 +82,9 @@ fn describe(report: &Report) {
             "{}: {} ({table} of run {}, listed with {} rows and {} bytes)",
             f.file.path, f.problem, f.file.run_id, f.file.row_count, f.file.byte_size
         );
+    }
+    for key in &report.stray_uploads {
+        println!("left-over upload, in no manifest row: {key} (readers never see it; --repair deletes it)");
     }
     for path in &report.unknown {
         println!("not in the manifest: {path} (readers count its rows too: move it out of the lake if it should not be there)");

@@ -14,7 +14,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
         RunKind::Manual
     };
     // `--job`: the job file's name, groups and rate share; without it the job `default`.
-    let (mut request, job_settings) =
+    let (mut request, job_settings, job) =
         super::jobs::run_request(settings, args.job.as_deref(), kind)?;
     if args.include_settled {
         request.follow = request.follow.including_settled();
@@ -29,8 +29,13 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     let outcome = run::execute(settings, &pool, &request, stop).await;
     crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
     let report = outcome?;
+    if kind == RunKind::Scheduled {
+        if let Some(job) = &job {
+            job.retention_after_run(settings, &pool).await;
+        }
+    }
     // Each failed group was logged once, when it failed; the ledger lists them all.
-    super::emit_summary(&report.summary(&settings.parquet_dir));
+    super::emit_summary(&report.summary(&settings.lake));
     Ok(crate::exit::for_run(&report))
 }
 

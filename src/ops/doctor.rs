@@ -7,6 +7,7 @@
 use super::groups::{self, GroupProblem};
 use super::history;
 use crate::chat::ChatClient;
+use crate::lake::Lake;
 use crate::run::{ledger, lock};
 use crate::settings::{Settings, SettingsError};
 use chrono::{DateTime, Utc};
@@ -123,17 +124,18 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
     if let Some(pool) = &pool {
         without_receipts(pool, &mut out).await;
     }
-    // In Iceberg mode the table's metadata names its files (compaction may replace the ones
-    // the manifest lists): the catalog and the table are checked instead.
-    let iceberg = settings.table_format == crate::settings::TableFormat::Iceberg;
-    if !iceberg {
-        out.extend(parquet_dir(&settings.parquet_dir));
+    match &settings.lake {
+        Lake::Local(dir) => out.extend(parquet_dir(dir)),
+        Lake::Remote(remote) => out.push(object_store(remote).await),
     }
+    // In Iceberg mode the table's metadata names its files (compaction may replace the ones
+    // the manifest lists): the catalog and the table are checked instead of the listed files.
+    let iceberg = settings.table_format == crate::settings::TableFormat::Iceberg;
     if let Some(pool) = &pool {
         if iceberg {
-            out.extend(iceberg_table(pool, &settings.parquet_dir).await);
+            out.extend(iceberg_table(pool, &settings.lake).await);
         } else {
-            out.push(lake_files(pool, &settings.parquet_dir).await);
+            out.push(lake_files(pool, &settings.lake).await);
         }
         locks(&settings, pool, &mut out).await;
     }
@@ -459,7 +461,7 @@ async fn without_receipts(pool: &PgPool, out: &mut Vec<Check>) {
 
 /// The cheap part of `lake verify`: every file the manifest lists is in the Parquet directory
 /// with its recorded size.
-async fn lake_files(pool: &PgPool, dir: &Path) -> Check {
+async fn lake_files(pool: &PgPool, dir: &Lake) -> Check {
     const TOPIC: &str = "lake";
     let listed = match super::lake::listed(pool).await {
         Ok(listed) => listed,
@@ -471,14 +473,26 @@ async fn lake_files(pool: &PgPool, dir: &Path) -> Check {
             )
         }
     };
-    let found = super::lake::check_presence(dir, &listed);
+    let found = match dir {
+        Lake::Local(path) => super::lake::check_presence(path, &listed),
+        Lake::Remote(remote) => match super::lake::check_presence_remote(remote, &listed).await {
+            Ok(found) => found,
+            Err(e) => {
+                return fail(
+                    TOPIC,
+                    format!("{dir} cannot be listed: {e}"),
+                    OBJECT_STORE_FIX,
+                )
+            }
+        },
+    };
     if found.is_empty() {
         return ok(
             TOPIC,
             format!(
                 "all {} file(s) the manifest lists are in {} with their sizes",
                 listed.len(),
-                dir.display()
+                dir
             ),
         );
     }
@@ -497,7 +511,7 @@ async fn lake_files(pool: &PgPool, dir: &Path) -> Check {
             "{} of {} file(s) the manifest lists are missing from {} or of another size: {}",
             found.len(),
             listed.len(),
-            dir.display(),
+            dir,
             names.join(", ")
         ),
         "run `receipt-exporter lake verify --repair`: it rewrites them from Postgres",
@@ -525,12 +539,12 @@ async fn catalog_rights(pool: &PgPool) -> Option<Check> {
 
 /// In Iceberg mode: the role's rights on the catalog, and the table where the lake says (or
 /// not created yet).
-async fn iceberg_table(pool: &PgPool, dir: &Path) -> Vec<Check> {
+async fn iceberg_table(pool: &PgPool, lake: &crate::lake::Lake) -> Vec<Check> {
     const TOPIC: &str = "iceberg";
     if let Some(missing) = catalog_rights(pool).await {
         return vec![missing];
     }
-    let lake = match crate::sink::iceberg::IcebergLake::new(dir) {
+    let lake = match crate::sink::iceberg::IcebergLake::new(lake) {
         Ok(lake) => lake,
         Err(e) => {
             return vec![fail(
@@ -577,6 +591,22 @@ async fn iceberg_table(pool: &PgPool, dir: &Path) -> Vec<Check> {
             e.to_string(),
             "check that the lake holds the metadata file the catalog names (receipts.iceberg_tables)",
         )],
+    }
+}
+
+const OBJECT_STORE_FIX: &str = "check the bucket name and the store's variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; GOOGLE_*; AZURE_*) and the credentials' rights to list, read, write and delete under the prefix";
+
+/// A lake in an object store answers a listing of its prefix (one request).
+async fn object_store(remote: &crate::lake::Remote) -> Check {
+    const TOPIC: &str = "parquet dir";
+    let prefix = remote.key("");
+    match remote.store().list_with_delimiter(Some(&prefix)).await {
+        Ok(_) => ok(TOPIC, format!("{} answers a listing", remote.location())),
+        Err(e) => fail(
+            TOPIC,
+            format!("{} cannot be listed: {e}", remote.location()),
+            OBJECT_STORE_FIX,
+        ),
     }
 }
 

@@ -21,7 +21,6 @@ use iceberg::table::Table;
 use iceberg::transaction::{ApplyTransactionAction, Transaction};
 use sqlx::PgPool;
 use std::collections::HashSet;
-use std::path::Path;
 
 /// What `maintain` may do.
 #[derive(Debug, Clone)]
@@ -51,10 +50,10 @@ pub struct MaintainReport {
 /// Expires old snapshots, then removes orphan files (see the module header).
 pub async fn maintain(
     pool: &PgPool,
-    lake_dir: &Path,
+    lake: &crate::lake::Lake,
     opts: &MaintainOptions,
 ) -> Result<MaintainReport, SinkError> {
-    let target = IcebergTarget::open(lake_dir, pool).await?;
+    let target = IcebergTarget::open(lake, pool).await?;
     let mut report = MaintainReport::default();
     expire(pool, &target, opts, &mut report).await?;
     let mut conn = pool
@@ -71,7 +70,7 @@ pub async fn maintain(
     report.data_files = referenced.live.len();
     let now = Utc::now();
     let min_age = chrono::Duration::from_std(opts.orphan_min_age).unwrap_or(chrono::Duration::MAX);
-    let listed = files::list(&target.lake.table_location()).await?;
+    let listed = files::list(&target.lake, &target.lake.table_location()).await?;
     check_listing_names_live_files(&listed, &referenced.live)?;
     for file in listed {
         if referenced.all.contains(&file.location) {

@@ -6,8 +6,10 @@
 //! unless retention removed rows of that day from Postgres (then they are gone for good); a
 //! read-events file by writing its run's file for that date again. Nothing here prints.
 
+use crate::lake::{Lake, Remote};
 use crate::sink::{manifest, parquet as snapshots};
 use chrono::NaiveDate;
+use object_store::ObjectStoreExt;
 use sqlx::PgPool;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
@@ -72,11 +74,15 @@ pub struct Report {
     /// (relative paths), leaving out those of runs still running (a run renames its file into
     /// place just before recording it).
     pub unknown: Vec<String>,
+    /// In an object store: uploads under `_pending/` that no manifest row names, of runs not
+    /// running (a writer killed or fenced before recording its file). Readers never see them;
+    /// `--repair` deletes them.
+    pub stray_uploads: Vec<String>,
 }
 
 impl Report {
     pub fn is_clean(&self) -> bool {
-        self.findings.is_empty() && self.unknown.is_empty()
+        self.findings.is_empty() && self.unknown.is_empty() && self.stray_uploads.is_empty()
     }
 }
 
@@ -125,7 +131,14 @@ fn presence_problem(dir: &Path, file: &Listed) -> Option<Problem> {
 }
 
 /// The whole check: presence and size, the row count in each footer, and the unknown files.
-pub async fn verify(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
+pub async fn verify(pool: &PgPool, lake: &Lake) -> anyhow::Result<Report> {
+    match lake {
+        Lake::Local(dir) => verify_local(pool, dir).await,
+        Lake::Remote(remote) => verify_remote(pool, remote).await,
+    }
+}
+
+async fn verify_local(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
     let listed = listed(pool).await?;
     let mut findings = Vec::new();
     for (table, file) in &listed {
@@ -143,28 +156,157 @@ pub async fn verify(pool: &PgPool, dir: &Path) -> anyhow::Result<Report> {
             });
         }
     }
-    let running: HashSet<i64> =
-        sqlx::query_scalar("SELECT run_id FROM receipts.export_runs WHERE status = 'running'")
-            .fetch_all(pool)
-            .await?
-            .into_iter()
-            .collect();
-    let known: HashSet<&str> = listed.iter().map(|(_, f)| f.path.as_str()).collect();
-    let mut unknown = Vec::new();
-    for table_dir in [snapshots::TABLE_DIR, crate::run::details::lake::TABLE_DIR] {
-        for path in visible_parquet_files(dir, Path::new(table_dir)) {
-            let running_run = run_of_file(&path).is_some_and(|r| running.contains(&r));
-            if !known.contains(path.as_str()) && !running_run {
-                unknown.push(path);
-            }
-        }
-    }
-    unknown.sort();
+    let visible = TABLE_DIRS
+        .iter()
+        .flat_map(|t| visible_parquet_files(dir, Path::new(t)))
+        .collect();
+    let unknown = unknown_files(pool, &listed, visible).await?;
     Ok(Report {
         listed: listed.len(),
         findings,
         unknown,
+        stray_uploads: Vec::new(),
     })
+}
+
+/// The lake's tables, as directories (prefixes) under its root.
+const TABLE_DIRS: [&str; 2] = [snapshots::TABLE_DIR, crate::run::details::lake::TABLE_DIR];
+
+/// The visible files the manifest does not list, leaving out those of runs still running.
+async fn unknown_files(
+    pool: &PgPool,
+    listed: &[(Table, Listed)],
+    visible: Vec<String>,
+) -> anyhow::Result<Vec<String>> {
+    let running = running_runs(pool).await?;
+    let known: HashSet<&str> = listed.iter().map(|(_, f)| f.path.as_str()).collect();
+    let mut unknown: Vec<String> = visible
+        .into_iter()
+        .filter(|path| {
+            let running_run = run_of_file(path).is_some_and(|r| running.contains(&r));
+            !known.contains(path.as_str()) && !running_run
+        })
+        .collect();
+    unknown.sort();
+    Ok(unknown)
+}
+
+/// The visible objects of the lake's tables in an object store, with their sizes: keys with no
+/// segment starting with `.` or `_`, ending in `.parquet` (what engines read).
+pub async fn remote_objects(remote: &Remote) -> anyhow::Result<BTreeMap<String, u64>> {
+    use futures::TryStreamExt;
+    let mut out = BTreeMap::new();
+    for table in TABLE_DIRS {
+        let prefix = remote.key(table);
+        let metas: Vec<object_store::ObjectMeta> =
+            remote.store().list(Some(&prefix)).try_collect().await?;
+        for meta in metas {
+            let Some(rel) = remote.relative(&meta.location) else {
+                continue;
+            };
+            let hidden = rel
+                .split('/')
+                .any(|s| s.starts_with('.') || s.starts_with('_'));
+            if !hidden && rel.ends_with(".parquet") {
+                out.insert(rel.to_string(), meta.size);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The cheap check against an object store: one listing of each table.
+pub async fn check_presence_remote(
+    remote: &Remote,
+    listed: &[(Table, Listed)],
+) -> anyhow::Result<Vec<Finding>> {
+    let objects = remote_objects(remote).await?;
+    Ok(listed
+        .iter()
+        .filter_map(|(table, file)| {
+            let problem = match objects.get(&file.path) {
+                None => Problem::Missing,
+                Some(&size) if size != file.byte_size as u64 => {
+                    Problem::WrongSize { on_disk: size }
+                }
+                Some(_) => return None,
+            };
+            Some(Finding {
+                table: *table,
+                file: file.clone(),
+                problem,
+            })
+        })
+        .collect())
+}
+
+async fn verify_remote(pool: &PgPool, remote: &Remote) -> anyhow::Result<Report> {
+    let listed = listed(pool).await?;
+    let mut findings = check_presence_remote(remote, &listed).await?;
+    let bad: HashSet<String> = findings.iter().map(|f| f.file.path.clone()).collect();
+    for (table, file) in listed.iter().filter(|(_, f)| !bad.contains(&f.path)) {
+        let problem = match remote_footer_rows(remote, &file.path, file.byte_size as u64).await {
+            Err(e) => Problem::Unreadable(e),
+            Ok(rows) if rows != file.row_count => Problem::WrongRows { in_footer: rows },
+            Ok(_) => continue,
+        };
+        findings.push(Finding {
+            table: *table,
+            file: file.clone(),
+            problem,
+        });
+    }
+    findings.sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    let visible = remote_objects(remote).await?.into_keys().collect();
+    let unknown = unknown_files(pool, &listed, visible).await?;
+    Ok(Report {
+        listed: listed.len(),
+        findings,
+        unknown,
+        stray_uploads: stray_uploads(pool, remote).await?,
+    })
+}
+
+/// The objects under `_pending/` that no manifest row names, leaving out runs still running.
+async fn stray_uploads(pool: &PgPool, remote: &Remote) -> anyhow::Result<Vec<String>> {
+    use crate::sink::remote::{list, PENDING_DIR};
+    let recorded: HashSet<String> = sqlx::query_scalar(
+        "SELECT pending_key FROM receipts.parquet_files WHERE pending_key IS NOT NULL",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .collect();
+    let running = running_runs(pool).await?;
+    Ok(list(remote, PENDING_DIR)
+        .await?
+        .into_iter()
+        .filter(|key| {
+            let live = run_of_file(key).is_some_and(|r| running.contains(&r));
+            !recorded.contains(key) && !live
+        })
+        .collect())
+}
+
+async fn running_runs(pool: &PgPool) -> sqlx::Result<HashSet<i64>> {
+    let runs: Vec<i64> =
+        sqlx::query_scalar("SELECT run_id FROM receipts.export_runs WHERE status = 'running'")
+            .fetch_all(pool)
+            .await?;
+    Ok(runs.into_iter().collect())
+}
+
+/// The row count in the footer of an object (two ranged reads: the footer's length, the footer).
+async fn remote_footer_rows(remote: &Remote, relative: &str, size: u64) -> Result<i64, String> {
+    let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
+        remote.store().clone(),
+        remote.key(relative),
+    )
+    .with_file_size(size);
+    let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(builder.metadata().file_metadata().num_rows())
 }
 
 /// The row count a Parquet file's footer records.
@@ -215,11 +357,25 @@ pub struct Repaired {
     pub read_event_runs: Vec<i64>,
     /// Read-events files of runs still running: their run writes them.
     pub skipped_running: Vec<i64>,
+    /// Stray uploads deleted from `_pending/`.
+    pub uploads_removed: usize,
 }
 
-/// Rewrites the files of `findings` from Postgres. The caller holds the warehouse lock.
-pub async fn repair(pool: &PgPool, dir: &Path, findings: &[Finding]) -> anyhow::Result<Repaired> {
+/// Rewrites the files of `findings` from Postgres. The caller holds the warehouse lock. In a
+/// local lake a damaged snapshot file's whole day is rebuilt (swapped in atomically); in an
+/// object store each damaged file is written again under its own key (one atomic PUT, the same
+/// batches' rows).
+pub async fn repair(pool: &PgPool, lake: &Lake, report: &Report) -> anyhow::Result<Repaired> {
+    let findings = &report.findings;
     let mut out = Repaired::default();
+    if let Lake::Remote(remote) = lake {
+        for key in &report.stray_uploads {
+            match remote.store().delete(&remote.key(key)).await {
+                Err(object_store::Error::NotFound { .. }) | Ok(()) => out.uploads_removed += 1,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
     let days: BTreeSet<NaiveDate> = findings
         .iter()
         .filter(|f| f.table == Table::Snapshots)
@@ -231,9 +387,8 @@ pub async fn repair(pool: &PgPool, dir: &Path, findings: &[Finding]) -> anyhow::
             out.gone.push((day, runs));
             continue;
         }
-        let rebuilt = manifest::rebuild_dates(pool, dir, day, day).await?;
         out.days
-            .push((day, rebuilt.iter().map(|d| d.rows).sum::<u64>()));
+            .push((day, repair_day(pool, lake, day, findings).await?));
     }
     let mut event_dates: BTreeMap<i64, Vec<NaiveDate>> = BTreeMap::new();
     for f in findings.iter().filter(|f| f.table == Table::ReadEvents) {
@@ -261,10 +416,36 @@ pub async fn repair(pool: &PgPool, dir: &Path, findings: &[Finding]) -> anyhow::
         .bind(&dates)
         .execute(pool)
         .await?;
-        crate::run::details::lake::export(pool, dir, run_id).await?;
+        crate::run::details::lake::export(pool, lake, run_id).await?;
         out.read_event_runs.push(run_id);
     }
     Ok(out)
+}
+
+/// A local day is rebuilt whole (swapped in atomically); in an object store each damaged file
+/// of the day is written again under its own key. Returns the rows written.
+async fn repair_day(
+    pool: &PgPool,
+    lake: &Lake,
+    day: NaiveDate,
+    findings: &[Finding],
+) -> anyhow::Result<u64> {
+    match lake {
+        Lake::Local(dir) => {
+            let rebuilt = manifest::rebuild_dates(pool, dir, day, day).await?;
+            Ok(rebuilt.iter().map(|d| d.rows).sum::<u64>())
+        }
+        Lake::Remote(remote) => {
+            let mut rows = 0;
+            for f in findings
+                .iter()
+                .filter(|f| f.table == Table::Snapshots && f.file.capture_date == day)
+            {
+                rows += crate::sink::remote::rewrite_file(pool, remote, &f.file.path).await?;
+            }
+            Ok(rows)
+        }
+    }
 }
 
 #[cfg(test)]

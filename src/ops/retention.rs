@@ -167,6 +167,43 @@ pub async fn apply(pool: &PgPool, plan: &Plan) -> sqlx::Result<Applied> {
     Ok(applied)
 }
 
+/// Retention after a scheduled run of a job with `retention_keep_months` (item codes kept: the
+/// command's default 3, or the job's `no_receipt_after` if larger), under the warehouse lock.
+/// A month not wholly in the lake is not dropped, and nothing is: that is logged as a warning
+/// (a later run's repair usually completes the lake), never an error of the run.
+pub async fn after_run(
+    options: &sqlx::postgres::PgConnectOptions,
+    pool: &PgPool,
+    job: &str,
+    keep_months: u32,
+    keep_codes: u32,
+) -> anyhow::Result<Option<Applied>> {
+    let mut conn = crate::db::connect_single(options).await?;
+    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let outcome = async {
+        let plan = plan(pool, keep_months, keep_codes.max(3)).await?;
+        if !plan.allowed() {
+            let runs: Vec<String> = plan
+                .months
+                .iter()
+                .flat_map(|m| m.blocking())
+                .map(|r| format!("run {} ({}, {} of {} rows in the lake)", r.run_id, r.status, r.lake_rows, r.pg_rows))
+                .collect();
+            tracing::warn!(job, "retention (retention_keep_months = {keep_months}) left every month in Postgres: not every run before {} is in the lake: {}", plan.cutoff, runs.join(", "));
+            return anyhow::Ok(None);
+        }
+        let done = apply(pool, &plan).await?;
+        if !done.months.is_empty() || done.codes > 0 {
+            let rows: i64 = done.months.iter().map(|(_, r)| r).sum();
+            tracing::info!(job, "retention (retention_keep_months = {keep_months}): dropped {} month(s) before {} ({rows} rows, kept in the lake), pruned {} item code(s)", done.months.len(), plan.cutoff, done.codes);
+        }
+        Ok(Some(done))
+    }
+    .await;
+    let _ = crate::sink::manifest::unlock_warehouse(&mut conn).await;
+    outcome
+}
+
 /// The capture dates from `since` to `until` that hold rows of runs retention removed from
 /// Postgres, with those runs: a rebuild of such a day would lose them.
 pub async fn retired_days(

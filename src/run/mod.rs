@@ -125,7 +125,7 @@ pub struct RunReport {
 impl RunReport {
     /// The one line a run ends with. Its figures, rate and time are this attempt's; a resumed
     /// backfill's line says so, and adds the whole backfill's totals.
-    pub fn summary(&self, parquet_dir: &std::path::Path) -> String {
+    pub fn summary(&self, lake: &crate::lake::Lake) -> String {
         use crate::text::count;
         let f = self.attempt.as_ref().map_or(&self.figures, |(_, f)| f);
         let secs = self.elapsed.as_secs_f64();
@@ -172,7 +172,7 @@ impl RunReport {
         line.push_str(&format!(
             ", {} in {}",
             count(f.parquet_files, "Parquet file", "Parquet files"),
-            parquet_dir.display()
+            lake
         ));
         if let Some(f) = &self.follow {
             line.push_str(&f.summary());
@@ -450,13 +450,13 @@ async fn work(
     let options = settings.require_database()?;
     let iceberg = match settings.table_format {
         TableFormat::Parquet => None,
-        TableFormat::Iceberg => Some(IcebergTarget::open(&settings.parquet_dir, pool).await?),
+        TableFormat::Iceberg => Some(IcebergTarget::open(&settings.lake, pool).await?),
     };
-    let lake = match &iceberg {
-        None => repair::Lake::Parquet(&settings.parquet_dir),
-        Some(target) => repair::Lake::Iceberg(target),
+    let target = match &iceberg {
+        None => repair::Target::Parquet(&settings.lake),
+        Some(table) => repair::Target::Iceberg(table),
     };
-    repair::repair(options, pool, lake, &me).await?;
+    repair::repair(options, pool, target, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }
@@ -541,7 +541,7 @@ fn pipeline(
         client: client.clone(),
         fence: opened.fence,
         run_date: opened.run_date,
-        parquet_dir: settings.parquet_dir.clone(),
+        lake: settings.lake.clone(),
         iceberg: None,
         batch_size: settings.batch_size,
         concurrency: settings.concurrency,

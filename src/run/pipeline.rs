@@ -34,8 +34,8 @@ pub struct Pipeline {
     /// Parquet file published checks it, and the pipeline halts once it moved.
     pub fence: Fence,
     pub run_date: NaiveDate,
-    pub parquet_dir: std::path::PathBuf,
-    /// Set in Iceberg mode: the rows go to the table instead of `parquet_dir`'s directories.
+    pub lake: crate::lake::Lake,
+    /// Set in Iceberg mode: the rows go to the table instead of the lake's directories.
     pub iceberg: Option<IcebergTarget>,
     pub batch_size: usize,
     pub concurrency: usize,
@@ -130,7 +130,7 @@ impl Pipeline {
             run_date: self.run_date,
             next_batch_no: self.first_batch_no,
             parquet: None,
-            parquet_dir: self.parquet_dir.clone(),
+            lake: self.lake.clone(),
             iceberg: self.iceberg.clone(),
             run_iceberg: None,
             files: Vec::new(),
@@ -230,7 +230,7 @@ struct Writer {
     next_batch_no: i32,
     /// Opened on the first batch, so a run with nothing to write creates no file.
     parquet: Option<RunParquet>,
-    parquet_dir: std::path::PathBuf,
+    lake: crate::lake::Lake,
     iceberg: Option<IcebergTarget>,
     /// Opened on the first batch in Iceberg mode, like `parquet`.
     run_iceberg: Option<RunIceberg>,
@@ -335,11 +335,11 @@ impl Writer {
         }
         if self.parquet.is_none() {
             let next_part = Self::next_part(&self.pool, self.fence.run_id, self.reconnect).await?;
-            self.parquet = Some(RunParquet::new(
-                &self.parquet_dir,
+            self.parquet = Some(RunParquet::for_lake(
+                &self.lake,
                 self.fence.run_id,
                 next_part,
-            ));
+            )?);
         }
         let rolled = self.parquet.as_mut().unwrap().append(&batch)?;
         crate::crashpoint::hit("parquet_write").await;
@@ -394,7 +394,8 @@ impl Writer {
     /// Renames each sealed file into place and records it, under the run's fence.
     async fn publish(&mut self, files: Vec<SealedFile>) -> anyhow::Result<()> {
         for file in files {
-            let file = manifest::publish(&self.pool, self.fence, file, self.reconnect).await?;
+            let file =
+                manifest::publish(&self.pool, &self.lake, self.fence, file, self.reconnect).await?;
             tracing::debug!(path = %file.relative_path, rows = file.row_count, "Parquet file committed");
             self.files.push(file);
         }

@@ -17,7 +17,6 @@ use crate::sink::fence::{self, TakeOver};
 use crate::sink::{manifest, Fence, SinkError};
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
-use std::path::Path;
 
 /// What the repair found and did.
 #[derive(Debug, Default, serde::Serialize)]
@@ -26,10 +25,10 @@ pub struct Repaired {
     pub runs_rebuilt: Vec<i64>,
 }
 
-/// Where the run's rows go: Parquet directories, or the Iceberg table.
+/// Where the run's rows go: the Hive-style Parquet lake, or the Iceberg table.
 #[derive(Debug, Clone, Copy)]
-pub enum Lake<'a> {
-    Parquet(&'a Path),
+pub enum Target<'a> {
+    Parquet(&'a crate::lake::Lake),
     Iceberg(&'a crate::sink::iceberg::IcebergTarget),
 }
 
@@ -46,7 +45,7 @@ pub struct Repairer<'a> {
 pub async fn repair(
     options: &PgConnectOptions,
     pool: &PgPool,
-    lake: Lake<'_>,
+    lake: Target<'_>,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     // The warehouse lock is a session lock: a connection of its own, closed at the end (which
@@ -61,7 +60,7 @@ pub async fn repair(
 async fn repair_locked(
     conn: &mut PgConnection,
     pool: &PgPool,
-    lake: Lake<'_>,
+    lake: Target<'_>,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     let mut repaired = Repaired::default();
@@ -73,7 +72,10 @@ async fn repair_locked(
     let mut runs = manifest::runs_needing_repair(pool).await?;
     let own_left = !manifest::unexported_batches(pool, me.fence.run_id)
         .await?
-        .is_empty();
+        .is_empty()
+        || !manifest::pending_files(pool, me.fence.run_id)
+            .await?
+            .is_empty();
     if own_left {
         runs.insert(0, me.fence.run_id);
     }
@@ -91,8 +93,8 @@ async fn repair_locked(
             }
         };
         let rebuilt = match lake {
-            Lake::Parquet(dir) => crate::sink::rebuild::rebuild_run(pool, dir, fence).await,
-            Lake::Iceberg(target) => {
+            Target::Parquet(lake) => crate::sink::rebuild::rebuild_run(pool, lake, fence).await,
+            Target::Iceberg(target) => {
                 crate::sink::iceberg::repair::rebuild_run(pool, target, fence).await
             }
         };

@@ -73,6 +73,7 @@ struct JobFile {
     max_calls: Option<Spanned<i64>>,
     max_duration: Option<Spanned<String>>,
     max_detail_calls: Option<Spanned<i64>>,
+    retention_keep_months: Option<Spanned<i64>>,
 }
 
 /// A valid job.
@@ -97,6 +98,9 @@ pub struct Job {
     pub follow: FollowPolicy,
     /// The most read-list calls one of its runs makes (overrides `EXPORT_MAX_DETAIL_CALLS`).
     pub max_detail_calls: Option<u64>,
+    /// After each scheduled run of the job, retention keeping this many months before the
+    /// current one (as `retention --keep-months N`); `None`: no retention.
+    pub retention_keep_months: Option<u32>,
 }
 
 impl Job {
@@ -169,9 +173,21 @@ impl Job {
             Some(n) => Some(*n.get_ref() as u64),
             None => None,
         };
+        let retention_keep_months = match &file.retention_keep_months {
+            Some(n) if !(1..=1200).contains(n.get_ref()) => {
+                let msg = format!(
+                    "retention_keep_months: {}: expected 1 to 1200 months kept before the current one",
+                    n.get_ref()
+                );
+                return Err(fail(Some(n.span()), msg));
+            }
+            Some(n) => Some(*n.get_ref() as u32),
+            None => None,
+        };
         Ok(Job {
             follow,
             max_detail_calls,
+            retention_keep_months,
             name,
             path: path.to_path_buf(),
             description: file.description,
@@ -182,6 +198,25 @@ impl Job {
             catch_up: file.catch_up.unwrap_or(CatchUp::Once),
             enabled: file.enabled.unwrap_or(true),
         })
+    }
+
+    /// Applies the job's `retention_keep_months` after one of its scheduled runs (nothing when
+    /// unset). Item codes kept: 3, or the job's `no_receipt_after` if larger. A refusal or an
+    /// error is logged as a warning, never the run's failure.
+    pub async fn retention_after_run(&self, settings: &Settings, pool: &sqlx::PgPool) {
+        let Some(months) = self.retention_keep_months else {
+            return;
+        };
+        let codes = self.follow.no_receipt_after.unwrap_or(0).max(3);
+        let done = match settings.require_database() {
+            Ok(options) => {
+                crate::ops::retention::after_run(options, pool, &self.name, months, codes).await
+            }
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = done {
+            tracing::warn!(job = %self.name, "retention after the run failed: {e:#}");
+        }
     }
 
     /// The first fire time strictly after `t`.
@@ -507,6 +542,19 @@ mod tests {
         assert!(e.message.contains("max_calls"), "{e}");
         let e = parse("schedule = \"5 * * * *\"\nno_receipt_after = -2\n").unwrap_err();
         assert!(e.message.contains("no_receipt_after"), "{e}");
+        let job = parse("schedule = \"5 * * * *\"\nretention_keep_months = 6\n").unwrap();
+        assert_eq!(job.retention_keep_months, Some(6));
+        assert_eq!(hourly_default().retention_keep_months, None);
+        for bad in ["0", "1201", "-1"] {
+            let text = format!("schedule = \"5 * * * *\"\nretention_keep_months = {bad}\n");
+            let e = parse(&text).unwrap_err();
+            assert!(e.message.contains("retention_keep_months"), "{e}");
+            assert_eq!(e.position, Some((2, 25)), "{e}");
+        }
+    }
+
+    fn hourly_default() -> Job {
+        parse("schedule = \"5 * * * *\"\n").unwrap()
     }
 
     #[test]

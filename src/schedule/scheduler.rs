@@ -355,7 +355,7 @@ impl Scheduler {
                 run_id = report.run_id,
                 status = report.status.as_str(),
                 "run finished: {}",
-                report.summary(&self.settings.parquet_dir)
+                report.summary(&self.settings.lake)
             ),
             Some(Err(e)) if e.chain().any(|c| c.is::<LockHeld>()) => {
                 tracing::warn!(job, "skipped: {e:#}")
@@ -377,9 +377,12 @@ impl Scheduler {
             follow: job.follow.clone(),
         };
         let stop = runs.stop.child_token();
+        let owned = job.clone();
         let handle = runs.tasks.spawn(async move {
             let settings = settings?;
-            run::execute(&settings, &pool, &request, stop).await
+            let report = run::execute(&settings, &pool, &request, stop).await?;
+            owned.retention_after_run(&settings, &pool).await;
+            Ok(report)
         });
         runs.jobs.insert(handle.id(), job.name.clone());
     }

@@ -49,12 +49,19 @@ pub async fn record_file(
 /// When the run was fenced, a file not yet renamed is dropped (its temporary file removed);
 /// one renamed by an attempt whose commit failed stays where it is for the new owner's
 /// sweep: by then the new owner may use that name for a file of its own.
+///
+/// A lake in an object store has no rename: there the file goes through
+/// [`super::remote::publish`] (upload under `_pending/`, record, then copy into place).
 pub async fn publish(
     pool: &PgPool,
+    lake: &crate::lake::Lake,
     fence: Fence,
     file: SealedFile,
     bound: std::time::Duration,
 ) -> Result<CommittedFile, SinkError> {
+    if let Some(remote) = lake.remote() {
+        return super::remote::publish(pool, remote, fence, file, bound).await;
+    }
     // Each attempt takes the file and hands it back: a retry knows whether it was renamed.
     let slot = std::sync::Mutex::new(Some(file));
     let attempt = || {
@@ -114,6 +121,77 @@ async fn publish_once(
         .await
         .map_err(SinkError::pg("committing a manifest row"));
     (file, committed)
+}
+
+/// Records a run's file uploaded under `pending` (not yet at its final key) and points its
+/// batches at it, in one transaction that checks the run's fence. Repeating it changes nothing.
+pub async fn record_pending(
+    pool: &PgPool,
+    fence: Fence,
+    file: &CommittedFile,
+    pending: &str,
+) -> Result<i64, SinkError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(SinkError::pg("starting a manifest transaction"))?;
+    fence::check(&mut tx, fence).await?;
+    check_name_free(&mut tx, fence.run_id, file).await?;
+    let file_id = record_file_in(&mut tx, fence.run_id, file).await?;
+    sqlx::query("UPDATE receipts.parquet_files SET pending_key = $2 WHERE file_id = $1")
+        .bind(file_id)
+        .bind(pending)
+        .execute(&mut *tx)
+        .await
+        .map_err(SinkError::pg("recording a file's pending upload"))?;
+    tx.commit()
+        .await
+        .map_err(SinkError::pg("committing a manifest row"))?;
+    Ok(file_id)
+}
+
+/// Marks a file as at its final key (its pending object copied there).
+pub async fn clear_pending(pool: &PgPool, file_id: i64) -> Result<(), SinkError> {
+    sqlx::query("UPDATE receipts.parquet_files SET pending_key = NULL WHERE file_id = $1")
+        .bind(file_id)
+        .execute(pool)
+        .await
+        .map_err(SinkError::pg("marking a file as in place"))?;
+    Ok(())
+}
+
+/// A recorded file whose copy to its final key may not have happened.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PendingFile {
+    pub file_id: i64,
+    pub path: String,
+    pub pending_key: String,
+}
+
+/// The run's recorded files still waiting for their copy to the final key.
+pub async fn pending_files(pool: &PgPool, run_id: i64) -> Result<Vec<PendingFile>, SinkError> {
+    sqlx::query_as(
+        "SELECT file_id, path, pending_key FROM receipts.parquet_files
+         WHERE run_id = $1 AND pending_key IS NOT NULL ORDER BY file_id",
+    )
+    .bind(run_id)
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("listing the run's pending files"))
+}
+
+/// Forgets a recorded file that never reached the lake (its pending object lost): its batches
+/// become unexported again, for the repair to write anew. Fenced.
+pub async fn drop_file(pool: &PgPool, fence: Fence, file_id: i64) -> Result<(), SinkError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(SinkError::pg("starting a manifest transaction"))?;
+    fence::check(&mut tx, fence).await?;
+    replace_manifest(&mut tx, &[file_id], &[]).await?;
+    tx.commit()
+        .await
+        .map_err(SinkError::pg("dropping a lost file from the manifest"))
 }
 
 /// Fails when the file's final name is already recorded for rows other than its own (recorded
@@ -217,13 +295,18 @@ pub async fn unexported_batches(
     .map_err(SinkError::pg("listing unexported write batches"))
 }
 
-/// Runs that are no longer running but left batches out of Parquet (a crash, a disk full).
+/// Runs that are no longer running but left batches out of Parquet (a crash, a disk full), or
+/// files of an object-store lake recorded but not yet copied to their final key.
 pub async fn runs_needing_repair(pool: &PgPool) -> Result<Vec<i64>, SinkError> {
     sqlx::query_scalar(
-        "SELECT DISTINCT b.run_id
-         FROM receipts.write_batches b JOIN receipts.export_runs r ON r.run_id = b.run_id
-         WHERE b.parquet_file_id IS NULL AND b.row_count > 0 AND r.status <> 'running'
-         ORDER BY b.run_id",
+        "SELECT DISTINCT x.run_id
+         FROM (SELECT b.run_id FROM receipts.write_batches b
+               WHERE b.parquet_file_id IS NULL AND b.row_count > 0
+               UNION
+               SELECT f.run_id FROM receipts.parquet_files f WHERE f.pending_key IS NOT NULL) x
+         JOIN receipts.export_runs r ON r.run_id = x.run_id
+         WHERE r.status <> 'running'
+         ORDER BY x.run_id",
     )
     .fetch_all(pool)
     .await
@@ -257,6 +340,28 @@ pub async fn listed_paths(pool: &PgPool) -> Result<Vec<String>, SinkError> {
         .fetch_all(pool)
         .await
         .map_err(SinkError::pg("listing the manifest's files"))
+}
+
+/// The paths the manifest lists per capture date from `since` to `until` (both included).
+pub async fn listed_between(
+    pool: &PgPool,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> Result<std::collections::BTreeMap<NaiveDate, Vec<String>>, SinkError> {
+    let rows: Vec<(NaiveDate, String)> = sqlx::query_as(
+        "SELECT capture_date, path FROM receipts.parquet_files
+         WHERE capture_date BETWEEN $1 AND $2 ORDER BY capture_date, path",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("listing the days' Parquet files"))?;
+    let mut out = std::collections::BTreeMap::<NaiveDate, Vec<String>>::new();
+    for (day, path) in rows {
+        out.entry(day).or_default().push(path);
+    }
+    Ok(out)
 }
 
 /// Drops the day's old manifest rows (unpointing their batches first) and records the new
@@ -368,6 +473,25 @@ pub async fn declare_unexported_rows(
     run_date: NaiveDate,
     run_id: i64,
 ) -> Result<(), SinkError> {
+    declare_batch_rows(tx, run_date, run_id, None).await
+}
+
+/// Opens the cursor `rebuild` on the rows of the batches one recorded file holds, in the order
+/// a run writes them, inside the caller's transaction.
+pub async fn declare_file_rows(
+    tx: &mut PgConnection,
+    file: &RecordedFile,
+) -> Result<(), SinkError> {
+    declare_batch_rows(tx, file.run_date, file.run_id, Some(file.file_id)).await
+}
+
+/// The cursor `rebuild` on the run's rows of the batches in `file_id` (`None`: in no file).
+async fn declare_batch_rows(
+    tx: &mut PgConnection,
+    run_date: NaiveDate,
+    run_id: i64,
+    file_id: Option<i64>,
+) -> Result<(), SinkError> {
     sqlx::query(
         "DECLARE rebuild NO SCROLL CURSOR FOR
          SELECT s.run_id, s.run_date, s.batch_no, b.capture_date, s.captured_at, s.group_id,
@@ -375,11 +499,12 @@ pub async fn declare_unexported_rows(
          FROM receipts.write_batches b
          JOIN receipts.receipt_snapshots s
            ON s.run_date = $1 AND s.run_id = b.run_id AND s.batch_no = b.batch_no
-         WHERE b.run_id = $2 AND b.parquet_file_id IS NULL
+         WHERE b.run_id = $2 AND b.parquet_file_id IS NOT DISTINCT FROM $3
          ORDER BY s.batch_no, s.group_id COLLATE \"C\", s.msg_seq",
     )
     .bind(run_date)
     .bind(run_id)
+    .bind(file_id)
     .execute(&mut *tx)
     .await
     .map_err(SinkError::pg("reading unexported rows"))?;
@@ -407,6 +532,46 @@ pub async fn declare_day_rows(
     .execute(&mut *tx)
     .await
     .map_err(SinkError::pg("reading the day's rows"))?;
+    Ok(())
+}
+
+/// A recorded file: its run, where the run's rows are stored, and what the manifest says of it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RecordedFile {
+    pub file_id: i64,
+    pub run_id: i64,
+    pub run_date: NaiveDate,
+    pub capture_date: NaiveDate,
+    pub part: i32,
+    pub row_count: i64,
+    /// Set while the file waits for its copy from `_pending/` (see `sink::remote`).
+    pub pending_key: Option<String>,
+}
+
+/// The manifest's row of the file at `path` (`None`: not listed).
+pub async fn recorded_file(pool: &PgPool, path: &str) -> Result<Option<RecordedFile>, SinkError> {
+    sqlx::query_as(
+        "SELECT f.file_id, f.run_id, r.run_date, f.capture_date, f.part, f.row_count,
+                f.pending_key
+         FROM receipts.parquet_files f JOIN receipts.export_runs r ON r.run_id = f.run_id
+         WHERE f.path = $1",
+    )
+    .bind(path)
+    .fetch_optional(pool)
+    .await
+    .map_err(SinkError::pg("looking up a recorded Parquet file"))
+}
+
+/// Records a file written again under its own key: its new size, and that it is in place.
+pub async fn rewritten(pool: &PgPool, file_id: i64, byte_size: u64) -> Result<(), SinkError> {
+    sqlx::query(
+        "UPDATE receipts.parquet_files SET byte_size = $2, pending_key = NULL WHERE file_id = $1",
+    )
+    .bind(file_id)
+    .bind(byte_size as i64)
+    .execute(pool)
+    .await
+    .map_err(SinkError::pg("recording a rewritten file"))?;
     Ok(())
 }
 

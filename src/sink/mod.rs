@@ -52,6 +52,7 @@ pub mod manifest;
 pub mod parquet;
 pub mod postgres;
 pub mod rebuild;
+pub mod remote;
 
 pub use fence::Fence;
 
@@ -74,6 +75,15 @@ pub enum SinkError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    /// An object store refused or failed a request (after its client's own retries). The key
+    /// is the object's; no credential is part of the message. The store's error is shown here
+    /// and not chained as a source: its message already holds its causes.
+    #[error("while {op} {key} in the object store: {error}")]
+    Store {
+        op: &'static str,
+        key: String,
+        error: object_store::Error,
     },
     /// The Parquet or Arrow library refused to write or read a file.
     #[error("while {op} Parquet file {}: {source}", path.display())]
@@ -109,6 +119,9 @@ pub enum SinkError {
     /// A file holds something other than what this version writes.
     #[error("Parquet file {} is not ours: {reason}", path.display())]
     Foreign { path: PathBuf, reason: String },
+    /// The manifest lists no file at this path.
+    #[error("Parquet file {path} is not in the manifest")]
+    NotListed { path: String },
     /// The run does not exist in `receipts.export_runs`.
     #[error("run {0} is not in receipts.export_runs")]
     UnknownRun(i64),

@@ -7,8 +7,9 @@
 //! matched by `*.parquet` (readers never pick it up), created new with a random part so a
 //! planted link cannot redirect it ([`crate::files`]). A finished file is sealed (footer
 //! written, fsynced) here; renaming it into place and recording it happen together, under the
-//! run's fence, in [`super::manifest::publish`]. This module touches files only, never
-//! Postgres.
+//! run's fence, in [`super::manifest::publish`]. For a lake in an object store the files are
+//! written in a spool directory instead and uploaded by [`super::remote`]. This module touches
+//! files only, never Postgres.
 
 use super::{SinkError, SnapshotRow, WriteBatch};
 use arrow::array::{
@@ -227,6 +228,7 @@ impl PartitionWriter {
             .len();
         Ok(SealedFile {
             temp: Some(file.into_temp_path()),
+            spool: None,
             final_path: self.dir.join(file_name(self.run_id, self.part)),
             info: CommittedFile {
                 relative_path: relative_path(self.capture_date, self.run_id, self.part),
@@ -260,6 +262,8 @@ impl PartitionWriter {
 pub struct SealedFile {
     /// `None` once renamed.
     temp: Option<tempfile::TempPath>,
+    /// For a lake in an object store: the run's spool directory, kept while the file is in it.
+    spool: Option<Arc<tempfile::TempDir>>,
     final_path: PathBuf,
     info: CommittedFile,
 }
@@ -268,6 +272,11 @@ impl SealedFile {
     /// What the manifest records for the file.
     pub fn info(&self) -> &CommittedFile {
         &self.info
+    }
+
+    /// Where the complete file is while it waits (`None` once renamed into place).
+    pub fn temp_path(&self) -> Option<&Path> {
+        self.temp.as_deref()
     }
 
     /// Renames the file to its final name (replacing whatever is there: a link planted there is
@@ -363,6 +372,9 @@ pub(crate) fn columns(run_id: i64, rows: &[SnapshotRow], tz: &str) -> Vec<ArrayR
 /// which file holds each batch.
 pub struct RunParquet {
     root: PathBuf,
+    /// For a lake in an object store: a directory of this process's own (random name, removed
+    /// when the last file in it is gone) where files are written before their upload.
+    spool: Option<Arc<tempfile::TempDir>>,
     /// Set when rebuilding a day: every file goes into this directory instead.
     staging_dir: Option<PathBuf>,
     run_id: i64,
@@ -377,6 +389,7 @@ impl RunParquet {
     pub fn new(root: impl Into<PathBuf>, run_id: i64, next_part: i32) -> RunParquet {
         RunParquet {
             root: root.into(),
+            spool: None,
             staging_dir: None,
             run_id,
             next_part,
@@ -391,6 +404,28 @@ impl RunParquet {
             staging_dir: Some(dir.into()),
             ..RunParquet::new(PathBuf::new(), run_id, next_part)
         }
+    }
+
+    /// Writes into the lake's directory, or for a lake in an object store into a new spool
+    /// directory under the system's temporary directory (`TMPDIR`), to be uploaded from there.
+    pub fn for_lake(
+        lake: &crate::lake::Lake,
+        run_id: i64,
+        next_part: i32,
+    ) -> Result<RunParquet, SinkError> {
+        let Some(_) = lake.remote() else {
+            let dir = lake.local_dir().expect("a lake is local or remote");
+            return Ok(RunParquet::new(dir, run_id, next_part));
+        };
+        let spool = crate::files::spool_dir().map_err(SinkError::io(
+            "creating a spool directory in",
+            std::env::temp_dir(),
+        ))?;
+        let spool = Arc::new(spool);
+        Ok(RunParquet {
+            spool: Some(spool.clone()),
+            ..RunParquet::staged(spool.path(), run_id, next_part)
+        })
     }
 
     /// Sets the row count after which a file is committed and a new part begins.
@@ -413,7 +448,8 @@ impl RunParquet {
             w.row_count() > 0 && w.row_count() + batch.rows.len() as u64 > self.max_rows_per_file
         });
         if full {
-            committed.push(self.open.remove(&date).expect("checked above").seal()?);
+            let writer = self.open.remove(&date).expect("checked above");
+            committed.push(self.seal(writer)?);
         }
         if !self.open.contains_key(&date) {
             if batch.rows.is_empty() {
@@ -441,7 +477,13 @@ impl RunParquet {
     /// Seals every open file (they still need renaming into place).
     pub fn finish(mut self) -> Result<Vec<SealedFile>, SinkError> {
         let open = std::mem::take(&mut self.open);
-        open.into_values().map(PartitionWriter::seal).collect()
+        open.into_values().map(|w| self.seal(w)).collect()
+    }
+
+    fn seal(&self, writer: PartitionWriter) -> Result<SealedFile, SinkError> {
+        let mut sealed = writer.seal()?;
+        sealed.spool = self.spool.clone();
+        Ok(sealed)
     }
 
     /// Gives up: removes every open file's temporary file.

@@ -10,6 +10,7 @@ use super::parquet::{
     TABLE_DIR,
 };
 use super::{Fence, SinkError, SnapshotRow, WriteBatch};
+use crate::lake::Lake;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeSet, HashSet};
@@ -35,20 +36,27 @@ pub struct RepairReport {
 /// [`SinkError::Fenced`].
 pub async fn rebuild_run(
     pool: &PgPool,
-    parquet_dir: &Path,
+    lake: &Lake,
     fence: Fence,
 ) -> Result<RepairReport, SinkError> {
     let run_id = fence.run_id;
     let run_date = manifest::run_date(pool, run_id)
         .await?
         .ok_or(SinkError::UnknownRun(run_id))?;
-    let removed = remove_strays(pool, parquet_dir, run_id).await?;
+    let removed = match lake {
+        Lake::Local(dir) => remove_strays(pool, dir, run_id).await?,
+        Lake::Remote(remote) => super::remote::repair_run(pool, remote, fence)
+            .await?
+            .into_iter()
+            .map(PathBuf::from)
+            .collect(),
+    };
     let mut cursor = pool
         .begin()
         .await
         .map_err(SinkError::pg("starting the repair read"))?;
     manifest::declare_unexported_rows(&mut cursor, run_date, run_id).await?;
-    let target = Target::Live(parquet_dir.to_path_buf(), fence);
+    let target = Target::Live(lake.clone(), fence);
     let files = drain_cursor(pool, &mut cursor, target).await?;
     cursor
         .rollback()
@@ -376,7 +384,7 @@ fn exchange(a: &Path, b: &Path) -> Result<(), SinkError> {
 enum Target {
     /// The live partition directories (repairing a run: new parts next to the recorded ones),
     /// each file published at once under the run's fence.
-    Live(PathBuf, Fence),
+    Live(Lake, Fence),
     /// One staging directory (rebuilding one day): files renamed inside it, recorded by the
     /// caller with the swap.
     Staged(PathBuf),
@@ -470,7 +478,7 @@ impl Rewriter<'_> {
             self.finish_writer().await?;
             let part = manifest::next_part(self.pool, batch.run_id).await?;
             let writer = match &self.target {
-                Target::Live(root, _) => RunParquet::new(root, batch.run_id, part),
+                Target::Live(lake, _) => RunParquet::for_lake(lake, batch.run_id, part)?,
                 Target::Staged(dir) => RunParquet::staged(dir, batch.run_id, part),
             };
             self.writer = Some((batch.run_id, writer));
@@ -495,9 +503,10 @@ impl Rewriter<'_> {
 
     async fn committed(&mut self, run_id: i64, files: Vec<SealedFile>) -> Result<(), SinkError> {
         for file in files {
-            let file = match self.target {
-                Target::Live(_, fence) => {
-                    manifest::publish(self.pool, fence, file, std::time::Duration::ZERO).await?
+            let file = match &self.target {
+                Target::Live(lake, fence) => {
+                    manifest::publish(self.pool, lake, *fence, file, std::time::Duration::ZERO)
+                        .await?
                 }
                 Target::Staged(_) => {
                     blocking(move || {

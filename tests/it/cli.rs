@@ -334,3 +334,62 @@ fn the_readme_lists_every_setting_as_declared() {
         assert_eq!(row[3], default, "{}'s default", s.env);
     }
 }
+
+#[test]
+fn a_lake_location_with_another_scheme_or_clear_http_is_refused_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let refused: &[Case] = &[
+        (
+            "ftp://host/lake",
+            &[],
+            "the scheme 'ftp://' is not supported",
+        ),
+        ("s3:///lake", &[], "bucket (container) name is missing"),
+        (
+            "s3://lake-test/p",
+            &[
+                ("AWS_ENDPOINT_URL", "http://10.1.2.3:9000"),
+                ("AWS_ALLOW_HTTP", "true"),
+            ],
+            "loopback",
+        ),
+        (
+            "s3://lake-test/p",
+            &[("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")],
+            "set AWS_ALLOW_HTTP=true",
+        ),
+        (
+            "s3://lake-test/p",
+            &[("AWS_ALLOW_HTTP", "true")],
+            "loopback",
+        ),
+    ];
+    for (location, vars, needle) in refused {
+        let out = run(exporter()
+            .current_dir(dir.path())
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .env("EXPORT_PARQUET_DIR", location)
+            .envs(vars.iter().copied())
+            .arg("migrate"));
+        assert_eq!(out.status.code(), Some(2), "{location} {vars:?}");
+        let err = stderr(&out);
+        assert!(err.contains("EXPORT_PARQUET_DIR"), "{err}");
+        assert!(err.contains(needle), "{location} {vars:?}: {err}");
+    }
+    // Nothing named after the scheme was created (it used to be a directory `ftp:`).
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A bare path and file:// stay local; s3:// with a loopback endpoint is accepted: the
+    // command gets past its settings to the (unreachable) database.
+    for location in ["./lake", "file:///tmp/lake", "s3://lake-test/p"] {
+        let out = run(exporter()
+            .current_dir(dir.path())
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .env("EXPORT_PARQUET_DIR", location)
+            .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9000")
+            .env("AWS_ALLOW_HTTP", "true")
+            .arg("migrate"));
+        assert_ne!(out.status.code(), Some(2), "{location}");
+        assert!(!stderr(&out).contains("EXPORT_PARQUET_DIR"), "{location}");
+    }
+}

@@ -577,3 +577,69 @@ async fn a_postgres_restart_mid_run_is_ridden_out_and_the_run_succeeds_with_exac
     assert!(hidden.is_empty(), "{hidden:?}");
     pool.close().await;
 }
+
+/// The same race in a lake on object storage: run A (job a) has uploaded its file under
+/// `_pending/` and not yet recorded it when it freezes past its lease; job b's repair takes it
+/// over, deletes the unrecorded upload and writes A's committed batches anew. Woken up, A
+/// cannot record (fenced) and its upload never becomes visible: the bucket holds each row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_object_storage_a_frozen_runs_unrecorded_upload_never_becomes_visible() {
+    let s3 = crate::s3::S3Server::start();
+    let t = TwoJobs::new().await;
+    let on_s3 = |mut cmd: Command| {
+        s3.env(&mut cmd).env("EXPORT_PARQUET_DIR", s3.url("fenced"));
+        cmd
+    };
+    let pauses = tempfile::tempdir().unwrap();
+    let pause = pauses.path().join("a-during-upload");
+    let a = spawn(
+        on_s3(t.run("a"))
+            .env("EXPORT_LOCK_RECONNECT_TIMEOUT", "5")
+            .env(PAUSE_ENV, "during_upload:1")
+            .env(PAUSE_FILE_ENV, &pause),
+    );
+    wait_for_file(&pause, Duration::from_secs(60)).await;
+    let uploads = s3.keys("fenced/_pending").await;
+    assert_eq!(uploads.len(), 1, "A's upload waits under _pending/");
+    assert!(s3.visible("fenced").await.is_empty());
+    signal(&a, "STOP");
+    assert!(kill_lock_session(&t.db, "a").await);
+    wait_for_lease_to_run_out(&t.db, 1).await;
+
+    let b = run(&mut on_s3(t.run("b")));
+    assert_eq!(b.status.code(), Some(0));
+    assert_eq!(t.status(1).await, "abandoned");
+    let pending: Vec<String> = s3
+        .keys("fenced/_pending")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        !pending.contains(&uploads[0].0),
+        "the repair deleted A's unrecorded upload"
+    );
+    assert_eq!(s3.snapshots("fenced").await, pg_snapshots(&t.db).await);
+
+    std::fs::remove_file(&pause).unwrap();
+    signal(&a, "CONT");
+    let a = finish(a);
+    assert_eq!(a.status.code(), Some(1), "a fenced run exits 1");
+    assert!(
+        stderr(&a).contains("fenced by run 2 (job b)"),
+        "{}",
+        stderr(&a)
+    );
+    let pg = pg_snapshots(&t.db).await;
+    assert_eq!(rows_of(&pg, 1), t.expected("a"));
+    assert_eq!(
+        s3.snapshots("fenced").await,
+        pg,
+        "each row once in the bucket"
+    );
+    assert!(
+        s3.keys("fenced/_pending").await.is_empty(),
+        "no upload left"
+    );
+    assert!(s3.unfinished_uploads().is_empty());
+}

@@ -100,7 +100,10 @@ pub fn with_database(url: &str, database: &str) -> String {
 pub fn exporter() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_receipt-exporter"));
     for (key, _) in std::env::vars() {
-        if key.starts_with("TIM_") || key.starts_with("EXPORT_") || key == "DATABASE_URL" {
+        let store = ["AWS_", "GOOGLE_", "AZURE_"]
+            .iter()
+            .any(|p| key.starts_with(p));
+        if key.starts_with("TIM_") || key.starts_with("EXPORT_") || key == "DATABASE_URL" || store {
             cmd.env_remove(key);
         }
     }
@@ -199,10 +202,19 @@ pub async fn pg_snapshots_in(pool: &PgPool) -> Vec<Snap> {
 /// Every snapshot in the visible Parquet files under `dir` (hidden files skipped, as readers
 /// do), sorted; read with the parquet crate.
 pub fn parquet_snapshots(dir: &std::path::Path) -> Vec<Snap> {
-    use arrow::array::{AsArray, Int32Array, Int64Array, TimestampMicrosecondArray};
     let mut out = Vec::new();
     for path in visible_parquet_files(dir) {
         let file = std::fs::File::open(&path).unwrap();
+        push_snaps(file, &mut out);
+    }
+    out.sort();
+    out
+}
+
+/// Appends the rows of one snapshot file (a local file, or an object's bytes).
+pub fn push_snaps(file: impl parquet::file::reader::ChunkReader + 'static, out: &mut Vec<Snap>) {
+    use arrow::array::{AsArray, Int32Array, Int64Array, TimestampMicrosecondArray};
+    {
         let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
             .unwrap()
             .build()
@@ -241,8 +253,6 @@ pub fn parquet_snapshots(dir: &std::path::Path) -> Vec<Snap> {
             }
         }
     }
-    out.sort();
-    out
 }
 
 /// Visible `.parquet` files under `dir`, recursively.

@@ -21,6 +21,8 @@ mod pull;
 mod retention;
 mod roles;
 mod run;
+mod s3;
+mod s3_lake;
 mod schedule;
 mod secrets;
 mod sim;

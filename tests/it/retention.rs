@@ -351,3 +351,52 @@ async fn the_drop_function_refuses_recent_months_and_months_not_in_the_lake() {
         .unwrap();
     assert_eq!(retired, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_with_retention_keep_months_applies_it_after_each_scheduled_run_only() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = tempfile::tempdir().unwrap();
+    let job = jobs.path().join("hourly.toml");
+    std::fs::write(
+        &job,
+        "schedule = \"5 * * * *\"\ntags = [\"none\"]\nretention_keep_months = 1\n",
+    )
+    .unwrap();
+    let sim = simulator(1, 10, |_| {});
+    let today = Utc::now().date_naive();
+    let m4 = month_start(today) - Months::new(4);
+    create_month_partition(&db, m4).await;
+    let old = old_run(&db, m4 + chrono::Days::new(3), false).await;
+    let parts_before = partitions(&db).await;
+    let run_job = |scheduled: bool| {
+        let mut cmd = exporter_for(&db, &sim.base_url(), dir.path());
+        cmd.arg("run").args(["--job", job.to_str().unwrap()]);
+        if scheduled {
+            cmd.arg("--scheduled");
+        }
+        run(&mut cmd)
+    };
+
+    // A manual run of the job: its repair writes the old run's rows to the lake (they were
+    // never exported), and no retention follows a manual run.
+    assert_eq!(run_job(false).status.code(), Some(0));
+    assert_eq!(rows_of(&parquet_snapshots(dir.path()), old).len(), 30);
+    assert_eq!(partitions(&db).await, parts_before);
+    // A scheduled run of the job drops the month the lake holds whole.
+    let out = run_job(true);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("dropped 1 month(s)"),
+        "{}",
+        stderr(&out)
+    );
+    let parts = partitions(&db).await;
+    assert_eq!(parts.len(), parts_before.len() - 1, "{parts:?}");
+    assert!(pg_snapshots(&db).await.iter().all(|s| s.run_id != old));
+    assert_eq!(
+        rows_of(&parquet_snapshots(dir.path()), old).len(),
+        30,
+        "the lake keeps the retired run"
+    );
+}

@@ -170,3 +170,50 @@ async fn a_wide_key_file_warns_once_and_only_where_the_key_is_read() {
     assert_eq!(stderr(&out).matches("readable by others").count(), 1);
     sim.shutdown().await;
 }
+
+/// The object store's secret key is never printed: a run into s3:// at trace level in both log
+/// formats, `doctor`, `lake verify`, and a run whose store cannot be reached (its errors name
+/// the bucket and key, never the credentials).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_object_store_secret_in_any_output() {
+    use crate::s3::{S3Server, SECRET_ACCESS_KEY};
+    let s3 = S3Server::start();
+    let db = TestDb::new().await;
+    let sim = simulator(2, 30, |_| {});
+    track_all(&db, &group_ids(&sim), 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let exporter_s3 = |endpoint: &str| {
+        let mut cmd = exporter_for(&db, &sim.base_url(), dir.path());
+        s3.env(&mut cmd)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("EXPORT_PARQUET_DIR", s3.url("secret-scan"))
+            .env("RUST_LOG", "trace");
+        cmd
+    };
+    let mut outputs = Vec::new();
+    for format in ["human", "json"] {
+        outputs.push(run(exporter_s3(&s3.endpoint)
+            .env("EXPORT_LOG_FORMAT", format)
+            .arg("run")));
+    }
+    assert_eq!(outputs[0].status.code(), Some(0));
+    outputs.push(run(exporter_s3(&s3.endpoint).arg("doctor")));
+    outputs.push(run(exporter_s3(&s3.endpoint).args(["lake", "verify"])));
+    // Nothing listens on port 9: the run fails on the store and says so.
+    let unreachable = run(exporter_s3("http://127.0.0.1:9").arg("run"));
+    assert_ne!(unreachable.status.code(), Some(0));
+    assert!(
+        stdout(&unreachable).contains("while uploading secret-scan/_pending/"),
+        "{}",
+        stdout(&unreachable)
+    );
+    outputs.push(unreachable);
+    for out in &outputs {
+        for text in [stdout(out), stderr(out)] {
+            assert!(
+                !text.contains(SECRET_ACCESS_KEY),
+                "the store's secret key was printed"
+            );
+        }
+    }
+}

@@ -3,6 +3,7 @@
 
 use crate::helpers::TestDb;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use receipt_exporter::lake::Lake;
 use receipt_exporter::sink::fence::{take_over, TakeOver};
 use receipt_exporter::sink::manifest::{self, record_file};
 use receipt_exporter::sink::parquet::{
@@ -631,7 +632,9 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
     );
     let owner = taken(&db.pool, run).await;
     assert_eq!(owner.epoch, 2);
-    let report = rebuild_run(&db.pool, root, owner).await.unwrap();
+    let report = rebuild_run(&db.pool, &Lake::Local(root.to_path_buf()), owner)
+        .await
+        .unwrap();
     let mut removed = report.removed.clone();
     removed.sort();
     let mut want = vec![temp_path, legacy_temp, root.join(&orphan.relative_path)];
@@ -657,9 +660,13 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
     assert_eq!(mine, as_parquet(&pg_rows(&db.pool, run).await));
 
     // A second repair finds nothing to do.
-    let again = rebuild_run(&db.pool, root, taken(&db.pool, run).await)
-        .await
-        .unwrap();
+    let again = rebuild_run(
+        &db.pool,
+        &Lake::Local(root.to_path_buf()),
+        taken(&db.pool, run).await,
+    )
+    .await
+    .unwrap();
     assert_eq!((again.removed.len(), again.files.len()), (0, 0));
     assert!(matches!(
         take_over(&db.pool, 9999, "a test repair").await,
@@ -672,6 +679,7 @@ async fn publishing_never_replaces_a_file_the_manifest_counts_on() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    let local = Lake::Local(root.to_path_buf());
     let run = new_run(&db.pool, "running").await;
     let (b1, b2) = (batch(run, 1, "g", 1, 5, 1), batch(run, 2, "g", 10, 3, 1));
     write(&db.pool, &b1).await.unwrap();
@@ -682,11 +690,11 @@ async fn publishing_never_replaces_a_file_the_manifest_counts_on() {
         p.append(b).unwrap();
         p.finish().unwrap().remove(0)
     };
-    let first = manifest::publish(&db.pool, fence(run), sealed(&b1), bound)
+    let first = manifest::publish(&db.pool, &local, fence(run), sealed(&b1), bound)
         .await
         .unwrap();
     // The same name again, for other rows (as if a rebuild had used it): refused, untouched.
-    let err = manifest::publish(&db.pool, fence(run), sealed(&b2), bound)
+    let err = manifest::publish(&db.pool, &local, fence(run), sealed(&b2), bound)
         .await
         .unwrap_err();
     assert!(matches!(err, SinkError::AlreadyRecorded { .. }), "{err}");
@@ -710,6 +718,7 @@ async fn a_taken_over_run_can_commit_publish_and_record_nothing_more() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
+    let local = Lake::Local(root.to_path_buf());
     let run = new_run(&db.pool, "running").await;
     write(&db.pool, &batch(run, 1, "g", 1, 5, 1)).await.unwrap();
     let mut parquet = RunParquet::new(root, run, 1);
@@ -729,7 +738,7 @@ async fn a_taken_over_run_can_commit_publish_and_record_nothing_more() {
     assert!(fenced(write(&db.pool, &batch(run, 2, "g", 10, 5, 1)).await));
     let bound = std::time::Duration::from_secs(1);
     assert!(fenced(
-        manifest::publish(&db.pool, fence(run), sealed, bound).await
+        manifest::publish(&db.pool, &local, fence(run), sealed, bound).await
     ));
     assert!(
         std::fs::read_dir(&temp_dir).unwrap().next().is_none(),
@@ -760,7 +769,9 @@ async fn a_taken_over_run_can_commit_publish_and_record_nothing_more() {
     );
 
     // The new owner writes under its own fence.
-    let report = rebuild_run(&db.pool, root, owner).await.unwrap();
+    let report = rebuild_run(&db.pool, &Lake::Local(root.to_path_buf()), owner)
+        .await
+        .unwrap();
     assert_eq!(report.removed, [root.join(&late.relative_path)]);
     assert_eq!(report.rows, 5);
 }

@@ -10,6 +10,7 @@
 //! never two copies of a row. Runs still `running` (but the current one) are left alone until
 //! the repair at a run's start marks them abandoned.
 
+use crate::lake::Lake;
 use crate::sink::parquet::sync_dir;
 use crate::tracking::details::{self as store, EventRow};
 use arrow::array::{
@@ -55,15 +56,15 @@ pub fn relative_path(capture_date: NaiveDate, run_id: i64) -> String {
 
 /// Writes the files of run `run_id` and of every crashed run or failed lake write whose files
 /// are not all recorded. Returns the files written.
-pub async fn export(pool: &PgPool, root: &Path, run_id: i64) -> anyhow::Result<u64> {
+pub async fn export(pool: &PgPool, lake: &Lake, run_id: i64) -> anyhow::Result<u64> {
     let mut written = 0;
     for run in store::runs_missing_lake_copy(pool, run_id).await? {
-        written += export_run(pool, root, run).await?;
+        written += export_run(pool, lake, run).await?;
     }
     Ok(written)
 }
 
-async fn export_run(pool: &PgPool, root: &Path, run_id: i64) -> anyhow::Result<u64> {
+async fn export_run(pool: &PgPool, lake: &Lake, run_id: i64) -> anyhow::Result<u64> {
     let mut by_date: BTreeMap<NaiveDate, Vec<EventRow>> = BTreeMap::new();
     for row in store::events_of_run(pool, run_id).await? {
         by_date
@@ -75,7 +76,10 @@ async fn export_run(pool: &PgPool, root: &Path, run_id: i64) -> anyhow::Result<u
     let mut written = 0;
     for (date, rows) in by_date.into_iter().filter(|(d, _)| !done.contains(d)) {
         let path = relative_path(date, run_id);
-        let bytes = write_file(&root.join(&path), run_id, &rows)?;
+        let bytes = match lake {
+            Lake::Local(root) => write_file(&root.join(&path), run_id, &rows)?,
+            Lake::Remote(remote) => put_file(remote, &path, run_id, &rows).await?,
+        };
         store::record_lake_file(pool, run_id, date, &path, rows.len() as u64, bytes).await?;
         written += 1;
     }
@@ -103,6 +107,21 @@ fn write_file(path: &Path, run_id: i64, rows: &[EventRow]) -> anyhow::Result<u64
     // The rename replaces a link planted at the final name instead of following it.
     temp.persist(path).map_err(|e| e.error)?;
     sync_dir(dir)?;
+    Ok(size)
+}
+
+/// In an object store: the file written to a temporary file, then PUT at its fixed key (one
+/// atomic object creation, replacing an unrecorded copy as the local rename does).
+async fn put_file(
+    remote: &crate::lake::Remote,
+    path: &str,
+    run_id: i64,
+    rows: &[EventRow],
+) -> anyhow::Result<u64> {
+    let spool = crate::files::spool_dir()?;
+    let local = spool.path().join("events.parquet");
+    let size = write_file(&local, run_id, rows)?;
+    crate::sink::remote::put_file(remote, &local, path).await?;
     Ok(size)
 }
 

@@ -178,7 +178,7 @@ pub async fn pull(
     stop: &CancellationToken,
 ) -> anyhow::Result<DetailFigures> {
     let mut figures = pull_lists(pool, client, settings, run_id, tags, stop).await?;
-    match lake::export(pool, &settings.parquet_dir, run_id).await {
+    match lake::export(pool, &settings.lake, run_id).await {
         Ok(n) => figures.lake_files = n,
         Err(e) => {
             tracing::warn!(

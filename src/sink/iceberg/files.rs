@@ -7,6 +7,7 @@ use super::IcebergLake;
 use crate::sink::SinkError;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
 use object_store::ObjectStore;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -22,36 +23,30 @@ fn listing_error(location: &str) -> impl FnOnce(object_store::Error) -> SinkErro
     move |e| SinkError::IcebergState(format!("could not list the files under {location}: {e}"))
 }
 
-/// Every file under `location` (a directory of the lake: `file:///...` or `s3://...`).
-pub async fn list(location: &str) -> Result<Vec<Listed>, SinkError> {
-    let (store, prefix, base): (
-        Arc<dyn ObjectStore>,
-        Option<object_store::path::Path>,
-        String,
-    ) = if let Some(path) = location.strip_prefix("file://") {
-        if !std::path::Path::new(path).exists() {
-            return Ok(Vec::new());
-        }
-        let store = object_store::local::LocalFileSystem::new_with_prefix(path)
-            .map_err(listing_error(location))?;
-        (Arc::new(store), None, location.to_string())
-    } else if let Some(rest) = location
-        .strip_prefix("s3://")
-        .or_else(|| location.strip_prefix("s3a://"))
-    {
-        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-        let store = object_store::aws::AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .build()
-            .map_err(listing_error(location))?;
-        let prefix = (!key.is_empty()).then(|| object_store::path::Path::from(key));
-        let scheme = location.split_once("://").map_or("s3", |(s, _)| s);
-        (Arc::new(store), prefix, format!("{scheme}://{bucket}"))
-    } else {
-        return Err(SinkError::IcebergConfig(format!(
-            "cannot list {location}: only file:// and s3:// locations are supported"
-        )));
-    };
+/// Every file under `location`, a directory of the lake (`file:///...` or `s3://...`): on the
+/// local disk through object_store's local store, in S3 through the lake's own store.
+pub async fn list(lake: &IcebergLake, location: &str) -> Result<Vec<Listed>, SinkError> {
+    let (store, prefix, base): (Arc<dyn ObjectStore>, Option<ObjectPath>, String) =
+        if let Some(path) = location.strip_prefix("file://") {
+            if !std::path::Path::new(path).exists() {
+                return Ok(Vec::new());
+            }
+            let store = object_store::local::LocalFileSystem::new_with_prefix(path)
+                .map_err(listing_error(location))?;
+            (Arc::new(store), None, location.to_string())
+        } else {
+            let remote = lake.lake().remote().ok_or_else(|| {
+                SinkError::IcebergState(format!("cannot list {location}: not in the lake"))
+            })?;
+            let (scheme, rest) = location.split_once("://").unwrap_or(("s3", location));
+            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+            let prefix = (!key.is_empty()).then(|| ObjectPath::from(key));
+            (
+                remote.store().clone(),
+                prefix,
+                format!("{scheme}://{bucket}"),
+            )
+        };
     let objects: Vec<object_store::ObjectMeta> = store
         .list(prefix.as_ref())
         .try_collect()
@@ -84,7 +79,7 @@ pub async fn remove_run_strays(
             super::PARTITION_FIELD,
             date.format("%Y-%m-%d")
         );
-        listed.extend(list(&dir).await?);
+        listed.extend(list(lake, &dir).await?);
     }
     let mut removed = Vec::new();
     for file in listed {

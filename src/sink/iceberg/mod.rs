@@ -27,7 +27,6 @@ use iceberg::spec::{
 use iceberg::table::Table;
 use iceberg::{MetadataLocation, TableCreation, TableIdent};
 use sqlx::{PgConnection, PgPool};
-use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -75,25 +74,49 @@ pub struct IcebergLake {
     file_io: FileIO,
     /// The lake as a URI without a trailing slash: `file:///abs/dir` or `s3://bucket/prefix`.
     warehouse: String,
+    /// The lake as the rest of the house opened it (its object store lists the table's files).
+    lake: crate::lake::Lake,
 }
 
 impl IcebergLake {
-    /// The lake at `dir` (a local directory, made absolute, or `s3://bucket/prefix`, reached
-    /// with the standard AWS variables: see [`s3_properties`]).
-    pub fn new(dir: &Path) -> Result<IcebergLake, SinkError> {
-        let text = dir.to_string_lossy();
-        let mut props = Vec::new();
-        let warehouse = if text.starts_with("s3://") || text.starts_with("s3a://") {
-            props = s3_properties(|k| std::env::var(k).ok())?;
-            text.trim_end_matches('/').to_string()
-        } else {
-            // Made absolute, not resolved: the same setting names the same table on every run.
-            let abs = std::path::absolute(dir).map_err(SinkError::io("resolving", dir))?;
-            format!("file://{}", abs.to_string_lossy().trim_end_matches('/'))
+    /// The lake (a local directory, made absolute, or `s3://bucket/prefix`, reached with the
+    /// same standard AWS variables as the rest of the lake: see [`s3_properties`]). GCS and
+    /// Azure lakes are refused: the build's Iceberg storage has S3 and the local disk only.
+    pub fn new(lake: &crate::lake::Lake) -> Result<IcebergLake, SinkError> {
+        use crate::lake::{Lake, Location, Scheme};
+        let (warehouse, props) = match lake {
+            Lake::Local(dir) => {
+                // Made absolute, not resolved: the same setting names the same table on every run.
+                let abs = std::path::absolute(dir).map_err(SinkError::io("resolving", dir))?;
+                let text = abs.to_string_lossy().trim_end_matches('/').to_string();
+                (format!("file://{text}"), Vec::new())
+            }
+            Lake::Remote(remote) => match remote.location() {
+                Location::Remote {
+                    scheme: Scheme::S3, ..
+                } => (
+                    remote.location().to_string().trim_end_matches('/').to_string(),
+                    s3_properties(&crate::lake::S3Env::from_env()),
+                ),
+                other => {
+                    return Err(SinkError::IcebergConfig(format!(
+                        "the Iceberg table needs a lake on the local disk or in S3 (s3://BUCKET/PREFIX), not {other}: set EXPORT_PARQUET_DIR to one, or EXPORT_TABLE_FORMAT=parquet"
+                    )))
+                }
+            },
         };
         let factory = Arc::new(iceberg_storage_opendal::OpenDalResolvingStorageFactory::new());
         let file_io = FileIOBuilder::new(factory).with_props(props).build();
-        Ok(IcebergLake { file_io, warehouse })
+        Ok(IcebergLake {
+            file_io,
+            warehouse,
+            lake: lake.clone(),
+        })
+    }
+
+    /// The lake as the rest of the house opened it.
+    pub fn lake(&self) -> &crate::lake::Lake {
+        &self.lake
     }
 
     /// The table's location: `<lake>/receipts/receipt_snapshots`.
@@ -214,9 +237,9 @@ pub struct IcebergTarget {
 }
 
 impl IcebergTarget {
-    /// Opens the table in the lake at `dir`, creating it when the catalog lacks it.
-    pub async fn open(dir: &Path, pool: &PgPool) -> Result<IcebergTarget, SinkError> {
-        let lake = IcebergLake::new(dir)?;
+    /// Opens the table in the lake, creating it when the catalog lacks it.
+    pub async fn open(lake: &crate::lake::Lake, pool: &PgPool) -> Result<IcebergTarget, SinkError> {
+        let lake = IcebergLake::new(lake)?;
         let table = lake.ensure_table(pool).await?;
         Ok(IcebergTarget { lake, table })
     }
@@ -248,42 +271,31 @@ fn table_properties() -> Vec<(String, String)> {
     .collect()
 }
 
-/// The FileIO properties (`s3.*`) from the standard AWS variables, looked up by `var`:
-/// `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, `AWS_REGION` (else
-/// `AWS_DEFAULT_REGION`), `AWS_ENDPOINT_URL` (else `AWS_ENDPOINT`: an S3-compatible server,
-/// addressed path-style). An `http://` endpoint is refused unless `AWS_ALLOW_HTTP=true`.
-pub fn s3_properties(
-    var: impl Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>, SinkError> {
-    let var = |k: &str| var(k).filter(|v| !v.is_empty());
+/// The FileIO properties (`s3.*`) from the standard AWS variables, as the lake's object store
+/// reads them ([`crate::lake::S3Env`]; the endpoint was checked when the lake was opened): an
+/// endpoint of an S3-compatible server is addressed path-style.
+pub fn s3_properties(env: &crate::lake::S3Env) -> Vec<(String, String)> {
     let mut props = Vec::new();
-    let mut put = |key: &str, value: Option<String>| {
+    let mut put = |key: &str, value: Option<&str>| {
         if let Some(v) = value {
-            props.push((key.to_string(), v));
+            props.push((key.to_string(), v.to_string()));
         }
     };
-    put("s3.access-key-id", var("AWS_ACCESS_KEY_ID"));
-    put("s3.secret-access-key", var("AWS_SECRET_ACCESS_KEY"));
-    put("s3.session-token", var("AWS_SESSION_TOKEN"));
+    put("s3.access-key-id", env.access_key_id.as_deref());
     put(
-        "s3.region",
-        var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+        "s3.secret-access-key",
+        env.secret_access_key.as_ref().map(|s| s.expose()),
     );
-    let (name, endpoint) = match var("AWS_ENDPOINT_URL") {
-        Some(e) => ("AWS_ENDPOINT_URL", Some(e)),
-        None => ("AWS_ENDPOINT", var("AWS_ENDPOINT")),
-    };
-    if let Some(endpoint) = endpoint {
-        let allow_http = var("AWS_ALLOW_HTTP").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-        if endpoint.starts_with("http://") && !allow_http {
-            return Err(SinkError::IcebergConfig(format!(
-                "{name} is a plain http:// endpoint ({endpoint}): set AWS_ALLOW_HTTP=true to allow it, or use https://"
-            )));
-        }
+    put(
+        "s3.session-token",
+        env.session_token.as_ref().map(|s| s.expose()),
+    );
+    put("s3.region", env.region.as_deref());
+    if let Some(endpoint) = env.endpoint.as_deref() {
         put("s3.endpoint", Some(endpoint));
-        put("s3.path-style-access", Some("true".to_string()));
+        put("s3.path-style-access", Some("true"));
     }
-    Ok(props)
+    props
 }
 
 async fn metadata_location(
@@ -349,39 +361,26 @@ pub(crate) async fn swap_pointer(
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: std::collections::HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
     #[test]
     fn aws_variables_become_s3_properties() {
-        let props = s3_properties(vars(&[
-            ("AWS_ACCESS_KEY_ID", "ak"),
-            ("AWS_SECRET_ACCESS_KEY", "sk"),
-            ("AWS_DEFAULT_REGION", "eu-west-1"),
-            ("AWS_ENDPOINT", "http://127.0.0.1:9000"),
-            ("AWS_ALLOW_HTTP", "true"),
-        ]))
-        .unwrap();
+        let env = crate::lake::S3Env {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("eu-west-1".into()),
+            allow_http: true,
+            access_key_id: Some("ak".into()),
+            secret_access_key: Some(crate::secret::Secret::new("sk")),
+            session_token: None,
+        };
+        let props = s3_properties(&env);
         let get = |k: &str| props.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
         assert_eq!(get("s3.access-key-id"), Some("ak"));
         assert_eq!(get("s3.secret-access-key"), Some("sk"));
         assert_eq!(get("s3.region"), Some("eu-west-1"));
         assert_eq!(get("s3.endpoint"), Some("http://127.0.0.1:9000"));
         assert_eq!(get("s3.path-style-access"), Some("true"));
-    }
-
-    #[test]
-    fn a_plain_http_endpoint_needs_aws_allow_http() {
-        let refused = s3_properties(vars(&[("AWS_ENDPOINT_URL", "http://10.0.0.1:9000")]));
-        let message = refused.unwrap_err().to_string();
-        assert!(message.contains("AWS_ALLOW_HTTP=true"), "{message}");
-        let props = s3_properties(vars(&[("AWS_ENDPOINT_URL", "https://s3.example")])).unwrap();
-        assert!(props.iter().any(|(k, _)| k == "s3.endpoint"), "{props:?}");
+        assert_eq!(get("s3.session-token"), None);
+        let plain = s3_properties(&crate::lake::S3Env::default());
+        assert!(plain.is_empty(), "{plain:?}");
     }
 
     fn is_text(t: &arrow::datatypes::DataType) -> bool {

@@ -1,0 +1,500 @@
+//! Where the lake is: a local directory, or a prefix in an object store (S3, GCS, Azure Blob)
+//! reached through the `object_store` crate. This module turns the `--parquet-dir` string into
+//! a [`Location`] (pure parsing, [`parse_location`]) and a location into an open [`Lake`]
+//! ([`Location::open`], reading the store's standard environment variables). It writes nothing
+//! and knows nothing of Postgres or of the files' layout; the sinks do.
+//!
+//! Credentials come only from the environment variables `object_store` reads (`AWS_*`,
+//! `GOOGLE_*`, `AZURE_*`). They are never part of a [`Location`], a [`Lake`]'s `Display` or
+//! `Debug`, or an error of this module. Plain http is allowed only to a loopback endpoint, as
+//! for `TIM_API_BASE`: data leaves the host over TLS.
+
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// What `--parquet-dir` accepts, for error messages and `--help`.
+pub const ACCEPTED: &str =
+    "a directory path, file:///ABSOLUTE/PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX";
+
+/// The object stores the lake may live in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    /// `s3://`: Amazon S3 and S3-compatible stores (MinIO, moto, R2, ...).
+    S3,
+    /// `gs://`: Google Cloud Storage.
+    Gcs,
+    /// `az://`: Azure Blob Storage.
+    Azure,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::S3 => "s3",
+            Scheme::Gcs => "gs",
+            Scheme::Azure => "az",
+        }
+    }
+}
+
+/// A parsed `--parquet-dir`: no credentials, no I/O done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A directory on this host (a bare path or `file://`).
+    Local(PathBuf),
+    /// A bucket (container) and a prefix inside it (no leading or trailing `/`, may be empty).
+    Remote {
+        scheme: Scheme,
+        bucket: String,
+        prefix: String,
+    },
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::Local(path) => write!(f, "{}", path.display()),
+            Location::Remote {
+                scheme,
+                bucket,
+                prefix,
+            } if prefix.is_empty() => write!(f, "{}://{bucket}", scheme.as_str()),
+            Location::Remote {
+                scheme,
+                bucket,
+                prefix,
+            } => write!(f, "{}://{bucket}/{prefix}", scheme.as_str()),
+        }
+    }
+}
+
+/// Turns a `--parquet-dir` value into a location. A value without `scheme://` is a local path,
+/// as it always was; `file://` is a local path too; `s3://`, `gs://` and `az://` name an object
+/// store; any other scheme is refused (it would otherwise become a directory named `x:`).
+/// The error is the problem, to follow the setting's name.
+pub fn parse_location(value: &str) -> Result<Location, String> {
+    let shown = redact_userinfo(value);
+    let refuse = |why: &str| {
+        Err(format!(
+            "invalid value '{shown}': {why}; expected {ACCEPTED}"
+        ))
+    };
+    if value.is_empty() {
+        return refuse("empty");
+    }
+    let Some((scheme, rest)) = split_scheme(value) else {
+        return Ok(Location::Local(PathBuf::from(value)));
+    };
+    let scheme = match scheme.to_ascii_lowercase().as_str() {
+        "file" => {
+            return match url::Url::parse(value).ok().and_then(|u| {
+                let local = u
+                    .host_str()
+                    .is_none_or(|h| h.is_empty() || h == "localhost");
+                local.then(|| u.to_file_path().ok()).flatten()
+            }) {
+                Some(path) => Ok(Location::Local(path)),
+                None => refuse("a file:// URL needs an absolute path on this host"),
+            }
+        }
+        "s3" => Scheme::S3,
+        "gs" => Scheme::Gcs,
+        "az" => Scheme::Azure,
+        other => return refuse(&format!("the scheme '{other}://' is not supported")),
+    };
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() || bucket.contains(['@', ':', '?', '#']) {
+        return refuse("the bucket (container) name is missing or malformed");
+    }
+    if prefix.contains(['?', '#']) {
+        return refuse("a query or fragment is not part of a lake location");
+    }
+    let prefix = prefix.trim_matches('/');
+    if !prefix.is_empty() && ObjectPath::parse(prefix).is_err() {
+        return refuse("the prefix has an empty, '.' or '..' segment");
+    }
+    Ok(Location::Remote {
+        scheme,
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+    })
+}
+
+/// The value with anything between `://` and an `@` of the authority hidden: a location never
+/// carries credentials, but a mistaken one must not show them either.
+fn redact_userinfo(value: &str) -> String {
+    let Some((scheme, rest)) = value.split_once("://") else {
+        return value.to_string();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]{}", &rest[at..]),
+        None => value.to_string(),
+    }
+}
+
+/// `("s3", "bucket/prefix")` for `s3://bucket/prefix`; `None` for a path (a scheme is letters,
+/// digits, `+`, `-`, `.`, starting with a letter, followed by `://`).
+fn split_scheme(value: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = value.split_once("://")?;
+    let mut chars = scheme.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    (first_ok && rest_ok).then_some((scheme, rest))
+}
+
+/// The S3 settings taken from the standard variables, as `object_store` reads them: for other
+/// S3 clients of the same lake (Iceberg's FileIO) to be configured from the same variables.
+/// `Debug` hides the keys.
+#[derive(Clone, Default)]
+pub struct S3Env {
+    /// `AWS_ENDPOINT_URL_S3`, else `AWS_ENDPOINT_URL`, else `AWS_ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
+    pub region: Option<String>,
+    /// `AWS_ALLOW_HTTP=true` (accepted only with a loopback endpoint).
+    pub allow_http: bool,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<crate::secret::Secret>,
+    pub session_token: Option<crate::secret::Secret>,
+}
+
+impl fmt::Debug for S3Env {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Env")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("allow_http", &self.allow_http)
+            .field(
+                "access_key_id",
+                &self.access_key_id.as_ref().map(|_| "[set]"),
+            )
+            .field("secret_access_key", &self.secret_access_key)
+            .field("session_token", &self.session_token)
+            .finish()
+    }
+}
+
+impl S3Env {
+    /// Reads the variables (nothing is checked here; [`Location::open`] checks).
+    pub fn from_env() -> S3Env {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let secret = |name: &str| var(name).map(crate::secret::Secret::new);
+        S3Env {
+            endpoint: var("AWS_ENDPOINT_URL_S3")
+                .or_else(|| var("AWS_ENDPOINT_URL"))
+                .or_else(|| var("AWS_ENDPOINT")),
+            region: var("AWS_REGION").or_else(|| var("AWS_DEFAULT_REGION")),
+            allow_http: var("AWS_ALLOW_HTTP").is_some_and(|v| is_true(&v)),
+            access_key_id: var("AWS_ACCESS_KEY_ID"),
+            secret_access_key: secret("AWS_SECRET_ACCESS_KEY"),
+            session_token: secret("AWS_SESSION_TOKEN"),
+        }
+    }
+}
+
+fn is_true(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "true" | "1" | "yes"
+    )
+}
+
+/// Checks an object store endpoint against its allow-http variable: https anywhere; plain http
+/// only to a loopback address and only when `allow_var` is true; `allow_var` true without such
+/// an endpoint is refused (it would let credentials travel in clear to a remote host).
+pub fn check_endpoint(
+    endpoint: Option<&str>,
+    endpoint_var: &str,
+    allow_http: bool,
+    allow_var: &str,
+) -> Result<(), String> {
+    let Some(endpoint) = endpoint else {
+        return match allow_http {
+            true => Err(format!(
+                "{allow_var}=true is accepted only with a loopback endpoint in {endpoint_var} (e.g. http://127.0.0.1:9000)"
+            )),
+            false => Ok(()),
+        };
+    };
+    let url = url::Url::parse(endpoint)
+        .map_err(|_| format!("{endpoint_var}: invalid endpoint '{endpoint}': expected a URL such as https://s3.eu-west-1.amazonaws.com"))?;
+    let loopback = match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    };
+    match (url.scheme(), loopback, allow_http) {
+        ("https", _, false) => Ok(()),
+        ("http", true, true) => Ok(()),
+        ("http", true, false) => Err(format!(
+            "{endpoint_var} is plain http ({endpoint}): set {allow_var}=true to allow it (loopback only)"
+        )),
+        ("http", false, _) | ("https", false, true) => Err(format!(
+            "{endpoint_var} ({endpoint}): plain http and {allow_var} are accepted only for a loopback address such as http://127.0.0.1:PORT; use https"
+        )),
+        ("https", true, true) => Ok(()),
+        _ => Err(format!(
+            "{endpoint_var}: invalid endpoint '{endpoint}': expected an https:// URL"
+        )),
+    }
+}
+
+/// An open lake.
+#[derive(Clone, Debug)]
+pub enum Lake {
+    Local(PathBuf),
+    Remote(Remote),
+}
+
+/// A lake in an object store: the store, and the prefix every key of the lake starts with.
+#[derive(Clone)]
+pub struct Remote {
+    location: Location,
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+}
+
+impl fmt::Debug for Remote {
+    /// The location only: a store's own `Debug` may show its credentials.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Remote({})", self.location)
+    }
+}
+
+impl fmt::Display for Lake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lake::Local(path) => write!(f, "{}", path.display()),
+            Lake::Remote(remote) => write!(f, "{}", remote.location),
+        }
+    }
+}
+
+impl Lake {
+    /// The local directory, for a lake on this host.
+    pub fn local_dir(&self) -> Option<&std::path::Path> {
+        match self {
+            Lake::Local(dir) => Some(dir),
+            Lake::Remote(_) => None,
+        }
+    }
+
+    /// The object store, for a lake in one.
+    pub fn remote(&self) -> Option<&Remote> {
+        match self {
+            Lake::Local(_) => None,
+            Lake::Remote(remote) => Some(remote),
+        }
+    }
+
+    /// Where a file is, as users name it: a path or a `scheme://bucket/key` URL.
+    pub fn describe(&self, relative: &str) -> String {
+        match self {
+            Lake::Local(dir) => dir.join(relative).display().to_string(),
+            Lake::Remote(remote) => format!("{}/{relative}", remote.location),
+        }
+    }
+}
+
+impl Remote {
+    /// Opens a lake in an already built store (tests, tools).
+    pub fn new(location: Location, store: Arc<dyn ObjectStore>) -> Remote {
+        let prefix = match &location {
+            Location::Remote { prefix, .. } => prefix.clone(),
+            Location::Local(_) => String::new(),
+        };
+        Remote {
+            location,
+            store,
+            prefix,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The object key of a path relative to the lake's root (`receipt_snapshots/...`).
+    pub fn key(&self, relative: &str) -> ObjectPath {
+        match self.prefix.is_empty() {
+            true => ObjectPath::from(relative),
+            false => ObjectPath::from(format!("{}/{relative}", self.prefix)),
+        }
+    }
+
+    /// The path relative to the lake's root of a key under it (`None`: not under the prefix).
+    pub fn relative<'a>(&self, key: &'a ObjectPath) -> Option<&'a str> {
+        let key = key.as_ref();
+        match self.prefix.is_empty() {
+            true => Some(key),
+            false => key.strip_prefix(&self.prefix)?.strip_prefix('/'),
+        }
+    }
+}
+
+impl Location {
+    /// Opens the lake: a local path as it is; an object store built from its standard
+    /// environment variables (no request is made). The error says what to fix, never a secret.
+    pub fn open(&self) -> Result<Lake, String> {
+        let Location::Remote { scheme, bucket, .. } = self else {
+            let Location::Local(path) = self else {
+                unreachable!()
+            };
+            return Ok(Lake::Local(path.clone()));
+        };
+        let store: Arc<dyn ObjectStore> = match scheme {
+            Scheme::S3 => Arc::new(open_s3(bucket)?),
+            Scheme::Gcs => Arc::new(open_gcs(bucket)?),
+            Scheme::Azure => Arc::new(open_azure(bucket)?),
+        };
+        Ok(Lake::Remote(Remote::new(self.clone(), store)))
+    }
+}
+
+fn open_s3(bucket: &str) -> Result<object_store::aws::AmazonS3, String> {
+    use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+    let env = S3Env::from_env();
+    check_endpoint(
+        env.endpoint.as_deref(),
+        "AWS_ENDPOINT_URL",
+        env.allow_http,
+        "AWS_ALLOW_HTTP",
+    )?;
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if let Some(region) = &env.region {
+        builder = builder.with_region(region);
+    }
+    if builder
+        .get_config_value(&AmazonS3ConfigKey::Endpoint)
+        .is_none()
+    {
+        if let Some(endpoint) = &env.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| format!("cannot use the S3 bucket '{bucket}': {e}"))
+}
+
+fn open_gcs(bucket: &str) -> Result<object_store::gcp::GoogleCloudStorage, String> {
+    use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
+    let builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+    let base = builder.get_config_value(&GoogleConfigKey::BaseUrl);
+    let allow = std::env::var("GOOGLE_ALLOW_HTTP").is_ok_and(|v| is_true(&v));
+    check_endpoint(
+        base.as_deref(),
+        "GOOGLE_BASE_URL",
+        allow,
+        "GOOGLE_ALLOW_HTTP",
+    )?;
+    builder
+        .build()
+        .map_err(|e| format!("cannot use the GCS bucket '{bucket}': {e}"))
+}
+
+fn open_azure(container: &str) -> Result<object_store::azure::MicrosoftAzure, String> {
+    use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
+    let builder = MicrosoftAzureBuilder::from_env().with_container_name(container);
+    let endpoint = builder.get_config_value(&AzureConfigKey::Endpoint);
+    let allow = std::env::var("AZURE_ALLOW_HTTP").is_ok_and(|v| is_true(&v));
+    check_endpoint(
+        endpoint.as_deref(),
+        "AZURE_STORAGE_ENDPOINT",
+        allow,
+        "AZURE_ALLOW_HTTP",
+    )?;
+    builder
+        .build()
+        .map_err(|e| format!("cannot use the Azure container '{container}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn remote(scheme: Scheme, bucket: &str, prefix: &str) -> Location {
+        Location::Remote {
+            scheme,
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+        }
+    }
+
+    #[test]
+    fn paths_stay_local_and_urls_name_a_store() {
+        let ok = |v: &str| parse_location(v).unwrap();
+        assert_eq!(ok("./warehouse"), Location::Local("./warehouse".into()));
+        assert_eq!(ok("/srv/lake"), Location::Local("/srv/lake".into()));
+        assert_eq!(ok("file:///srv/lake"), Location::Local("/srv/lake".into()));
+        assert_eq!(ok("s3://lake/a/b/"), remote(Scheme::S3, "lake", "a/b"));
+        assert_eq!(ok("s3://lake"), remote(Scheme::S3, "lake", ""));
+        assert_eq!(ok("gs://g/x"), remote(Scheme::Gcs, "g", "x"));
+        assert_eq!(ok("az://c/x"), remote(Scheme::Azure, "c", "x"));
+        assert_eq!(ok("s3://lake/a/b").to_string(), "s3://lake/a/b");
+    }
+
+    #[test]
+    fn other_schemes_and_malformed_urls_are_refused_naming_the_accepted_forms() {
+        for bad in [
+            "ftp://host/x",
+            "http://127.0.0.1/x",
+            "s3://",
+            "s3:///x",
+            "s3://user:pw@lake/x",
+            "s3://lake/a/../b",
+            "s3://lake/x?versionId=1",
+            "file://otherhost/x",
+            "file://relative",
+            "",
+        ] {
+            let e = parse_location(bad).unwrap_err();
+            assert!(e.contains("s3://BUCKET/PREFIX"), "{bad}: {e}");
+            assert!(!e.contains("pw@"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn plain_http_only_to_loopback_and_only_when_allowed() {
+        let check = |e: Option<&str>, allow| check_endpoint(e, "E", allow, "A");
+        assert!(check(None, false).is_ok());
+        assert!(check(Some("https://s3.example.com"), false).is_ok());
+        assert!(check(Some("http://127.0.0.1:9000"), true).is_ok());
+        assert!(check(Some("http://localhost:9000"), true).is_ok());
+        let needs_allow = check(Some("http://127.0.0.1:9000"), false).unwrap_err();
+        assert!(needs_allow.contains("A=true"), "{needs_allow}");
+        for (e, allow) in [
+            (Some("http://s3.example.com"), true),
+            (Some("http://10.0.0.1:9000"), false),
+            (Some("https://s3.example.com"), true),
+            (None, true),
+        ] {
+            let msg = check(e, allow).unwrap_err();
+            assert!(msg.contains("loopback"), "{e:?} {allow}: {msg}");
+        }
+    }
+
+    #[test]
+    fn keys_join_the_prefix_and_relative_strips_it() {
+        let store: Arc<dyn ObjectStore> = Arc::new(object_store::memory::InMemory::new());
+        let lake = Remote::new(remote(Scheme::S3, "b", "p/q"), store.clone());
+        let key = lake.key("receipt_snapshots/x.parquet");
+        assert_eq!(key.as_ref(), "p/q/receipt_snapshots/x.parquet");
+        assert_eq!(lake.relative(&key), Some("receipt_snapshots/x.parquet"));
+        let bare = Remote::new(remote(Scheme::S3, "b", ""), store);
+        assert_eq!(bare.key("a/b").as_ref(), "a/b");
+        assert_eq!(
+            format!("{:?}", Lake::Remote(bare)),
+            "Remote(Remote(s3://b))"
+        );
+    }
+}
