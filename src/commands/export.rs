@@ -15,7 +15,8 @@ pub async fn run(settings: &Settings, cmd: ExportCommand) -> anyhow::Result<Exit
     }
 }
 
-async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result<Exit> {
+/// Iceberg mode has no Hive-style days to rewrite: says what to do instead.
+fn refuse_iceberg(settings: &Settings) -> anyhow::Result<()> {
     if settings.table_format == crate::settings::TableFormat::Iceberg {
         return Err(exit::usage(
             "export parquet rewrites Hive-style Parquet days, and EXPORT_TABLE_FORMAT is iceberg: \
@@ -24,6 +25,11 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
              (README, \"The Iceberg table\")",
         ));
     }
+    Ok(())
+}
+
+async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result<Exit> {
+    refuse_iceberg(settings)?;
     let since = date("--since", args.since.as_deref())?;
     let until = date("--until", args.until.as_deref())?;
     if until < since {

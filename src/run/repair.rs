@@ -92,13 +92,7 @@ async fn repair_locked(
                 }
             }
         };
-        let rebuilt = match lake {
-            Target::Parquet(lake) => crate::sink::rebuild::rebuild_run(pool, lake, fence).await,
-            Target::Iceberg(target) => {
-                crate::sink::iceberg::repair::rebuild_run(pool, target, fence).await
-            }
-        };
-        match rebuilt {
+        match rebuild(pool, lake, fence).await {
             Ok(report) => {
                 tracing::info!(
                     run_id,
@@ -117,6 +111,20 @@ async fn repair_locked(
         }
     }
     Ok(repaired)
+}
+
+/// Writes a run's missing rows into the lake's directories or the Iceberg table.
+async fn rebuild(
+    pool: &PgPool,
+    target: Target<'_>,
+    fence: Fence,
+) -> Result<crate::sink::rebuild::RepairReport, SinkError> {
+    match target {
+        Target::Parquet(lake) => crate::sink::rebuild::rebuild_run(pool, lake, fence).await,
+        Target::Iceberg(table) => {
+            crate::sink::iceberg::repair::rebuild_run(pool, table, fence).await
+        }
+    }
 }
 
 /// Declares `run` dead if it is: always for a run of our own job (we hold its lock, so it can
