@@ -222,6 +222,12 @@ pub async fn execute(
     let api = settings.require_api()?;
     settings.require_database()?;
     let client = ChatClient::new(client_config(settings, &api))?;
+    if settings.table_format == TableFormat::Iceberg {
+        // A lake Iceberg cannot use, or not the one the catalog's table is in: exit 2 now.
+        crate::sink::iceberg::IcebergLake::new(&settings.lake)?
+            .check_catalog(pool)
+            .await?;
+    }
     let begun = begin(settings, pool, req).await?;
     let (fence, prior, started) = (
         begun.opened.fence,

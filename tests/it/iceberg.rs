@@ -838,3 +838,28 @@ async fn a_run_frozen_before_its_commit_is_fenced_and_its_file_never_lands() {
         "every row exactly once"
     );
 }
+
+/// The catalog's table lives in one lake: a run pointed at another is refused (exit 2), and
+/// neither the table nor the other lake is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_pointed_at_another_lake_is_refused() {
+    let db = TestDb::new().await;
+    let sim = simulator(1, 10, |_| {});
+    let (first, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    track_all(&db, &group_ids(&sim), 10).await;
+    let out = run(&mut iceberg_run(&db, &sim, first.path()));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let before = iceberg_rows(&db);
+    let out = run(&mut iceberg_run(&db, &sim, other.path()));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is at file://") && stderr(&out).contains("point --parquet-dir"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        all_files(other.path()).is_empty(),
+        "nothing written in the other lake"
+    );
+    assert_eq!(iceberg_rows(&db), before);
+}

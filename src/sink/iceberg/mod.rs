@@ -183,6 +183,19 @@ impl IcebergLake {
         Ok((location, metadata))
     }
 
+    /// Checks, changing nothing, that the table the catalog lists (if any) is in this lake: a run
+    /// refuses a wrong lake before it starts (exit 2), not half-way.
+    pub async fn check_catalog(&self, pool: &PgPool) -> Result<(), SinkError> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(SinkError::pg("opening the Iceberg catalog"))?;
+        match self.load(&mut conn, false).await? {
+            Some(table) => self.check_location(table).map(drop),
+            None => Ok(()),
+        }
+    }
+
     fn check_location(&self, table: Table) -> Result<Table, SinkError> {
         let found = table.metadata().location().trim_end_matches('/');
         if found != self.table_location() {
