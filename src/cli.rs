@@ -143,6 +143,9 @@ pub enum Command {
     /// The lake against the manifest: every listed file there with its size and row count
     #[command(subcommand)]
     Lake(LakeCommand),
+    /// The Iceberg table (`--table-format iceberg`): maintenance
+    #[command(subcommand)]
+    Iceberg(IcebergCommand),
     /// Run the main job end to end on local defaults: the built-in simulator, a database of its
     /// own on the local Postgres, sample groups, one export
     Demo(DemoArgs),
@@ -397,6 +400,32 @@ pub struct LakeVerifyArgs {
     /// runs that retention removed from Postgres cannot be rewritten)
     #[arg(long)]
     pub repair: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum IcebergCommand {
+    /// Expire snapshots older than --expire-older-than (keeping the newest --retain-last), then
+    /// remove orphan files (under the table, named by no metadata, older than
+    /// --orphan-min-age); compaction is Spark's rewrite_data_files (see the README)
+    #[command(after_help = EXIT_CODES_HELP)]
+    Maintain(IcebergMaintainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct IcebergMaintainArgs {
+    /// Snapshots older than this are expired (e.g. 7d, 12h)
+    #[arg(long, value_name = "AGE", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub expire_older_than: std::time::Duration,
+    /// The newest snapshots kept whatever their age
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub retain_last: u32,
+    /// Files no metadata names are removed only when older than this: a younger one may be a
+    /// file a writer is about to commit
+    #[arg(long, value_name = "AGE", default_value = "1d", value_parser = humantime::parse_duration)]
+    pub orphan_min_age: std::time::Duration,
+    /// Print what would be expired and removed, and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]

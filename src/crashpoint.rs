@@ -14,7 +14,11 @@
 //! the run's fence). In a lake on object storage (`sink::remote`): `during_upload` (the file
 //! uploaded under `_pending/`, not yet recorded), `after_manifest_commit` (recorded, not yet
 //! copied to its final key), `after_copy` (at its final key, the manifest still says pending),
-//! `during_repair` (a repair about to finish a dead run's copy).
+//! `during_repair` (a repair about to finish a dead run's copy). In Iceberg mode:
+//! `iceberg_before_commit` (a data file written and closed, its commit not begun),
+//! `iceberg_metadata_written` (inside the commit's transaction: the manifest, manifest list and
+//! metadata file written, the catalog pointer not moved) and `iceberg_after_commit` (the
+//! pointer and the manifest row committed together: there is no window between the two).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -76,6 +76,11 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
         if cause.is::<crate::run::LockHeld>() {
             return Exit::Locked;
         }
+        if let Some(sink) = cause.downcast_ref::<crate::sink::SinkError>() {
+            if sink.is_config() {
+                return Exit::Usage;
+            }
+        }
         if let Some(chat) = cause.downcast_ref::<crate::chat::ChatError>() {
             if chat.is_config() {
                 return Exit::Usage;

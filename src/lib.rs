@@ -3,9 +3,9 @@
 //! The data's way, one module per stage:
 //! tracked groups and seq windows in Postgres ([`tracking`]) → a plan of batches ([`plan`])
 //! → the Chat REST API, rate-limited and retried ([`chat`]) → the sinks, Postgres and
-//! Parquet, exactly once ([`sink`]; the Parquet lake is a directory or an object store prefix,
-//! [`lake`]), driven by the export run and its ledger ([`run`], which also owns its variants:
-//! a backfill, and the API budget runs share).
+//! Parquet (Hive-style directories or an Iceberg table), exactly once ([`sink`]; the lake is a
+//! directory or an object store prefix, [`lake`]), driven by the export run and its ledger
+//! ([`run`], which also owns its variants: a backfill, and the API budget runs share).
 //! [`schedule`] starts runs from job files; [`ops`] reads the ledger for operators (history,
 //! freshness, metrics, doctor); [`commands`] holds one file per subcommand and is the only
 //! place that knows about the terminal; [`exit`] maps outcomes to exit codes; [`sim`] is the

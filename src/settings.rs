@@ -180,7 +180,18 @@ pub const PARQUET_DIR: Setting = Setting {
     env: "EXPORT_PARQUET_DIR",
     default: Some("./warehouse"),
     value_name: "DIR|URL",
-    help: "the lake: a directory, or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables)",
+    help: "the lake: a directory, or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables); in Iceberg mode where the table lives (a directory or s3://)",
+    ..Setting::ROW
+};
+/// `iceberg`: the snapshots go to the Iceberg table `receipts.receipt_snapshots` in the lake,
+/// its catalog in Postgres (`src/sink/iceberg`), instead of Hive-style Parquet directories.
+pub const TABLE_FORMAT: Setting = Setting {
+    key: "table_format",
+    flag: Some("--table-format"),
+    env: "EXPORT_TABLE_FORMAT",
+    default: Some("parquet"),
+    value_name: "FORMAT",
+    help: "parquet (Hive-style directories) or iceberg (an Iceberg table, catalog in Postgres)",
     ..Setting::ROW
 };
 /// object_store retries a failed request for up to 3 minutes by default, silently: a lake that
@@ -335,6 +346,7 @@ pub const ALL: &[Setting] = &[
     API_BASE,
     PARQUET_DIR,
     LAKE_TIMEOUT,
+    TABLE_FORMAT,
     RATE_LIMIT,
     BATCH_SIZE,
     CONCURRENCY,
@@ -414,6 +426,15 @@ pub enum DetailBudget {
     Own,
 }
 
+/// How the snapshots are laid out in the lake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableFormat {
+    /// `receipt_snapshots/capture_date=YYYY-MM-DD/run-<run_id>-<part>.parquet`, as always.
+    Parquet,
+    /// The Iceberg table `receipts.receipt_snapshots` (format v2), catalog in Postgres.
+    Iceberg,
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -434,6 +455,8 @@ pub struct Settings {
     pub api: Option<ApiEndpoint>,
     /// The lake: where Parquet files go (a directory or an object store prefix).
     pub lake: crate::lake::Lake,
+    /// Hive-style Parquet files or an Iceberg table (`--table-format`).
+    pub table_format: TableFormat,
     /// The app's API budget, calls per second, shared by every process and job.
     pub rate_limit: u32,
     /// A job's own cap (its `rate_limit`), at most `rate_limit`: it limits that job only.
@@ -650,6 +673,12 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
             check_key(key, &o)
         })
         .transpose()?;
+    let (v, o) = src.get(TABLE_FORMAT);
+    let table_format = match v.trim().to_ascii_lowercase().as_str() {
+        "parquet" => TableFormat::Parquet,
+        "iceberg" => TableFormat::Iceberg,
+        _ => return Err(invalid(&o, &v, "parquet or iceberg")),
+    };
     let max = MAX_RATE_LIMIT as u64;
     Ok(Settings {
         database,
@@ -661,6 +690,7 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
             src.get(PARQUET_DIR),
             std::time::Duration::from_secs(bounded(LAKE_TIMEOUT, 5, 3600, "seconds")?),
         )?,
+        table_format,
         rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
         job_rate_cap: None,
         batch_size: bounded(BATCH_SIZE, 1, MAX_BATCH_SIZE as u64, "seqs per call")? as usize,

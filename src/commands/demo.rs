@@ -90,7 +90,12 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     let report = run::execute(&run_settings, &pool, &request, super::run::stop_on_signal()).await?;
     sim.shutdown().await;
     super::emit_summary(&report.summary(&run_settings.lake));
-    print_next_steps(&database_url, &args.dir.join("warehouse"));
+    match run_settings.table_format {
+        crate::settings::TableFormat::Parquet => {
+            print_next_steps(&database_url, &args.dir.join("warehouse"))
+        }
+        crate::settings::TableFormat::Iceberg => print_iceberg_steps(&database_url),
+    }
     Ok(crate::exit::for_run(&report))
 }
 
@@ -125,5 +130,26 @@ or in Postgres (psql {database_url}):
 Run the demo again: the read counts move on, and messages read by everyone (settled) or\nwithout a receipt are skipped, as in real runs.",
         dir = parquet_dir.display(),
         glob = glob.display(),
+    );
+}
+
+/// In Iceberg mode: the README's pyiceberg + DuckDB query, on the demo's database.
+fn print_iceberg_steps(database_url: &str) {
+    let rest = database_url
+        .split_once("://")
+        .map_or(database_url, |(_, r)| r);
+    println!(
+        "\nThe Iceberg table receipts.receipt_snapshots, its catalog in {database_url} (schema receipts).
+Try, with pyiceberg and DuckDB (python3 -m pip install \"pyiceberg[sql-postgres,pyarrow]\" duckdb):
+python3 - <<'PY'
+from pyiceberg.catalog.sql import SqlCatalog
+import duckdb
+catalog = SqlCatalog(\"receipt_exporter\", init_catalog_tables=\"false\",
+    uri=\"postgresql+psycopg2://{rest}?options=-csearch_path%3Dreceipts\")
+snapshots = catalog.load_table(\"receipts.receipt_snapshots\").scan().to_arrow()
+print(duckdb.sql(\"\"\"SELECT group_id, count(*) AS snapshots,
+                           round(sum(read_num) / sum(read_num + unread_num), 3) AS read_ratio
+                    FROM snapshots GROUP BY group_id ORDER BY group_id\"\"\"))
+PY"
     );
 }

@@ -15,7 +15,21 @@ pub async fn run(settings: &Settings, cmd: ExportCommand) -> anyhow::Result<Exit
     }
 }
 
+/// Iceberg mode has no Hive-style days to rewrite: says what to do instead.
+fn refuse_iceberg(settings: &Settings) -> anyhow::Result<()> {
+    if settings.table_format == crate::settings::TableFormat::Iceberg {
+        return Err(exit::usage(
+            "export parquet rewrites Hive-style Parquet days, and EXPORT_TABLE_FORMAT is iceberg: \
+             the Iceberg table is written by runs, each run's missing rows committed again from \
+             Postgres by the next run's repair; compact a day with Spark's rewrite_data_files \
+             (README, \"The Iceberg table\")",
+        ));
+    }
+    Ok(())
+}
+
 async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result<Exit> {
+    refuse_iceberg(settings)?;
     let since = date("--since", args.since.as_deref())?;
     let until = date("--until", args.until.as_deref())?;
     if until < since {

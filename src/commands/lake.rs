@@ -13,6 +13,14 @@ pub async fn run(settings: &Settings, cmd: LakeCommand) -> anyhow::Result<Exit> 
 }
 
 async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exit> {
+    if settings.table_format == crate::settings::TableFormat::Iceberg {
+        return Err(crate::exit::usage(
+            "lake verify checks Hive-style Parquet directories, and EXPORT_TABLE_FORMAT is iceberg: \
+             the table's files are named by its metadata; `receipt-exporter iceberg maintain \
+             --dry-run` lists the files no metadata names, and each run repairs its own missing \
+             rows from Postgres",
+        ));
+    }
     let pool = super::connect_migrated(settings).await?;
     let dir = &settings.lake;
     if let Some(remote) = dir.remote() {

@@ -6,6 +6,7 @@ pub mod completions;
 pub mod demo;
 pub mod doctor;
 pub mod export;
+pub mod iceberg;
 pub mod jobs;
 pub mod lake;
 pub mod migrate;
@@ -60,6 +61,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Export(cmd) => export::run(&settings, cmd).await,
         Command::Retention(args) => retention::run(&settings, args).await,
         Command::Lake(cmd) => lake::run(&settings, cmd).await,
+        Command::Iceberg(cmd) => iceberg::run(&settings, cmd).await,
     }
 }
 

@@ -128,8 +128,15 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
         Lake::Local(dir) => out.extend(parquet_dir(dir)),
         Lake::Remote(remote) => out.push(object_store(remote, pool.as_ref()).await),
     }
+    // In Iceberg mode the table's metadata names its files (compaction may replace the ones
+    // the manifest lists): the catalog and the table are checked instead of the listed files.
+    let iceberg = settings.table_format == crate::settings::TableFormat::Iceberg;
     if let Some(pool) = &pool {
-        out.push(lake_files(pool, &settings.lake).await);
+        if iceberg {
+            out.extend(iceberg_table(pool, &settings.lake).await);
+        } else {
+            out.push(lake_files(pool, &settings.lake).await);
+        }
         locks(&settings, pool, &mut out).await;
     }
     out
@@ -509,6 +516,82 @@ async fn lake_files(pool: &PgPool, dir: &Lake) -> Check {
         ),
         "run `receipt-exporter lake verify --repair`: it rewrites them from Postgres",
     )
+}
+
+/// A FAIL when the role cannot read, insert and update the catalog table.
+async fn catalog_rights(pool: &PgPool) -> Option<Check> {
+    let rights: sqlx::Result<(bool, bool, bool)> = sqlx::query_as(
+        "SELECT has_table_privilege('receipts.iceberg_tables', 'SELECT'),
+                has_table_privilege('receipts.iceberg_tables', 'INSERT'),
+                has_table_privilege('receipts.iceberg_tables', 'UPDATE')",
+    )
+    .fetch_one(pool)
+    .await;
+    if !matches!(rights, Ok((true, true, true))) {
+        return Some(fail(
+            "iceberg",
+            "the role cannot read, insert and update receipts.iceberg_tables (the catalog)",
+            "as the schema's owner: GRANT SELECT, INSERT, UPDATE ON receipts.iceberg_tables TO the exporter's role",
+        ));
+    }
+    None
+}
+
+/// In Iceberg mode: the role's rights on the catalog, and the table where the lake says (or
+/// not created yet).
+async fn iceberg_table(pool: &PgPool, lake: &crate::lake::Lake) -> Vec<Check> {
+    const TOPIC: &str = "iceberg";
+    if let Some(missing) = catalog_rights(pool).await {
+        return vec![missing];
+    }
+    let lake = match crate::sink::iceberg::IcebergLake::new(lake) {
+        Ok(lake) => lake,
+        Err(e) => {
+            return vec![fail(
+                TOPIC,
+                e.to_string(),
+                "fix EXPORT_PARQUET_DIR or the AWS variables",
+            )]
+        }
+    };
+    let mut conn = match pool.acquire().await {
+        Ok(c) => c,
+        Err(e) => return vec![fail(TOPIC, e.to_string(), "see the postgres line")],
+    };
+    match lake.load(&mut conn, false).await {
+        Ok(None) => vec![ok(
+            TOPIC,
+            format!(
+                "the catalog has no table yet: the first run creates receipts.receipt_snapshots at {}",
+                lake.table_location()
+            ),
+        )],
+        Ok(Some(table)) if table.metadata().location().trim_end_matches('/') != lake.table_location() => {
+            vec![fail(
+                TOPIC,
+                format!(
+                    "the table receipts.receipt_snapshots is at {}, not at {}",
+                    table.metadata().location(),
+                    lake.table_location()
+                ),
+                "point EXPORT_PARQUET_DIR at the lake that holds the table",
+            )]
+        }
+        Ok(Some(table)) => vec![ok(
+            TOPIC,
+            format!(
+                "receipts.receipt_snapshots at {}: {} snapshot(s), metadata {}",
+                lake.table_location(),
+                table.metadata().snapshots().len(),
+                table.metadata_location().unwrap_or("-")
+            ),
+        )],
+        Err(e) => vec![fail(
+            TOPIC,
+            e.to_string(),
+            "check that the lake holds the metadata file the catalog names (receipts.iceberg_tables)",
+        )],
+    }
 }
 
 const OBJECT_STORE_FIX: &str = "check the bucket name and the store's variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; GOOGLE_*; AZURE_*) and the credentials' rights to list, read, write and delete under the prefix";

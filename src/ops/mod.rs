@@ -4,12 +4,14 @@
 //! ledger into the Prometheus text format (a file for node_exporter, a Pushgateway push),
 //! [`groups`] judges whether a group can have read receipts at all, and [`doctor`] is the
 //! checklist of everything a run needs; [`retention`] drops the months of snapshots the lake
-//! holds whole, and [`lake`] checks the lake's files against the manifest. Nothing here prints: the commands do.
+//! holds whole, [`lake`] checks the lake's files against the manifest, and [`iceberg`] expires
+//! the Iceberg table's old snapshots and removes its orphan files. Nothing here prints: the commands do.
 //! Nothing here writes to the ledger either: it is only read.
 
 pub mod doctor;
 pub mod groups;
 pub mod history;
+pub mod iceberg;
 pub mod lake;
 pub mod metrics;
 pub mod retention;

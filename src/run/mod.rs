@@ -18,7 +18,8 @@ pub mod watch;
 
 use crate::chat::{ChatClient, ClientConfig};
 use crate::plan::{self, GroupPlan};
-use crate::settings::Settings;
+use crate::settings::{Settings, TableFormat};
+use crate::sink::iceberg::IcebergTarget;
 use crate::sink::Fence;
 use crate::tracking::SeqWindow;
 use ledger::{RunFigures, RunKind, RunStatus};
@@ -221,6 +222,12 @@ pub async fn execute(
     let api = settings.require_api()?;
     settings.require_database()?;
     let client = ChatClient::new(client_config(settings, &api))?;
+    if settings.table_format == TableFormat::Iceberg {
+        // A lake Iceberg cannot use, or not the one the catalog's table is in: exit 2 now.
+        crate::sink::iceberg::IcebergLake::new(&settings.lake)?
+            .check_catalog(pool)
+            .await?;
+    }
     let begun = begin(settings, pool, req).await?;
     let (fence, prior, started) = (
         begun.opened.fence,
@@ -447,10 +454,20 @@ async fn work(
         label,
     };
     let options = settings.require_database()?;
-    if let Some(remote) = settings.lake.remote() {
-        crate::sink::remote::check_owner(pool, remote, true).await?;
-    }
-    repair::repair(options, pool, &settings.lake, &me).await?;
+    let iceberg = match settings.table_format {
+        TableFormat::Parquet => {
+            if let Some(remote) = settings.lake.remote() {
+                crate::sink::remote::check_owner(pool, remote, true).await?;
+            }
+            None
+        }
+        TableFormat::Iceberg => Some(IcebergTarget::open(&settings.lake, pool).await?),
+    };
+    let target = match &iceberg {
+        None => repair::Target::Parquet(&settings.lake),
+        Some(table) => repair::Target::Iceberg(table),
+    };
+    repair::repair(options, pool, target, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }
@@ -474,7 +491,8 @@ async fn work(
             stop.clone(),
         )
     });
-    let pipeline = pipeline(settings, pool, client, &opened, stop);
+    let mut pipeline = pipeline(settings, pool, client, &opened, stop);
+    pipeline.iceberg = iceberg;
     let (mut outcome, follow) = match &req.selection {
         Selection::Backfill(_) => (pipeline.run(plan).await, None),
         selection => {
@@ -535,6 +553,7 @@ fn pipeline(
         fence: opened.fence,
         run_date: opened.run_date,
         lake: settings.lake.clone(),
+        iceberg: None,
         batch_size: settings.batch_size,
         concurrency: settings.concurrency,
         stop: stop.clone(),

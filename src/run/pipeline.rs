@@ -7,6 +7,8 @@
 
 use crate::chat::{ChatClient, ChatError, Pulled, ReceiptAnswer};
 use crate::plan::GroupPlan;
+use crate::sink::iceberg::writer::{FinishedFile, RunIceberg};
+use crate::sink::iceberg::{commit, IcebergTarget};
 use crate::sink::manifest;
 use crate::sink::parquet::{CommittedFile, RunParquet, SealedFile};
 use crate::sink::{postgres, Fence, ItemCodeRow, SinkError, SnapshotRow, WriteBatch};
@@ -33,6 +35,8 @@ pub struct Pipeline {
     pub fence: Fence,
     pub run_date: NaiveDate,
     pub lake: crate::lake::Lake,
+    /// Set in Iceberg mode: the rows go to the table instead of the lake's directories.
+    pub iceberg: Option<IcebergTarget>,
     pub batch_size: usize,
     pub concurrency: usize,
     /// Cancelled by a signal or a lost lock: no new calls, in-flight ones are dropped, what
@@ -127,6 +131,8 @@ impl Pipeline {
             next_batch_no: self.first_batch_no,
             parquet: None,
             lake: self.lake.clone(),
+            iceberg: self.iceberg.clone(),
+            run_iceberg: None,
             files: Vec::new(),
             receipts: 0,
             codes: 0,
@@ -225,6 +231,9 @@ struct Writer {
     /// Opened on the first batch, so a run with nothing to write creates no file.
     parquet: Option<RunParquet>,
     lake: crate::lake::Lake,
+    iceberg: Option<IcebergTarget>,
+    /// Opened on the first batch in Iceberg mode, like `parquet`.
+    run_iceberg: Option<RunIceberg>,
     files: Vec<CommittedFile>,
     receipts: u64,
     codes: u64,
@@ -251,6 +260,9 @@ impl Writer {
                     if let Err(abort) = parquet.abort() {
                         tracing::warn!("could not remove a temporary Parquet file: {abort}");
                     }
+                }
+                if let Some(run_iceberg) = self.run_iceberg.take() {
+                    run_iceberg.abort().await;
                 }
                 Err((self, e))
             }
@@ -318,20 +330,60 @@ impl Writer {
         self.receipts += batch.rows.len() as u64;
         self.codes += batch.codes.len() as u64;
         crate::crashpoint::hit("between_sinks").await;
+        if self.iceberg.is_some() {
+            return self.commit_iceberg(&batch).await;
+        }
         if self.parquet.is_none() {
-            let (pool, run_id) = (&self.pool, self.fence.run_id);
-            let next_part = postgres::retry_for(self.reconnect, SinkError::is_retryable, || {
-                manifest::next_part(pool, run_id)
-            })
-            .await?;
-            self.parquet = Some(RunParquet::for_lake(&self.lake, run_id, next_part)?);
+            let next_part = Self::next_part(&self.pool, self.fence.run_id, self.reconnect).await?;
+            self.parquet = Some(RunParquet::for_lake(
+                &self.lake,
+                self.fence.run_id,
+                next_part,
+            )?);
         }
         let rolled = self.parquet.as_mut().unwrap().append(&batch)?;
         crate::crashpoint::hit("parquet_write").await;
         self.publish(rolled).await
     }
 
+    /// The run's first unused part number (the Writer is not `Sync`: no `&self` across awaits).
+    async fn next_part(pool: &PgPool, run_id: i64, reconnect: Duration) -> anyhow::Result<i32> {
+        let next_part = postgres::retry_for(reconnect, SinkError::is_retryable, || {
+            manifest::next_part(pool, run_id)
+        })
+        .await?;
+        Ok(next_part)
+    }
+
+    /// Iceberg mode: appends the batch to its date's data file; a finished file is committed.
+    async fn commit_iceberg(&mut self, batch: &WriteBatch) -> anyhow::Result<()> {
+        if self.run_iceberg.is_none() {
+            let next_part = Self::next_part(&self.pool, self.fence.run_id, self.reconnect).await?;
+            let target = self.iceberg.as_ref().expect("Iceberg mode");
+            self.run_iceberg = Some(target.run_writer(self.fence.run_id, next_part)?);
+        }
+        let finished = self.run_iceberg.as_mut().unwrap().append(batch).await?;
+        crate::crashpoint::hit("parquet_write").await;
+        self.publish_iceberg(finished).await
+    }
+
+    async fn publish_iceberg(&mut self, files: Vec<FinishedFile>) -> anyhow::Result<()> {
+        let target = self.iceberg.as_ref().expect("Iceberg mode");
+        for file in files {
+            let committed =
+                commit::publish(&self.pool, &target.lake, self.fence, &file, self.reconnect)
+                    .await?;
+            tracing::debug!(path = %committed.relative_path, rows = committed.row_count, "Iceberg data file committed");
+            self.files.push(committed);
+        }
+        Ok(())
+    }
+
     async fn finish_parquet(&mut self) -> anyhow::Result<()> {
+        if let Some(run_iceberg) = self.run_iceberg.take() {
+            let files = run_iceberg.finish().await?;
+            return self.publish_iceberg(files).await;
+        }
         let Some(parquet) = self.parquet.take() else {
             return Ok(());
         };

@@ -25,6 +25,13 @@ pub struct Repaired {
     pub runs_rebuilt: Vec<i64>,
 }
 
+/// Where the run's rows go: the Hive-style Parquet lake, or the Iceberg table.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    Parquet(&'a crate::lake::Lake),
+    Iceberg(&'a crate::sink::iceberg::IcebergTarget),
+}
+
 /// Who repairs: the run doing it (its own run is never declared dead, and its own unexported
 /// batches, a resumed backfill's, are written under its own fence), and its name for
 /// `fenced_by`, e.g. "run 7 (job b) on host h, pid 42".
@@ -38,7 +45,7 @@ pub struct Repairer<'a> {
 pub async fn repair(
     options: &PgConnectOptions,
     pool: &PgPool,
-    lake: &crate::lake::Lake,
+    lake: Target<'_>,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     // The warehouse lock is a session lock: a connection of its own, closed at the end (which
@@ -53,7 +60,7 @@ pub async fn repair(
 async fn repair_locked(
     conn: &mut PgConnection,
     pool: &PgPool,
-    lake: &crate::lake::Lake,
+    lake: Target<'_>,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     let mut repaired = Repaired::default();
@@ -85,7 +92,7 @@ async fn repair_locked(
                 }
             }
         };
-        match crate::sink::rebuild::rebuild_run(pool, lake, fence).await {
+        match rebuild(pool, lake, fence).await {
             Ok(report) => {
                 tracing::info!(
                     run_id,
@@ -104,6 +111,20 @@ async fn repair_locked(
         }
     }
     Ok(repaired)
+}
+
+/// Writes a run's missing rows into the lake's directories or the Iceberg table.
+async fn rebuild(
+    pool: &PgPool,
+    target: Target<'_>,
+    fence: Fence,
+) -> Result<crate::sink::rebuild::RepairReport, SinkError> {
+    match target {
+        Target::Parquet(lake) => crate::sink::rebuild::rebuild_run(pool, lake, fence).await,
+        Target::Iceberg(table) => {
+            crate::sink::iceberg::repair::rebuild_run(pool, table, fence).await
+        }
+    }
 }
 
 /// Declares `run` dead if it is: always for a run of our own job (we hold its lock, so it can

@@ -222,7 +222,9 @@ async fn check_name_free(
     }
 }
 
-async fn record_file_in(
+/// Records a file and points its batches at it, inside the caller's transaction (which has
+/// checked the run's fence); returns its id.
+pub(crate) async fn record_file_in(
     conn: &mut PgConnection,
     run_id: i64,
     file: &CommittedFile,

@@ -47,6 +47,7 @@ pub struct WriteBatch {
 }
 
 pub mod fence;
+pub mod iceberg;
 pub mod manifest;
 pub mod parquet;
 pub mod postgres;
@@ -102,6 +103,22 @@ pub enum SinkError {
         batch_no: i32,
         reason: String,
     },
+    /// The Iceberg library refused to write, read or commit.
+    #[error("while {op} (Iceberg table receipts.receipt_snapshots): {source}")]
+    Iceberg {
+        op: &'static str,
+        #[source]
+        source: Box<::iceberg::Error>,
+    },
+    /// The Iceberg settings are wrong (the message says how to fix them).
+    #[error("{0}")]
+    IcebergConfig(String),
+    /// An Iceberg commit or listing went wrong in a way no setting fixes.
+    #[error("{0}")]
+    IcebergState(String),
+    /// The catalog's table lives somewhere else than the configured lake.
+    #[error("the Iceberg table receipts.receipt_snapshots is at {found}, not at {configured}: point --parquet-dir / EXPORT_PARQUET_DIR at the lake that holds it (the table is never moved or recreated)")]
+    IcebergElsewhere { found: String, configured: String },
     /// A file holds something other than what this version writes.
     #[error("Parquet file {} is not ours: {reason}", path.display())]
     Foreign { path: PathBuf, reason: String },
@@ -130,8 +147,23 @@ impl SinkError {
         }
     }
 
+    /// True when the user's settings are at fault (exit code 2).
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            SinkError::IcebergConfig(_) | SinkError::IcebergElsewhere { .. }
+        )
+    }
+
     pub(crate) fn pg(context: &'static str) -> impl FnOnce(sqlx::Error) -> SinkError {
         move |source| SinkError::Postgres { context, source }
+    }
+
+    pub(crate) fn iceberg(op: &'static str) -> impl FnOnce(::iceberg::Error) -> SinkError {
+        move |source| SinkError::Iceberg {
+            op,
+            source: Box::new(source),
+        }
     }
 
     pub(crate) fn io(

@@ -320,7 +320,7 @@ pub(crate) fn remove_if_present(path: &Path) -> Result<(), SinkError> {
     }
 }
 
-fn writer_properties() -> WriterProperties {
+pub(crate) fn writer_properties() -> WriterProperties {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
@@ -334,8 +334,14 @@ fn writer_properties() -> WriterProperties {
         .build()
 }
 
-/// Arrow columns built straight from the rows, without an intermediate copy.
 fn to_record_batch(run_id: i64, rows: &[SnapshotRow]) -> RecordBatch {
+    RecordBatch::try_new(arrow_schema(), columns(run_id, rows, "UTC"))
+        .expect("columns built to the schema")
+}
+
+/// Arrow columns built straight from the rows, without an intermediate copy, in the order of
+/// [`arrow_schema`]; `captured_at` carries the time zone `tz` (the Iceberg writer's is "+00:00").
+pub(crate) fn columns(run_id: i64, rows: &[SnapshotRow], tz: &str) -> Vec<ArrayRef> {
     let text_bytes = rows.iter().map(|r| r.group_id.len()).sum();
     let mut groups = StringBuilder::with_capacity(rows.len(), text_bytes);
     for row in rows {
@@ -347,7 +353,7 @@ fn to_record_batch(run_id: i64, rows: &[SnapshotRow]) -> RecordBatch {
             TimestampMicrosecondArray::from_iter_values(
                 rows.iter().map(|r| r.captured_at.timestamp_micros()),
             )
-            .with_timezone("UTC"),
+            .with_timezone(tz),
         ),
         Arc::new(groups.finish()),
         Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.msg_seq))),
@@ -358,7 +364,7 @@ fn to_record_batch(run_id: i64, rows: &[SnapshotRow]) -> RecordBatch {
             rows.iter().map(|r| r.unread_num),
         )),
     ];
-    RecordBatch::try_new(arrow_schema(), columns).expect("columns built to the schema")
+    columns
 }
 
 /// The Parquet side of one run: an open file per capture date, rolled to a new part when

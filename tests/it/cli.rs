@@ -192,6 +192,7 @@ fn samples(setting: &Setting, dir: &std::path::Path) -> (String, String) {
         "region" => ("tokyo".into(), "mars".into()),
         "api_base" => ("http://127.0.0.1:9".into(), "http://example.com".into()),
         "parquet_dir" | "jobs_dir" => (dir.display().to_string(), String::new()),
+        "table_format" => ("iceberg".into(), "delta".into()),
         "rate_limit" => ("50".into(), "0".into()),
         "batch_size" => ("20".into(), "1001".into()),
         "concurrency" => ("8".into(), "lots".into()),

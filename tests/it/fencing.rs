@@ -14,15 +14,15 @@ use std::time::{Duration, Instant};
 
 /// Two jobs, `a` and `b`, each over 4 groups of its own (by tag), sharing one database, one
 /// simulator and one Parquet directory.
-struct TwoJobs {
-    db: TestDb,
-    sim: Simulator,
-    jobs: tempfile::TempDir,
-    dir: tempfile::TempDir,
+pub struct TwoJobs {
+    pub db: TestDb,
+    pub sim: Simulator,
+    pub jobs: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl TwoJobs {
-    async fn new() -> TwoJobs {
+    pub async fn new() -> TwoJobs {
         let db = TestDb::new().await;
         let sim = simulator(8, 300, |_| {});
         let groups = group_ids(&sim);
@@ -48,7 +48,7 @@ impl TwoJobs {
     }
 
     /// A run of `job` that takes a few seconds: 120 calls at 60 calls/s shared by both jobs.
-    fn run(&self, job: &str) -> Command {
+    pub fn run(&self, job: &str) -> Command {
         let mut cmd = exporter_for(&self.db, &self.sim.base_url(), self.dir.path());
         cmd.env("EXPORT_JOBS_DIR", self.jobs.path())
             .env("EXPORT_BATCH_SIZE", "10")
@@ -69,12 +69,12 @@ impl TwoJobs {
         expected_rows(mine, 300, 0)
     }
 
-    async fn status(&self, run_id: i64) -> String {
+    pub async fn status(&self, run_id: i64) -> String {
         run_row(&self.db, run_id).await.0
     }
 }
 
-fn spawn(cmd: &mut Command) -> Child {
+pub fn spawn(cmd: &mut Command) -> Child {
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -204,7 +204,7 @@ async fn a_run_frozen_past_its_lease_is_fenced_keeps_abandoned_and_nothing_is_lo
 }
 
 /// Waits (up to 30 s) until the run's lease has run out by the database's clock.
-async fn wait_for_lease_to_run_out(db: &TestDb, run_id: i64) {
+pub async fn wait_for_lease_to_run_out(db: &TestDb, run_id: i64) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let out: Option<bool> = sqlx::query_scalar(

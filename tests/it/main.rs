@@ -12,6 +12,7 @@ mod fencing;
 mod follow;
 mod helpers;
 mod hostile;
+mod iceberg;
 mod jobs;
 mod lake;
 mod migrations;

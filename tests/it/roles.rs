@@ -6,7 +6,7 @@ use crate::helpers::*;
 use sqlx::{Connection, PgConnection};
 
 /// The SQL block of the README's "Least-privilege Postgres roles" section.
-fn readme_roles_sql() -> String {
+pub fn readme_roles_sql() -> String {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = &readme[readme

@@ -1,0 +1,48 @@
+//! `receipt-exporter iceberg maintain`: expire old snapshots, remove orphan files.
+
+use crate::cli::{IcebergCommand, IcebergMaintainArgs};
+use crate::exit::Exit;
+use crate::ops::iceberg::{self, MaintainOptions};
+use crate::settings::{Settings, TableFormat};
+
+pub async fn run(settings: &Settings, cmd: IcebergCommand) -> anyhow::Result<Exit> {
+    match cmd {
+        IcebergCommand::Maintain(args) => maintain(settings, args).await,
+    }
+}
+
+async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Result<Exit> {
+    if settings.table_format != TableFormat::Iceberg {
+        return Err(crate::exit::usage(
+            "iceberg maintain works on the Iceberg table: set --table-format iceberg / EXPORT_TABLE_FORMAT=iceberg (and the lake in --parquet-dir) as the runs do",
+        ));
+    }
+    // A lake Iceberg cannot use (gs://, az://) is refused before any connection.
+    crate::sink::iceberg::IcebergLake::new(&settings.lake)?;
+    let pool = super::connect_migrated(settings).await?;
+    let opts = MaintainOptions {
+        expire_older_than: args.expire_older_than,
+        retain_last: args.retain_last as usize,
+        orphan_min_age: args.orphan_min_age,
+        dry_run: args.dry_run,
+    };
+    let report = iceberg::maintain(&pool, &settings.lake, &opts).await?;
+    let (expired, removed) = if args.dry_run {
+        ("would expire", "would remove")
+    } else {
+        ("expired", "removed")
+    };
+    for path in &report.orphans {
+        println!("{removed} orphan file: {path}");
+    }
+    println!(
+        "iceberg: {} of {} snapshot(s) {expired}; {} orphan file(s) {removed}; {} unreferenced file(s) younger than {} left; {} live data file(s)",
+        report.snapshots_expired,
+        report.snapshots_before,
+        report.orphans.len(),
+        report.young_unreferenced,
+        humantime::format_duration(args.orphan_min_age),
+        report.data_files,
+    );
+    Ok(Exit::Success)
+}

@@ -1,0 +1,430 @@
+//! The Iceberg sink (`--table-format iceberg`): the snapshots as the Iceberg table
+//! `receipts.receipt_snapshots` (format v2, partitioned by `day(captured_at)`) in the lake,
+//! its catalog the SQL catalog tables in Postgres (`receipts.iceberg_tables`, catalog
+//! `receipt_exporter`).
+//!
+//! A data file is written by iceberg-rust's writer straight to its final name under the
+//! table's `data/` ([`writer`]); it becomes part of the table only by a commit ([`commit`]):
+//! iceberg-rust writes the manifest, manifest list and new metadata file, and the catalog
+//! pointer (`iceberg_tables.metadata_location`) moves in the same Postgres transaction that
+//! checks the run's fence and records the file in `receipts.parquet_files` (which marks its
+//! batches exported). So a commit and its manifest row are one: a crash leaves either both or
+//! neither, and a data or metadata file no commit names is an orphan that repair (a run's
+//! own data files) or `iceberg maintain` removes. This module never opens iceberg-rust's
+//! `SqlCatalog`: that creates its tables on connect, which the exporter's role may not.
+
+pub mod commit;
+pub mod files;
+pub mod repair;
+pub mod writer;
+
+use super::SinkError;
+use iceberg::io::{FileIO, FileIOBuilder};
+use iceberg::spec::{
+    NestedField, PrimitiveType, Schema, TableMetadata, TableMetadataBuilder, Transform, Type,
+    UnboundPartitionSpec,
+};
+use iceberg::table::Table;
+use iceberg::{MetadataLocation, TableCreation, TableIdent};
+use sqlx::{PgConnection, PgPool};
+use std::str::FromStr;
+use std::sync::Arc;
+
+/// The catalog's name in `iceberg_tables.catalog_name` (what engines call the catalog).
+pub const CATALOG: &str = "receipt_exporter";
+/// The table's namespace.
+pub const NAMESPACE: &str = "receipts";
+/// The table's name.
+pub const TABLE: &str = "receipt_snapshots";
+/// The partition field: `day(captured_at)`, the UTC capture date.
+pub const PARTITION_FIELD: &str = "captured_at_day";
+/// Snapshot summary keys: which run and part of it a commit holds, and the file.
+pub const SUMMARY_RUN_ID: &str = "receipt-exporter.run-id";
+pub const SUMMARY_PART: &str = "receipt-exporter.part";
+pub const SUMMARY_FILE: &str = "receipt-exporter.data-file";
+
+/// The table's schema: the columns and types of the Parquet files, with Iceberg field ids.
+pub fn table_schema() -> Schema {
+    let field = |id, name, t| Arc::new(NestedField::required(id, name, Type::Primitive(t)));
+    Schema::builder()
+        .with_schema_id(0)
+        .with_fields(vec![
+            field(1, "run_id", PrimitiveType::Long),
+            field(2, "captured_at", PrimitiveType::Timestamptz),
+            field(3, "group_id", PrimitiveType::String),
+            field(4, "msg_seq", PrimitiveType::Long),
+            field(5, "read_num", PrimitiveType::Int),
+            field(6, "unread_num", PrimitiveType::Int),
+        ])
+        .build()
+        .expect("a valid schema")
+}
+
+fn partition_spec() -> UnboundPartitionSpec {
+    UnboundPartitionSpec::builder()
+        .with_spec_id(0)
+        .add_partition_field(2, PARTITION_FIELD, Transform::Day)
+        .expect("a valid partition field")
+        .build()
+}
+
+/// The lake seen as an Iceberg warehouse: where the table lives and how to reach its files.
+#[derive(Debug, Clone)]
+pub struct IcebergLake {
+    file_io: FileIO,
+    /// The lake as a URI without a trailing slash: `file:///abs/dir` or `s3://bucket/prefix`.
+    warehouse: String,
+    /// The lake as the rest of the house opened it (its object store lists the table's files).
+    lake: crate::lake::Lake,
+}
+
+impl IcebergLake {
+    /// The lake (a local directory, made absolute, or `s3://bucket/prefix`, reached with the
+    /// same standard AWS variables as the rest of the lake: see [`s3_properties`]). GCS and
+    /// Azure lakes are refused: the build's Iceberg storage has S3 and the local disk only.
+    pub fn new(lake: &crate::lake::Lake) -> Result<IcebergLake, SinkError> {
+        use crate::lake::{Lake, Location, Scheme};
+        let (warehouse, props) = match lake {
+            Lake::Local(dir) => {
+                // Made absolute, not resolved: the same setting names the same table on every run.
+                let abs = std::path::absolute(dir).map_err(SinkError::io("resolving", dir))?;
+                let text = abs.to_string_lossy().trim_end_matches('/').to_string();
+                (format!("file://{text}"), Vec::new())
+            }
+            Lake::Remote(remote) => match remote.location() {
+                Location::Remote {
+                    scheme: Scheme::S3, ..
+                } => (
+                    remote.location().to_string().trim_end_matches('/').to_string(),
+                    s3_properties(&crate::lake::S3Env::from_env()),
+                ),
+                other => {
+                    return Err(SinkError::IcebergConfig(format!(
+                        "the Iceberg table needs a lake on the local disk or in S3 (s3://BUCKET/PREFIX), not {other}: set EXPORT_PARQUET_DIR to one, or EXPORT_TABLE_FORMAT=parquet"
+                    )))
+                }
+            },
+        };
+        let factory = Arc::new(iceberg_storage_opendal::OpenDalResolvingStorageFactory::new());
+        let file_io = FileIOBuilder::new(factory).with_props(props).build();
+        Ok(IcebergLake {
+            file_io,
+            warehouse,
+            lake: lake.clone(),
+        })
+    }
+
+    /// The lake as the rest of the house opened it.
+    pub fn lake(&self) -> &crate::lake::Lake {
+        &self.lake
+    }
+
+    /// The table's location: `<lake>/receipts/receipt_snapshots`.
+    pub fn table_location(&self) -> String {
+        format!("{}/{NAMESPACE}/{TABLE}", self.warehouse)
+    }
+
+    /// The lake as a URI.
+    pub fn warehouse(&self) -> &str {
+        &self.warehouse
+    }
+
+    pub fn file_io(&self) -> &FileIO {
+        &self.file_io
+    }
+
+    /// A location inside the lake, relative to it (as `parquet_files.path` stores it).
+    pub fn relative(&self, location: &str) -> String {
+        location
+            .strip_prefix(&self.warehouse)
+            .map(|p| p.trim_start_matches('/').to_string())
+            .unwrap_or_else(|| location.to_string())
+    }
+
+    /// The table, created (empty) if the catalog does not list it yet. Fails when the catalog's
+    /// table lives somewhere other than this lake.
+    pub async fn ensure_table(&self, pool: &PgPool) -> Result<Table, SinkError> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(SinkError::pg("opening the Iceberg catalog"))?;
+        if let Some(table) = self.load(&mut conn, false).await? {
+            return self.check_location(table);
+        }
+        let (location, metadata) = self.first_metadata()?;
+        metadata
+            .write_to(&self.file_io, &location)
+            .await
+            .map_err(SinkError::iceberg("writing the table's first metadata"))?;
+        let inserted = insert_table(&mut conn, &location.to_string()).await?;
+        if !inserted {
+            // Another process created it meanwhile: ours is never referenced.
+            let _ = self.file_io.delete(location.to_string()).await;
+        }
+        let table = self.load(&mut conn, false).await?.expect("just created");
+        self.check_location(table)
+    }
+
+    /// The metadata of the empty table at this lake's table location, and its metadata file's
+    /// location (nothing written).
+    pub fn first_metadata(&self) -> Result<(MetadataLocation, TableMetadata), SinkError> {
+        let creation = TableCreation::builder()
+            .name(TABLE.to_string())
+            .location(self.table_location())
+            .schema(table_schema())
+            .partition_spec(partition_spec())
+            .properties(table_properties())
+            .build();
+        let metadata = TableMetadataBuilder::from_table_creation(creation)
+            .and_then(|b| b.build())
+            .map_err(SinkError::iceberg("building the table's first metadata"))?
+            .metadata;
+        let location = MetadataLocation::new_with_metadata(self.table_location(), &metadata);
+        Ok((location, metadata))
+    }
+
+    /// Checks, changing nothing, that the table the catalog lists (if any) is in this lake: a run
+    /// refuses a wrong lake before it starts (exit 2), not half-way.
+    pub async fn check_catalog(&self, pool: &PgPool) -> Result<(), SinkError> {
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(SinkError::pg("opening the Iceberg catalog"))?;
+        match self.load(&mut conn, false).await? {
+            Some(table) => self.check_location(table).map(drop),
+            None => Ok(()),
+        }
+    }
+
+    fn check_location(&self, table: Table) -> Result<Table, SinkError> {
+        let found = table.metadata().location().trim_end_matches('/');
+        if found != self.table_location() {
+            return Err(SinkError::IcebergElsewhere {
+                found: found.to_string(),
+                configured: self.table_location(),
+            });
+        }
+        Ok(table)
+    }
+
+    /// The table as the catalog points to it now (`None`: not created yet). With `for_update`,
+    /// the catalog row stays locked until the end of the transaction on `conn`, so no other
+    /// commit of ours moves the pointer meanwhile.
+    pub async fn load(
+        &self,
+        conn: &mut PgConnection,
+        for_update: bool,
+    ) -> Result<Option<Table>, SinkError> {
+        let Some(location) = metadata_location(conn, for_update).await? else {
+            return Ok(None);
+        };
+        let metadata = TableMetadata::read_from(&self.file_io, &location)
+            .await
+            .map_err(SinkError::iceberg("reading the table's metadata"))?;
+        self.table(location, metadata).map(Some)
+    }
+
+    /// A table handle for metadata already read.
+    pub fn table(&self, location: String, metadata: TableMetadata) -> Result<Table, SinkError> {
+        MetadataLocation::from_str(&location).map_err(SinkError::iceberg(
+            "parsing the catalog's metadata location",
+        ))?;
+        Table::builder()
+            .file_io(self.file_io.clone())
+            .identifier(ident())
+            .metadata_location(location)
+            .metadata(metadata)
+            .runtime(iceberg::Runtime::current())
+            .build()
+            .map_err(SinkError::iceberg("opening the table"))
+    }
+}
+
+/// The lake and the table in it, opened (created if missing) for a run.
+#[derive(Debug, Clone)]
+pub struct IcebergTarget {
+    pub lake: IcebergLake,
+    /// The table as it was when opened: its schema, partition spec and location, which a
+    /// run's writers use; every commit reads the table afresh.
+    pub table: Table,
+}
+
+impl IcebergTarget {
+    /// Opens the table in the lake, creating it when the catalog lacks it.
+    pub async fn open(lake: &crate::lake::Lake, pool: &PgPool) -> Result<IcebergTarget, SinkError> {
+        let lake = IcebergLake::new(lake)?;
+        let table = lake.ensure_table(pool).await?;
+        Ok(IcebergTarget { lake, table })
+    }
+
+    /// A writer for one run's data files.
+    pub fn run_writer(&self, run_id: i64, next_part: i32) -> Result<writer::RunIceberg, SinkError> {
+        writer::RunIceberg::new(self.lake.clone(), self.table.clone(), run_id, next_part)
+    }
+}
+
+/// `receipts.receipt_snapshots`.
+pub fn ident() -> TableIdent {
+    TableIdent::from_strs([NAMESPACE, TABLE]).expect("a valid identifier")
+}
+
+fn table_properties() -> Vec<(String, String)> {
+    [
+        ("write.format.default", "parquet"),
+        ("write.parquet.compression-codec", "zstd"),
+        // Bounds the metadata log; older metadata files become orphans for `maintain`.
+        ("write.metadata.previous-versions-max", "100"),
+        (
+            crate::sink::parquet::SCHEMA_VERSION_KEY,
+            crate::sink::parquet::SCHEMA_VERSION,
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+/// The FileIO properties (`s3.*`) from the standard AWS variables, as the lake's object store
+/// reads them ([`crate::lake::S3Env`]; the endpoint was checked when the lake was opened): an
+/// endpoint of an S3-compatible server is addressed path-style.
+pub fn s3_properties(env: &crate::lake::S3Env) -> Vec<(String, String)> {
+    let mut props = Vec::new();
+    let mut put = |key: &str, value: Option<&str>| {
+        if let Some(v) = value {
+            props.push((key.to_string(), v.to_string()));
+        }
+    };
+    put("s3.access-key-id", env.access_key_id.as_deref());
+    put(
+        "s3.secret-access-key",
+        env.secret_access_key.as_ref().map(|s| s.expose()),
+    );
+    put(
+        "s3.session-token",
+        env.session_token.as_ref().map(|s| s.expose()),
+    );
+    put("s3.region", env.region.as_deref());
+    if let Some(endpoint) = env.endpoint.as_deref() {
+        put("s3.endpoint", Some(endpoint));
+        put("s3.path-style-access", Some("true"));
+    }
+    props
+}
+
+async fn metadata_location(
+    conn: &mut PgConnection,
+    for_update: bool,
+) -> Result<Option<String>, SinkError> {
+    let lock = if for_update { " FOR UPDATE" } else { "" };
+    let location: Option<Option<String>> = sqlx::query_scalar(&format!(
+        "SELECT metadata_location FROM receipts.iceberg_tables
+         WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3{lock}"
+    ))
+    .bind(CATALOG)
+    .bind(NAMESPACE)
+    .bind(TABLE)
+    .fetch_optional(conn)
+    .await
+    .map_err(SinkError::pg("reading the Iceberg catalog"))?;
+    Ok(location.flatten())
+}
+
+/// Lists the new table in the catalog; false when it is listed already.
+async fn insert_table(conn: &mut PgConnection, location: &str) -> Result<bool, SinkError> {
+    let done = sqlx::query(
+        "INSERT INTO receipts.iceberg_tables
+           (catalog_name, table_namespace, table_name, metadata_location, iceberg_type)
+         VALUES ($1, $2, $3, $4, 'TABLE') ON CONFLICT DO NOTHING",
+    )
+    .bind(CATALOG)
+    .bind(NAMESPACE)
+    .bind(TABLE)
+    .bind(location)
+    .execute(conn)
+    .await
+    .map_err(SinkError::pg("listing the Iceberg table in the catalog"))?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Moves the catalog pointer from `old` to `new` (compare-and-set, as Iceberg's JDBC catalog
+/// does); false when the pointer is no longer at `old`.
+pub(crate) async fn swap_pointer(
+    conn: &mut PgConnection,
+    old: &str,
+    new: &str,
+) -> Result<bool, SinkError> {
+    let done = sqlx::query(
+        "UPDATE receipts.iceberg_tables
+         SET metadata_location = $4, previous_metadata_location = $5
+         WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3
+           AND metadata_location = $5",
+    )
+    .bind(CATALOG)
+    .bind(NAMESPACE)
+    .bind(TABLE)
+    .bind(new)
+    .bind(old)
+    .execute(conn)
+    .await
+    .map_err(SinkError::pg("moving the Iceberg catalog pointer"))?;
+    Ok(done.rows_affected() == 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_variables_become_s3_properties() {
+        let env = crate::lake::S3Env {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("eu-west-1".into()),
+            allow_http: true,
+            access_key_id: Some("ak".into()),
+            secret_access_key: Some(crate::secret::Secret::new("sk")),
+            session_token: None,
+        };
+        let props = s3_properties(&env);
+        let get = |k: &str| props.iter().find(|(p, _)| p == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("s3.access-key-id"), Some("ak"));
+        assert_eq!(get("s3.secret-access-key"), Some("sk"));
+        assert_eq!(get("s3.region"), Some("eu-west-1"));
+        assert_eq!(get("s3.endpoint"), Some("http://127.0.0.1:9000"));
+        assert_eq!(get("s3.path-style-access"), Some("true"));
+        assert_eq!(get("s3.session-token"), None);
+        let plain = s3_properties(&crate::lake::S3Env::default());
+        assert!(plain.is_empty(), "{plain:?}");
+    }
+
+    fn is_text(t: &arrow::datatypes::DataType) -> bool {
+        use arrow::datatypes::DataType::*;
+        matches!(t, Utf8 | LargeUtf8 | Utf8View)
+    }
+
+    #[test]
+    fn the_schema_has_the_parquet_files_columns_and_field_ids() {
+        let arrow = iceberg::arrow::schema_to_arrow_schema(&table_schema()).unwrap();
+        let ours = crate::sink::parquet::arrow_schema();
+        let names = |s: &arrow::datatypes::Schema| -> Vec<String> {
+            s.fields().iter().map(|f| f.name().clone()).collect()
+        };
+        assert_eq!(names(&arrow), names(&ours));
+        for (a, b) in arrow.fields().iter().zip(ours.fields()) {
+            assert_eq!(a.is_nullable(), b.is_nullable(), "{}", a.name());
+            let same = match (a.data_type(), b.data_type()) {
+                (
+                    arrow::datatypes::DataType::Timestamp(u1, Some(_)),
+                    arrow::datatypes::DataType::Timestamp(u2, Some(_)),
+                ) => u1 == u2,
+                (x, y) => x == y || (is_text(x) && is_text(y)),
+            };
+            assert!(
+                same,
+                "{}: {:?} vs {:?}",
+                a.name(),
+                a.data_type(),
+                b.data_type()
+            );
+        }
+    }
+}
