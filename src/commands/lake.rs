@@ -21,12 +21,8 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
              rows from Postgres",
         ));
     }
-    let pool = super::connect_migrated(settings).await?;
+    let pool = connect_owned(settings, args.repair).await?;
     let dir = &settings.lake;
-    if let Some(remote) = dir.remote() {
-        // Another database's lake is not this manifest's to judge or repair.
-        crate::sink::remote::check_owner(&pool, remote, args.repair).await?;
-    }
     // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
     let mut conn = crate::db::connect_single(settings.require_database()?).await?;
     crate::sink::manifest::lock_warehouse(&mut conn).await?;
@@ -74,6 +70,16 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
     } else {
         Exit::Failed
     })
+}
+
+/// The database, and the lake checked to be its own: another database's lake is not this
+/// manifest's to judge or repair (`claim`: a lake no database claimed yet becomes this one's).
+async fn connect_owned(settings: &Settings, claim: bool) -> anyhow::Result<sqlx::PgPool> {
+    let pool = super::connect_migrated(settings).await?;
+    if let Some(remote) = settings.lake.remote() {
+        crate::sink::remote::check_owner(&pool, remote, claim).await?;
+    }
+    Ok(pool)
 }
 
 fn describe(report: &Report) {
