@@ -395,9 +395,14 @@ fn open_s3(bucket: &str, bounds: Bounds) -> Result<object_store::aws::AmazonS3, 
     use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
     use object_store::ClientConfigKey;
     let env = S3Env::from_env();
+    // Named as set: the error must point at the variable the user wrote.
+    let endpoint_var = ["AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"]
+        .into_iter()
+        .find(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()))
+        .unwrap_or("AWS_ENDPOINT_URL");
     check_endpoint(
         env.endpoint.as_deref(),
-        "AWS_ENDPOINT_URL",
+        endpoint_var,
         env.allow_http,
         "AWS_ALLOW_HTTP",
     )?;

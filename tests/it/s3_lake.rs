@@ -516,6 +516,17 @@ async fn a_missing_bucket_refused_keys_or_a_silent_store_stop_a_run_before_any_a
         assert_eq!((status.as_str(), calls), ("failed", 0), "{case}");
     }
     drop(silent);
+    // A plain-http endpoint off loopback is refused naming the variable it came from.
+    let out = run(exporter_s3(&db, &sim, &s3)
+        .env_remove("AWS_ENDPOINT_URL")
+        .env("AWS_ENDPOINT", "http://10.1.2.3:9000")
+        .args(["lake", "verify"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("AWS_ENDPOINT (http://10.1.2.3:9000): plain http"),
+        "{}",
+        stderr(&out)
+    );
     // The same lake, reachable: the next run exports everything.
     let out = run(exporter_s3(&db, &sim, &s3).arg("run"));
     assert_eq!(out.status.code(), Some(0));

@@ -199,11 +199,14 @@ async fn no_object_store_secret_in_any_output() {
     assert_eq!(outputs[0].status.code(), Some(0));
     outputs.push(run(exporter_s3(&s3.endpoint).arg("doctor")));
     outputs.push(run(exporter_s3(&s3.endpoint).args(["lake", "verify"])));
-    // Nothing listens on port 9: the run fails on the store and says so.
+    // Nothing listens on port 9: the run fails on the store, before its first API call, and
+    // says so.
     let unreachable = run(exporter_s3("http://127.0.0.1:9").arg("run"));
     assert_ne!(unreachable.status.code(), Some(0));
     assert!(
-        stdout(&unreachable).contains("while uploading secret-scan/_pending/"),
+        stdout(&unreachable).contains(
+            "while reading secret-scan/_receipt_exporter.json in the object store: no answer"
+        ),
         "{}",
         stdout(&unreachable)
     );
