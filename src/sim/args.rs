@@ -188,6 +188,14 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let config = args.config(sdkappid, key, identifier)?;
     let groups = config.groups.len();
+    // The ids to `track add`: nothing else tells a user trying the simulator what they are.
+    let group_ids = match (config.groups.first(), config.groups.last()) {
+        (Some(first), Some(last)) if groups > 1 => {
+            format!("{} .. {}", first.group_id, last.group_id)
+        }
+        (Some(only), _) => only.group_id.clone(),
+        _ => String::new(),
+    };
     let addr = SocketAddr::new(args.host, args.port);
     let sim = Simulator::start(config, addr)
         .with_context(|| format!("while binding the simulator to {addr}"))?;
@@ -196,7 +204,7 @@ pub async fn serve(
         writeln!(out, "listening on {}", sim.addr())?;
         out.flush()?;
     }
-    tracing::info!(groups, sdkappid, "simulator ready");
+    tracing::info!(groups, group_ids, sdkappid, "simulator ready");
     shutdown.await;
     sim.shutdown().await;
     Ok(())

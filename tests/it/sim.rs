@@ -763,3 +763,29 @@ async fn serve_runs_until_shutdown_and_then_stops_listening() {
         "nothing listens after shutdown"
     );
 }
+
+/// `simulate` logs the ids of its groups, the ones a user trying it must `track add`.
+#[test]
+fn the_simulate_command_names_its_group_ids() {
+    use std::io::{BufRead, BufReader};
+    let mut child = crate::helpers::exporter()
+        .env("TIM_SDKAPPID", APP.to_string())
+        .env("TIM_SECRET_KEY", KEY)
+        .args(["simulate", "--port", "0", "--groups", "3"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut ready = String::new();
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if line.contains("simulator ready") {
+            ready = line;
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ready.contains("@TGS#sim1-1 .. @TGS#sim1-3"), "{ready}");
+}
