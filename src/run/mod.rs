@@ -125,7 +125,7 @@ pub struct RunReport {
 impl RunReport {
     /// The one line a run ends with. Its figures, rate and time are this attempt's; a resumed
     /// backfill's line says so, and adds the whole backfill's totals.
-    pub fn summary(&self, lake: &crate::lake::Lake) -> String {
+    pub fn summary(&self, settings: &Settings) -> String {
         use crate::text::count;
         let f = self.attempt.as_ref().map_or(&self.figures, |(_, f)| f);
         let secs = self.elapsed.as_secs_f64();
@@ -169,11 +169,15 @@ impl RunReport {
                 count(w.api_calls, "call", "calls"),
             ));
         }
-        line.push_str(&format!(
-            ", {} in {}",
-            count(f.parquet_files, "Parquet file", "Parquet files"),
-            lake
-        ));
+        let files = match settings.table_format {
+            TableFormat::Parquet => count(f.parquet_files, "Parquet file", "Parquet files"),
+            TableFormat::Iceberg => count(
+                f.parquet_files,
+                "data file committed to the Iceberg table",
+                "data files committed to the Iceberg table",
+            ),
+        };
+        line.push_str(&format!(", {files} in {}", settings.lake));
         if let Some(f) = &self.follow {
             line.push_str(&f.summary());
         }
