@@ -122,6 +122,19 @@ pub struct RunReport {
     pub read_lists: Option<details::DetailFigures>,
 }
 
+/// The run's files as its summary tells them: Parquet files, or the Iceberg table's data files.
+fn files_told(n: i32, format: TableFormat) -> String {
+    use crate::text::count;
+    match format {
+        TableFormat::Parquet => count(n, "Parquet file", "Parquet files"),
+        TableFormat::Iceberg => count(
+            n,
+            "data file committed to the Iceberg table",
+            "data files committed to the Iceberg table",
+        ),
+    }
+}
+
 impl RunReport {
     /// The one line a run ends with. Its figures, rate and time are this attempt's; a resumed
     /// backfill's line says so, and adds the whole backfill's totals.
@@ -169,15 +182,11 @@ impl RunReport {
                 count(w.api_calls, "call", "calls"),
             ));
         }
-        let files = match settings.table_format {
-            TableFormat::Parquet => count(f.parquet_files, "Parquet file", "Parquet files"),
-            TableFormat::Iceberg => count(
-                f.parquet_files,
-                "data file committed to the Iceberg table",
-                "data files committed to the Iceberg table",
-            ),
-        };
-        line.push_str(&format!(", {files} in {}", settings.lake));
+        line.push_str(&format!(
+            ", {} in {}",
+            files_told(f.parquet_files, settings.table_format),
+            settings.lake
+        ));
         if let Some(f) = &self.follow {
             line.push_str(&f.summary());
         }
