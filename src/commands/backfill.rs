@@ -50,7 +50,7 @@ pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit
             s.done_seqs
         );
     }
-    super::emit_summary(&report.summary(&settings.lake));
+    super::emit_summary(&report.summary(settings));
     Ok(crate::exit::for_run(&report))
 }
 

@@ -89,7 +89,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     };
     let report = run::execute(&run_settings, &pool, &request, super::run::stop_on_signal()).await?;
     sim.shutdown().await;
-    super::emit_summary(&report.summary(&run_settings.lake));
+    super::emit_summary(&report.summary(&run_settings));
     match run_settings.table_format {
         crate::settings::TableFormat::Parquet => {
             print_next_steps(&database_url, &args.dir.join("warehouse"))

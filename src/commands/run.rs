@@ -35,7 +35,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
         }
     }
     // Each failed group was logged once, when it failed; the ledger lists them all.
-    super::emit_summary(&report.summary(&settings.lake));
+    super::emit_summary(&report.summary(settings));
     Ok(crate::exit::for_run(&report))
 }
 

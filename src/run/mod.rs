@@ -122,10 +122,23 @@ pub struct RunReport {
     pub read_lists: Option<details::DetailFigures>,
 }
 
+/// The run's files as its summary tells them: Parquet files, or the Iceberg table's data files.
+fn files_told(n: i32, format: TableFormat) -> String {
+    use crate::text::count;
+    match format {
+        TableFormat::Parquet => count(n, "Parquet file", "Parquet files"),
+        TableFormat::Iceberg => count(
+            n,
+            "data file committed to the Iceberg table",
+            "data files committed to the Iceberg table",
+        ),
+    }
+}
+
 impl RunReport {
     /// The one line a run ends with. Its figures, rate and time are this attempt's; a resumed
     /// backfill's line says so, and adds the whole backfill's totals.
-    pub fn summary(&self, lake: &crate::lake::Lake) -> String {
+    pub fn summary(&self, settings: &Settings) -> String {
         use crate::text::count;
         let f = self.attempt.as_ref().map_or(&self.figures, |(_, f)| f);
         let secs = self.elapsed.as_secs_f64();
@@ -171,8 +184,8 @@ impl RunReport {
         }
         line.push_str(&format!(
             ", {} in {}",
-            count(f.parquet_files, "Parquet file", "Parquet files"),
-            lake
+            files_told(f.parquet_files, settings.table_format),
+            settings.lake
         ));
         if let Some(f) = &self.follow {
             line.push_str(&f.summary());

@@ -355,7 +355,7 @@ impl Scheduler {
                 run_id = report.run_id,
                 status = report.status.as_str(),
                 "run finished: {}",
-                report.summary(&self.settings.lake)
+                report.summary(&self.settings)
             ),
             Some(Err(e)) if e.chain().any(|c| c.is::<LockHeld>()) => {
                 tracing::warn!(job, "skipped: {e:#}")

@@ -107,6 +107,12 @@ async fn an_iceberg_run_writes_the_table_that_pyiceberg_reads_back_equal_to_post
     for _ in 0..2 {
         let out = run(&mut iceberg_run(&db, &sim, dir.path()));
         assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        // The summary says where the files went: into the table, not a Hive-style directory.
+        assert!(
+            stdout(&out).contains("committed to the Iceberg table in "),
+            "{}",
+            stdout(&out)
+        );
     }
     let pg = pg_snapshots(&db).await;
     assert!(pg.len() > 3 * 40, "two runs wrote rows: {}", pg.len());
