@@ -12,10 +12,11 @@
 //! job.
 
 use super::parquet::{blocking, CommittedFile, SealedFile};
-use super::{fence, Fence, SinkError};
+use super::{fence, Fence, SinkError, SnapshotRow, WriteBatch};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 /// The rebuild machinery's entry points, re-exported under their former path
 /// (`manifest::rebuild_run`, ...) so callers written against it still resolve.
@@ -469,6 +470,47 @@ pub type CursorRow = (
     i32,
     i32,
 );
+
+/// Adds a cursor row to the batch being rebuilt; returns the previous batch once a row of
+/// another batch arrives (rows come in run and batch order). Rows come sorted by group within a
+/// batch: they share one allocation per group, as the run's do.
+pub fn regroup(batch: &mut Option<WriteBatch>, row: CursorRow) -> Option<WriteBatch> {
+    let (
+        run_id,
+        run_date,
+        batch_no,
+        capture_date,
+        captured_at,
+        group,
+        msg_seq,
+        read_num,
+        unread_num,
+    ) = row;
+    let done = match batch {
+        Some(b) if b.run_id == run_id && b.batch_no == batch_no => None,
+        _ => batch.replace(WriteBatch {
+            run_id,
+            run_date,
+            batch_no,
+            capture_date,
+            rows: Vec::new(),
+            codes: Vec::new(),
+        }),
+    };
+    let rows = &mut batch.as_mut().expect("set above").rows;
+    let group_id = match rows.last() {
+        Some(last) if *last.group_id == *group => last.group_id.clone(),
+        _ => Arc::from(group),
+    };
+    rows.push(SnapshotRow {
+        captured_at,
+        group_id,
+        msg_seq,
+        read_num,
+        unread_num,
+    });
+    done
+}
 
 /// Rows fetched per round trip: bounded memory, few round trips.
 const FETCH_ROWS: usize = 10_000;

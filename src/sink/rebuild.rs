@@ -9,13 +9,12 @@ use super::parquet::{
     blocking, partition_dir, remove_if_present, sync_dir, CommittedFile, RunParquet, SealedFile,
     TABLE_DIR,
 };
-use super::{Fence, SinkError, SnapshotRow, WriteBatch};
+use super::{Fence, SinkError, WriteBatch};
 use crate::lake::Lake;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 /// What [`rebuild_run`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -428,52 +427,20 @@ struct Rewriter<'p> {
 
 impl Rewriter<'_> {
     async fn push(&mut self, row: CursorRow) -> Result<(), SinkError> {
-        let (
-            run_id,
-            run_date,
-            batch_no,
-            capture_date,
-            captured_at,
-            group,
-            msg_seq,
-            read_num,
-            unread_num,
-        ) = row;
-        let same = self
-            .batch
-            .as_ref()
-            .is_some_and(|b| b.run_id == run_id && b.batch_no == batch_no);
-        if !same {
-            self.flush_batch().await?;
-            self.batch = Some(WriteBatch {
-                run_id,
-                run_date,
-                batch_no,
-                capture_date,
-                rows: vec![],
-                codes: vec![],
-            });
+        match manifest::regroup(&mut self.batch, row) {
+            Some(full) => self.write_batch(full).await,
+            None => Ok(()),
         }
-        let rows = &mut self.batch.as_mut().expect("set above").rows;
-        // Rows come sorted by group: share one allocation per group, as the run does.
-        let group_id = match rows.last() {
-            Some(last) if *last.group_id == *group => last.group_id.clone(),
-            _ => Arc::from(group),
-        };
-        rows.push(SnapshotRow {
-            captured_at,
-            group_id,
-            msg_seq,
-            read_num,
-            unread_num,
-        });
-        Ok(())
     }
 
     async fn flush_batch(&mut self) -> Result<(), SinkError> {
-        let Some(batch) = self.batch.take() else {
-            return Ok(());
-        };
+        match self.batch.take() {
+            Some(batch) => self.write_batch(batch).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn write_batch(&mut self, batch: WriteBatch) -> Result<(), SinkError> {
         if self.writer.as_ref().map(|(run, _)| *run) != Some(batch.run_id) {
             self.finish_writer().await?;
             let part = manifest::next_part(self.pool, batch.run_id).await?;

@@ -4,10 +4,9 @@
 //! and part, as the run itself would have.
 
 use super::{commit, files, IcebergTarget};
-use crate::sink::manifest::{self, CursorRow};
+use crate::sink::manifest;
 use crate::sink::rebuild::RepairReport;
-use crate::sink::{Fence, SinkError, SnapshotRow, WriteBatch};
-use std::sync::Arc;
+use crate::sink::{Fence, SinkError, WriteBatch};
 use std::time::Duration;
 
 /// How long a repair's commit rides out a lost connection.
@@ -41,7 +40,7 @@ pub async fn rebuild_run(
             break;
         }
         for row in rows {
-            if let Some(full) = regroup(&mut batch, row) {
+            if let Some(full) = manifest::regroup(&mut batch, row) {
                 finished.extend(writer.append(&full).await?);
             }
         }
@@ -64,44 +63,4 @@ pub async fn rebuild_run(
         rows: committed.iter().map(|f| f.row_count).sum(),
         files: committed,
     })
-}
-
-/// Adds a cursor row to the batch being rebuilt; returns the previous batch once a row of the
-/// next one arrives (rows come in batch order).
-fn regroup(batch: &mut Option<WriteBatch>, row: CursorRow) -> Option<WriteBatch> {
-    let (
-        run_id,
-        run_date,
-        batch_no,
-        capture_date,
-        captured_at,
-        group,
-        msg_seq,
-        read_num,
-        unread_num,
-    ) = row;
-    let done = match batch {
-        Some(b) if b.batch_no == batch_no => None,
-        _ => batch.replace(WriteBatch {
-            run_id,
-            run_date,
-            batch_no,
-            capture_date,
-            rows: Vec::new(),
-            codes: Vec::new(),
-        }),
-    };
-    let rows = &mut batch.as_mut().expect("set above").rows;
-    let group_id = match rows.last() {
-        Some(last) if *last.group_id == *group => last.group_id.clone(),
-        _ => Arc::from(group),
-    };
-    rows.push(SnapshotRow {
-        captured_at,
-        group_id,
-        msg_seq,
-        read_num,
-        unread_num,
-    });
-    done
 }
