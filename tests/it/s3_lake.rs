@@ -76,12 +76,18 @@ async fn assert_bucket_equals_postgres(db: &TestDb, s3: &S3Server) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_into_s3_lands_exactly_the_postgres_rows_and_verify_agrees() {
+/// An S3 test server, a database and a simulator of 3 groups of 120 seqs, all tracked.
+async fn tracked_lake() -> (S3Server, TestDb, Simulator) {
     let s3 = S3Server::start();
     let db = TestDb::new().await;
     let sim = simulator(3, 120, |_| {});
     track_all(&db, &group_ids(&sim), 120).await;
+    (s3, db, sim)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_into_s3_lands_exactly_the_postgres_rows_and_verify_agrees() {
+    let (s3, db, sim) = tracked_lake().await;
     for _ in 0..2 {
         let out = run(exporter_s3(&db, &sim, &s3).arg("run"));
         assert_eq!(out.status.code(), Some(0));
@@ -108,10 +114,7 @@ async fn a_run_into_s3_lands_exactly_the_postgres_rows_and_verify_agrees() {
 
 /// Kills the first run at `point`, checks the listing, runs again, checks the bucket.
 async fn killed_at(point: &str) -> (TestDb, S3Server, Simulator) {
-    let s3 = S3Server::start();
-    let db = TestDb::new().await;
-    let sim = simulator(3, 120, |_| {});
-    track_all(&db, &group_ids(&sim), 120).await;
+    let (s3, db, sim) = tracked_lake().await;
     let out = run(exporter_s3(&db, &sim, &s3)
         .env(receipt_exporter::crashpoint::ENV, point)
         .arg("run"));
@@ -145,10 +148,7 @@ async fn sigkill_after_the_copy_before_the_manifest_knows_it_is_finished_by_the_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_the_repair_is_finished_by_the_run_after() {
-    let s3 = S3Server::start();
-    let db = TestDb::new().await;
-    let sim = simulator(3, 120, |_| {});
-    track_all(&db, &group_ids(&sim), 120).await;
+    let (s3, db, sim) = tracked_lake().await;
     let crash = |point: &str| {
         let out = run(exporter_s3(&db, &sim, &s3)
             .env(receipt_exporter::crashpoint::ENV, point)
@@ -174,10 +174,7 @@ async fn sigkill_during_the_repair_is_finished_by_the_run_after() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lake_verify_names_a_deleted_and_a_truncated_object_and_repair_restores_them() {
     use object_store::ObjectStoreExt;
-    let s3 = S3Server::start();
-    let db = TestDb::new().await;
-    let sim = simulator(3, 120, |_| {});
-    track_all(&db, &group_ids(&sim), 120).await;
+    let (s3, db, sim) = tracked_lake().await;
     for _ in 0..2 {
         assert_eq!(
             run(exporter_s3(&db, &sim, &s3).arg("run")).status.code(),
@@ -224,10 +221,7 @@ async fn lake_verify_names_a_deleted_and_a_truncated_object_and_repair_restores_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_parquet_on_s3_rewrites_each_listed_file_under_its_own_key() {
-    let s3 = S3Server::start();
-    let db = TestDb::new().await;
-    let sim = simulator(3, 120, |_| {});
-    track_all(&db, &group_ids(&sim), 120).await;
+    let (s3, db, sim) = tracked_lake().await;
     for _ in 0..2 {
         assert_eq!(
             run(exporter_s3(&db, &sim, &s3).arg("run")).status.code(),
@@ -276,10 +270,7 @@ async fn export_parquet_on_s3_rewrites_each_listed_file_under_its_own_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_while_writing_leaves_a_spool_directory_that_the_next_run_removes() {
-    let s3 = S3Server::start();
-    let db = TestDb::new().await;
-    let sim = simulator(3, 120, |_| {});
-    track_all(&db, &group_ids(&sim), 120).await;
+    let (s3, db, sim) = tracked_lake().await;
     let tmp = tempfile::tempdir().unwrap();
     let spools = || {
         std::fs::read_dir(tmp.path())
@@ -367,10 +358,7 @@ async fn a_listing_at_each_moment_of_the_upload_shows_only_committed_rows() {
         ("after_manifest_commit:1", false),
         ("after_copy:1", true),
     ] {
-        let s3 = S3Server::start();
-        let db = TestDb::new().await;
-        let sim = simulator(3, 120, |_| {});
-        track_all(&db, &group_ids(&sim), 120).await;
+        let (s3, db, sim) = tracked_lake().await;
         let pauses = tempfile::tempdir().unwrap();
         let pause = pauses.path().join("held");
         let child = exporter_s3(&db, &sim, &s3)
