@@ -105,10 +105,16 @@ impl FromArgMatches for GlobalOpts {
             let from_env = matches.value_source(s.key) == Some(ValueSource::EnvVariable);
             raw.give(*s, value, from_env);
         }
-        // The secret key is never a flag: only its variable.
-        raw.secret_key = std::env::var(settings::SECRET_KEY.env)
-            .ok()
-            .map(crate::secret::Secret::new);
+        // The settings without a flag come from their variables only; the secret ones (the
+        // key, the webhook URL) go straight into a `Secret`.
+        let secret = |s: Setting| std::env::var(s.env).ok().map(crate::secret::Secret::new);
+        raw.secret_key = secret(settings::SECRET_KEY);
+        raw.alert_webhook = secret(settings::ALERT_WEBHOOK);
+        raw.give(
+            settings::ALERT_WEBHOOK_FILE,
+            std::env::var(settings::ALERT_WEBHOOK_FILE.env).ok(),
+            true,
+        );
         Ok(GlobalOpts { raw })
     }
 
@@ -362,6 +368,11 @@ pub struct GroupArg {
 pub struct TrackImportArgs {
     /// The CSV file
     pub file: PathBuf,
+    /// Ask the Chat API first about every group of the file (one get_group_info call per 50):
+    /// refuse the whole import (exit 2, nothing written) if any does not exist, has a type
+    /// without read receipts or more than 200 members, naming each one
+    #[arg(long)]
+    pub check: bool,
 }
 
 #[derive(Debug, Args)]

@@ -36,9 +36,16 @@ pub fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
 /// in about two minutes rather than hours, and an end to transactions left idle for a minute
 /// (a frozen process must not hold a run's row, and so its take-over, forever; our own
 /// transactions never wait on the client that long).
+///
+/// A statement slower than [`SLOW_STATEMENT`] is logged at INFO (sqlx's default is a WARN per
+/// statement, with its whole text: an hourly run logged one every time, which made alerting on
+/// WARN useless); the log's formatter makes it one line naming the statement and its duration.
 fn session_options(options: &PgConnectOptions) -> PgConnectOptions {
+    use sqlx::ConnectOptions;
     options
         .clone()
+        .log_statements(log::LevelFilter::Off)
+        .log_slow_statements(log::LevelFilter::Info, SLOW_STATEMENT)
         .application_name("receipt-exporter")
         .options([
             ("search_path", SCHEMA),
@@ -48,6 +55,9 @@ fn session_options(options: &PgConnectOptions) -> PgConnectOptions {
             ("idle_in_transaction_session_timeout", "60000"),
         ])
 }
+
+/// A statement that takes longer is logged (at INFO, one line).
+pub const SLOW_STATEMENT: Duration = Duration::from_secs(1);
 
 /// "host:port/database" of a URL, for messages: never the password.
 pub fn describe(options: &PgConnectOptions) -> String {

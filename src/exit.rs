@@ -70,6 +70,7 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
             || cause.is::<crate::run::backfill::BackfillError>()
             || cause.is::<crate::schedule::scheduler::ScheduleError>()
             || cause.is::<crate::sink::remote::LakeOfAnother>()
+            || cause.is::<crate::ops::endpoint::ListenError>()
         {
             return Exit::Usage;
         }

@@ -23,6 +23,8 @@ pub const REGIONS: &[(&str, &str)] = &[
     ("frankfurt", "adminapiger.im.qcloud.com"),
     ("silicon-valley", "adminapiusa.im.qcloud.com"),
     ("jakarta", "adminapiidn.im.qcloud.com"),
+    // Listed on the vendor's page of `get_group_msg_receipt_detail` (2024).
+    ("mumbai", "adminapiind.im.qcloud.com"),
 ];
 
 /// The highest `rate_limit` (global or a job's): far above the API's 200 calls/s.
@@ -163,7 +165,7 @@ pub const REGION: Setting = Setting {
     flag: Some("--region"),
     env: "TIM_REGION",
     value_name: "REGION",
-    help: "china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta",
+    help: "china, singapore, seoul, tokyo, frankfurt, silicon-valley, jakarta, mumbai",
     ..Setting::ROW
 };
 pub const API_BASE: Setting = Setting {
@@ -329,6 +331,46 @@ pub const MEMBER_HASH_KEY_FILE: Setting = Setting {
     ..Setting::ROW
 };
 
+/// Issue 24: a `/metrics` endpoint (Prometheus) while `schedule` runs, or during a `run`.
+pub const METRICS_LISTEN: Setting = Setting {
+    key: "metrics_listen",
+    flag: Some("--metrics-listen"),
+    env: "EXPORT_METRICS_LISTEN",
+    value_name: "ADDR",
+    help:
+        "serve /metrics (Prometheus) on IP:PORT while schedule (or a run) goes, e.g. 127.0.0.1:9899",
+    ..Setting::ROW
+};
+/// Issue 24: an API that stops answering mid-run ends the run after this long, instead of
+/// each batch using up its retries.
+pub const OUTAGE_TIMEOUT: Setting = Setting {
+    key: "outage_timeout",
+    flag: Some("--outage-timeout"),
+    env: "EXPORT_OUTAGE_TIMEOUT",
+    default: Some("30"),
+    value_name: "SECONDS",
+    help: "seconds every API attempt may fail (refused, timed out, 5xx, DNS) before the run stops as failed, 5..3600",
+    ..Setting::ROW
+};
+/// Issue 24: where a failed, partial or not started run is reported. Its URL embeds tokens:
+/// no flag (it would show in `ps`), never printed, never in a config file.
+pub const ALERT_WEBHOOK: Setting = Setting {
+    key: "alert_webhook",
+    env: "EXPORT_ALERT_WEBHOOK",
+    in_file: false,
+    value_name: "URL",
+    help: "a webhook URL (Slack, Mattermost, Teams, any JSON receiver) each failed, partial or not started run is POSTed to (never printed)",
+    hide_env_value: true,
+    ..Setting::ROW
+};
+pub const ALERT_WEBHOOK_FILE: Setting = Setting {
+    key: "alert_webhook_file",
+    env: "EXPORT_ALERT_WEBHOOK_FILE",
+    value_name: "PATH",
+    help: "a file holding the alert webhook's URL; not with EXPORT_ALERT_WEBHOOK",
+    ..Setting::ROW
+};
+
 /// Every global setting, in the order of `--help` and the README's table. A row missing here
 /// is missing everywhere: no flag, no variable, no config key (and `resolve` panics on it).
 ///
@@ -357,6 +399,10 @@ pub const ALL: &[Setting] = &[
     LOG_FORMAT,
     METRICS_FILE,
     PUSHGATEWAY_URL,
+    METRICS_LISTEN,
+    OUTAGE_TIMEOUT,
+    ALERT_WEBHOOK,
+    ALERT_WEBHOOK_FILE,
     MAX_DETAIL_CALLS,
     DETAIL_BUDGET,
     MEMBER_HASH_KEY_FILE,
@@ -370,6 +416,8 @@ pub struct RawSettings {
     pub given: BTreeMap<&'static str, (String, Origin)>,
     /// `TIM_SECRET_KEY`, read from the environment by the caller.
     pub secret_key: Option<Secret>,
+    /// `EXPORT_ALERT_WEBHOOK`, read from the environment by the caller.
+    pub alert_webhook: Option<Secret>,
     pub config_file: Option<PathBuf>,
     /// The config file was named by `EXPORT_CONFIG`, not `--config` (for messages).
     pub config_from_env: bool,
@@ -475,6 +523,12 @@ pub struct Settings {
     pub metrics_file: Option<PathBuf>,
     /// A Pushgateway to push each job's series to after each run.
     pub pushgateway_url: Option<reqwest::Url>,
+    /// Where `/metrics` is served while `schedule` (or a run) goes.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long every API attempt may fail, with none answered, before the run stops.
+    pub outage_timeout: std::time::Duration,
+    /// Where failed, partial and not started runs are reported (its URL is never printed).
+    pub alert_webhook: Option<Secret>,
     /// How log lines look on stderr.
     pub log_format: LogFormat,
     /// The most read-list calls one run makes; `None`: as many as the dry run's bound.
@@ -656,6 +710,15 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         .pick(PUSHGATEWAY_URL)
         .map(|(v, o)| parse_pushgateway_url(&v, &o))
         .transpose()?;
+    let metrics_listen = src
+        .pick(METRICS_LISTEN)
+        .map(|(v, o)| parse_listen(&v, &o))
+        .transpose()?;
+    let alert_webhook = alert_webhook(
+        raw.alert_webhook,
+        src.pick(ALERT_WEBHOOK_FILE),
+        &mut warnings,
+    )?;
     let max_detail_calls = src
         .pick(MAX_DETAIL_CALLS)
         .map(|(v, o)| parse_bounded(&v, &o, 0, 1_000_000_000, "calls"))
@@ -713,6 +776,14 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         log_format,
         metrics_file,
         pushgateway_url,
+        metrics_listen,
+        outage_timeout: std::time::Duration::from_secs(bounded(
+            OUTAGE_TIMEOUT,
+            5,
+            3600,
+            "seconds",
+        )?),
+        alert_webhook,
         max_detail_calls,
         detail_budget,
         member_hash_key,
@@ -759,6 +830,13 @@ fn read_config_file(
             return Err(origin(
                 "a config file may name a key file (`secret_key_file`), never the key itself: \
                  remove `secret_key` and use secret_key_file or TIM_SECRET_KEY"
+                    .into(),
+            ));
+        }
+        if key == ALERT_WEBHOOK.key {
+            return Err(origin(
+                "a config file may name a file holding the alert webhook's URL \
+                 (`alert_webhook_file`), never the URL itself: it carries the receiver's token"
                     .into(),
             ));
         }
@@ -891,12 +969,7 @@ fn parse_region(value: &str, origin: &Origin) -> Result<String, SettingsError> {
 fn parse_api_base(value: &str, origin: &Origin) -> Result<String, SettingsError> {
     let expected = "a base URL such as https://adminapisgp.im.qcloud.com, or http://127.0.0.1:PORT for the simulator";
     let url = reqwest::Url::parse(value).map_err(|_| invalid(origin, value, expected))?;
-    let loopback = match url.host() {
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        Some(url::Host::Domain(d)) => d == "localhost",
-        None => false,
-    };
+    let loopback = is_loopback(&url);
     let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
     if !scheme_ok || url.query().is_some() || !url.username().is_empty() {
         let why = if url.scheme() == "http" {
@@ -973,6 +1046,63 @@ fn parse_pushgateway_url(value: &str, origin: &Origin) -> Result<reqwest::Url, S
     Ok(url)
 }
 
+/// The address `/metrics` is served on: `IP:PORT` (no name lookup before any I/O).
+fn parse_listen(value: &str, origin: &Origin) -> Result<std::net::SocketAddr, SettingsError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            origin,
+            value,
+            "an address to listen on, IP:PORT, e.g. 127.0.0.1:9899 or [::]:9899",
+        )
+    })
+}
+
+/// The alert webhook: from `EXPORT_ALERT_WEBHOOK` or from the file named by
+/// `EXPORT_ALERT_WEBHOOK_FILE` (or its config key), never both. Its value is never shown:
+/// the URL carries the receiver's token.
+fn alert_webhook(
+    from_env: Option<Secret>,
+    file: Option<(String, Origin)>,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Secret>, SettingsError> {
+    let (url, origin) = match (from_env, file) {
+        (Some(_), Some((_, origin))) => {
+            return Err(SettingsError {
+                origin: format!("{} and {origin}", ALERT_WEBHOOK.env),
+                problem: "both are set: keep exactly one".into(),
+            })
+        }
+        (Some(url), None) => (url, Origin::Env(ALERT_WEBHOOK.env)),
+        (None, Some((path, origin))) => {
+            let url = read_secret_file(Path::new(&path), &origin, warnings, "webhook URL")?;
+            (url, origin)
+        }
+        (None, None) => return Ok(None),
+    };
+    let trimmed = url.expose().trim();
+    let parsed = reqwest::Url::parse(trimmed).ok();
+    let ok = parsed.as_ref().is_some_and(|u| {
+        u.host().is_some() && (u.scheme() == "https" || (u.scheme() == "http" && is_loopback(u)))
+    });
+    if !ok {
+        return Err(SettingsError {
+            origin: origin.to_string(),
+            problem: "invalid value (not shown: a webhook URL holds its receiver's token): expected an https:// URL (plain http only for a loopback address such as http://127.0.0.1:PORT/hook)".into(),
+        });
+    }
+    Ok(Some(Secret::new(trimmed)))
+}
+
+/// Whether a URL's host is this machine (plain http is accepted only there).
+fn is_loopback(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
 fn parse_bounded(
     value: &str,
     origin: &Origin,
@@ -1029,10 +1159,21 @@ fn read_key_file(
     origin: &Origin,
     warnings: &mut Vec<String>,
 ) -> Result<Secret, SettingsError> {
+    read_secret_file(path, origin, warnings, "key")
+}
+
+/// A small file holding one secret (`what`: "key", "webhook URL"); a mode that lets others
+/// read it warns.
+fn read_secret_file(
+    path: &Path,
+    origin: &Origin,
+    warnings: &mut Vec<String>,
+    what: &str,
+) -> Result<Secret, SettingsError> {
     let text = read_small_file(path, MAX_KEY_FILE_BYTES).map_err(|e| SettingsError {
         origin: origin.to_string(),
         problem: format!(
-            "cannot read the key file {}: {e} (it should hold only the key)",
+            "cannot read the {what} file {}: {e} (it should hold only the {what})",
             path.display()
         ),
     })?;
@@ -1043,7 +1184,7 @@ fn read_key_file(
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
                 warnings.push(format!(
-                    "the key file {} is readable by others (mode {mode:04o}): chmod 600 it",
+                    "the {what} file {} is readable by others (mode {mode:04o}): chmod 600 it",
                     path.display()
                 ));
             }
@@ -1226,6 +1367,11 @@ mod tests {
         assert_eq!(
             s.api.unwrap().base_url(),
             "https://adminapiusa.im.qcloud.com"
+        );
+        let s = resolve(raw(&[(REGION, "Mumbai")])).unwrap();
+        assert_eq!(
+            s.api.unwrap().base_url(),
+            "https://adminapiind.im.qcloud.com"
         );
         let s = resolve(raw(&[(REGION, "tokyo"), (API_BASE, "http://127.0.0.1:1")])).unwrap();
         assert_eq!(s.api.unwrap().base_url(), "http://127.0.0.1:1");

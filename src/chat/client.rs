@@ -66,6 +66,9 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     /// Lifetime of each generated UserSig; it is replaced at 80% of it.
     pub usersig_ttl: Duration,
+    /// How long every attempt may fail as an outage makes it fail (refused, DNS, timed out,
+    /// HTTP 5xx), with no answer in between, before every call stops ([`ChatError::Outage`]).
+    pub outage_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -86,6 +89,7 @@ impl ClientConfig {
             timeout: Duration::from_secs(10),
             max_attempts: 8,
             usersig_ttl: Duration::from_secs(86_400),
+            outage_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -143,6 +147,8 @@ struct Inner {
     tuning: Tuning,
     /// Whether the API ever answered: a run that never connects stops instead of retrying.
     reach: Reach,
+    /// See [`ClientConfig::outage_timeout`].
+    outage_timeout: Duration,
     /// Identical retry warnings, folded into one line with a count.
     repeats: Repeats,
 }
@@ -156,6 +162,23 @@ struct Attempt {
     detail: String,
     json: Option<Value>,
     at: DateTime<Utc>,
+}
+
+impl Attempt {
+    /// Whether it failed as an outage makes attempts fail: no connection, no answer in time, a
+    /// connection closed mid-answer, or a gateway's 5xx. Any other answer, an error code
+    /// included, comes from a live API.
+    fn outage_like(&self) -> bool {
+        matches!(
+            self.transport,
+            Some(
+                TransportKind::Connect
+                    | TransportKind::Timeout
+                    | TransportKind::Closed
+                    | TransportKind::Body
+            )
+        ) || self.status.is_some_and(|s| s >= 500)
+    }
 }
 
 /// What a failure is about, for messages: the group and the seqs (or the group ids).
@@ -317,6 +340,7 @@ impl ChatClient {
             max_attempts: cfg.max_attempts,
             tuning,
             reach: Reach::default(),
+            outage_timeout: cfg.outage_timeout,
             repeats: Repeats::default(),
         };
         Ok(Self {
@@ -539,6 +563,8 @@ struct Tries {
     rate_limited: u32,
     cooldowns: u32,
     sig_regenerated: bool,
+    /// When the call's first attempt that failed as in an outage was sent.
+    first_outage_failure: Option<tokio::time::Instant>,
 }
 
 impl ChatClient {
@@ -558,9 +584,15 @@ impl ChatClient {
             self.inner.stats.call();
             tries.total += 1;
             let sig = self.inner.sig.get(Utc::now().timestamp());
+            let sent = tokio::time::Instant::now();
             let mut a = self.attempt(command, &body, &sig).await;
             if a.transport != Some(TransportKind::Connect) {
                 self.inner.reach.connected();
+            }
+            if !a.outage_like() {
+                self.inner.reach.answered();
+            } else if let Some(since) = self.outage_since(sent, &mut tries) {
+                return Err(self.outage(&a, since));
             }
             let mut class = classify(a.status, a.code, a.transport);
             if class == ErrorClass::Success {
@@ -596,11 +628,17 @@ impl ChatClient {
             }
         }
         let t = &self.inner.tuning;
+        // Every attempt since this call began failing has failed too: an outage, not this
+        // call's bad luck. It waits for the verdict on the whole API with the others.
+        let in_outage = tries
+            .first_outage_failure
+            .is_some_and(|first| self.inner.reach.failing_since_before(first));
         let delay = match self.retry_delay(class, sig, tries) {
             Some(delay) => delay,
-            // Nothing ever answered: wait for the verdict on the whole API (one line for the
-            // run) rather than failing group after group on the same cause.
-            None if verdict == Verdict::NotYet => backoff_delay(
+            // Nothing ever answered, or nothing answers any more: wait for the verdict on the
+            // whole API (one line for the run) rather than failing group after group on the
+            // same cause.
+            None if verdict == Verdict::NotYet || in_outage => backoff_delay(
                 tries.transient,
                 t.transient_base,
                 t.transient_cap,
@@ -632,15 +670,35 @@ impl ChatClient {
 
     /// The error that stops every call: nothing ever answered, and connecting kept failing.
     fn unreachable(&self, a: &Attempt, window: Duration) -> ChatError {
-        let root = &self.inner.api_root;
-        let host = match root.port() {
-            Some(port) => format!("{}:{port}", root.host_str().unwrap_or("?")),
-            None => root.host_str().unwrap_or("?").to_string(),
-        };
         ChatError::Unreachable {
-            host,
+            host: host_of(&self.inner.api_root),
             secs: window.as_secs(),
             cause: likely_cause(&a.detail),
+        }
+    }
+
+    /// Records an attempt sent at `sent` that failed as in an outage; `Some(since)` when every
+    /// attempt has failed for the outage bound, since `since`.
+    fn outage_since(
+        &self,
+        sent: tokio::time::Instant,
+        tries: &mut Tries,
+    ) -> Option<tokio::time::Instant> {
+        tries.first_outage_failure.get_or_insert(sent);
+        let since = self.inner.reach.failed(sent);
+        (since.elapsed() >= self.inner.outage_timeout).then_some(since)
+    }
+
+    /// The error that stops every call: the API stopped answering for the outage bound.
+    fn outage(&self, a: &Attempt, since: tokio::time::Instant) -> ChatError {
+        let cause = match a.status {
+            Some(status) if status >= 500 => format!("it answered HTTP {status}"),
+            _ => likely_cause(&a.detail).to_string(),
+        };
+        ChatError::Outage {
+            host: host_of(&self.inner.api_root),
+            secs: since.elapsed().as_secs(),
+            cause,
         }
     }
 

@@ -173,6 +173,14 @@ pub enum ChatError {
         secs: u64,
         cause: &'static str,
     },
+    /// The API answered before, then every attempt failed (refused, DNS, timed out, 5xx) for
+    /// the outage bound: the run stops rather than grinding on group after group.
+    #[error("the Chat API at {host} stopped answering: every attempt for {secs} s failed ({cause}); the run stops here, what it received is kept (EXPORT_OUTAGE_TIMEOUT sets the bound)")]
+    Outage {
+        host: String,
+        secs: u64,
+        cause: String,
+    },
 }
 
 impl ErrorClass {
@@ -198,15 +206,16 @@ impl ChatError {
             ChatError::Transient { .. } => ErrorClass::Transient,
             ChatError::Group { .. } => ErrorClass::Group,
             ChatError::Config { .. } => ErrorClass::Config,
-            ChatError::Unreachable { .. } => ErrorClass::Transient,
+            ChatError::Unreachable { .. } | ChatError::Outage { .. } => ErrorClass::Transient,
         }
     }
 
-    /// True when the whole run must stop: a configuration error, or an API never reached.
+    /// True when the whole run must stop: a configuration error, an API never reached, or
+    /// one that stopped answering.
     pub fn stops_run(&self) -> bool {
         matches!(
             self,
-            ChatError::Config { .. } | ChatError::Unreachable { .. }
+            ChatError::Config { .. } | ChatError::Unreachable { .. } | ChatError::Outage { .. }
         )
     }
 

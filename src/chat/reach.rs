@@ -1,11 +1,14 @@
 //! Whether the Chat API can be reached at all, and how loud its failures may be.
 //!
-//! A wrong region, a DNS failure or an outage makes every attempt fail to connect: retrying
-//! each batch eight times would only flood the log. [`Reach`] tells the client when to give
-//! up on the whole run instead: nothing has ever answered since the client was made, and
-//! every attempt for a while failed to connect. After one answer, connection failures stay
-//! transient (an outage mid-run is retried). [`Repeats`] folds identical warnings into one
-//! line with a count. Neither knows about runs, Postgres or the terminal.
+//! A wrong region, a DNS failure or an outage makes every attempt fail: retrying each batch
+//! eight times would only flood the log and, mid-run, grind on for minutes. [`Reach`] tells
+//! the client when to give up on the whole run instead: nothing has ever answered since the
+//! client was made and every attempt for a while failed to connect ([`UNREACHABLE_AFTER`]);
+//! or every attempt since the API last answered has failed as an outage makes it fail
+//! (refused, DNS, timed out, closed, HTTP 5xx) for the outage bound (`EXPORT_OUTAGE_TIMEOUT`).
+//! While some attempts get answers, failures stay per call and are retried as before.
+//! [`Repeats`] folds identical warnings into one line with a count. Neither knows about runs,
+//! Postgres or the terminal.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,16 +19,49 @@ use tokio::time::Instant;
 /// How long every attempt may fail to connect, with no answer ever, before the run stops.
 pub const UNREACHABLE_AFTER: Duration = Duration::from_secs(10);
 
-/// The client's record of whether the API ever answered.
+/// The client's record of whether the API ever answered, and since when it has not.
 #[derive(Debug, Default)]
 pub struct Reach {
     /// Some attempt got past connecting (any HTTP answer, or a failure after connecting).
     connected: AtomicBool,
     /// When the first connection failure happened (while `connected` is false).
     first_failure: Mutex<Option<Instant>>,
+    /// The outage so far: when the API last answered, and since when every attempt sent after
+    /// that has failed (`None` while answers come).
+    outage: Mutex<Outage>,
+}
+
+#[derive(Debug, Default)]
+struct Outage {
+    last_answer: Option<Instant>,
+    failing_since: Option<Instant>,
 }
 
 impl Reach {
+    /// An attempt got an answer from a live API (whatever it said, short of a 5xx): the
+    /// outage, if there was one, is over.
+    pub fn answered(&self) {
+        let mut outage = self.outage.lock().unwrap();
+        outage.last_answer = Some(Instant::now());
+        outage.failing_since = None;
+    }
+
+    /// An attempt sent at `sent` failed as an outage makes it fail: since when every attempt
+    /// has failed (never before the API's last answer).
+    pub fn failed(&self, sent: Instant) -> Instant {
+        let mut outage = self.outage.lock().unwrap();
+        let start = outage.last_answer.map_or(sent, |last| last.max(sent));
+        *outage.failing_since.get_or_insert(start)
+    }
+
+    /// Whether the outage going on began no later than `first`, the first failed attempt of a
+    /// call: then every attempt since that call began failing has failed, and the call waits
+    /// for the verdict on the whole API rather than giving up on its own.
+    pub fn failing_since_before(&self, first: Instant) -> bool {
+        let outage = self.outage.lock().unwrap();
+        outage.failing_since.is_some_and(|since| since <= first)
+    }
+
     /// An attempt got past connecting: from now on connection failures are transient.
     pub fn connected(&self) {
         self.connected.store(true, Ordering::Relaxed);
@@ -149,6 +185,33 @@ mod tests {
             answered.connect_failed(UNREACHABLE_AFTER),
             Verdict::Transient,
             "after an answer, connection failures stay transient"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_outage_counts_from_the_first_failure_after_the_last_answer() {
+        let reach = Reach::default();
+        let t0 = Instant::now();
+        tokio::time::advance(Duration::from_secs(5)).await;
+        reach.answered();
+        let answered_at = Instant::now();
+        // Sent before the last answer: the outage counts from that answer.
+        assert_eq!(reach.failed(t0), answered_at);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let later = Instant::now();
+        assert_eq!(
+            reach.failed(later),
+            answered_at,
+            "the first failure fixes the start"
+        );
+        assert!(reach.failing_since_before(later));
+        reach.answered();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let sent = Instant::now();
+        assert_eq!(reach.failed(sent), sent);
+        assert!(
+            !reach.failing_since_before(later),
+            "the API answered after that call began failing"
         );
     }
 

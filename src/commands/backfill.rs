@@ -155,27 +155,56 @@ async fn show_progress(pool: PgPool, started: Arc<OnceLock<Started>>, done: Canc
     }
 }
 
+/// The bar starts at what earlier attempts committed; its rate and ETA are this attempt's
+/// (seqs committed since the bar appeared over the time since), never indicatif's estimate,
+/// which counted the resumed position as if pulled in the first instant.
 fn new_bar(s: &Started) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(s.total_seqs);
+    let start = s.done_seqs;
     bar.set_style(
         indicatif::ProgressStyle::with_template(
-            "{msg} [{wide_bar}] {pos}/{len} seqs  {rate}  ETA {eta}",
+            "{msg} [{wide_bar}] {pos}/{len} seqs  {attempt_rate}  ETA {attempt_eta}",
         )
         .expect("a valid template")
-        .with_key("rate", super::progress::rate_key)
+        .with_key(
+            "attempt_rate",
+            move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}", super::progress::rate(attempt_rate(state, start)));
+            },
+        )
+        .with_key(
+            "attempt_eta",
+            move |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let rate = attempt_rate(state, start);
+                let left = state.len().unwrap_or(0).saturating_sub(state.pos()) as f64;
+                let _ = match rate > 0.0 {
+                    true => write!(w, "{}", round(Duration::from_secs_f64(left / rate))),
+                    false => write!(w, "unknown"),
+                };
+            },
+        )
         .progress_chars("=> "),
     );
     bar.set_message(format!("backfill run {}", s.run_id));
-    bar.set_position(s.done_seqs);
-    bar.reset_eta();
+    bar.set_position(start);
     super::progress::show(&bar);
     bar
 }
 
+/// Seqs per second this attempt: committed since the bar appeared (at `start`) over the time
+/// since.
+fn attempt_rate(state: &indicatif::ProgressState, start: u64) -> f64 {
+    rate_since(state.pos(), start, state.elapsed())
+}
+
+/// Seqs per second from position `start` to `pos` in `elapsed`.
+fn rate_since(pos: u64, start: u64, elapsed: Duration) -> f64 {
+    super::progress::per_second(pos.saturating_sub(start), elapsed)
+}
+
 /// A progress line: committed of total, this attempt's rate and the time left at that rate.
 fn progress_line(s: &Started, committed: u64, elapsed: Duration) -> String {
-    let this_attempt = committed.saturating_sub(s.done_seqs) as f64;
-    let rate = this_attempt / elapsed.as_secs_f64().max(1e-3);
+    let rate = super::progress::per_second(committed.saturating_sub(s.done_seqs), elapsed);
     let left = s.total_seqs.saturating_sub(committed) as f64;
     let eta = if rate > 0.0 {
         round(Duration::from_secs_f64(left / rate)).to_string()
@@ -207,6 +236,14 @@ mod tests {
             "backfill run 7: 400 of 1000 seqs (40.0%), 100 seqs/s, ETA 6s"
         );
         assert!(progress_line(&s, 200, Duration::from_secs(2)).ends_with("ETA unknown"));
+    }
+
+    #[test]
+    fn a_resumed_bar_counts_only_what_this_attempt_committed() {
+        // The bar: 982,081,594 seqs/s from a resumed position counted as pulled at once.
+        let rate = rate_since(982_081_694, 982_081_594, Duration::from_secs(2));
+        assert_eq!(rate, 50.0);
+        assert_eq!(rate_since(10, 20, Duration::from_secs(1)), 0.0);
     }
 
     #[test]

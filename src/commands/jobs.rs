@@ -124,6 +124,9 @@ fn print_job(job: &Job, settings: &Settings, now: chrono::DateTime<Utc>) {
         job.timezone,
         job.catch_up.as_str()
     );
+    if let Some(description) = &job.description {
+        println!("    description: {}", crate::untrusted::escape(description));
+    }
     println!("    read as (seconds first): {}", job.schedule.reading());
     if let Some(warning) = job.schedule.warning() {
         println!("    warning: schedule: {warning}");
@@ -138,4 +141,21 @@ fn print_job(job: &Job, settings: &Settings, now: chrono::DateTime<Utc>) {
     } else {
         println!("    next: {}", next.join(", "));
     }
+    println!("    {}", policy_line(job));
+}
+
+/// Every run-policy key as read: skips, budgets, read lists and retention (defaults shown too,
+/// so a key that did not take is visible).
+fn policy_line(job: &Job) -> String {
+    let f = &job.follow;
+    let or_none = |v: Option<String>| v.unwrap_or_else(|| "none".into());
+    format!(
+        "skip_settled {}, no_receipt_after {}, max_calls {}, max_duration {}, max_detail_calls {}, retention_keep_months {}",
+        f.skip_settled,
+        f.no_receipt_after.map_or("0 (never skip)".into(), |n| n.to_string()),
+        or_none(f.max_calls.map(|n| n.to_string())),
+        or_none(f.max_duration.map(|d| humantime::format_duration(d).to_string())),
+        or_none(job.max_detail_calls.map(|n| n.to_string())),
+        or_none(job.retention_keep_months.map(|n| n.to_string())),
+    )
 }

@@ -33,31 +33,7 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
             return anyhow::Ok(report);
         }
         let done = lake::repair(&pool, dir, &report).await?;
-        if done.uploads_removed > 0 {
-            println!(
-                "repaired: {} left-over upload(s) deleted from _pending/",
-                done.uploads_removed
-            );
-        }
-        for (day, rows) in &done.days {
-            println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
-        }
-        for (day, runs) in &done.gone {
-            let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
-            println!(
-                "gone for good: capture date {day}: retention removed runs {} from Postgres; \
-                 their rows are only in the lake's files, which cannot be rewritten",
-                runs.join(", ")
-            );
-        }
-        for run_id in &done.read_event_runs {
-            println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
-        }
-        for run_id in &done.skipped_running {
-            println!(
-                "not repaired: run {run_id} is still running; it writes its read-events files"
-            );
-        }
+        describe_repair(&done);
         let after = lake::verify(&pool, dir).await?;
         println!("after the repair:");
         describe(&after);
@@ -65,11 +41,74 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
     }
     .await;
     crate::sink::manifest::unlock_warehouse(&mut conn).await?;
-    Ok(if outcome?.is_clean() {
+    let report = outcome?;
+    record(&pool, &report).await;
+    Ok(if report.is_clean() {
         Exit::Success
     } else {
         Exit::Failed
     })
+}
+
+/// Records how the lake came out (after the repair, with `--repair`), for the metrics and the
+/// alert on a lake that no longer matches its manifest.
+async fn record(pool: &sqlx::PgPool, report: &Report) {
+    let problems: Vec<String> = report
+        .findings
+        .iter()
+        .map(|f| format!("{}: {}", f.file.path, f.problem))
+        .chain(
+            report
+                .unknown
+                .iter()
+                .map(|p| format!("not in the manifest: {p}")),
+        )
+        .chain(
+            report
+                .stray_uploads
+                .iter()
+                .map(|k| format!("left-over upload: {k}")),
+        )
+        .collect();
+    let detail = (!problems.is_empty()).then(|| {
+        let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+        shown.join("; ")
+    });
+    crate::ops::checks::record_or_warn(
+        pool,
+        crate::ops::checks::LAKE_VERIFY,
+        report.is_clean(),
+        problems.len(),
+        detail.as_deref(),
+    )
+    .await;
+}
+
+/// What `--repair` did, one line each.
+fn describe_repair(done: &lake::Repaired) {
+    if done.uploads_removed > 0 {
+        println!(
+            "repaired: {} left-over upload(s) deleted from _pending/",
+            done.uploads_removed
+        );
+    }
+    for (day, rows) in &done.days {
+        println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
+    }
+    for (day, runs) in &done.gone {
+        let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
+        println!(
+            "gone for good: capture date {day}: retention removed runs {} from Postgres; \
+             their rows are only in the lake's files, which cannot be rewritten",
+            runs.join(", ")
+        );
+    }
+    for run_id in &done.read_event_runs {
+        println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
+    }
+    for run_id in &done.skipped_running {
+        println!("not repaired: run {run_id} is still running; it writes its read-events files");
+    }
 }
 
 /// The database, and the lake checked to be its own: another database's lake is not this

@@ -9,6 +9,7 @@ pub mod export;
 pub mod iceberg;
 pub mod jobs;
 pub mod lake;
+pub mod logfmt;
 pub mod migrate;
 pub mod progress;
 pub mod retention;
@@ -66,22 +67,33 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
 }
 
 /// Logs go to stderr: readable lines by default, JSON for journald and log shippers.
-/// `RUST_LOG` sets the level (default: info for receipt-exporter, warn for the rest).
+/// `RUST_LOG` sets the level (default: info for receipt-exporter and its slow-statement lines,
+/// warn for the rest). A slow statement is one line ([`logfmt::OneLineSql`]).
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("warn,receipt_exporter=info"));
+        .unwrap_or_else(|_| EnvFilter::new("warn,receipt_exporter=info,sqlx::query=info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(progress::LogWriter);
     let _ = match format {
-        LogFormat::Human => builder
-            .with_ansi(
-                std::io::IsTerminal::is_terminal(&std::io::stderr())
-                    && std::env::var_os("NO_COLOR").is_none(),
-            )
-            .with_target(false)
-            .try_init(),
-        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Human => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none();
+            let lines = tracing_subscriber::fmt::format().with_target(false);
+            builder
+                .with_ansi(ansi)
+                .event_format(logfmt::OneLineSql::new(lines, false))
+                .try_init()
+        }
+        LogFormat::Json => {
+            let lines = tracing_subscriber::fmt::format()
+                .json()
+                .with_current_span(false);
+            builder
+                .json()
+                .event_format(logfmt::OneLineSql::new(lines, true))
+                .try_init()
+        }
     };
 }
 

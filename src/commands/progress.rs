@@ -5,7 +5,7 @@
 //! bar is shown ([`show`]), each line is written with the bar hidden, then the bar is redrawn
 //! below it.
 
-use indicatif::{ProgressBar, ProgressState};
+use indicatif::ProgressBar;
 use std::io::Write;
 use std::sync::Mutex;
 
@@ -50,9 +50,9 @@ impl Write for LogWriter {
     }
 }
 
-/// `{rate}` of a bar's template: whole units per second ("2887 seqs/s", not "2,886.6108/s").
-pub fn rate_key(state: &ProgressState, w: &mut dyn std::fmt::Write) {
-    let _ = write!(w, "{}", rate(state.per_sec()));
+/// `n` things over `elapsed` (at least a millisecond, so the first instant is no spike).
+pub fn per_second(n: u64, elapsed: std::time::Duration) -> f64 {
+    n as f64 / elapsed.as_secs_f64().max(1e-3)
 }
 
 /// A rate as a bar shows it.
@@ -67,6 +67,14 @@ pub fn rate(per_sec: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_counts_this_attempt_only_and_never_spikes() {
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(per_second(300, secs(3)), 100.0);
+        assert_eq!(per_second(0, std::time::Duration::ZERO), 0.0);
+        assert!(per_second(5, std::time::Duration::ZERO) <= 5000.0);
+    }
 
     #[test]
     fn rates_are_whole_numbers() {

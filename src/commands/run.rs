@@ -2,8 +2,10 @@
 
 use crate::cli::RunArgs;
 use crate::exit::Exit;
+use crate::ops::alert::{self, Alert};
 use crate::run;
-use crate::run::ledger::RunKind;
+use crate::run::ledger::{RunKind, RunStatus};
+use crate::schedule::job::Job;
 use crate::settings::Settings;
 use tokio_util::sync::CancellationToken;
 
@@ -15,7 +17,15 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     };
     // `--job`: the job file's name, groups and rate share; without it the job `default`.
     let (mut request, job_settings, job) =
-        super::jobs::run_request(settings, args.job.as_deref(), kind)?;
+        match super::jobs::run_request(settings, args.job.as_deref(), kind) {
+            Ok(found) => found,
+            Err(e) if !args.dry_run => {
+                let job = args.job.as_deref().unwrap_or("default");
+                alert::notify(settings, Alert::not_started(job, &e)).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
     if args.include_settled {
         request.follow = request.follow.including_settled();
     }
@@ -23,20 +33,64 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     if args.dry_run {
         return dry_run(settings, &request).await;
     }
-    settings.require_api()?;
-    let pool = super::connect_migrated(settings).await?;
-    let stop = stop_on_signal();
-    let outcome = run::execute(settings, &pool, &request, stop).await;
-    crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
-    let report = outcome?;
-    if kind == RunKind::Scheduled {
-        if let Some(job) = &job {
-            job.retention_after_run(settings, &pool).await;
+    match export(settings, &request, job.as_ref()).await {
+        Ok(exit) => Ok(exit),
+        Err(e) => {
+            alert::notify(settings, Alert::not_started(&request.job, &e)).await;
+            Err(e)
         }
     }
+}
+
+/// One run to its end: the metrics file checked and the endpoint bound before anything else
+/// (exit 2 when they cannot be used), then the run, its metrics, retention after a scheduled
+/// run, the log line, the alert and the summary. An error is a run that could not start.
+async fn export(
+    settings: &Settings,
+    request: &run::RunRequest,
+    job: Option<&Job>,
+) -> anyhow::Result<Exit> {
+    settings.require_api()?;
+    if let Some(path) = &settings.metrics_file {
+        crate::ops::metrics::check_writable(path).map_err(crate::exit::usage)?;
+    }
+    let endpoint = match settings.metrics_listen {
+        Some(addr) => Some(crate::ops::endpoint::Endpoint::bind(addr).await?),
+        None => None,
+    };
+    let pool = super::connect_migrated(settings).await?;
+    let serving = CancellationToken::new();
+    if let Some(endpoint) = endpoint {
+        endpoint.serve(super::schedule::ledger_scrape(&pool, None), serving.clone());
+    }
+    let stop = stop_on_signal();
+    let outcome = run::execute(settings, &pool, request, stop).await;
+    crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
+    serving.cancel();
+    let report = outcome?;
+    if request.kind == RunKind::Scheduled {
+        if let Some(job) = job {
+            job.retention_after_run(settings, &pool, report.run_id)
+                .await;
+        }
+    }
+    let summary = report.summary(settings);
+    log_outcome(&report, &summary);
+    alert::notify(settings, Alert::for_run(&report, settings)).await;
     // Each failed group was logged once, when it failed; the ledger lists them all.
-    super::emit_summary(&report.summary(settings));
+    super::emit_summary(&summary);
     Ok(crate::exit::for_run(&report))
+}
+
+/// A failed (or fenced) run is an ERROR in the log, a partial one a WARN: what a log-based
+/// alert (journald, a shipper) keys on. Any other outcome is told by the summary alone.
+fn log_outcome(report: &run::RunReport, summary: &str) {
+    let (run_id, job) = (report.run_id, report.job.as_str());
+    match report.status {
+        RunStatus::Failed | RunStatus::Abandoned => tracing::error!(run_id, job, "{summary}"),
+        RunStatus::Partial => tracing::warn!(run_id, job, "{summary}"),
+        _ => {}
+    }
 }
 
 /// Prints the plan and writes nothing. Fixed windows need no API call; rolling windows need

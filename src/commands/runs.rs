@@ -131,6 +131,48 @@ fn counts(map: &Value) -> String {
     }
 }
 
+/// `12 ok, 0 failed`, and the groups a run that stopped early did not finish.
+fn groups(run: &RunRow) -> String {
+    let unfinished = run
+        .details
+        .get("groups_unfinished")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let mut line = format!("{} ok, {} failed", run.groups_ok, run.groups_failed);
+    if unfinished > 0 {
+        line.push_str(&format!(
+            ", {unfinished} not finished (the run stopped before it was done with them)"
+        ));
+    }
+    line
+}
+
+/// What a run left for the next one: by its budget (`max_calls`, `max_duration`), or because
+/// it stopped before pulling it.
+fn left(run: &RunRow) -> (&'static str, String) {
+    let stopped_by = run
+        .details
+        .pointer("/follow/stopped_by")
+        .and_then(Value::as_str);
+    let seqs = format!("{} seqs ({} calls)", run.seqs_left, run.calls_left);
+    match stopped_by {
+        Some(cap) => ("left by the budget", format!("{seqs}, {cap} reached")),
+        None if run.seqs_left > 0 => ("not pulled", format!("{seqs}: the run stopped first")),
+        None => ("left by the budget", "nothing (no budget reached)".into()),
+    }
+}
+
+/// `details.retention` as one line.
+fn retention_line(retention: &Value) -> String {
+    if let Some(error) = retention.get("error").and_then(Value::as_str) {
+        return format!("failed: {error}");
+    }
+    match serde_json::from_value::<crate::ops::retention::AfterRun>(retention.clone()) {
+        Ok(done) => done.line(),
+        Err(_) => retention.to_string(),
+    }
+}
+
 /// (Over 60 lines: one line per ledger field, in the order shown.)
 async fn show(pool: &PgPool, a: RunsShowArgs) -> anyhow::Result<Exit> {
     let Some(run) = history::get(pool, a.run_id).await? else {
@@ -160,10 +202,7 @@ async fn show(pool: &PgPool, a: RunsShowArgs) -> anyhow::Result<Exit> {
         ("duration", duration_of_attempts(&run)),
         ("host", run.host.clone()),
         ("pid", run.pid.to_string()),
-        (
-            "groups",
-            format!("{} ok, {} failed", run.groups_ok, run.groups_failed),
-        ),
+        ("groups", groups(&run)),
         ("seqs asked", run.seqs_asked.to_string()),
         (
             "seqs skipped",
@@ -172,10 +211,7 @@ async fn show(pool: &PgPool, a: RunsShowArgs) -> anyhow::Result<Exit> {
                 run.seqs_skipped_settled, run.seqs_skipped_no_receipt
             ),
         ),
-        (
-            "left by the budget",
-            format!("{} seqs ({} calls)", run.seqs_left, run.calls_left),
-        ),
+        left(&run),
         ("receipts written", run.receipts_written.to_string()),
         ("api calls", run.api_calls.to_string()),
         (
@@ -195,6 +231,9 @@ async fn show(pool: &PgPool, a: RunsShowArgs) -> anyhow::Result<Exit> {
         .filter(|v| v.as_object().is_some_and(|o| !o.is_empty()))
     {
         lines.push(("failed groups", failed.to_string()));
+    }
+    if let Some(retention) = run.details.get("retention") {
+        lines.push(("retention", retention_line(retention)));
     }
     lines.push(("error", run.error.clone().unwrap_or_else(|| "-".into())));
     for (name, value) in lines {

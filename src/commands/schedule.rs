@@ -1,17 +1,30 @@
 //! `receipt-exporter schedule`: the in-process scheduler, for hosts without cron or systemd
 //! timers. SIGTERM/SIGINT stop it (running runs are interrupted cleanly, exit 0); SIGHUP
-//! re-reads the job files.
+//! re-reads the job files. With `--metrics-listen` it serves `/metrics` meanwhile.
 
 use crate::cli::JobsDirArgs;
 use crate::exit::Exit;
+use crate::ops::endpoint::{Endpoint, Scrape};
 use crate::schedule::scheduler::Scheduler;
 use crate::settings::Settings;
+use sqlx::PgPool;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 pub async fn run(settings: &Settings, args: JobsDirArgs) -> anyhow::Result<Exit> {
     settings.require_api()?;
     let jobs_dir = super::jobs::jobs_dir(settings, &args);
+    // What the daemon reports through must work before it starts: exit 2 otherwise.
+    if let Some(path) = &settings.metrics_file {
+        crate::ops::metrics::check_writable(path).map_err(crate::exit::usage)?;
+    }
+    let endpoint = match settings.metrics_listen {
+        Some(addr) => Some(Endpoint::bind(addr).await?),
+        None => None,
+    };
     let pool = super::connect_migrated(settings).await?;
     // Handlers are installed before the loop starts, so no signal is lost in between.
     let mut term = signal(SignalKind::terminate())?;
@@ -30,13 +43,48 @@ pub async fn run(settings: &Settings, args: JobsDirArgs) -> anyhow::Result<Exit>
             let _ = reload_tx.try_send(());
         }
     });
+    let serving = CancellationToken::new();
+    if let Some(endpoint) = endpoint {
+        endpoint.serve(ledger_scrape(&pool, Some(&jobs_dir)), serving.clone());
+    }
     tracing::info!(dir = %jobs_dir.display(), "scheduler starting");
-    Scheduler {
+    let done = Scheduler {
         settings: settings.clone(),
         pool,
         jobs_dir,
     }
     .run(shutdown, reloads)
-    .await?;
+    .await;
+    serving.cancel();
+    done?;
     Ok(Exit::Success)
+}
+
+/// A scrape of the ledger's series for the `/metrics` endpoint. With `jobs_dir`, the enabled
+/// jobs of its files that never finished a run are shown too (their last success is 0), so a
+/// staleness alert covers a job that has not run yet.
+pub fn ledger_scrape(pool: &PgPool, jobs_dir: Option<&Path>) -> Scrape {
+    let pool = pool.clone();
+    let jobs_dir: Option<PathBuf> = jobs_dir.map(Path::to_path_buf);
+    Arc::new(move || {
+        let (pool, jobs_dir) = (pool.clone(), jobs_dir.clone());
+        Box::pin(async move {
+            let known = jobs_dir.as_deref().map(enabled_jobs).unwrap_or_default();
+            crate::ops::metrics::scrape(&pool, &known).await
+        })
+    })
+}
+
+/// The names of the enabled jobs in `dir` (broken files left out: the scheduler logs them).
+fn enabled_jobs(dir: &Path) -> Vec<String> {
+    crate::schedule::job::load_dir(dir)
+        .map(|files| {
+            files
+                .into_iter()
+                .filter_map(|(_, job)| job.ok())
+                .filter(|job| job.enabled)
+                .map(|job| job.name)
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -39,10 +39,12 @@ pub async fn run(settings: &Settings, cmd: TrackCommand) -> anyhow::Result<Exit>
         TrackCommand::Import(a) => Some(read_csv(&a.file)?),
         _ => None,
     };
-    if let TrackCommand::Add(a) = &cmd {
-        if a.check {
-            check_group(settings, &a.group_id).await?;
+    match &cmd {
+        TrackCommand::Add(a) if a.check => check_group(settings, &a.group_id).await?,
+        TrackCommand::Import(a) if a.check => {
+            check_import(settings, &a.file, rows.as_deref().unwrap_or_default()).await?
         }
+        _ => {}
     }
     let pool = super::connect_migrated(settings).await?;
     match cmd {
@@ -78,6 +80,51 @@ async fn check_group(settings: &Settings, group_id: &str) -> anyhow::Result<()> 
         "checked {group_id}: {}, {} members",
         info.group_type.as_deref().unwrap_or("type not given"),
         info.member_num.map_or("?".into(), |n| n.to_string())
+    );
+    Ok(())
+}
+
+/// `track import --check`: asks the Chat API about every group of the file (one
+/// `get_group_info` per 50) and refuses the whole import (exit 2, nothing written) when any
+/// cannot have read receipts, one line per such group.
+async fn check_import(settings: &Settings, file: &Path, rows: &[ImportRow]) -> anyhow::Result<()> {
+    let mut ids: Vec<String> = rows.iter().map(|(g, _, _)| g.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let api = settings.require_api()?;
+    let client = crate::ops::groups::checking_client(settings, &api)?;
+    let infos = client.get_group_info(&ids).await.with_context(|| {
+        format!(
+            "while checking the groups of {} with the Chat API",
+            file.display()
+        )
+    })?;
+    let mut refused = Vec::new();
+    for info in &infos {
+        if let Err(problem) = crate::ops::groups::judge(info) {
+            refused.push(format!("{}: {problem}", info.group_id));
+        }
+    }
+    let answered: std::collections::HashSet<&str> =
+        infos.iter().map(|i| i.group_id.as_str()).collect();
+    for id in ids.iter().filter(|id| !answered.contains(id.as_str())) {
+        refused.push(format!(
+            "{id}: the Chat API gave no valid answer about it (see the log)"
+        ));
+    }
+    if !refused.is_empty() {
+        return Err(usage(format!(
+            "{}: {} of {} group(s) would never give a receipt, nothing imported:\n  {}",
+            file.display(),
+            refused.len(),
+            ids.len(),
+            refused.join("\n  ")
+        )));
+    }
+    println!(
+        "checked {} group(s) of {}: all can have read receipts",
+        ids.len(),
+        file.display()
     );
     Ok(())
 }

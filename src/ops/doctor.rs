@@ -1,8 +1,10 @@
 //! `doctor`: one checklist of everything a run needs, each line OK, WARN or FAIL with the fix.
 //!
 //! Checks read, never change: the only side effects are a probe file created and removed in
-//! the Parquet directory, and each job's advisory lock taken and given back at once (a run
-//! starting in that instant would exit 75 and be retried by its timer).
+//! the Parquet directory and in the metrics file's, one HEAD request to the alert webhook (no
+//! alert is sent), and each job's advisory lock taken and given back at once (a run starting
+//! in that instant would exit 75 and be retried by its timer). The command records how the
+//! checklist came out (`receipts.check_outcomes`) for the metrics.
 
 use super::groups::{self, GroupProblem};
 use super::history;
@@ -139,7 +141,65 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
         }
         locks(&settings, pool, &mut out).await;
     }
+    out.push(metrics_output(&settings));
+    if let Some(check) = webhook(&settings).await {
+        out.push(check);
+    }
+    if let Some(pool) = &pool {
+        record(pool, &out).await;
+    }
     out
+}
+
+/// Records how the checklist came out, for the metrics.
+async fn record(pool: &PgPool, checks: &[Check]) {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| c.level == Level::Fail)
+        .map(|c| format!("{}: {}", c.topic, c.detail))
+        .collect();
+    let detail = (!failed.is_empty()).then(|| {
+        let shown: Vec<&str> = failed.iter().take(5).map(String::as_str).collect();
+        shown.join("; ")
+    });
+    let ok = failed.is_empty();
+    super::checks::record_or_warn(
+        pool,
+        super::checks::DOCTOR,
+        ok,
+        failed.len(),
+        detail.as_deref(),
+    )
+    .await;
+}
+
+/// Where a run's outcome reaches Prometheus: the metrics file can be written (its directory
+/// takes a new file, mode 0644 for node_exporter), or the endpoint or a Pushgateway is set.
+fn metrics_output(settings: &Settings) -> Check {
+    const TOPIC: &str = "metrics";
+    if let Some(path) = &settings.metrics_file {
+        return match super::metrics::check_writable(path) {
+            Ok(detail) => ok(TOPIC, detail),
+            Err(problem) => fail(TOPIC, problem, "create the directory writable for the exporter's user (the systemd units: see the README's deployment section), or fix EXPORT_METRICS_FILE"),
+        };
+    }
+    match (&settings.metrics_listen, &settings.pushgateway_url) {
+        (Some(addr), _) => ok(TOPIC, format!("served at http://{addr}/metrics while `schedule` (or a run) goes")),
+        (None, Some(url)) => ok(TOPIC, format!("pushed to the Pushgateway at {} after each run", url.host_str().unwrap_or("?"))),
+        (None, None) => warn(TOPIC, "no metrics output: a failed or stale job reaches no Prometheus alert", "set EXPORT_METRICS_FILE (node_exporter's textfile collector), EXPORT_METRICS_LISTEN (with `schedule`) or EXPORT_PUSHGATEWAY_URL; the alert rules are in jobs/prometheus/alerts.yml"),
+    }
+}
+
+/// Whether the failure webhook's host answers: one HEAD request, no alert sent.
+async fn webhook(settings: &Settings) -> Option<Check> {
+    const TOPIC: &str = "alert webhook";
+    let hook = super::alert::Webhook::from_settings(settings)?;
+    let host = hook.host().to_string();
+    Some(match hook.probe().await {
+        Ok(status) if status < 500 => ok(TOPIC, format!("its host {host} answers (HTTP {status} to a HEAD request; no alert was sent)")),
+        Ok(status) => fail(TOPIC, format!("its host {host} answered HTTP {status} to a HEAD request (no alert was sent)"), "check the receiver (its status page) and EXPORT_ALERT_WEBHOOK"),
+        Err(e) => fail(TOPIC, format!("its host {host} does not answer: {e}"), "check EXPORT_ALERT_WEBHOOK (or the file EXPORT_ALERT_WEBHOOK_FILE names) and the network path to the receiver (proxy, firewall)"),
+    })
 }
 
 /// Reachable, migrated, privileged: returns the pool when the tables can be read.
@@ -759,6 +819,9 @@ mod tests {
             pid: 1,
             started_at: now,
             lease_until,
+            boot_id: None,
+            pid_namespace: None,
+            process_start: None,
         };
         let within = lost_lock(
             "default",

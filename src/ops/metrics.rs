@@ -3,11 +3,17 @@
 //!
 //! After each run (and each scheduler tick) [`publish`] rewrites the metrics file atomically
 //! (a temporary file in the same directory, then a rename: node_exporter's textfile collector
-//! never reads half a file) and pushes the job's series to a Pushgateway. Names follow the
-//! Prometheus conventions: units in the name, `_total` for counters, and the label
-//! `export_job` (not `job`, which Prometheus sets itself). The `_total` counters sum the whole
-//! ledger: pruning old ledger rows looks like a counter reset, which `rate()` tolerates.
+//! never reads half a file; mode 0644, so the collector's user can read it) and pushes the
+//! job's series to a Pushgateway; [`scrape`] renders the same for the `/metrics` endpoint
+//! (`super::endpoint`). Names follow the Prometheus conventions: units in the name, `_total`
+//! for counters, and the label `export_job` (not `job`, which Prometheus sets itself). The
+//! `_total` counters sum the whole ledger: pruning old ledger rows looks like a counter reset,
+//! which `rate()` tolerates. A job's `first_run_timestamp_seconds` exists from its first run
+//! and its `last_success_timestamp_seconds` from its first finished run (0 until one
+//! succeeds), so a staleness alert also fires for a job that never succeeded; the outcomes of
+//! `lake verify` and `doctor` come from `receipts.check_outcomes`.
 
+use super::checks::CheckOutcome;
 use super::OpsError;
 use crate::settings::Settings;
 use crate::untrusted::Shown;
@@ -48,6 +54,8 @@ pub struct LastRun {
 pub struct JobMetrics {
     pub job: String,
     pub last_success: Option<DateTime<Utc>>,
+    /// When the job's first run (any status) started: a series from the first attempt on.
+    pub first_run: Option<DateTime<Utc>>,
     pub last_run: Option<LastRun>,
     /// Finished runs by status.
     pub runs: BTreeMap<String, i64>,
@@ -105,6 +113,15 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
             m.last_success = Some(at);
         }
     }
+    let firsts: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT job, min(started_at) FROM receipts.export_runs GROUP BY job")
+            .fetch_all(pool)
+            .await?;
+    for (job, at) in firsts {
+        if let Some(m) = jobs.get_mut(&job) {
+            m.first_run = Some(at);
+        }
+    }
     Ok(jobs.into_values().collect())
 }
 
@@ -124,12 +141,22 @@ fn seconds(at: DateTime<Utc>) -> f64 {
 type Get = fn(&JobMetrics) -> Option<f64>;
 
 /// The families with one sample per job: name, help, type, and the sample.
-const PER_JOB: [(&str, &str, &str, Get); 15] = [
+const PER_JOB: [(&str, &str, &str, Get); 16] = [
     (
         "receipt_exporter_last_success_timestamp_seconds",
-        "When the newest successful run of the job finished (Unix time).",
+        "When the newest successful run of the job finished (Unix time); 0: it never succeeded.",
         "gauge",
-        |m| m.last_success.map(seconds),
+        |m| {
+            m.last_run
+                .as_ref()
+                .map(|_| m.last_success.map_or(0.0, seconds))
+        },
+    ),
+    (
+        "receipt_exporter_first_run_timestamp_seconds",
+        "When the job's first run started (Unix time): the series exists from the first attempt.",
+        "gauge",
+        |m| m.first_run.map(seconds),
     ),
     (
         "receipt_exporter_last_run_timestamp_seconds",
@@ -221,6 +248,51 @@ const PER_JOB: [(&str, &str, &str, Get); 15] = [
     ),
 ];
 
+/// `jobs` with an empty entry for each of `known` the ledger has no finished run of (a job
+/// file that never ran): its `runs_total` series show it, at 0.
+pub fn with_known(mut jobs: Vec<JobMetrics>, known: &[String]) -> Vec<JobMetrics> {
+    for name in known {
+        if !jobs.iter().any(|m| &m.job == name) {
+            jobs.push(JobMetrics {
+                job: name.clone(),
+                ..Default::default()
+            });
+        }
+    }
+    jobs.sort_by(|a, b| a.job.cmp(&b.job));
+    jobs
+}
+
+/// The families of the checks' outcomes (`lake verify`, `doctor`), one sample per check.
+fn check_families(checks: &[CheckOutcome]) -> Vec<Family> {
+    let per_check = |name, help, get: fn(&CheckOutcome) -> f64| Family {
+        name,
+        help,
+        kind: "gauge",
+        samples: checks
+            .iter()
+            .map(|c| (vec![("check", c.check_name.clone())], get(c)))
+            .collect(),
+    };
+    vec![
+        per_check(
+            "receipt_exporter_check_success",
+            "1 when the newest run of the check (lake_verify, doctor) found no problem, else 0.",
+            |c| f64::from(u8::from(c.ok)),
+        ),
+        per_check(
+            "receipt_exporter_check_problems",
+            "Problems the newest run of the check found.",
+            |c| f64::from(c.problems),
+        ),
+        per_check(
+            "receipt_exporter_check_timestamp_seconds",
+            "When the check last ran (Unix time).",
+            |c| seconds(c.checked_at),
+        ),
+    ]
+}
+
 /// The families and their samples for `jobs`, in a fixed order.
 fn families(jobs: &[JobMetrics]) -> Vec<Family> {
     let mut out: Vec<Family> = PER_JOB
@@ -235,7 +307,7 @@ fn families(jobs: &[JobMetrics]) -> Vec<Family> {
                 .collect(),
         })
         .collect();
-    out.insert(3, outcome_family(jobs));
+    out.insert(4, outcome_family(jobs));
     out.push(runs_family(jobs));
     out
 }
@@ -294,8 +366,19 @@ fn number(v: f64) -> String {
 /// The text format for `jobs`. Without `job_label` the `export_job` label is left out: a
 /// Pushgateway adds it from the grouping key, and refuses pushed labels that repeat it.
 pub fn render(jobs: &[JobMetrics], job_label: bool) -> String {
+    render_families(families(jobs), job_label)
+}
+
+/// Everything a metrics file or a scrape shows: every job's series and the checks' outcomes.
+pub fn render_all(jobs: &[JobMetrics], checks: &[CheckOutcome]) -> String {
+    let mut families = families(jobs);
+    families.extend(check_families(checks));
+    render_families(families, true)
+}
+
+fn render_families(families: Vec<Family>, job_label: bool) -> String {
     let mut out = String::new();
-    for family in families(jobs) {
+    for family in families {
         if family.samples.is_empty() {
             continue;
         }
@@ -318,9 +401,22 @@ pub fn render(jobs: &[JobMetrics], job_label: bool) -> String {
     out
 }
 
+/// What a scrape of the `/metrics` endpoint answers: every job's series from the ledger (and
+/// an empty entry for each `known` job that never finished a run), the checks' outcomes.
+pub async fn scrape(pool: &PgPool, known: &[String]) -> Result<String, String> {
+    let read = async {
+        let jobs = with_known(load(pool).await?, known);
+        let checks = super::checks::load(pool).await?;
+        sqlx::Result::Ok(render_all(&jobs, &checks))
+    };
+    read.await
+        .map_err(|e| format!("the run ledger cannot be read: {}", OpsError::Ledger(e)))
+}
+
 /// Rebuilds the metrics file from the ledger: every job's series, written atomically.
 pub async fn write_metrics_file(pool: &PgPool, path: &Path) -> Result<(), OpsError> {
-    let text = render(&load(pool).await?, true);
+    let checks = super::checks::load(pool).await?;
+    let text = render_all(&load(pool).await?, &checks);
     write_atomically(path, text.as_bytes())
         .await
         .map_err(|source| OpsError::MetricsFile {
@@ -345,6 +441,8 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     tokio::fs::create_dir_all(&dir).await?;
     tokio::task::spawn_blocking(move || {
         let mut file = crate::files::create_beside(&dir, &prefix, ".tmp")?;
+        // Metrics are no secret, and node_exporter reads them as another user.
+        set_readable(file.as_file())?;
         std::io::Write::write_all(&mut file, &bytes)?;
         file.as_file().sync_all()?;
         // Dropped on an error, the temporary file is removed.
@@ -352,6 +450,36 @@ async fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
     .await
     .map_err(std::io::Error::other)?
+}
+
+/// Mode 0644: the textfile collector runs as its own user.
+fn set_readable(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+}
+
+/// Whether the metrics file can be written where it is configured: its directory (created if
+/// missing, as a run would) takes a new file. `Err` says what is wrong and how to fix it.
+pub fn check_writable(path: &Path) -> Result<String, String> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let probe = std::fs::create_dir_all(&dir)
+        .and_then(|_| crate::files::create_beside(&dir, ".receipt-exporter-probe.", ".tmp"));
+    match probe {
+        Ok(_) => Ok(format!(
+            "{} can be written (mode 0644, readable by node_exporter)",
+            path.display()
+        )),
+        Err(e) => Err(format!(
+            "EXPORT_METRICS_FILE {}: its directory {} does not take a new file: {e}; \
+             create it writable for the exporter's user (see the README's deployment section), \
+             or set EXPORT_METRICS_FILE elsewhere",
+            path.display(),
+            dir.display()
+        )),
+    }
 }
 
 /// The Pushgateway URL of one job's group: `/metrics/job/receipt_exporter/export_job/<job>`.
@@ -495,6 +623,7 @@ mod tests {
         JobMetrics {
             job: name.into(),
             last_success: Some(at),
+            first_run: Some(at),
             last_run: Some(LastRun {
                 job: name.into(),
                 status: status.into(),
@@ -546,6 +675,51 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("{job="), "{text}");
+    }
+
+    #[test]
+    fn a_job_that_never_succeeded_has_its_series_from_the_first_attempt() {
+        let mut failing = job("hourly", "failed");
+        failing.last_success = None;
+        let jobs = with_known(vec![failing], &["hourly".into(), "nightly".into()]);
+        let text = render_all(&jobs, &[]);
+        assert!(
+            text.contains(
+                "receipt_exporter_last_success_timestamp_seconds{export_job=\"hourly\"} 0\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "receipt_exporter_first_run_timestamp_seconds{export_job=\"hourly\"} 1795600800.5\n"
+        ), "{text}");
+        // A job file that never ran: known, at 0 runs, no timestamps to judge it by.
+        assert!(
+            text.contains(
+                "receipt_exporter_runs_total{export_job=\"nightly\",outcome=\"failed\"} 0\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("timestamp_seconds{export_job=\"nightly\"}"),
+            "{text}"
+        );
+        let check = CheckOutcome {
+            check_name: "lake_verify".into(),
+            checked_at: DateTime::parse_from_rfc3339("2026-11-25T10:00:00Z")
+                .unwrap()
+                .to_utc(),
+            ok: false,
+            problems: 2,
+        };
+        let text = render_all(&jobs, &[check]);
+        assert!(
+            text.contains("receipt_exporter_check_success{check=\"lake_verify\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("receipt_exporter_check_problems{check=\"lake_verify\"} 2\n"),
+            "{text}"
+        );
     }
 
     #[test]

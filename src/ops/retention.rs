@@ -167,37 +167,79 @@ pub async fn apply(pool: &PgPool, plan: &Plan) -> sqlx::Result<Applied> {
     Ok(applied)
 }
 
+/// What retention after a scheduled run did: logged, and recorded in the run's ledger row
+/// (`details.retention`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct AfterRun {
+    pub keep_months: u32,
+    /// The first day kept.
+    pub cutoff: NaiveDate,
+    /// The months dropped (their first day) with their rows, kept in the lake.
+    pub months_dropped: Vec<(NaiveDate, i64)>,
+    pub codes_pruned: i64,
+    /// The runs not wholly in the lake that kept every month in Postgres (then nothing was
+    /// dropped or pruned).
+    pub refused_by: Vec<String>,
+}
+
+impl AfterRun {
+    /// One line for the log and `runs show`.
+    pub fn line(&self) -> String {
+        let keep = self.keep_months;
+        if !self.refused_by.is_empty() {
+            return format!(
+                "retention (retention_keep_months = {keep}) left every month in Postgres: not every run before {} is in the lake: {}",
+                self.cutoff,
+                self.refused_by.join(", ")
+            );
+        }
+        let rows: i64 = self.months_dropped.iter().map(|(_, r)| r).sum();
+        format!(
+            "retention (retention_keep_months = {keep}): dropped {} month(s) before {} ({rows} rows, kept in the lake), pruned {} item code(s)",
+            self.months_dropped.len(),
+            self.cutoff,
+            self.codes_pruned
+        )
+    }
+}
+
 /// Retention after a scheduled run of a job with `retention_keep_months` (item codes kept: the
 /// command's default 3, or the job's `no_receipt_after` if larger), under the warehouse lock.
-/// A month not wholly in the lake is not dropped, and nothing is: that is logged as a warning
-/// (a later run's repair usually completes the lake), never an error of the run.
+/// A month not wholly in the lake is not dropped, and nothing is: the caller logs that as a
+/// warning (a later run's repair usually completes the lake), never an error of the run.
 pub async fn after_run(
     options: &sqlx::postgres::PgConnectOptions,
     pool: &PgPool,
-    job: &str,
     keep_months: u32,
     keep_codes: u32,
-) -> anyhow::Result<Option<Applied>> {
+) -> anyhow::Result<AfterRun> {
     let mut conn = crate::db::connect_single(options).await?;
     crate::sink::manifest::lock_warehouse(&mut conn).await?;
     let outcome = async {
         let plan = plan(pool, keep_months, keep_codes.max(3)).await?;
-        if !plan.allowed() {
-            let runs: Vec<String> = plan
+        let mut done = AfterRun {
+            keep_months,
+            cutoff: plan.cutoff,
+            months_dropped: Vec::new(),
+            codes_pruned: 0,
+            refused_by: plan
                 .months
                 .iter()
                 .flat_map(|m| m.blocking())
-                .map(|r| format!("run {} ({}, {} of {} rows in the lake)", r.run_id, r.status, r.lake_rows, r.pg_rows))
-                .collect();
-            tracing::warn!(job, "retention (retention_keep_months = {keep_months}) left every month in Postgres: not every run before {} is in the lake: {}", plan.cutoff, runs.join(", "));
-            return anyhow::Ok(None);
+                .map(|r| {
+                    format!(
+                        "run {} ({}, {} of {} rows in the lake)",
+                        r.run_id, r.status, r.lake_rows, r.pg_rows
+                    )
+                })
+                .collect(),
+        };
+        if done.refused_by.is_empty() {
+            let applied = apply(pool, &plan).await?;
+            done.months_dropped = applied.months;
+            done.codes_pruned = applied.codes;
         }
-        let done = apply(pool, &plan).await?;
-        if !done.months.is_empty() || done.codes > 0 {
-            let rows: i64 = done.months.iter().map(|(_, r)| r).sum();
-            tracing::info!(job, "retention (retention_keep_months = {keep_months}): dropped {} month(s) before {} ({rows} rows, kept in the lake), pruned {} item code(s)", done.months.len(), plan.cutoff, done.codes);
-        }
-        Ok(Some(done))
+        anyhow::Ok(done)
     }
     .await;
     let _ = crate::sink::manifest::unlock_warehouse(&mut conn).await;

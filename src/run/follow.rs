@@ -319,6 +319,16 @@ pub struct RunContext<'a> {
     pub started: Instant,
 }
 
+/// How many batches of the work list each planned group has (0 for a group with none).
+fn batches_per_group(plan: &[GroupPlan], items: &[WorkItem]) -> HashMap<String, usize> {
+    let mut batches: HashMap<String, usize> =
+        plan.iter().map(|g| (g.group_id.clone(), 0)).collect();
+    for item in items {
+        *batches.entry(item.group_id.to_string()).or_default() += 1;
+    }
+    batches
+}
+
 /// Plans the run's work and pulls it through the pipeline under the budget.
 pub async fn run(
     pipeline: Pipeline,
@@ -348,13 +358,10 @@ pub async fn run(
     for f in &prepared.failed {
         tracing::warn!(group_id = %f.group_id, class = %f.class, "group failed for this run: {}", f.message);
     }
-    let mut work = Budgeted::new(
-        prepared.work(ctx.settings.batch_size),
-        ctx.client.clone(),
-        ctx.policy.clone(),
-        ctx.started,
-    );
-    let mut outcome = pipeline.run_work(prepared.groups, &mut work).await;
+    let items = prepared.work(ctx.settings.batch_size);
+    let batches = batches_per_group(&prepared.plan, &items);
+    let mut work = Budgeted::new(items, ctx.client.clone(), ctx.policy.clone(), ctx.started);
+    let mut outcome = pipeline.run_work(prepared.groups, batches, &mut work).await;
     outcome.groups_planned += prepared.failed.len();
     for f in prepared.failed {
         outcome.fail(f);

@@ -1,5 +1,6 @@
 //! The run ledger, `receipts.export_runs`: one small function per statement.
 
+use super::liveness::Identity;
 use crate::sink::Fence;
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgExecutor, PgPool};
@@ -59,7 +60,28 @@ pub struct RunningRun {
     pub started_at: DateTime<Utc>,
     /// Until when its heartbeats keep it alive (NULL: a row from before leases).
     pub lease_until: Option<DateTime<Utc>>,
+    /// Its process beyond host and pid (see [`super::liveness`]); NULL in older rows.
+    pub boot_id: Option<String>,
+    pub pid_namespace: Option<i64>,
+    pub process_start: Option<i64>,
 }
+
+impl RunningRun {
+    /// Whether this machine can tell that the run's process is gone.
+    pub fn liveness(&self, me: &super::liveness::Identity) -> super::liveness::Liveness {
+        super::liveness::of(
+            me,
+            self.boot_id.as_deref(),
+            self.pid_namespace,
+            self.pid,
+            self.process_start,
+        )
+    }
+}
+
+/// The columns of [`RunningRun`].
+const RUNNING_COLUMNS: &str =
+    "run_id, job, host, pid, started_at, lease_until, boot_id, pid_namespace, process_start";
 
 /// The figures a finished run records.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -83,20 +105,23 @@ pub async fn start(
     pool: &PgPool,
     job: &str,
     kind: RunKind,
-    host: &str,
-    pid: u32,
+    me: &Identity,
     lease: Duration,
 ) -> sqlx::Result<(i64, NaiveDate, i64)> {
     sqlx::query_as(
-        "INSERT INTO receipts.export_runs (job, kind, status, host, pid, heartbeat_at, lease_until)
-         VALUES ($1, $2, 'running', $3, $4, now(), now() + make_interval(secs => $5))
+        "INSERT INTO receipts.export_runs (job, kind, status, host, pid, heartbeat_at, lease_until,
+                                           boot_id, pid_namespace, process_start)
+         VALUES ($1, $2, 'running', $3, $4, now(), now() + make_interval(secs => $5), $6, $7, $8)
          RETURNING run_id, run_date, epoch",
     )
     .bind(job)
     .bind(kind.as_str())
-    .bind(host)
-    .bind(pid as i32)
+    .bind(&me.host)
+    .bind(me.pid as i32)
     .bind(lease.as_secs_f64())
+    .bind(&me.boot_id)
+    .bind(me.pid_namespace)
+    .bind(me.start_ticks)
     .fetch_one(pool)
     .await
 }
@@ -172,20 +197,20 @@ pub async fn fenced_by(executor: impl PgExecutor<'_>, run_id: i64) -> sqlx::Resu
 
 /// Every run the ledger says is running, oldest first.
 pub async fn running(executor: impl PgExecutor<'_>) -> sqlx::Result<Vec<RunningRun>> {
-    sqlx::query_as(
-        "SELECT run_id, job, host, pid, started_at, lease_until FROM receipts.export_runs
-         WHERE status = 'running' ORDER BY run_id",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {RUNNING_COLUMNS} FROM receipts.export_runs
+         WHERE status = 'running' ORDER BY run_id"
+    ))
     .fetch_all(executor)
     .await
 }
 
 /// The newest running run of a job: who holds its lock.
 pub async fn holder(pool: &PgPool, job: &str) -> sqlx::Result<Option<RunningRun>> {
-    sqlx::query_as(
-        "SELECT run_id, job, host, pid, started_at, lease_until FROM receipts.export_runs
-         WHERE status = 'running' AND job = $1 ORDER BY run_id DESC LIMIT 1",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {RUNNING_COLUMNS} FROM receipts.export_runs
+         WHERE status = 'running' AND job = $1 ORDER BY run_id DESC LIMIT 1"
+    ))
     .bind(job)
     .fetch_optional(pool)
     .await
@@ -193,7 +218,8 @@ pub async fn holder(pool: &PgPool, job: &str) -> sqlx::Result<Option<RunningRun>
 
 /// Declares a running run dead: marks it `abandoned` and bumps its epoch, fencing its writer
 /// (`found_by` goes to `fenced_by`). Unless `force` (the caller holds the run's job lock, so
-/// the run can never go on), only a run whose lease has run out is declared dead. Waits for a
+/// the run can never go on, or knows its process is gone), only a run whose lease has run out
+/// is declared dead. Waits for a
 /// writer's transaction in flight at most `db::LOCK_TIMEOUT` (then the error is a lock
 /// timeout, see `db::is_lock_timeout`). True when the run was marked.
 pub async fn mark_abandoned(
@@ -201,12 +227,13 @@ pub async fn mark_abandoned(
     run_id: i64,
     force: bool,
     found_by: &str,
+    why: &str,
 ) -> sqlx::Result<bool> {
     let mut tx = crate::db::begin_with_lock_timeout(conn).await?;
     let done = sqlx::query(
         "UPDATE receipts.export_runs SET status = 'abandoned', finished_at = now(),
             epoch = epoch + 1, fenced_by = $3,
-            error = COALESCE(error, 'its process died or went silent past its lease; found by ' || $3),
+            error = COALESCE(error, $4 || '; found by ' || $3),
             receipts_written = (SELECT COALESCE(sum(row_count), 0) FROM receipts.write_batches w
                                 WHERE w.run_id = export_runs.run_id)
          WHERE run_id = $1 AND status = 'running'
@@ -215,6 +242,7 @@ pub async fn mark_abandoned(
     .bind(run_id)
     .bind(force)
     .bind(found_by)
+    .bind(why)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -239,6 +267,24 @@ pub async fn record_follow(
     .bind(f.seqs_left)
     .bind(f.calls_left)
     .bind(&f.details)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records what retention after a finished run did (`details.retention`).
+pub async fn record_retention(
+    pool: &PgPool,
+    run_id: i64,
+    retention: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE receipts.export_runs
+         SET details = details || jsonb_build_object('retention', $2::jsonb)
+         WHERE run_id = $1",
+    )
+    .bind(run_id)
+    .bind(retention)
     .execute(pool)
     .await?;
     Ok(())

@@ -11,6 +11,7 @@ pub mod budget;
 pub mod details;
 pub mod follow;
 pub mod ledger;
+pub mod liveness;
 pub mod lock;
 pub mod pipeline;
 pub mod repair;
@@ -82,15 +83,13 @@ pub struct OpenedRun {
 async fn open(
     pool: &PgPool,
     req: &RunRequest,
-    host: &str,
-    pid: u32,
+    me: &liveness::Identity,
     lease: Duration,
 ) -> anyhow::Result<OpenedRun> {
     if let Selection::Backfill(backfill) = &req.selection {
-        return crate::run::backfill::open(pool, backfill, &req.job, host, pid, lease).await;
+        return crate::run::backfill::open(pool, backfill, &req.job, me, lease).await;
     }
-    let (run_id, run_date, epoch) =
-        ledger::start(pool, &req.job, req.kind, host, pid, lease).await?;
+    let (run_id, run_date, epoch) = ledger::start(pool, &req.job, req.kind, me, lease).await?;
     Ok(OpenedRun {
         fence: Fence { run_id, epoch },
         run_date,
@@ -299,13 +298,15 @@ async fn begin(settings: &Settings, pool: &PgPool, req: &RunRequest) -> anyhow::
     let options = settings.require_database()?.clone();
     let job_lock = acquire(&options, pool, &req.job).await?;
     let started = Instant::now();
-    let host = gethostname::gethostname().to_string_lossy().into_owned();
-    let pid = std::process::id();
+    let me = liveness::Identity::this();
     let lease = watch::lease(settings.lock_reconnect_timeout);
-    match open(pool, req, &host, pid, lease).await {
+    match open(pool, req, &me, lease).await {
         Ok(opened) => {
             let run_id = opened.fence.run_id;
-            let label = format!("run {run_id} (job {}) on host {host}, pid {pid}", req.job);
+            let label = format!(
+                "run {run_id} (job {}) on host {}, pid {}",
+                req.job, me.host, me.pid
+            );
             Ok(Begun {
                 job_lock,
                 options,
@@ -706,6 +707,7 @@ pub fn client_config(settings: &Settings, api: &crate::settings::ApiSettings) ->
         timeout: settings.request_timeout,
         max_attempts: 8,
         usersig_ttl: Duration::from_secs(86_400),
+        outage_timeout: settings.outage_timeout,
     }
 }
 
@@ -723,8 +725,13 @@ fn figures(client: &ChatClient, outcome: &pipeline::Outcome, planned: usize) -> 
     .map(|(k, n)| (k.to_string(), n))
     .collect();
     let failed = outcome.failed_groups.len();
+    // A run that stopped early finished only some groups: the rest are neither ok nor failed.
+    let ok = match outcome.halt {
+        Some(_) => outcome.groups_done.min(planned - failed.min(planned)),
+        None => planned - failed.min(planned),
+    };
     RunFigures {
-        groups_ok: (planned - failed.min(planned)) as i32,
+        groups_ok: ok as i32,
         groups_failed: failed as i32,
         seqs_asked: outcome.seqs_asked as i64,
         receipts_written: outcome.receipts_written as i64,
@@ -749,6 +756,7 @@ fn figures(client: &ChatClient, outcome: &pipeline::Outcome, planned: usize) -> 
                 .map(|(g, f)| (g.clone(), serde_json::json!([f.class, f.message])))
                 .collect::<serde_json::Map<_, _>>(),
             "files": outcome.files.iter().map(|f| f.relative_path.clone()).collect::<Vec<_>>(),
+            "groups_unfinished": planned - failed.min(planned) - ok,
         }),
     }
 }

@@ -15,10 +15,10 @@ use crate::sink::{postgres, Fence, ItemCodeRow, SinkError, SnapshotRow, WriteBat
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Rows (receipts + item codes) after which a write batch is committed.
@@ -86,6 +86,8 @@ impl FailedGroup {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub groups_planned: usize,
+    /// Groups whose every batch was answered (a halted run did not finish the others).
+    pub groups_done: usize,
     /// Failed groups by id; a group's last failure is kept.
     pub failed_groups: BTreeMap<String, FailedGroup>,
     pub seqs_asked: u64,
@@ -106,20 +108,26 @@ impl Pipeline {
     /// Runs the plan to its end, or until a halt.
     pub async fn run(self, plan: Vec<GroupPlan>) -> Outcome {
         let (batch_size, groups) = (self.batch_size, plan.len());
+        let batches = plan
+            .iter()
+            .map(|g| (g.group_id.clone(), g.calls(batch_size) as usize))
+            .collect();
         // Owned all the way (no closure over a borrow), so the run's future is `Send`.
         let work = plan.into_iter().flat_map(move |g| {
             let group_id = g.group_id.clone();
             g.into_batches(batch_size)
                 .map(move |seqs| (group_id.clone(), seqs))
         });
-        self.run_work(groups, work).await
+        self.run_work(groups, batches, work).await
     }
 
     /// Runs a work list of `(group, batch of seqs)` to its end (the list may end early: a
-    /// budget), or until a halt. `groups` is how many groups the list covers.
+    /// budget), or until a halt. `groups` is how many groups the list covers, `batches` how
+    /// many batches each has in it (to tell which groups a halted run finished).
     pub async fn run_work(
         self,
         groups: usize,
+        batches: HashMap<String, usize>,
         work: impl Iterator<Item = (String, Vec<u64>)>,
     ) -> Outcome {
         let (tx, rx) = mpsc::channel::<Vec<ReceiptAnswer>>(self.concurrency.max(4) * 2);
@@ -142,7 +150,13 @@ impl Pipeline {
             groups_planned: groups,
             ..Default::default()
         };
-        let pull_halt = self.pull(work, tx, &mut outcome).await;
+        let mut answered = HashMap::new();
+        let pull_halt = self.pull(work, tx, &mut outcome, &mut answered).await;
+        outcome.groups_done = batches
+            .iter()
+            .filter(|(g, n)| answered.get(*g).copied().unwrap_or(0) >= **n)
+            .filter(|(g, _)| !outcome.failed_groups.contains_key(*g))
+            .count();
         match writer.await {
             Ok(Ok(w)) => {
                 outcome.receipts_written = w.receipts;
@@ -167,23 +181,31 @@ impl Pipeline {
     }
 
     /// Pulls every batch of the plan, `concurrency` at a time, handing answers to the writer.
+    ///
+    /// A group's first batch goes alone: its other batches wait for its answer, so a group the
+    /// API says does not exist (or may not be read) costs one call, not one per batch.
     async fn pull(
         &self,
         work: impl Iterator<Item = (String, Vec<u64>)>,
         tx: mpsc::Sender<Vec<ReceiptAnswer>>,
         out: &mut Outcome,
+        answered: &mut HashMap<String, usize>,
     ) -> Option<Halt> {
         let failed: Arc<Mutex<HashSet<String>>> = Default::default();
+        let gates: Mutex<HashMap<String, watch::Receiver<Option<bool>>>> = Default::default();
         let mut calls = futures::stream::iter(work)
             .map(|(group_id, seqs)| {
                 let client = self.client.clone();
                 let failed = failed.clone();
+                let gate = Gate::for_batch(&gates, &group_id);
                 async move {
-                    if failed.lock().unwrap().contains(&group_id) {
+                    let go = gate.wait().await && !failed.lock().unwrap().contains(&group_id);
+                    if !go {
                         return (group_id, 0, Pulled::default());
                     }
                     let asked = seqs.len() as u64;
                     let result = client.pull_receipts(&group_id, &seqs).await;
+                    gate.open(result.error.is_none());
                     (group_id, asked, result)
                 }
             })
@@ -202,6 +224,9 @@ impl Pipeline {
                 return None;
             }
             let Some(err) = error else {
+                if asked > 0 {
+                    *answered.entry(group_id).or_default() += 1;
+                }
                 crate::crashpoint::hit("pull").await;
                 continue;
             };
@@ -217,6 +242,51 @@ impl Pipeline {
                 err.class().name(),
                 err.to_string(),
             ));
+        }
+    }
+}
+
+/// A group's first batch probes the group; its other batches wait for the probe's answer.
+enum Gate {
+    /// This is the group's first batch: it says how it went.
+    Probe(watch::Sender<Option<bool>>),
+    /// A later batch: it waits for the first one's answer.
+    Wait(watch::Receiver<Option<bool>>),
+}
+
+impl Gate {
+    /// The gate of the next batch of `group_id` (batches are taken from the work list in order).
+    fn for_batch(
+        gates: &Mutex<HashMap<String, watch::Receiver<Option<bool>>>>,
+        group_id: &str,
+    ) -> Gate {
+        let mut gates = gates.lock().unwrap();
+        match gates.get(group_id) {
+            Some(answered) => Gate::Wait(answered.clone()),
+            None => {
+                let (probe, answered) = watch::channel(None);
+                gates.insert(group_id.to_string(), answered);
+                Gate::Probe(probe)
+            }
+        }
+    }
+
+    /// Whether the batch may go: a probe goes at once, a later batch once the probe succeeded.
+    async fn wait(&self) -> bool {
+        match self {
+            Gate::Probe(_) => true,
+            Gate::Wait(answered) => {
+                let mut answered = answered.clone();
+                let probed = answered.wait_for(Option::is_some).await;
+                probed.is_ok_and(|ok| *ok == Some(true))
+            }
+        }
+    }
+
+    /// A probe's outcome, for the batches waiting on it.
+    fn open(&self, ok: bool) {
+        if let Gate::Probe(probe) = self {
+            let _ = probe.send(Some(ok));
         }
     }
 }

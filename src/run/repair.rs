@@ -5,13 +5,16 @@
 //! from it; the manifest (`parquet_files`, and `write_batches.parquet_file_id`) says which rows
 //! Parquet holds. A run is dead when it cannot go on: a run of our own job (we hold its lock),
 //! or one whose job lock is free and whose lease ran out (so a run riding out a Postgres
-//! restart is left alone). Declaring it dead and rewriting its files both bump its epoch first
+//! restart is left alone), or, at once, one whose process is gone from this very machine
+//! ([`super::liveness`]: same kernel, same pid namespace, no process with its pid and start
+//! time). Declaring it dead and rewriting its files both bump its epoch first
 //! (`sink::fence`): its process, if it is still alive somewhere, is fenced and can change
 //! nothing of it any more, so the stray sweep never races it. Repair runs under the
 //! warehouse-wide lock, on a session of its own, so it never races another repair or a
 //! rewrite of Parquet.
 
 use super::ledger::{self, RunningRun};
+use super::liveness::{Identity, Liveness};
 use super::lock;
 use crate::sink::fence::{self, TakeOver};
 use crate::sink::{manifest, Fence, SinkError};
@@ -64,8 +67,9 @@ async fn repair_locked(
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     let mut repaired = Repaired::default();
+    let here = Identity::this();
     for run in ledger::running(&mut *conn).await? {
-        if run.run_id != me.fence.run_id && declare_dead(conn, &run, me).await? {
+        if run.run_id != me.fence.run_id && declare_dead(conn, &run, me, &here).await? {
             repaired.abandoned.push(run.run_id);
         }
     }
@@ -128,18 +132,26 @@ async fn rebuild(
 }
 
 /// Declares `run` dead if it is: always for a run of our own job (we hold its lock, so it can
-/// never go on), else only while we hold its job's lock (so it cannot take it back meanwhile)
-/// and once its lease ran out. True when it was marked `abandoned`.
+/// never go on); for another job's run only while we hold its job's lock (so it cannot take it
+/// back meanwhile), and once its lease ran out or, at once, when its process is gone from this
+/// machine. True when it was marked `abandoned`.
 async fn declare_dead(
     conn: &mut PgConnection,
     run: &RunningRun,
     me: &Repairer<'_>,
+    here: &Identity,
 ) -> anyhow::Result<bool> {
     let own_job = run.job == me.job;
-    if !own_job && !lock::try_lock(conn, &run.job).await? {
+    let gone = !own_job && run.liveness(here) == Liveness::Gone;
+    if !own_job && !take_lock(conn, &run.job, gone).await? {
         return Ok(false); // its session holds the lock: alive
     }
-    let marked = ledger::mark_abandoned(conn, run.run_id, own_job, me.label).await;
+    let why = if gone {
+        format!("its process (pid {} on this host) is gone", run.pid)
+    } else {
+        "its process died or went silent past its lease".to_string()
+    };
+    let marked = ledger::mark_abandoned(conn, run.run_id, own_job || gone, me.label, &why).await;
     if !own_job {
         lock::unlock(conn, &run.job).await?;
     }
@@ -150,7 +162,7 @@ async fn declare_dead(
                 job = %run.job,
                 host = %run.host,
                 pid = run.pid,
-                "run {} (started {}) died without finishing: marked abandoned, its writer fenced",
+                "run {} (started {}) died without finishing ({why}): marked abandoned, its writer fenced",
                 run.run_id,
                 run.started_at
             );
@@ -176,5 +188,24 @@ async fn declare_dead(
             Ok(false)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// How long a dead process's Postgres session may still hold its job lock: the kernel closed
+/// its socket when it died, and the server ends the session as soon as it reads that.
+const DEAD_SESSION_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Takes another job's lock; for a run whose process is `gone`, waits a moment for its
+/// session to end rather than calling it alive.
+async fn take_lock(conn: &mut PgConnection, job: &str, gone: bool) -> sqlx::Result<bool> {
+    let deadline = tokio::time::Instant::now() + DEAD_SESSION_GRACE;
+    loop {
+        if lock::try_lock(conn, job).await? {
+            return Ok(true);
+        }
+        if !gone || tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }

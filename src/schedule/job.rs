@@ -200,22 +200,34 @@ impl Job {
         })
     }
 
-    /// Applies the job's `retention_keep_months` after one of its scheduled runs (nothing when
-    /// unset). Item codes kept: 3, or the job's `no_receipt_after` if larger. A refusal or an
-    /// error is logged as a warning, never the run's failure.
-    pub async fn retention_after_run(&self, settings: &Settings, pool: &sqlx::PgPool) {
+    /// Applies the job's `retention_keep_months` after its scheduled run `run_id` (nothing
+    /// when the key is not set): logs what it did, one line, and records it in the run's
+    /// ledger row (`details.retention`). A failure is logged, never an error of the run.
+    pub async fn retention_after_run(&self, settings: &Settings, pool: &sqlx::PgPool, run_id: i64) {
         let Some(months) = self.retention_keep_months else {
             return;
         };
         let codes = self.follow.no_receipt_after.unwrap_or(0).max(3);
         let done = match settings.require_database() {
-            Ok(options) => {
-                crate::ops::retention::after_run(options, pool, &self.name, months, codes).await
-            }
+            Ok(options) => crate::ops::retention::after_run(options, pool, months, codes).await,
             Err(e) => Err(e.into()),
         };
-        if let Err(e) = done {
-            tracing::warn!(job = %self.name, "retention after the run failed: {e:#}");
+        let recorded = match done {
+            Ok(done) if done.refused_by.is_empty() => {
+                tracing::info!(job = %self.name, run_id, "{}", done.line());
+                serde_json::json!(done)
+            }
+            Ok(done) => {
+                tracing::warn!(job = %self.name, run_id, "{}", done.line());
+                serde_json::json!(done)
+            }
+            Err(e) => {
+                tracing::warn!(job = %self.name, run_id, "retention after the run failed: {e:#}");
+                serde_json::json!({ "keep_months": months, "error": format!("{e:#}") })
+            }
+        };
+        if let Err(e) = crate::run::ledger::record_retention(pool, run_id, &recorded).await {
+            tracing::warn!(job = %self.name, run_id, "could not record the retention in the run's ledger row: {e}");
         }
     }
 

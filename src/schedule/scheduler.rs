@@ -11,7 +11,8 @@
 //! run's own advisory lock keeps other hosts out.
 
 use super::job::{self, CatchUp, Job, JobError, LoadedFile};
-use crate::run::ledger::RunKind;
+use crate::ops::alert::{self, Alert};
+use crate::run::ledger::{RunKind, RunStatus};
 use crate::run::{self, LockHeld, RunReport, RunRequest};
 use crate::settings::Settings;
 use chrono::{DateTime, Utc};
@@ -350,13 +351,7 @@ impl Scheduler {
             s.running = false;
         }
         match outcome {
-            Some(Ok(report)) => tracing::info!(
-                job,
-                run_id = report.run_id,
-                status = report.status.as_str(),
-                "run finished: {}",
-                report.summary(&self.settings)
-            ),
+            Some(Ok(report)) => log_finished(&job, &report, &report.summary(&self.settings)),
             Some(Err(e)) if e.chain().any(|c| c.is::<LockHeld>()) => {
                 tracing::warn!(job, "skipped: {e:#}")
             }
@@ -378,13 +373,41 @@ impl Scheduler {
         };
         let stop = runs.stop.child_token();
         let owned = job.clone();
+        let global = self.settings.clone();
         let handle = runs.tasks.spawn(async move {
-            let settings = settings?;
-            let report = run::execute(&settings, &pool, &request, stop).await?;
-            owned.retention_after_run(&settings, &pool).await;
+            let outcome = match settings {
+                Ok(settings) => run::execute(&settings, &pool, &request, stop)
+                    .await
+                    .map(|report| (report, settings)),
+                Err(e) => Err(e.into()),
+            };
+            let (report, settings) = match outcome {
+                Ok(done) => done,
+                Err(e) => {
+                    alert::notify(&global, Alert::not_started(&request.job, &e)).await;
+                    return Err(e);
+                }
+            };
+            owned
+                .retention_after_run(&settings, &pool, report.run_id)
+                .await;
+            alert::notify(&settings, Alert::for_run(&report, &settings)).await;
             Ok(report)
         });
         runs.jobs.insert(handle.id(), job.name.clone());
+    }
+}
+
+/// A finished run's line: ERROR when it failed (or was fenced), WARN when partial, else INFO,
+/// so a log-based alert can key on the level.
+fn log_finished(job: &str, report: &RunReport, summary: &str) {
+    let (run_id, status) = (report.run_id, report.status.as_str());
+    match report.status {
+        RunStatus::Failed | RunStatus::Abandoned => {
+            tracing::error!(job, run_id, status, "run finished: {summary}")
+        }
+        RunStatus::Partial => tracing::warn!(job, run_id, status, "run finished: {summary}"),
+        _ => tracing::info!(job, run_id, status, "run finished: {summary}"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Settings and the command line, through the real binary.
 
 use crate::helpers::{exporter, run, stderr, stdout, TestDb};
-use receipt_exporter::settings::{self, Setting, CONFIG, SECRET_KEY};
+use receipt_exporter::settings::{self, Setting, ALERT_WEBHOOK, CONFIG, SECRET_KEY};
 
 #[test]
 fn invalid_settings_exit_2_naming_the_variable_before_any_io() {
@@ -202,6 +202,19 @@ fn samples(setting: &Setting, dir: &std::path::Path) -> (String, String) {
         "lake_timeout" => ("120".into(), "4".into()),
         "log_format" => ("json".into(), "xml".into()),
         "metrics_file" => ("/tmp/x.prom".into(), "/tmp/dir/".into()),
+        "metrics_listen" => ("127.0.0.1:0".into(), "localhost".into()),
+        "outage_timeout" => ("45".into(), "4".into()),
+        "alert_webhook" => (
+            "https://hooks.example.com/services/T0/B0/hooktoken".into(),
+            "ftp://hooks.example.com/hooktoken".into(),
+        ),
+        "alert_webhook_file" => (
+            file(
+                "hook",
+                "https://hooks.example.com/services/T0/B0/hooktoken\n",
+            ),
+            "/nonexistent/hook".into(),
+        ),
         "pushgateway_url" => ("http://pg:9091".into(), "ftp://pg".into()),
         "max_detail_calls" => ("0".into(), "-1".into()),
         "detail_budget" => ("own".into(), "half".into()),
@@ -256,10 +269,10 @@ fn every_setting_works_from_flag_variable_and_config_file_in_that_order() {
             assert_eq!(out.status.code(), Some(2), "{what}");
             let err = stderr(&out);
             assert!(err.starts_with(&format!("error: {named}")), "{what}: {err}");
-            if *s != SECRET_KEY {
+            if *s != SECRET_KEY && *s != ALERT_WEBHOOK {
                 assert!(err.contains(bad.as_str()), "{what} shows the value: {err}");
             } else {
-                assert!(!err.contains(&bad), "{what} hides the key: {err}");
+                assert!(!err.contains(&bad), "{what} hides the secret: {err}");
             }
             assert!(
                 err.contains("expected") || err.contains("cannot read") || *s == SECRET_KEY,

@@ -168,7 +168,12 @@ fn client_at(
         timeout,
         ..ClientConfig::new(base_url, 1_400_000_000, "administrator", Secret::new(KEY))
     };
-    let tuning = Tuning {
+    ChatClient::with_tuning(cfg, quick_tuning()).unwrap()
+}
+
+/// Retry timing in milliseconds, so the tests run quickly.
+fn quick_tuning() -> Tuning {
+    Tuning {
         transient_base: Duration::from_millis(2),
         transient_cap: Duration::from_millis(20),
         rate_limited_base: Duration::from_millis(2),
@@ -176,8 +181,7 @@ fn client_at(
         cooldown: Duration::from_millis(50),
         max_cooldowns: 2,
         unreachable_after: Duration::from_millis(300),
-    };
-    ChatClient::with_tuning(cfg, tuning).unwrap()
+    }
 }
 
 /// Every item of every answer, by seq; panics on a seq answered twice.
@@ -379,9 +383,11 @@ async fn transient_failures_are_retried_with_backoff() {
     assert_eq!(stats.invalid_by_reason.get("wrong_shape"), Some(&2));
 }
 
+/// Under a live API (it answers, here with 10002 internal errors), a call gives up after its
+/// attempts, as it always did: the group fails, the run goes on.
 #[tokio::test]
 async fn transient_failures_give_up_after_max_attempts() {
-    let server = Server::start(|_, _| Reply::Status(503, "<html>busy</html>")).await;
+    let server = Server::start(|_, _| Reply::Json(fail(10002, "internal error"))).await;
     let client = client(&server, 100, 3);
     let seqs: Vec<u64> = (1..=5).collect();
     let err = client
@@ -390,10 +396,46 @@ async fn transient_failures_give_up_after_max_attempts() {
         .into_result()
         .unwrap_err();
     assert_eq!(err.class(), ErrorClass::Transient);
+    assert!(!err.stops_run(), "{err}");
     assert_eq!(server.seen().len(), 3);
     let msg = err.to_string();
     assert!(
-        msg.contains(GROUP) && msg.contains("seqs 1..=5 (5)") && msg.contains("503"),
+        msg.contains(GROUP) && msg.contains("seqs 1..=5 (5)") && msg.contains("internal error"),
+        "{msg}"
+    );
+}
+
+/// Issue 24: when every attempt fails as in an outage (here a gateway's 503, nothing else
+/// answered), a call does not give up on its own after its attempts: it retries until the
+/// outage bound, then stops with one error for the whole API, naming the host and the cause.
+#[tokio::test]
+async fn an_api_that_answers_only_5xx_stops_every_call_after_the_outage_bound() {
+    let server = Server::start(|_, _| Reply::Status(503, "<html>busy</html>")).await;
+    let cfg = ClientConfig {
+        rate_limit: 1000.0,
+        max_attempts: 3,
+        outage_timeout: Duration::from_millis(400),
+        ..ClientConfig::new(
+            server.base_url(),
+            1_400_000_000,
+            "administrator",
+            Secret::new(KEY),
+        )
+    };
+    let client = ChatClient::with_tuning(cfg, quick_tuning()).unwrap();
+    let started = std::time::Instant::now();
+    let err = client
+        .pull_receipts(GROUP, &[1, 2])
+        .await
+        .into_result()
+        .unwrap_err();
+    assert!(matches!(err, ChatError::Outage { .. }), "{err:?}");
+    assert!(err.stops_run());
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert!(server.seen().len() > 3, "retried past its 3 attempts");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&server.addr.to_string()) && msg.contains("HTTP 503"),
         "{msg}"
     );
 }

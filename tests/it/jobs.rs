@@ -186,6 +186,8 @@ const SERVICE_KEYS: &[&str] = &[
     "Environment",
     "StateDirectory",
     "StateDirectoryMode",
+    "ReadWritePaths",
+    "SupplementaryGroups",
     "TimeoutStopSec",
     "DynamicUser",
     "UMask",
@@ -547,4 +549,32 @@ fn jobs_check_says_how_each_schedule_was_read_and_warns_about_numbered_weekdays(
         lines_of("either")[0],
         "    read as (seconds first): 0 0 0 13 * * or 0 0 0 * * FRI"
     );
+}
+
+/// Issue 24: `jobs check` shows every key it read, as read (a key that did not take shows its
+/// default), not only the schedule: retention_keep_months was missing.
+#[test]
+fn jobs_check_shows_every_key_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("full.toml"),
+        "name = \"full\"\ndescription = \"every key\"\nschedule = \"5 * * * *\"\n\
+         timezone = \"Europe/Berlin\"\ntags = [\"vip\"]\nrate_limit = 50\ncatch_up = \"skip\"\n\
+         enabled = false\nskip_settled = false\nno_receipt_after = 5\nmax_calls = 1000\n\
+         max_duration = \"10m\"\nmax_detail_calls = 20\nretention_keep_months = 6\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("bare.toml"), "schedule = \"@daily\"\n").unwrap();
+    let out = run(exporter().args(["jobs", "check", "--jobs"]).arg(dir.path()));
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for needle in [
+        "ok (disabled)  full  ",
+        "\"5 * * * *\" in Europe/Berlin, enabled groups tagged vip, 50 calls/s, catch_up skip",
+        "    description: every key",
+        "    skip_settled false, no_receipt_after 5, max_calls 1000, max_duration 10m, max_detail_calls 20, retention_keep_months 6",
+        "    skip_settled true, no_receipt_after 3, max_calls none, max_duration none, max_detail_calls none, retention_keep_months none",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
 }

@@ -17,6 +17,7 @@ mod jobs;
 mod lake;
 mod migrations;
 mod ops;
+mod paged;
 mod pull;
 mod retention;
 mod roles;

@@ -285,7 +285,7 @@ async fn a_run_writes_metrics_for_every_job_pushes_its_own_and_runs_show_has_eve
         "groups:               2 ok, 0 failed".to_string(),
         "seqs asked:           80".to_string(),
         "seqs skipped:         0 settled, 0 without a receipt".to_string(),
-        "left by the budget:   0 seqs (0 calls)".to_string(),
+        "left by the budget:   nothing (no budget reached)".to_string(),
         format!("receipts written:     {receipts}"),
         format!("api calls:            {calls}"),
         format!("10062 {no_receipt}"),
@@ -438,8 +438,7 @@ async fn doctor_passes_when_all_is_well_and_reports_who_holds_a_lock() {
         &db.pool,
         "default",
         receipt_exporter::run::ledger::RunKind::Manual,
-        "hostA",
-        11,
+        &identity("hostA", 11),
         std::time::Duration::from_secs(70),
     )
     .await
@@ -449,8 +448,7 @@ async fn doctor_passes_when_all_is_well_and_reports_who_holds_a_lock() {
         &db.pool,
         "dead",
         receipt_exporter::run::ledger::RunKind::Manual,
-        "hostB",
-        22,
+        &identity("hostB", 22),
         std::time::Duration::from_secs(70),
     )
     .await
@@ -667,5 +665,16 @@ fn completions_and_man_into_a_closed_pipe_exit_0_quietly() {
         let out = run(exporter().args(args).stdout(closed));
         assert_eq!(code(&out), Some(0), "{args:?}");
         assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
+
+/// A run's process on another machine (no boot id: the lease decides about it).
+fn identity(host: &str, pid: u32) -> receipt_exporter::run::liveness::Identity {
+    receipt_exporter::run::liveness::Identity {
+        host: host.into(),
+        pid,
+        boot_id: None,
+        pid_namespace: None,
+        start_ticks: None,
     }
 }

@@ -399,4 +399,35 @@ async fn a_job_with_retention_keep_months_applies_it_after_each_scheduled_run_on
         30,
         "the lake keeps the retired run"
     );
+    // Issue 24: the retention is in the scheduled run's ledger row, and `runs show` says it.
+    let (run_id, dropped): (i64, serde_json::Value) = sqlx::query_as(
+        "SELECT run_id, details->'retention'->'months_dropped' FROM receipts.export_runs
+         WHERE kind = 'scheduled'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(dropped.as_array().map(Vec::len), Some(1), "{dropped}");
+    let show = run(exporter_for(&db, &sim.base_url(), dir.path()).args([
+        "runs",
+        "show",
+        &run_id.to_string(),
+    ]));
+    assert!(
+        stdout(&show).contains(
+            "retention:            retention (retention_keep_months = 1): dropped 1 month(s)"
+        ),
+        "{}",
+        stdout(&show)
+    );
+    let manual: serde_json::Value = sqlx::query_scalar(
+        "SELECT details FROM receipts.export_runs WHERE kind = 'manual' ORDER BY run_id DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        manual.get("retention").is_none(),
+        "a manual run applies none"
+    );
 }

@@ -12,6 +12,7 @@ pub mod store;
 
 use crate::plan::{self, GroupPlan};
 use crate::run::ledger::RunFigures;
+use crate::run::liveness::Identity;
 use crate::run::OpenedRun;
 use crate::sink::Fence;
 use crate::tracking::{validate_group_id, SeqWindow};
@@ -166,14 +167,13 @@ pub async fn open(
     pool: &PgPool,
     backfill: &Backfill,
     job: &str,
-    host: &str,
-    pid: u32,
+    me: &Identity,
     lease: std::time::Duration,
 ) -> anyhow::Result<OpenedRun> {
     let request = &backfill.request;
     let mut o = match store::find(pool, &request.hash()).await? {
-        None => create(pool, request, job, host, pid, lease).await?,
-        Some(stored) => resume(pool, &request.hash(), stored, host, pid, lease).await?,
+        None => create(pool, request, job, me, lease).await?,
+        Some(stored) => resume(pool, &request.hash(), stored, me, lease).await?,
     };
     o.prior.groups_ok = o.full.len() as i32;
     let _ = backfill.started.set(Started {
@@ -208,14 +208,12 @@ async fn create(
     pool: &PgPool,
     request: &Request,
     job: &str,
-    host: &str,
-    pid: u32,
+    me: &Identity,
     lease: std::time::Duration,
 ) -> anyhow::Result<Opening> {
     let definition = expand(pool, request).await?;
     let kind = crate::run::ledger::RunKind::Backfill;
-    let (run_id, run_date, epoch) =
-        crate::run::ledger::start(pool, job, kind, host, pid, lease).await?;
+    let (run_id, run_date, epoch) = crate::run::ledger::start(pool, job, kind, me, lease).await?;
     store::insert(pool, &request.hash(), run_id, request, &definition).await?;
     let plan = definition.plan();
     Ok(Opening {
@@ -235,18 +233,16 @@ async fn resume(
     pool: &PgPool,
     hash: &str,
     stored: store::Stored,
-    host: &str,
-    pid: u32,
+    me: &Identity,
     lease: std::time::Duration,
 ) -> anyhow::Result<Opening> {
     let definition = Definition::from_json(&stored.definition)
         .ok_or_else(|| anyhow::anyhow!("backfill {hash}: its stored definition is unreadable"))?;
     let by = format!(
-        "attempt {} of this backfill on host {host}, pid {pid}",
-        stored.attempts
+        "attempt {} of this backfill on host {}, pid {}",
+        stored.attempts, me.host, me.pid
     );
-    let (run_date, epoch, prior) =
-        store::reopen(pool, stored.run_id, host, pid, &by, lease).await?;
+    let (run_date, epoch, prior) = store::reopen(pool, stored.run_id, me, &by, lease).await?;
     let done = store::done_ranges(pool, stored.run_id, run_date).await?;
     let full = definition.plan();
     let remaining = subtract(&full, &done);

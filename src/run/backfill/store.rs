@@ -65,8 +65,7 @@ pub async fn enabled_groups(pool: &PgPool) -> sqlx::Result<Vec<String>> {
 pub async fn reopen(
     pool: &PgPool,
     run_id: i64,
-    host: &str,
-    pid: u32,
+    me: &crate::run::liveness::Identity,
     by: &str,
     lease: std::time::Duration,
 ) -> sqlx::Result<(NaiveDate, i64, RunFigures)> {
@@ -84,16 +83,20 @@ pub async fn reopen(
         sqlx::query_as(
             "UPDATE receipts.export_runs SET status = 'running', host = $2, pid = $3,
                 finished_at = NULL, error = NULL, epoch = epoch + 1, fenced_by = $4,
-                heartbeat_at = now(), lease_until = now() + make_interval(secs => $5)
+                heartbeat_at = now(), lease_until = now() + make_interval(secs => $5),
+                boot_id = $6, pid_namespace = $7, process_start = $8
              WHERE run_id = $1
              RETURNING run_date, epoch, seqs_asked, api_calls, retries, retries_by_class,
                        rate_limited, item_codes",
         )
         .bind(run_id)
-        .bind(host)
-        .bind(pid as i32)
+        .bind(&me.host)
+        .bind(me.pid as i32)
         .bind(by)
         .bind(lease.as_secs_f64())
+        .bind(&me.boot_id)
+        .bind(me.pid_namespace)
+        .bind(me.start_ticks)
         .fetch_one(pool)
         .await?;
     let (receipts_written, parquet_files): (i64, i64) = sqlx::query_as(
