@@ -141,7 +141,8 @@ impl RunReport {
         use crate::text::count;
         let f = self.attempt.as_ref().map_or(&self.figures, |(_, f)| f);
         let secs = self.elapsed.as_secs_f64();
-        let groups = f.groups_ok + f.groups_failed;
+        let unfinished = f.details.get("groups_unfinished").and_then(|n| n.as_i64());
+        let groups = f.groups_ok + f.groups_failed + unfinished.unwrap_or(0) as i32;
         // A run stopped early (configuration, lost lock, signal) did not try every group.
         let groups = match self.status {
             RunStatus::Failed | RunStatus::Interrupted if f.groups_failed < groups => format!(

@@ -162,7 +162,7 @@ async fn declare_dead(
                 job = %run.job,
                 host = %run.host,
                 pid = run.pid,
-                "run {} (started {}) died without finishing ({why}): marked abandoned, its writer fenced",
+                "run {} (started {}) died without finishing: marked abandoned, its writer fenced ({why})",
                 run.run_id,
                 run.started_at
             );

@@ -718,3 +718,18 @@ async fn a_slow_statement_is_one_info_line() {
     );
     assert_eq!(err.lines().count(), 1, "one line, no SQL: {err}");
 }
+
+/// `TIM_REGION=mumbai` is accepted and means `adminapiind.im.qcloud.com` (doctor asks there;
+/// without a network here it names that host as the one it could not reach).
+#[test]
+fn the_mumbai_region_is_accepted_and_asks_its_domain() {
+    let out = run(exporter()
+        .env("TIM_SDKAPPID", SDKAPPID.to_string())
+        .env("TIM_SECRET_KEY", KEY)
+        .env("TIM_REGION", "mumbai")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .arg("doctor"));
+    let text = stdout(&out);
+    assert!(text.starts_with("OK    settings: valid"), "{text}");
+    assert!(text.contains("adminapiind.im.qcloud.com"), "{text}");
+}
