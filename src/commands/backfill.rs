@@ -3,6 +3,7 @@
 
 use crate::cli::BackfillArgs;
 use crate::exit::{self, Exit};
+use crate::ops::alert::{self, Alert};
 use crate::run::backfill::{self, store, Backfill, Request, Started};
 use crate::run::ledger::RunKind;
 use crate::run::{self, RunRequest, Selection};
@@ -39,7 +40,16 @@ pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit
     let report = run::execute(settings, &pool, &req, super::run::stop_on_signal()).await;
     done.cancel();
     let _ = progress.await;
-    let report = report?;
+    let report = match report {
+        Ok(report) => report,
+        Err(e) => {
+            alert::notify(settings, Alert::not_started(&req.job, &e)).await;
+            return Err(e);
+        }
+    };
+    let summary = report.summary(settings);
+    super::run::log_outcome(&report, &summary);
+    alert::notify(settings, Alert::for_run(&report, settings)).await;
     // Each failed group was logged once, when it failed; the ledger lists them all.
     if let Some(s) = started.get() {
         tracing::info!(
@@ -50,7 +60,7 @@ pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit
             s.done_seqs
         );
     }
-    super::emit_summary(&report.summary(settings));
+    super::emit_summary(&summary);
     Ok(crate::exit::for_run(&report))
 }
 

@@ -84,7 +84,7 @@ async fn export(
 
 /// A failed (or fenced) run is an ERROR in the log, a partial one a WARN: what a log-based
 /// alert (journald, a shipper) keys on. Any other outcome is told by the summary alone.
-fn log_outcome(report: &run::RunReport, summary: &str) {
+pub fn log_outcome(report: &run::RunReport, summary: &str) {
     let (run_id, job) = (report.run_id, report.job.as_str());
     match report.status {
         RunStatus::Failed | RunStatus::Abandoned => tracing::error!(run_id, job, "{summary}"),

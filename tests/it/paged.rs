@@ -44,11 +44,16 @@ fn simulator_process(groups: usize, messages: u64) -> (Child, String) {
     (child, format!("http://{addr}"))
 }
 
-async fn committed_batches(db: &TestDb) -> i64 {
-    sqlx::query_scalar("SELECT count(*) FROM receipts.write_batches")
+/// Rows in a table of ours.
+async fn count(db: &TestDb, table: &str) -> i64 {
+    sqlx::query_scalar(&format!("SELECT count(*) FROM receipts.{table}"))
         .fetch_one(&db.pool)
         .await
         .unwrap()
+}
+
+async fn committed_batches(db: &TestDb) -> i64 {
+    count(db, "write_batches").await
 }
 
 /// The outage: the API stops answering in the middle of a run (the simulator killed
@@ -274,8 +279,10 @@ async fn the_failure_webhook_gets_one_json_alert_per_failed_run_retried_on_500()
     tracked.push("@TGS#gone".into());
     track_all(&db, &tracked, 30).await;
     let hook = Receiver::start(vec![500]).await;
+    // Every log line at every level, reqwest's and hyper's included: the token is in none.
     let out = run(exporter_for(&db, &sim.base_url(), dir.path())
         .env("EXPORT_ALERT_WEBHOOK", &hook.url)
+        .env("RUST_LOG", "trace")
         .arg("run"));
     assert_eq!(out.status.code(), Some(3), "partial");
     let bodies = hook.bodies();
@@ -299,6 +306,7 @@ async fn the_failure_webhook_gets_one_json_alert_per_failed_run_retried_on_500()
         );
     }
     assert!(stderr(&out).contains("alert sent to the webhook at host 127.0.0.1"));
+    assert!(stderr(&out).contains(" TRACE "), "trace logging was on");
 
     // A run that could not start: Postgres is not there. No run id, the cause in the error.
     let hook = Receiver::start(vec![]).await;
@@ -509,10 +517,7 @@ async fn schedule_serves_metrics_that_prometheus_parses() {
         "{}",
         stderr(&out)
     );
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.export_runs")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let runs = count(&db, "export_runs").await;
     assert_eq!(runs, 2);
 }
 
@@ -597,10 +602,7 @@ async fn an_unwritable_metrics_file_refuses_the_run_at_start_and_fails_doctor() 
         "{}",
         stderr(&out)
     );
-    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.export_runs")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let runs = count(&db, "export_runs").await;
     assert_eq!(runs, 0, "nothing was done");
     let out = run(exporter_for(&db, &sim.base_url(), dir.path())
         .env("EXPORT_METRICS_FILE", &prom)
@@ -660,10 +662,7 @@ async fn track_import_check_refuses_a_file_with_a_group_that_cannot_have_receipt
             && err.contains("@TGS#gone: "),
         "{err}"
     );
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.tracked_groups")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let n = count(&db, "tracked_groups").await;
     assert_eq!(n, 0);
     std::fs::write(
         &csv,
