@@ -27,4 +27,5 @@ mod schedule;
 mod secrets;
 mod sim;
 mod sink;
+mod tools;
 mod track;
