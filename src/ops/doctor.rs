@@ -566,7 +566,7 @@ async fn iceberg_table(pool: &PgPool, lake: &crate::lake::Lake) -> Vec<Check> {
                 lake.table_location()
             ),
         )],
-        Ok(Some(table)) if table.metadata().location().trim_end_matches('/') != lake.table_location() => {
+        Ok(Some(table)) if !lake.is_table_location(table.metadata().location()) => {
             vec![fail(
                 TOPIC,
                 format!(
