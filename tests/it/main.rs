@@ -6,6 +6,7 @@ mod backfill;
 mod cli;
 mod client;
 mod details;
+mod engines;
 mod export;
 mod faults;
 mod fencing;
