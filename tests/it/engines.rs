@@ -113,24 +113,10 @@ impl Roles {
 
 impl Drop for Roles {
     fn drop(&mut self) {
-        let sql = format!(
+        admin_sql(format!(
             "DROP ROLE IF EXISTS \"{}\"; DROP ROLE IF EXISTS \"{}\";",
             self.writer, self.reader
-        );
-        std::thread::spawn(move || {
-            use sqlx::Connection;
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = sqlx::PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::raw_sql(&sql).execute(&mut conn).await;
-                }
-            });
-        })
-        .join()
-        .ok();
+        ));
     }
 }
 
@@ -303,14 +289,14 @@ impl Lab {
     fn pyiceberg_rows(&self) -> Vec<Snap> {
         let snippet = snippet_with(PYICEBERG);
         let setup = &snippet[..snippet.find("snapshots = ").expect("the scan")];
-        parse_json_rows(&stdout(&self.python(&format!("{setup}{PYICEBERG_DUMP}"))))
+        crate::iceberg::parse_rows(&stdout(&self.python(&format!("{setup}{PYICEBERG_DUMP}"))))
     }
 
     /// Every row as DuckDB reads it, with the README's snippet's set-up.
     fn duckdb_rows(&self) -> Vec<Snap> {
         let snippet = snippet_with("import duckdb, duckdb_extensions, psycopg2");
         let setup = &snippet[..snippet.rfind("print(con.sql(").expect("the query")];
-        parse_json_rows(&stdout(&self.python(&format!("{setup}{DUCKDB_DUMP}"))))
+        crate::iceberg::parse_rows(&stdout(&self.python(&format!("{setup}{DUCKDB_DUMP}"))))
     }
 
     /// The README's DuckDB snippet as printed: its per-group counts and sums.
@@ -388,25 +374,6 @@ for r in con.sql(f"""SELECT run_id, epoch_us(captured_at), group_id, msg_seq, re
                      FROM iceberg_scan('{metadata}')""").fetchall():
     print(json.dumps(dict(zip(["run_id", "captured_at", "group_id", "msg_seq", "read_num", "unread_num"], r))))
 "#;
-
-fn parse_json_rows(text: &str) -> Vec<Snap> {
-    let mut rows: Vec<Snap> = text
-        .lines()
-        .map(|line| {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            Snap {
-                run_id: v["run_id"].as_i64().unwrap(),
-                group_id: v["group_id"].as_str().unwrap().to_string(),
-                msg_seq: v["msg_seq"].as_i64().unwrap(),
-                read_num: v["read_num"].as_i64().unwrap() as i32,
-                unread_num: v["unread_num"].as_i64().unwrap() as i32,
-                captured_at_us: v["captured_at"].as_i64().unwrap(),
-            }
-        })
-        .collect();
-    rows.sort();
-    rows
-}
 
 /// The README's compaction and expiry statements, as printed but for the day: today's (UTC),
 /// where the tests' runs put their rows.

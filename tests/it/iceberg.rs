@@ -53,8 +53,9 @@ pub fn iceberg_rows(db: &TestDb) -> Vec<Snap> {
     parse_rows(&pyiceberg(db, "rows"))
 }
 
-/// The reader's JSON lines as sorted snapshots.
-fn parse_rows(text: &str) -> Vec<Snap> {
+/// A reader's JSON lines (`run_id`, `captured_at` in microseconds, `group_id`, `msg_seq`,
+/// `read_num`, `unread_num`) as sorted snapshots.
+pub fn parse_rows(text: &str) -> Vec<Snap> {
     let mut rows: Vec<Snap> = text
         .lines()
         .map(|line| {
