@@ -591,3 +591,84 @@ async fn maintain_expires_nothing_when_its_check_of_the_lake_fails() {
     );
     assert_eq!(lab.pointer().await, pointer, "no expiry was committed");
 }
+
+/// The README's DuckDB queries over the Hive-style Parquet files (the read ratio per group and
+/// hour, and who read each message with the first snapshot's time), run as printed in the
+/// directory holding `warehouse/`: each equals the same computed from Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_duckdb_queries_over_the_parquet_files_work_as_printed() {
+    let db = TestDb::new().await;
+    let sim = simulator(2, 20, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let exporter = || {
+        let mut cmd = exporter_for(&db, &sim.base_url(), std::path::Path::new("warehouse"));
+        cmd.current_dir(dir.path());
+        cmd
+    };
+    for group in group_ids(&sim) {
+        let out = run(exporter().args(["track", "add", &group, "--seqs", "1..20", "--details"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    for _ in 0..2 {
+        let out = run(exporter().arg("run"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    let readme = readme();
+    let query = |marker: &str| -> Vec<Vec<serde_json::Value>> {
+        let at = readme
+            .find(marker)
+            .unwrap_or_else(|| panic!("the README has {marker}"));
+        let start = at + readme[at..].find("```sql\n").unwrap() + 7;
+        let sql = &readme[start..start + readme[start..].find("```").unwrap()];
+        // As text: Python's DuckDB needs pytz to hand over a timestamptz.
+        let script = "import duckdb, json, sys\n\
+                      q = sys.argv[1].strip().rstrip(';')\n\
+                      rows = duckdb.sql(f'SELECT CAST(COLUMNS(*) AS VARCHAR) FROM ({q}) t').fetchall()\n\
+                      print(json.dumps(rows))";
+        let out = tools::python()
+            .args(["-c", script, sql])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{sql}\n{}", stderr(&out));
+        serde_json::from_str(&stdout(&out)).unwrap()
+    };
+
+    let ratios = query("Each group's read ratio over time, in DuckDB:");
+    let expected: Vec<(String, String, f64)> = sqlx::query_as(
+        "SELECT group_id, to_char(date_trunc('hour', captured_at AT TIME ZONE 'UTC'), 'YYYY-MM-DD HH24:MI:SS'),
+                (sum(read_num)::float8 / sum(read_num + unread_num))
+         FROM receipts.receipt_snapshots GROUP BY 1, 2 ORDER BY 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(ratios.len(), expected.len(), "{ratios:?}");
+    for (row, (group, hour, ratio)) in ratios.iter().zip(&expected) {
+        assert_eq!(row[0], group.as_str());
+        assert!(row[1].as_str().unwrap().starts_with(hour), "{row:?} {hour}");
+        let got: f64 = row[2].as_str().unwrap().parse().unwrap();
+        assert!((got - ratio).abs() <= 0.0005, "{row:?} {ratio}");
+    }
+
+    let readers = query("The same from the lake, in DuckDB");
+    let expected: Vec<(String, i64, String)> = sqlx::query_as(
+        "SELECT group_id, msg_seq, member_account FROM receipts.message_readers
+         WHERE NOT read_before_details ORDER BY group_id, msg_seq, first_seen_read_at, member_account",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(!expected.is_empty(), "the runs recorded who read");
+    let mut got: Vec<(String, i64, String)> = readers
+        .iter()
+        .map(|r| {
+            let text = |i: usize| r[i].as_str().unwrap().to_string();
+            (text(0), text(1).parse().unwrap(), text(2))
+        })
+        .collect();
+    let mut want = expected.clone();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want, "DuckDB's readers equal Postgres's");
+}
