@@ -9,11 +9,13 @@
 //! [`schedule`] starts runs from job files; [`ops`] reads the ledger for operators (history,
 //! freshness, metrics, doctor); [`commands`] holds one file per subcommand and is the only
 //! place that knows about the terminal; [`exit`] maps outcomes to exit codes; [`sim`] is the
-//! server side of the same API contract. Text from outside passes through [`untrusted`].
+//! server side of the same API contract. Text from outside passes through [`untrusted`];
+//! every retry loop waits by [`backoff`].
 //!
 //! The arrows point one way: commands → schedule, ops → run → sink, chat, tracking → plan,
 //! settings; no module reaches one that reaches it back (`cargo test --test arrows`).
 
+pub mod backoff;
 pub mod chat;
 pub mod cli;
 pub mod commands;
