@@ -3,7 +3,8 @@
 //! The data's way, one module per stage:
 //! tracked groups and seq windows in Postgres ([`tracking`]) → a plan of batches ([`plan`])
 //! → the Chat REST API, rate-limited and retried ([`chat`]) → the sinks, Postgres and
-//! Parquet (Hive-style directories or an Iceberg table), exactly once ([`sink`]; the lake is a
+//! Parquet (Hive-style directories or an Iceberg table), exactly once ([`sink`], whose
+//! [`sink::target`] is the lake's one seam and tells the protocol of every form; the lake is a
 //! directory or an object store prefix, [`lake`]), driven by the export run and its ledger
 //! ([`run`], which also owns its variants: a backfill, and the API budget runs share).
 //! [`schedule`] starts runs from job files; [`ops`] reads the ledger for operators (history,
