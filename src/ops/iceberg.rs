@@ -22,9 +22,9 @@
 //! Spark's `rewrite_data_files` procedure for a closed day.
 
 use crate::lake::normalize_location;
-use crate::sink::iceberg::commit::Staging;
+use crate::sink::iceberg::commit::{self, Staging};
 use crate::sink::iceberg::files::{self, Listed};
-use crate::sink::iceberg::{swap_pointer, IcebergTarget};
+use crate::sink::iceberg::IcebergTarget;
 use crate::sink::SinkError;
 use chrono::{DateTime, Utc};
 use iceberg::table::Table;
@@ -61,16 +61,15 @@ pub struct MaintainReport {
 /// orphans (see the module header).
 pub async fn maintain(
     pool: &PgPool,
-    lake: &crate::lake::Lake,
+    target: &IcebergTarget,
     opts: &MaintainOptions,
 ) -> Result<MaintainReport, SinkError> {
-    let target = IcebergTarget::open(lake, pool).await?;
-    let (plan, mut report) = plan(pool, &target, opts).await?;
+    let (plan, mut report) = plan(pool, target, opts).await?;
     if opts.dry_run {
         return Ok(report);
     }
     if report.snapshots_expired > 0 {
-        let committed = commit_expiry(pool, &target, opts).await?;
+        let committed = commit_expiry(pool, target, opts).await?;
         report.snapshots_expired = committed.expired;
         if committed.base != plan.base || committed.expired == 0 {
             // The table moved between the plan and the commit (another writer committed): what
@@ -122,7 +121,7 @@ async fn plan(
     // Without an expiry the table stays as it is: its own log names the metadata files kept.
     let kept = if expired > 0 { &after } else { &base };
     let referenced = referenced_files(kept).await?;
-    let listed = files::list(&target.lake, &target.lake.table_location()).await?;
+    let listed = files::list_table(&target.lake).await?;
     check_listing_names_live_files(&listed, &referenced.live)?;
     let min_age = chrono::Duration::from_std(opts.orphan_min_age).unwrap_or(chrono::Duration::MAX);
     let (orphans, young) = orphans(listed, &referenced.all, Utc::now(), min_age);
@@ -223,11 +222,7 @@ async fn commit_expiry(
         .begin()
         .await
         .map_err(SinkError::pg("starting an Iceberg commit"))?;
-    let base = target
-        .lake
-        .load(&mut tx, true)
-        .await?
-        .expect("opened above");
+    let base = commit::lock_table(&target.lake, &mut tx).await?;
     let staged = Staging::stage(&base, expiry(&base, opts)?).await?;
     let expired = base.metadata().snapshots().len() - staged.metadata().snapshots().len();
     let (old, new) = (location_of(&base)?, location_of(&staged)?);
@@ -241,11 +236,7 @@ async fn commit_expiry(
             expired: 0,
         });
     }
-    if !swap_pointer(&mut tx, old, new).await? {
-        return Err(SinkError::IcebergState(format!(
-            "the Iceberg catalog pointer moved away from {old} while its row was locked"
-        )));
-    }
+    commit::move_pointer(&mut tx, &base, &staged).await?;
     tx.commit()
         .await
         .map_err(SinkError::pg("committing the snapshot expiry"))?;
