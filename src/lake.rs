@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// What `--parquet-dir` accepts, for error messages and `--help`.
 pub const ACCEPTED: &str =
-    "a directory path, file:///ABSOLUTE/PATH, s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX";
+    "a directory path, file:///ABSOLUTE/PATH (or file:/ABSOLUTE/PATH), s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX";
 
 /// The object stores the lake may live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +85,9 @@ pub fn parse_location(value: &str) -> Result<Location, String> {
     if value.is_empty() {
         return refuse("empty");
     }
+    if let Some(path) = hadoop_file_path(value) {
+        return Ok(Location::Local(PathBuf::from(path)));
+    }
     let Some((scheme, rest)) = split_scheme(value) else {
         return Ok(Location::Local(PathBuf::from(value)));
     };
@@ -121,6 +124,52 @@ pub fn parse_location(value: &str) -> Result<Location, String> {
         bucket: bucket.to_string(),
         prefix: prefix.to_string(),
     })
+}
+
+/// The path of `file:/ABSOLUTE/PATH`, the spelling Hadoop (Spark) gives local files: one slash,
+/// no authority. `None` for anything else (`file:///...` is a URL, parsed as such).
+fn hadoop_file_path(value: &str) -> Option<&str> {
+    let rest = value
+        .get(..5)?
+        .eq_ignore_ascii_case("file:")
+        .then(|| &value[5..])?;
+    (rest.starts_with('/') && !rest.starts_with("//")).then_some(rest)
+}
+
+/// One spelling of a location in the lake, so that locations written by different engines
+/// compare equal: `file:/x` (Hadoop, so Spark), `file:///x` (iceberg-rust, pyiceberg),
+/// `file://localhost/x` and `/x` are one file on this host, all `file:///x`; `s3a://` and
+/// `s3n://` (Hadoop's S3 clients) are `s3://`; repeated and trailing slashes of the path go.
+/// Every comparison of two locations that may come from different writers goes through this
+/// (Iceberg metadata against a listing, a table's location against the configured lake).
+pub fn normalize_location(location: &str) -> String {
+    let (scheme, rest) = match location.split_once(':') {
+        Some((scheme, rest))
+            if split_scheme(location).is_some() || scheme.eq_ignore_ascii_case("file") =>
+        {
+            (scheme.to_ascii_lowercase(), rest)
+        }
+        _ if location.starts_with('/') => ("file".to_string(), location),
+        _ => return location.to_string(),
+    };
+    let (authority, path) = match rest.strip_prefix("//") {
+        Some(after) => after.split_at(after.find('/').unwrap_or(after.len())),
+        None => ("", rest),
+    };
+    let scheme = match scheme.as_str() {
+        "s3a" | "s3n" => "s3",
+        other => other,
+    };
+    let authority = match (scheme, authority) {
+        ("file", "localhost") => "",
+        (_, authority) => authority,
+    };
+    let mut clean = String::with_capacity(path.len());
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        clean.push('/');
+        clean.push_str(part);
+    }
+    format!("{scheme}://{authority}{clean}")
 }
 
 /// The value with anything between `://` and an `@` of the authority hidden: a location never
@@ -567,11 +616,44 @@ mod tests {
         assert_eq!(ok("./warehouse"), Location::Local("./warehouse".into()));
         assert_eq!(ok("/srv/lake"), Location::Local("/srv/lake".into()));
         assert_eq!(ok("file:///srv/lake"), Location::Local("/srv/lake".into()));
+        assert_eq!(ok("file:/srv/lake"), Location::Local("/srv/lake".into()));
+        assert_eq!(ok("FILE:/srv/lake"), Location::Local("/srv/lake".into()));
         assert_eq!(ok("s3://lake/a/b/"), remote(Scheme::S3, "lake", "a/b"));
         assert_eq!(ok("s3://lake"), remote(Scheme::S3, "lake", ""));
         assert_eq!(ok("gs://g/x"), remote(Scheme::Gcs, "g", "x"));
         assert_eq!(ok("az://c/x"), remote(Scheme::Azure, "c", "x"));
         assert_eq!(ok("s3://lake/a/b").to_string(), "s3://lake/a/b");
+    }
+
+    #[test]
+    fn every_spelling_of_one_location_normalizes_to_one() {
+        for same in [
+            "file:/srv/lake/t/a.parquet",
+            "file:///srv/lake/t/a.parquet",
+            "file://localhost/srv/lake/t/a.parquet",
+            "/srv/lake/t/a.parquet",
+            "file:/srv//lake/t/a.parquet",
+            "FILE:///srv/lake/t/a.parquet",
+        ] {
+            assert_eq!(
+                normalize_location(same),
+                "file:///srv/lake/t/a.parquet",
+                "{same}"
+            );
+        }
+        for same in ["s3://b/p/t", "s3a://b/p/t", "s3n://b/p/t/", "s3://b/p//t"] {
+            assert_eq!(normalize_location(same), "s3://b/p/t", "{same}");
+        }
+        assert_ne!(
+            normalize_location("file:/srv/lake/a"),
+            normalize_location("file:/srv/lake/b")
+        );
+        assert_ne!(
+            normalize_location("s3://b1/p"),
+            normalize_location("s3://b2/p")
+        );
+        assert_eq!(normalize_location("gs://b/x"), "gs://b/x");
+        assert_eq!(normalize_location("relative/x"), "relative/x");
     }
 
     #[test]

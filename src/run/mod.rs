@@ -20,8 +20,7 @@ pub mod watch;
 use crate::chat::{ChatClient, ClientConfig};
 use crate::plan::{self, GroupPlan};
 use crate::settings::{Settings, TableFormat};
-use crate::sink::iceberg::IcebergTarget;
-use crate::sink::Fence;
+use crate::sink::{Access, Fence, LakeTarget};
 use crate::tracking::SeqWindow;
 use ledger::{RunFigures, RunKind, RunStatus};
 use lock::JobLock;
@@ -134,6 +133,26 @@ fn files_told(n: i32, format: TableFormat) -> String {
     }
 }
 
+/// `20 groups (0 failed)`; a run stopped early (configuration, lost lock, signal, an outage)
+/// did not try every group: `47 groups planned (0 failed before it stopped)`.
+fn groups_told(f: &RunFigures, status: RunStatus) -> String {
+    use crate::text::count;
+    let unfinished = f.details.get("groups_unfinished").and_then(|n| n.as_i64());
+    let groups = f.groups_ok + f.groups_failed + unfinished.unwrap_or(0) as i32;
+    match status {
+        RunStatus::Failed | RunStatus::Interrupted if f.groups_failed < groups => format!(
+            "{} planned ({} failed before it stopped)",
+            count(groups, "group", "groups"),
+            f.groups_failed
+        ),
+        _ => format!(
+            "{} ({} failed)",
+            count(groups, "group", "groups"),
+            f.groups_failed
+        ),
+    }
+}
+
 impl RunReport {
     /// The one line a run ends with. Its figures, rate and time are this attempt's; a resumed
     /// backfill's line says so, and adds the whole backfill's totals.
@@ -141,21 +160,7 @@ impl RunReport {
         use crate::text::count;
         let f = self.attempt.as_ref().map_or(&self.figures, |(_, f)| f);
         let secs = self.elapsed.as_secs_f64();
-        let unfinished = f.details.get("groups_unfinished").and_then(|n| n.as_i64());
-        let groups = f.groups_ok + f.groups_failed + unfinished.unwrap_or(0) as i32;
-        // A run stopped early (configuration, lost lock, signal) did not try every group.
-        let groups = match self.status {
-            RunStatus::Failed | RunStatus::Interrupted if f.groups_failed < groups => format!(
-                "{} planned ({} failed before it stopped)",
-                count(groups, "group", "groups"),
-                f.groups_failed
-            ),
-            _ => format!(
-                "{} ({} failed)",
-                count(groups, "group", "groups"),
-                f.groups_failed
-            ),
-        };
+        let groups = groups_told(f, self.status);
         let attempt = match &self.attempt {
             Some((n, _)) => format!(", attempt {n}: this attempt"),
             None => String::new(),
@@ -235,12 +240,8 @@ pub async fn execute(
     let api = settings.require_api()?;
     settings.require_database()?;
     let client = ChatClient::new(client_config(settings, &api))?;
-    if settings.table_format == TableFormat::Iceberg {
-        // A lake Iceberg cannot use, or not the one the catalog's table is in: exit 2 now.
-        crate::sink::iceberg::IcebergLake::new(&settings.lake)?
-            .check_catalog(pool)
-            .await?;
-    }
+    // A lake this run may not open (exit 2): refused now, before the run's ledger row.
+    LakeTarget::precheck(pool, &settings.lake, settings.table_format).await?;
     let begun = begin(settings, pool, req).await?;
     let (fence, prior, started) = (
         begun.opened.fence,
@@ -469,20 +470,8 @@ async fn work(
         label,
     };
     let options = settings.require_database()?;
-    let iceberg = match settings.table_format {
-        TableFormat::Parquet => {
-            if let Some(remote) = settings.lake.remote() {
-                crate::sink::remote::check_owner(pool, remote, true).await?;
-            }
-            None
-        }
-        TableFormat::Iceberg => Some(IcebergTarget::open(&settings.lake, pool).await?),
-    };
-    let target = match &iceberg {
-        None => repair::Target::Parquet(&settings.lake),
-        Some(table) => repair::Target::Iceberg(table),
-    };
-    repair::repair(options, pool, target, &me).await?;
+    let target = LakeTarget::open(pool, &settings.lake, settings.table_format, Access::Run).await?;
+    repair::repair(options, pool, &target, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }
@@ -506,8 +495,7 @@ async fn work(
             stop.clone(),
         )
     });
-    let mut pipeline = pipeline(settings, pool, client, &opened, stop);
-    pipeline.iceberg = iceberg;
+    let pipeline = pipeline(settings, pool, client, &opened, stop, target);
     let (mut outcome, follow) = match &req.selection {
         Selection::Backfill(_) => (pipeline.run(plan).await, None),
         selection => {
@@ -554,21 +542,21 @@ fn capped(
     (plan, refused)
 }
 
-/// The pipeline of the opened run, under the run's settings.
+/// The pipeline of the opened run, under the run's settings, writing to `target`.
 fn pipeline(
     settings: &Settings,
     pool: &PgPool,
     client: &ChatClient,
     opened: &OpenedRun,
     stop: &CancellationToken,
+    target: LakeTarget,
 ) -> Pipeline {
     Pipeline {
         pool: pool.clone(),
         client: client.clone(),
         fence: opened.fence,
         run_date: opened.run_date,
-        lake: settings.lake.clone(),
-        iceberg: None,
+        target,
         batch_size: settings.batch_size,
         concurrency: settings.concurrency,
         stop: stop.clone(),

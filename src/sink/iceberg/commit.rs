@@ -27,12 +27,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// A catalog that serves one table as loaded and stages commits: `update_table` applies the
-/// commit and writes the new metadata file, but moves no pointer (the caller does, inside its
-/// own transaction). Everything else is refused.
+/// commit and writes the new metadata file (unless it only previews), but moves no pointer (the
+/// caller does, inside its own transaction). Everything else is refused.
 #[derive(Debug)]
 pub struct Staging {
     base: Table,
     staged: Mutex<Option<Table>>,
+    /// Whether `update_table` writes the new metadata file (false: in memory only).
+    write: bool,
 }
 
 impl Staging {
@@ -40,18 +42,32 @@ impl Staging {
         Staging {
             base,
             staged: Mutex::new(None),
+            write: true,
         }
     }
 
     /// Runs the transaction against the table as loaded; returns the staged table (its
     /// metadata file written, not yet pointed to).
     pub async fn stage(base: &Table, tx: Transaction) -> Result<Table, SinkError> {
-        let staging = Staging::new(base.clone());
+        Staging::run(Staging::new(base.clone()), tx).await
+    }
+
+    /// The table the transaction would make of the table as loaded, in memory only: nothing is
+    /// written (its metadata location names no file yet).
+    pub async fn preview(base: &Table, tx: Transaction) -> Result<Table, SinkError> {
+        let staging = Staging {
+            write: false,
+            ..Staging::new(base.clone())
+        };
+        Staging::run(staging, tx).await
+    }
+
+    async fn run(staging: Staging, tx: Transaction) -> Result<Table, SinkError> {
         tx.commit(&staging)
             .await
             .map_err(SinkError::iceberg("preparing a commit"))?;
         let staged = staging.staged.lock().unwrap().take();
-        Ok(staged.unwrap_or_else(|| base.clone()))
+        Ok(staged.unwrap_or_else(|| staging.base.clone()))
     }
 }
 
@@ -119,11 +135,13 @@ impl Catalog for Staging {
     }
     async fn update_table(&self, commit: TableCommit) -> IcebergResult<Table> {
         let staged = commit.apply(self.base.clone())?;
-        let location: iceberg::MetadataLocation = staged.metadata_location_result()?.parse()?;
-        staged
-            .metadata()
-            .write_to(staged.file_io(), &location)
-            .await?;
+        if self.write {
+            let location: iceberg::MetadataLocation = staged.metadata_location_result()?.parse()?;
+            staged
+                .metadata()
+                .write_to(staged.file_io(), &location)
+                .await?;
+        }
         *self.staged.lock().unwrap() = Some(staged.clone());
         Ok(staged)
     }
@@ -165,10 +183,7 @@ async fn publish_once(
             .map_err(SinkError::pg("ending an Iceberg commit"))?;
         return Ok(()); // an earlier attempt committed: never twice
     }
-    let base = lake
-        .load(&mut tx, true)
-        .await?
-        .ok_or_else(|| SinkError::IcebergState("the Iceberg table receipts.receipt_snapshots is not in the catalog (receipts.iceberg_tables): was its row deleted? A run in Iceberg mode creates it when it is missing".into()))?;
+    let base = lock_table(lake, &mut tx).await?;
     let summary = HashMap::from([
         (SUMMARY_RUN_ID.to_string(), fence.run_id.to_string()),
         (SUMMARY_PART.to_string(), file.info.part.to_string()),
@@ -183,22 +198,47 @@ async fn publish_once(
         .map_err(SinkError::iceberg("preparing a commit"))?;
     let staged = Staging::stage(&base, itx).await?;
     crate::crashpoint::hit("iceberg_metadata_written").await;
-    let (old, new) = (
-        base.metadata_location_result()
-            .map_err(SinkError::iceberg("reading the pointer"))?,
-        staged
-            .metadata_location_result()
-            .map_err(SinkError::iceberg("reading the pointer"))?,
-    );
-    if !super::swap_pointer(&mut tx, old, new).await? {
-        return Err(SinkError::IcebergState(format!(
-            "the Iceberg catalog pointer moved away from {old} while its row was locked"
-        )));
-    }
+    move_pointer(&mut tx, &base, &staged).await?;
     crate::sink::manifest::record_file_in(&mut tx, fence.run_id, &file.info).await?;
     tx.commit()
         .await
         .map_err(SinkError::pg("committing to the Iceberg table"))?;
+    Ok(())
+}
+
+/// The table as the catalog points to it now, its row locked (`FOR UPDATE`) until the end of the
+/// caller's transaction: what a commit builds on. Our commits queue on that lock; another
+/// engine's compare-and-set waits for it.
+pub async fn lock_table(lake: &IcebergLake, tx: &mut PgConnection) -> Result<Table, SinkError> {
+    lake.load(tx, true).await?.ok_or_else(|| {
+        SinkError::IcebergState(
+            "the Iceberg table receipts.receipt_snapshots is not in the catalog \
+             (receipts.iceberg_tables): was its row deleted? A run in Iceberg mode creates it \
+             when it is missing"
+                .into(),
+        )
+    })
+}
+
+/// Moves the catalog pointer from `base`'s metadata file to `staged`'s (compare-and-set, as
+/// Iceberg's JDBC catalog does), inside the caller's transaction, which holds the row's lock
+/// ([`lock_table`]): every commit of ours, a run's or `iceberg maintain`'s, ends here.
+pub async fn move_pointer(
+    tx: &mut PgConnection,
+    base: &Table,
+    staged: &Table,
+) -> Result<(), SinkError> {
+    let pointer = |t: &Table| {
+        t.metadata_location_result()
+            .map(str::to_string)
+            .map_err(SinkError::iceberg("reading the pointer"))
+    };
+    let (old, new) = (pointer(base)?, pointer(staged)?);
+    if !super::swap_pointer(tx, &old, &new).await? {
+        return Err(SinkError::IcebergState(format!(
+            "the Iceberg catalog pointer moved away from {old} while its row was locked"
+        )));
+    }
     Ok(())
 }
 
