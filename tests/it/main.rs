@@ -5,6 +5,7 @@
 mod backfill;
 mod cli;
 mod client;
+mod cluster;
 mod details;
 mod export;
 mod faults;
