@@ -213,3 +213,51 @@ pub async fn create_database_if_missing(conn: &mut PgConnection, name: &str) -> 
     }
     Ok(!exists)
 }
+
+/// A session holding an advisory lock: what Postgres tells any role about it (`pg_locks` and
+/// `pg_stat_activity` show every session's pid, role and application name to everyone).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LockHolder {
+    pub pid: i32,
+    pub role: Option<String>,
+    pub application: Option<String>,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = self.role.as_deref().unwrap_or("unknown");
+        match self.application.as_deref().filter(|a| !a.is_empty()) {
+            Some(app) => write!(
+                f,
+                "the session of pid {} (role {role}, application {})",
+                self.pid,
+                crate::untrusted::escape(app)
+            ),
+            None => write!(
+                f,
+                "the session of pid {} (role {role}, no application name)",
+                self.pid
+            ),
+        }
+    }
+}
+
+/// The session holding the advisory lock `key` (a bigint key, as `pg_advisory_lock(bigint)`
+/// takes it) in this database, if one holds it.
+pub async fn advisory_holder(
+    conn: &mut PgConnection,
+    key: i64,
+) -> sqlx::Result<Option<LockHolder>> {
+    sqlx::query_as(
+        "SELECT l.pid, a.usename::text AS role, a.application_name AS application
+         FROM pg_locks l
+         JOIN pg_database d ON d.oid = l.database AND d.datname = current_database()
+         LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+           AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+         LIMIT 1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await
+}

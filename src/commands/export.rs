@@ -54,10 +54,9 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
     };
     check_directory(&pool, dir, args.relocate).await?;
     // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
-    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
-    manifest::lock_warehouse(&mut conn).await?;
+    let lock = super::warehouse_lock(settings).await?;
     let rebuilt = crate::sink::rebuild::rebuild_dates(&pool, dir, since, until).await;
-    manifest::unlock_warehouse(&mut conn).await?;
+    lock.release().await;
     let days = rebuilt?;
     let mut rows = 0;
     for day in &days {
@@ -95,10 +94,9 @@ async fn rewrite_in_store(
     (since, until): (NaiveDate, NaiveDate),
 ) -> anyhow::Result<Exit> {
     crate::sink::remote::check_owner(pool, remote, true).await?;
-    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
-    manifest::lock_warehouse(&mut conn).await?;
+    let lock = super::warehouse_lock(settings).await?;
     let done = crate::sink::remote::rewrite_days(pool, remote, since, until).await;
-    manifest::unlock_warehouse(&mut conn).await?;
+    lock.release().await;
     let days = done?;
     let mut rows = 0;
     for (day, files, day_rows) in &days {

@@ -24,8 +24,7 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
     let pool = connect_owned(settings, args.repair).await?;
     let dir = &settings.lake;
     // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
-    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
-    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let lock = super::warehouse_lock(settings).await?;
     let outcome = async {
         let report = lake::verify(&pool, dir).await?;
         describe(&report);
@@ -64,7 +63,7 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
         Ok(after)
     }
     .await;
-    crate::sink::manifest::unlock_warehouse(&mut conn).await?;
+    lock.release().await;
     Ok(if outcome?.is_clean() {
         Exit::Success
     } else {

@@ -10,10 +10,9 @@ use crate::settings::Settings;
 
 pub async fn run(settings: &Settings, args: RetentionArgs) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
-    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
-    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let lock = super::warehouse_lock(settings).await?;
     let outcome = apply(&pool, &args).await;
-    crate::sink::manifest::unlock_warehouse(&mut conn).await?;
+    lock.release().await;
     outcome
 }
 

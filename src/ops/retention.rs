@@ -170,16 +170,17 @@ pub async fn apply(pool: &PgPool, plan: &Plan) -> sqlx::Result<Applied> {
 /// Retention after a scheduled run of a job with `retention_keep_months` (item codes kept: the
 /// command's default 3, or the job's `no_receipt_after` if larger), under the warehouse lock.
 /// A month not wholly in the lake is not dropped, and nothing is: that is logged as a warning
-/// (a later run's repair usually completes the lake), never an error of the run.
+/// (a later run's repair usually completes the lake), never an error of the run. The lock is
+/// waited for at most `wait.0`, and not after `wait.1` is cancelled.
 pub async fn after_run(
     options: &sqlx::postgres::PgConnectOptions,
     pool: &PgPool,
     job: &str,
     keep_months: u32,
     keep_codes: u32,
+    wait: (std::time::Duration, &tokio_util::sync::CancellationToken),
 ) -> anyhow::Result<Option<Applied>> {
-    let mut conn = crate::db::connect_single(options).await?;
-    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let lock = crate::sink::warehouse::WarehouseLock::acquire(options, wait.0, wait.1).await?;
     let outcome = async {
         let plan = plan(pool, keep_months, keep_codes.max(3)).await?;
         if !plan.allowed() {
@@ -200,7 +201,7 @@ pub async fn after_run(
         Ok(Some(done))
     }
     .await;
-    let _ = crate::sink::manifest::unlock_warehouse(&mut conn).await;
+    lock.release().await;
     outcome
 }
 

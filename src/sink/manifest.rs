@@ -8,7 +8,7 @@
 //! take-over waits until such a transaction ends. Files are fsynced before their row commits,
 //! so after a crash the manifest never names a missing file; the reverse (a renamed file never
 //! recorded, a leftover temporary file, a batch never exported) is what [`rebuild_run`]
-//! repairs, as the run's new owner. Serialising repairs ([`lock_warehouse`]) is the caller's
+//! repairs, as the run's new owner. Serialising repairs ([`super::warehouse`]) is the caller's
 //! job.
 
 use super::parquet::{blocking, CommittedFile, SealedFile};
@@ -312,27 +312,6 @@ pub async fn runs_needing_repair(pool: &PgPool) -> Result<Vec<i64>, SinkError> {
     .fetch_all(pool)
     .await
     .map_err(SinkError::pg("listing runs that need a Parquet repair"))
-}
-
-const WAREHOUSE_LOCK: &str = "hashtext('receipt-exporter:warehouse')";
-
-/// Waits for and takes the warehouse-wide session lock on `conn`: held by whoever rewrites
-/// Parquet partitions, so two rewrites (or a rewrite and a run's export) never interleave.
-pub async fn lock_warehouse(conn: &mut PgConnection) -> Result<(), SinkError> {
-    sqlx::query(&format!("SELECT pg_advisory_lock({WAREHOUSE_LOCK})"))
-        .execute(conn)
-        .await
-        .map_err(SinkError::pg("taking the warehouse lock"))?;
-    Ok(())
-}
-
-/// Releases the lock [`lock_warehouse`] took on this connection.
-pub async fn unlock_warehouse(conn: &mut PgConnection) -> Result<(), SinkError> {
-    sqlx::query(&format!("SELECT pg_advisory_unlock({WAREHOUSE_LOCK})"))
-        .execute(conn)
-        .await
-        .map_err(SinkError::pg("releasing the warehouse lock"))?;
-    Ok(())
 }
 
 /// The path (relative to the Parquet directory) of every file the manifest lists.

@@ -53,6 +53,7 @@ pub mod parquet;
 pub mod postgres;
 pub mod rebuild;
 pub mod remote;
+pub mod warehouse;
 
 pub use fence::Fence;
 

@@ -2,7 +2,7 @@
 //! stray and missing files ([`rebuild_run`], as the run's new owner), or whole capture dates
 //! ([`rebuild_dates`], swapped in atomically). It never reads old Parquet files. Every
 //! statement it needs is in [`super::manifest`]; this module is the file machinery around them.
-//! Serialising repairs ([`manifest::lock_warehouse`]) is the caller's job.
+//! Serialising repairs ([`super::warehouse`]) is the caller's job.
 
 use super::manifest::{self, CursorRow};
 use super::parquet::{

@@ -1,5 +1,6 @@
 //! A Postgres cluster of a test's own: for a test that restarts the server, or that needs a
 //! cluster nobody else touches (roles are cluster-wide: a fresh cluster has none of ours).
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -29,3 +29,4 @@ mod secrets;
 mod sim;
 mod sink;
 mod track;
+mod warehouse_lock;
