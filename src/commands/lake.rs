@@ -32,31 +32,7 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
             return anyhow::Ok(report);
         }
         let done = lake::repair(&pool, dir, &report).await?;
-        if done.uploads_removed > 0 {
-            println!(
-                "repaired: {} left-over upload(s) deleted from _pending/",
-                done.uploads_removed
-            );
-        }
-        for (day, rows) in &done.days {
-            println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
-        }
-        for (day, runs) in &done.gone {
-            let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
-            println!(
-                "gone for good: capture date {day}: retention removed runs {} from Postgres; \
-                 their rows are only in the lake's files, which cannot be rewritten",
-                runs.join(", ")
-            );
-        }
-        for run_id in &done.read_event_runs {
-            println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
-        }
-        for run_id in &done.skipped_running {
-            println!(
-                "not repaired: run {run_id} is still running; it writes its read-events files"
-            );
-        }
+        describe_repair(&done);
         let after = lake::verify(&pool, dir).await?;
         println!("after the repair:");
         describe(&after);
@@ -69,6 +45,40 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
     } else {
         Exit::Failed
     })
+}
+
+/// What `--repair` did, one line per day, run or upload.
+fn describe_repair(done: &lake::Repaired) {
+    if done.uploads_removed > 0 {
+        println!(
+            "repaired: {} left-over upload(s) deleted from _pending/",
+            done.uploads_removed
+        );
+    }
+    for (day, rows) in &done.days {
+        println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
+    }
+    for (day, runs) in &done.gone {
+        let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
+        println!(
+            "gone for good: capture date {day}: retention removed runs {} from Postgres; \
+             their rows are only in the lake's files, which cannot be rewritten",
+            runs.join(", ")
+        );
+    }
+    for run_id in &done.read_event_runs {
+        println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
+    }
+    for run_id in &done.events_gone {
+        println!(
+            "gone for good: the read-events files of run {run_id}: retention removed some of \
+             its read events from Postgres; only the lake's files hold them, which cannot be \
+             rewritten"
+        );
+    }
+    for run_id in &done.skipped_running {
+        println!("not repaired: run {run_id} is still running; it writes its read-events files");
+    }
 }
 
 /// The database, and the lake checked to be its own: another database's lake is not this

@@ -352,20 +352,15 @@ pub async fn listed_between(
 }
 
 /// Drops the day's old manifest rows (unpointing their batches first) and records the new
-/// files, inside the caller's transaction.
+/// files, inside the caller's transaction. The rows go through
+/// `receipts.forget_parquet_files()` (the writer's role may not delete manifest rows), which
+/// refuses the files of runs retention removed from Postgres.
 pub(super) async fn replace_manifest(
     tx: &mut PgConnection,
     old_ids: &[i64],
     files: &[(i64, CommittedFile)],
 ) -> Result<(), SinkError> {
-    sqlx::query(
-        "UPDATE receipts.write_batches SET parquet_file_id = NULL WHERE parquet_file_id = ANY($1)",
-    )
-    .bind(old_ids)
-    .execute(&mut *tx)
-    .await
-    .map_err(SinkError::pg("unpointing batches from replaced files"))?;
-    sqlx::query("DELETE FROM receipts.parquet_files WHERE file_id = ANY($1)")
+    sqlx::query("SELECT receipts.forget_parquet_files($1)")
         .bind(old_ids)
         .execute(&mut *tx)
         .await
