@@ -1,7 +1,10 @@
 //! Postgres connections and migrations.
 //!
 //! Every object of ours lives in the schema `receipts`, the migration ledger of sqlx included:
-//! connections set `search_path` to it, and every statement still names it in full.
+//! connections set `search_path` to it, and every statement still names it in full. Who may do
+//! what there is [`roles`]: `migrate` applies its grants after the migrations.
+
+pub mod roles;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -24,6 +27,28 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("while preparing the schema: {0}")]
     Schema(#[source] sqlx::Error),
+    /// The role may not migrate, or the group roles are missing: the user's to fix (exit 2).
+    #[error(transparent)]
+    Roles(#[from] roles::RoleError),
+    #[error("while granting the group roles their rights ({path}): {source}", path = roles::GRANTS_PATH)]
+    Grants {
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl DbError {
+    /// True when the user's setup is at fault (exit code 2): the wrong role, missing roles.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            DbError::Roles(
+                roles::RoleError::NotOwner { .. }
+                    | roles::RoleError::NoSchema { .. }
+                    | roles::RoleError::NoGroupRoles { .. }
+            )
+        )
+    }
 }
 
 /// Parses a connection URL (settings validate it before any I/O).
@@ -149,8 +174,16 @@ pub fn is_lock_timeout(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
 }
 
-/// Applies the pending migrations; returns the versions and descriptions it applied.
+/// Applies the pending migrations, then the group roles' grants (every time: the rights of
+/// this version, whatever an earlier one granted); returns the versions and descriptions it
+/// applied. Refuses first, changing nothing, a role that does not own the schema, and missing
+/// group roles that this role may not create.
 pub async fn migrate(pool: &PgPool) -> Result<Vec<(i64, String)>, DbError> {
+    {
+        let mut conn = pool.acquire().await.map_err(DbError::Schema)?;
+        roles::check_may_migrate(&mut conn).await?;
+        roles::ensure_group_roles(&mut conn).await?;
+    }
     // The ledger table of sqlx is created in the first schema of the search path, before the
     // first migration runs: the schema has to exist first.
     sqlx::query("CREATE SCHEMA IF NOT EXISTS receipts")
@@ -159,6 +192,9 @@ pub async fn migrate(pool: &PgPool) -> Result<Vec<(i64, String)>, DbError> {
         .map_err(DbError::Schema)?;
     let applied_before = applied_versions(pool).await?;
     MIGRATOR.run(pool).await?;
+    roles::apply_grants(pool)
+        .await
+        .map_err(|source| DbError::Grants { source })?;
     Ok(MIGRATOR
         .iter()
         .filter(|m| !applied_before.contains(&m.version))

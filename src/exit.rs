@@ -90,6 +90,11 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
                 return Exit::Usage;
             }
         }
+        if let Some(db) = cause.downcast_ref::<crate::db::DbError>() {
+            if db.is_config() {
+                return Exit::Usage;
+            }
+        }
         if let Some(chat) = cause.downcast_ref::<crate::chat::ChatError>() {
             if chat.is_config() {
                 return Exit::Usage;
