@@ -179,11 +179,30 @@ pub fn is_lock_timeout(error: &sqlx::Error) -> bool {
 /// applied. Refuses first, changing nothing, a role that does not own the schema, and missing
 /// group roles that this role may not create.
 pub async fn migrate(pool: &PgPool) -> Result<Vec<(i64, String)>, DbError> {
-    {
+    migrate_with(pool, Grants::Required).await
+}
+
+/// Whether a migration must leave the group roles their rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grants {
+    /// `migrate`: without the group roles (and the right to create them) it refuses.
+    Required,
+    /// `demo`, on a local server where its role may create a database but not roles: the
+    /// grants are skipped when the group roles are missing (the demo logs in as that role).
+    IfRolesExist,
+}
+
+/// [`migrate`], with the group roles' grants as `grants` says.
+pub async fn migrate_with(pool: &PgPool, grants: Grants) -> Result<Vec<(i64, String)>, DbError> {
+    let with_roles = {
         let mut conn = pool.acquire().await.map_err(DbError::Schema)?;
         roles::check_may_migrate(&mut conn).await?;
-        roles::ensure_group_roles(&mut conn).await?;
-    }
+        match roles::ensure_group_roles(&mut conn).await {
+            Ok(()) => true,
+            Err(roles::RoleError::NoGroupRoles { .. }) if grants == Grants::IfRolesExist => false,
+            Err(e) => return Err(e.into()),
+        }
+    };
     // The ledger table of sqlx is created in the first schema of the search path, before the
     // first migration runs: the schema has to exist first.
     sqlx::query("CREATE SCHEMA IF NOT EXISTS receipts")
@@ -192,9 +211,11 @@ pub async fn migrate(pool: &PgPool) -> Result<Vec<(i64, String)>, DbError> {
         .map_err(DbError::Schema)?;
     let applied_before = applied_versions(pool).await?;
     MIGRATOR.run(pool).await?;
-    roles::apply_grants(pool)
-        .await
-        .map_err(|source| DbError::Grants { source })?;
+    if with_roles {
+        roles::apply_grants(pool)
+            .await
+            .map_err(|source| DbError::Grants { source })?;
+    }
     Ok(MIGRATOR
         .iter()
         .filter(|m| !applied_before.contains(&m.version))

@@ -175,6 +175,24 @@ async fn the_readme_roles_run_as_pasted_and_each_login_role_does_its_job_and_no_
             .unwrap();
     assert_eq!(schema, None, "refused before anything was created");
 
+    // The demo, as a developer's role that may create databases but not roles: it migrates
+    // its own database without the group roles (nobody else logs in there).
+    let out = paste(&cluster, "postgres", "CREATE ROLE demo_dev LOGIN CREATEDB;");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let demo_dir = tempfile::tempdir().unwrap();
+    let out = run(exporter().args([
+        "demo",
+        "--admin-url",
+        &as_role(&cluster, "demo_dev", "postgres"),
+        "--dir",
+        &demo_dir.path().display().to_string(),
+        "--groups",
+        "2",
+        "--messages",
+        "20",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "the demo: {}", stderr(&out));
+
     // The README's block, as pasted; its group-role lines again change nothing.
     let sql = readme_roles_sql();
     assert!(sql.contains(roles::CREATE_GROUP_ROLES), "{sql}");
