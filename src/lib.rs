@@ -3,17 +3,20 @@
 //! The data's way, one module per stage:
 //! tracked groups and seq windows in Postgres ([`tracking`]) → a plan of batches ([`plan`])
 //! → the Chat REST API, rate-limited and retried ([`chat`]) → the sinks, Postgres and
-//! Parquet (Hive-style directories or an Iceberg table), exactly once ([`sink`]; the lake is a
+//! Parquet (Hive-style directories or an Iceberg table), exactly once ([`sink`], whose
+//! [`sink::target`] is the lake's one seam and tells the protocol of every form; the lake is a
 //! directory or an object store prefix, [`lake`]), driven by the export run and its ledger
 //! ([`run`], which also owns its variants: a backfill, and the API budget runs share).
 //! [`schedule`] starts runs from job files; [`ops`] reads the ledger for operators (history,
 //! freshness, metrics, doctor); [`commands`] holds one file per subcommand and is the only
 //! place that knows about the terminal; [`exit`] maps outcomes to exit codes; [`sim`] is the
-//! server side of the same API contract. Text from outside passes through [`untrusted`].
+//! server side of the same API contract. Text from outside passes through [`untrusted`];
+//! every retry loop waits by [`backoff`].
 //!
 //! The arrows point one way: commands → schedule, ops → run → sink, chat, tracking → plan,
 //! settings; no module reaches one that reaches it back (`cargo test --test arrows`).
 
+pub mod backoff;
 pub mod chat;
 pub mod cli;
 pub mod commands;

@@ -46,9 +46,9 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let t = Instant::now();
         let mut run = RunParquet::new(root.join("parquet"), 7, 1);
         for b in &batches {
-            run.append(b)?;
+            run.append(b).await?;
         }
-        for mut f in run.finish()? {
+        for mut f in run.finish().await? {
             f.rename_into_place()?;
             pq_bytes = f.info().byte_size;
         }

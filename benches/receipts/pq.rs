@@ -42,11 +42,11 @@ pub fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let root = dir.path().join(format!("round-{round}"));
         let t = Instant::now();
         let mut run = RunParquet::new(&root, 7, 1);
+        // The Parquet writer does its work synchronously: its futures are ready at once.
         for b in &batches {
-            run.append(b)?;
+            futures::executor::block_on(run.append(b))?;
         }
-        let files = run
-            .finish()?
+        let files = futures::executor::block_on(run.finish())?
             .into_iter()
             .map(|mut f| f.rename_into_place().map(|_| f.into_committed()))
             .collect::<Result<Vec<_>, _>>()?;

@@ -61,9 +61,9 @@ async fn upload(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let t = Instant::now();
         let mut run = RunParquet::new(&root, 7, round);
         for b in &batches {
-            run.append(b)?;
+            run.append(b).await?;
         }
-        let sealed = run.finish()?;
+        let sealed = run.finish().await?;
         let c = Instant::now();
         for mut f in sealed {
             f.rename_into_place()?;
@@ -75,9 +75,9 @@ async fn upload(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let t = Instant::now();
         let mut run = RunParquet::for_lake(&Lake::Remote(remote.clone()), 7, round)?;
         for b in &batches {
-            run.append(b)?;
+            run.append(b).await?;
         }
-        let sealed = run.finish()?;
+        let sealed = run.finish().await?;
         let c = Instant::now();
         for f in sealed {
             let rel = f.info().relative_path.clone();

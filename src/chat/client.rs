@@ -9,7 +9,6 @@
 //! cut ([`crate::untrusted::server_text`]) before it is kept.
 //! No knowledge of Postgres, of plans or of runs: callers drive concurrency by cloning.
 
-use super::backoff::backoff_delay;
 use super::error::{
     classify, config_hint, describe_groups, describe_seqs, ChatError, ErrorClass, TransportKind,
 };
@@ -21,6 +20,7 @@ use super::types::{
     validate_group_infos, validate_read_page, validate_receipts, GroupInfo, Issue, Pulled,
     ReadPage, ReceiptAnswer, ReceiptItem, WrongShape,
 };
+use crate::backoff::full_jitter as backoff_delay;
 use crate::secret::Secret;
 use crate::untrusted::{server_text, Shown};
 use chrono::{DateTime, Utc};

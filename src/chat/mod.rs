@@ -5,7 +5,6 @@
 //! before anything is handed out. It knows nothing of Postgres, plans or sinks, and it never
 //! lets the secret key or a UserSig reach a log line or an error message.
 
-pub mod backoff;
 pub mod client;
 pub mod error;
 pub mod limiter;
@@ -15,7 +14,6 @@ pub mod stats;
 pub mod types;
 pub mod usersig;
 
-pub use backoff::backoff_delay;
 pub use client::{ChatClient, ClientConfig, ReadList, Tuning};
 pub use error::{classify, describe_seqs, ChatError, ErrorClass, TransportKind};
 pub use limiter::RateLimiter;

@@ -1,12 +1,14 @@
 //! `receipt-exporter export parquet --since DATE --until DATE`: rewrites the Parquet partitions
-//! of those capture dates from Postgres, each day swapped in atomically with its manifest,
-//! under the warehouse lock (no repair or other rewrite interleaves).
+//! of those capture dates from Postgres (each day swapped in atomically with its manifest on the
+//! local disk, each listed file rewritten under its own key in an object store:
+//! [`LakeTarget::export_days`]), under the warehouse lock (no repair or other rewrite
+//! interleaves).
 
 use crate::cli::{ExportCommand, ExportParquetArgs};
 use crate::exit::{self, Exit};
-use crate::lake::Lake;
 use crate::settings::Settings;
-use crate::sink::manifest;
+use crate::sink::target::Exported;
+use crate::sink::{Access, LakeTarget};
 use chrono::NaiveDate;
 
 pub async fn run(settings: &Settings, cmd: ExportCommand) -> anyhow::Result<Exit> {
@@ -15,21 +17,7 @@ pub async fn run(settings: &Settings, cmd: ExportCommand) -> anyhow::Result<Exit
     }
 }
 
-/// Iceberg mode has no Hive-style days to rewrite: says what to do instead.
-fn refuse_iceberg(settings: &Settings) -> anyhow::Result<()> {
-    if settings.table_format == crate::settings::TableFormat::Iceberg {
-        return Err(exit::usage(
-            "export parquet rewrites Hive-style Parquet days, and EXPORT_TABLE_FORMAT is iceberg: \
-             the Iceberg table is written by runs, each run's missing rows committed again from \
-             Postgres by the next run's repair; compact a day with Spark's rewrite_data_files \
-             (README, \"The Iceberg table\")",
-        ));
-    }
-    Ok(())
-}
-
 async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result<Exit> {
-    refuse_iceberg(settings)?;
     let since = date("--since", args.since.as_deref())?;
     let until = date("--until", args.until.as_deref())?;
     if until < since {
@@ -39,98 +27,52 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
     }
     let pool = super::connect_migrated(settings).await?;
     check_retired(&pool, since, until).await?;
-    let dir = match &settings.lake {
-        Lake::Local(dir) => dir,
-        Lake::Remote(_) if args.relocate => {
-            return Err(exit::usage(format!(
-                "export parquet: --relocate moves a local lake's days to another directory; in an object store \
-                 ({}) each listed file is rewritten in place under its own key: drop --relocate",
-                settings.lake
-            )))
-        }
-        Lake::Remote(remote) => {
-            return rewrite_in_store(settings, &pool, remote, (since, until)).await
-        }
-    };
-    check_directory(&pool, dir, args.relocate).await?;
+    let target =
+        LakeTarget::open(&pool, &settings.lake, settings.table_format, Access::Write).await?;
     // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
     let lock = super::warehouse_lock(settings).await?;
-    let rebuilt = crate::sink::rebuild::rebuild_dates(&pool, dir, since, until).await;
+    let exported = target
+        .export_days(&pool, (since, until), args.relocate)
+        .await;
     lock.release().await;
-    let days = rebuilt?;
-    let mut rows = 0;
-    for day in &days {
-        rows += day.rows;
-        println!(
-            "{}: {} rows in {} file(s), replacing {} file(s)",
-            day.capture_date,
-            day.rows,
-            day.files.len(),
-            day.replaced
-        );
-    }
-    println!(
-        "rebuilt {} day(s) from {since} to {until} ({rows} rows) in {}; days with no rows and no files were skipped",
-        days.len(),
-        dir.display()
-    );
-    let (_, elsewhere) = presence(&pool, dir).await?;
-    if args.relocate && elsewhere > 0 {
-        println!(
-            "the manifest now lists these days' files in {}; {elsewhere} file(s) of other days it lists are not there: \
-             rebuild those days too, and give runs this EXPORT_PARQUET_DIR",
-            dir.display()
-        );
+    match exported? {
+        Exported::Swapped { days, elsewhere } => {
+            let mut rows = 0;
+            for day in &days {
+                rows += day.rows;
+                println!(
+                    "{}: {} rows in {} file(s), replacing {} file(s)",
+                    day.capture_date,
+                    day.rows,
+                    day.files.len(),
+                    day.replaced
+                );
+            }
+            println!(
+                "rebuilt {} day(s) from {since} to {until} ({rows} rows) in {target}; days with no rows and no files were skipped",
+                days.len(),
+            );
+            if args.relocate && elsewhere > 0 {
+                println!(
+                    "the manifest now lists these days' files in {target}; {elsewhere} file(s) of other days it lists are not there: \
+                     rebuild those days too, and give runs this EXPORT_PARQUET_DIR"
+                );
+            }
+        }
+        Exported::InPlace(days) => {
+            let mut rows = 0;
+            for (day, files, day_rows) in &days {
+                rows += day_rows;
+                println!("{day}: {day_rows} rows rewritten in place in {files} file(s)");
+            }
+            println!(
+                "rewrote {} day(s) from {since} to {until} ({rows} rows) in {target}: each listed file under its own key; \
+                 batches not yet in the lake are written by the next run's repair",
+                days.len(),
+            );
+        }
     }
     Ok(Exit::Success)
-}
-
-/// `export parquet` in an object store: each listed file of the days rewritten under its own
-/// key (no directory to swap there), under the warehouse lock.
-async fn rewrite_in_store(
-    settings: &Settings,
-    pool: &sqlx::PgPool,
-    remote: &crate::lake::Remote,
-    (since, until): (NaiveDate, NaiveDate),
-) -> anyhow::Result<Exit> {
-    crate::sink::remote::check_owner(pool, remote, true).await?;
-    let lock = super::warehouse_lock(settings).await?;
-    let done = crate::sink::remote::rewrite_days(pool, remote, since, until).await;
-    lock.release().await;
-    let days = done?;
-    let mut rows = 0;
-    for (day, files, day_rows) in &days {
-        rows += day_rows;
-        println!("{day}: {day_rows} rows rewritten in place in {files} file(s)");
-    }
-    println!(
-        "rewrote {} day(s) from {since} to {until} ({rows} rows) in {}: each listed file under its own key; \
-         batches not yet in the lake are written by the next run's repair",
-        days.len(),
-        settings.lake
-    );
-    Ok(Exit::Success)
-}
-
-/// The manifest does not say which directory its files are in: a rebuild into a directory
-/// that holds none of them would silently move the rebuilt days there. That is what a lost
-/// disk or a moving warehouse needs, and a mistake otherwise, so it takes `--relocate`.
-async fn check_directory(
-    pool: &sqlx::PgPool,
-    dir: &std::path::Path,
-    relocate: bool,
-) -> anyhow::Result<()> {
-    let (listed, missing) = presence(pool, dir).await?;
-    if listed == 0 || missing < listed || relocate {
-        return Ok(());
-    }
-    Err(exit::usage(format!(
-        "export parquet: {} holds none of the {} file(s) the manifest lists: if the warehouse's disk \
-         was lost or the warehouse moves there, add --relocate (the manifest then lists the rebuilt \
-         days' files there); otherwise set EXPORT_PARQUET_DIR to the warehouse's directory",
-        dir.display(),
-        listed
-    )))
 }
 
 /// Retention removed some runs' rows from Postgres: their lake files are all that is left, so a
@@ -155,13 +97,6 @@ async fn check_retired(
         "export parquet: retention removed rows of these days from Postgres, so they cannot be          rebuilt and their files stay as they are: {}; choose dates outside them",
         days.join(", ")
     )))
-}
-
-/// How many files the manifest lists, and how many of them are not in `dir`.
-async fn presence(pool: &sqlx::PgPool, dir: &std::path::Path) -> anyhow::Result<(usize, usize)> {
-    let listed = manifest::listed_paths(pool).await?;
-    let missing = listed.iter().filter(|p| !dir.join(p).is_file()).count();
-    Ok((listed.len(), missing))
 }
 
 /// A capture date flag: `YYYY-MM-DD`, required.

@@ -4,6 +4,7 @@ use crate::cli::{IcebergCommand, IcebergMaintainArgs};
 use crate::exit::Exit;
 use crate::ops::iceberg::{self, MaintainOptions};
 use crate::settings::{Settings, TableFormat};
+use crate::sink::{Access, LakeTarget};
 
 pub async fn run(settings: &Settings, cmd: IcebergCommand) -> anyhow::Result<Exit> {
     match cmd {
@@ -26,7 +27,10 @@ async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Res
         orphan_min_age: args.orphan_min_age,
         dry_run: args.dry_run,
     };
-    let report = iceberg::maintain(&pool, &settings.lake, &opts).await?;
+    let target =
+        LakeTarget::open(&pool, &settings.lake, settings.table_format, Access::Run).await?;
+    let table = target.iceberg().expect("Iceberg mode, checked above");
+    let report = iceberg::maintain(&pool, table, &opts).await?;
     let (expired, removed) = if args.dry_run {
         ("would expire", "would remove")
     } else {

@@ -5,6 +5,7 @@ use crate::cli::{LakeCommand, LakeVerifyArgs};
 use crate::exit::Exit;
 use crate::ops::lake::{self, Report, Table};
 use crate::settings::Settings;
+use crate::sink::{Access, LakeTarget};
 
 pub async fn run(settings: &Settings, cmd: LakeCommand) -> anyhow::Result<Exit> {
     match cmd {
@@ -13,27 +14,25 @@ pub async fn run(settings: &Settings, cmd: LakeCommand) -> anyhow::Result<Exit> 
 }
 
 async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exit> {
-    if settings.table_format == crate::settings::TableFormat::Iceberg {
-        return Err(crate::exit::usage(
-            "lake verify checks Hive-style Parquet directories, and EXPORT_TABLE_FORMAT is iceberg: \
-             the table's files are named by its metadata; `receipt-exporter iceberg maintain \
-             --dry-run` lists the files no metadata names, and each run repairs its own missing \
-             rows from Postgres",
-        ));
-    }
-    let pool = connect_owned(settings, args.repair).await?;
-    let dir = &settings.lake;
+    let pool = super::connect_migrated(settings).await?;
+    // Another database's lake is not this manifest's to judge or repair; a lake no database
+    // claimed yet becomes this one's with --repair.
+    let access = match args.repair {
+        true => Access::Write,
+        false => Access::Read,
+    };
+    let target = LakeTarget::open(&pool, &settings.lake, settings.table_format, access).await?;
     // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
     let lock = super::warehouse_lock(settings).await?;
     let outcome = async {
-        let report = lake::verify(&pool, dir).await?;
+        let report = lake::verify(&pool, &target).await?;
         describe(&report);
         if !args.repair || (report.findings.is_empty() && report.stray_uploads.is_empty()) {
             return anyhow::Ok(report);
         }
-        let done = lake::repair(&pool, dir, &report).await?;
+        let done = lake::repair(&pool, &target, &report).await?;
         describe_repair(&done);
-        let after = lake::verify(&pool, dir).await?;
+        let after = lake::verify(&pool, &target).await?;
         println!("after the repair:");
         describe(&after);
         Ok(after)
@@ -79,16 +78,6 @@ fn describe_repair(done: &lake::Repaired) {
     for run_id in &done.skipped_running {
         println!("not repaired: run {run_id} is still running; it writes its read-events files");
     }
-}
-
-/// The database, and the lake checked to be its own: another database's lake is not this
-/// manifest's to judge or repair (`claim`: a lake no database claimed yet becomes this one's).
-async fn connect_owned(settings: &Settings, claim: bool) -> anyhow::Result<sqlx::PgPool> {
-    let pool = super::connect_migrated(settings).await?;
-    if let Some(remote) = settings.lake.remote() {
-        crate::sink::remote::check_owner(&pool, remote, claim).await?;
-    }
-    Ok(pool)
 }
 
 fn describe(report: &Report) {

@@ -11,6 +11,7 @@ use crate::db::roles;
 use crate::lake::Lake;
 use crate::run::{ledger, lock};
 use crate::settings::{Settings, SettingsError};
+use crate::sink::{Access, LakeTarget};
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use std::path::Path;
@@ -129,15 +130,8 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
         Lake::Local(dir) => out.extend(parquet_dir(dir)),
         Lake::Remote(remote) => out.push(object_store(remote, pool.as_ref()).await),
     }
-    // In Iceberg mode the table's metadata names its files (compaction may replace the ones
-    // the manifest lists): the catalog and the table are checked instead of the listed files.
-    let iceberg = settings.table_format == crate::settings::TableFormat::Iceberg;
     if let Some(pool) = &pool {
-        if iceberg {
-            out.extend(iceberg_table(pool, &settings.lake).await);
-        } else {
-            out.push(lake_files(pool, &settings.lake).await);
-        }
+        out.extend(lake_target(&settings, pool).await);
         locks(&settings, pool, &mut out).await;
     }
     out
@@ -416,41 +410,66 @@ async fn without_receipts(pool: &PgPool, out: &mut Vec<Check>) {
     }
 }
 
-/// The cheap part of `lake verify`: every file the manifest lists is in the Parquet directory
-/// with its recorded size.
-async fn lake_files(pool: &PgPool, dir: &Lake) -> Check {
+/// The lake as a run would open it (reading only): in Iceberg mode the role's rights on the
+/// catalog and the table where the lake says (the table's metadata names its files, and
+/// compaction may replace the ones the manifest lists); otherwise the cheap part of `lake
+/// verify`, every file the manifest lists in the lake with its recorded size.
+async fn lake_target(settings: &Settings, pool: &PgPool) -> Vec<Check> {
+    let iceberg = settings.table_format == crate::settings::TableFormat::Iceberg;
+    if iceberg {
+        if let Some(missing) = catalog_rights(pool).await {
+            return vec![missing];
+        }
+    }
+    let opened = LakeTarget::open(pool, &settings.lake, settings.table_format, Access::Read).await;
+    match opened {
+        Ok(LakeTarget::Iceberg(table)) => vec![iceberg_table(&table)],
+        Ok(target) => vec![lake_files(pool, &target).await],
+        Err(e) if iceberg => {
+            let fix = match e.downcast_ref::<crate::sink::SinkError>() {
+                Some(crate::sink::SinkError::IcebergElsewhere { .. }) => {
+                    "point EXPORT_PARQUET_DIR at the lake that holds the table"
+                }
+                Some(crate::sink::SinkError::Config(_)) => {
+                    "fix EXPORT_PARQUET_DIR or the AWS variables"
+                }
+                _ => "check that the lake holds the metadata file the catalog names (receipts.iceberg_tables)",
+            };
+            vec![fail("iceberg", format!("{e:#}"), fix)]
+        }
+        Err(e) => vec![fail(
+            "lake",
+            format!("{} cannot be checked: {e:#}", settings.lake),
+            OBJECT_STORE_FIX,
+        )],
+    }
+}
+
+/// The cheap part of `lake verify`: every file the manifest lists is in the lake with its
+/// recorded size.
+async fn lake_files(pool: &PgPool, target: &LakeTarget) -> Check {
     const TOPIC: &str = "lake";
-    let listed = match super::lake::listed(pool).await {
-        Ok(listed) => listed,
-        Err(e) => {
+    let (listed, found) = match target.presence(pool).await {
+        Ok(found) => found,
+        Err(e @ crate::sink::SinkError::Postgres { .. }) => {
             return fail(
                 TOPIC,
                 format!("the manifest cannot be read: {e}"),
                 "grant the role SELECT on receipts.parquet_files and receipts.read_event_files",
             )
         }
-    };
-    let found = match dir {
-        Lake::Local(path) => super::lake::check_presence(path, &listed),
-        Lake::Remote(remote) => match super::lake::check_presence_remote(remote, &listed).await {
-            Ok(found) => found,
-            Err(e) => {
-                return fail(
-                    TOPIC,
-                    format!("{dir} cannot be listed: {e}"),
-                    OBJECT_STORE_FIX,
-                )
-            }
-        },
+        Err(e) => {
+            return fail(
+                TOPIC,
+                format!("{target} cannot be listed: {e}"),
+                OBJECT_STORE_FIX,
+            )
+        }
     };
     if found.is_empty() {
         return ok(
             TOPIC,
-            format!(
-                "all {} file(s) the manifest lists are in {} with their sizes",
-                listed.len(),
-                dir
-            ),
+            format!("all {listed} file(s) the manifest lists are in {target} with their sizes"),
         );
     }
     const SHOWN: usize = 5;
@@ -465,10 +484,8 @@ async fn lake_files(pool: &PgPool, dir: &Lake) -> Check {
     fail(
         TOPIC,
         format!(
-            "{} of {} file(s) the manifest lists are missing from {} or of another size: {}",
+            "{} of {listed} file(s) the manifest lists are missing from {target} or of another size: {}",
             found.len(),
-            listed.len(),
-            dir,
             names.join(", ")
         ),
         "run `receipt-exporter lake verify --repair`: it rewrites them from Postgres",
@@ -494,61 +511,25 @@ async fn catalog_rights(pool: &PgPool) -> Option<Check> {
     None
 }
 
-/// In Iceberg mode: the role's rights on the catalog, and the table where the lake says (or
-/// not created yet).
-async fn iceberg_table(pool: &PgPool, lake: &crate::lake::Lake) -> Vec<Check> {
+/// In Iceberg mode: the table where the lake says, or not created yet.
+fn iceberg_table(target: &crate::sink::iceberg::IcebergTarget) -> Check {
     const TOPIC: &str = "iceberg";
-    if let Some(missing) = catalog_rights(pool).await {
-        return vec![missing];
+    let location = target.lake.table_location();
+    if !target.listed {
+        return ok(
+            TOPIC,
+            format!("the catalog has no table yet: the first run creates receipts.receipt_snapshots at {location}"),
+        );
     }
-    let lake = match crate::sink::iceberg::IcebergLake::new(lake) {
-        Ok(lake) => lake,
-        Err(e) => {
-            return vec![fail(
-                TOPIC,
-                e.to_string(),
-                "fix EXPORT_PARQUET_DIR or the AWS variables",
-            )]
-        }
-    };
-    let mut conn = match pool.acquire().await {
-        Ok(c) => c,
-        Err(e) => return vec![fail(TOPIC, e.to_string(), "see the postgres line")],
-    };
-    match lake.load(&mut conn, false).await {
-        Ok(None) => vec![ok(
-            TOPIC,
-            format!(
-                "the catalog has no table yet: the first run creates receipts.receipt_snapshots at {}",
-                lake.table_location()
-            ),
-        )],
-        Ok(Some(table)) if table.metadata().location().trim_end_matches('/') != lake.table_location() => {
-            vec![fail(
-                TOPIC,
-                format!(
-                    "the table receipts.receipt_snapshots is at {}, not at {}",
-                    table.metadata().location(),
-                    lake.table_location()
-                ),
-                "point EXPORT_PARQUET_DIR at the lake that holds the table",
-            )]
-        }
-        Ok(Some(table)) => vec![ok(
-            TOPIC,
-            format!(
-                "receipts.receipt_snapshots at {}: {} snapshot(s), metadata {}",
-                lake.table_location(),
-                table.metadata().snapshots().len(),
-                table.metadata_location().unwrap_or("-")
-            ),
-        )],
-        Err(e) => vec![fail(
-            TOPIC,
-            e.to_string(),
-            "check that the lake holds the metadata file the catalog names (receipts.iceberg_tables)",
-        )],
-    }
+    let metadata = target.table.metadata();
+    ok(
+        TOPIC,
+        format!(
+            "receipts.receipt_snapshots at {location}: {} snapshot(s), metadata {}",
+            metadata.snapshots().len(),
+            target.table.metadata_location().unwrap_or("-")
+        ),
+    )
 }
 
 const OBJECT_STORE_FIX: &str = "check the bucket name and the store's variables (AWS_REGION, AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; GOOGLE_*; AZURE_*) and the credentials' rights to list, read, write and delete under the prefix";

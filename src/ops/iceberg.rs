@@ -12,9 +12,9 @@
 //! Compaction is not here: iceberg-rust 0.10 has no rewrite (replace) commit. The README gives
 //! Spark's `rewrite_data_files` procedure for a closed day.
 
-use crate::sink::iceberg::commit::Staging;
+use crate::sink::iceberg::commit::{self, Staging};
 use crate::sink::iceberg::files::{self, Listed};
-use crate::sink::iceberg::{swap_pointer, IcebergTarget};
+use crate::sink::iceberg::IcebergTarget;
 use crate::sink::SinkError;
 use chrono::{DateTime, Utc};
 use iceberg::table::Table;
@@ -50,12 +50,11 @@ pub struct MaintainReport {
 /// Expires old snapshots, then removes orphan files (see the module header).
 pub async fn maintain(
     pool: &PgPool,
-    lake: &crate::lake::Lake,
+    target: &IcebergTarget,
     opts: &MaintainOptions,
 ) -> Result<MaintainReport, SinkError> {
-    let target = IcebergTarget::open(lake, pool).await?;
     let mut report = MaintainReport::default();
-    expire(pool, &target, opts, &mut report).await?;
+    expire(pool, target, opts, &mut report).await?;
     let mut conn = pool
         .acquire()
         .await
@@ -70,7 +69,7 @@ pub async fn maintain(
     report.data_files = referenced.live.len();
     let now = Utc::now();
     let min_age = chrono::Duration::from_std(opts.orphan_min_age).unwrap_or(chrono::Duration::MAX);
-    let listed = files::list(&target.lake, &target.lake.table_location()).await?;
+    let listed = files::list_table(&target.lake).await?;
     check_listing_names_live_files(&listed, &referenced.live)?;
     for file in listed {
         if referenced.all.contains(&file.location) {
@@ -128,11 +127,7 @@ async fn expire(
         .begin()
         .await
         .map_err(SinkError::pg("starting an Iceberg commit"))?;
-    let base = target
-        .lake
-        .load(&mut tx, true)
-        .await?
-        .expect("opened above");
+    let base = commit::lock_table(&target.lake, &mut tx).await?;
     report.snapshots_before = base.metadata().snapshots().len();
     let cutoff = Utc::now()
         - chrono::Duration::from_std(opts.expire_older_than).unwrap_or(chrono::Duration::MAX);
@@ -152,24 +147,15 @@ async fn expire(
     let staged = Staging::stage(&base, itx).await?;
     let after = staged.metadata().snapshots().len();
     report.snapshots_expired = report.snapshots_before - after;
-    let (old, new) = (
-        base.metadata_location_result()
-            .map_err(SinkError::iceberg("reading the pointer"))?,
-        staged
-            .metadata_location_result()
-            .map_err(SinkError::iceberg("reading the pointer"))?,
-    );
-    if report.snapshots_expired == 0 || old == new {
-        if old != new {
-            let _ = target.lake.file_io().delete(new).await; // nothing changed: not needed
+    if report.snapshots_expired == 0 {
+        // Nothing changed: the staged metadata file is not needed.
+        let (old, new) = (base.metadata_location(), staged.metadata_location());
+        if let Some(new) = new.filter(|new| Some(*new) != old) {
+            let _ = target.lake.file_io().delete(new).await;
         }
         return Ok(());
     }
-    if !swap_pointer(&mut tx, old, new).await? {
-        return Err(SinkError::IcebergState(format!(
-            "the Iceberg catalog pointer moved away from {old} while its row was locked"
-        )));
-    }
+    commit::move_pointer(&mut tx, &base, &staged).await?;
     tx.commit()
         .await
         .map_err(SinkError::pg("committing the snapshot expiry"))

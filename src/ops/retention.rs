@@ -270,23 +270,8 @@ pub async fn after_run(
 }
 
 /// The capture dates from `since` to `until` that hold rows of runs retention removed from
-/// Postgres, with those runs: a rebuild of such a day would lose them.
-pub async fn retired_days(
-    pool: &PgPool,
-    since: NaiveDate,
-    until: NaiveDate,
-) -> sqlx::Result<Vec<(NaiveDate, Vec<i64>)>> {
-    sqlx::query_as(
-        "SELECT b.capture_date, array_agg(DISTINCT b.run_id ORDER BY b.run_id)
-         FROM receipts.write_batches b JOIN receipts.retired_runs r USING (run_id)
-         WHERE b.capture_date BETWEEN $1 AND $2 AND b.row_count > 0
-         GROUP BY b.capture_date ORDER BY b.capture_date",
-    )
-    .bind(since)
-    .bind(until)
-    .fetch_all(pool)
-    .await
-}
+/// Postgres, with those runs (the manifest's statement).
+pub use crate::sink::manifest::retired_days;
 
 /// The month a partition named `receipt_snapshot_rows_yYYYYmMM` holds (None for the DEFAULT
 /// partition and any other name).

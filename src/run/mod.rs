@@ -19,9 +19,8 @@ pub mod watch;
 use crate::chat::{ChatClient, ClientConfig};
 use crate::plan::{self, GroupPlan};
 use crate::settings::{Settings, TableFormat};
-use crate::sink::iceberg::IcebergTarget;
 use crate::sink::warehouse::WarehouseLock;
-use crate::sink::Fence;
+use crate::sink::{Access, Fence, LakeTarget};
 use crate::tracking::SeqWindow;
 use ledger::{RunFigures, RunKind, RunStatus};
 use lock::JobLock;
@@ -236,12 +235,8 @@ pub async fn execute(
     let api = settings.require_api()?;
     settings.require_database()?;
     let client = ChatClient::new(client_config(settings, &api))?;
-    if settings.table_format == TableFormat::Iceberg {
-        // A lake Iceberg cannot use, or not the one the catalog's table is in: exit 2 now.
-        crate::sink::iceberg::IcebergLake::new(&settings.lake)?
-            .check_catalog(pool)
-            .await?;
-    }
+    // A lake this run may not open (exit 2): refused now, before the run's ledger row.
+    LakeTarget::precheck(pool, &settings.lake, settings.table_format).await?;
     let begun = begin(settings, pool, req, &stop).await?;
     let (fence, prior, started) = (
         begun.opened.fence,
@@ -498,20 +493,8 @@ async fn work(
         fence: opened.fence,
         label,
     };
-    let iceberg = match settings.table_format {
-        TableFormat::Parquet => {
-            if let Some(remote) = settings.lake.remote() {
-                crate::sink::remote::check_owner(pool, remote, true).await?;
-            }
-            None
-        }
-        TableFormat::Iceberg => Some(IcebergTarget::open(&settings.lake, pool).await?),
-    };
-    let target = match &iceberg {
-        None => repair::Target::Parquet(&settings.lake),
-        Some(table) => repair::Target::Iceberg(table),
-    };
-    repair::repair(warehouse, pool, target, &me).await?;
+    let target = LakeTarget::open(pool, &settings.lake, settings.table_format, Access::Run).await?;
+    repair::repair(warehouse, pool, &target, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }
@@ -535,8 +518,7 @@ async fn work(
             stop.clone(),
         )
     });
-    let mut pipeline = pipeline(settings, pool, client, &opened, stop);
-    pipeline.iceberg = iceberg;
+    let pipeline = pipeline(settings, pool, client, &opened, stop, target);
     let (mut outcome, follow) = match &req.selection {
         Selection::Backfill(_) => (pipeline.run(plan).await, None),
         selection => {
@@ -583,21 +565,21 @@ fn capped(
     (plan, refused)
 }
 
-/// The pipeline of the opened run, under the run's settings.
+/// The pipeline of the opened run, under the run's settings, writing to `target`.
 fn pipeline(
     settings: &Settings,
     pool: &PgPool,
     client: &ChatClient,
     opened: &OpenedRun,
     stop: &CancellationToken,
+    target: LakeTarget,
 ) -> Pipeline {
     Pipeline {
         pool: pool.clone(),
         client: client.clone(),
         fence: opened.fence,
         run_date: opened.run_date,
-        lake: settings.lake.clone(),
-        iceberg: None,
+        target,
         batch_size: settings.batch_size,
         concurrency: settings.concurrency,
         stop: stop.clone(),

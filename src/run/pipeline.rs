@@ -1,5 +1,6 @@
 //! The run's pipeline: plan batches → concurrent, rate-limited pulls → a writer that commits
-//! write batches to Postgres, then appends them to Parquet, as they come.
+//! write batches to Postgres, then appends them to the run's files in the lake (in the lake's
+//! form, through [`LakeTarget`]), as they come.
 //!
 //! Memory stays bounded whatever the plan's size: batches are cut lazily from the plan, at
 //! most `concurrency` calls are in flight, the channel to the writer is bounded, and the
@@ -7,11 +8,10 @@
 
 use crate::chat::{ChatClient, ChatError, Pulled, ReceiptAnswer};
 use crate::plan::GroupPlan;
-use crate::sink::iceberg::writer::{FinishedFile, RunIceberg};
-use crate::sink::iceberg::{commit, IcebergTarget};
 use crate::sink::manifest;
-use crate::sink::parquet::{CommittedFile, RunParquet, SealedFile};
-use crate::sink::{postgres, Fence, ItemCodeRow, SinkError, SnapshotRow, WriteBatch};
+use crate::sink::parquet::CommittedFile;
+use crate::sink::target::{Finished, RunFiles};
+use crate::sink::{postgres, Fence, ItemCodeRow, LakeTarget, SinkError, SnapshotRow, WriteBatch};
 use chrono::{DateTime, NaiveDate, Utc};
 use futures::StreamExt;
 use sqlx::PgPool;
@@ -34,9 +34,8 @@ pub struct Pipeline {
     /// Parquet file published checks it, and the pipeline halts once it moved.
     pub fence: Fence,
     pub run_date: NaiveDate,
-    pub lake: crate::lake::Lake,
-    /// Set in Iceberg mode: the rows go to the table instead of the lake's directories.
-    pub iceberg: Option<IcebergTarget>,
+    /// Where the rows go after Postgres: the lake, in its form, opened for this run.
+    pub target: LakeTarget,
     pub batch_size: usize,
     pub concurrency: usize,
     /// Cancelled by a signal or a lost lock: no new calls, in-flight ones are dropped, what
@@ -129,10 +128,8 @@ impl Pipeline {
             reconnect: self.reconnect,
             run_date: self.run_date,
             next_batch_no: self.first_batch_no,
-            parquet: None,
-            lake: self.lake.clone(),
-            iceberg: self.iceberg.clone(),
-            run_iceberg: None,
+            target: self.target.clone(),
+            open: None,
             files: Vec::new(),
             receipts: 0,
             codes: 0,
@@ -228,12 +225,9 @@ struct Writer {
     reconnect: Duration,
     run_date: NaiveDate,
     next_batch_no: i32,
+    target: LakeTarget,
     /// Opened on the first batch, so a run with nothing to write creates no file.
-    parquet: Option<RunParquet>,
-    lake: crate::lake::Lake,
-    iceberg: Option<IcebergTarget>,
-    /// Opened on the first batch in Iceberg mode, like `parquet`.
-    run_iceberg: Option<RunIceberg>,
+    open: Option<RunFiles>,
     files: Vec<CommittedFile>,
     receipts: u64,
     codes: u64,
@@ -256,13 +250,10 @@ impl Writer {
         match self.drain(rx).await {
             Ok(()) => Ok(self),
             Err(e) => {
-                if let Some(parquet) = self.parquet.take() {
-                    if let Err(abort) = parquet.abort() {
+                if let Some(open) = self.open.take() {
+                    if let Err(abort) = open.abort().await {
                         tracing::warn!("could not remove a temporary Parquet file: {abort}");
                     }
-                }
-                if let Some(run_iceberg) = self.run_iceberg.take() {
-                    run_iceberg.abort().await;
                 }
                 Err((self, e))
             }
@@ -307,7 +298,7 @@ impl Writer {
         if let Some(p) = pending.take() {
             self.commit(p.batch).await?;
         }
-        self.finish_parquet().await
+        self.finish_files().await
     }
 
     fn new_batch(&mut self, capture_date: NaiveDate) -> WriteBatch {
@@ -323,80 +314,42 @@ impl Writer {
         }
     }
 
-    /// Postgres first (the source of truth), then Parquet; a file enters the manifest once it
-    /// is complete on disk. Every step that changes something checks the run's fence.
+    /// Postgres first (the source of truth), then the lake; a file enters the manifest once it
+    /// is complete. Every step that changes something checks the run's fence.
     async fn commit(&mut self, batch: WriteBatch) -> anyhow::Result<()> {
         postgres::write_batch_retrying(&self.pool, self.fence, &batch, self.reconnect).await?;
         self.receipts += batch.rows.len() as u64;
         self.codes += batch.codes.len() as u64;
         crate::crashpoint::hit("between_sinks").await;
-        if self.iceberg.is_some() {
-            return self.commit_iceberg(&batch).await;
+        if self.open.is_none() {
+            let (pool, run_id) = (&self.pool, self.fence.run_id);
+            let next_part = postgres::retry_for(self.reconnect, SinkError::is_retryable, || {
+                manifest::next_part(pool, run_id)
+            })
+            .await?;
+            self.open = Some(self.target.run_files(run_id, next_part)?);
         }
-        if self.parquet.is_none() {
-            let next_part = Self::next_part(&self.pool, self.fence.run_id, self.reconnect).await?;
-            self.parquet = Some(RunParquet::for_lake(
-                &self.lake,
-                self.fence.run_id,
-                next_part,
-            )?);
-        }
-        let rolled = self.parquet.as_mut().unwrap().append(&batch)?;
+        let rolled = self.open.as_mut().unwrap().append(&batch).await?;
         crate::crashpoint::hit("parquet_write").await;
         self.publish(rolled).await
     }
 
-    /// The run's first unused part number (the Writer is not `Sync`: no `&self` across awaits).
-    async fn next_part(pool: &PgPool, run_id: i64, reconnect: Duration) -> anyhow::Result<i32> {
-        let next_part = postgres::retry_for(reconnect, SinkError::is_retryable, || {
-            manifest::next_part(pool, run_id)
-        })
-        .await?;
-        Ok(next_part)
-    }
-
-    /// Iceberg mode: appends the batch to its date's data file; a finished file is committed.
-    async fn commit_iceberg(&mut self, batch: &WriteBatch) -> anyhow::Result<()> {
-        if self.run_iceberg.is_none() {
-            let next_part = Self::next_part(&self.pool, self.fence.run_id, self.reconnect).await?;
-            let target = self.iceberg.as_ref().expect("Iceberg mode");
-            self.run_iceberg = Some(target.run_writer(self.fence.run_id, next_part)?);
-        }
-        let finished = self.run_iceberg.as_mut().unwrap().append(batch).await?;
-        crate::crashpoint::hit("parquet_write").await;
-        self.publish_iceberg(finished).await
-    }
-
-    async fn publish_iceberg(&mut self, files: Vec<FinishedFile>) -> anyhow::Result<()> {
-        let target = self.iceberg.as_ref().expect("Iceberg mode");
-        for file in files {
-            let committed =
-                commit::publish(&self.pool, &target.lake, self.fence, &file, self.reconnect)
-                    .await?;
-            tracing::debug!(path = %committed.relative_path, rows = committed.row_count, "Iceberg data file committed");
-            self.files.push(committed);
-        }
-        Ok(())
-    }
-
-    async fn finish_parquet(&mut self) -> anyhow::Result<()> {
-        if let Some(run_iceberg) = self.run_iceberg.take() {
-            let files = run_iceberg.finish().await?;
-            return self.publish_iceberg(files).await;
-        }
-        let Some(parquet) = self.parquet.take() else {
+    async fn finish_files(&mut self) -> anyhow::Result<()> {
+        let Some(open) = self.open.take() else {
             return Ok(());
         };
-        let files = parquet.finish()?;
+        let files = open.finish().await?;
         self.publish(files).await
     }
 
-    /// Renames each sealed file into place and records it, under the run's fence.
-    async fn publish(&mut self, files: Vec<SealedFile>) -> anyhow::Result<()> {
+    /// Makes each finished file part of the lake and records it, under the run's fence.
+    async fn publish(&mut self, files: Vec<Finished>) -> anyhow::Result<()> {
         for file in files {
-            let file =
-                manifest::publish(&self.pool, &self.lake, self.fence, file, self.reconnect).await?;
-            tracing::debug!(path = %file.relative_path, rows = file.row_count, "Parquet file committed");
+            let file = self
+                .target
+                .publish(&self.pool, self.fence, file, self.reconnect)
+                .await?;
+            tracing::debug!(path = %file.relative_path, rows = file.row_count, "file committed to the lake");
             self.files.push(file);
         }
         Ok(())

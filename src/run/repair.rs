@@ -15,7 +15,7 @@ use super::ledger::{self, RunningRun};
 use super::lock;
 use crate::sink::fence::{self, TakeOver};
 use crate::sink::warehouse::WarehouseLock;
-use crate::sink::{manifest, Fence, SinkError};
+use crate::sink::{manifest, Fence, LakeTarget, SinkError};
 use sqlx::{PgConnection, PgPool};
 
 /// What the repair found and did.
@@ -23,13 +23,6 @@ use sqlx::{PgConnection, PgPool};
 pub struct Repaired {
     pub abandoned: Vec<i64>,
     pub runs_rebuilt: Vec<i64>,
-}
-
-/// Where the run's rows go: the Hive-style Parquet lake, or the Iceberg table.
-#[derive(Debug, Clone, Copy)]
-pub enum Target<'a> {
-    Parquet(&'a crate::lake::Lake),
-    Iceberg(&'a crate::sink::iceberg::IcebergTarget),
 }
 
 /// Who repairs: the run doing it (its own run is never declared dead, and its own unexported
@@ -46,7 +39,7 @@ pub struct Repairer<'a> {
 pub async fn repair(
     mut lock: WarehouseLock,
     pool: &PgPool,
-    lake: Target<'_>,
+    lake: &LakeTarget,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     let result = repair_locked(lock.connection(), pool, lake, me).await;
@@ -57,7 +50,7 @@ pub async fn repair(
 async fn repair_locked(
     conn: &mut PgConnection,
     pool: &PgPool,
-    lake: Target<'_>,
+    lake: &LakeTarget,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
     let mut repaired = Repaired::default();
@@ -89,7 +82,7 @@ async fn repair_locked(
                 }
             }
         };
-        match rebuild(pool, lake, fence).await {
+        match lake.rebuild_run(pool, fence).await {
             Ok(report) => {
                 tracing::info!(
                     run_id,
@@ -108,20 +101,6 @@ async fn repair_locked(
         }
     }
     Ok(repaired)
-}
-
-/// Writes a run's missing rows into the lake's directories or the Iceberg table.
-async fn rebuild(
-    pool: &PgPool,
-    target: Target<'_>,
-    fence: Fence,
-) -> Result<crate::sink::rebuild::RepairReport, SinkError> {
-    match target {
-        Target::Parquet(lake) => crate::sink::rebuild::rebuild_run(pool, lake, fence).await,
-        Target::Iceberg(table) => {
-            crate::sink::iceberg::repair::rebuild_run(pool, table, fence).await
-        }
-    }
 }
 
 /// Declares `run` dead if it is: always for a run of our own job (we hold its lock, so it can

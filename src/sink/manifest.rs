@@ -7,7 +7,8 @@
 //! the run's fence ([`publish`]): only the run's current owner can put a file in place, and a
 //! take-over waits until such a transaction ends. Files are fsynced before their row commits,
 //! so after a crash the manifest never names a missing file; the reverse (a renamed file never
-//! recorded, a leftover temporary file, a batch never exported) is what [`rebuild_run`]
+//! recorded, a leftover temporary file, a batch never exported) is what
+//! [`super::target::LakeTarget::rebuild_run`]
 //! repairs, as the run's new owner. Serialising repairs ([`super::warehouse`]) is the caller's
 //! job.
 
@@ -19,8 +20,8 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 /// The rebuild machinery's entry points, re-exported under their former path
-/// (`manifest::rebuild_run`, ...) so callers written against it still resolve.
-pub use super::rebuild::{rebuild_dates, rebuild_run, DayReport, RepairReport};
+/// (`manifest::rebuild_dates`, ...) so callers written against it still resolve.
+pub use super::rebuild::{rebuild_dates, DayReport, RepairReport};
 
 /// Records a file already in place and points its batches at it, in one transaction that
 /// checks the run's fence. Repeating the call for the same file changes nothing and returns
@@ -42,27 +43,25 @@ pub async fn record_file(
     Ok(file_id)
 }
 
-/// Puts a run's sealed file into the warehouse: in one transaction, checks the run's fence
-/// (locking the run's row), renames the file into place and records it. A take-over waits for
-/// this transaction, so a file is either in place and recorded before it, or never renamed.
-/// Connection failures are retried for up to `bound`; a retry after the rename only records.
+/// Puts a run's sealed file into a lake on the local disk: in one transaction, checks the run's
+/// fence (locking the run's row), renames the file into place and records it. A take-over
+/// waits for this transaction, so a file is either in place and recorded before it, or never
+/// renamed. Connection failures are retried for up to `bound`; a retry after the rename only
+/// records.
 ///
 /// When the run was fenced, a file not yet renamed is dropped (its temporary file removed);
 /// one renamed by an attempt whose commit failed stays where it is for the new owner's
 /// sweep: by then the new owner may use that name for a file of its own.
 ///
 /// A lake in an object store has no rename: there the file goes through
-/// [`super::remote::publish`] (upload under `_pending/`, record, then copy into place).
+/// [`super::remote::publish`] (upload under `_pending/`, record, then copy into place); the
+/// lake's form picks ([`super::target::LakeTarget::publish`]).
 pub async fn publish(
     pool: &PgPool,
-    lake: &crate::lake::Lake,
     fence: Fence,
     file: SealedFile,
     bound: std::time::Duration,
 ) -> Result<CommittedFile, SinkError> {
-    if let Some(remote) = lake.remote() {
-        return super::remote::publish(pool, remote, fence, file, bound).await;
-    }
     // Each attempt takes the file and hands it back: a retry knows whether it was renamed.
     let slot = std::sync::Mutex::new(Some(file));
     let attempt = || {
@@ -322,23 +321,27 @@ pub async fn listed_paths(pool: &PgPool) -> Result<Vec<String>, SinkError> {
         .map_err(SinkError::pg("listing the manifest's files"))
 }
 
+/// The condition on a manifest row `p` that its file is settled: not a file of a run still
+/// running whose copy into place is under way (an object store's pending key). Its run copies
+/// it, with the same rows; until then the final object is not there, and a rewrite racing that
+/// copy would leave an object whose size the manifest does not hold. `lake verify` checks and
+/// `export parquet` rewrites only settled files.
+pub const SETTLED_FILE: &str = "(p.pending_key IS NULL
+      OR NOT EXISTS (SELECT 1 FROM receipts.export_runs r
+                     WHERE r.run_id = p.run_id AND r.status = 'running'))";
+
 /// The paths the manifest lists per capture date from `since` to `until` (both included), but
-/// for the files of runs still running whose copy into place is under way (an object store's
-/// pending key): their run copies them, with the same rows, and a rewrite racing that copy
-/// would leave an object whose size the manifest does not hold.
+/// for the files that are not [settled](SETTLED_FILE).
 pub async fn listed_between(
     pool: &PgPool,
     since: NaiveDate,
     until: NaiveDate,
 ) -> Result<std::collections::BTreeMap<NaiveDate, Vec<String>>, SinkError> {
-    let rows: Vec<(NaiveDate, String)> = sqlx::query_as(
+    let rows: Vec<(NaiveDate, String)> = sqlx::query_as(&format!(
         "SELECT capture_date, path FROM receipts.parquet_files p
-         WHERE capture_date BETWEEN $1 AND $2
-           AND (p.pending_key IS NULL
-                OR NOT EXISTS (SELECT 1 FROM receipts.export_runs r
-                               WHERE r.run_id = p.run_id AND r.status = 'running'))
-         ORDER BY capture_date, path",
-    )
+         WHERE capture_date BETWEEN $1 AND $2 AND {SETTLED_FILE}
+         ORDER BY capture_date, path"
+    ))
     .bind(since)
     .bind(until)
     .fetch_all(pool)
@@ -369,6 +372,26 @@ pub(super) async fn replace_manifest(
         record_file_in(tx, *run_id, file).await?;
     }
     Ok(())
+}
+
+/// The capture dates from `since` to `until` that hold rows of runs retention removed from
+/// Postgres, with those runs: a rebuild of such a day would lose them.
+pub async fn retired_days(
+    pool: &PgPool,
+    since: NaiveDate,
+    until: NaiveDate,
+) -> Result<Vec<(NaiveDate, Vec<i64>)>, SinkError> {
+    sqlx::query_as(
+        "SELECT b.capture_date, array_agg(DISTINCT b.run_id ORDER BY b.run_id)
+         FROM receipts.write_batches b JOIN receipts.retired_runs r USING (run_id)
+         WHERE b.capture_date BETWEEN $1 AND $2 AND b.row_count > 0
+         GROUP BY b.capture_date ORDER BY b.capture_date",
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("listing the days of retired runs"))
 }
 
 /// The date a run's rows are stored under (`None`: no such run).
@@ -445,10 +468,43 @@ pub type CursorRow = (
     i32,
 );
 
+/// The write batches of the open cursor `rebuild` (rows ordered by run, then batch), read a
+/// round trip of rows at a time, one batch in memory: what every rebuild from Postgres reads
+/// (a run's repair, a rebuilt day, a file written again under its own key).
+#[derive(Default)]
+pub struct CursorBatches {
+    rows: std::vec::IntoIter<CursorRow>,
+    batch: Option<WriteBatch>,
+    ended: bool,
+}
+
+impl CursorBatches {
+    /// The next whole write batch (`None` at the cursor's end).
+    pub async fn next(
+        &mut self,
+        cursor: &mut PgConnection,
+    ) -> Result<Option<WriteBatch>, SinkError> {
+        loop {
+            if let Some(row) = self.rows.next() {
+                match regroup(&mut self.batch, row) {
+                    Some(full) => return Ok(Some(full)),
+                    None => continue,
+                }
+            }
+            if self.ended {
+                return Ok(self.batch.take());
+            }
+            let rows = fetch_rows(cursor).await?;
+            self.ended = rows.is_empty();
+            self.rows = rows.into_iter();
+        }
+    }
+}
+
 /// Adds a cursor row to the batch being rebuilt; returns the previous batch once a row of
 /// another batch arrives (rows come in run and batch order). Rows come sorted by group within a
 /// batch: they share one allocation per group, as the run's do.
-pub fn regroup(batch: &mut Option<WriteBatch>, row: CursorRow) -> Option<WriteBatch> {
+fn regroup(batch: &mut Option<WriteBatch>, row: CursorRow) -> Option<WriteBatch> {
     let (
         run_id,
         run_date,

@@ -49,13 +49,19 @@ pub struct WriteBatch {
 pub mod fence;
 pub mod iceberg;
 pub mod manifest;
+pub mod names;
+pub mod objects;
 pub mod parquet;
 pub mod postgres;
 pub mod rebuild;
 pub mod remote;
+pub mod rolling;
+pub mod target;
+pub mod verify;
 pub mod warehouse;
 
 pub use fence::Fence;
+pub use target::{Access, LakeTarget};
 
 use std::path::PathBuf;
 
@@ -111,9 +117,10 @@ pub enum SinkError {
         #[source]
         source: Box<::iceberg::Error>,
     },
-    /// The Iceberg settings are wrong (the message says how to fix them).
+    /// The settings are wrong, or the command does not apply to this lake (the message says
+    /// how to fix it): exit code 2.
     #[error("{0}")]
-    IcebergConfig(String),
+    Config(String),
     /// An Iceberg commit or listing went wrong in a way no setting fixes.
     #[error("{0}")]
     IcebergState(String),
@@ -152,7 +159,7 @@ impl SinkError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            SinkError::IcebergConfig(_) | SinkError::IcebergElsewhere { .. }
+            SinkError::Config(_) | SinkError::IcebergElsewhere { .. }
         )
     }
 

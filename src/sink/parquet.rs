@@ -11,6 +11,7 @@
 //! written in a spool directory instead and uploaded by [`super::remote`]. This module touches
 //! files only, never Postgres.
 
+use super::rolling::{PartFiles, Rolling};
 use super::{SinkError, SnapshotRow, WriteBatch};
 use arrow::array::{
     Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringBuilder, TimestampMicrosecondArray,
@@ -22,7 +23,6 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::WriterProperties;
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
@@ -38,8 +38,7 @@ pub const WRITER_VERSION_KEY: &str = "receipt_exporter.writer_version";
 pub const TABLE_DIR: &str = "receipt_snapshots";
 /// Rows per row group: large enough for analytic scans, and the most one writer buffers.
 pub const ROW_GROUP_ROWS: usize = 1_000_000;
-/// Rows after which [`RunParquet`] starts a new part.
-pub const DEFAULT_MAX_ROWS_PER_FILE: u64 = 5_000_000;
+pub use super::rolling::DEFAULT_MAX_ROWS_PER_FILE;
 
 static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
     Arc::new(Schema::new(vec![
@@ -69,23 +68,12 @@ pub fn partition_dir(capture_date: NaiveDate) -> String {
     )
 }
 
-/// `run-<run_id>-<part>.parquet`, the part zero-padded to 4 digits.
-pub fn file_name(run_id: i64, part: i32) -> String {
-    format!("run-{run_id}-{part:04}.parquet")
-}
-
-/// How the name of a file being written starts and ends: `.run-<run_id>-<part>.` + a random
-/// part + `.parquet.tmp`. Hidden, and not ending in `.parquet`.
-pub fn temp_name_affixes(run_id: i64, part: i32) -> (String, &'static str) {
-    (format!(".run-{run_id}-{part:04}."), ".parquet.tmp")
-}
-
 /// A file's path relative to the Parquet directory, as the manifest stores it.
 pub fn relative_path(capture_date: NaiveDate, run_id: i64, part: i32) -> String {
     format!(
         "{}/{}",
         partition_dir(capture_date),
-        file_name(run_id, part)
+        super::names::snapshot(run_id, part)
     )
 }
 
@@ -143,7 +131,7 @@ impl PartitionWriter {
     ) -> Result<Self, SinkError> {
         std::fs::create_dir_all(dir)
             .map_err(SinkError::io("creating the partition directory", dir))?;
-        let (prefix, suffix) = temp_name_affixes(run_id, part);
+        let (prefix, suffix) = super::names::temp_affixes(run_id, part);
         let file = crate::files::create_beside(dir, &prefix, suffix).map_err(SinkError::io(
             "creating a temporary file in",
             dir.join(format!("{prefix}*{suffix}")),
@@ -229,7 +217,9 @@ impl PartitionWriter {
         Ok(SealedFile {
             temp: Some(file.into_temp_path()),
             spool: None,
-            final_path: self.dir.join(file_name(self.run_id, self.part)),
+            final_path: self
+                .dir
+                .join(super::names::snapshot(self.run_id, self.part)),
             info: CommittedFile {
                 relative_path: relative_path(self.capture_date, self.run_id, self.part),
                 capture_date: self.capture_date,
@@ -367,43 +357,45 @@ pub(crate) fn columns(run_id: i64, rows: &[SnapshotRow], tz: &str) -> Vec<ArrayR
     columns
 }
 
-/// The Parquet side of one run: an open file per capture date, rolled to a new part when
-/// it reaches the row limit. A batch is never split across files, so the manifest can say
-/// which file holds each batch.
-pub struct RunParquet {
+/// The Parquet side of one run: an open file per capture date, rolled to a new part at the
+/// row limit ([`Rolling`]), sealed for publishing ([`super::manifest::publish`]).
+pub type RunParquet = Rolling<HiveParts>;
+
+/// How Hive-style snapshot files are written: [`PartitionWriter`]s under the lake's directory,
+/// in one staging directory (a rebuilt day), or in a spool directory for an object store.
+pub struct HiveParts {
+    run_id: i64,
+    /// The lake's directory: each file in its partition directory under it.
     root: PathBuf,
+    /// Set when every file goes into this one directory instead (a staged day, a spool).
+    staging_dir: Option<PathBuf>,
     /// For a lake in an object store: a directory of this process's own (random name, removed
     /// when the last file in it is gone) where files are written before their upload.
     spool: Option<Arc<tempfile::TempDir>>,
-    /// Set when rebuilding a day: every file goes into this directory instead.
-    staging_dir: Option<PathBuf>,
-    run_id: i64,
-    next_part: i32,
-    max_rows_per_file: u64,
-    open: BTreeMap<NaiveDate, PartitionWriter>,
 }
 
-impl RunParquet {
+impl Rolling<HiveParts> {
     /// Writes under the Parquet directory `root`; `next_part` is the first part number not
     /// used by this run (see `manifest::next_part`).
     pub fn new(root: impl Into<PathBuf>, run_id: i64, next_part: i32) -> RunParquet {
-        RunParquet {
-            root: root.into(),
-            spool: None,
-            staging_dir: None,
+        let parts = HiveParts {
             run_id,
-            next_part,
-            max_rows_per_file: DEFAULT_MAX_ROWS_PER_FILE,
-            open: BTreeMap::new(),
-        }
+            root: root.into(),
+            staging_dir: None,
+            spool: None,
+        };
+        Rolling::with_parts(parts, next_part)
     }
 
     /// Writes every file into `dir` (a staging partition directory) instead.
     pub fn staged(dir: impl Into<PathBuf>, run_id: i64, next_part: i32) -> RunParquet {
-        RunParquet {
+        let parts = HiveParts {
+            run_id,
+            root: PathBuf::new(),
             staging_dir: Some(dir.into()),
-            ..RunParquet::new(PathBuf::new(), run_id, next_part)
-        }
+            spool: None,
+        };
+        Rolling::with_parts(parts, next_part)
     }
 
     /// Writes into the lake's directory, or for a lake in an object store into a new spool
@@ -421,75 +413,47 @@ impl RunParquet {
             "creating a spool directory in",
             std::env::temp_dir(),
         ))?;
-        let spool = Arc::new(spool);
-        Ok(RunParquet {
-            spool: Some(spool.clone()),
-            ..RunParquet::staged(spool.path(), run_id, next_part)
-        })
-    }
-
-    /// Sets the row count after which a file is committed and a new part begins.
-    pub fn with_max_rows_per_file(mut self, rows: u64) -> RunParquet {
-        self.max_rows_per_file = rows.max(1);
-        self
-    }
-
-    /// The part number the next file will get.
-    pub fn next_part(&self) -> i32 {
-        self.next_part
-    }
-
-    /// Appends the batch to its capture date's file; returns the files that a roll to a new
-    /// part sealed (they still need renaming into place). A batch without rows opens no file.
-    pub fn append(&mut self, batch: &WriteBatch) -> Result<Vec<SealedFile>, SinkError> {
-        let mut committed = Vec::new();
-        let date = batch.capture_date;
-        let full = self.open.get(&date).is_some_and(|w| {
-            w.row_count() > 0 && w.row_count() + batch.rows.len() as u64 > self.max_rows_per_file
-        });
-        if full {
-            let writer = self.open.remove(&date).expect("checked above");
-            committed.push(self.seal(writer)?);
-        }
-        if !self.open.contains_key(&date) {
-            if batch.rows.is_empty() {
-                return Ok(committed);
-            }
-            let writer = self.open_writer(date)?;
-            self.open.insert(date, writer);
-        }
-        self.open
-            .get_mut(&date)
-            .expect("opened above")
-            .append(batch)?;
-        Ok(committed)
-    }
-
-    fn open_writer(&mut self, date: NaiveDate) -> Result<PartitionWriter, SinkError> {
-        let writer = match &self.staging_dir {
-            Some(dir) => PartitionWriter::open_in(dir, self.run_id, date, self.next_part)?,
-            None => PartitionWriter::open(&self.root, self.run_id, date, self.next_part)?,
+        let parts = HiveParts {
+            run_id,
+            root: PathBuf::new(),
+            staging_dir: Some(spool.path().to_path_buf()),
+            spool: Some(Arc::new(spool)),
         };
-        self.next_part += 1;
-        Ok(writer)
+        Ok(Rolling::with_parts(parts, next_part))
+    }
+}
+
+impl PartFiles for HiveParts {
+    type Open = PartitionWriter;
+    type Done = SealedFile;
+
+    async fn open(&mut self, date: NaiveDate, part: i32) -> Result<PartitionWriter, SinkError> {
+        match &self.staging_dir {
+            Some(dir) => PartitionWriter::open_in(dir, self.run_id, date, part),
+            None => PartitionWriter::open(&self.root, self.run_id, date, part),
+        }
     }
 
-    /// Seals every open file (they still need renaming into place).
-    pub fn finish(mut self) -> Result<Vec<SealedFile>, SinkError> {
-        let open = std::mem::take(&mut self.open);
-        open.into_values().map(|w| self.seal(w)).collect()
+    async fn append(
+        &mut self,
+        file: &mut PartitionWriter,
+        batch: &WriteBatch,
+    ) -> Result<(), SinkError> {
+        file.append(batch)
     }
 
-    fn seal(&self, writer: PartitionWriter) -> Result<SealedFile, SinkError> {
-        let mut sealed = writer.seal()?;
+    fn rows(file: &PartitionWriter) -> u64 {
+        file.row_count()
+    }
+
+    async fn close(&mut self, file: PartitionWriter) -> Result<SealedFile, SinkError> {
+        let mut sealed = file.seal()?;
         sealed.spool = self.spool.clone();
         Ok(sealed)
     }
 
-    /// Gives up: removes every open file's temporary file.
-    pub fn abort(mut self) -> Result<(), SinkError> {
-        let open = std::mem::take(&mut self.open);
-        open.into_values().try_for_each(PartitionWriter::abort)
+    async fn discard(&mut self, file: PartitionWriter) -> Result<(), SinkError> {
+        file.abort()
     }
 }
 

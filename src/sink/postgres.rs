@@ -99,16 +99,12 @@ where
 }
 
 /// The pause after failed attempt number `attempt` (1-based): exponential from 200 ms, capped
-/// at 10 s, with "equal jitter" (`jitter` in [0, 1) picks a point in the upper half) so
-/// writers that lost the same server do not return in step.
+/// at 10 s, with equal jitter (`jitter` in [0, 1) picks a point in the upper half:
+/// [`crate::backoff::equal_jitter`]) so writers that lost the same server do not return in step.
 pub fn backoff_delay(attempt: u32, jitter: f64) -> Duration {
-    const BASE_MS: u64 = 200;
-    const CAP_MS: u64 = 10_000;
-    let ceiling = BASE_MS
-        .saturating_mul(1 << attempt.saturating_sub(1).min(16))
-        .min(CAP_MS);
-    let half = ceiling as f64 / 2.0;
-    Duration::from_micros(((half + half * jitter.clamp(0.0, 1.0)) * 1000.0) as u64)
+    const BASE: Duration = Duration::from_millis(200);
+    const CAP: Duration = Duration::from_secs(10);
+    crate::backoff::equal_jitter(attempt.saturating_sub(1), BASE, CAP, jitter)
 }
 
 /// True when the error says the connection (not the statement) failed, so the same write may

@@ -1,153 +1,30 @@
-//! Rebuilding the Parquet warehouse from Postgres, the source of truth: a crashed run's
-//! stray and missing files ([`rebuild_run`], as the run's new owner), or whole capture dates
-//! ([`rebuild_dates`], swapped in atomically). It never reads old Parquet files. Every
-//! statement it needs is in [`super::manifest`]; this module is the file machinery around them.
-//! Serialising repairs ([`super::warehouse`]) is the caller's job.
+//! Rebuilding Hive-style capture dates of the local lake from Postgres, the source of truth
+//! ([`rebuild_dates`]: each day built aside and swapped in atomically with its manifest rows).
+//! It never reads old Parquet files. Every statement it needs is in [`super::manifest`]; this
+//! module is the file machinery around them. A crashed run's repair, in every lake form, is
+//! `LakeTarget::rebuild_run` ([`super::target`]). Serialising rebuilds
+//! ([`super::warehouse`]) is the caller's job.
 
-use super::manifest::{self, CursorRow};
+use super::manifest;
 use super::parquet::{
-    blocking, partition_dir, remove_if_present, sync_dir, CommittedFile, RunParquet, SealedFile,
-    TABLE_DIR,
+    blocking, partition_dir, sync_dir, CommittedFile, RunParquet, SealedFile, TABLE_DIR,
 };
-use super::{Fence, SinkError, WriteBatch};
-use crate::lake::Lake;
+use super::{SinkError, WriteBatch};
 use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::{PgConnection, PgPool};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-/// What [`rebuild_run`] did.
+/// What a run's repair (`LakeTarget::rebuild_run`) did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RepairReport {
     pub run_id: i64,
-    /// Stray files removed: final files the manifest does not know, temporary files.
-    pub removed: Vec<PathBuf>,
+    /// Stray files removed (paths relative to the lake): files of the run no manifest row
+    /// names, temporary files, unrecorded uploads.
+    pub removed: Vec<String>,
     /// The files written and recorded for the unexported batches.
     pub files: Vec<CommittedFile>,
     pub rows: u64,
-}
-
-/// Brings the run's Parquet files in line with Postgres after a crash: removes the run's
-/// stray files, then writes the rows of its unexported batches into new parts and records
-/// them. `fence` must be the run's current one, taken over from its dead writer
-/// ([`super::fence::take_over`]) or held as its owner: no one else can then put a file of the run in
-/// place while the sweep runs, and if someone takes the run over meanwhile, this stops with
-/// [`SinkError::Fenced`].
-pub async fn rebuild_run(
-    pool: &PgPool,
-    lake: &Lake,
-    fence: Fence,
-) -> Result<RepairReport, SinkError> {
-    let run_id = fence.run_id;
-    let run_date = manifest::run_date(pool, run_id)
-        .await?
-        .ok_or(SinkError::UnknownRun(run_id))?;
-    let removed = match lake {
-        Lake::Local(dir) => remove_strays(pool, dir, run_id).await?,
-        Lake::Remote(remote) => super::remote::repair_run(pool, remote, fence)
-            .await?
-            .into_iter()
-            .map(PathBuf::from)
-            .collect(),
-    };
-    let mut cursor = pool
-        .begin()
-        .await
-        .map_err(SinkError::pg("starting the repair read"))?;
-    manifest::declare_unexported_rows(&mut cursor, run_date, run_id).await?;
-    let target = Target::Live(lake.clone(), fence);
-    let files = drain_cursor(pool, &mut cursor, target).await?;
-    cursor
-        .rollback()
-        .await
-        .map_err(SinkError::pg("closing the repair read"))?;
-    let rows = files.iter().map(|(_, f)| f.row_count).sum();
-    Ok(RepairReport {
-        run_id,
-        removed,
-        files: files.into_iter().map(|(_, f)| f).collect(),
-        rows,
-    })
-}
-
-/// What a stray file of a run is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stray {
-    /// `run-<id>-<part>.parquet`: a stray only if the manifest does not know it.
-    Final,
-    /// `.run-<id>-<part>.<random>.parquet.tmp` (or, from versions before the random part,
-    /// `.run-<id>-<part>.parquet.tmp`): always a stray once the sweeper owns the run.
-    Temp,
-}
-
-/// Whether `name` is a file of run `run_id`, and which kind.
-fn classify(name: &str, run_id: i64) -> Option<Stray> {
-    let is_part = |digits: &str| digits.len() >= 4 && digits.bytes().all(|b| b.is_ascii_digit());
-    let prefix = format!("run-{run_id}-");
-    if let Some(hidden) = name.strip_prefix('.') {
-        let rest = hidden.strip_prefix(&prefix)?.strip_suffix(".parquet.tmp")?;
-        let ok = match rest.split_once('.') {
-            Some((part, random)) => is_part(part) && crate::files::is_random_part(random),
-            None => is_part(rest),
-        };
-        return ok.then_some(Stray::Temp);
-    }
-    let part = name.strip_prefix(&prefix)?.strip_suffix(".parquet")?;
-    is_part(part).then_some(Stray::Final)
-}
-
-/// Removes the run's temporary files and the final files the manifest does not know, in the
-/// partition directories of the run's capture dates.
-async fn remove_strays(pool: &PgPool, root: &Path, run_id: i64) -> Result<Vec<PathBuf>, SinkError> {
-    let dates = manifest::capture_dates(pool, run_id).await?;
-    let known: HashSet<String> = manifest::run_paths(pool, run_id).await?;
-    let root = root.to_path_buf();
-    blocking(move || {
-        let mut removed = Vec::new();
-        for date in dates {
-            removed.extend(remove_strays_in(
-                &root,
-                &partition_dir(date),
-                run_id,
-                &known,
-            )?);
-        }
-        Ok(removed)
-    })
-    .await
-}
-
-fn remove_strays_in(
-    root: &Path,
-    rel_dir: &str,
-    run_id: i64,
-    known: &HashSet<String>,
-) -> Result<Vec<PathBuf>, SinkError> {
-    let dir = root.join(rel_dir);
-    let entries = match std::fs::read_dir(&dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        other => other.map_err(SinkError::io("listing", &dir))?,
-    };
-    let mut removed = Vec::new();
-    for entry in entries {
-        let name = entry.map_err(SinkError::io("listing", &dir))?.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let stray = match classify(name, run_id) {
-            Some(Stray::Temp) => true,
-            Some(Stray::Final) => !known.contains(&format!("{rel_dir}/{name}")),
-            None => false,
-        };
-        if stray {
-            let path = dir.join(name);
-            remove_if_present(&path)?;
-            tracing::info!(path = %path.display(), "removed a stray Parquet file");
-            removed.push(path);
-        }
-    }
-    if !removed.is_empty() {
-        sync_dir(&dir)?;
-    }
-    Ok(removed)
 }
 
 /// What [`rebuild_dates`] did for one capture date.
@@ -315,7 +192,7 @@ async fn stage_day(
         .await
         .map_err(SinkError::pg("starting the day's read"))?;
     manifest::declare_day_rows(&mut cursor, day, start).await?;
-    let files = drain_cursor(pool, &mut cursor, Target::Staged(stage.to_path_buf())).await?;
+    let files = drain_cursor(pool, &mut cursor, stage.to_path_buf()).await?;
     cursor
         .rollback()
         .await
@@ -379,142 +256,69 @@ fn exchange(a: &Path, b: &Path) -> Result<(), SinkError> {
     std::fs::rename(&aside, a).map_err(SinkError::io("renaming", &aside))
 }
 
-/// Where rebuilt files go.
-enum Target {
-    /// The live partition directories (repairing a run: new parts next to the recorded ones),
-    /// each file published at once under the run's fence.
-    Live(Lake, Fence),
-    /// One staging directory (rebuilding one day): files renamed inside it, recorded by the
-    /// caller with the swap.
-    Staged(PathBuf),
-}
-
 /// Reads the open cursor `rebuild` (rows ordered by run, then batch) to its end, writing the
-/// rows batch by batch into Parquet files in `target`.
+/// rows batch by batch into Parquet files in the staging directory `stage`.
 async fn drain_cursor(
     pool: &PgPool,
     cursor: &mut PgConnection,
-    target: Target,
+    stage: PathBuf,
 ) -> Result<Vec<(i64, CommittedFile)>, SinkError> {
     let mut out = Rewriter {
         pool,
-        target,
+        stage,
         writer: None,
-        batch: None,
         done: Vec::new(),
     };
-    loop {
-        let rows = manifest::fetch_rows(cursor).await?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in rows {
-            out.push(row).await?;
-        }
+    let mut batches = manifest::CursorBatches::default();
+    while let Some(batch) = batches.next(cursor).await? {
+        out.write_batch(batch).await?;
     }
-    out.finish().await
+    out.finish_writer().await?;
+    Ok(out.done)
 }
 
-/// Regroups cursor rows into their write batches (one batch in memory at a time) and feeds
-/// them to one [`RunParquet`] per run.
+/// Feeds write batches to one [`RunParquet`] per run, all writing into the staging directory
+/// `stage`.
 struct Rewriter<'p> {
     pool: &'p PgPool,
-    target: Target,
+    stage: PathBuf,
     writer: Option<(i64, RunParquet)>,
-    batch: Option<WriteBatch>,
     done: Vec<(i64, CommittedFile)>,
 }
 
 impl Rewriter<'_> {
-    async fn push(&mut self, row: CursorRow) -> Result<(), SinkError> {
-        match manifest::regroup(&mut self.batch, row) {
-            Some(full) => self.write_batch(full).await,
-            None => Ok(()),
-        }
-    }
-
-    async fn flush_batch(&mut self) -> Result<(), SinkError> {
-        match self.batch.take() {
-            Some(batch) => self.write_batch(batch).await,
-            None => Ok(()),
-        }
-    }
-
     async fn write_batch(&mut self, batch: WriteBatch) -> Result<(), SinkError> {
         if self.writer.as_ref().map(|(run, _)| *run) != Some(batch.run_id) {
             self.finish_writer().await?;
             let part = manifest::next_part(self.pool, batch.run_id).await?;
-            let writer = match &self.target {
-                Target::Live(lake, _) => RunParquet::for_lake(lake, batch.run_id, part)?,
-                Target::Staged(dir) => RunParquet::staged(dir, batch.run_id, part),
-            };
+            let writer = RunParquet::staged(&self.stage, batch.run_id, part);
             self.writer = Some((batch.run_id, writer));
         }
-        let (run_id, mut writer) = self.writer.take().expect("opened above");
-        let (writer, rolled) = blocking(move || {
-            let rolled = writer.append(&batch);
-            (writer, rolled)
-        })
-        .await;
-        self.writer = Some((run_id, writer));
-        self.committed(run_id, rolled?).await
+        let (run_id, writer) = self.writer.as_mut().expect("opened above");
+        let rolled = writer.append(&batch).await?;
+        let run_id = *run_id;
+        self.committed(run_id, rolled).await
     }
 
     async fn finish_writer(&mut self) -> Result<(), SinkError> {
         if let Some((run_id, writer)) = self.writer.take() {
-            let files = blocking(move || writer.finish()).await?;
+            let files = writer.finish().await?;
             self.committed(run_id, files).await?;
         }
         Ok(())
     }
 
+    /// Renames each sealed file into place inside the staging directory; the caller records
+    /// them with the swap.
     async fn committed(&mut self, run_id: i64, files: Vec<SealedFile>) -> Result<(), SinkError> {
         for file in files {
-            let file = match &self.target {
-                Target::Live(lake, fence) => {
-                    manifest::publish(self.pool, lake, *fence, file, std::time::Duration::ZERO)
-                        .await?
-                }
-                Target::Staged(_) => {
-                    blocking(move || {
-                        let mut file = file;
-                        file.rename_into_place().map(|_| file.into_committed())
-                    })
-                    .await?
-                }
-            };
+            let file = blocking(move || {
+                let mut file = file;
+                file.rename_into_place().map(|_| file.into_committed())
+            })
+            .await?;
             self.done.push((run_id, file));
         }
         Ok(())
-    }
-
-    async fn finish(mut self) -> Result<Vec<(i64, CommittedFile)>, SinkError> {
-        self.flush_batch().await?;
-        self.finish_writer().await?;
-        Ok(self.done)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn classify_knows_the_runs_final_and_temporary_files_only() {
-        assert_eq!(classify("run-12-0001.parquet", 12), Some(Stray::Final));
-        assert_eq!(classify("run-12-12345.parquet", 12), Some(Stray::Final));
-        assert_eq!(classify(".run-12-0001.parquet.tmp", 12), Some(Stray::Temp));
-        assert_eq!(
-            classify(".run-12-0001.Ab3dE6gH9k.parquet.tmp", 12),
-            Some(Stray::Temp)
-        );
-        assert_eq!(classify(".run-12-0001.short.parquet.tmp", 12), None);
-        assert_eq!(classify(".run-123-0001.Ab3dE6gH9k.parquet.tmp", 12), None);
-        assert_eq!(classify("run-123-0001.parquet", 12), None);
-        assert_eq!(classify("run-1-0001.parquet", 12), None);
-        assert_eq!(classify("run-12-01.parquet", 12), None);
-        assert_eq!(classify("run-12-0001.parquet.tmp", 12), None);
-        assert_eq!(classify(".run-12-0001.parquet", 12), None);
-        assert_eq!(classify("notes.txt", 12), None);
     }
 }

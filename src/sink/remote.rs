@@ -15,19 +15,19 @@
 //! So a final key appears only after its rows committed, holds exactly the batches its
 //! manifest row names, and no two final keys hold the same batch (a batch points at one file).
 //! A crash before 2 leaves an unrecorded pending object: the repair deletes it and writes the
-//! batches anew. A crash after 2 leaves a recorded pending key: the repair ([`repair_run`]) copies
-//! it (the same bytes to the same key, however often), or, if the pending object is gone and the
-//! final one missing, forgets the file so its batches are written again. A fenced (taken-over)
-//! writer cannot record; its pending uploads are random-named strays the repair deletes.
+//! batches anew. A crash after 2 leaves a recorded pending key: the repair ([`finish_uploads`])
+//! copies it (the same bytes to the same key, however often), or, if the pending object is gone
+//! and the final one missing, forgets the file so its batches are written again. A fenced
+//! (taken-over) writer cannot record; its pending uploads are random-named strays the repair
+//! deletes. The same protocol for every lake form is told in [`super::target`].
 
 use super::manifest;
-use super::parquet::{partition_dir, CommittedFile, PartitionWriter, SealedFile};
-use super::{Fence, SinkError, SnapshotRow, WriteBatch};
+use super::parquet::{CommittedFile, PartitionWriter, SealedFile};
+use super::{Fence, SinkError};
 use crate::lake::Remote;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use sqlx::PgPool;
-use std::collections::HashSet;
 
 /// The prefix (under the lake's root) of uploads not yet committed.
 pub const PENDING_DIR: &str = "_pending";
@@ -38,12 +38,7 @@ fn pending_relative(file: &CommittedFile) -> String {
         .relative_path
         .rsplit_once('/')
         .expect("a file has a partition");
-    let stem = name.strip_suffix(".parquet").unwrap_or(name);
-    let random: String = {
-        use rand::distr::{Alphanumeric, SampleString};
-        Alphanumeric.sample_string(&mut rand::rng(), crate::files::RANDOM_CHARS)
-    };
-    format!("{PENDING_DIR}/{dir}/{stem}.{random}.parquet")
+    format!("{PENDING_DIR}/{dir}/{}", super::names::pending(name))
 }
 
 /// The error of a request about `key`, as a [`SinkError::Store`] (its message one line).
@@ -146,16 +141,12 @@ async fn make_visible(
     }
 }
 
-/// Brings a run's objects in line with the manifest, as the run's owner (`fence`): finishes the
-/// copies of its recorded pending files (or forgets those whose pending object is lost and
-/// whose final object is missing: their batches are then written anew), then deletes its stray
-/// objects: unrecorded pending uploads, and final keys the manifest does not list. Returns the
-/// deleted keys.
-pub async fn repair_run(
-    pool: &PgPool,
-    remote: &Remote,
-    fence: Fence,
-) -> Result<Vec<String>, SinkError> {
+/// Finishes the run's recorded uploads, as the run's owner (`fence`): copies each recorded
+/// pending object to its final key, or forgets a file whose pending object is lost and whose
+/// final object is missing (its batches are then written anew). Its stray objects (unrecorded
+/// uploads, final keys the manifest does not list) are the caller's sweep
+/// (`LakeTarget::rebuild_run`).
+pub async fn finish_uploads(pool: &PgPool, remote: &Remote, fence: Fence) -> Result<(), SinkError> {
     for file in manifest::pending_files(pool, fence.run_id).await? {
         let pending = remote.key(&file.pending_key);
         match remote.store().head(&pending).await {
@@ -175,46 +166,7 @@ pub async fn repair_run(
             Err(e) => return Err(store_err("looking up", &pending)(e)),
         }
     }
-    remove_strays(pool, remote, fence.run_id).await
-}
-
-/// Deletes the run's pending objects no manifest row names and its final objects the manifest
-/// does not list, in its capture dates' partitions.
-async fn remove_strays(
-    pool: &PgPool,
-    remote: &Remote,
-    run_id: i64,
-) -> Result<Vec<String>, SinkError> {
-    let known: HashSet<String> = manifest::run_paths(pool, run_id).await?;
-    let pending: HashSet<String> = manifest::pending_files(pool, run_id)
-        .await?
-        .into_iter()
-        .map(|f| f.pending_key)
-        .collect();
-    let mut removed = Vec::new();
-    let name_prefix = format!("run-{run_id}-");
-    for date in manifest::capture_dates(pool, run_id).await? {
-        let dir = partition_dir(date);
-        for (rel_dir, keep) in [
-            (format!("{PENDING_DIR}/{dir}"), &pending),
-            (dir.clone(), &known),
-        ] {
-            for relative in list(remote, &rel_dir).await? {
-                let name = relative.rsplit('/').next().unwrap_or_default();
-                if !name.starts_with(&name_prefix) || keep.contains(&relative) {
-                    continue;
-                }
-                let key = remote.key(&relative);
-                match remote.store().delete(&key).await {
-                    Err(e) if !is_not_found(&e) => return Err(store_err("deleting", &key)(e)),
-                    _ => {}
-                }
-                tracing::info!(key = %key, "removed a stray object");
-                removed.push(relative);
-            }
-        }
-    }
-    Ok(removed)
+    Ok(())
 }
 
 /// One listing of the lake's root (one request): whether the store answers.
@@ -308,22 +260,6 @@ pub async fn check_owner(pool: &PgPool, remote: &Remote, claim: bool) -> anyhow:
     .into())
 }
 
-/// The objects under `relative_dir` (relative to the lake's root), as relative paths.
-pub async fn list(remote: &Remote, relative_dir: &str) -> Result<Vec<String>, SinkError> {
-    use futures::TryStreamExt;
-    let prefix = remote.key(relative_dir);
-    let metas: Vec<object_store::ObjectMeta> = remote
-        .store()
-        .list(Some(&prefix))
-        .try_collect()
-        .await
-        .map_err(store_err("listing", &prefix))?;
-    Ok(metas
-        .iter()
-        .filter_map(|m| remote.relative(&m.location).map(str::to_string))
-        .collect())
-}
-
 /// Writes a listed snapshot file again from Postgres under its own key: the rows of exactly the
 /// batches the manifest points at it, in one PUT (readers see the old object or the new one,
 /// never both; no other object holds those batches). Returns its rows. The caller holds the
@@ -349,14 +285,9 @@ pub async fn rewrite_file(
         .await
         .map_err(SinkError::pg("starting the file's read"))?;
     manifest::declare_file_rows(&mut cursor, &file).await?;
-    loop {
-        let rows = manifest::fetch_rows(&mut cursor).await?;
-        if rows.is_empty() {
-            break;
-        }
-        for batch in regroup(rows) {
-            writer.append(&batch)?;
-        }
+    let mut batches = manifest::CursorBatches::default();
+    while let Some(batch) = batches.next(&mut cursor).await? {
+        writer.append(&batch)?;
     }
     let _ = cursor.rollback().await;
     if writer.row_count() != file.row_count as u64 {
@@ -384,36 +315,6 @@ pub async fn rewrite_file(
         }
     }
     Ok(file.row_count as u64)
-}
-
-/// Cursor rows (ordered by batch) as write batches.
-fn regroup(rows: Vec<manifest::CursorRow>) -> Vec<WriteBatch> {
-    let mut out: Vec<WriteBatch> = Vec::new();
-    for (run_id, run_date, batch_no, capture_date, captured_at, group, msg_seq, read, unread) in
-        rows
-    {
-        if out.last().is_none_or(|b| b.batch_no != batch_no) {
-            out.push(WriteBatch {
-                run_id,
-                run_date,
-                batch_no,
-                capture_date,
-                rows: Vec::new(),
-                codes: Vec::new(),
-            });
-        }
-        out.last_mut()
-            .expect("pushed above")
-            .rows
-            .push(SnapshotRow {
-                captured_at,
-                group_id: std::sync::Arc::from(group),
-                msg_seq,
-                read_num: read,
-                unread_num: unread,
-            });
-    }
-    out
 }
 
 /// `export parquet` in an object store, where a day cannot be swapped atomically: every file the

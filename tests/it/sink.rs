@@ -10,14 +10,20 @@ use receipt_exporter::sink::parquet::{
     self as pq, CommittedFile, ParquetRow, PartitionWriter, RunParquet, SealedFile,
 };
 use receipt_exporter::sink::postgres::{write_batch, write_batch_retrying, WriteOutcome};
-use receipt_exporter::sink::rebuild::{rebuild_dates, rebuild_run};
+use receipt_exporter::sink::rebuild::rebuild_dates;
 use receipt_exporter::sink::warehouse;
+use receipt_exporter::sink::LakeTarget;
 use receipt_exporter::sink::{Fence, ItemCodeRow, SinkError, SnapshotRow, WriteBatch};
 use sqlx::PgPool;
 use std::path::Path;
 use std::sync::Arc;
 
 const DAY: &str = "2026-11-25";
+
+/// The Hive-style target on the local lake `root`.
+fn hive(root: &Path) -> LakeTarget {
+    LakeTarget::unchecked_hive(&Lake::Local(root.to_path_buf()))
+}
 
 fn day() -> NaiveDate {
     DAY.parse().unwrap()
@@ -478,14 +484,15 @@ fn file_errors_name_the_path_and_what_failed() {
     );
 }
 
-#[test]
-fn run_parquet_rolls_parts_between_batches_and_keeps_dates_apart() {
+#[tokio::test]
+async fn run_parquet_rolls_parts_between_batches_and_keeps_dates_apart() {
     let dir = tempfile::tempdir().unwrap();
     let mut run = RunParquet::new(dir.path(), 12, 4).with_max_rows_per_file(25);
     let mut rolled = Vec::new();
     for no in 1..=4 {
         rolled.extend(
             run.append(&batch(12, no, "g", no as i64 * 100, 10, 1))
+                .await
                 .unwrap(),
         );
     }
@@ -494,8 +501,8 @@ fn run_parquet_rolls_parts_between_batches_and_keeps_dates_apart() {
     for row in &mut next_day.rows {
         row.captured_at += Duration::days(1);
     }
-    rolled.extend(run.append(&next_day).unwrap());
-    rolled.extend(run.append(&batch(12, 6, "g", 1, 0, 1)).unwrap());
+    rolled.extend(run.append(&next_day).await.unwrap());
+    rolled.extend(run.append(&batch(12, 6, "g", 1, 0, 1)).await.unwrap());
     assert_eq!(
         rolled.len(),
         1,
@@ -510,7 +517,7 @@ fn run_parquet_rolls_parts_between_batches_and_keeps_dates_apart() {
         ),
         (4, 20, vec![1, 2])
     );
-    let rest = placed(run.finish().unwrap());
+    let rest = placed(run.finish().await.unwrap());
     let summary: Vec<(NaiveDate, i32, u64, Vec<i32>)> = rest
         .iter()
         .map(|f| (f.capture_date, f.part, f.row_count, f.batch_nos.clone()))
@@ -537,9 +544,9 @@ async fn record_file_is_idempotent_and_points_the_batches_at_the_file() {
     }
     assert_eq!(manifest::next_part(&db.pool, run).await.unwrap(), 1);
     let mut parquet = RunParquet::new(dir.path(), run, 1);
-    parquet.append(&batch(run, 1, "g", 10, 5, 1)).unwrap();
-    parquet.append(&batch(run, 2, "g", 20, 5, 1)).unwrap();
-    let file = placed(parquet.finish().unwrap()).remove(0);
+    parquet.append(&batch(run, 1, "g", 10, 5, 1)).await.unwrap();
+    parquet.append(&batch(run, 2, "g", 20, 5, 1)).await.unwrap();
+    let file = placed(parquet.finish().await.unwrap()).remove(0);
 
     let id = record_file(&db.pool, fence(run), &file).await.unwrap();
     assert_eq!(record_file(&db.pool, fence(run), &file).await.unwrap(), id);
@@ -633,10 +640,9 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
     );
     let owner = taken(&db.pool, run).await;
     assert_eq!(owner.epoch, 2);
-    let report = rebuild_run(&db.pool, &Lake::Local(root.to_path_buf()), owner)
-        .await
-        .unwrap();
-    let mut removed = report.removed.clone();
+    let report = hive(root).rebuild_run(&db.pool, owner).await.unwrap();
+    let mut removed: Vec<std::path::PathBuf> =
+        report.removed.iter().map(|r| root.join(r)).collect();
     removed.sort();
     let mut want = vec![temp_path, legacy_temp, root.join(&orphan.relative_path)];
     want.sort();
@@ -661,13 +667,10 @@ async fn rebuild_run_repairs_every_crash_state_without_duplicates() {
     assert_eq!(mine, as_parquet(&pg_rows(&db.pool, run).await));
 
     // A second repair finds nothing to do.
-    let again = rebuild_run(
-        &db.pool,
-        &Lake::Local(root.to_path_buf()),
-        taken(&db.pool, run).await,
-    )
-    .await
-    .unwrap();
+    let again = hive(root)
+        .rebuild_run(&db.pool, taken(&db.pool, run).await)
+        .await
+        .unwrap();
     assert_eq!((again.removed.len(), again.files.len()), (0, 0));
     assert!(matches!(
         take_over(&db.pool, 9999, "a test repair").await,
@@ -680,22 +683,24 @@ async fn publishing_never_replaces_a_file_the_manifest_counts_on() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let local = Lake::Local(root.to_path_buf());
     let run = new_run(&db.pool, "running").await;
     let (b1, b2) = (batch(run, 1, "g", 1, 5, 1), batch(run, 2, "g", 10, 3, 1));
     write(&db.pool, &b1).await.unwrap();
     write(&db.pool, &b2).await.unwrap();
     let bound = std::time::Duration::from_secs(1);
     let sealed = |b: &WriteBatch| {
-        let mut p = RunParquet::new(root, run, 1);
-        p.append(b).unwrap();
-        p.finish().unwrap().remove(0)
+        let b = b.clone();
+        async move {
+            let mut p = RunParquet::new(root, run, 1);
+            p.append(&b).await.unwrap();
+            p.finish().await.unwrap().remove(0)
+        }
     };
-    let first = manifest::publish(&db.pool, &local, fence(run), sealed(&b1), bound)
+    let first = manifest::publish(&db.pool, fence(run), sealed(&b1).await, bound)
         .await
         .unwrap();
     // The same name again, for other rows (as if a rebuild had used it): refused, untouched.
-    let err = manifest::publish(&db.pool, &local, fence(run), sealed(&b2), bound)
+    let err = manifest::publish(&db.pool, fence(run), sealed(&b2).await, bound)
         .await
         .unwrap_err();
     assert!(matches!(err, SinkError::AlreadyRecorded { .. }), "{err}");
@@ -719,12 +724,11 @@ async fn a_taken_over_run_can_commit_publish_and_record_nothing_more() {
     let db = TestDb::new().await;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    let local = Lake::Local(root.to_path_buf());
     let run = new_run(&db.pool, "running").await;
     write(&db.pool, &batch(run, 1, "g", 1, 5, 1)).await.unwrap();
     let mut parquet = RunParquet::new(root, run, 1);
-    parquet.append(&batch(run, 1, "g", 1, 5, 1)).unwrap();
-    let sealed = parquet.finish().unwrap().remove(0);
+    parquet.append(&batch(run, 1, "g", 1, 5, 1)).await.unwrap();
+    let sealed = parquet.finish().await.unwrap().remove(0);
     let temp_dir = root.join(pq::partition_dir(day()));
     sqlx::query("UPDATE receipts.export_runs SET status = 'abandoned' WHERE run_id = $1")
         .bind(run)
@@ -739,21 +743,17 @@ async fn a_taken_over_run_can_commit_publish_and_record_nothing_more() {
     assert!(fenced(write(&db.pool, &batch(run, 2, "g", 10, 5, 1)).await));
     let bound = std::time::Duration::from_secs(1);
     assert!(fenced(
-        manifest::publish(&db.pool, &local, fence(run), sealed, bound).await
+        manifest::publish(&db.pool, fence(run), sealed, bound).await
     ));
     assert!(
         std::fs::read_dir(&temp_dir).unwrap().next().is_none(),
         "the fenced file was never renamed, and its temporary file is gone"
     );
-    let late = placed(
-        {
-            let mut p = RunParquet::new(root, run, 7);
-            p.append(&batch(run, 1, "g", 1, 5, 1)).unwrap();
-            p
-        }
-        .finish()
-        .unwrap(),
-    )
+    let late = placed({
+        let mut p = RunParquet::new(root, run, 7);
+        p.append(&batch(run, 1, "g", 1, 5, 1)).await.unwrap();
+        p.finish().await.unwrap()
+    })
     .remove(0);
     assert!(fenced(record_file(&db.pool, fence(run), &late).await));
     let (batches, files): (i64, i64) = sqlx::query_as(
@@ -770,10 +770,8 @@ async fn a_taken_over_run_can_commit_publish_and_record_nothing_more() {
     );
 
     // The new owner writes under its own fence.
-    let report = rebuild_run(&db.pool, &Lake::Local(root.to_path_buf()), owner)
-        .await
-        .unwrap();
-    assert_eq!(report.removed, [root.join(&late.relative_path)]);
+    let report = hive(root).rebuild_run(&db.pool, owner).await.unwrap();
+    assert_eq!(report.removed, std::slice::from_ref(&late.relative_path));
     assert_eq!(report.rows, 5);
 }
 
@@ -792,10 +790,10 @@ async fn rebuild_dates_rewrites_a_day_to_exactly_what_postgres_holds() {
         write(&db.pool, &wb).await.unwrap();
         // Batch 3 never reaches Parquet; the day's rebuild must still include it.
         if no < 3 {
-            parquet.append(&wb).unwrap();
+            parquet.append(&wb).await.unwrap();
         }
     }
-    for file in placed(parquet.finish().unwrap()) {
+    for file in placed(parquet.finish().await.unwrap()) {
         record_file(&db.pool, fence(a), &file).await.unwrap();
     }
     write(&db.pool, &batch(b, 1, "h\\x", 1, 20, 9))

@@ -165,10 +165,7 @@ async fn publish_once(
             .map_err(SinkError::pg("ending an Iceberg commit"))?;
         return Ok(()); // an earlier attempt committed: never twice
     }
-    let base = lake
-        .load(&mut tx, true)
-        .await?
-        .ok_or_else(|| SinkError::IcebergState("the Iceberg table receipts.receipt_snapshots is not in the catalog (receipts.iceberg_tables): was its row deleted? A run in Iceberg mode creates it when it is missing".into()))?;
+    let base = lock_table(lake, &mut tx).await?;
     let summary = HashMap::from([
         (SUMMARY_RUN_ID.to_string(), fence.run_id.to_string()),
         (SUMMARY_PART.to_string(), file.info.part.to_string()),
@@ -183,22 +180,47 @@ async fn publish_once(
         .map_err(SinkError::iceberg("preparing a commit"))?;
     let staged = Staging::stage(&base, itx).await?;
     crate::crashpoint::hit("iceberg_metadata_written").await;
-    let (old, new) = (
-        base.metadata_location_result()
-            .map_err(SinkError::iceberg("reading the pointer"))?,
-        staged
-            .metadata_location_result()
-            .map_err(SinkError::iceberg("reading the pointer"))?,
-    );
-    if !super::swap_pointer(&mut tx, old, new).await? {
-        return Err(SinkError::IcebergState(format!(
-            "the Iceberg catalog pointer moved away from {old} while its row was locked"
-        )));
-    }
+    move_pointer(&mut tx, &base, &staged).await?;
     crate::sink::manifest::record_file_in(&mut tx, fence.run_id, &file.info).await?;
     tx.commit()
         .await
         .map_err(SinkError::pg("committing to the Iceberg table"))?;
+    Ok(())
+}
+
+/// The table as the catalog points to it now, its row locked (`FOR UPDATE`) until the end of the
+/// caller's transaction: what a commit builds on. Our commits queue on that lock; another
+/// engine's compare-and-set waits for it.
+pub async fn lock_table(lake: &IcebergLake, tx: &mut PgConnection) -> Result<Table, SinkError> {
+    lake.load(tx, true).await?.ok_or_else(|| {
+        SinkError::IcebergState(
+            "the Iceberg table receipts.receipt_snapshots is not in the catalog \
+             (receipts.iceberg_tables): was its row deleted? A run in Iceberg mode creates it \
+             when it is missing"
+                .into(),
+        )
+    })
+}
+
+/// Moves the catalog pointer from `base`'s metadata file to `staged`'s (compare-and-set, as
+/// Iceberg's JDBC catalog does), inside the caller's transaction, which holds the row's lock
+/// ([`lock_table`]): every commit of ours, a run's or `iceberg maintain`'s, ends here.
+pub async fn move_pointer(
+    tx: &mut PgConnection,
+    base: &Table,
+    staged: &Table,
+) -> Result<(), SinkError> {
+    let pointer = |t: &Table| {
+        t.metadata_location_result()
+            .map(str::to_string)
+            .map_err(SinkError::iceberg("reading the pointer"))
+    };
+    let (old, new) = (pointer(base)?, pointer(staged)?);
+    if !super::swap_pointer(tx, &old, &new).await? {
+        return Err(SinkError::IcebergState(format!(
+            "the Iceberg catalog pointer moved away from {old} while its row was locked"
+        )));
+    }
     Ok(())
 }
 

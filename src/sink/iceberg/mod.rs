@@ -10,12 +10,12 @@
 //! checks the run's fence and records the file in `receipts.parquet_files` (which marks its
 //! batches exported). So a commit and its manifest row are one: a crash leaves either both or
 //! neither, and a data or metadata file no commit names is an orphan that repair (a run's
-//! own data files) or `iceberg maintain` removes. This module never opens iceberg-rust's
+//! own data files, `LakeTarget::rebuild_run`) or `iceberg maintain` removes. The protocol of
+//! every lake form is told in one place, [`super::target`]. This module never opens iceberg-rust's
 //! `SqlCatalog`: that creates its tables on connect, which the exporter's role may not.
 
 pub mod commit;
 pub mod files;
-pub mod repair;
 pub mod writer;
 
 use super::SinkError;
@@ -99,7 +99,7 @@ impl IcebergLake {
                     s3_properties(&crate::lake::S3Env::from_env()),
                 ),
                 other => {
-                    return Err(SinkError::IcebergConfig(format!(
+                    return Err(SinkError::Config(format!(
                         "the Iceberg table needs a lake on the local disk or in S3 (s3://BUCKET/PREFIX), not {other}: set EXPORT_PARQUET_DIR to one, or EXPORT_TABLE_FORMAT=parquet"
                     )))
                 }
@@ -247,6 +247,9 @@ pub struct IcebergTarget {
     /// The table as it was when opened: its schema, partition spec and location, which a
     /// run's writers use; every commit reads the table afresh.
     pub table: Table,
+    /// Whether the catalog lists the table (false: `table` is the empty table a run would
+    /// create, nothing of it written).
+    pub listed: bool,
 }
 
 impl IcebergTarget {
@@ -254,12 +257,49 @@ impl IcebergTarget {
     pub async fn open(lake: &crate::lake::Lake, pool: &PgPool) -> Result<IcebergTarget, SinkError> {
         let lake = IcebergLake::new(lake)?;
         let table = lake.ensure_table(pool).await?;
-        Ok(IcebergTarget { lake, table })
+        Ok(IcebergTarget {
+            lake,
+            table,
+            listed: true,
+        })
+    }
+
+    /// The table in the lake as the catalog lists it, changing nothing: when the catalog lacks
+    /// it, the empty table the first run would create there (nothing written). Fails when the
+    /// catalog's table lives somewhere other than this lake.
+    pub async fn peek(lake: &crate::lake::Lake, pool: &PgPool) -> Result<IcebergTarget, SinkError> {
+        let lake = IcebergLake::new(lake)?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(SinkError::pg("opening the Iceberg catalog"))?;
+        let (table, listed) = match lake.load(&mut conn, false).await? {
+            Some(table) => (lake.check_location(table)?, true),
+            None => {
+                let (location, metadata) = lake.first_metadata()?;
+                (lake.table(location.to_string(), metadata)?, false)
+            }
+        };
+        Ok(IcebergTarget {
+            lake,
+            table,
+            listed,
+        })
     }
 
     /// A writer for one run's data files.
     pub fn run_writer(&self, run_id: i64, next_part: i32) -> Result<writer::RunIceberg, SinkError> {
         writer::RunIceberg::new(self.lake.clone(), self.table.clone(), run_id, next_part)
+    }
+
+    /// The data directory of a capture date, relative to the lake:
+    /// `receipts/receipt_snapshots/data/captured_at_day=YYYY-MM-DD`.
+    pub fn data_dir(&self, date: chrono::NaiveDate) -> String {
+        format!(
+            "{}/data/{PARTITION_FIELD}={}",
+            self.lake.relative(&self.lake.table_location()),
+            date.format("%Y-%m-%d")
+        )
     }
 }
 
