@@ -659,6 +659,27 @@ async fn locks(settings: &Settings, pool: &PgPool, out: &mut Vec<Check>) {
     if !free_jobs.is_empty() {
         out.push(ok(TOPIC, format!("free for {}", free_jobs.join(", "))));
     }
+    out.extend(warehouse_lock(&mut conn).await);
+}
+
+/// The warehouse lock, taken and given back at once: a WARN naming the session that holds it
+/// (a run's repair, a rebuild, retention, or any session that took it: runs wait for it at
+/// most EXPORT_LOCK_RECONNECT_TIMEOUT, then exit 75).
+async fn warehouse_lock(conn: &mut sqlx::PgConnection) -> Option<Check> {
+    use crate::sink::warehouse::{self, WarehouseLockError};
+    let never = tokio_util::sync::CancellationToken::new();
+    match warehouse::lock(conn, std::time::Duration::ZERO, &never).await {
+        Ok(()) => {
+            let _ = warehouse::unlock(conn).await;
+            None
+        }
+        Err(WarehouseLockError::Busy { holder, end_it, .. }) => Some(warn(
+            "locks",
+            format!("the warehouse lock is held by {holder}: runs wait for it at most EXPORT_LOCK_RECONNECT_TIMEOUT, then exit 75"),
+            format!("a run's repair, a rebuild or retention lets go when done: run doctor again in a minute{end_it}"),
+        )),
+        Err(e) => Some(fail("locks", format!("cannot test the warehouse lock: {e}"), "see the postgres line")),
+    }
 }
 
 /// A running run whose lock is free: dead, or within its lease and perhaps reconnecting after

@@ -89,7 +89,7 @@ pub async fn lock(
             return Ok(());
         }
         let (holder, pid) = holder(conn).await?;
-        if !told {
+        if !told && !bound.is_zero() {
             tracing::info!(
                 "waiting up to {} s (EXPORT_LOCK_RECONNECT_TIMEOUT) for the warehouse lock, held by {holder}",
                 bound.as_secs()

@@ -79,6 +79,16 @@ async fn a_reader_holding_the_warehouse_lock_bounds_the_wait_is_named_and_sigter
         assert!(stderr(&out).contains(&named), "{}", stderr(&out));
     }
 
+    // doctor names it too.
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("doctor"));
+    let text = stdout(&out);
+    assert!(
+        text.contains(&format!(
+            "WARN  locks: the warehouse lock is held by the session of {named}"
+        )),
+        "{text}"
+    );
+
     // SIGTERM while waiting (a bound of 600 s): the run ends within a second, exit 130.
     let mut child = exporter_for(&db, &sim.base_url(), dir.path())
         .env("EXPORT_LOCK_RECONNECT_TIMEOUT", "600")
