@@ -389,13 +389,14 @@ impl Scheduler {
 }
 
 /// A run that did not start because a lock was held (its job's, or the warehouse's past its
-/// bound): skipped, tried again at the next fire time.
+/// bound), or that was stopped while it waited for one: skipped, tried again at the next fire
+/// time; nothing of it failed.
 fn busy(cause: &(dyn std::error::Error + 'static)) -> bool {
     use crate::sink::warehouse::WarehouseLockError;
     cause.is::<LockHeld>()
         || matches!(
             cause.downcast_ref::<WarehouseLockError>(),
-            Some(WarehouseLockError::Busy { .. })
+            Some(WarehouseLockError::Busy { .. } | WarehouseLockError::Interrupted { .. })
         )
 }
 
