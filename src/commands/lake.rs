@@ -23,8 +23,7 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
     };
     let target = LakeTarget::open(&pool, &settings.lake, settings.table_format, access).await?;
     // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
-    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
-    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let lock = super::warehouse_lock(settings).await?;
     let outcome = async {
         let report = lake::verify(&pool, &target).await?;
         describe(&report);
@@ -39,7 +38,7 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
         Ok(after)
     }
     .await;
-    crate::sink::manifest::unlock_warehouse(&mut conn).await?;
+    lock.release().await;
     let report = outcome?;
     record(&pool, &report).await;
     Ok(if report.is_clean() {
@@ -83,7 +82,7 @@ async fn record(pool: &sqlx::PgPool, report: &Report) {
     .await;
 }
 
-/// What `--repair` did, one line each.
+/// What `--repair` did, one line per day, run or upload.
 fn describe_repair(done: &lake::Repaired) {
     if done.uploads_removed > 0 {
         println!(
@@ -104,6 +103,13 @@ fn describe_repair(done: &lake::Repaired) {
     }
     for run_id in &done.read_event_runs {
         println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
+    }
+    for run_id in &done.events_gone {
+        println!(
+            "gone for good: the read-events files of run {run_id}: retention removed some of \
+             its read events from Postgres; only the lake's files hold them, which cannot be \
+             rewritten"
+        );
     }
     for run_id in &done.skipped_running {
         println!("not repaired: run {run_id} is still running; it writes its read-events files");

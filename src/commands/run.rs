@@ -64,13 +64,13 @@ async fn export(
         endpoint.serve(super::schedule::ledger_scrape(&pool, None), serving.clone());
     }
     let stop = stop_on_signal();
-    let outcome = run::execute(settings, &pool, request, stop).await;
+    let outcome = run::execute(settings, &pool, request, stop.clone()).await;
     crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
     serving.cancel();
     let report = outcome?;
     if request.kind == RunKind::Scheduled {
         if let Some(job) = job {
-            job.retention_after_run(settings, &pool, report.run_id)
+            job.retention_after_run(settings, &pool, report.run_id, &stop)
                 .await;
         }
     }

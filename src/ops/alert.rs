@@ -71,10 +71,11 @@ impl Alert {
         })
     }
 
-    /// The alert about a run of `job` that could not start; `None` when another run of the
-    /// job holds its lock (exit 75: the job is running, nothing is wrong).
+    /// The alert about a run of `job` that could not start; `None` when it only found a lock
+    /// held (another run of the job, exit 75; the warehouse's past its bound): nothing is
+    /// wrong, the next fire time tries again.
     pub fn not_started(job: &str, error: &anyhow::Error) -> Option<Alert> {
-        if error.chain().any(|c| c.is::<crate::run::LockHeld>()) {
+        if error.chain().any(crate::run::busy) {
             return None;
         }
         let host = host();

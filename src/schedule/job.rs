@@ -202,14 +202,24 @@ impl Job {
 
     /// Applies the job's `retention_keep_months` after its scheduled run `run_id` (nothing
     /// when the key is not set): logs what it did, one line, and records it in the run's
-    /// ledger row (`details.retention`). A failure is logged, never an error of the run.
-    pub async fn retention_after_run(&self, settings: &Settings, pool: &sqlx::PgPool, run_id: i64) {
+    /// ledger row (`details.retention`). Item codes kept: 3, or the job's `no_receipt_after` if
+    /// larger. A refusal or a failure is a warning, never an error of the run.
+    pub async fn retention_after_run(
+        &self,
+        settings: &Settings,
+        pool: &sqlx::PgPool,
+        run_id: i64,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
         let Some(months) = self.retention_keep_months else {
             return;
         };
         let codes = self.follow.no_receipt_after.unwrap_or(0).max(3);
         let done = match settings.require_database() {
-            Ok(options) => crate::ops::retention::after_run(options, pool, months, codes).await,
+            Ok(options) => {
+                let wait = (settings.lock_reconnect_timeout, stop);
+                crate::ops::retention::after_run(options, pool, months, codes, wait).await
+            }
             Err(e) => Err(e.into()),
         };
         let recorded = match done {

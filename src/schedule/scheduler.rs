@@ -13,7 +13,7 @@
 use super::job::{self, CatchUp, Job, JobError, LoadedFile};
 use crate::ops::alert::{self, Alert};
 use crate::run::ledger::{RunKind, RunStatus};
-use crate::run::{self, LockHeld, RunReport, RunRequest};
+use crate::run::{self, RunReport, RunRequest};
 use crate::settings::Settings;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -352,7 +352,7 @@ impl Scheduler {
         }
         match outcome {
             Some(Ok(report)) => log_finished(&job, &report, &report.summary(&self.settings)),
-            Some(Err(e)) if e.chain().any(|c| c.is::<LockHeld>()) => {
+            Some(Err(e)) if e.chain().any(run::busy) => {
                 tracing::warn!(job, "skipped: {e:#}")
             }
             Some(Err(e)) => tracing::error!(job, "run failed: {e:#}"),
@@ -376,7 +376,7 @@ impl Scheduler {
         let global = self.settings.clone();
         let handle = runs.tasks.spawn(async move {
             let outcome = match settings {
-                Ok(settings) => run::execute(&settings, &pool, &request, stop)
+                Ok(settings) => run::execute(&settings, &pool, &request, stop.clone())
                     .await
                     .map(|report| (report, settings)),
                 Err(e) => Err(e.into()),
@@ -389,7 +389,7 @@ impl Scheduler {
                 }
             };
             owned
-                .retention_after_run(&settings, &pool, report.run_id)
+                .retention_after_run(&settings, &pool, report.run_id, &stop)
                 .await;
             alert::notify(&settings, Alert::for_run(&report, &settings)).await;
             Ok(report)
