@@ -435,6 +435,25 @@ pub enum TableFormat {
     Iceberg,
 }
 
+impl TableFormat {
+    /// `parquet` or `iceberg` (any case, spaces around), as the setting is written.
+    pub fn parse(text: &str) -> Option<TableFormat> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "parquet" => Some(TableFormat::Parquet),
+            "iceberg" => Some(TableFormat::Iceberg),
+            _ => None,
+        }
+    }
+
+    /// The setting's value for this format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableFormat::Parquet => "parquet",
+            TableFormat::Iceberg => "iceberg",
+        }
+    }
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -457,6 +476,9 @@ pub struct Settings {
     pub lake: crate::lake::Lake,
     /// Hive-style Parquet files or an Iceberg table (`--table-format`).
     pub table_format: TableFormat,
+    /// How long one request to a lake in an object store is retried (`--lake-timeout`): for
+    /// opening another location than `lake` (`lake move --to`).
+    pub lake_timeout: std::time::Duration,
     /// The app's API budget, calls per second, shared by every process and job.
     pub rate_limit: u32,
     /// A job's own cap (its `rate_limit`), at most `rate_limit`: it limits that job only.
@@ -674,11 +696,9 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         })
         .transpose()?;
     let (v, o) = src.get(TABLE_FORMAT);
-    let table_format = match v.trim().to_ascii_lowercase().as_str() {
-        "parquet" => TableFormat::Parquet,
-        "iceberg" => TableFormat::Iceberg,
-        _ => return Err(invalid(&o, &v, "parquet or iceberg")),
-    };
+    let table_format =
+        TableFormat::parse(&v).ok_or_else(|| invalid(&o, &v, "parquet or iceberg"))?;
+    let lake_timeout = std::time::Duration::from_secs(bounded(LAKE_TIMEOUT, 5, 3600, "seconds")?);
     let max = MAX_RATE_LIMIT as u64;
     Ok(Settings {
         database,
@@ -686,11 +706,9 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         secret_key,
         identifier,
         api,
-        lake: lake(
-            src.get(PARQUET_DIR),
-            std::time::Duration::from_secs(bounded(LAKE_TIMEOUT, 5, 3600, "seconds")?),
-        )?,
+        lake: lake(src.get(PARQUET_DIR), lake_timeout)?,
         table_format,
+        lake_timeout,
         rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
         job_rate_cap: None,
         batch_size: bounded(BATCH_SIZE, 1, MAX_BATCH_SIZE as u64, "seqs per call")? as usize,

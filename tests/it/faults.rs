@@ -195,24 +195,27 @@ async fn every_session_of_a_run_killed_again_and_again_loses_and_doubles_nothing
     assert_consistent(&pg, dir.path());
 }
 
+/// The table's directory cannot be created mid-run (a file sits at its name, as a full or
+/// read-only disk would refuse it): the run ends failed naming the path, its committed rows stay
+/// in Postgres and the manifest lists no file; once the path is usable, the next run writes them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unwritable_parquet_directory_fails_the_run_and_the_next_run_catches_up() {
     let db = TestDb::new().await;
     let sim = simulator(2, 100, |_| {});
     let dir = tempfile::tempdir().unwrap();
-    let blocked = dir.path().join("not-a-directory");
-    std::fs::write(&blocked, "a file where the Parquet directory should be").unwrap();
+    let blocked = dir.path().join("receipt_snapshots");
+    std::fs::write(&blocked, "a file where the table's directory should be").unwrap();
     track_all(&db, &group_ids(&sim), 100).await;
-    let out = run(exporter_for(&db, &sim.base_url(), &blocked).arg("run"));
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
     assert_eq!(out.status.code(), Some(1));
     let (status, _, _, error) = run_row(&db, 1).await;
     assert_eq!(status, "failed");
     let error = error.unwrap();
     assert!(
-        error.contains("not-a-directory"),
+        error.contains(&blocked.display().to_string()),
         "the error names the path: {error}"
     );
-    assert!(stdout(&out).contains("failed") && stdout(&out).contains("not-a-directory"));
+    assert!(stdout(&out).contains("failed") && stdout(&out).contains("receipt_snapshots"));
     let files: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.parquet_files")
         .fetch_one(&db.pool)
         .await
@@ -224,10 +227,10 @@ async fn an_unwritable_parquet_directory_fails_the_run_and_the_next_run_catches_
         "what was committed to Postgres stays"
     );
 
-    let good = dir.path().join("warehouse");
-    let out = run(exporter_for(&db, &sim.base_url(), &good).arg("run"));
+    std::fs::remove_file(&blocked).unwrap();
+    let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
     assert_eq!(out.status.code(), Some(0));
-    assert_consistent(&pg_snapshots(&db).await, &good);
+    assert_consistent(&pg_snapshots(&db).await, dir.path());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -845,8 +845,8 @@ async fn a_run_frozen_before_its_commit_is_fenced_and_its_file_never_lands() {
     );
 }
 
-/// The catalog's table lives in one lake: a run pointed at another is refused (exit 2), and
-/// neither the table nor the other lake is touched.
+/// The database records its lake: a run pointed at another is refused (exit 2, naming the
+/// recorded one), and neither the table nor the other lake is touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_pointed_at_another_lake_is_refused() {
     let db = TestDb::new().await;
@@ -858,8 +858,12 @@ async fn a_run_pointed_at_another_lake_is_refused() {
     let before = iceberg_rows(&db);
     let out = run(&mut iceberg_run(&db, &sim, other.path()));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let recorded = format!(
+        "this database's lake is iceberg at file://{}",
+        first.path().display()
+    );
     assert!(
-        stderr(&out).contains("is at file://") && stderr(&out).contains("point --parquet-dir"),
+        stderr(&out).contains(&recorded) && stderr(&out).contains("lake move --from"),
         "{}",
         stderr(&out)
     );

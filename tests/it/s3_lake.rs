@@ -105,7 +105,8 @@ async fn a_run_into_s3_lands_exactly_the_postgres_rows_and_verify_agrees() {
     assert!(stdout(&out).contains("0 problem(s)"), "{}", stdout(&out));
     let out = run(exporter_s3(&db, &sim, &s3).arg("doctor"));
     assert!(
-        stdout(&out).contains("answers; no other database's lake"),
+        stdout(&out).contains(&format!("OK    parquet dir: {} answers", s3.url(PREFIX)))
+            && stdout(&out).contains("this database's lake (no other database's marker)"),
         "{}",
         stdout(&out)
     );
