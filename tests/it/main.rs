@@ -15,6 +15,7 @@ mod hostile;
 mod iceberg;
 mod jobs;
 mod lake;
+mod lakes;
 mod migrations;
 mod ops;
 mod pull;

@@ -179,9 +179,10 @@ impl IcebergLake {
         Ok((location, metadata))
     }
 
-    /// Checks, changing nothing, that the table the catalog lists is in this lake, or, when the
-    /// catalog lists none, that a run may create it ([`IcebergLake::check_creatable`]): a run
-    /// refuses a wrong lake before it starts (exit 2), not half-way.
+    /// Checks, changing nothing, that the table the catalog lists (if any) is in this lake: a run
+    /// refuses a wrong lake before it starts (exit 2), not half-way. (Whether a missing table
+    /// may be created is asked once the lake is known to be this database's:
+    /// [`IcebergLake::check_creatable`], when the table is opened.)
     pub async fn check_catalog(&self, pool: &PgPool) -> Result<(), SinkError> {
         let mut conn = pool
             .acquire()
@@ -189,7 +190,7 @@ impl IcebergLake {
             .map_err(SinkError::pg("opening the Iceberg catalog"))?;
         match self.load(&mut conn, false).await? {
             Some(table) => self.check_location(table).map(drop),
-            None => self.check_creatable(pool).await,
+            None => Ok(()),
         }
     }
 
