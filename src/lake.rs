@@ -1,8 +1,11 @@
 //! Where the lake is: a local directory, or a prefix in an object store (S3, GCS, Azure Blob)
 //! reached through the `object_store` crate. This module turns the `--parquet-dir` string into
-//! a [`Location`] (pure parsing, [`parse_location`]) and a location into an open [`Lake`]
-//! ([`Location::open`], reading the store's standard environment variables). It writes nothing
-//! and knows nothing of Postgres or of the files' layout; the sinks do.
+//! a [`Location`] (pure parsing, [`parse_location`]: a store's scheme without its `//` is
+//! refused, never taken for a directory named `s3:`), a location into its one spelling
+//! ([`Location::normalized`]: `/x`, `file:/x` and `file:///x` are one place, which the
+//! database records as its lake) and into an open [`Lake`] ([`Location::open`], reading the
+//! store's standard environment variables). It writes nothing and knows nothing of Postgres or
+//! of the files' layout; the sinks do.
 //!
 //! Credentials come only from the environment variables `object_store` reads (`AWS_*`,
 //! `GOOGLE_*`, `AZURE_*`). They are never part of a [`Location`], a [`Lake`]'s `Display` or

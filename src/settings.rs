@@ -180,7 +180,7 @@ pub const PARQUET_DIR: Setting = Setting {
     env: "EXPORT_PARQUET_DIR",
     default: Some("./warehouse"),
     value_name: "DIR|URL",
-    help: "the lake: a directory, or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables); in Iceberg mode where the table lives (a directory or s3://)",
+    help: "the lake: a directory (or file:/PATH), or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables); in Iceberg mode where the table lives (a directory or s3://); recorded by the database on first use, other values refused (`lake move` changes it)",
     ..Setting::ROW
 };
 /// `iceberg`: the snapshots go to the Iceberg table `receipts.receipt_snapshots` in the lake,
@@ -191,7 +191,7 @@ pub const TABLE_FORMAT: Setting = Setting {
     env: "EXPORT_TABLE_FORMAT",
     default: Some("parquet"),
     value_name: "FORMAT",
-    help: "parquet (Hive-style directories) or iceberg (an Iceberg table, catalog in Postgres)",
+    help: "parquet (Hive-style directories) or iceberg (an Iceberg table, catalog in Postgres); recorded with the lake on first use, the other refused (`lake move --to-format` changes it)",
     ..Setting::ROW
 };
 /// object_store retries a failed request for up to 3 minutes by default, silently: a lake that
