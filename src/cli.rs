@@ -428,8 +428,10 @@ pub struct LakeVerifyArgs {
 #[derive(Debug, Subcommand)]
 pub enum IcebergCommand {
     /// Expire snapshots older than --expire-older-than (keeping the newest --retain-last), then
-    /// remove orphan files (under the table, named by no metadata, older than
-    /// --orphan-min-age); compaction is Spark's rewrite_data_files (see the README)
+    /// remove orphan files (under the table, named by no metadata, metadata files out of the
+    /// log included, older than --orphan-min-age); all planned and checked first, so a failed
+    /// check changes nothing; works after any engine's commits; compaction is Spark's
+    /// rewrite_data_files (see the README)
     #[command(after_help = EXIT_CODES_HELP)]
     Maintain(IcebergMaintainArgs),
 }

@@ -88,10 +88,9 @@ impl Location {
         match self {
             Location::Local(path) => {
                 let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
-                let text = abs.to_string_lossy();
-                format!("file://{}", text.trim_end_matches('/'))
+                normalize_location(&abs.to_string_lossy())
             }
-            remote => remote.to_string().trim_end_matches('/').to_string(),
+            remote => normalize_location(&remote.to_string()),
         }
     }
 }
@@ -156,6 +155,42 @@ pub fn parse_location(value: &str) -> Result<Location, String> {
         bucket: bucket.to_string(),
         prefix: prefix.to_string(),
     })
+}
+
+/// One spelling of a location in the lake, so that locations written by different engines
+/// compare equal: `file:/x` (Hadoop, so Spark), `file:///x` (iceberg-rust, pyiceberg),
+/// `file://localhost/x` and `/x` are one file on this host, all `file:///x`; `s3a://` and
+/// `s3n://` (Hadoop's S3 clients) are `s3://`; repeated and trailing slashes of the path go.
+/// Every comparison of two locations that may come from different writers goes through this
+/// (Iceberg metadata against a listing, a table's location against the configured lake).
+pub fn normalize_location(location: &str) -> String {
+    let (scheme, rest) = match location.split_once(':') {
+        Some((scheme, rest))
+            if split_scheme(location).is_some() || scheme.eq_ignore_ascii_case("file") =>
+        {
+            (scheme.to_ascii_lowercase(), rest)
+        }
+        _ if location.starts_with('/') => ("file".to_string(), location),
+        _ => return location.to_string(),
+    };
+    let (authority, path) = match rest.strip_prefix("//") {
+        Some(after) => after.split_at(after.find('/').unwrap_or(after.len())),
+        None => ("", rest),
+    };
+    let scheme = match scheme.as_str() {
+        "s3a" | "s3n" => "s3",
+        other => other,
+    };
+    let authority = match (scheme, authority) {
+        ("file", "localhost") => "",
+        (_, authority) => authority,
+    };
+    let mut clean = String::with_capacity(path.len());
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        clean.push('/');
+        clean.push_str(part);
+    }
+    format!("{scheme}://{authority}{clean}")
 }
 
 /// The value with anything between `://` and an `@` of the authority hidden: a location never
@@ -635,6 +670,8 @@ mod tests {
         assert_eq!(ok("./warehouse"), Location::Local("./warehouse".into()));
         assert_eq!(ok("/srv/lake"), Location::Local("/srv/lake".into()));
         assert_eq!(ok("file:///srv/lake"), Location::Local("/srv/lake".into()));
+        assert_eq!(ok("file:/srv/lake"), Location::Local("/srv/lake".into()));
+        assert_eq!(ok("FILE:/srv/lake"), Location::Local("/srv/lake".into()));
         assert_eq!(ok("s3://lake/a/b/"), remote(Scheme::S3, "lake", "a/b"));
         assert_eq!(ok("s3://lake"), remote(Scheme::S3, "lake", ""));
         assert_eq!(ok("gs://g/x"), remote(Scheme::Gcs, "g", "x"));
@@ -664,6 +701,37 @@ mod tests {
         assert_eq!(norm("./wh"), format!("file://{}/wh", here.display()));
         assert_eq!(norm("s3://b/p/"), "s3://b/p");
         assert_eq!(norm("s3://b"), "s3://b");
+    }
+
+    #[test]
+    fn every_spelling_of_one_location_normalizes_to_one() {
+        for same in [
+            "file:/srv/lake/t/a.parquet",
+            "file:///srv/lake/t/a.parquet",
+            "file://localhost/srv/lake/t/a.parquet",
+            "/srv/lake/t/a.parquet",
+            "file:/srv//lake/t/a.parquet",
+            "FILE:///srv/lake/t/a.parquet",
+        ] {
+            assert_eq!(
+                normalize_location(same),
+                "file:///srv/lake/t/a.parquet",
+                "{same}"
+            );
+        }
+        for same in ["s3://b/p/t", "s3a://b/p/t", "s3n://b/p/t/", "s3://b/p//t"] {
+            assert_eq!(normalize_location(same), "s3://b/p/t", "{same}");
+        }
+        assert_ne!(
+            normalize_location("file:/srv/lake/a"),
+            normalize_location("file:/srv/lake/b")
+        );
+        assert_ne!(
+            normalize_location("s3://b1/p"),
+            normalize_location("s3://b2/p")
+        );
+        assert_eq!(normalize_location("gs://b/x"), "gs://b/x");
+        assert_eq!(normalize_location("relative/x"), "relative/x");
     }
 
     #[test]

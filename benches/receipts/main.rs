@@ -17,6 +17,10 @@ mod pg;
 mod pq;
 mod report;
 mod s3;
+// moto's S3 server from the project's Python environment, installed on first use as the
+// tests install it.
+#[path = "../../tests/it/tools.rs"]
+mod tools;
 mod whole;
 
 use report::Report;

@@ -1,5 +1,5 @@
 //! Section 6, the lake in an object store (issue 17), against moto's S3 server on loopback
-//! (`moto_server`, `python3 -m pip install "moto[server]"`): not AWS. Moto is a Python process
+//! (`moto_server`, from the project's Python environment: `tests/it/tools.rs`): not AWS. Moto is a Python process
 //! that keeps objects in memory, so its figures say what our side costs and how the upload
 //! protocol compares with a local rename, not what S3 over a network would give.
 //!
@@ -19,7 +19,7 @@ use anyhow::Context;
 use object_store::ObjectStoreExt;
 use receipt_exporter::lake::{parse_location, Lake};
 use receipt_exporter::sink::parquet::RunParquet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "lake-bench";
@@ -175,12 +175,12 @@ impl Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
             .port();
-        let child = Command::new("moto_server")
+        let child = crate::tools::moto_server()
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .context("starting moto_server (python3 -m pip install \"moto[server]\")")?;
+            .context("starting moto_server")?;
         let moto = Moto {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),

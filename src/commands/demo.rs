@@ -154,7 +154,7 @@ fn print_iceberg_steps(database_url: &str) {
         .map_or(database_url, |(_, r)| r);
     println!(
         "\nThe Iceberg table receipts.receipt_snapshots, its catalog in {database_url} (schema receipts).
-Try, with pyiceberg and DuckDB (python3 -m pip install \"pyiceberg[sql-postgres,pyarrow]\" duckdb):
+Try, with pyiceberg and DuckDB (python3 -m pip install \"pyiceberg[sql-postgres,pyarrow]==0.12.0\" duckdb==1.5.5):
 python3 - <<'PY'
 from pyiceberg.catalog.sql import SqlCatalog
 import duckdb

@@ -4,14 +4,24 @@
 //!    `expire_snapshots`, committed like a run's commit: the catalog row locked, the new
 //!    metadata staged, the pointer moved by compare-and-set.
 //! 2. Remove orphan files: files under the table's location that no metadata names (not the
-//!    current metadata file, nor one in its log; no manifest list, manifest or data file of a
-//!    kept snapshot) and that are older than a safety age, so a file a writer is about to
-//!    commit is never taken. They are what a crash between writing and committing leaves, and
-//!    what expired snapshots no longer need.
+//!    current metadata file, nor one in its log; no manifest list, manifest, data, delete or
+//!    statistics file of a kept snapshot) and that are older than a safety age, so a file a
+//!    writer is about to commit is never taken. They are what a crash between writing and
+//!    committing leaves, what expired snapshots no longer need, and the metadata files that
+//!    fell out of the log (every writer trims it at `write.metadata.previous-versions-max`,
+//!    none deletes the files).
+//!
+//! Everything is planned and checked before anything changes: the expiry is applied in memory,
+//! the files it leaves named are compared with the listing, and only then is the expiry
+//! committed and are the orphans removed. A check that fails (a listing that does not show the
+//! live data files) leaves the table as it was. Locations are compared in one spelling
+//! ([`crate::lake::normalize_location`]): other engines name the same files otherwise (Spark's
+//! Hadoop file system writes `file:/...`, iceberg-rust `file:///...`).
 //!
 //! Compaction is not here: iceberg-rust 0.10 has no rewrite (replace) commit. The README gives
 //! Spark's `rewrite_data_files` procedure for a closed day.
 
+use crate::lake::normalize_location;
 use crate::sink::iceberg::commit::{self, Staging};
 use crate::sink::iceberg::files::{self, Listed};
 use crate::sink::iceberg::IcebergTarget;
@@ -47,66 +57,126 @@ pub struct MaintainReport {
     pub data_files: usize,
 }
 
-/// Expires old snapshots, then removes orphan files (see the module header).
+/// Plans the expiry and the orphans, checks them, then commits the expiry and removes the
+/// orphans (see the module header).
 pub async fn maintain(
     pool: &PgPool,
     target: &IcebergTarget,
     opts: &MaintainOptions,
 ) -> Result<MaintainReport, SinkError> {
-    let mut report = MaintainReport::default();
-    expire(pool, target, opts, &mut report).await?;
+    let (plan, mut report) = plan(pool, target, opts).await?;
+    if opts.dry_run {
+        return Ok(report);
+    }
+    if report.snapshots_expired > 0 {
+        let committed = commit_expiry(pool, target, opts).await?;
+        report.snapshots_expired = committed.expired;
+        if committed.base != plan.base || committed.expired == 0 {
+            // The table moved between the plan and the commit (another writer committed): what
+            // the table names now is kept, whatever the plan said.
+            let kept = referenced_files(&committed.table).await?;
+            report
+                .orphans
+                .retain(|o| !kept.all.contains(&normalize_location(o)));
+        }
+    }
+    for location in &report.orphans {
+        target
+            .lake
+            .file_io()
+            .delete(location)
+            .await
+            .map_err(SinkError::iceberg("removing an orphan file"))?;
+    }
+    Ok(report)
+}
+
+/// What a plan was made from.
+struct Plan {
+    /// The metadata location the catalog pointed to.
+    base: String,
+}
+
+/// The expiry applied in memory, the files the table would then name, the listing of the
+/// table's location checked against them, and the orphans among the listed files. Changes
+/// nothing.
+async fn plan(
+    pool: &PgPool,
+    target: &IcebergTarget,
+    opts: &MaintainOptions,
+) -> Result<(Plan, MaintainReport), SinkError> {
     let mut conn = pool
         .acquire()
         .await
         .map_err(SinkError::pg("opening the Iceberg catalog"))?;
-    let table = target
+    let base = target
         .lake
         .load(&mut conn, false)
         .await?
         .expect("opened above");
     drop(conn);
-    let referenced = referenced_files(&table).await?;
-    report.data_files = referenced.live.len();
-    let now = Utc::now();
-    let min_age = chrono::Duration::from_std(opts.orphan_min_age).unwrap_or(chrono::Duration::MAX);
+    let after = Staging::preview(&base, expiry(&base, opts)?).await?;
+    let before = base.metadata().snapshots().len();
+    let expired = before - after.metadata().snapshots().len();
+    // Without an expiry the table stays as it is: its own log names the metadata files kept.
+    let kept = if expired > 0 { &after } else { &base };
+    let referenced = referenced_files(kept).await?;
     let listed = files::list_table(&target.lake).await?;
     check_listing_names_live_files(&listed, &referenced.live)?;
-    for file in listed {
-        if referenced.all.contains(&file.location) {
-            continue;
-        }
-        if !old_enough(&file, now, min_age) {
-            report.young_unreferenced += 1;
-            continue;
-        }
-        if !opts.dry_run {
-            target
-                .lake
-                .file_io()
-                .delete(&file.location)
-                .await
-                .map_err(SinkError::iceberg("removing an orphan file"))?;
-        }
-        report.orphans.push(file.location);
-    }
-    Ok(report)
+    let min_age = chrono::Duration::from_std(opts.orphan_min_age).unwrap_or(chrono::Duration::MAX);
+    let (orphans, young) = orphans(listed, &referenced.all, Utc::now(), min_age);
+    let plan = Plan {
+        base: location_of(&base)?.to_string(),
+    };
+    let report = MaintainReport {
+        snapshots_before: before,
+        snapshots_expired: expired,
+        orphans,
+        young_unreferenced: young,
+        data_files: referenced.live.len(),
+    };
+    Ok((plan, report))
 }
 
-/// Refuses to remove anything unless the listing shows every live data file under the very
-/// name the metadata uses: a listing that spells names otherwise would make live files look
-/// like orphans.
+/// The listed files no metadata names (`referenced`, normalised), old enough to remove; and how
+/// many unnamed files are too young.
+fn orphans(
+    listed: Vec<Listed>,
+    referenced: &HashSet<String>,
+    now: DateTime<Utc>,
+    min_age: chrono::Duration,
+) -> (Vec<String>, usize) {
+    let mut young = 0;
+    let mut orphans = Vec::new();
+    for file in listed {
+        if referenced.contains(&normalize_location(&file.location)) {
+            continue;
+        }
+        match old_enough(&file, now, min_age) {
+            true => orphans.push(file.location),
+            false => young += 1,
+        }
+    }
+    (orphans, young)
+}
+
+/// Refuses to go on unless the listing shows every live data file (both spellings normalised):
+/// a listing that names files otherwise would make live files look like orphans.
 fn check_listing_names_live_files(
     listed: &[Listed],
     live: &HashSet<String>,
 ) -> Result<(), SinkError> {
-    let seen: HashSet<&str> = listed.iter().map(|f| f.location.as_str()).collect();
-    let missing: Vec<&String> = live.iter().filter(|l| !seen.contains(l.as_str())).collect();
+    let seen: HashSet<String> = listed
+        .iter()
+        .map(|f| normalize_location(&f.location))
+        .collect();
+    let missing: Vec<&String> = live.iter().filter(|l| !seen.contains(*l)).collect();
     match missing.first() {
         None => Ok(()),
         Some(first) => Err(SinkError::IcebergState(format!(
             "{} live data file(s) of the table are not where the listing of its location shows files \
-             (e.g. {first}): removed nothing; check that EXPORT_PARQUET_DIR names the lake as the table's \
-             metadata does",
+             (e.g. {first}): changed nothing (no snapshot expired, no file removed); check that \
+             EXPORT_PARQUET_DIR names the lake as the table's metadata does",
             missing.len()
         ))),
     }
@@ -116,67 +186,68 @@ fn old_enough(file: &Listed, now: DateTime<Utc>, min_age: chrono::Duration) -> b
     now.signed_duration_since(file.last_modified) >= min_age
 }
 
-/// Expires snapshots in one commit under the catalog row's lock.
-async fn expire(
+/// The snapshot expiry `opts` asks for, on `table`.
+fn expiry(table: &Table, opts: &MaintainOptions) -> Result<Transaction, SinkError> {
+    let cutoff = Utc::now()
+        - chrono::Duration::from_std(opts.expire_older_than).unwrap_or(chrono::Duration::MAX);
+    let itx = Transaction::new(table);
+    itx.expire_snapshots()
+        .expire_older_than_ms(cutoff.timestamp_millis())
+        .retain_last(opts.retain_last.max(1))
+        .apply(itx)
+        .map_err(SinkError::iceberg("preparing the snapshot expiry"))
+}
+
+fn location_of(table: &Table) -> Result<&str, SinkError> {
+    table
+        .metadata_location_result()
+        .map_err(SinkError::iceberg("reading the pointer"))
+}
+
+/// An expiry's outcome: the table as it is after it, the pointer it started from, the snapshots
+/// it removed (0: nothing was left to expire, the table is as loaded).
+struct Committed {
+    table: Table,
+    base: String,
+    expired: usize,
+}
+
+/// Expires snapshots in one commit under the catalog row's lock, on the table as it is now.
+async fn commit_expiry(
     pool: &PgPool,
     target: &IcebergTarget,
     opts: &MaintainOptions,
-    report: &mut MaintainReport,
-) -> Result<(), SinkError> {
+) -> Result<Committed, SinkError> {
     let mut tx = pool
         .begin()
         .await
         .map_err(SinkError::pg("starting an Iceberg commit"))?;
     let base = commit::lock_table(&target.lake, &mut tx).await?;
-    report.snapshots_before = base.metadata().snapshots().len();
-    let cutoff = Utc::now()
-        - chrono::Duration::from_std(opts.expire_older_than).unwrap_or(chrono::Duration::MAX);
-    let itx = Transaction::new(&base);
-    let itx = itx
-        .expire_snapshots()
-        .expire_older_than_ms(cutoff.timestamp_millis())
-        .retain_last(opts.retain_last.max(1))
-        .apply(itx)
-        .map_err(SinkError::iceberg("preparing the snapshot expiry"))?;
-    if opts.dry_run {
-        // Stage in memory only: count what would go, write nothing.
-        let kept = would_keep(&base, cutoff, opts.retain_last.max(1));
-        report.snapshots_expired = report.snapshots_before - kept;
-        return Ok(());
-    }
-    let staged = Staging::stage(&base, itx).await?;
-    let after = staged.metadata().snapshots().len();
-    report.snapshots_expired = report.snapshots_before - after;
-    if report.snapshots_expired == 0 {
-        // Nothing changed: the staged metadata file is not needed.
-        let (old, new) = (base.metadata_location(), staged.metadata_location());
-        if let Some(new) = new.filter(|new| Some(*new) != old) {
-            let _ = target.lake.file_io().delete(new).await;
+    let staged = Staging::stage(&base, expiry(&base, opts)?).await?;
+    let expired = base.metadata().snapshots().len() - staged.metadata().snapshots().len();
+    let (old, new) = (location_of(&base)?, location_of(&staged)?);
+    if expired == 0 || old == new {
+        if old != new {
+            let _ = target.lake.file_io().delete(new).await; // nothing changed: not needed
         }
-        return Ok(());
+        return Ok(Committed {
+            base: old.to_string(),
+            table: base.clone(),
+            expired: 0,
+        });
     }
     commit::move_pointer(&mut tx, &base, &staged).await?;
     tx.commit()
         .await
-        .map_err(SinkError::pg("committing the snapshot expiry"))
+        .map_err(SinkError::pg("committing the snapshot expiry"))?;
+    Ok(Committed {
+        base: old.to_string(),
+        table: staged,
+        expired,
+    })
 }
 
-/// How many snapshots an expiry keeps: the newest `retain_last`, and any newer than `cutoff`.
-fn would_keep(table: &Table, cutoff: DateTime<Utc>, retain_last: usize) -> usize {
-    let mut times: Vec<i64> = table
-        .metadata()
-        .snapshots()
-        .map(|s| s.timestamp_ms())
-        .collect();
-    times.sort_unstable_by(|a, b| b.cmp(a));
-    times
-        .iter()
-        .enumerate()
-        .filter(|(i, t)| *i < retain_last || **t >= cutoff.timestamp_millis())
-        .count()
-}
-
-/// Every file the table's metadata names.
+/// Every file the table's metadata names, normalised ([`normalize_location`]).
 struct Referenced {
     all: HashSet<String>,
     /// The live data files of the current snapshot.
@@ -186,35 +257,38 @@ struct Referenced {
 async fn referenced_files(table: &Table) -> Result<Referenced, SinkError> {
     let metadata = table.metadata();
     let mut all: HashSet<String> = HashSet::new();
-    all.insert(
-        table
-            .metadata_location_result()
-            .map_err(SinkError::iceberg("reading the pointer"))?
-            .to_string(),
-    );
+    let mut name = |location: &str| all.insert(normalize_location(location));
+    name(location_of(table)?);
     for log in metadata.metadata_log() {
-        all.insert(log.metadata_file.clone());
+        name(&log.metadata_file);
+    }
+    for stats in metadata.statistics_iter() {
+        name(&stats.statistics_path);
+    }
+    for stats in metadata.partition_statistics_iter() {
+        name(&stats.statistics_path);
     }
     let mut live = HashSet::new();
     let current = metadata.current_snapshot_id();
     for snapshot in metadata.snapshots() {
-        all.insert(snapshot.manifest_list().to_string());
+        all.insert(normalize_location(snapshot.manifest_list()));
         let list = table
             .manifest_list_reader(snapshot)
             .load()
             .await
             .map_err(SinkError::iceberg("reading a manifest list"))?;
         for manifest_file in list.entries() {
-            all.insert(manifest_file.manifest_path.clone());
+            all.insert(normalize_location(&manifest_file.manifest_path));
             let manifest = manifest_file
                 .load_manifest(table.file_io())
                 .await
                 .map_err(SinkError::iceberg("reading a manifest"))?;
             for entry in manifest.entries() {
-                all.insert(entry.file_path().to_string());
+                let path = normalize_location(entry.file_path());
                 if Some(snapshot.snapshot_id()) == current && entry.is_alive() {
-                    live.insert(entry.file_path().to_string());
+                    live.insert(path.clone());
                 }
+                all.insert(path);
             }
         }
     }
@@ -239,7 +313,35 @@ mod tests {
         assert!(check_listing_names_live_files(&same, &live).is_ok());
         let spelled_otherwise = [listed("s3://b/t/data/d%3D1/a.parquet")];
         let err = check_listing_names_live_files(&spelled_otherwise, &live).unwrap_err();
-        assert!(err.to_string().contains("removed nothing"), "{err}");
+        assert!(err.to_string().contains("changed nothing"), "{err}");
+    }
+
+    #[test]
+    fn a_file_spelled_file_colon_slash_is_the_same_file_as_file_colon_triple_slash() {
+        // Spark (Hadoop) names a file `file:/x`; the listing and iceberg-rust `file:///x`.
+        let referenced: HashSet<String> = [
+            "file:/lake/t/data/d=1/spark.parquet",
+            "file:///lake/t/m/v2.metadata.json",
+        ]
+        .into_iter()
+        .map(normalize_location)
+        .collect();
+        let live: HashSet<String> =
+            [normalize_location("file:/lake/t/data/d=1/spark.parquet")].into();
+        let old = Utc::now() - chrono::Duration::days(2);
+        let listed = |l: &str| Listed {
+            location: l.to_string(),
+            last_modified: old,
+        };
+        let listing = vec![
+            listed("file:///lake/t/data/d=1/spark.parquet"),
+            listed("file:///lake/t/m/v2.metadata.json"),
+            listed("file:///lake/t/m/v1.metadata.json"),
+        ];
+        assert!(check_listing_names_live_files(&listing, &live).is_ok());
+        let (orphans, young) = orphans(listing, &referenced, Utc::now(), chrono::Duration::days(1));
+        assert_eq!(orphans, ["file:///lake/t/m/v1.metadata.json"]);
+        assert_eq!(young, 0);
     }
 
     #[test]

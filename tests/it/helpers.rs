@@ -66,23 +66,29 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
-        let name = self.name.clone();
-        // Drop runs inside the test's runtime: do the async work on a thread of its own.
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async {
-                if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(&sql).execute(&mut conn).await;
-                }
-            });
-        })
-        .join()
-        .ok();
+        admin_sql(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.name
+        ));
     }
+}
+
+/// Runs `sql` on the admin database, ignoring errors, from a `Drop`: it may run inside the
+/// test's runtime, so the async work happens on a thread of its own.
+pub fn admin_sql(sql: String) {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            if let Ok(mut conn) = PgConnection::connect(&admin_url()).await {
+                let _ = sqlx::raw_sql(&sql).execute(&mut conn).await;
+            }
+        });
+    })
+    .join()
+    .ok();
 }
 
 /// `url` with its database name replaced.

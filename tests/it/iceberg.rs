@@ -6,17 +6,11 @@ use sqlx::Connection;
 use std::path::Path;
 use std::process::Command;
 
-const INSTALL: &str = "python3 -m pip install \"pyiceberg[sql-postgres,pyarrow]\"";
-
 /// Reads the table with pyiceberg's SqlCatalog (catalog `receipt_exporter`, schema `receipts`
 /// through `search_path`) and prints one JSON line per row, plus the snapshot summaries.
 pub(crate) const READER: &str = r#"
 import json, sys
-try:
-    from pyiceberg.catalog.sql import SqlCatalog
-except ImportError as e:
-    print("IMPORT-FAILED", e)
-    sys.exit(3)
+from pyiceberg.catalog.sql import SqlCatalog
 uri, what = sys.argv[1], sys.argv[2]
 cat = SqlCatalog("receipt_exporter", uri=uri, init_catalog_tables="false")
 table = cat.load_table("receipts.receipt_snapshots")
@@ -51,17 +45,9 @@ fn pyiceberg(db: &TestDb, what: &str) -> String {
 }
 
 fn pyiceberg_at(url: &str, what: &str) -> String {
-    let out = Command::new("python3")
-        .args(["-c", READER, url, what])
-        .output()
-        .unwrap_or_else(|e| panic!("python3 is needed for this test ({e}); then {INSTALL}"));
-    let text = stdout(&out);
-    assert!(
-        !text.contains("IMPORT-FAILED"),
-        "pyiceberg is not installed: {INSTALL}\n{text}"
-    );
+    let out = crate::tools::run_python(READER, &[url, what]);
     assert!(out.status.success(), "pyiceberg failed: {}", stderr(&out));
-    text
+    stdout(&out)
 }
 
 /// Every row of the table as pyiceberg reads it, sorted like [`pg_snapshots`].
@@ -69,8 +55,9 @@ pub fn iceberg_rows(db: &TestDb) -> Vec<Snap> {
     parse_rows(&pyiceberg(db, "rows"))
 }
 
-/// The reader's JSON lines as sorted snapshots.
-pub(crate) fn parse_rows(text: &str) -> Vec<Snap> {
+/// A reader's JSON lines (`run_id`, `captured_at` in microseconds, `group_id`, `msg_seq`,
+/// `read_num`, `unread_num`) as sorted snapshots.
+pub fn parse_rows(text: &str) -> Vec<Snap> {
     let mut rows: Vec<Snap> = text
         .lines()
         .map(|line| {
@@ -418,14 +405,11 @@ async fn the_readme_pyiceberg_query_works_as_printed() {
     let out = run(&mut iceberg_run(&db, &sim, dir.path()));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let script = section[start..end].replace(demo, db.url.split_once("://").unwrap().1);
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .expect("python3");
+    let out = crate::tools::run_python(&script, &[]);
     let text = stdout(&out);
     assert!(
         out.status.success(),
-        "the README's snippet fails ({INSTALL} duckdb): {}",
+        "the README's snippet fails: {}",
         stderr(&out)
     );
     for group in &groups {
@@ -483,10 +467,7 @@ async fn two_jobs_and_another_writer_commit_concurrently_and_nothing_is_lost() {
             .unwrap()
     };
     let (a, b) = (spawn_job("a"), spawn_job("b"));
-    let other = Command::new("python3")
-        .args(["-c", OTHER_WRITER, &sqlalchemy_url(&db), "8"])
-        .output()
-        .unwrap();
+    let other = crate::tools::run_python(OTHER_WRITER, &[&sqlalchemy_url(&db), "8"]);
     assert!(
         other.status.success(),
         "the other writer: {}",
@@ -499,10 +480,7 @@ async fn two_jobs_and_another_writer_commit_concurrently_and_nothing_is_lost() {
     let ours = iceberg_rows(&db);
     assert_eq!(ours, pg_snapshots(&db).await, "every run's rows once");
     // The other writer's commits survive ours: the table still has its 8 properties.
-    let check = Command::new("python3")
-        .args(["-c", OTHER_WRITER, &sqlalchemy_url(&db), "0"])
-        .output()
-        .unwrap();
+    let check = crate::tools::run_python(OTHER_WRITER, &[&sqlalchemy_url(&db), "0"]);
     assert!(stdout(&check).starts_with("8 "), "{}", stdout(&check));
     let runs: std::collections::BTreeSet<i64> = ours.iter().map(|s| s.run_id).collect();
     assert_eq!(runs.len(), 3, "three runs committed");

@@ -249,7 +249,7 @@ impl TestLake {
 
     /// Runs a Python script with the store's settings in its environment; its stdout.
     fn python(&self, script: &str, args: &[&str]) -> String {
-        let mut cmd = Command::new("python3");
+        let mut cmd = crate::tools::python();
         cmd.arg("-c").arg(script).args(args);
         if let Some(s3) = &self.s3 {
             cmd.envs(s3.vars()).env("TEST_S3_ENDPOINT", &s3.endpoint);

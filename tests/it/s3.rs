@@ -1,7 +1,7 @@
 //! A real S3-protocol server for the tests: moto's server mode (`moto_server`), one per test,
 //! on a free loopback port, with one bucket. No mock of our own: the exporter talks S3 to it
-//! through `object_store` exactly as it would to AWS. A missing `moto_server` fails the test
-//! with the install line; nothing is skipped.
+//! through `object_store` exactly as it would to AWS. `moto_server` and boto3 come from the
+//! project's Python environment ([`crate::tools`]), installed on first use.
 //!
 //! `S3Server::start()` gives the server; `.env(cmd)` adds the standard AWS variables to a
 //! command; `.url(prefix)` is the lake location; `.store()` reads the bucket from a test;
@@ -12,7 +12,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const INSTALL: &str = "python3 -m pip install \"moto[server]\" boto3";
 /// The test credentials. The secret is distinctive so output scans can look for it.
 pub const ACCESS_KEY_ID: &str = "AKIATESTLAKE0000";
 pub const SECRET_ACCESS_KEY: &str = "s3cr3t-lake-key-Zq8vW2nP4xR7tY1uM5kL9hJ3";
@@ -41,15 +40,13 @@ impl S3Server {
 
     fn start_with(env: &[(&str, &str)]) -> S3Server {
         let port = free_port();
-        let child = Command::new("moto_server")
+        let child = crate::tools::moto_server()
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start moto_server ({e}): the S3 tests need it; install it with: {INSTALL}")
-            });
+            .unwrap_or_else(|e| panic!("cannot start moto_server ({e})"));
         let server = S3Server {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -61,7 +58,7 @@ impl S3Server {
             }
             assert!(
                 Instant::now() < deadline,
-                "moto_server on port {port} did not answer within 30 s (installed with: {INSTALL}?)"
+                "moto_server on port {port} did not answer within 30 s"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -180,13 +177,10 @@ impl S3Server {
              B = '{BUCKET}'\n{body}\n",
             self.endpoint
         );
-        let out = Command::new("python3")
-            .args(["-c", &script])
-            .output()
-            .unwrap_or_else(|e| panic!("python3 runs ({e}); install boto3 with: {INSTALL}"));
+        let out = crate::tools::run_python(&script, &[]);
         assert!(
             out.status.success(),
-            "boto3 failed (install it with: {INSTALL}): {}",
+            "boto3 failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout)

@@ -27,12 +27,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 /// A catalog that serves one table as loaded and stages commits: `update_table` applies the
-/// commit and writes the new metadata file, but moves no pointer (the caller does, inside its
-/// own transaction). Everything else is refused.
+/// commit and writes the new metadata file (unless it only previews), but moves no pointer (the
+/// caller does, inside its own transaction). Everything else is refused.
 #[derive(Debug)]
 pub struct Staging {
     base: Table,
     staged: Mutex<Option<Table>>,
+    /// Whether `update_table` writes the new metadata file (false: in memory only).
+    write: bool,
 }
 
 impl Staging {
@@ -40,18 +42,32 @@ impl Staging {
         Staging {
             base,
             staged: Mutex::new(None),
+            write: true,
         }
     }
 
     /// Runs the transaction against the table as loaded; returns the staged table (its
     /// metadata file written, not yet pointed to).
     pub async fn stage(base: &Table, tx: Transaction) -> Result<Table, SinkError> {
-        let staging = Staging::new(base.clone());
+        Staging::run(Staging::new(base.clone()), tx).await
+    }
+
+    /// The table the transaction would make of the table as loaded, in memory only: nothing is
+    /// written (its metadata location names no file yet).
+    pub async fn preview(base: &Table, tx: Transaction) -> Result<Table, SinkError> {
+        let staging = Staging {
+            write: false,
+            ..Staging::new(base.clone())
+        };
+        Staging::run(staging, tx).await
+    }
+
+    async fn run(staging: Staging, tx: Transaction) -> Result<Table, SinkError> {
         tx.commit(&staging)
             .await
             .map_err(SinkError::iceberg("preparing a commit"))?;
         let staged = staging.staged.lock().unwrap().take();
-        Ok(staged.unwrap_or_else(|| base.clone()))
+        Ok(staged.unwrap_or_else(|| staging.base.clone()))
     }
 }
 
@@ -119,11 +135,13 @@ impl Catalog for Staging {
     }
     async fn update_table(&self, commit: TableCommit) -> IcebergResult<Table> {
         let staged = commit.apply(self.base.clone())?;
-        let location: iceberg::MetadataLocation = staged.metadata_location_result()?.parse()?;
-        staged
-            .metadata()
-            .write_to(staged.file_io(), &location)
-            .await?;
+        if self.write {
+            let location: iceberg::MetadataLocation = staged.metadata_location_result()?.parse()?;
+            staged
+                .metadata()
+                .write_to(staged.file_io(), &location)
+                .await?;
+        }
         *self.staged.lock().unwrap() = Some(staged.clone());
         Ok(staged)
     }

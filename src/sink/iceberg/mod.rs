@@ -119,6 +119,12 @@ impl IcebergLake {
         format!("{}/{NAMESPACE}/{TABLE}", self.warehouse)
     }
 
+    /// Whether `location` (as an engine spelled it) is this lake's table location.
+    pub fn is_table_location(&self, location: &str) -> bool {
+        crate::lake::normalize_location(location)
+            == crate::lake::normalize_location(&self.table_location())
+    }
+
     /// The lake as a URI.
     pub fn warehouse(&self) -> &str {
         &self.warehouse
@@ -128,12 +134,18 @@ impl IcebergLake {
         &self.file_io
     }
 
-    /// A location inside the lake, relative to it (as `parquet_files.path` stores it).
+    /// A location inside the lake, relative to it (as `parquet_files.path` stores it), however
+    /// its writer spelled it (`file:/...` or `file:///...`: [`crate::lake::normalize_location`]).
     pub fn relative(&self, location: &str) -> String {
+        let (location, warehouse) = (
+            crate::lake::normalize_location(location),
+            crate::lake::normalize_location(&self.warehouse),
+        );
         location
-            .strip_prefix(&self.warehouse)
+            .strip_prefix(&warehouse)
+            .filter(|p| p.starts_with('/'))
             .map(|p| p.trim_start_matches('/').to_string())
-            .unwrap_or_else(|| location.to_string())
+            .unwrap_or(location)
     }
 
     /// The table, created (empty) if the catalog does not list it yet. Fails when the catalog's
@@ -230,7 +242,7 @@ impl IcebergLake {
 
     fn check_location(&self, table: Table) -> Result<Table, SinkError> {
         let found = table.metadata().location().trim_end_matches('/');
-        if found != self.table_location() {
+        if !self.is_table_location(found) {
             return Err(SinkError::IcebergElsewhere {
                 found: found.to_string(),
                 configured: self.table_location(),
