@@ -15,16 +15,5 @@ CREATE TABLE receipts.lake_identity (
     previous_table_format text CHECK (previous_table_format IN ('parquet', 'iceberg'))
 );
 
--- The writers' group role records the identity on first use and reads it; analysts read it.
--- (Where the README's group roles exist: a database set up with other roles grants by hand, or
--- through its default privileges.)
-DO $$
-BEGIN
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'receipt_writer') THEN
-        GRANT SELECT, INSERT ON receipts.lake_identity TO receipt_writer;
-    END IF;
-    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'receipt_reader') THEN
-        GRANT SELECT ON receipts.lake_identity TO receipt_reader;
-    END IF;
-END
-$$;
+-- Its rights are the grants script's (migrations/grants/grants.sql): the writers' group role
+-- reads it and records it once; only the schema's owner changes it (`lake move`).

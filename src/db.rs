@@ -1,7 +1,10 @@
 //! Postgres connections and migrations.
 //!
 //! Every object of ours lives in the schema `receipts`, the migration ledger of sqlx included:
-//! connections set `search_path` to it, and every statement still names it in full.
+//! connections set `search_path` to it, and every statement still names it in full. Who may do
+//! what there is [`roles`]: `migrate` applies its grants after the migrations.
+
+pub mod roles;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
@@ -24,6 +27,28 @@ pub enum DbError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("while preparing the schema: {0}")]
     Schema(#[source] sqlx::Error),
+    /// The role may not migrate, or the group roles are missing: the user's to fix (exit 2).
+    #[error(transparent)]
+    Roles(#[from] roles::RoleError),
+    #[error("while granting the group roles their rights ({path}): {source}", path = roles::GRANTS_PATH)]
+    Grants {
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+impl DbError {
+    /// True when the user's setup is at fault (exit code 2): the wrong role, missing roles.
+    pub fn is_config(&self) -> bool {
+        matches!(
+            self,
+            DbError::Roles(
+                roles::RoleError::NotOwner { .. }
+                    | roles::RoleError::NoSchema { .. }
+                    | roles::RoleError::NoGroupRoles { .. }
+            )
+        )
+    }
 }
 
 /// Parses a connection URL (settings validate it before any I/O).
@@ -149,8 +174,35 @@ pub fn is_lock_timeout(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03"))
 }
 
-/// Applies the pending migrations; returns the versions and descriptions it applied.
+/// Applies the pending migrations, then the group roles' grants (every time: the rights of
+/// this version, whatever an earlier one granted); returns the versions and descriptions it
+/// applied. Refuses first, changing nothing, a role that does not own the schema, and missing
+/// group roles that this role may not create.
 pub async fn migrate(pool: &PgPool) -> Result<Vec<(i64, String)>, DbError> {
+    migrate_with(pool, Grants::Required).await
+}
+
+/// Whether a migration must leave the group roles their rights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grants {
+    /// `migrate`: without the group roles (and the right to create them) it refuses.
+    Required,
+    /// `demo`, on a local server where its role may create a database but not roles: the
+    /// grants are skipped when the group roles are missing (the demo logs in as that role).
+    IfRolesExist,
+}
+
+/// [`migrate`], with the group roles' grants as `grants` says.
+pub async fn migrate_with(pool: &PgPool, grants: Grants) -> Result<Vec<(i64, String)>, DbError> {
+    let with_roles = {
+        let mut conn = pool.acquire().await.map_err(DbError::Schema)?;
+        roles::check_may_migrate(&mut conn).await?;
+        match roles::ensure_group_roles(&mut conn).await {
+            Ok(()) => true,
+            Err(roles::RoleError::NoGroupRoles { .. }) if grants == Grants::IfRolesExist => false,
+            Err(e) => return Err(e.into()),
+        }
+    };
     // The ledger table of sqlx is created in the first schema of the search path, before the
     // first migration runs: the schema has to exist first.
     sqlx::query("CREATE SCHEMA IF NOT EXISTS receipts")
@@ -159,6 +211,11 @@ pub async fn migrate(pool: &PgPool) -> Result<Vec<(i64, String)>, DbError> {
         .map_err(DbError::Schema)?;
     let applied_before = applied_versions(pool).await?;
     MIGRATOR.run(pool).await?;
+    if with_roles {
+        roles::apply_grants(pool)
+            .await
+            .map_err(|source| DbError::Grants { source })?;
+    }
     Ok(MIGRATOR
         .iter()
         .filter(|m| !applied_before.contains(&m.version))
@@ -212,4 +269,52 @@ pub async fn create_database_if_missing(conn: &mut PgConnection, name: &str) -> 
             .await?;
     }
     Ok(!exists)
+}
+
+/// A session holding an advisory lock: what Postgres tells any role about it (`pg_locks` and
+/// `pg_stat_activity` show every session's pid, role and application name to everyone).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct LockHolder {
+    pub pid: i32,
+    pub role: Option<String>,
+    pub application: Option<String>,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let role = self.role.as_deref().unwrap_or("unknown");
+        match self.application.as_deref().filter(|a| !a.is_empty()) {
+            Some(app) => write!(
+                f,
+                "the session of pid {} (role {role}, application {})",
+                self.pid,
+                crate::untrusted::escape(app)
+            ),
+            None => write!(
+                f,
+                "the session of pid {} (role {role}, no application name)",
+                self.pid
+            ),
+        }
+    }
+}
+
+/// The session holding the advisory lock `key` (a bigint key, as `pg_advisory_lock(bigint)`
+/// takes it) in this database, if one holds it.
+pub async fn advisory_holder(
+    conn: &mut PgConnection,
+    key: i64,
+) -> sqlx::Result<Option<LockHolder>> {
+    sqlx::query_as(
+        "SELECT l.pid, a.usename::text AS role, a.application_name AS application
+         FROM pg_locks l
+         JOIN pg_database d ON d.oid = l.database AND d.datname = current_database()
+         LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+           AND ((l.classid::bigint << 32) | l.objid::bigint) = $1
+         LIMIT 1",
+    )
+    .bind(key)
+    .fetch_optional(conn)
+    .await
 }

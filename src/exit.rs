@@ -19,7 +19,8 @@ pub enum Exit {
     /// `status --max-age`: the job's newest successful run is older than the bound, or there is
     /// none. Distinct from 1 so a monitor tells "stale data" from "could not check".
     Stale = 4,
-    /// Another run of the same job holds the lock (EX_TEMPFAIL: try later).
+    /// Another run of the same job holds the lock, or the warehouse lock stayed held past its
+    /// bound (EX_TEMPFAIL: try later).
     Locked = 75,
     /// Stopped by SIGINT or SIGTERM.
     Interrupted = 130,
@@ -41,7 +42,8 @@ Exit codes:
        the key, the admin account or the region)
   3    partial: some groups failed, the others were exported
   4    stale (`status --max-age`): no successful run of the job within the bound
-  75   another run of the same job holds the lock (try later)
+  75   another run of the same job holds the lock, or the warehouse lock stayed held for
+       EXPORT_LOCK_RECONNECT_TIMEOUT (try later; the message names the session)
   130  interrupted by SIGINT/SIGTERM";
 
 /// An error that is the user's to fix: a bad flag, variable, config file, input file or row.
@@ -77,8 +79,20 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
         if cause.is::<crate::run::LockHeld>() {
             return Exit::Locked;
         }
+        match cause.downcast_ref::<crate::sink::warehouse::WarehouseLockError>() {
+            Some(crate::sink::warehouse::WarehouseLockError::Busy { .. }) => return Exit::Locked,
+            Some(crate::sink::warehouse::WarehouseLockError::Interrupted { .. }) => {
+                return Exit::Interrupted
+            }
+            _ => {}
+        }
         if let Some(sink) = cause.downcast_ref::<crate::sink::SinkError>() {
             if sink.is_config() {
+                return Exit::Usage;
+            }
+        }
+        if let Some(db) = cause.downcast_ref::<crate::db::DbError>() {
+            if db.is_config() {
                 return Exit::Usage;
             }
         }

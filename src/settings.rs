@@ -262,7 +262,8 @@ pub const LOCK_RECONNECT_TIMEOUT: Setting = Setting {
     env: "EXPORT_LOCK_RECONNECT_TIMEOUT",
     default: Some("60"),
     value_name: "SECONDS",
-    help: "seconds a run rides out a lost Postgres session, 5..600",
+    help: "seconds a run rides out a lost Postgres session, and the longest a run or a \
+           command waits for the warehouse lock, 5..600",
     ..Setting::ROW
 };
 pub const JOBS_DIR: Setting = Setting {
@@ -491,7 +492,7 @@ pub struct Settings {
     /// How long one API request may take before it counts as a transient failure.
     pub request_timeout: std::time::Duration,
     /// How long a run re-establishes a lost Postgres session (its job lock, its writes)
-    /// before it stops as `failed`.
+    /// before it stops as `failed`; and the longest anything waits for the warehouse lock.
     pub lock_reconnect_timeout: std::time::Duration,
     /// Where the Prometheus text file goes after each run (node_exporter's textfile collector).
     pub metrics_file: Option<PathBuf>,

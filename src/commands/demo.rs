@@ -24,7 +24,8 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
     let database_url = ensure_database(&args.admin_url).await?;
     let options = crate::db::connect_options(&database_url)?;
     let pool = crate::db::connect(&options).await?;
-    for (version, description) in crate::db::migrate(&pool).await? {
+    let grants = crate::db::Grants::IfRolesExist;
+    for (version, description) in crate::db::migrate_with(&pool, grants).await? {
         println!("applied migration {version} {description}");
     }
 

@@ -7,7 +7,6 @@
 use crate::cli::{ExportCommand, ExportParquetArgs};
 use crate::exit::{self, Exit};
 use crate::settings::Settings;
-use crate::sink::manifest;
 use crate::sink::target::Exported;
 use crate::sink::{Access, LakeTarget};
 use chrono::NaiveDate;
@@ -35,12 +34,11 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
         .exportable(args.relocate)?;
     let target = LakeTarget::open(&pool, lake, format, Access::Write).await?;
     // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
-    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
-    manifest::lock_warehouse(&mut conn).await?;
+    let lock = super::warehouse_lock(settings).await?;
     let exported = target
         .export_days(&pool, (since, until), args.relocate)
         .await;
-    manifest::unlock_warehouse(&mut conn).await?;
+    lock.release().await;
     say(&exported?, &target, (since, until), args.relocate);
     Ok(Exit::Success)
 }

@@ -63,8 +63,7 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
     };
     let target = LakeTarget::open(&pool, &settings.lake, settings.table_format, access).await?;
     // Under the warehouse lock: no rebuild or repair changes the manifest while it is read.
-    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
-    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let lock = super::warehouse_lock(settings).await?;
     let outcome = async {
         let report = lake::verify(&pool, &target).await?;
         describe(&report);
@@ -72,43 +71,53 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
             return anyhow::Ok(report);
         }
         let done = lake::repair(&pool, &target, &report).await?;
-        if done.uploads_removed > 0 {
-            println!(
-                "repaired: {} left-over upload(s) deleted from _pending/",
-                done.uploads_removed
-            );
-        }
-        for (day, rows) in &done.days {
-            println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
-        }
-        for (day, runs) in &done.gone {
-            let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
-            println!(
-                "gone for good: capture date {day}: retention removed runs {} from Postgres; \
-                 their rows are only in the lake's files, which cannot be rewritten",
-                runs.join(", ")
-            );
-        }
-        for run_id in &done.read_event_runs {
-            println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
-        }
-        for run_id in &done.skipped_running {
-            println!(
-                "not repaired: run {run_id} is still running; it writes its read-events files"
-            );
-        }
+        describe_repair(&done);
         let after = lake::verify(&pool, &target).await?;
         println!("after the repair:");
         describe(&after);
         Ok(after)
     }
     .await;
-    crate::sink::manifest::unlock_warehouse(&mut conn).await?;
+    lock.release().await;
     Ok(if outcome?.is_clean() {
         Exit::Success
     } else {
         Exit::Failed
     })
+}
+
+/// What `--repair` did, one line per day, run or upload.
+fn describe_repair(done: &lake::Repaired) {
+    if done.uploads_removed > 0 {
+        println!(
+            "repaired: {} left-over upload(s) deleted from _pending/",
+            done.uploads_removed
+        );
+    }
+    for (day, rows) in &done.days {
+        println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
+    }
+    for (day, runs) in &done.gone {
+        let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
+        println!(
+            "gone for good: capture date {day}: retention removed runs {} from Postgres; \
+             their rows are only in the lake's files, which cannot be rewritten",
+            runs.join(", ")
+        );
+    }
+    for run_id in &done.read_event_runs {
+        println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
+    }
+    for run_id in &done.events_gone {
+        println!(
+            "gone for good: the read-events files of run {run_id}: retention removed some of \
+             its read events from Postgres; only the lake's files hold them, which cannot be \
+             rewritten"
+        );
+    }
+    for run_id in &done.skipped_running {
+        println!("not repaired: run {run_id} is still running; it writes its read-events files");
+    }
 }
 
 fn describe(report: &Report) {

@@ -1,5 +1,7 @@
-//! `receipt-exporter migrate`: applies the embedded migrations; idempotent.
+//! `receipt-exporter migrate`: applies the embedded migrations, then the group roles' grants;
+//! idempotent. Run as the schema's owner (anyone else is refused with the fix, exit 2).
 
+use crate::db::roles;
 use crate::exit::Exit;
 use crate::settings::Settings;
 
@@ -16,5 +18,11 @@ pub async fn run(settings: &Settings) -> anyhow::Result<Exit> {
     for (version, description) in &applied {
         println!("applied {version} {description}");
     }
+    println!(
+        "granted {} and {} the rights of this version ({})",
+        roles::WRITER,
+        roles::READER,
+        roles::GRANTS_PATH
+    );
     Ok(Exit::Success)
 }

@@ -98,6 +98,23 @@ pub async fn connect_migrated(settings: &Settings) -> anyhow::Result<PgPool> {
     }
 }
 
+/// The warehouse lock for a command that changes what the manifest says the lake holds,
+/// waited for at most `EXPORT_LOCK_RECONNECT_TIMEOUT` (then exit 75, naming who holds it).
+/// These commands keep SIGTERM's default (the process ends at once, having changed nothing
+/// while it waited), so nothing cancels the wait.
+pub async fn warehouse_lock(
+    settings: &Settings,
+) -> anyhow::Result<crate::sink::warehouse::WarehouseLock> {
+    let options = settings.require_database()?;
+    let never = tokio_util::sync::CancellationToken::new();
+    Ok(crate::sink::warehouse::WarehouseLock::acquire(
+        options,
+        settings.lock_reconnect_timeout,
+        &never,
+    )
+    .await?)
+}
+
 /// The one line a run ends with, on stdout (the logs on stderr stay logs).
 pub fn emit_summary(line: &str) {
     println!("{line}");

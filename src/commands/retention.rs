@@ -1,7 +1,8 @@
 //! `receipt-exporter retention --keep-months N [--keep-codes N] [--dry-run]`: drops the months
 //! of snapshots the lake holds whole, under the warehouse lock (no rebuild or repair changes
 //! the manifest meanwhile), and prunes old item codes. Refuses, naming the runs, when a month
-//! holds a run that is not wholly in the lake: then nothing changes.
+//! holds a run that is not wholly in the lake: then nothing changes. Read events go with the
+//! months, once the lake's read-events files hold them (else the same refusal).
 
 use crate::cli::RetentionArgs;
 use crate::exit::Exit;
@@ -17,10 +18,9 @@ pub async fn run(settings: &Settings, args: RetentionArgs) -> anyhow::Result<Exi
         false => Access::Write,
     };
     LakeTarget::open(&pool, &settings.lake, settings.table_format, access).await?;
-    let mut conn = crate::db::connect_single(settings.require_database()?).await?;
-    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let lock = super::warehouse_lock(settings).await?;
     let outcome = apply(&pool, &args).await;
-    crate::sink::manifest::unlock_warehouse(&mut conn).await?;
+    lock.release().await;
     outcome
 }
 
@@ -42,10 +42,13 @@ async fn apply(pool: &sqlx::PgPool, args: &RetentionArgs) -> anyhow::Result<Exit
     let rows: i64 = done.months.iter().map(|(_, r)| r).sum();
     println!(
         "dropped {} month(s) before {} ({rows} rows; their runs are listed in receipts.retired_runs, \
-         their files stay in the lake); pruned {} item code(s)",
+         their files stay in the lake); pruned {} item code(s); removed {} read event(s) of {} \
+         message(s) (remembered in receipts.read_events_pruned; their files stay in the lake)",
         done.months.len(),
         plan.cutoff,
-        done.codes
+        done.codes,
+        done.events,
+        done.event_messages
     );
     Ok(Exit::Success)
 }
@@ -82,10 +85,39 @@ fn describe(plan: &Plan) {
         "item codes of runs before {}: {} beyond each seq's newest {}: prune",
         plan.cutoff, plan.codes, plan.keep_codes
     );
+    describe_events(plan);
     if plan.default_rows > 0 {
         println!(
             "the DEFAULT partition holds {} rows of runs before {}: retention leaves them",
             plan.default_rows, plan.cutoff
+        );
+    }
+}
+
+/// The read events' lines: what would go, or the runs whose events the lake does not hold.
+fn describe_events(plan: &Plan) {
+    let blocking: Vec<String> = plan
+        .events_blocking()
+        .map(|r| {
+            format!(
+                "run {} ({}, {} read events in Postgres, {} in the lake)",
+                r.run_id, r.status, r.pg_events, r.lake_events
+            )
+        })
+        .collect();
+    if !blocking.is_empty() {
+        println!(
+            "read events before {}: not every run is in the lake: {}",
+            plan.cutoff,
+            blocking.join(", ")
+        );
+    } else {
+        println!(
+            "read events of {} message(s) all first seen before {}: {} event(s), all in the lake: \
+             remove (their read lists are never pulled again)",
+            plan.event_messages,
+            plan.cutoff,
+            plan.events()
         );
     }
 }

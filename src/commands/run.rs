@@ -26,12 +26,12 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     settings.require_api()?;
     let pool = super::connect_migrated(settings).await?;
     let stop = stop_on_signal();
-    let outcome = run::execute(settings, &pool, &request, stop).await;
+    let outcome = run::execute(settings, &pool, &request, stop.clone()).await;
     crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
     let report = outcome?;
     if kind == RunKind::Scheduled {
         if let Some(job) = &job {
-            job.retention_after_run(settings, &pool).await;
+            job.retention_after_run(settings, &pool, &stop).await;
         }
     }
     // Each failed group was logged once, when it failed; the ledger lists them all.

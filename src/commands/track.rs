@@ -45,6 +45,9 @@ pub async fn run(settings: &Settings, cmd: TrackCommand) -> anyhow::Result<Exit>
         }
     }
     let pool = super::connect_migrated(settings).await?;
+    if !matches!(cmd, TrackCommand::List(_)) {
+        check_may_change(&pool).await?;
+    }
     match cmd {
         TrackCommand::Add(a) => add(&pool, a).await,
         TrackCommand::List(a) => list(&pool, a).await,
@@ -53,6 +56,24 @@ pub async fn run(settings: &Settings, cmd: TrackCommand) -> anyhow::Result<Exit>
         TrackCommand::Enable(g) => set_enabled(&pool, &g.group_id, true).await,
         TrackCommand::Import(a) => import(&pool, &a, rows.unwrap_or_default()).await,
     }
+}
+
+/// Refuses (exit 2, nothing written) a role that may only read the tracked groups, as the
+/// runs' role does: which groups are tracked is the operator's to change.
+async fn check_may_change(pool: &PgPool) -> anyhow::Result<()> {
+    if store::may_change(pool).await? {
+        return Ok(());
+    }
+    let (role, _, _) = crate::db::roles::whoami(pool).await?;
+    let owner = crate::db::roles::schema_owner(pool)
+        .await?
+        .unwrap_or_else(|| "the schema's owner".into());
+    Err(usage(format!(
+        "role {role} may only read the tracked groups (runs never change them): run `track` as \
+         {owner}, the role that owns the schema receipts and runs `migrate`; or, to let {role} \
+         change them, as {owner}: GRANT INSERT, UPDATE, DELETE ON receipts.tracked_groups, \
+         receipts.seq_windows TO {role};"
+    )))
 }
 
 /// `track add --check`: asks the Chat API about the group and refuses (exit 2, before anything

@@ -7,6 +7,7 @@
 use super::groups::{self, GroupProblem};
 use super::history;
 use crate::chat::ChatClient;
+use crate::db::roles;
 use crate::lake::Lake;
 use crate::run::{ledger, lock};
 use crate::settings::{Settings, SettingsError};
@@ -208,118 +209,74 @@ async fn migrations(pool: &PgPool, out: &mut Vec<Check>) -> bool {
     true
 }
 
-/// The rights a run uses, table by table.
-const NEEDED: &[(&str, &str)] = &[
-    ("tracked_groups", "SELECT"),
-    ("seq_windows", "SELECT"),
-    ("export_runs", "SELECT, INSERT, UPDATE"),
-    ("receipt_snapshots", "SELECT"),
-    ("receipt_snapshot_rows", "SELECT, INSERT"),
-    ("snapshot_groups", "SELECT, INSERT"),
-    ("receipt_item_codes", "SELECT, INSERT"),
-    ("receipt_latest", "SELECT, INSERT, UPDATE"),
-    ("write_batches", "SELECT, INSERT, UPDATE"),
-    ("parquet_files", "SELECT, INSERT, UPDATE, DELETE"),
-    ("rate_leases", "SELECT, INSERT, UPDATE, DELETE"),
-    ("backfills", "SELECT, INSERT, UPDATE"),
-];
-
-/// The role's real rights on every table of the schema, one query of `has_table_privilege`
-/// per table: `(table, rights held)` in name order. Partitions inherit their parent's.
-async fn table_rights(pool: &PgPool) -> sqlx::Result<Vec<(String, Vec<&'static str>)>> {
-    const RIGHTS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
-    let rows: Vec<(String, bool, bool, bool, bool)> = sqlx::query_as(
-        "SELECT c.relname::text,
-                has_table_privilege(c.oid, 'SELECT'), has_table_privilege(c.oid, 'INSERT'),
-                has_table_privilege(c.oid, 'UPDATE'), has_table_privilege(c.oid, 'DELETE')
-         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE n.nspname = 'receipts' AND c.relkind IN ('r', 'p', 'v') AND NOT c.relispartition
-         ORDER BY c.relname",
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(table, s, i, u, d)| {
-            let held = RIGHTS.into_iter().zip([s, i, u, d]).filter(|(_, h)| *h);
-            (table, held.map(|(r, _)| r).collect())
-        })
-        .collect())
-}
-
-/// `SELECT, INSERT on a, b; SELECT on c; nothing on d`: the rights grouped by table.
-fn describe_rights(rights: &[(String, Vec<&'static str>)]) -> String {
-    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
-    for (table, held) in rights {
-        let key = if held.is_empty() {
-            "nothing".to_string()
-        } else {
-            held.join(", ")
-        };
-        match groups.iter_mut().find(|(k, _)| *k == key) {
-            Some((_, tables)) => tables.push(table),
-            None => groups.push((key, vec![table])),
-        }
-    }
-    groups.sort_by_key(|(k, _)| {
-        std::cmp::Reverse(k.matches(", ").count() + usize::from(k != "nothing"))
-    });
-    let parts: Vec<String> = groups
-        .into_iter()
-        .map(|(k, t)| format!("{k} on {}", t.join(", ")))
-        .collect();
-    parts.join("; ")
-}
-
+/// The rights runs, backfills, retention and maintenance use ([`roles::NEEDS`]), probed as
+/// this role (its group roles' included), never by trying: FAIL naming each one it lacks and
+/// who needs it; WARN for rights with which a writer could rewrite what it recorded.
 async fn privileges(pool: &PgPool, out: &mut Vec<Check>) {
-    let role: String = sqlx::query_scalar("SELECT current_user::text")
-        .fetch_one(pool)
-        .await
-        .unwrap_or_default();
-    let rights = match table_rights(pool).await {
-        Ok(r) => r,
+    const TOPIC: &str = "privileges";
+    let probed = async {
+        let who = roles::whoami(pool).await?;
+        let lacking = roles::lacking(pool, roles::NEEDS).await?;
+        let excess = roles::holding(pool, roles::EXCESS).await?;
+        Ok::<_, sqlx::Error>((who, lacking, excess))
+    };
+    let ((role, member, owner), lacking, excess) = match probed.await {
+        Ok(p) => p,
         Err(e) => {
             return out.push(fail(
-                "privileges",
-                format!("cannot read the rights of role {role}: {e}"),
+                TOPIC,
+                format!("cannot read the role's rights: {e}"),
                 "see the postgres line",
             ))
         }
     };
-    let mut missing = Vec::new();
-    for (table, needed) in NEEDED {
-        let held = rights
-            .iter()
-            .find(|(t, _)| t == table)
-            .map(|(_, h)| h.as_slice())
-            .unwrap_or_default();
-        for right in needed.split(", ").filter(|r| !held.contains(r)) {
-            missing.push(format!("{right} on receipts.{table}"));
-        }
-    }
-    let can_partition: bool = sqlx::query_scalar(
-        "SELECT has_function_privilege('receipts.ensure_snapshot_partitions(integer)', 'EXECUTE')",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap_or(false);
-    if !can_partition {
-        missing.push("EXECUTE on receipts.ensure_snapshot_partitions(integer)".into());
-    }
-    let mut grants = describe_rights(&rights);
-    grants.push_str(if can_partition {
-        "; EXECUTE on ensure_snapshot_partitions"
-    } else {
-        "; no EXECUTE on ensure_snapshot_partitions"
-    });
-    if missing.is_empty() {
-        out.push(ok(
-            "privileges",
-            format!("role {role} has what a run needs: {grants}"),
+    if !lacking.is_empty() {
+        let fix = if member {
+            format!("{role} is a member of {}, which lacks them: run `receipt-exporter migrate` as the schema's owner (it grants {} what this version needs)", roles::WRITER, roles::WRITER)
+        } else {
+            format!("as a superuser or a role with CREATEROLE: GRANT {} TO {role}; (the README's \"Least-privilege Postgres roles\")", roles::WRITER)
+        };
+        return out.push(fail(
+            TOPIC,
+            format!("role {role} lacks {}", by_use(&lacking)),
+            fix,
         ));
-    } else {
-        out.push(fail("privileges", format!("role {role} lacks {} (it has {grants})", missing.join(", ")), format!("as the schema's owner: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA receipts TO {role}; GRANT EXECUTE ON FUNCTION receipts.ensure_snapshot_partitions(integer) TO {role};")));
     }
+    let checked: usize = roles::NEEDS
+        .iter()
+        .map(|n| n.right.split(", ").count())
+        .sum();
+    let has = format!("role {role} has every right runs, backfills, retention and maintenance need ({checked} checked)");
+    if owner {
+        out.push(ok(TOPIC, format!("{has}: it owns the schema receipts (or is a superuser) and may do anything; runs are better off as a member of {}", roles::WRITER)));
+    } else if !excess.is_empty() {
+        out.push(warn(TOPIC, format!("{has}, and more than a writer should: {}", excess.join(", ")), format!("make {role} a member of {} and revoke what it was granted itself (the README's upgrade lines under \"Least-privilege Postgres roles\")", roles::WRITER)));
+    } else {
+        let via = if member {
+            format!(", as a member of {}", roles::WRITER)
+        } else {
+            String::new()
+        };
+        out.push(ok(TOPIC, format!("{has}{via}")));
+    }
+}
+
+/// `for runs and backfills: A, B; for retention: C`.
+fn by_use(rights: &[(roles::Use, String)]) -> String {
+    let mut uses: Vec<roles::Use> = rights.iter().map(|(u, _)| *u).collect();
+    uses.dedup();
+    let parts: Vec<String> = uses
+        .into_iter()
+        .map(|u| {
+            let names: Vec<&str> = rights
+                .iter()
+                .filter(|(w, _)| *w == u)
+                .map(|(_, n)| n.as_str())
+                .collect();
+            format!("for {}: {}", u.as_str(), names.join(", "))
+        })
+        .collect();
+    parts.join("; ")
 }
 
 /// The key, account and endpoint, with one `get_group_info` call about the tracked groups
@@ -554,7 +511,7 @@ async fn catalog_rights(pool: &PgPool) -> Option<Check> {
     let rights: sqlx::Result<(bool, bool, bool)> = sqlx::query_as(
         "SELECT has_table_privilege('receipts.iceberg_tables', 'SELECT'),
                 has_table_privilege('receipts.iceberg_tables', 'INSERT'),
-                has_table_privilege('receipts.iceberg_tables', 'UPDATE')",
+                has_column_privilege('receipts.iceberg_tables', 'metadata_location', 'UPDATE')",
     )
     .fetch_one(pool)
     .await;
@@ -562,7 +519,7 @@ async fn catalog_rights(pool: &PgPool) -> Option<Check> {
         return Some(fail(
             "iceberg",
             "the role cannot read, insert and update receipts.iceberg_tables (the catalog)",
-            "as the schema's owner: GRANT SELECT, INSERT, UPDATE ON receipts.iceberg_tables TO the exporter's role",
+            "make the exporter's role a member of receipt_writer (the README's \"Least-privilege Postgres roles\"), then run `receipt-exporter migrate` as the schema's owner",
         ));
     }
     None
@@ -707,6 +664,27 @@ async fn locks(settings: &Settings, pool: &PgPool, out: &mut Vec<Check>) {
     if !free_jobs.is_empty() {
         out.push(ok(TOPIC, format!("free for {}", free_jobs.join(", "))));
     }
+    out.extend(warehouse_lock(&mut conn).await);
+}
+
+/// The warehouse lock, taken and given back at once: a WARN naming the session that holds it
+/// (a run's repair, a rebuild, retention, or any session that took it: runs wait for it at
+/// most EXPORT_LOCK_RECONNECT_TIMEOUT, then exit 75).
+async fn warehouse_lock(conn: &mut sqlx::PgConnection) -> Option<Check> {
+    use crate::sink::warehouse::{self, WarehouseLockError};
+    let never = tokio_util::sync::CancellationToken::new();
+    match warehouse::lock(conn, std::time::Duration::ZERO, &never).await {
+        Ok(()) => {
+            let _ = warehouse::unlock(conn).await;
+            None
+        }
+        Err(WarehouseLockError::Busy { holder, end_it, .. }) => Some(warn(
+            "locks",
+            format!("the warehouse lock is held by {holder}: runs wait for it at most EXPORT_LOCK_RECONNECT_TIMEOUT, then exit 75"),
+            format!("a run's repair, a rebuild or retention lets go when done: run doctor again in a minute{end_it}"),
+        )),
+        Err(e) => Some(fail("locks", format!("cannot test the warehouse lock: {e}"), "see the postgres line")),
+    }
 }
 
 /// A running run whose lock is free: dead, or within its lease and perhaps reconnecting after
@@ -764,24 +742,20 @@ mod tests {
     }
 
     #[test]
-    fn rights_are_told_by_what_is_held_most_first() {
+    fn missing_rights_are_told_by_who_needs_them() {
+        use roles::Use;
         let rights = vec![
-            ("a".to_string(), vec!["SELECT"]),
+            (Use::Run, "INSERT on receipts.export_runs".to_string()),
+            (Use::Run, "SELECT on receipts.seq_windows".to_string()),
             (
-                "b".to_string(),
-                vec!["SELECT", "INSERT", "UPDATE", "DELETE"],
-            ),
-            ("c".to_string(), vec![]),
-            ("d".to_string(), vec!["SELECT"]),
-            (
-                "e".to_string(),
-                vec!["SELECT", "INSERT", "UPDATE", "DELETE"],
+                Use::Retention,
+                "EXECUTE on receipts.drop_snapshot_month(date)".to_string(),
             ),
         ];
         assert_eq!(
-            describe_rights(&rights),
-            "SELECT, INSERT, UPDATE, DELETE on b, e; SELECT on a, d; nothing on c"
+            by_use(&rights),
+            "for runs and backfills: INSERT on receipts.export_runs, SELECT on receipts.seq_windows; \
+             for retention: EXECUTE on receipts.drop_snapshot_month(date)"
         );
-        assert_eq!(describe_rights(&[]), "");
     }
 }

@@ -27,6 +27,9 @@ pub struct Repaired {
     pub read_event_runs: Vec<i64>,
     /// Read-events files of runs still running: their run writes them.
     pub skipped_running: Vec<i64>,
+    /// Read-events files that cannot be written again: retention removed some of these runs'
+    /// read events from Postgres.
+    pub events_gone: Vec<i64>,
     /// Stray uploads deleted from `_pending/`.
     pub uploads_removed: usize,
 }
@@ -66,15 +69,13 @@ pub async fn repair(
             out.skipped_running.push(run_id);
             continue;
         }
+        if crate::tracking::details::events_pruned(pool, run_id).await? {
+            out.events_gone.push(run_id);
+            continue;
+        }
         // Forgotten first, so the run's export writes the file again under the same name (a
         // crash in between leaves an unrecorded file that the next run writes again).
-        sqlx::query(
-            "DELETE FROM receipts.read_event_files WHERE run_id = $1 AND capture_date = ANY($2)",
-        )
-        .bind(run_id)
-        .bind(&dates)
-        .execute(pool)
-        .await?;
+        crate::tracking::details::forget_lake_files(pool, run_id, &dates).await?;
         crate::run::details::lake::export(pool, &target.lake(), run_id).await?;
         out.read_event_runs.push(run_id);
     }

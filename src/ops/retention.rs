@@ -5,8 +5,14 @@
 //! itself goes through `receipts.drop_snapshot_month()`, a SECURITY DEFINER function that checks
 //! the same again under the partition's lock and records the runs in `retired_runs`. Item codes
 //! of runs before the cut are pruned in batches down to each seq's newest few (the no-receipt
-//! rule reads the newest `no_receipt_after` of them). `receipt_latest`, the ledger, the manifest
-//! and the read events stay. Nothing here prints: the command does.
+//! rule reads the newest `no_receipt_after` of them), through `receipts.prune_item_codes()`.
+//! Read events go with the months: a message whose every read event was first seen by a run
+//! before the cut loses them, through `receipts.prune_read_events()`, once the lake's
+//! read-events files hold every event of those runs; the message is remembered
+//! (`read_events_pruned`), so its read list is never pulled or recorded again. The writer's
+//! role deletes nothing itself: each deletion is one of those SECURITY DEFINER functions.
+//! `receipt_latest`, the ledger, the manifest and the lake's files stay. Nothing here prints:
+//! the command does.
 
 use chrono::NaiveDate;
 use sqlx::PgPool;
@@ -49,6 +55,24 @@ impl Month {
     }
 }
 
+/// A run with read events retention would remove, as the check sees it: those events, and all
+/// its events in Postgres (those pruned before included) against the rows its lake files hold.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct EventRun {
+    pub run_id: i64,
+    pub status: String,
+    pub events: i64,
+    pub pg_events: i64,
+    pub lake_events: i64,
+}
+
+impl EventRun {
+    /// True when the run is finished and its lake files hold every one of its events.
+    pub fn in_lake(&self) -> bool {
+        self.status != "running" && self.pg_events == self.lake_events
+    }
+}
+
 /// What retention would do with `--keep-months N`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -61,12 +85,28 @@ pub struct Plan {
     /// Snapshot rows before the cutoff in the DEFAULT partition (a month that had no partition
     /// of its own when they were written): retention leaves them.
     pub default_rows: i64,
+    /// Messages whose every read event was first seen by a run before the cutoff, and the runs
+    /// of those events.
+    pub event_messages: i64,
+    pub event_runs: Vec<EventRun>,
 }
 
 impl Plan {
-    /// True when no month holds a run that is not wholly in the lake.
+    /// True when no month holds a run that is not wholly in the lake, and no run whose read
+    /// events would go has events the lake's files do not hold.
     pub fn allowed(&self) -> bool {
         self.months.iter().all(|m| m.blocking().next().is_none())
+            && self.event_runs.iter().all(EventRun::in_lake)
+    }
+
+    /// The read events that would go.
+    pub fn events(&self) -> i64 {
+        self.event_runs.iter().map(|r| r.events).sum()
+    }
+
+    /// The runs whose read events keep them from going.
+    pub fn events_blocking(&self) -> impl Iterator<Item = &EventRun> {
+        self.event_runs.iter().filter(|r| !r.in_lake())
     }
 }
 
@@ -75,6 +115,10 @@ impl Plan {
 pub struct Applied {
     pub months: Vec<(NaiveDate, i64)>,
     pub codes: i64,
+    /// Messages whose read events were removed (remembered in `read_events_pruned`), and those
+    /// events.
+    pub event_messages: i64,
+    pub events: i64,
 }
 
 /// Reads what retention keeping `keep_months` months before the current one (by the database's
@@ -105,9 +149,9 @@ pub async fn plan(pool: &PgPool, keep_months: u32, keep_codes: u32) -> sqlx::Res
         .await?;
         months.push(Month { start, runs });
     }
-    let codes = sqlx::query_scalar(&format!("SELECT count(*) FROM ({PRUNABLE_CODES}) d"))
+    let codes = sqlx::query_scalar("SELECT count(*) FROM receipts.prunable_item_codes($1, $2)")
         .bind(cutoff)
-        .bind(i64::from(keep_codes))
+        .bind(i32::try_from(keep_codes).unwrap_or(i32::MAX))
         .fetch_one(pool)
         .await?;
     let default_rows = sqlx::query_scalar(
@@ -116,26 +160,42 @@ pub async fn plan(pool: &PgPool, keep_months: u32, keep_codes: u32) -> sqlx::Res
     .bind(cutoff)
     .fetch_one(pool)
     .await?;
+    let (event_messages, event_runs) = read_events_before(pool, cutoff).await?;
     Ok(Plan {
         cutoff,
         months,
         codes,
         keep_codes: i64::from(keep_codes),
         default_rows,
+        event_messages,
+        event_runs,
     })
 }
 
-/// The item codes retention prunes ($1 the cutoff, $2 how many of each seq's newest to keep):
-/// those of runs started before the cutoff with at least $2 newer codes of the same seq.
-const PRUNABLE_CODES: &str = "SELECT c.run_id, c.group_id, c.msg_seq
-     FROM receipts.receipt_item_codes c
-     JOIN receipts.export_runs r ON r.run_id = c.run_id AND r.run_date < $1
-     WHERE (SELECT count(*) FROM receipts.receipt_item_codes n
-            WHERE n.group_id = c.group_id AND n.msg_seq = c.msg_seq AND n.run_id > c.run_id) >= $2";
+/// The messages whose read events would go with the months before `cutoff`, and their runs.
+async fn read_events_before(
+    pool: &PgPool,
+    cutoff: NaiveDate,
+) -> sqlx::Result<(i64, Vec<EventRun>)> {
+    let messages =
+        sqlx::query_scalar("SELECT count(*) FROM receipts.read_event_messages_before($1)")
+            .bind(cutoff)
+            .fetch_one(pool)
+            .await?;
+    let runs = sqlx::query_as(
+        "SELECT run_id, status, events, pg_events, lake_events
+         FROM receipts.read_event_runs_before($1)",
+    )
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await?;
+    Ok((messages, runs))
+}
 
-/// Drops the plan's months and prunes the item codes. The caller checked [`Plan::allowed`];
-/// the database function checks again under the partition's lock and refuses a month a run
-/// was added to meanwhile (that error ends the retention, what was dropped before stays).
+/// Drops the plan's months, prunes the item codes and the read events. The caller checked
+/// [`Plan::allowed`]; the database functions check again under their locks and refuse a month
+/// a run was added to meanwhile, or read events the lake does not hold (that error ends the
+/// retention, what was dropped before stays).
 pub async fn apply(pool: &PgPool, plan: &Plan) -> sqlx::Result<Applied> {
     let mut applied = Applied::default();
     for month in &plan.months {
@@ -148,21 +208,24 @@ pub async fn apply(pool: &PgPool, plan: &Plan) -> sqlx::Result<Applied> {
         }
     }
     loop {
-        let deleted = sqlx::query(&format!(
-            "DELETE FROM receipts.receipt_item_codes c
-             USING ({PRUNABLE_CODES} LIMIT $3) d
-             WHERE c.run_id = d.run_id AND c.group_id = d.group_id AND c.msg_seq = d.msg_seq"
-        ))
-        .bind(plan.cutoff)
-        .bind(plan.keep_codes)
-        .bind(PRUNE_BATCH)
-        .execute(pool)
-        .await?
-        .rows_affected();
-        applied.codes += deleted as i64;
-        if (deleted as i64) < PRUNE_BATCH {
+        let deleted: i64 = sqlx::query_scalar("SELECT receipts.prune_item_codes($1, $2, $3)")
+            .bind(plan.cutoff)
+            .bind(i32::try_from(plan.keep_codes).unwrap_or(i32::MAX))
+            .bind(PRUNE_BATCH)
+            .fetch_one(pool)
+            .await?;
+        applied.codes += deleted;
+        if deleted < PRUNE_BATCH {
             break;
         }
+    }
+    if plan.event_messages > 0 {
+        (applied.event_messages, applied.events) = sqlx::query_as(
+            "SELECT pruned_messages, pruned_events FROM receipts.prune_read_events($1)",
+        )
+        .bind(plan.cutoff)
+        .fetch_one(pool)
+        .await?;
     }
     Ok(applied)
 }
@@ -170,37 +233,39 @@ pub async fn apply(pool: &PgPool, plan: &Plan) -> sqlx::Result<Applied> {
 /// Retention after a scheduled run of a job with `retention_keep_months` (item codes kept: the
 /// command's default 3, or the job's `no_receipt_after` if larger), under the warehouse lock.
 /// A month not wholly in the lake is not dropped, and nothing is: that is logged as a warning
-/// (a later run's repair usually completes the lake), never an error of the run.
+/// (a later run's repair usually completes the lake), never an error of the run. The lock is
+/// waited for at most `wait.0`, and not after `wait.1` is cancelled.
 pub async fn after_run(
     options: &sqlx::postgres::PgConnectOptions,
     pool: &PgPool,
     job: &str,
     keep_months: u32,
     keep_codes: u32,
+    wait: (std::time::Duration, &tokio_util::sync::CancellationToken),
 ) -> anyhow::Result<Option<Applied>> {
-    let mut conn = crate::db::connect_single(options).await?;
-    crate::sink::manifest::lock_warehouse(&mut conn).await?;
+    let lock = crate::sink::warehouse::WarehouseLock::acquire(options, wait.0, wait.1).await?;
     let outcome = async {
         let plan = plan(pool, keep_months, keep_codes.max(3)).await?;
         if !plan.allowed() {
-            let runs: Vec<String> = plan
+            let mut runs: Vec<String> = plan
                 .months
                 .iter()
                 .flat_map(|m| m.blocking())
                 .map(|r| format!("run {} ({}, {} of {} rows in the lake)", r.run_id, r.status, r.lake_rows, r.pg_rows))
                 .collect();
+            runs.extend(plan.events_blocking().map(|r| format!("run {} ({}, {} of {} read events in the lake)", r.run_id, r.status, r.lake_events, r.pg_events)));
             tracing::warn!(job, "retention (retention_keep_months = {keep_months}) left every month in Postgres: not every run before {} is in the lake: {}", plan.cutoff, runs.join(", "));
             return anyhow::Ok(None);
         }
         let done = apply(pool, &plan).await?;
-        if !done.months.is_empty() || done.codes > 0 {
+        if !done.months.is_empty() || done.codes > 0 || done.events > 0 {
             let rows: i64 = done.months.iter().map(|(_, r)| r).sum();
-            tracing::info!(job, "retention (retention_keep_months = {keep_months}): dropped {} month(s) before {} ({rows} rows, kept in the lake), pruned {} item code(s)", done.months.len(), plan.cutoff, done.codes);
+            tracing::info!(job, "retention (retention_keep_months = {keep_months}): dropped {} month(s) before {} ({rows} rows, kept in the lake), pruned {} item code(s), removed {} read event(s) of {} message(s) (kept in the lake)", done.months.len(), plan.cutoff, done.codes, done.events, done.event_messages);
         }
         Ok(Some(done))
     }
     .await;
-    let _ = crate::sink::manifest::unlock_warehouse(&mut conn).await;
+    lock.release().await;
     outcome
 }
 

@@ -85,3 +85,31 @@ pub async fn is_free(conn: &mut PgConnection, job: &str) -> sqlx::Result<bool> {
     unlock(conn, job).await?;
     Ok(true)
 }
+
+/// Who holds the lock of `job` when the ledger names no running run of it: a run that has not
+/// recorded itself yet, or a session that is none of ours (any role that may connect can take
+/// an advisory lock). Told in words, for the message of a run that exits 75.
+pub async fn holder(options: &PgConnectOptions, job: &str) -> String {
+    const UNKNOWN: &str = "a session that has not recorded its run yet";
+    let Ok(mut conn) = crate::db::connect_single(options).await else {
+        return UNKNOWN.into();
+    };
+    let key: sqlx::Result<i64> = sqlx::query_scalar(&format!("SELECT {KEY_SQL}"))
+        .bind(job)
+        .fetch_one(&mut conn)
+        .await;
+    let found = match key {
+        Ok(key) => crate::db::advisory_holder(&mut conn, key)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    let _ = conn.close().await;
+    match found {
+        Some(h) => format!(
+            "{h}, which has recorded no running run of the job (a run starting, or another tool)"
+        ),
+        None => UNKNOWN.into(),
+    }
+}

@@ -19,6 +19,7 @@ pub mod watch;
 use crate::chat::{ChatClient, ClientConfig};
 use crate::plan::{self, GroupPlan};
 use crate::settings::{Settings, TableFormat};
+use crate::sink::warehouse::WarehouseLock;
 use crate::sink::{Access, Fence, LakeTarget};
 use crate::tracking::SeqWindow;
 use ledger::{RunFigures, RunKind, RunStatus};
@@ -236,7 +237,7 @@ pub async fn execute(
     let client = ChatClient::new(client_config(settings, &api))?;
     // A lake this run may not open (exit 2): refused now, before the run's ledger row.
     LakeTarget::precheck(pool, &settings.lake, settings.table_format).await?;
-    let begun = begin(settings, pool, req).await?;
+    let begun = begin(settings, pool, req, &stop).await?;
     let (fence, prior, started) = (
         begun.opened.fence,
         begun.opened.prior.clone(),
@@ -277,9 +278,11 @@ pub async fn execute(
     })
 }
 
-/// A run that has begun: its job's lock held, its ledger row open.
+/// A run that has begun: its job's lock and the warehouse lock held, its ledger row open.
 struct Begun {
     job_lock: JobLock,
+    /// Held for the repair at the start of the run's work, which releases it.
+    warehouse: WarehouseLock,
     /// The connection the lock's session is re-established with.
     options: sqlx::postgres::PgConnectOptions,
     opened: OpenedRun,
@@ -289,10 +292,26 @@ struct Begun {
     started: Instant,
 }
 
-/// Takes the job's lock (or fails with [`LockHeld`]) and opens the run's ledger row under it.
-async fn begin(settings: &Settings, pool: &PgPool, req: &RunRequest) -> anyhow::Result<Begun> {
+/// Takes the job's lock (or fails with [`LockHeld`]), then the warehouse lock for the repair
+/// (waiting at most `EXPORT_LOCK_RECONNECT_TIMEOUT`, and not past `stop`), and opens the run's
+/// ledger row under them. A run that gets neither lock leaves no ledger row: it exits 75 (130
+/// when stopped while waiting) having changed nothing.
+async fn begin(
+    settings: &Settings,
+    pool: &PgPool,
+    req: &RunRequest,
+    stop: &CancellationToken,
+) -> anyhow::Result<Begun> {
     let options = settings.require_database()?.clone();
     let job_lock = acquire(&options, pool, &req.job).await?;
+    let bound = settings.lock_reconnect_timeout;
+    let warehouse = match WarehouseLock::acquire(&options, bound, stop).await {
+        Ok(w) => w,
+        Err(e) => {
+            job_lock.release().await;
+            return Err(e.into());
+        }
+    };
     let started = Instant::now();
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     let pid = std::process::id();
@@ -303,6 +322,7 @@ async fn begin(settings: &Settings, pool: &PgPool, req: &RunRequest) -> anyhow::
             let label = format!("run {run_id} (job {}) on host {host}, pid {pid}", req.job);
             Ok(Begun {
                 job_lock,
+                warehouse,
                 options,
                 opened,
                 label,
@@ -310,6 +330,7 @@ async fn begin(settings: &Settings, pool: &PgPool, req: &RunRequest) -> anyhow::
             })
         }
         Err(e) => {
+            warehouse.release().await;
             job_lock.release().await;
             Err(e)
         }
@@ -329,6 +350,7 @@ async fn watched(
 ) -> (anyhow::Result<Worked>, Option<JobLock>, Option<Lost>) {
     let Begun {
         job_lock,
+        warehouse,
         options,
         opened,
         label,
@@ -342,7 +364,16 @@ async fn watched(
         reconnect: settings.lock_reconnect_timeout,
     }
     .start(job_lock, pipeline_stop.clone());
-    let worked = work(settings, pool, req, client, opened, &label, &pipeline_stop).await;
+    let worked = work(
+        settings,
+        pool,
+        req,
+        client,
+        (opened, warehouse),
+        &label,
+        &pipeline_stop,
+    )
+    .await;
     pipeline_stop.cancel(); // ends the watchdog (and a backfill's checkpoints)
     let (job_lock, lost) = watchdog.await.unwrap_or((None, None));
     (worked, job_lock, lost)
@@ -435,7 +466,7 @@ async fn acquire(
             "run {} on host {} (pid {}) since {}",
             r.run_id, r.host, r.pid, r.started_at
         ),
-        None => "a session that has not recorded its run yet".to_string(),
+        None => lock::holder(options, job).await,
     };
     Err(LockHeld {
         job: job.to_string(),
@@ -444,15 +475,16 @@ async fn acquire(
     .into())
 }
 
-/// The run's work under its fence: repair, plan, pull and write, then the read lists.
-/// Cancels `stop` when done. (Over 60 lines: the steps in their order, each a call, with the
-/// budget's lease and a backfill's checkpoints held across them.)
+/// The run's work under its fence: repair (under the warehouse lock `begin` took), plan, pull
+/// and write, then the read lists. Cancels `stop` when done. (Over 60 lines: the steps in
+/// their order, each a call, with the budget's lease and a backfill's checkpoints held across
+/// them.)
 async fn work(
     settings: &Settings,
     pool: &PgPool,
     req: &RunRequest,
     client: &ChatClient,
-    mut opened: OpenedRun,
+    (mut opened, warehouse): (OpenedRun, WarehouseLock),
     label: &str,
     stop: &CancellationToken,
 ) -> anyhow::Result<Worked> {
@@ -461,9 +493,8 @@ async fn work(
         fence: opened.fence,
         label,
     };
-    let options = settings.require_database()?;
     let target = LakeTarget::open(pool, &settings.lake, settings.table_format, Access::Run).await?;
-    repair::repair(options, pool, &target, &me).await?;
+    repair::repair(warehouse, pool, &target, &me).await?;
     if let Err(e) = crate::db::ensure_snapshot_partitions(pool, 3).await {
         tracing::warn!("could not create the coming months' snapshot partitions (rows go to the default partition): {e}");
     }

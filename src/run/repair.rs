@@ -14,8 +14,8 @@
 use super::ledger::{self, RunningRun};
 use super::lock;
 use crate::sink::fence::{self, TakeOver};
+use crate::sink::warehouse::WarehouseLock;
 use crate::sink::{manifest, Fence, LakeTarget, SinkError};
-use sqlx::postgres::PgConnectOptions;
 use sqlx::{PgConnection, PgPool};
 
 /// What the repair found and did.
@@ -34,19 +34,16 @@ pub struct Repairer<'a> {
     pub label: &'a str,
 }
 
-/// Marks dead runs `abandoned` and brings Parquet up to Postgres.
+/// Marks dead runs `abandoned` and brings Parquet up to Postgres, under the warehouse lock
+/// the run took before it opened its ledger row (a session of its own, released here).
 pub async fn repair(
-    options: &PgConnectOptions,
+    mut lock: WarehouseLock,
     pool: &PgPool,
     lake: &LakeTarget,
     me: &Repairer<'_>,
 ) -> anyhow::Result<Repaired> {
-    // The warehouse lock is a session lock: a connection of its own, closed at the end (which
-    // also releases the lock if the unlock below cannot be sent).
-    let mut conn = crate::db::connect_single(options).await?;
-    manifest::lock_warehouse(&mut conn).await?;
-    let result = repair_locked(&mut conn, pool, lake, me).await;
-    let _ = manifest::unlock_warehouse(&mut conn).await;
+    let result = repair_locked(lock.connection(), pool, lake, me).await;
+    lock.release().await;
     result
 }
 

@@ -203,7 +203,12 @@ impl Job {
     /// Applies the job's `retention_keep_months` after one of its scheduled runs (nothing when
     /// unset). Item codes kept: 3, or the job's `no_receipt_after` if larger. A refusal or an
     /// error is logged as a warning, never the run's failure.
-    pub async fn retention_after_run(&self, settings: &Settings, pool: &sqlx::PgPool) {
+    pub async fn retention_after_run(
+        &self,
+        settings: &Settings,
+        pool: &sqlx::PgPool,
+        stop: &tokio_util::sync::CancellationToken,
+    ) {
         let Some(months) = self.retention_keep_months else {
             return;
         };
@@ -217,7 +222,9 @@ impl Job {
         }
         let done = match settings.require_database() {
             Ok(options) => {
-                crate::ops::retention::after_run(options, pool, &self.name, months, codes).await
+                let wait = (settings.lock_reconnect_timeout, stop);
+                crate::ops::retention::after_run(options, pool, &self.name, months, codes, wait)
+                    .await
             }
             Err(e) => Err(e.into()),
         };

@@ -357,7 +357,7 @@ impl Scheduler {
                 "run finished: {}",
                 report.summary(&self.settings)
             ),
-            Some(Err(e)) if e.chain().any(|c| c.is::<LockHeld>()) => {
+            Some(Err(e)) if e.chain().any(busy) => {
                 tracing::warn!(job, "skipped: {e:#}")
             }
             Some(Err(e)) => tracing::error!(job, "run failed: {e:#}"),
@@ -380,12 +380,24 @@ impl Scheduler {
         let owned = job.clone();
         let handle = runs.tasks.spawn(async move {
             let settings = settings?;
-            let report = run::execute(&settings, &pool, &request, stop).await?;
-            owned.retention_after_run(&settings, &pool).await;
+            let report = run::execute(&settings, &pool, &request, stop.clone()).await?;
+            owned.retention_after_run(&settings, &pool, &stop).await;
             Ok(report)
         });
         runs.jobs.insert(handle.id(), job.name.clone());
     }
+}
+
+/// A run that did not start because a lock was held (its job's, or the warehouse's past its
+/// bound), or that was stopped while it waited for one: skipped, tried again at the next fire
+/// time; nothing of it failed.
+fn busy(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use crate::sink::warehouse::WarehouseLockError;
+    cause.is::<LockHeld>()
+        || matches!(
+            cause.downcast_ref::<WarehouseLockError>(),
+            Some(WarehouseLockError::Busy { .. } | WarehouseLockError::Interrupted { .. })
+        )
 }
 
 #[cfg(test)]

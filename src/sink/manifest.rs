@@ -9,7 +9,7 @@
 //! so after a crash the manifest never names a missing file; the reverse (a renamed file never
 //! recorded, a leftover temporary file, a batch never exported) is what
 //! [`super::target::LakeTarget::rebuild_run`]
-//! repairs, as the run's new owner. Serialising repairs ([`lock_warehouse`]) is the caller's
+//! repairs, as the run's new owner. Serialising repairs ([`super::warehouse`]) is the caller's
 //! job.
 
 use super::parquet::{blocking, CommittedFile, SealedFile};
@@ -313,27 +313,6 @@ pub async fn runs_needing_repair(pool: &PgPool) -> Result<Vec<i64>, SinkError> {
     .map_err(SinkError::pg("listing runs that need a Parquet repair"))
 }
 
-const WAREHOUSE_LOCK: &str = "hashtext('receipt-exporter:warehouse')";
-
-/// Waits for and takes the warehouse-wide session lock on `conn`: held by whoever rewrites
-/// Parquet partitions, so two rewrites (or a rewrite and a run's export) never interleave.
-pub async fn lock_warehouse(conn: &mut PgConnection) -> Result<(), SinkError> {
-    sqlx::query(&format!("SELECT pg_advisory_lock({WAREHOUSE_LOCK})"))
-        .execute(conn)
-        .await
-        .map_err(SinkError::pg("taking the warehouse lock"))?;
-    Ok(())
-}
-
-/// Releases the lock [`lock_warehouse`] took on this connection.
-pub async fn unlock_warehouse(conn: &mut PgConnection) -> Result<(), SinkError> {
-    sqlx::query(&format!("SELECT pg_advisory_unlock({WAREHOUSE_LOCK})"))
-        .execute(conn)
-        .await
-        .map_err(SinkError::pg("releasing the warehouse lock"))?;
-    Ok(())
-}
-
 /// The path (relative to the Parquet directory) of every file the manifest lists.
 pub async fn listed_paths(pool: &PgPool) -> Result<Vec<String>, SinkError> {
     sqlx::query_scalar("SELECT path FROM receipts.parquet_files ORDER BY file_id")
@@ -376,20 +355,15 @@ pub async fn listed_between(
 }
 
 /// Drops the day's old manifest rows (unpointing their batches first) and records the new
-/// files, inside the caller's transaction.
+/// files, inside the caller's transaction. The rows go through
+/// `receipts.forget_parquet_files()` (the writer's role may not delete manifest rows), which
+/// refuses the files of runs retention removed from Postgres.
 pub(super) async fn replace_manifest(
     tx: &mut PgConnection,
     old_ids: &[i64],
     files: &[(i64, CommittedFile)],
 ) -> Result<(), SinkError> {
-    sqlx::query(
-        "UPDATE receipts.write_batches SET parquet_file_id = NULL WHERE parquet_file_id = ANY($1)",
-    )
-    .bind(old_ids)
-    .execute(&mut *tx)
-    .await
-    .map_err(SinkError::pg("unpointing batches from replaced files"))?;
-    sqlx::query("DELETE FROM receipts.parquet_files WHERE file_id = ANY($1)")
+    sqlx::query("SELECT receipts.forget_parquet_files($1)")
         .bind(old_ids)
         .execute(&mut *tx)
         .await

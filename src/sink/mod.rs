@@ -60,6 +60,7 @@ pub mod remote;
 pub mod rolling;
 pub mod target;
 pub mod verify;
+pub mod warehouse;
 
 pub use fence::Fence;
 pub use target::{Access, LakeTarget};

@@ -3,7 +3,7 @@
 //! It never reads old Parquet files. Every statement it needs is in [`super::manifest`]; this
 //! module is the file machinery around them. A crashed run's repair, in every lake form, is
 //! `LakeTarget::rebuild_run` ([`super::target`]). Serialising rebuilds
-//! ([`manifest::lock_warehouse`]) is the caller's job.
+//! ([`super::warehouse`]) is the caller's job.
 
 use super::manifest;
 use super::parquet::{

@@ -1,5 +1,7 @@
 //! The SQL of "who read it" (issue 19): which groups opted in, which messages need their read
 //! list pulled, and the read events themselves (`receipts.read_events`), each inserted once.
+//! A message whose events retention removed (`read_events_pruned`) is never due again, and
+//! none of its members is recorded again.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgExecutor, PgPool};
@@ -39,7 +41,7 @@ pub struct DueMessage {
 
 /// The messages of the selected details-on groups whose read list is due after run `run_id`:
 /// those the run snapshotted, and settled ones (skipped by the planner) whose last readers are
-/// not recorded yet. Ordered by group and seq.
+/// not recorded yet; never one retention pruned. Ordered by group and seq.
 pub async fn due_messages(
     pool: &PgPool,
     tags: &[String],
@@ -57,6 +59,8 @@ pub async fn due_messages(
          WHERE g.enabled AND g.details AND (cardinality($1::text[]) = 0 OR g.tags && $1)
            AND l.read_num > COALESCE(p.read_num, 0)
            AND (l.run_id = $2 OR l.unread_num = 0)
+           AND NOT EXISTS (SELECT 1 FROM receipts.read_events_pruned t
+                           WHERE t.group_id = l.group_id AND t.msg_seq = l.msg_seq)
          ORDER BY l.group_id, l.msg_seq",
     )
     .bind(tags)
@@ -88,7 +92,9 @@ pub async fn settled_unrecorded(
          JOIN receipts.tracked_groups g USING (group_id)
          LEFT JOIN receipts.read_list_pulls p USING (group_id, msg_seq)
          WHERE g.enabled AND g.details AND (cardinality($1::text[]) = 0 OR g.tags && $1)
-           AND l.unread_num = 0 AND l.read_num > COALESCE(p.read_num, 0)",
+           AND l.unread_num = 0 AND l.read_num > COALESCE(p.read_num, 0)
+           AND NOT EXISTS (SELECT 1 FROM receipts.read_events_pruned t
+                           WHERE t.group_id = l.group_id AND t.msg_seq = l.msg_seq)",
     )
     .bind(tags)
     .fetch_all(pool)
@@ -111,9 +117,14 @@ pub struct ReadListRows {
 
 /// Inserts the members not recorded yet (one row per group, seq and member, ever) and, for a
 /// whole list, what it covered: one transaction, so a crash leaves the message to pull again.
-/// Returns how many members were new.
+/// Nothing of a message retention pruned: the transaction shares the lock retention's
+/// `prune_read_events()` takes alone, so the two never interleave. Returns how many members
+/// were new.
 pub async fn record(pool: &PgPool, run_id: i64, rows: &ReadListRows) -> sqlx::Result<u64> {
     let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext('receipt-exporter:read-events'))")
+        .execute(&mut *tx)
+        .await?;
     let (accounts, times): (Vec<&str>, Vec<DateTime<Utc>>) =
         rows.members.iter().map(|(a, t)| (a.as_str(), *t)).unzip();
     let inserted = sqlx::query(
@@ -121,6 +132,8 @@ pub async fn record(pool: &PgPool, run_id: i64, rows: &ReadListRows) -> sqlx::Re
             (group_id, msg_seq, member_account, first_seen_read_at, run_id, read_before_details, account_hashed)
          SELECT $1, $2, m.account, m.seen, $3, $4, $5
          FROM unnest($6::text[], $7::timestamptz[]) AS m(account, seen)
+         WHERE NOT EXISTS (SELECT 1 FROM receipts.read_events_pruned t
+                           WHERE t.group_id = $1 AND t.msg_seq = $2)
          ON CONFLICT (group_id, msg_seq, member_account) DO NOTHING",
     )
     .bind(&rows.group_id)
@@ -136,7 +149,9 @@ pub async fn record(pool: &PgPool, run_id: i64, rows: &ReadListRows) -> sqlx::Re
     if let Some(read_num) = rows.covers {
         sqlx::query(
             "INSERT INTO receipts.read_list_pulls (group_id, msg_seq, read_num, listed, pulled_at, run_id)
-             VALUES ($1, $2, $3, $4, now(), $5)
+             SELECT $1, $2, $3, $4, now(), $5
+             WHERE NOT EXISTS (SELECT 1 FROM receipts.read_events_pruned t
+                               WHERE t.group_id = $1 AND t.msg_seq = $2)
              ON CONFLICT (group_id, msg_seq) DO UPDATE
                 SET read_num = EXCLUDED.read_num, listed = EXCLUDED.listed,
                     pulled_at = EXCLUDED.pulled_at, run_id = EXCLUDED.run_id",
@@ -225,5 +240,31 @@ pub async fn record_lake_file(
     .bind(bytes as i64)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Whether retention removed read events of run `run_id` from Postgres (its lake files then
+/// hold more than Postgres could write again).
+pub async fn events_pruned(pool: &PgPool, run_id: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM receipts.read_event_runs_pruned WHERE run_id = $1)",
+    )
+    .bind(run_id)
+    .fetch_one(pool)
+    .await
+}
+
+/// Forgets the run's recorded lake files of `dates`, so that its export writes them again
+/// (through `receipts.forget_read_event_files()`, which refuses a run retention pruned).
+pub async fn forget_lake_files(
+    pool: &PgPool,
+    run_id: i64,
+    dates: &[chrono::NaiveDate],
+) -> sqlx::Result<()> {
+    sqlx::query("SELECT receipts.forget_read_event_files($1, $2)")
+        .bind(run_id)
+        .bind(dates)
+        .execute(pool)
+        .await?;
     Ok(())
 }

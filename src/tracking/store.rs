@@ -196,3 +196,15 @@ pub async fn enabled_windows(
     .fetch_all(pool)
     .await
 }
+
+/// Whether the current role may change the tracked groups and their windows (insert, update
+/// and delete on both tables): the operator's right (the schema's owner), not a run's.
+pub async fn may_change(pool: &PgPool) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT bool_and(has_table_privilege(t, p))
+         FROM unnest(ARRAY['receipts.tracked_groups', 'receipts.seq_windows']) t,
+              unnest(ARRAY['INSERT', 'UPDATE', 'DELETE']) p",
+    )
+    .fetch_one(pool)
+    .await
+}

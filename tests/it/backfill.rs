@@ -91,6 +91,22 @@ async fn a_backfill_killed_half_way_resumes_and_ends_with_every_seq_once_in_both
     .await;
     first.kill().unwrap(); // SIGKILL
     finish(first);
+    // A statement the process sent just before it died still runs to its end on the server (a
+    // checkpoint of its calls): read the ledger once its sessions are gone.
+    wait_until(
+        Duration::from_secs(30),
+        "the killed process's sessions to end",
+        || async {
+            scalar(
+                &db,
+                "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'receipt-exporter'",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
     let done_before = committed(&db).await;
     let calls_before = scalar(
         &db,

@@ -248,9 +248,9 @@ async fn read_events_hold_exactly_the_simulators_readers_each_once() {
 }
 
 /// (group, seq, member, run, first seen in µs), sorted.
-type LakeRow = (String, i64, String, i64, i64);
+pub type LakeRow = (String, i64, String, i64, i64);
 
-async fn pg_events(db: &TestDb) -> Vec<LakeRow> {
+pub async fn pg_events(db: &TestDb) -> Vec<LakeRow> {
     sqlx::query_as(
         "SELECT group_id, msg_seq, member_account, run_id,
                 (extract(epoch FROM first_seen_read_at) * 1000000)::bigint
@@ -261,7 +261,7 @@ async fn pg_events(db: &TestDb) -> Vec<LakeRow> {
     .unwrap()
 }
 
-fn lake_events(dir: &std::path::Path) -> Vec<LakeRow> {
+pub fn lake_events(dir: &std::path::Path) -> Vec<LakeRow> {
     use arrow::array::{AsArray, Int64Array, TimestampMicrosecondArray};
     let mut out = Vec::new();
     for path in visible_parquet_files(&dir.join("read_events")) {

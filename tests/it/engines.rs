@@ -93,6 +93,7 @@ fn spark() -> &'static tools::Spark {
 /// The README's roles, under names of this test's own (roles belong to the whole server);
 /// dropped when the test ends, after its database.
 struct Roles {
+    owner: String,
     writer: String,
     reader: String,
 }
@@ -100,12 +101,15 @@ struct Roles {
 impl Roles {
     async fn create(db: &TestDb) -> Roles {
         let roles = Roles {
+            owner: format!("{}_o", db.name),
             writer: format!("{}_w", db.name),
             reader: format!("{}_r", db.name),
         };
         let sql = crate::roles::readme_roles_sql()
+            .replace("receipt_owner", &roles.owner)
             .replace("receipt_exporter", &roles.writer)
-            .replace("receipt_analyst", &roles.reader);
+            .replace("receipt_analyst", &roles.reader)
+            .replace("DATABASE analytics", &format!("DATABASE \"{}\"", db.name));
         sqlx::raw_sql(&sql).execute(&db.pool).await.unwrap();
         roles
     }
@@ -114,8 +118,8 @@ impl Roles {
 impl Drop for Roles {
     fn drop(&mut self) {
         admin_sql(format!(
-            "DROP ROLE IF EXISTS \"{}\"; DROP ROLE IF EXISTS \"{}\";",
-            self.writer, self.reader
+            "DROP ROLE IF EXISTS \"{}\"; DROP ROLE IF EXISTS \"{}\"; DROP ROLE IF EXISTS \"{}\";",
+            self.writer, self.reader, self.owner
         ));
     }
 }

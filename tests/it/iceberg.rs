@@ -2,7 +2,6 @@
 //! by an independent reader, pyiceberg, through the SQL catalog in the test database.
 
 use crate::helpers::*;
-use sqlx::Connection;
 use std::path::Path;
 use std::process::Command;
 
@@ -44,7 +43,7 @@ fn pyiceberg(db: &TestDb, what: &str) -> String {
     pyiceberg_at(&sqlalchemy_url(db), what)
 }
 
-fn pyiceberg_at(url: &str, what: &str) -> String {
+pub fn pyiceberg_at(url: &str, what: &str) -> String {
     let out = crate::tools::run_python(READER, &[url, what]);
     assert!(out.status.success(), "pyiceberg failed: {}", stderr(&out));
     stdout(&out)
@@ -171,92 +170,6 @@ fn paced(db: &TestDb, sim: &receipt_exporter::sim::Simulator, dir: &Path) -> Com
 
 // A run killed between a data file and its commit, inside the commit, and right after it: the
 // crash matrix of `lakes.rs`.
-
-/// The README's roles: the exporter's role (no DDL rights) runs in Iceberg mode, creating the
-/// table and committing to it, and maintains it; the analyst's role reads it with pyiceberg
-/// and can move no catalog pointer.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_roles_write_maintain_and_read_the_table() {
-    let db = TestDb::new().await;
-    let (writer, reader) = (format!("{}_w", db.name), format!("{}_r", db.name));
-    let sql = crate::roles::readme_roles_sql()
-        .replace("receipt_exporter", &writer)
-        .replace("receipt_analyst", &reader);
-    sqlx::raw_sql(&sql).execute(&db.pool).await.unwrap();
-    let as_role = |role: &str| {
-        db.url
-            .replacen("postgres://postgres@", &format!("postgres://{role}@"), 1)
-    };
-    let sim = simulator(2, 30, |_| {});
-    let dir = tempfile::tempdir().unwrap();
-    track_all(&db, &group_ids(&sim), 30).await;
-    let doctor = || {
-        let out = run(exporter_for(&db, &sim.base_url(), dir.path())
-            .env("DATABASE_URL", as_role(&writer))
-            .env("EXPORT_TABLE_FORMAT", "iceberg")
-            .arg("doctor"));
-        stdout(&out)
-    };
-    let before = doctor();
-    assert!(before.contains("OK    iceberg: the catalog has no table yet: the first run creates receipts.receipt_snapshots at file://"), "{before}");
-    let out = run(iceberg_run(&db, &sim, dir.path()).env("DATABASE_URL", as_role(&writer)));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "a run as the exporter's role: {}",
-        stderr(&out)
-    );
-    let out = run(exporter()
-        .env("DATABASE_URL", as_role(&writer))
-        .env("EXPORT_PARQUET_DIR", dir.path())
-        .env("EXPORT_TABLE_FORMAT", "iceberg")
-        .args(["iceberg", "maintain", "--expire-older-than", "0s"]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "maintain as the exporter's role: {}",
-        stderr(&out)
-    );
-    let after = doctor();
-    assert!(
-        after.contains("OK    iceberg: receipts.receipt_snapshots at file://"),
-        "{after}"
-    );
-    assert!(
-        after.contains(": 1 snapshot(s), metadata file://"),
-        "{after}"
-    );
-    assert!(
-        !after.contains("OK    lake: "),
-        "no check of the manifest's files in Iceberg mode: {after}"
-    );
-
-    let analyst = as_role(&reader);
-    let analyst = format!(
-        "postgresql+psycopg2://{}?options=-csearch_path%3Dreceipts",
-        analyst.split_once("://").unwrap().1
-    );
-    let rows = pyiceberg_at(&analyst, "rows").lines().count();
-    assert_eq!(
-        rows,
-        pg_snapshots(&db).await.len(),
-        "the analyst reads every row"
-    );
-    let mut r = sqlx::PgConnection::connect(&as_role(&reader))
-        .await
-        .unwrap();
-    let moved = sqlx::query("UPDATE receipts.iceberg_tables SET metadata_location = 'x'")
-        .execute(&mut r)
-        .await;
-    assert!(moved.is_err(), "the analyst cannot move the pointer");
-    r.close().await.unwrap();
-    for role in [&writer, &reader] {
-        sqlx::raw_sql(&format!("DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\";"))
-            .execute(&db.pool)
-            .await
-            .unwrap();
-    }
-}
 
 /// A commit retried after its outcome was lost (the connection died at COMMIT) is recognised
 /// by the manifest row its first attempt wrote in the same transaction, and not repeated.

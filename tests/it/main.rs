@@ -5,6 +5,7 @@
 mod backfill;
 mod cli;
 mod client;
+mod cluster;
 mod details;
 mod engines;
 mod export;
@@ -31,3 +32,4 @@ mod sim;
 mod sink;
 mod tools;
 mod track;
+mod warehouse_lock;

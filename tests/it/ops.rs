@@ -528,55 +528,6 @@ async fn doctor_fails_on_a_wrong_key_an_unmigrated_database_and_an_unusable_dire
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn doctor_names_missing_privileges_and_the_grant_that_fixes_them() {
-    let db = TestDb::new().await;
-    let sim = simulator(1, 10, |_| {});
-    let dir = tempfile::tempdir().unwrap();
-    let role = format!("rexp_ro_{}", rand::random::<u32>());
-    for sql in [
-        format!("CREATE ROLE {role} LOGIN"),
-        format!("GRANT USAGE ON SCHEMA receipts TO {role}"),
-        format!("GRANT SELECT ON ALL TABLES IN SCHEMA receipts TO {role}"),
-        "REVOKE EXECUTE ON FUNCTION receipts.ensure_snapshot_partitions(integer) FROM PUBLIC"
-            .to_string(),
-    ] {
-        sqlx::query(&sql).execute(&db.pool).await.unwrap();
-    }
-    let mut url = url::Url::parse(&db.url).unwrap();
-    url.set_username(&role).unwrap();
-    let out = run(exporter_for(&db, &sim.base_url(), dir.path())
-        .env("DATABASE_URL", url.as_str())
-        .arg("doctor"));
-    let text = stdout(&out);
-    // Clean up the cluster-wide role before asserting.
-    for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
-        sqlx::query(&sql).execute(&db.pool).await.unwrap();
-    }
-    assert_eq!(code(&out), Some(1));
-    assert!(
-        text.contains(&format!(
-            "FAIL  privileges: role {role} lacks INSERT on receipts.export_runs"
-        )),
-        "{text}"
-    );
-    assert!(
-        text.contains("INSERT on receipts.receipt_snapshot_rows"),
-        "{text}"
-    );
-    assert!(
-        text.contains("EXECUTE on receipts.ensure_snapshot_partitions(integer)"),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "GRANT EXECUTE ON FUNCTION receipts.ensure_snapshot_partitions(integer) TO {role}"
-        )),
-        "{text}"
-    );
-    sim.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn track_add_check_refuses_groups_without_receipts_and_writes_nothing() {
     let db = TestDb::new().await;
     let sim = mixed_simulator();

@@ -400,3 +400,143 @@ async fn a_job_with_retention_keep_months_applies_it_after_each_scheduled_run_on
         "the lake keeps the retired run"
     );
 }
+
+/// Issue 23: read events are pruned by retention too. Run 1 (moved into an old month) recorded
+/// the readers of a details-on group; retention refuses while a read-events file of it is not
+/// recorded, then removes its messages' events with the month (the lake's files keep them),
+/// remembering each message; when their readers grow, the next run pulls none of their read
+/// lists and records none of their members again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_events_go_with_their_month_and_a_pruned_message_is_never_recorded_again() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let group = receipt_exporter::sim::SimGroup {
+        group_id: "@TGS#who-old".into(),
+        group_type: receipt_exporter::sim::GroupType::Public,
+        member_num: 40,
+        next_msg_seq: 13,
+    };
+    let sim = simulator(0, 0, |c| c.groups = vec![group.clone()]);
+    let exporter = || exporter_for(&db, &sim.base_url(), dir.path());
+    let out = run(exporter().args([
+        "track",
+        "add",
+        &group.group_id,
+        "--seqs",
+        "1..12",
+        "--details",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(exporter().arg("run"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let recorded = crate::details::lake_events(dir.path());
+    assert!(!recorded.is_empty(), "run 1 recorded readers");
+    let old = month_start(Utc::now().date_naive()) - Months::new(3);
+    create_month_partition(&db, old).await;
+    sqlx::raw_sql(&format!(
+        "UPDATE receipts.receipt_snapshot_rows SET run_date = '{old}' WHERE run_id = 1;
+         UPDATE receipts.export_runs SET run_date = '{old}' WHERE run_id = 1;"
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let cutoff = month_start(Utc::now().date_naive()) - Months::new(1);
+
+    // A read-events file of run 1 that the manifest does not record: refused, nothing changes.
+    let files: Vec<(i64, NaiveDate, String, i64, i64)> = sqlx::query_as(
+        "DELETE FROM receipts.read_event_files WHERE run_id = 1
+         RETURNING run_id, capture_date, path, row_count, byte_size",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let out = retention(&db, dir.path(), &["--keep-months", "1"]);
+    expect(
+        &out,
+        1,
+        &format!("read events before {cutoff}: not every run is in the lake: run 1 (succeeded, {} read events in Postgres, 0 in the lake)", recorded.len()),
+    );
+    assert_eq!(crate::details::pg_events(&db).await.len(), recorded.len());
+    assert!(partitions(&db)
+        .await
+        .iter()
+        .any(|p| p.ends_with(&format!("m{:02}", old.month()))));
+    for (run_id, day, path, rows, bytes) in files {
+        sqlx::query("INSERT INTO receipts.read_event_files (run_id, capture_date, path, row_count, byte_size) VALUES ($1, $2, $3, $4, $5)")
+            .bind(run_id).bind(day).bind(path).bind(rows).bind(bytes)
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+
+    let messages: std::collections::BTreeSet<(String, i64)> =
+        recorded.iter().map(|e| (e.0.clone(), e.1)).collect();
+    let out = retention(&db, dir.path(), &["--keep-months", "1"]);
+    expect(
+        &out,
+        0,
+        &format!(
+            "removed {} read event(s) of {} message(s)",
+            recorded.len(),
+            messages.len()
+        ),
+    );
+    assert!(crate::details::pg_events(&db).await.is_empty());
+    let pruned: Vec<(String, i64, i64)> = sqlx::query_as(
+        "SELECT group_id, msg_seq, events FROM receipts.read_events_pruned ORDER BY 1, 2",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let keys: std::collections::BTreeSet<(String, i64)> =
+        pruned.iter().map(|p| (p.0.clone(), p.1)).collect();
+    assert_eq!(keys, messages, "each pruned message is remembered");
+    assert_eq!(
+        crate::details::lake_events(dir.path()),
+        recorded,
+        "the lake keeps them"
+    );
+
+    // Their readers grow: without the tombstones, each would be due again.
+    sim.advance(3);
+    let grown: Vec<&(String, i64)> = messages
+        .iter()
+        .filter(|(g, seq)| {
+            let now = sim.read_list(g, *seq as u64).unwrap_or_default().len();
+            now > recorded.iter().filter(|e| e.0 == *g && e.1 == *seq).count()
+        })
+        .collect();
+    assert!(!grown.is_empty(), "some pruned message gained readers");
+    let out = run(exporter().arg("run"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let again: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT DISTINCT e.group_id, e.msg_seq FROM receipts.read_events e
+         JOIN receipts.read_events_pruned t USING (group_id, msg_seq)",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        again.is_empty(),
+        "members of pruned messages recorded again: {again:?}"
+    );
+    let due: i64 = sqlx::query_scalar(
+        "SELECT (details->'read_lists'->>'due')::bigint FROM receipts.export_runs
+         WHERE run_id = (SELECT max(run_id) FROM receipts.export_runs)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let unpruned_with_readers = (1..group.next_msg_seq)
+        .filter(|seq| !messages.contains(&(group.group_id.clone(), *seq as i64)))
+        .filter(|seq| {
+            sim.read_list(&group.group_id, *seq)
+                .is_some_and(|l| !l.is_empty())
+        })
+        .count() as i64;
+    assert!(
+        due <= unpruned_with_readers,
+        "due {due}: only messages never pruned"
+    );
+    sim.shutdown().await;
+}

@@ -11,6 +11,7 @@ use receipt_exporter::sink::parquet::{
 };
 use receipt_exporter::sink::postgres::{write_batch, write_batch_retrying, WriteOutcome};
 use receipt_exporter::sink::rebuild::rebuild_dates;
+use receipt_exporter::sink::warehouse;
 use receipt_exporter::sink::LakeTarget;
 use receipt_exporter::sink::{Fence, ItemCodeRow, SinkError, SnapshotRow, WriteBatch};
 use sqlx::PgPool;
@@ -888,7 +889,9 @@ async fn rebuild_dates_rewrites_a_day_to_exactly_what_postgres_holds() {
 async fn the_warehouse_lock_excludes_a_second_session() {
     let db = TestDb::new().await;
     let mut holder = db.pool.acquire().await.unwrap();
-    manifest::lock_warehouse(&mut holder).await.unwrap();
+    let never = tokio_util::sync::CancellationToken::new();
+    let bound = std::time::Duration::from_secs(5);
+    warehouse::lock(&mut holder, bound, &never).await.unwrap();
     let try_lock = "SELECT pg_try_advisory_lock(hashtext('receipt-exporter:warehouse'))";
     let mut other = db.pool.acquire().await.unwrap();
     let got: bool = sqlx::query_scalar(try_lock)
@@ -896,7 +899,7 @@ async fn the_warehouse_lock_excludes_a_second_session() {
         .await
         .unwrap();
     assert!(!got);
-    manifest::unlock_warehouse(&mut holder).await.unwrap();
+    warehouse::unlock(&mut holder).await.unwrap();
     let got: bool = sqlx::query_scalar(try_lock)
         .fetch_one(&mut *other)
         .await
