@@ -402,6 +402,29 @@ pub enum LakeCommand {
     /// left after --repair)
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(LakeVerifyArgs),
+    /// Record another location or table format as this database's lake, on purpose. Every
+    /// command checks its EXPORT_PARQUET_DIR and EXPORT_TABLE_FORMAT against the recorded ones
+    /// and refuses others (exit 2); this is the one way to change them. It moves no file: copy
+    /// the lake's files to the new location first (Hive-style; an Iceberg table cannot move by
+    /// copying), or point at a new, empty lake. The new location is claimed for this database
+    /// (its _receipt_exporter.json); give runs the new settings afterwards
+    #[command(after_help = EXIT_CODES_HELP)]
+    Move(LakeMoveArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LakeMoveArgs {
+    /// The location recorded now, exactly as a refused command names it: saying it is what
+    /// makes a move deliberate
+    #[arg(long, value_name = "LOCATION")]
+    pub from: String,
+    /// The lake's location from now on: a directory, file:///PATH, s3://BUCKET/PREFIX, gs://...,
+    /// az://...
+    #[arg(long, value_name = "LOCATION")]
+    pub to: String,
+    /// The table format from now on, parquet or iceberg [default: the recorded one]
+    #[arg(long, value_name = "FORMAT")]
+    pub to_format: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -71,7 +71,8 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
             || cause.is::<crate::settings::SettingsError>()
             || cause.is::<crate::run::backfill::BackfillError>()
             || cause.is::<crate::schedule::scheduler::ScheduleError>()
-            || cause.is::<crate::sink::remote::LakeOfAnother>()
+            || cause.is::<crate::sink::owner::NotOurLake>()
+            || cause.is::<crate::sink::identity::OtherLake>()
             || cause.is::<crate::ops::endpoint::ListenError>()
         {
             return Exit::Usage;

@@ -1,8 +1,11 @@
 //! Where the lake is: a local directory, or a prefix in an object store (S3, GCS, Azure Blob)
 //! reached through the `object_store` crate. This module turns the `--parquet-dir` string into
-//! a [`Location`] (pure parsing, [`parse_location`]) and a location into an open [`Lake`]
-//! ([`Location::open`], reading the store's standard environment variables). It writes nothing
-//! and knows nothing of Postgres or of the files' layout; the sinks do.
+//! a [`Location`] (pure parsing, [`parse_location`]: a store's scheme without its `//` is
+//! refused, never taken for a directory named `s3:`), a location into its one spelling
+//! ([`Location::normalized`]: `/x`, `file:/x` and `file:///x` are one place, which the
+//! database records as its lake) and into an open [`Lake`] ([`Location::open`], reading the
+//! store's standard environment variables). It writes nothing and knows nothing of Postgres or
+//! of the files' layout; the sinks do.
 //!
 //! Credentials come only from the environment variables `object_store` reads (`AWS_*`,
 //! `GOOGLE_*`, `AZURE_*`). They are never part of a [`Location`], a [`Lake`]'s `Display` or
@@ -18,6 +21,10 @@ use std::sync::Arc;
 /// What `--parquet-dir` accepts, for error messages and `--help`.
 pub const ACCEPTED: &str =
     "a directory path, file:///ABSOLUTE/PATH (or file:/ABSOLUTE/PATH), s3://BUCKET/PREFIX, gs://BUCKET/PREFIX or az://CONTAINER/PREFIX";
+
+/// The schemes that name an object store (or that a user may take for one): written without
+/// `//` they are refused, never taken for a directory named `s3:`.
+const STORE_SCHEMES: [&str; 8] = ["s3", "s3a", "gs", "gcs", "az", "abfs", "http", "https"];
 
 /// The object stores the lake may live in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +78,23 @@ impl fmt::Display for Location {
     }
 }
 
+impl Location {
+    /// The location as one string whatever way it was written: `file:///ABSOLUTE/PATH` for a
+    /// directory (made absolute against the working directory, `.` segments and a trailing
+    /// `/` dropped, links not resolved: `/x`, `file:/x`, `file:///x` and `/x/./` are one),
+    /// `scheme://bucket/prefix` for an object store. What the lake's identity records and
+    /// what the Iceberg table's location starts with.
+    pub fn normalized(&self) -> String {
+        match self {
+            Location::Local(path) => {
+                let abs = std::path::absolute(path).unwrap_or_else(|_| path.clone());
+                normalize_location(&abs.to_string_lossy())
+            }
+            remote => normalize_location(&remote.to_string()),
+        }
+    }
+}
+
 /// Turns a `--parquet-dir` value into a location. A value without `scheme://` is a local path,
 /// as it always was; `file://` is a local path too; `s3://`, `gs://` and `az://` name an object
 /// store; any other scheme is refused (it would otherwise become a directory named `x:`).
@@ -85,21 +109,28 @@ pub fn parse_location(value: &str) -> Result<Location, String> {
     if value.is_empty() {
         return refuse("empty");
     }
-    if let Some(path) = hadoop_file_path(value) {
-        return Ok(Location::Local(PathBuf::from(path)));
+    if let Some(scheme) = bare_scheme(value) {
+        // `file:/x` is a file URL; `s3:/bucket/x` or `s3:x` is a store location missing its `//`.
+        if !scheme.eq_ignore_ascii_case("file") {
+            return refuse(&format!(
+                "'{scheme}:' without '//' is not a location (an object store location is \
+                 {scheme}://BUCKET/PREFIX)"
+            ));
+        }
+        return match file_url(value) {
+            Some(location) => Ok(location),
+            None => refuse(
+                "a file: URL needs an absolute path on this host (file:/PATH or file:///PATH)",
+            ),
+        };
     }
     let Some((scheme, rest)) = split_scheme(value) else {
         return Ok(Location::Local(PathBuf::from(value)));
     };
     let scheme = match scheme.to_ascii_lowercase().as_str() {
         "file" => {
-            return match url::Url::parse(value).ok().and_then(|u| {
-                let local = u
-                    .host_str()
-                    .is_none_or(|h| h.is_empty() || h == "localhost");
-                local.then(|| u.to_file_path().ok()).flatten()
-            }) {
-                Some(path) => Ok(Location::Local(path)),
+            return match file_url(value) {
+                Some(location) => Ok(location),
                 None => refuse("a file:// URL needs an absolute path on this host"),
             }
         }
@@ -124,16 +155,6 @@ pub fn parse_location(value: &str) -> Result<Location, String> {
         bucket: bucket.to_string(),
         prefix: prefix.to_string(),
     })
-}
-
-/// The path of `file:/ABSOLUTE/PATH`, the spelling Hadoop (Spark) gives local files: one slash,
-/// no authority. `None` for anything else (`file:///...` is a URL, parsed as such).
-fn hadoop_file_path(value: &str) -> Option<&str> {
-    let rest = value
-        .get(..5)?
-        .eq_ignore_ascii_case("file:")
-        .then(|| &value[5..])?;
-    (rest.starts_with('/') && !rest.starts_with("//")).then_some(rest)
 }
 
 /// One spelling of a location in the lake, so that locations written by different engines
@@ -183,6 +204,30 @@ fn redact_userinfo(value: &str) -> String {
         Some(at) => format!("{scheme}://[redacted]{}", &rest[at..]),
         None => value.to_string(),
     }
+}
+
+/// A local path for a `file:` URL naming an absolute path on this host (`file:/x`,
+/// `file:///x`, `file://localhost/x`).
+fn file_url(value: &str) -> Option<Location> {
+    let url = url::Url::parse(value).ok()?;
+    let local = url
+        .host_str()
+        .is_none_or(|h| h.is_empty() || h == "localhost");
+    let rest = value.split_once(':')?.1;
+    // `file:x` would parse as `/x`: a relative path is not a file URL.
+    (local && rest.starts_with('/'))
+        .then(|| url.to_file_path().ok())
+        .flatten()
+        .map(Location::Local)
+}
+
+/// The scheme of `file:/x`, `s3:/bucket/x` or `s3:x`: a known scheme followed by `:` but not
+/// `://`. Any other `word:` stays a path, as it always was.
+fn bare_scheme(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.split_once(':')?;
+    let known = scheme.eq_ignore_ascii_case("file")
+        || STORE_SCHEMES.iter().any(|s| s.eq_ignore_ascii_case(scheme));
+    (known && !rest.starts_with("//")).then_some(scheme)
 }
 
 /// `("s3", "bucket/prefix")` for `s3://bucket/prefix`; `None` for a path (a scheme is letters,
@@ -338,6 +383,15 @@ impl Lake {
         match self {
             Lake::Local(_) => None,
             Lake::Remote(remote) => Some(remote),
+        }
+    }
+
+    /// The lake's location as one string whatever way it was written
+    /// ([`Location::normalized`]).
+    pub fn normalized(&self) -> String {
+        match self {
+            Lake::Local(dir) => Location::Local(dir.clone()).normalized(),
+            Lake::Remote(remote) => remote.location.normalized(),
         }
     }
 
@@ -623,6 +677,30 @@ mod tests {
         assert_eq!(ok("gs://g/x"), remote(Scheme::Gcs, "g", "x"));
         assert_eq!(ok("az://c/x"), remote(Scheme::Azure, "c", "x"));
         assert_eq!(ok("s3://lake/a/b").to_string(), "s3://lake/a/b");
+        assert_eq!(ok("file:/srv/lake"), Location::Local("/srv/lake".into()));
+        assert_eq!(
+            ok("file://localhost/srv/lake"),
+            Location::Local("/srv/lake".into())
+        );
+        // A word and a colon that is no scheme of ours stays a directory, as it always was.
+        assert_eq!(ok("notes:2026"), Location::Local("notes:2026".into()));
+    }
+
+    #[test]
+    fn one_place_is_one_normalised_location_however_it_is_written() {
+        let norm = |v: &str| parse_location(v).unwrap().normalized();
+        for same in [
+            "/srv/lake",
+            "file:/srv/lake",
+            "file:///srv/lake",
+            "/srv/./lake/",
+        ] {
+            assert_eq!(norm(same), "file:///srv/lake", "{same}");
+        }
+        let here = std::env::current_dir().unwrap();
+        assert_eq!(norm("./wh"), format!("file://{}/wh", here.display()));
+        assert_eq!(norm("s3://b/p/"), "s3://b/p");
+        assert_eq!(norm("s3://b"), "s3://b");
     }
 
     #[test]
@@ -668,6 +746,13 @@ mod tests {
             "s3://lake/x?versionId=1",
             "file://otherhost/x",
             "file://relative",
+            "file:relative",
+            "s3:/lake/x",
+            "s3:lake",
+            "S3:/lake/x",
+            "gs:/b/x",
+            "az:c",
+            "https:/host/x",
             "",
         ] {
             let e = parse_location(bad).unwrap_err();

@@ -182,7 +182,7 @@ pub const PARQUET_DIR: Setting = Setting {
     env: "EXPORT_PARQUET_DIR",
     default: Some("./warehouse"),
     value_name: "DIR|URL",
-    help: "the lake: a directory, or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables); in Iceberg mode where the table lives (a directory or s3://)",
+    help: "the lake: a directory (or file:/PATH), or s3://BUCKET/PREFIX, gs://..., az://... (credentials from AWS_*, GOOGLE_*, AZURE_* variables); in Iceberg mode where the table lives (a directory or s3://); recorded by the database on first use, other values refused (`lake move` changes it)",
     ..Setting::ROW
 };
 /// `iceberg`: the snapshots go to the Iceberg table `receipts.receipt_snapshots` in the lake,
@@ -193,7 +193,7 @@ pub const TABLE_FORMAT: Setting = Setting {
     env: "EXPORT_TABLE_FORMAT",
     default: Some("parquet"),
     value_name: "FORMAT",
-    help: "parquet (Hive-style directories) or iceberg (an Iceberg table, catalog in Postgres)",
+    help: "parquet (Hive-style directories) or iceberg (an Iceberg table, catalog in Postgres); recorded with the lake on first use, the other refused (`lake move --to-format` changes it)",
     ..Setting::ROW
 };
 /// object_store retries a failed request for up to 3 minutes by default, silently: a lake that
@@ -484,6 +484,25 @@ pub enum TableFormat {
     Iceberg,
 }
 
+impl TableFormat {
+    /// `parquet` or `iceberg` (any case, spaces around), as the setting is written.
+    pub fn parse(text: &str) -> Option<TableFormat> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "parquet" => Some(TableFormat::Parquet),
+            "iceberg" => Some(TableFormat::Iceberg),
+            _ => None,
+        }
+    }
+
+    /// The setting's value for this format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TableFormat::Parquet => "parquet",
+            TableFormat::Iceberg => "iceberg",
+        }
+    }
+}
+
 /// How log lines are written to stderr.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -506,6 +525,9 @@ pub struct Settings {
     pub lake: crate::lake::Lake,
     /// Hive-style Parquet files or an Iceberg table (`--table-format`).
     pub table_format: TableFormat,
+    /// How long one request to a lake in an object store is retried (`--lake-timeout`): for
+    /// opening another location than `lake` (`lake move --to`).
+    pub lake_timeout: std::time::Duration,
     /// The app's API budget, calls per second, shared by every process and job.
     pub rate_limit: u32,
     /// A job's own cap (its `rate_limit`), at most `rate_limit`: it limits that job only.
@@ -738,11 +760,9 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         })
         .transpose()?;
     let (v, o) = src.get(TABLE_FORMAT);
-    let table_format = match v.trim().to_ascii_lowercase().as_str() {
-        "parquet" => TableFormat::Parquet,
-        "iceberg" => TableFormat::Iceberg,
-        _ => return Err(invalid(&o, &v, "parquet or iceberg")),
-    };
+    let table_format =
+        TableFormat::parse(&v).ok_or_else(|| invalid(&o, &v, "parquet or iceberg"))?;
+    let lake_timeout = std::time::Duration::from_secs(bounded(LAKE_TIMEOUT, 5, 3600, "seconds")?);
     let max = MAX_RATE_LIMIT as u64;
     Ok(Settings {
         database,
@@ -750,11 +770,9 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         secret_key,
         identifier,
         api,
-        lake: lake(
-            src.get(PARQUET_DIR),
-            std::time::Duration::from_secs(bounded(LAKE_TIMEOUT, 5, 3600, "seconds")?),
-        )?,
+        lake: lake(src.get(PARQUET_DIR), lake_timeout)?,
         table_format,
+        lake_timeout,
         rate_limit: bounded(RATE_LIMIT, 1, max, "calls per second")? as u32,
         job_rate_cap: None,
         batch_size: bounded(BATCH_SIZE, 1, MAX_BATCH_SIZE as u64, "seqs per call")? as usize,

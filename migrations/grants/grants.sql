@@ -28,7 +28,7 @@ GRANT SELECT ON
     receipts.read_events, receipts.read_list_pulls, receipts.read_event_files,
     receipts.message_readers, receipts.read_events_pruned, receipts.read_event_runs_pruned,
     receipts.iceberg_tables, receipts.iceberg_namespace_properties,
-    receipts.check_outcomes
+    receipts.lake_identity, receipts.check_outcomes
 TO receipt_writer, receipt_reader;
 -- The DEFAULT partition itself (the month partitions are read through their parent): retention
 -- counts the old rows left there.
@@ -55,6 +55,10 @@ GRANT INSERT, UPDATE, DELETE ON receipts.rate_leases TO receipt_writer;
 GRANT INSERT, UPDATE (parquet_file_id) ON receipts.write_batches TO receipt_writer;
 GRANT INSERT, UPDATE (pending_key, byte_size) ON receipts.parquet_files TO receipt_writer;
 GRANT INSERT ON receipts.read_event_files TO receipt_writer;
+
+-- The lake this database writes: recorded once, on first use; changed only by the schema's
+-- owner (`receipt-exporter lake move`), so no writer can point the database at another lake.
+GRANT INSERT ON receipts.lake_identity TO receipt_writer;
 
 -- The Iceberg catalog: the table's row once, then the compare-and-set of its pointer. No
 -- DELETE: a table dropped from the catalog is never the writer's doing.

@@ -80,6 +80,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
         lake: crate::lake::Lake::Local(args.dir.join("warehouse")),
         ..settings.clone()
     };
+    follow_demo_dir(&pool, &run_settings).await?;
     let request = RunRequest {
         job: "demo".into(),
         kind: RunKind::Manual,
@@ -98,6 +99,19 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
         crate::settings::TableFormat::Iceberg => print_iceberg_steps(&database_url),
     }
     Ok(crate::exit::for_run(&report))
+}
+
+/// The demo's database is its own: the lake it records follows the demo's directory and table
+/// format (a real database's moves only with `lake move`).
+async fn follow_demo_dir(pool: &sqlx::PgPool, settings: &Settings) -> anyhow::Result<()> {
+    use crate::sink::identity::{self, Identity};
+    let wanted = Identity::of(&settings.lake, settings.table_format);
+    if let Some(recorded) = identity::recorded(pool).await?.filter(|r| *r != wanted) {
+        let (lake, format) = (&settings.lake, settings.table_format);
+        crate::sink::LakeTarget::relocate(pool, &recorded.location, lake, format).await?;
+        println!("the demo database's lake is now {wanted} (was {recorded})");
+    }
+    Ok(())
 }
 
 /// Creates the demo database on the local server if it is not there yet; returns its URL.

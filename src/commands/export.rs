@@ -27,18 +27,33 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
     }
     let pool = super::connect_migrated(settings).await?;
     check_retired(&pool, since, until).await?;
-    let target =
-        LakeTarget::open(&pool, &settings.lake, settings.table_format, Access::Write).await?;
+    // Judged before the lake is claimed (or its identity recorded): a refusal changes nothing.
+    let (lake, format) = (&settings.lake, settings.table_format);
+    LakeTarget::open(&pool, lake, format, Access::Read)
+        .await?
+        .exportable(args.relocate)?;
+    let target = LakeTarget::open(&pool, lake, format, Access::Write).await?;
     // The warehouse lock is a session lock: it needs a connection of its own, not a pooled one.
     let lock = super::warehouse_lock(settings).await?;
     let exported = target
         .export_days(&pool, (since, until), args.relocate)
         .await;
     lock.release().await;
-    match exported? {
+    say(&exported?, &target, (since, until), args.relocate);
+    Ok(Exit::Success)
+}
+
+/// What `export parquet` did, one line per day and a total.
+fn say(
+    exported: &Exported,
+    target: &LakeTarget,
+    (since, until): (NaiveDate, NaiveDate),
+    relocate: bool,
+) {
+    match exported {
         Exported::Swapped { days, elsewhere } => {
             let mut rows = 0;
-            for day in &days {
+            for day in days {
                 rows += day.rows;
                 println!(
                     "{}: {} rows in {} file(s), replacing {} file(s)",
@@ -52,7 +67,7 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
                 "rebuilt {} day(s) from {since} to {until} ({rows} rows) in {target}; days with no rows and no files were skipped",
                 days.len(),
             );
-            if args.relocate && elsewhere > 0 {
+            if relocate && *elsewhere > 0 {
                 println!(
                     "the manifest now lists these days' files in {target}; {elsewhere} file(s) of other days it lists are not there: \
                      rebuild those days too, and give runs this EXPORT_PARQUET_DIR"
@@ -61,7 +76,7 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
         }
         Exported::InPlace(days) => {
             let mut rows = 0;
-            for (day, files, day_rows) in &days {
+            for (day, files, day_rows) in days {
                 rows += day_rows;
                 println!("{day}: {day_rows} rows rewritten in place in {files} file(s)");
             }
@@ -72,7 +87,6 @@ async fn parquet(settings: &Settings, args: ExportParquetArgs) -> anyhow::Result
             );
         }
     }
-    Ok(Exit::Success)
 }
 
 /// Retention removed some runs' rows from Postgres: their lake files are all that is left, so a

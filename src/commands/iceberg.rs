@@ -27,9 +27,19 @@ async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Res
         orphan_min_age: args.orphan_min_age,
         dry_run: args.dry_run,
     };
-    let target =
-        LakeTarget::open(&pool, &settings.lake, settings.table_format, Access::Run).await?;
+    // Only this database's lake, as recorded: another database's files are never its orphans.
+    let access = match args.dry_run {
+        true => Access::Read,
+        false => Access::Write,
+    };
+    let target = LakeTarget::open(&pool, &settings.lake, settings.table_format, access).await?;
     let table = target.iceberg().expect("Iceberg mode, checked above");
+    if !table.listed {
+        println!(
+            "iceberg: the catalog has no table yet: nothing to maintain (the first run creates it)"
+        );
+        return Ok(Exit::Success);
+    }
     let report = iceberg::maintain(&pool, table, &opts).await?;
     let (expired, removed) = if args.dry_run {
         ("would expire", "would remove")

@@ -1,16 +1,56 @@
 //! `receipt-exporter lake verify [--repair]`: the lake's files against the manifest, and with
 //! `--repair` the missing or damaged ones rewritten from Postgres under the warehouse lock.
+//! `receipt-exporter lake move --from RECORDED --to LOCATION [--to-format F]`: another lake
+//! recorded as this database's, on purpose.
 
-use crate::cli::{LakeCommand, LakeVerifyArgs};
+use crate::cli::{LakeCommand, LakeMoveArgs, LakeVerifyArgs};
 use crate::exit::Exit;
 use crate::ops::lake::{self, Report, Table};
-use crate::settings::Settings;
+use crate::settings::{Settings, TableFormat};
 use crate::sink::{Access, LakeTarget};
 
 pub async fn run(settings: &Settings, cmd: LakeCommand) -> anyhow::Result<Exit> {
     match cmd {
         LakeCommand::Verify(args) => verify(settings, args).await,
+        LakeCommand::Move(args) => move_lake(settings, args).await,
     }
+}
+
+/// `lake move --from RECORDED --to LOCATION [--to-format F]`: the one deliberate way to change
+/// the lake this database records.
+async fn move_lake(settings: &Settings, args: LakeMoveArgs) -> anyhow::Result<Exit> {
+    let location = |flag: &str, value: &str| {
+        crate::lake::parse_location(value)
+            .map_err(|e| crate::exit::usage(format!("lake move: {flag}: {e}")))
+    };
+    let from = location("--from", &args.from)?.normalized();
+    let to = location("--to", &args.to)?;
+    let to_format = match args.to_format.as_deref() {
+        None => None,
+        Some(raw) => Some(TableFormat::parse(raw).ok_or_else(|| {
+            crate::exit::usage(format!(
+                "lake move: --to-format: invalid value '{raw}': expected parquet or iceberg"
+            ))
+        })?),
+    };
+    let to = to.open(settings.lake_timeout).map_err(crate::exit::usage)?;
+    let pool = super::connect_migrated(settings).await?;
+    let format = match to_format {
+        Some(format) => format,
+        None => match crate::sink::identity::recorded(&pool).await? {
+            Some(recorded) => recorded.format,
+            None => settings.table_format,
+        },
+    };
+    let (old, new) = LakeTarget::relocate(&pool, &from, &to, format).await?;
+    println!("this database's lake is now {new} (was {old}); no file was moved");
+    println!(
+        "give every process of this database EXPORT_PARQUET_DIR={} and EXPORT_TABLE_FORMAT={}: \
+         others are refused (exit 2)",
+        new.location,
+        new.format.as_str()
+    );
+    Ok(Exit::Success)
 }
 
 async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exit> {

@@ -8,9 +8,16 @@ use crate::cli::RetentionArgs;
 use crate::exit::Exit;
 use crate::ops::retention::{self, Plan};
 use crate::settings::Settings;
+use crate::sink::{Access, LakeTarget};
 
 pub async fn run(settings: &Settings, args: RetentionArgs) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
+    // Retention counts on the lake: only this database's, the one it records.
+    let access = match args.dry_run {
+        true => Access::Read,
+        false => Access::Write,
+    };
+    LakeTarget::open(&pool, &settings.lake, settings.table_format, access).await?;
     let lock = super::warehouse_lock(settings).await?;
     let outcome = apply(&pool, &args).await;
     lock.release().await;

@@ -172,6 +172,7 @@ pub const NEEDS: &[Need] = &[
     need(Use::Run, "SELECT, INSERT", "parquet_files"),
     cols(Use::Run, "parquet_files", &["pending_key", "byte_size"]),
     need(Use::Run, "SELECT, INSERT", "iceberg_tables"),
+    need(Use::Run, "SELECT, INSERT", "lake_identity"),
     cols(
         Use::Run,
         "iceberg_tables",
@@ -250,6 +251,7 @@ pub const EXCESS: &[Need] = &[
     cols(Use::Run, "parquet_files", &["row_count"]),
     need(Use::Run, "DELETE", "read_event_files"),
     need(Use::Run, "DELETE", "iceberg_tables"),
+    need(Use::Run, "UPDATE, DELETE", "lake_identity"),
 ];
 
 impl Need {

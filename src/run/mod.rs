@@ -676,12 +676,16 @@ fn verdict(outcome: &Outcome, lost: Option<&Lost>) -> Verdict {
             config_refused: e.is_config(),
             error: Some(e.to_string()),
         },
-        // A lake of another database is the user's to fix (2).
+        // A lake of another database, or another lake than the recorded one, is the user's to
+        // fix (2).
         Some(Halt::Sink(e)) => Verdict {
             status: RunStatus::Failed,
-            config_refused: e
-                .chain()
-                .any(|c| c.is::<crate::sink::remote::LakeOfAnother>()),
+            config_refused: e.chain().any(|c| {
+                c.is::<crate::sink::owner::NotOurLake>()
+                    || c.is::<crate::sink::identity::OtherLake>()
+                    || c.downcast_ref::<crate::sink::SinkError>()
+                        .is_some_and(crate::sink::SinkError::is_config)
+            }),
             error: Some(format!("{e:#}")),
         },
         Some(Halt::Stopped | Halt::Fenced(_)) => match lost {

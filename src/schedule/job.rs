@@ -215,6 +215,13 @@ impl Job {
             return;
         };
         let codes = self.follow.no_receipt_after.unwrap_or(0).max(3);
+        // Retention counts on the lake: only this database's, the one it records.
+        let (lake, format) = (&settings.lake, settings.table_format);
+        let access = crate::sink::Access::Write;
+        if let Err(e) = crate::sink::LakeTarget::open(pool, lake, format, access).await {
+            tracing::warn!(job = %self.name, "retention after the run left every month in Postgres: {e:#}");
+            return;
+        }
         let done = match settings.require_database() {
             Ok(options) => {
                 let wait = (settings.lock_reconnect_timeout, stop);

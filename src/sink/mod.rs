@@ -48,9 +48,11 @@ pub struct WriteBatch {
 
 pub mod fence;
 pub mod iceberg;
+pub mod identity;
 pub mod manifest;
 pub mod names;
 pub mod objects;
+pub mod owner;
 pub mod parquet;
 pub mod postgres;
 pub mod rebuild;
@@ -127,6 +129,22 @@ pub enum SinkError {
     /// The catalog's table lives somewhere else than the configured lake.
     #[error("the Iceberg table receipts.receipt_snapshots is at {found}, not at {configured}: point --parquet-dir / EXPORT_PARQUET_DIR at the lake that holds it (the table is never moved or recreated)")]
     IcebergElsewhere { found: String, configured: String },
+    /// The catalog lacks the Iceberg table, but the lake holds it (dropped from the catalog by
+    /// another engine, its files kept): it is never created again over them.
+    #[error(
+        "the Iceberg table receipts.receipt_snapshots is not in the catalog (receipts.iceberg_tables), \
+         but {table} holds it: the manifest lists {committed} data file(s) committed to it{}; \
+         another engine dropped it from the catalog and kept its files (pyiceberg's drop_table, \
+         Spark's DROP TABLE without PURGE), and a new table is never created over them: {}",
+        newest.as_ref().map_or(String::new(), |n| format!(", and its newest metadata file is {n}")),
+        register_fix(newest.as_deref())
+    )]
+    TableDropped {
+        table: String,
+        committed: i64,
+        /// The newest metadata file's location, if any is left.
+        newest: Option<String>,
+    },
     /// A file holds something other than what this version writes.
     #[error("Parquet file {} is not ours: {reason}", path.display())]
     Foreign { path: PathBuf, reason: String },
@@ -146,6 +164,24 @@ pub enum SinkError {
     Fenced { run_id: i64, by: String },
 }
 
+/// How to register a dropped Iceberg table again from its newest metadata file.
+fn register_fix(newest: Option<&str>) -> String {
+    match newest {
+        Some(newest) => format!(
+            "register it again from its newest metadata file, as the schema's owner (or a role \
+             with INSERT on receipts.iceberg_tables): INSERT INTO receipts.iceberg_tables \
+             (catalog_name, table_namespace, table_name, metadata_location, iceberg_type) VALUES \
+             ('receipt_exporter', 'receipts', 'receipt_snapshots', '{newest}', 'TABLE'); or with \
+             pyiceberg: catalog.register_table(\"receipts.receipt_snapshots\", \"{newest}\") \
+             (README, \"A table dropped from the catalog\")"
+        ),
+        None => "its metadata files are gone too: restore the table's metadata/ from a backup of \
+                 the lake, then register its newest metadata file in receipts.iceberg_tables \
+                 (README, \"A table dropped from the catalog\")"
+            .to_string(),
+    }
+}
+
 impl SinkError {
     /// True when the same call may succeed if repeated on a new connection.
     pub fn is_retryable(&self) -> bool {
@@ -159,7 +195,9 @@ impl SinkError {
     pub fn is_config(&self) -> bool {
         matches!(
             self,
-            SinkError::Config(_) | SinkError::IcebergElsewhere { .. }
+            SinkError::Config(_)
+                | SinkError::IcebergElsewhere { .. }
+                | SinkError::TableDropped { .. }
         )
     }
 

@@ -54,6 +54,18 @@
 //!    file of step 1. *After:* nothing; a commit retried after a lost COMMIT finds its file
 //!    recorded and is not repeated.
 //!
+//! ## One lake per database, one database per lake
+//! Before any of this, [`LakeTarget::open`] checks the lake against the database's record of
+//! it (location and form, [`super::identity`]; a first use records it) and the database
+//! against the lake's marker (`_receipt_exporter.json` at the lake's root,
+//! [`super::owner`]; a first write claims it), in every form. A process started with another
+//! lake or form, or pointed at another database's lake, is refused (exit 2) before it
+//! writes anything: two databases in one lake would overwrite each other's `run-1-...` files
+//! and sweep each other's files as strays, and one database in two lakes would count rows as
+//! in "the lake" that its readers never see. In Iceberg mode a table missing from the catalog
+//! while the manifest lists files committed to it (another engine dropped it, its files
+//! stayed) is refused, never created again over them.
+//!
 //! ## Rebuilding from Postgres
 //! `export parquet` and `lake verify --repair` write the lake again from Postgres under the
 //! warehouse lock: on the local disk a capture date is built aside and swapped in with one
@@ -63,6 +75,7 @@
 
 use super::iceberg::writer::{FinishedFile, RunIceberg};
 use super::iceberg::IcebergTarget;
+use super::identity::Identity;
 use super::names::{self, Kind};
 use super::parquet::{partition_dir, CommittedFile, RunParquet, SealedFile};
 use super::rebuild::RepairReport;
@@ -105,41 +118,72 @@ pub enum Access {
 const REPAIR_RECONNECT: Duration = Duration::from_secs(30);
 
 impl LakeTarget {
-    /// Opens the lake in the form the settings give: checks that it is this database's (an
-    /// object store's marker), and in Iceberg mode opens the table (with [`Access::Run`],
-    /// creating it, empty, when the catalog lacks it).
+    /// Opens the lake in the form the settings give, after checking that it is this database's
+    /// lake, as recorded ([`super::identity`], recorded here on first use unless reading) and as
+    /// its marker says ([`super::owner`], claimed here unless reading); in Iceberg mode opens
+    /// the table (with [`Access::Run`], creating it, empty, when the catalog lacks it and
+    /// nothing says it was dropped). A refusal changes nothing in the lake.
     pub async fn open(
         pool: &PgPool,
         lake: &Lake,
         format: TableFormat,
         access: Access,
     ) -> anyhow::Result<LakeTarget> {
-        match (format, lake) {
+        let writes = access != Access::Read;
+        let identity = Identity::of(lake, format);
+        let recorded = super::identity::check(pool, &identity).await?;
+        super::owner::check(pool, lake, writes).await?;
+        if writes && !recorded {
+            super::identity::record(pool, &identity).await?;
+        }
+        Ok(match (format, lake) {
             (TableFormat::Iceberg, _) => {
                 let target = match access {
                     Access::Run => IcebergTarget::open(lake, pool).await?,
                     Access::Read | Access::Write => IcebergTarget::peek(lake, pool).await?,
                 };
-                Ok(LakeTarget::Iceberg(Box::new(target)))
+                LakeTarget::Iceberg(Box::new(target))
             }
-            (TableFormat::Parquet, Lake::Local(dir)) => Ok(LakeTarget::HiveLocal(dir.clone())),
-            (TableFormat::Parquet, Lake::Remote(remote)) => {
-                super::remote::check_owner(pool, remote, access != Access::Read).await?;
-                Ok(LakeTarget::HiveStore(remote.clone()))
-            }
-        }
+            (TableFormat::Parquet, Lake::Local(dir)) => LakeTarget::HiveLocal(dir.clone()),
+            (TableFormat::Parquet, Lake::Remote(remote)) => LakeTarget::HiveStore(remote.clone()),
+        })
     }
 
-    /// Checks, writing nothing and claiming nothing, that a run may open this lake: a run
-    /// refuses a wrong lake before it starts (exit 2), not half-way.
+    /// Checks, writing nothing and claiming nothing, that a run may open this lake: the lake
+    /// the database records, and in Iceberg mode a lake that holds the catalog's table. A run
+    /// refuses a wrong lake before it starts (exit 2), not half-way; whose lake it is (its
+    /// marker) the run's [`LakeTarget::open`] checks, a store's first request.
     pub async fn precheck(pool: &PgPool, lake: &Lake, format: TableFormat) -> anyhow::Result<()> {
+        super::identity::check(pool, &Identity::of(lake, format)).await?;
         if format == TableFormat::Iceberg {
-            // A lake Iceberg cannot use, or not the one the catalog's table is in.
             super::iceberg::IcebergLake::new(lake)?
                 .check_catalog(pool)
                 .await?;
         }
         Ok(())
+    }
+
+    /// `lake move`: records `to`, in `format`, as this database's lake in place of the recorded
+    /// one, which `from` (normalised) must name. An Iceberg table must be at `to` already or
+    /// creatable there (the catalog's table never moves: its metadata names its files by
+    /// absolute path); `to`'s marker is claimed, so another database's lake is refused. Moves
+    /// no file. Returns the identities before and after.
+    pub async fn relocate(
+        pool: &PgPool,
+        from: &str,
+        to: &Lake,
+        format: TableFormat,
+    ) -> anyhow::Result<(Identity, Identity)> {
+        let new = Identity::of(to, format);
+        super::identity::check_move(pool, from, &new).await?;
+        if format == TableFormat::Iceberg {
+            super::iceberg::IcebergLake::new(to)?
+                .check_catalog(pool)
+                .await?;
+        }
+        super::owner::check(pool, to, true).await?;
+        let old = super::identity::moved(pool, from, &new).await?;
+        Ok((old, new))
     }
 
     /// A Hive-style target on `lake` as it is, without checking whose it is: for tests and
@@ -315,16 +359,9 @@ impl LakeTarget {
         Ok(out)
     }
 
-    /// Writes the capture dates from `since` to `until` again from Postgres (`export parquet`,
-    /// under the warehouse lock): on the local disk each day built aside and swapped in (into a
-    /// directory holding none of the manifest's files only with `relocate`); in an object
-    /// store each listed file under its own key. Refused in Iceberg mode.
-    pub async fn export_days(
-        &self,
-        pool: &PgPool,
-        (since, until): (NaiveDate, NaiveDate),
-        relocate: bool,
-    ) -> Result<Exported, SinkError> {
+    /// Whether `export parquet` applies to this lake (refused in Iceberg mode, and `--relocate`
+    /// in an object store): asked before the lake is claimed, so a refusal changes nothing.
+    pub fn exportable(&self, relocate: bool) -> Result<(), SinkError> {
         match self {
             LakeTarget::Iceberg(_) => Err(SinkError::Config(
                 "export parquet rewrites Hive-style Parquet days, and EXPORT_TABLE_FORMAT is iceberg: \
@@ -337,6 +374,25 @@ impl LakeTarget {
                 "export parquet: --relocate moves a local lake's days to another directory; in an object store \
                  ({self}) each listed file is rewritten in place under its own key: drop --relocate"
             ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the capture dates from `since` to `until` again from Postgres (`export parquet`,
+    /// under the warehouse lock): on the local disk each day built aside and swapped in (into a
+    /// directory holding none of the manifest's files only with `relocate`); in an object
+    /// store each listed file under its own key. Refused where [`LakeTarget::exportable`] says.
+    pub async fn export_days(
+        &self,
+        pool: &PgPool,
+        (since, until): (NaiveDate, NaiveDate),
+        relocate: bool,
+    ) -> Result<Exported, SinkError> {
+        self.exportable(relocate)?;
+        match self {
+            LakeTarget::Iceberg(_) => Err(SinkError::Config(
+                "export parquet does not apply to the Iceberg table".into(),
+            )),
             LakeTarget::HiveStore(remote) => Ok(Exported::InPlace(
                 super::remote::rewrite_days(pool, remote, since, until).await?,
             )),

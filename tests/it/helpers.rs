@@ -432,13 +432,7 @@ pub async fn assert_warehouse_consistent(db: &TestDb, dir: &std::path::Path) {
         pg, pq,
         "Postgres and Parquet differ (duplicates in Parquet?)"
     );
-    let listed: std::collections::BTreeSet<String> =
-        sqlx::query_scalar("SELECT path FROM receipts.parquet_files")
-            .fetch_all(&db.pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
+    let listed = manifest_paths(db).await;
     let on_disk: std::collections::BTreeSet<String> = visible_parquet_files(dir)
         .into_iter()
         .map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().into_owned())
@@ -458,6 +452,21 @@ pub async fn assert_warehouse_consistent(db: &TestDb, dir: &std::path::Path) {
         .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "temporary files left: {hidden:?}");
+    assert_nothing_left(db).await;
+}
+
+/// The paths of the files the manifest lists.
+pub async fn manifest_paths(db: &TestDb) -> std::collections::BTreeSet<String> {
+    sqlx::query_scalar("SELECT path FROM receipts.parquet_files")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// No write batch is left out of the lake and no run is recorded as running.
+pub async fn assert_nothing_left(db: &TestDb) {
     let (unexported, running): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM receipts.write_batches
                  WHERE parquet_file_id IS NULL AND row_count > 0),
@@ -466,7 +475,7 @@ pub async fn assert_warehouse_consistent(db: &TestDb, dir: &std::path::Path) {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(unexported, 0, "write batches left out of Parquet");
+    assert_eq!(unexported, 0, "write batches left out of the lake");
     assert_eq!(running, 0, "runs still recorded as running");
 }
 

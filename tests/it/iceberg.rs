@@ -2,13 +2,12 @@
 //! by an independent reader, pyiceberg, through the SQL catalog in the test database.
 
 use crate::helpers::*;
-use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Command;
 
 /// Reads the table with pyiceberg's SqlCatalog (catalog `receipt_exporter`, schema `receipts`
 /// through `search_path`) and prints one JSON line per row, plus the snapshot summaries.
-const READER: &str = r#"
+pub(crate) const READER: &str = r#"
 import json, sys
 from pyiceberg.catalog.sql import SqlCatalog
 uri, what = sys.argv[1], sys.argv[2]
@@ -25,6 +24,9 @@ elif what == "snapshots":
 elif what == "files":
     for task in table.scan().plan_files():
         print(task.file.file_path)
+elif what == "drop":
+    cat.drop_table("receipts.receipt_snapshots")
+    print("dropped")
 elif what == "schema":
     print(table.schema())
     print(table.spec())
@@ -32,7 +34,7 @@ elif what == "schema":
 "#;
 
 /// The test database's URL for SQLAlchemy/psycopg2, its sessions in schema `receipts`.
-fn sqlalchemy_url(db: &TestDb) -> String {
+pub(crate) fn sqlalchemy_url(db: &TestDb) -> String {
     let rest = db.url.split_once("://").unwrap().1;
     format!("postgresql+psycopg2://{rest}?options=-csearch_path%3Dreceipts")
 }
@@ -146,14 +148,6 @@ async fn an_iceberg_run_writes_the_table_that_pyiceberg_reads_back_equal_to_post
     assert!(schema.trim_end().ends_with('2'), "format v2: {schema}");
 }
 
-/// The data files the table's current snapshot names, as local paths.
-fn table_files(db: &TestDb) -> std::collections::BTreeSet<std::path::PathBuf> {
-    pyiceberg(db, "files")
-        .lines()
-        .map(|l| std::path::PathBuf::from(l.strip_prefix("file://").unwrap_or(l)))
-        .collect()
-}
-
 fn maintain(db: &TestDb, dir: &Path, extra: &[&str]) -> String {
     let out = run(exporter()
         .env("DATABASE_URL", &db.url)
@@ -174,84 +168,8 @@ fn paced(db: &TestDb, sim: &receipt_exporter::sim::Simulator, dir: &Path) -> Com
     cmd
 }
 
-/// Kills a run at `point`, runs again, and checks the table: every committed row exactly once,
-/// equal to Postgres, and after `maintain` no data file that the table does not name.
-async fn killed_at(point: &str, orphan_left: bool) {
-    let db = TestDb::new().await;
-    let sim = simulator(4, 300, |_| {});
-    let dir = tempfile::tempdir().unwrap();
-    track_all(&db, &group_ids(&sim), 300).await;
-    let out = run(paced(&db, &sim, dir.path()).env(receipt_exporter::crashpoint::ENV, point));
-    assert_eq!(
-        out.status.signal(),
-        Some(9),
-        "killed at {point}: {}",
-        stderr(&out)
-    );
-    // What a reader sees now is committed: every row of the table is in Postgres, once.
-    let pg_before = pg_snapshots(&db).await;
-    let seen = iceberg_rows(&db);
-    let unique: std::collections::BTreeSet<_> = seen.iter().collect();
-    assert_eq!(unique.len(), seen.len(), "a row twice in the table");
-    assert!(
-        seen.iter().all(|s| pg_before.contains(s)),
-        "a row Postgres does not hold"
-    );
-    let unnamed = data_files(dir.path()).len() - table_files(&db).len();
-    assert_eq!(
-        unnamed > 0,
-        orphan_left,
-        "data files no commit names after the kill"
-    );
-
-    let out = run(&mut iceberg_run(&db, &sim, dir.path()));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(run_row(&db, 1).await.0, "abandoned");
-    let pg = pg_snapshots(&db).await;
-    assert_eq!(
-        rows_of(&pg, 1),
-        rows_of(&pg_before, 1),
-        "run 1's rows stay, nothing added"
-    );
-    assert_eq!(
-        iceberg_rows(&db),
-        pg,
-        "the table holds every committed row exactly once"
-    );
-
-    let report = maintain(&db, dir.path(), &["--orphan-min-age", "0s"]);
-    let named = table_files(&db);
-    let on_disk: std::collections::BTreeSet<_> = data_files(dir.path()).into_iter().collect();
-    assert_eq!(
-        on_disk, named,
-        "no orphan data file after maintain: {report}"
-    );
-    // Nothing under metadata/ is unreferenced either: a second pass finds no orphan.
-    let again = maintain(&db, dir.path(), &["--orphan-min-age", "0s"]);
-    assert!(again.contains(" 0 orphan file(s) removed"), "{again}");
-    assert_eq!(iceberg_rows(&db), pg, "maintain changed no row");
-}
-
-/// Between writing a data file and its commit: the file is an orphan, its rows are not in the
-/// table; the next run's repair removes it and commits the rows again from Postgres.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_between_a_data_file_and_its_commit() {
-    killed_at("iceberg_before_commit:1", true).await;
-}
-
-/// Inside the commit's transaction, the new metadata written but the pointer not moved: the
-/// metadata files are orphans (removed by maintain), the rows are committed by the repair.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_with_the_metadata_written_before_the_pointer_moves() {
-    killed_at("iceberg_metadata_written:1", true).await;
-}
-
-/// Right after the commit (the pointer and the manifest row are one transaction, so there is
-/// no window between them): the next run commits nothing twice.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_right_after_a_commit() {
-    killed_at("iceberg_after_commit:1", false).await;
-}
+// A run killed between a data file and its commit, inside the commit, and right after it: the
+// crash matrix of `lakes.rs`.
 
 /// A commit retried after its outcome was lost (the connection died at COMMIT) is recognised
 /// by the manifest row its first attempt wrote in the same transaction, and not repeated.
@@ -552,82 +470,6 @@ async fn hive_style_commands_and_a_plain_http_endpoint_are_refused_in_iceberg_mo
     );
 }
 
-/// On the S3 test server: a run killed between its data file and the commit, one more run,
-/// then maintain: pyiceberg (configured for the same server) reads every committed row once,
-/// and every data file in the bucket is one the table names.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_s3_the_table_is_written_exactly_once_and_read_back_by_pyiceberg() {
-    use crate::s3::{S3Server, ACCESS_KEY_ID, REGION, SECRET_ACCESS_KEY};
-    let moto = S3Server::start();
-    let db = TestDb::new().await;
-    let sim = simulator(3, 100, |_| {});
-    let local = tempfile::tempdir().unwrap();
-    track_all(&db, &group_ids(&sim), 100).await;
-    let url = moto.url("wh");
-    let lake = Path::new(&url);
-    let mut cmd = iceberg_run(&db, &sim, lake);
-    moto.env(&mut cmd);
-    let out = run(cmd
-        .current_dir(local.path())
-        .env(receipt_exporter::crashpoint::ENV, "iceberg_before_commit:1"));
-    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
-    let data = "wh/receipts/receipt_snapshots/data";
-    assert_eq!(
-        moto.keys(data).await.len(),
-        1,
-        "the uncommitted data file is in the bucket"
-    );
-    let mut cmd = iceberg_run(&db, &sim, lake);
-    moto.env(&mut cmd);
-    let out = run(cmd.current_dir(local.path()));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let mut cmd = exporter();
-    moto.env(&mut cmd);
-    let out = run(cmd
-        .env("DATABASE_URL", &db.url)
-        .env("EXPORT_PARQUET_DIR", lake)
-        .env("EXPORT_TABLE_FORMAT", "iceberg")
-        .args(["iceberg", "maintain", "--orphan-min-age", "0s"]));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert!(
-        all_files(local.path()).is_empty(),
-        "nothing written locally"
-    );
-    for text in [stdout(&out), stderr(&out)] {
-        assert!(
-            !text.contains(SECRET_ACCESS_KEY),
-            "the store's secret is never printed"
-        );
-    }
-
-    let script = READER.replace(
-        "init_catalog_tables=\"false\")",
-        &format!(
-            "init_catalog_tables=\"false\", **{{\"s3.endpoint\": \"{}\", \"s3.access-key-id\": \"{ACCESS_KEY_ID}\", \
-             \"s3.secret-access-key\": \"{SECRET_ACCESS_KEY}\", \"s3.region\": \"{REGION}\"}})",
-            moto.endpoint
-        ),
-    );
-    let read = |what: &str| {
-        let out = crate::tools::run_python(&script, &[&sqlalchemy_url(&db), what]);
-        assert!(out.status.success(), "pyiceberg on S3: {}", stderr(&out));
-        stdout(&out)
-    };
-    let rows = parse_rows(&read("rows"));
-    assert_eq!(
-        rows,
-        pg_snapshots(&db).await,
-        "pyiceberg's rows equal Postgres's"
-    );
-    let named: std::collections::BTreeSet<String> = read("files")
-        .lines()
-        .map(|l| l.trim_start_matches("s3://lake-test/").to_string())
-        .collect();
-    let stored: std::collections::BTreeSet<String> =
-        moto.keys(data).await.into_iter().map(|(k, _)| k).collect();
-    assert_eq!(stored, named, "no orphan data file in the bucket");
-}
-
 /// The connection is lost inside the commit's transaction (every session of the exporter
 /// terminated while the new metadata is written and the pointer not yet moved, as a failover
 /// would): the commit is retried on a new connection and lands once; the run succeeds.
@@ -733,8 +575,8 @@ async fn a_run_frozen_before_its_commit_is_fenced_and_its_file_never_lands() {
     );
 }
 
-/// The catalog's table lives in one lake: a run pointed at another is refused (exit 2), and
-/// neither the table nor the other lake is touched.
+/// The database records its lake: a run pointed at another is refused (exit 2, naming the
+/// recorded one), and neither the table nor the other lake is touched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_pointed_at_another_lake_is_refused() {
     let db = TestDb::new().await;
@@ -746,8 +588,12 @@ async fn a_run_pointed_at_another_lake_is_refused() {
     let before = iceberg_rows(&db);
     let out = run(&mut iceberg_run(&db, &sim, other.path()));
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let recorded = format!(
+        "this database's lake is iceberg at file://{}",
+        first.path().display()
+    );
     assert!(
-        stderr(&out).contains("is at file://") && stderr(&out).contains("point --parquet-dir"),
+        stderr(&out).contains(&recorded) && stderr(&out).contains("lake move --from"),
         "{}",
         stderr(&out)
     );

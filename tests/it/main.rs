@@ -17,6 +17,7 @@ mod hostile;
 mod iceberg;
 mod jobs;
 mod lake;
+mod lakes;
 mod migrations;
 mod ops;
 mod paged;

@@ -213,8 +213,8 @@ pub async fn lock_table(lake: &IcebergLake, tx: &mut PgConnection) -> Result<Tab
     lake.load(tx, true).await?.ok_or_else(|| {
         SinkError::IcebergState(
             "the Iceberg table receipts.receipt_snapshots is not in the catalog \
-             (receipts.iceberg_tables): was its row deleted? A run in Iceberg mode creates it \
-             when it is missing"
+             (receipts.iceberg_tables): was it dropped? The next run says how to register it \
+             again (a table is never created over one the lake holds)"
                 .into(),
         )
     })

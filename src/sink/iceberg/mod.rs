@@ -84,20 +84,15 @@ impl IcebergLake {
     /// Azure lakes are refused: the build's Iceberg storage has S3 and the local disk only.
     pub fn new(lake: &crate::lake::Lake) -> Result<IcebergLake, SinkError> {
         use crate::lake::{Lake, Location, Scheme};
-        let (warehouse, props) = match lake {
-            Lake::Local(dir) => {
-                // Made absolute, not resolved: the same setting names the same table on every run.
-                let abs = std::path::absolute(dir).map_err(SinkError::io("resolving", dir))?;
-                let text = abs.to_string_lossy().trim_end_matches('/').to_string();
-                (format!("file://{text}"), Vec::new())
-            }
+        // The lake's one spelling (made absolute, not resolved): the same setting names the same
+        // table on every run, and the lake's identity records the same string.
+        let warehouse = lake.normalized();
+        let props = match lake {
+            Lake::Local(_) => Vec::new(),
             Lake::Remote(remote) => match remote.location() {
                 Location::Remote {
                     scheme: Scheme::S3, ..
-                } => (
-                    remote.location().to_string().trim_end_matches('/').to_string(),
-                    s3_properties(&crate::lake::S3Env::from_env()),
-                ),
+                } => s3_properties(&crate::lake::S3Env::from_env()),
                 other => {
                     return Err(SinkError::Config(format!(
                         "the Iceberg table needs a lake on the local disk or in S3 (s3://BUCKET/PREFIX), not {other}: set EXPORT_PARQUET_DIR to one, or EXPORT_TABLE_FORMAT=parquet"
@@ -163,6 +158,7 @@ impl IcebergLake {
         if let Some(table) = self.load(&mut conn, false).await? {
             return self.check_location(table);
         }
+        self.check_creatable(pool).await?;
         let (location, metadata) = self.first_metadata()?;
         metadata
             .write_to(&self.file_io, &location)
@@ -196,7 +192,9 @@ impl IcebergLake {
     }
 
     /// Checks, changing nothing, that the table the catalog lists (if any) is in this lake: a run
-    /// refuses a wrong lake before it starts (exit 2), not half-way.
+    /// refuses a wrong lake before it starts (exit 2), not half-way. (Whether a missing table
+    /// may be created is asked once the lake is known to be this database's:
+    /// [`IcebergLake::check_creatable`], when the table is opened.)
     pub async fn check_catalog(&self, pool: &PgPool) -> Result<(), SinkError> {
         let mut conn = pool
             .acquire()
@@ -206,6 +204,40 @@ impl IcebergLake {
             Some(table) => self.check_location(table).map(drop),
             None => Ok(()),
         }
+    }
+
+    /// Refuses to create the table, which the catalog lacks, over one the lake holds: when the
+    /// manifest lists data files committed to it, or its `metadata/` holds a metadata file past
+    /// a new table's first (another engine dropped the table from the catalog and kept its
+    /// files: pyiceberg's `drop_table`, Spark's `DROP TABLE` without `PURGE`). Creating it again
+    /// would hide every row committed before, and `iceberg maintain` would then delete their
+    /// files as orphans. The error says how to register the table again. (A first metadata
+    /// file alone is what a creation interrupted before its catalog row leaves: no row is lost.)
+    pub async fn check_creatable(&self, pool: &PgPool) -> Result<(), SinkError> {
+        let table = self.relative(&self.table_location());
+        let committed: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM receipts.parquet_files WHERE starts_with(path, $1)",
+        )
+        .bind(format!("{table}/"))
+        .fetch_one(pool)
+        .await
+        .map_err(SinkError::pg("reading the manifest"))?;
+        let mut versions: Vec<(u64, String)> =
+            crate::sink::objects::list(&self.lake, &format!("{table}/metadata"))
+                .await?
+                .into_iter()
+                .filter_map(|e| Some((metadata_version(&e.relative)?, e.relative)))
+                .collect();
+        versions.sort();
+        let newest = versions.last();
+        if committed == 0 && newest.is_none_or(|(version, _)| *version == 0) {
+            return Ok(());
+        }
+        Err(SinkError::TableDropped {
+            table: self.table_location(),
+            committed,
+            newest: newest.map(|(_, rel)| format!("{}/{rel}", self.warehouse)),
+        })
     }
 
     fn check_location(&self, table: Table) -> Result<Table, SinkError> {
@@ -288,6 +320,7 @@ impl IcebergTarget {
         let (table, listed) = match lake.load(&mut conn, false).await? {
             Some(table) => (lake.check_location(table)?, true),
             None => {
+                lake.check_creatable(pool).await?;
                 let (location, metadata) = lake.first_metadata()?;
                 (lake.table(location.to_string(), metadata)?, false)
             }
@@ -313,6 +346,14 @@ impl IcebergTarget {
             date.format("%Y-%m-%d")
         )
     }
+}
+
+/// The version of a metadata file (`.../metadata/00003-<uuid>.metadata.json`: 3), or `None` for
+/// any other file.
+fn metadata_version(path: &str) -> Option<u64> {
+    let name = path.rsplit('/').next()?.strip_suffix(".metadata.json")?;
+    let (version, _) = name.split_once('-')?;
+    version.parse().ok()
 }
 
 /// `receipts.receipt_snapshots`.
@@ -425,6 +466,17 @@ pub(crate) async fn swap_pointer(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metadata_files_are_known_by_their_version() {
+        assert_eq!(
+            metadata_version("t/metadata/00003-ab-cd.metadata.json"),
+            Some(3)
+        );
+        assert_eq!(metadata_version("00000-x.metadata.json"), Some(0));
+        assert_eq!(metadata_version("t/metadata/snap-1-1-x.avro"), None);
+        assert_eq!(metadata_version("t/metadata/x.metadata.json"), None);
+    }
 
     #[test]
     fn aws_variables_become_s3_properties() {
