@@ -1,0 +1,238 @@
+//! Issue 23, the writer's side: hands outside the exporter touching an Iceberg table while a run
+//! writes to it. `iceberg maintain` beside a run that holds an open data file never takes it;
+//! a data file removed before its commit is never committed (and the next run's repair writes
+//! its rows again); another engine's schema or partition-spec change is refused (exit 2),
+//! naming the change, before and during a run, and nothing of the refused run reaches the table.
+
+use crate::helpers::*;
+use crate::iceberg::iceberg_rows;
+use receipt_exporter::crashpoint::{PAUSE_ENV, PAUSE_FILE_ENV};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+fn iceberg_run(db: &TestDb, sim: &receipt_exporter::sim::Simulator, dir: &Path) -> Command {
+    let mut cmd = exporter_for(db, &sim.base_url(), dir);
+    cmd.env("EXPORT_TABLE_FORMAT", "iceberg").arg("run");
+    cmd
+}
+
+fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    all_files(&dir.join("receipts/receipt_snapshots/data"))
+}
+
+/// pyiceberg changes the table as another engine would: `add_column`, `drop_column`,
+/// `add_bucket`.
+const CHANGE: &str = r#"
+import sys
+from pyiceberg.catalog.sql import SqlCatalog
+from pyiceberg.types import StringType
+from pyiceberg.transforms import BucketTransform
+cat = SqlCatalog("receipt_exporter", uri=sys.argv[1], init_catalog_tables="false")
+t = cat.load_table("receipts.receipt_snapshots")
+what = sys.argv[2]
+if what == "add_column":
+    with t.update_schema() as u:
+        u.add_column("note", StringType())
+elif what == "drop_column":
+    with t.update_schema() as u:
+        u.delete_column("note")
+elif what == "add_bucket":
+    with t.update_spec() as u:
+        u.add_field("group_id", BucketTransform(4), "group_bucket")
+"#;
+
+fn change(db: &TestDb, what: &str) {
+    let out = crate::tools::run_python(CHANGE, &[&crate::iceberg::sqlalchemy_url(db), what]);
+    assert!(out.status.success(), "pyiceberg {what}: {}", stderr(&out));
+}
+
+/// A run stands with its data file open (written to, not closed: 0 bytes on a local disk until
+/// then); `iceberg maintain --orphan-min-age 1s` two seconds later leaves it, saying so; the run
+/// then commits it, and the table holds exactly Postgres's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintain_beside_a_long_run_never_takes_its_open_file() {
+    let db = TestDb::new().await;
+    let sim = simulator(2, 20, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 20).await;
+    let first = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let committed = data_files(dir.path());
+
+    let pauses = tempfile::tempdir().unwrap();
+    let pause = pauses.path().join("open");
+    let child = iceberg_run(&db, &sim, dir.path())
+        .env(PAUSE_ENV, "parquet_write:1")
+        .env(PAUSE_FILE_ENV, &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&pause, Duration::from_secs(60)).await;
+    let open: Vec<_> = data_files(dir.path())
+        .into_iter()
+        .filter(|f| !committed.contains(f))
+        .collect();
+    assert_eq!(open.len(), 1, "the run holds one open data file: {open:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let maintain = run(exporter_for(&db, &sim.base_url(), dir.path())
+        .env("EXPORT_TABLE_FORMAT", "iceberg")
+        .args(["iceberg", "maintain", "--orphan-min-age", "1s"]));
+    assert_eq!(maintain.status.code(), Some(0), "{}", stderr(&maintain));
+    assert!(
+        stdout(&maintain).contains("1 file(s) of runs still writing left"),
+        "{}",
+        stdout(&maintain)
+    );
+    assert!(open[0].exists(), "maintain left the run's open file");
+
+    std::fs::remove_file(&pause).unwrap();
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(iceberg_rows(&db), pg_snapshots(&db).await, "every row once");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.iceberg_pending_files")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "a committed file is no longer pending");
+}
+
+/// A data file removed (an operator's `rm`, a lifecycle rule) between its writing and its
+/// commit: the commit refuses (nothing enters the table, which every reader still reads), the
+/// run fails naming the file, and the next run's repair writes its rows again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_file_removed_before_its_commit_is_never_committed() {
+    let db = TestDb::new().await;
+    let sim = simulator(1, 20, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 20).await;
+    let pauses = tempfile::tempdir().unwrap();
+    let pause = pauses.path().join("before-commit");
+    let child = iceberg_run(&db, &sim, dir.path())
+        .env(PAUSE_ENV, "iceberg_before_commit:1")
+        .env(PAUSE_FILE_ENV, &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&pause, Duration::from_secs(60)).await;
+    let [file] = <[_; 1]>::try_from(data_files(dir.path())).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    std::fs::remove_file(&pause).unwrap();
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let name = file.file_name().unwrap().to_string_lossy().to_string();
+    assert!(
+        stdout(&out).contains(&name) && stdout(&out).contains("is gone"),
+        "the run names the file: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(iceberg_rows(&db).is_empty(), "nothing was committed");
+
+    let again = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let pg = pg_snapshots(&db).await;
+    assert_eq!(
+        iceberg_rows(&db),
+        pg,
+        "the repair wrote the lost rows, each once"
+    );
+    assert!(!rows_of(&pg, 1).is_empty(), "run 1's rows are among them");
+}
+
+/// Another engine adds a column, then a partition field: each run is refused before it pulls
+/// (exit 2), naming the change and how to undo it, and writes nothing; a column added while a
+/// run writes makes its commit refuse (exit 2), its rows stay in Postgres, the ledger says so;
+/// once the column is dropped again the next run commits every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_engines_schema_or_spec_change_is_refused_by_name() {
+    let db = TestDb::new().await;
+    let sim = simulator(1, 20, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 20).await;
+    let first = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let files = data_files(dir.path()).len();
+
+    change(&db, "add_column");
+    let out = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("changed by another engine")
+            && text.contains("adds field 7 `note` (string)")
+            && text.contains("DROP COLUMN note"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(data_files(dir.path()).len(), files, "nothing written");
+    change(&db, "drop_column");
+
+    change(&db, "add_bucket");
+    let out = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("partition spec is [captured_at_day=day(captured_at), group_bucket=bucket[4](group_id)]")
+            && text.contains("DROP PARTITION FIELD group_bucket"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert_eq!(data_files(dir.path()).len(), files, "nothing written");
+}
+
+/// The same change made while a run stands with its data file written: the commit refuses
+/// (exit 2), nothing of the run enters the table, and the ledger counts the receipts it kept
+/// in Postgres; after the change is undone, the next run commits them, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_during_a_run_stops_its_commit() {
+    let db = TestDb::new().await;
+    let sim = simulator(1, 20, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    track_all(&db, &group_ids(&sim), 20).await;
+    let first = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let before = iceberg_rows(&db);
+    sim.advance(1); // new counts: the second run has rows to write
+
+    let pauses = tempfile::tempdir().unwrap();
+    let pause = pauses.path().join("before-commit");
+    let child = iceberg_run(&db, &sim, dir.path())
+        .env(PAUSE_ENV, "iceberg_before_commit:1")
+        .env(PAUSE_FILE_ENV, &pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(&pause, Duration::from_secs(60)).await;
+    change(&db, "add_column");
+    std::fs::remove_file(&pause).unwrap();
+    let out = finish(child);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("adds field 7 `note`"), "{text}");
+    assert!(!text.contains("panicked"), "{text}");
+    let (status, receipts, _, _) = run_row(&db, 2).await;
+    let in_pg = rows_of(&pg_snapshots(&db).await, 2).len() as i64;
+    assert!(in_pg > 0);
+    assert_eq!(status, "failed");
+    assert_eq!(
+        receipts, in_pg,
+        "the ledger counts the receipts kept in Postgres"
+    );
+
+    change(&db, "drop_column");
+    let again = run(&mut iceberg_run(&db, &sim, dir.path()));
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    let rows = iceberg_rows(&db);
+    assert!(rows.len() > before.len());
+    assert_eq!(rows, pg_snapshots(&db).await, "every row exactly once");
+}
