@@ -6,6 +6,7 @@
 
 use crate::helpers::*;
 use crate::iceberg::iceberg_rows;
+use crate::lakes::{Form, TestLake};
 use receipt_exporter::crashpoint::{PAUSE_ENV, PAUSE_FILE_ENV};
 use std::path::Path;
 use std::process::Command;
@@ -96,50 +97,6 @@ async fn maintain_beside_a_long_run_never_takes_its_open_file() {
         .await
         .unwrap();
     assert_eq!(left, 0, "a committed file is no longer pending");
-}
-
-/// A data file removed (an operator's `rm`, a lifecycle rule) between its writing and its
-/// commit: the commit refuses (nothing enters the table, which every reader still reads), the
-/// run fails naming the file, and the next run's repair writes its rows again.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_data_file_removed_before_its_commit_is_never_committed() {
-    let db = TestDb::new().await;
-    let sim = simulator(1, 20, |_| {});
-    let dir = tempfile::tempdir().unwrap();
-    track_all(&db, &group_ids(&sim), 20).await;
-    let pauses = tempfile::tempdir().unwrap();
-    let pause = pauses.path().join("before-commit");
-    let child = iceberg_run(&db, &sim, dir.path())
-        .env(PAUSE_ENV, "iceberg_before_commit:1")
-        .env(PAUSE_FILE_ENV, &pause)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&pause, Duration::from_secs(60)).await;
-    let [file] = <[_; 1]>::try_from(data_files(dir.path())).unwrap();
-    std::fs::remove_file(&file).unwrap();
-    std::fs::remove_file(&pause).unwrap();
-    let out = finish(child);
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    let name = file.file_name().unwrap().to_string_lossy().to_string();
-    assert!(
-        stdout(&out).contains(&name) && stdout(&out).contains("is gone"),
-        "the run names the file: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert!(iceberg_rows(&db).is_empty(), "nothing was committed");
-
-    let again = run(&mut iceberg_run(&db, &sim, dir.path()));
-    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
-    let pg = pg_snapshots(&db).await;
-    assert_eq!(
-        iceberg_rows(&db),
-        pg,
-        "the repair wrote the lost rows, each once"
-    );
-    assert!(!rows_of(&pg, 1).is_empty(), "run 1's rows are among them");
 }
 
 /// Another engine adds a column, then a partition field: each run is refused before it pulls
@@ -235,4 +192,114 @@ async fn a_schema_change_during_a_run_stops_its_commit() {
     let rows = iceberg_rows(&db);
     assert!(rows.len() > before.len());
     assert_eq!(rows, pg_snapshots(&db).await, "every row exactly once");
+}
+
+/// The data files of the table in `lake`, relative to the lake.
+async fn table_data(lake: &TestLake) -> std::collections::BTreeSet<String> {
+    lake.files()
+        .await
+        .into_iter()
+        .filter(|f| f.starts_with("receipts/receipt_snapshots/data/"))
+        .collect()
+}
+
+/// A run of `lake` paused with its data file written and not committed.
+async fn paused_before_commit(
+    lake: &TestLake,
+    db: &TestDb,
+    sim: &receipt_exporter::sim::Simulator,
+    pause: &Path,
+) -> std::process::Child {
+    let child = lake
+        .exporter(db, sim)
+        .env(PAUSE_ENV, "iceberg_before_commit:1")
+        .env(PAUSE_FILE_ENV, pause)
+        .arg("run")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(pause, Duration::from_secs(60)).await;
+    child
+}
+
+/// In both Iceberg forms (local disk, S3): a run stands with its data file written and not
+/// committed, older than `--orphan-min-age`; `iceberg maintain` leaves it and says so; the run
+/// commits it; the lake holds exactly Postgres's rows.
+async fn maintain_leaves_a_standing_runs_file(form: Form) {
+    let lake = TestLake::new(form);
+    let sim = simulator(1, 20, |_| {});
+    let db = TestDb::new().await;
+    track_all(&db, &group_ids(&sim), 20).await;
+    let pauses = tempfile::tempdir().unwrap();
+    let pause = pauses.path().join("before-commit");
+    let child = paused_before_commit(&lake, &db, &sim, &pause).await;
+    let written = table_data(&lake).await;
+    assert_eq!(written.len(), 1, "{written:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let out = run(lake
+        .command(&db)
+        .args(["iceberg", "maintain", "--orphan-min-age", "1s"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("0 orphan file(s) removed")
+            && stdout(&out).contains("1 file(s) of runs still writing left"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        table_data(&lake).await,
+        written,
+        "the run's file is still there"
+    );
+    std::fs::remove_file(&pause).unwrap();
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    lake.assert_complete(&db).await;
+}
+
+/// In both Iceberg forms: the run's data file removed before its commit; the commit refuses
+/// (exit 1, naming the file), the table stays readable and empty, the next run's repair writes
+/// the rows again; the lake then holds exactly Postgres's rows.
+async fn a_file_removed_before_its_commit_is_written_again(form: Form) {
+    let lake = TestLake::new(form);
+    let sim = simulator(1, 20, |_| {});
+    let db = TestDb::new().await;
+    track_all(&db, &group_ids(&sim), 20).await;
+    let pauses = tempfile::tempdir().unwrap();
+    let pause = pauses.path().join("before-commit");
+    let child = paused_before_commit(&lake, &db, &sim, &pause).await;
+    let [file] =
+        <[_; 1]>::try_from(table_data(&lake).await.into_iter().collect::<Vec<_>>()).unwrap();
+    lake.remove(&file).await;
+    std::fs::remove_file(&pause).unwrap();
+    let out = finish(child);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let name = file.rsplit('/').next().unwrap();
+    assert!(
+        stdout(&out).contains(name) && stdout(&out).contains("is gone"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(lake.rows(&db).is_empty(), "nothing was committed");
+    let out = run(lake.exporter(&db, &sim).arg("run"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    lake.assert_complete(&db).await;
+}
+
+macro_rules! in_forms {
+    ($($name:ident: $check:ident($form:ident);)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            $check(Form::$form).await;
+        }
+    )*};
+}
+
+in_forms! {
+    maintain_leaves_a_standing_runs_file_local: maintain_leaves_a_standing_runs_file(IcebergLocal);
+    maintain_leaves_a_standing_runs_file_s3: maintain_leaves_a_standing_runs_file(IcebergS3);
+    a_file_removed_before_its_commit_is_written_again_local: a_file_removed_before_its_commit_is_written_again(IcebergLocal);
+    a_file_removed_before_its_commit_is_written_again_s3: a_file_removed_before_its_commit_is_written_again(IcebergS3);
 }
