@@ -303,3 +303,85 @@ in_forms! {
     a_file_removed_before_its_commit_is_written_again_local: a_file_removed_before_its_commit_is_written_again(IcebergLocal);
     a_file_removed_before_its_commit_is_written_again_s3: a_file_removed_before_its_commit_is_written_again(IcebergS3);
 }
+
+/// A proxy in front of the S3 server that forwards every request but never answers one whose
+/// request line contains `hang` (the connection stays open, silent): a store that hangs on
+/// some objects only. Returns its endpoint.
+async fn hanging_proxy(upstream: &str, hang: &'static str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let upstream = upstream.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut client, _)) = listener.accept().await else {
+                return;
+            };
+            let upstream = upstream.clone();
+            tokio::spawn(async move {
+                // Read up to the end of the request line, then decide.
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n") {
+                    match client.read(&mut byte).await {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                if String::from_utf8_lossy(&head).contains(hang) {
+                    tokio::time::sleep(Duration::from_secs(600)).await;
+                    return;
+                }
+                let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                if server.write_all(&head).await.is_err() {
+                    return;
+                }
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    });
+    endpoint
+}
+
+/// `EXPORT_LAKE_TIMEOUT` holds in Iceberg mode: a store that never answers reads of the
+/// table's metadata files (the marker and every other request go through) fails the run after
+/// about the bound (5 s here, where iceberg-rust's storage alone retried for ~50 s), with one
+/// line saying the lake did not answer within it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lake_timeout_bounds_the_iceberg_tables_storage() {
+    let s3 = crate::s3::S3Server::start();
+    let lake = TestLake::new(Form::IcebergLocal); // its directory only: the lake is in S3 below
+    let sim = simulator(1, 10, |_| {});
+    let db = TestDb::new().await;
+    track_all(&db, &group_ids(&sim), 10).await;
+    let proxy = hanging_proxy(&s3.endpoint, ".metadata.json").await;
+    let mut cmd = lake.exporter(&db, &sim);
+    s3.env(&mut cmd)
+        .env("AWS_ENDPOINT_URL", &proxy)
+        .env("EXPORT_PARQUET_DIR", s3.url("slow"))
+        .env("EXPORT_LAKE_TIMEOUT", "5")
+        .arg("run");
+    let started = std::time::Instant::now();
+    let out = tokio::task::spawn_blocking(move || run(&mut cmd))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("did not answer within 5s (EXPORT_LAKE_TIMEOUT)"),
+        "{text}"
+    );
+    assert!(
+        took < Duration::from_secs(25),
+        "the run gave up after {took:?}, not about 5 s"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("did not answer within"))
+        .unwrap();
+    let error = &line[line.find("while ").unwrap()..];
+    assert!(error.chars().count() <= 300, "{error}");
+}
