@@ -189,6 +189,19 @@ impl TestLake {
         }
     }
 
+    /// Deletes the file at `relative` under the lake's root (a lifecycle rule, a wrong `rm`).
+    pub async fn remove(&self, relative: &str) {
+        match &self.s3 {
+            Some(s3) => {
+                let key = object_store::path::Path::from(format!("{LAKE}/{relative}").as_str());
+                object_store::ObjectStoreExt::delete(s3.store().as_ref(), &key)
+                    .await
+                    .unwrap();
+            }
+            None => std::fs::remove_file(self.dir.path().join(LAKE).join(relative)).unwrap(),
+        }
+    }
+
     /// Copies every file of the lake to the lake `name` (a lake moved by hand).
     pub async fn copy_to(&self, name: &str) {
         match &self.s3 {

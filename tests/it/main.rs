@@ -33,4 +33,5 @@ mod sim;
 mod sink;
 mod tools;
 mod track;
+mod truth;
 mod warehouse_lock;

@@ -1,0 +1,161 @@
+//! Issue 23, "the lake is checked, not believed": a data file lost from the lake after its run
+//! (deleted by a lifecycle rule or a wrong `rm`, or truncated) in every lake form. `lake
+//! verify` names it (exit 1), `doctor` reports it, retention refuses to drop the month of its
+//! run (exit 1, `--dry-run` too) instead of trusting the manifest; `lake verify --repair` makes
+//! the lake hold Postgres's rows again, each once (in Iceberg one overwrite commit), and then
+//! retention drops the month, its rows kept in the lake.
+
+use crate::helpers::*;
+use crate::lakes::{Form, TestLake};
+use chrono::{Datelike, Months, NaiveDate, Utc};
+
+/// How the file is lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Loss {
+    Deleted,
+    Truncated,
+}
+
+fn month_start(day: NaiveDate) -> NaiveDate {
+    day.with_day(1).unwrap()
+}
+
+/// Moves run 1 (its ledger row and its snapshot rows) into a month three months back, whose
+/// partition this creates: the month retention `--keep-months 1` drops.
+async fn age_run_1(db: &TestDb) -> NaiveDate {
+    let old = month_start(Utc::now().date_naive()) - Months::new(3);
+    let next = old + Months::new(1);
+    sqlx::raw_sql(&format!(
+        "CREATE TABLE receipts.receipt_snapshot_rows_y{}m{:02} PARTITION OF receipts.receipt_snapshot_rows
+           FOR VALUES FROM ('{old}') TO ('{next}');
+         UPDATE receipts.receipt_snapshot_rows SET run_date = '{old}' WHERE run_id = 1;
+         UPDATE receipts.export_runs SET run_date = '{old}' WHERE run_id = 1;",
+        old.year(),
+        old.month()
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    old
+}
+
+async fn old_partition_exists(db: &TestDb, old: NaiveDate) -> bool {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_class WHERE relname = $1 AND relkind = 'r')",
+    )
+    .bind(format!(
+        "receipt_snapshot_rows_y{}m{:02}",
+        old.year(),
+        old.month()
+    ))
+    .fetch_one(&db.pool)
+    .await
+    .unwrap()
+}
+
+/// Asserts the exit code; returns stdout and stderr.
+fn expect(out: &std::process::Output, code: i32) -> String {
+    let text = format!("{}{}", stdout(out), stderr(out));
+    assert_eq!(out.status.code(), Some(code), "{text}");
+    text
+}
+
+async fn lost_file_is_found_refused_and_repaired(form: Form, loss: Loss) {
+    let lake = TestLake::new(form);
+    let sim = simulator(3, 60, |_| {});
+    let db = TestDb::new().await;
+    track_all(&db, &group_ids(&sim), 60).await;
+    for _ in 0..2 {
+        expect(&run(lake.exporter(&db, &sim).arg("run")), 0);
+    }
+    let old = age_run_1(&db).await;
+    let retention = |dry: bool| {
+        let mut cmd = lake.exporter(&db, &sim);
+        cmd.args(["retention", "--keep-months", "1"]);
+        if dry {
+            cmd.arg("--dry-run");
+        }
+        run(&mut cmd)
+    };
+    let text = expect(&retention(true), 0);
+    assert!(text.contains("all in the lake: drop"), "{text}");
+
+    // Run 1's one file goes.
+    let paths: Vec<String> =
+        sqlx::query_scalar("SELECT path FROM receipts.parquet_files WHERE run_id = 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(paths.len(), 1, "{paths:?}");
+    let lost = &paths[0];
+    match loss {
+        Loss::Deleted => lake.remove(lost).await,
+        Loss::Truncated => lake.put(lost, b"PAR1 cut short").await,
+    }
+    let problem = match loss {
+        Loss::Deleted => format!("{lost}: missing"),
+        Loss::Truncated => format!("{lost}: 14 bytes on disk"),
+    };
+
+    let text = expect(&run(lake.command(&db).args(["lake", "verify"])), 1);
+    assert!(text.contains(&problem), "{text}");
+    let text = stdout(&run(lake.exporter(&db, &sim).arg("doctor")));
+    assert!(
+        text.contains(lost.as_str()),
+        "doctor names the lost file: {text}"
+    );
+
+    for dry in [true, false] {
+        let text = expect(&retention(dry), 1);
+        assert!(text.contains(&problem), "{text}");
+        assert!(text.contains("lake verify --repair"), "{text}");
+        assert!(!text.contains("all in the lake: drop"), "{text}");
+        assert!(old_partition_exists(&db, old).await, "nothing dropped");
+    }
+
+    let text = expect(
+        &run(lake.command(&db).args(["lake", "verify", "--repair"])),
+        0,
+    );
+    assert!(text.contains("repaired"), "{text}");
+    let pg = pg_snapshots(&db).await;
+    let seen = lake.rows(&db);
+    assert_eq!(
+        seen.len(),
+        pg.len(),
+        "the readers see as many rows as Postgres"
+    );
+    let sum = |rows: &[Snap]| -> i64 { rows.iter().map(|s| i64::from(s.read_num)).sum() };
+    assert_eq!(sum(&seen), sum(&pg));
+    assert_eq!(
+        seen, pg,
+        "the readers see exactly Postgres's rows, none twice"
+    );
+    expect(&run(lake.command(&db).args(["lake", "verify"])), 0);
+
+    let text = expect(&retention(false), 0);
+    assert!(text.contains("dropped 1 month(s)"), "{text}");
+    assert!(!old_partition_exists(&db, old).await);
+    assert_eq!(
+        lake.rows(&db),
+        pg,
+        "the lake keeps the dropped month's rows"
+    );
+}
+
+macro_rules! lost {
+    ($($name:ident: $form:ident, $loss:ident;)*) => {$(
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            lost_file_is_found_refused_and_repaired(Form::$form, Loss::$loss).await;
+        }
+    )*};
+}
+
+lost! {
+    truth_hive_local_deleted_file: HiveLocal, Deleted;
+    truth_hive_s3_deleted_file: HiveS3, Deleted;
+    truth_iceberg_local_deleted_file: IcebergLocal, Deleted;
+    truth_iceberg_local_truncated_file: IcebergLocal, Truncated;
+    truth_iceberg_s3_deleted_file: IcebergS3, Deleted;
+}
