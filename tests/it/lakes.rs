@@ -172,6 +172,19 @@ impl TestLake {
         }
     }
 
+    /// Removes `relative` under the lake's root (an operator's `rm`, a lifecycle rule).
+    pub async fn remove(&self, relative: &str) {
+        match &self.s3 {
+            Some(s3) => {
+                let key = object_store::path::Path::from(format!("{LAKE}/{relative}").as_str());
+                object_store::ObjectStoreExt::delete(s3.store().as_ref(), &key)
+                    .await
+                    .unwrap();
+            }
+            None => std::fs::remove_file(self.dir.path().join(LAKE).join(relative)).unwrap(),
+        }
+    }
+
     /// Writes `bytes` at `relative` under the lake's root.
     pub async fn put(&self, relative: &str, bytes: &'static [u8]) {
         match &self.s3 {
@@ -186,19 +199,6 @@ impl TestLake {
                 std::fs::create_dir_all(path.parent().unwrap()).unwrap();
                 std::fs::write(path, bytes).unwrap();
             }
-        }
-    }
-
-    /// Deletes the file at `relative` under the lake's root (a lifecycle rule, a wrong `rm`).
-    pub async fn remove(&self, relative: &str) {
-        match &self.s3 {
-            Some(s3) => {
-                let key = object_store::path::Path::from(format!("{LAKE}/{relative}").as_str());
-                object_store::ObjectStoreExt::delete(s3.store().as_ref(), &key)
-                    .await
-                    .unwrap();
-            }
-            None => std::fs::remove_file(self.dir.path().join(LAKE).join(relative)).unwrap(),
         }
     }
 

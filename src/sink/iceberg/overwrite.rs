@@ -11,9 +11,12 @@
 //! manifest list and the next metadata file follow. The commit is a run's commit
 //! ([`super::commit`]): in one Postgres transaction the fences of the runs whose files are
 //! replaced are checked, the catalog row is locked, the pointer moves by compare-and-set and
-//! the manifest rows (`parquet_files`) of the lost files are replaced by the new ones. A crash
-//! before that COMMIT leaves only files no metadata names (orphans for `iceberg maintain`); a
-//! reader sees the table before or after, never a lost file and its rows twice.
+//! the manifest rows (`parquet_files`) of the lost files are replaced by the new ones, whose
+//! pending rows ([`super::pending`], recorded by the writer before their first byte) are
+//! forgotten. The table's schema and spec are checked as for a run's commit
+//! ([`super::shape`], in `lock_table`). A crash before that COMMIT leaves only files no
+//! metadata names (the new data files still pending, the metadata files orphans for `iceberg
+//! maintain`); a reader sees the table before or after, never a lost file and its rows twice.
 
 use super::writer::FinishedFile;
 use super::{commit as table_commit, IcebergLake};
@@ -139,6 +142,9 @@ pub async fn commit(
         .flat_map(|r| r.added.iter().map(|f| (r.fence.run_id, f.info.clone())))
         .collect();
     manifest::replace_manifest(&mut tx, &old_ids, &files).await?;
+    for file in replaced.iter().flat_map(|r| &r.added) {
+        super::pending::forget_in(&mut tx, file.data_file.file_path()).await?;
+    }
     tx.commit()
         .await
         .map_err(SinkError::pg("committing the Iceberg overwrite"))?;
