@@ -282,3 +282,53 @@ with table.transaction() as tx:
             overwrite.delete_data_file(f)
         overwrite.append_data_file(new)
 "#;
+
+/// The read-events files are Hive-style files in every form: in Iceberg mode too, `lake verify`
+/// names a lost one (exit 1) and `--repair` writes its run's file again from Postgres.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_iceberg_a_lost_read_events_file_is_named_and_written_again() {
+    let lake = TestLake::new(Form::IcebergLocal);
+    let group = receipt_exporter::sim::SimGroup {
+        group_id: "@TGS#who-truth".into(),
+        group_type: receipt_exporter::sim::GroupType::Public,
+        member_num: 40,
+        next_msg_seq: 13,
+    };
+    let sim = simulator(0, 0, |c| c.groups = vec![group.clone()]);
+    let db = TestDb::new().await;
+    let track = [
+        "track",
+        "add",
+        &group.group_id,
+        "--seqs",
+        "1..12",
+        "--details",
+    ];
+    expect(&run(lake.exporter(&db, &sim).args(track)), 0);
+    expect(&run(lake.exporter(&db, &sim).arg("run")), 0);
+    let (path, size): (String, i64) = sqlx::query_as(
+        "SELECT path, byte_size FROM receipts.read_event_files ORDER BY path LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("run 1 recorded a read-events file");
+    lake.remove(&path).await;
+
+    let text = expect(&run(lake.command(&db).args(["lake", "verify"])), 1);
+    assert!(
+        text.contains(&format!("{path}: missing (read events of run 1")),
+        "{text}"
+    );
+    let text = expect(
+        &run(lake.command(&db).args(["lake", "verify", "--repair"])),
+        0,
+    );
+    assert!(
+        text.contains("the read-events files of run 1 rewritten"),
+        "{text}"
+    );
+    let on_disk = std::fs::metadata(lake.dir.path().join("lake").join(&path)).unwrap();
+    assert!(on_disk.len() > 0 && size > 0);
+    expect(&run(lake.command(&db).args(["lake", "verify"])), 0);
+    assert_eq!(lake.rows(&db), pg_snapshots(&db).await);
+}
