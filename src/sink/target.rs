@@ -589,12 +589,10 @@ async fn repair_table(
     }
     let mut replaced = Vec::new();
     for (run_id, files) in per_run {
-        if !manifest::retired_days(pool, files[0].1.capture_date, files[0].1.capture_date)
-            .await?
-            .iter()
-            .all(|(_, runs)| !runs.contains(&run_id))
-        {
-            out.gone.push((files[0].1.capture_date, vec![run_id]));
+        if retired(pool, run_id).await? {
+            let days: BTreeSet<NaiveDate> = files.iter().map(|(_, f)| f.capture_date).collect();
+            out.gone
+                .extend(days.into_iter().map(|day| (day, vec![run_id])));
             continue;
         }
         let fence = match fence::take_over(pool, run_id, "lake verify --repair").await? {
@@ -657,6 +655,15 @@ async fn repair_table(
         return Err(e);
     }
     Ok(out)
+}
+
+/// Whether retention removed the run's rows from Postgres (its files are all that is left).
+async fn retired(pool: &PgPool, run_id: i64) -> Result<bool, SinkError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM receipts.retired_runs WHERE run_id = $1)")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+        .map_err(SinkError::pg("looking up a retired run"))
 }
 
 /// What [`LakeTarget::repair_snapshots`] did.

@@ -90,14 +90,15 @@ impl std::fmt::Display for Finding {
             Table::Snapshots => "snapshots",
             Table::ReadEvents => "read events",
         };
+        // Run 0: another engine's Iceberg data file whose statistics name no single run.
+        let of = match self.file.run_id {
+            0 => "of several runs".to_string(),
+            run => format!("of run {run}"),
+        };
         write!(
             f,
-            "{}: {} ({table} of run {}, listed with {} rows and {} bytes)",
-            self.file.path,
-            self.problem,
-            self.file.run_id,
-            self.file.row_count,
-            self.file.byte_size
+            "{}: {} ({table} {of}, listed with {} rows and {} bytes)",
+            self.file.path, self.problem, self.file.row_count, self.file.byte_size
         )
     }
 }
