@@ -610,6 +610,13 @@ async fn repair_table(
                 continue;
             }
         };
+        // Files an earlier repair of this finished run wrote and never committed (it died
+        // before its commit): nobody else may commit them now (the run is ours), so they go.
+        for location in super::iceberg::pending::of_run(pool, run_id).await? {
+            let gone = target.lake.file_io().delete(&location).await;
+            gone.map_err(SinkError::iceberg("removing an uncommitted data file"))?;
+            super::iceberg::pending::forget(pool, &location).await?;
+        }
         let next_part = manifest::next_part(pool, run_id).await?;
         let mut writer = target.run_writer(pool, fence, next_part)?;
         let mut added = Vec::new();

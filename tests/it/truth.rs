@@ -335,3 +335,50 @@ async fn truth_iceberg_a_lost_read_events_file_is_named_and_written_again() {
     expect(&run(lake.command(&db).args(["lake", "verify"])), 0);
     assert_eq!(lake.rows(&db), pg_snapshots(&db).await);
 }
+
+/// A repair killed with its new data file written and not committed leaves the table as it
+/// was; the next `lake verify --repair` removes that file (the run is its own now: nobody
+/// else may commit it) and commits a new one, so readers see Postgres's rows once and no data
+/// file under the table is left unnamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_iceberg_a_repair_killed_before_its_commit_is_done_by_the_next() {
+    use std::os::unix::process::ExitStatusExt;
+    let lake = TestLake::new(Form::IcebergLocal);
+    let sim = simulator(3, 60, |_| {});
+    let db = TestDb::new().await;
+    track_all(&db, &group_ids(&sim), 60).await;
+    for _ in 0..2 {
+        expect(&run(lake.exporter(&db, &sim).arg("run")), 0);
+    }
+    let lost: String =
+        sqlx::query_scalar("SELECT path FROM receipts.parquet_files WHERE run_id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    lake.remove(&lost).await;
+    let out = run(lake
+        .command(&db)
+        .env(
+            receipt_exporter::crashpoint::ENV,
+            "overwrite_before_commit:1",
+        )
+        .args(["lake", "verify", "--repair"]));
+    assert_eq!(out.status.signal(), Some(9), "{}", stderr(&out));
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM receipts.iceberg_pending_files WHERE run_id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        pending, 1,
+        "the killed repair's data file is recorded as pending"
+    );
+    let text = expect(&run(lake.command(&db).args(["lake", "verify"])), 1);
+    assert!(text.contains(&format!("{lost}: missing")), "{text}");
+
+    expect(
+        &run(lake.command(&db).args(["lake", "verify", "--repair"])),
+        0,
+    );
+    lake.assert_complete(&db).await;
+}

@@ -121,6 +121,7 @@ pub async fn commit(
     lake: &IcebergLake,
     replaced: &[Replacement],
 ) -> Result<(), SinkError> {
+    crate::crashpoint::hit("overwrite_before_commit").await;
     let mut tx = pool
         .begin()
         .await
