@@ -564,78 +564,20 @@ async fn repair_table(
     target: &IcebergTarget,
     report: &Report,
 ) -> Result<SnapshotRepair, SinkError> {
-    use super::fence::{self, TakeOver};
     use super::iceberg::overwrite::{self, Replacement};
     let mut out = SnapshotRepair::default();
-    let mut per_run: std::collections::BTreeMap<i64, Vec<(String, manifest::RecordedFile)>> =
-        Default::default();
-    for f in report
-        .findings
-        .iter()
-        .filter(|f| f.table == Table::Snapshots)
-    {
-        match manifest::recorded_file(pool, &f.file.path).await? {
-            Some(recorded) => per_run
-                .entry(recorded.run_id)
-                .or_default()
-                .push((f.file.path.clone(), recorded)),
-            None => out.not_repaired.push(format!(
-                "{}: written by another engine (no manifest row names it), so which of \
-                 Postgres's rows it held is not known: restore it from a backup of the lake, or \
-                 rewrite its partition with that engine",
-                f.file.path
-            )),
-        }
-    }
     let mut replaced = Vec::new();
-    for (run_id, files) in per_run {
+    for (run_id, files) in lost_by_run(pool, report, &mut out).await? {
         if retired(pool, run_id).await? {
             let days: BTreeSet<NaiveDate> = files.iter().map(|(_, f)| f.capture_date).collect();
             out.gone
                 .extend(days.into_iter().map(|day| (day, vec![run_id])));
             continue;
         }
-        let fence = match fence::take_over(pool, run_id, "lake verify --repair").await? {
-            TakeOver::Taken(fence) => fence,
-            TakeOver::Running => {
-                out.not_repaired.push(format!(
-                    "the lost files of run {run_id}: it is still running; run `lake verify --repair` once it ended"
-                ));
-                continue;
-            }
-            TakeOver::Busy => {
-                out.not_repaired.push(format!(
-                    "the lost files of run {run_id}: its ledger row is locked by another writer; try again"
-                ));
-                continue;
-            }
+        let Some(fence) = take_run(pool, run_id, &mut out).await? else {
+            continue;
         };
-        // Files an earlier repair of this finished run wrote and never committed (it died
-        // before its commit): nobody else may commit them now (the run is ours), so they go.
-        for location in super::iceberg::pending::of_run(pool, run_id).await? {
-            let gone = target.lake.file_io().delete(&location).await;
-            gone.map_err(SinkError::iceberg("removing an uncommitted data file"))?;
-            super::iceberg::pending::forget(pool, &location).await?;
-        }
-        let next_part = manifest::next_part(pool, run_id).await?;
-        let mut writer = target.run_writer(pool, fence, next_part)?;
-        let mut added = Vec::new();
-        for (_, recorded) in &files {
-            let mut cursor = pool
-                .begin()
-                .await
-                .map_err(SinkError::pg("starting the repair read"))?;
-            manifest::declare_file_rows(&mut cursor, recorded).await?;
-            let mut batches = manifest::CursorBatches::default();
-            while let Some(batch) = batches.next(&mut cursor).await? {
-                added.extend(writer.append(&batch).await?);
-            }
-            cursor
-                .rollback()
-                .await
-                .map_err(SinkError::pg("closing the repair read"))?;
-        }
-        added.extend(writer.finish().await?);
+        let added = rewrite_run(pool, target, fence, &files).await?;
         for (path, recorded) in &files {
             out.replaced
                 .push((path.clone(), run_id, recorded.row_count as u64));
@@ -662,6 +604,91 @@ async fn repair_table(
         return Err(e);
     }
     Ok(out)
+}
+
+/// The lost snapshot files of `report` that the manifest lists, by run (with their manifest
+/// rows); the others (another engine's) go to `out` as not repaired, with what to do.
+async fn lost_by_run(
+    pool: &PgPool,
+    report: &Report,
+    out: &mut SnapshotRepair,
+) -> Result<std::collections::BTreeMap<i64, Vec<(String, manifest::RecordedFile)>>, SinkError> {
+    let mut per_run: std::collections::BTreeMap<i64, Vec<_>> = Default::default();
+    let lost = report
+        .findings
+        .iter()
+        .filter(|f| f.table == Table::Snapshots);
+    for f in lost {
+        match manifest::recorded_file(pool, &f.file.path).await? {
+            Some(recorded) => per_run
+                .entry(recorded.run_id)
+                .or_default()
+                .push((f.file.path.clone(), recorded)),
+            None => out.not_repaired.push(format!(
+                "{}: written by another engine (no manifest row names it), so which of \
+                 Postgres's rows it held is not known: restore it from a backup of the lake, or \
+                 rewrite its partition with that engine",
+                f.file.path
+            )),
+        }
+    }
+    Ok(per_run)
+}
+
+/// Takes the finished run over for the repair (`None`, noted in `out`: it is running, or its
+/// ledger row is locked).
+async fn take_run(
+    pool: &PgPool,
+    run_id: i64,
+    out: &mut SnapshotRepair,
+) -> Result<Option<Fence>, SinkError> {
+    use super::fence::{self, TakeOver};
+    let why = match fence::take_over(pool, run_id, "lake verify --repair").await? {
+        TakeOver::Taken(fence) => return Ok(Some(fence)),
+        TakeOver::Running => "it is still running; run `lake verify --repair` once it ended",
+        TakeOver::Busy => "its ledger row is locked by another writer; try again",
+    };
+    out.not_repaired
+        .push(format!("the lost files of run {run_id}: {why}"));
+    Ok(None)
+}
+
+/// Writes the rows of exactly the lost files' batches again from Postgres into new data files
+/// of the run (recorded as pending, not yet committed), after removing the files an earlier
+/// repair of the run wrote and never committed (it died before its commit: nobody else may
+/// commit them now, the run is ours).
+async fn rewrite_run(
+    pool: &PgPool,
+    target: &IcebergTarget,
+    fence: Fence,
+    files: &[(String, manifest::RecordedFile)],
+) -> Result<Vec<super::iceberg::writer::FinishedFile>, SinkError> {
+    let run_id = fence.run_id;
+    for location in super::iceberg::pending::of_run(pool, run_id).await? {
+        let gone = target.lake.file_io().delete(&location).await;
+        gone.map_err(SinkError::iceberg("removing an uncommitted data file"))?;
+        super::iceberg::pending::forget(pool, &location).await?;
+    }
+    let next_part = manifest::next_part(pool, run_id).await?;
+    let mut writer = target.run_writer(pool, fence, next_part)?;
+    let mut added = Vec::new();
+    for (_, recorded) in files {
+        let mut cursor = pool
+            .begin()
+            .await
+            .map_err(SinkError::pg("starting the repair read"))?;
+        manifest::declare_file_rows(&mut cursor, recorded).await?;
+        let mut batches = manifest::CursorBatches::default();
+        while let Some(batch) = batches.next(&mut cursor).await? {
+            added.extend(writer.append(&batch).await?);
+        }
+        cursor
+            .rollback()
+            .await
+            .map_err(SinkError::pg("closing the repair read"))?;
+    }
+    added.extend(writer.finish().await?);
+    Ok(added)
 }
 
 /// Whether retention removed the run's rows from Postgres (its files are all that is left).

@@ -307,24 +307,7 @@ pub async fn table_check(
 ) -> Result<TableCheck, SinkError> {
     let table_dir = lake.relative(&lake.table_location());
     let running = running_runs(pool).await?;
-    let expected: Vec<(i64, i64)> = sqlx::query_as(
-        "SELECT run_id, sum(row_count)::bigint FROM receipts.parquet_files
-         WHERE starts_with(path, $1) GROUP BY run_id ORDER BY run_id",
-    )
-    .bind(format!("{table_dir}/"))
-    .fetch_all(pool)
-    .await
-    .map_err(SinkError::pg("counting the manifest's rows per run"))?;
-    let recorded: HashMap<String, (i64, NaiveDate)> = sqlx::query_as::<_, (String, i64, NaiveDate)>(
-        "SELECT path, run_id, capture_date FROM receipts.parquet_files WHERE starts_with(path, $1)",
-    )
-    .bind(format!("{table_dir}/"))
-    .fetch_all(pool)
-    .await
-    .map_err(SinkError::pg("reading the manifest"))?
-    .into_iter()
-    .map(|(path, run, day)| (path, (run, day)))
-    .collect();
+    let recorded = recorded_in_table(pool, &table_dir).await?;
     let mut conn = pool
         .acquire()
         .await
@@ -345,25 +328,17 @@ pub async fn table_check(
         ..Default::default()
     };
     for file in &live {
-        let size = file.data_file().file_size_in_bytes();
-        let problem = match sizes.get(&file.relative) {
-            None => Some(Problem::Missing),
-            Some(&on_disk) if on_disk != size => Some(Problem::WrongSize { on_disk }),
-            Some(_) if depth == Depth::Full => footer_problem(lake.lake(), file).await,
-            Some(_) => None,
-        };
-        let problem = match (problem, depth) {
-            (Some(problem), _) => Some(problem),
-            (None, Depth::Presence) => None,
-            (None, _) => count_rows(lake.lake(), file, &mut out.rows).await.err(),
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = judge(lake.lake(), file, &sizes, depth, &mut out.rows).await {
+            let listed = recorded.get(&file.relative).map(|r| (r.0, r.1));
             out.findings
-                .push(live_finding(file, recorded.get(&file.relative), problem));
+                .push(live_finding(file, listed.as_ref(), problem));
         }
     }
     if depth > Depth::Presence {
-        let expected: BTreeMap<i64, i64> = expected.into_iter().collect();
+        let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
+        for &(run, _, rows) in recorded.values() {
+            *expected.entry(run).or_default() += rows;
+        }
         let runs: BTreeSet<i64> = expected.keys().chain(out.rows.keys()).copied().collect();
         out.runs = runs
             .into_iter()
@@ -377,6 +352,48 @@ pub async fn table_check(
             .collect();
     }
     Ok(out)
+}
+
+/// The manifest's files in the table, by path: their run, capture date and row count.
+async fn recorded_in_table(
+    pool: &PgPool,
+    table_dir: &str,
+) -> Result<HashMap<String, (i64, NaiveDate, i64)>, SinkError> {
+    let rows: Vec<(String, i64, NaiveDate, i64)> = sqlx::query_as(
+        "SELECT path, run_id, capture_date, row_count FROM receipts.parquet_files
+         WHERE starts_with(path, $1)",
+    )
+    .bind(format!("{table_dir}/"))
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("reading the manifest"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(path, run, day, count)| (path, (run, day, count)))
+        .collect())
+}
+
+/// What is wrong with a live file, as far as `depth` looks (its rows added to their runs in
+/// `rows` when it is whole and the depth counts them).
+async fn judge(
+    lake: &Lake,
+    file: &LiveFile,
+    sizes: &BTreeMap<String, u64>,
+    depth: Depth,
+    rows: &mut BTreeMap<i64, i64>,
+) -> Option<Problem> {
+    let size = file.data_file().file_size_in_bytes();
+    let problem = match sizes.get(&file.relative) {
+        None => Some(Problem::Missing),
+        Some(&on_disk) if on_disk != size => Some(Problem::WrongSize { on_disk }),
+        Some(_) if depth == Depth::Full => footer_problem(lake, file).await,
+        Some(_) => None,
+    };
+    match (problem, depth) {
+        (Some(problem), _) => Some(problem),
+        (None, Depth::Presence) => None,
+        (None, _) => count_rows(lake, file, rows).await.err(),
+    }
 }
 
 /// A live file's footer against the row count its metadata records.

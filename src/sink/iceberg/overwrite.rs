@@ -171,38 +171,101 @@ async fn stage(
     let current = metadata.current_snapshot().ok_or_else(|| {
         SinkError::IcebergState("the table has no snapshot: no file to replace".into())
     })?;
-    let snapshot_id = new_snapshot_id(metadata);
-    let sequence = metadata.next_sequence_number();
-    let commit_id = format!("{:032x}", rand::random::<u128>());
-    let dir = format!("{}/metadata", metadata.location().trim_end_matches('/'));
-    let file_io = base.file_io();
+    let mut producer = Producer {
+        lake,
+        base,
+        snapshot_id: new_snapshot_id(metadata),
+        commit_id: format!("{:032x}", rand::random::<u128>()),
+        manifests: 0,
+        summary: SnapshotSummaryCollector::default(),
+    };
     let list = base
         .manifest_list_reader(current)
         .load()
         .await
         .map_err(SinkError::iceberg("reading the current manifest list"))?;
-    let mut summary = SnapshotSummaryCollector::default();
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut removed = BTreeSet::new();
-    let mut counter = 0;
-    let mut next_path = || {
-        counter += 1;
-        format!("{dir}/{commit_id}-m{}.avro", counter - 1)
-    };
     for manifest_file in list.entries() {
+        let kept = producer.without(manifest_file, lost, &mut removed).await?;
+        manifests.push(kept);
+    }
+    if let Some(gone) = lost.iter().find(|l| !removed.contains(*l)) {
+        return Err(SinkError::IcebergState(format!(
+            "{gone} is no longer a live file of the table (another writer changed it meanwhile): \
+             nothing was committed; run `lake verify --repair` again"
+        )));
+    }
+    if !added.is_empty() {
+        manifests.push(producer.added(added).await?);
+    }
+    let list_path = producer.manifest_list(manifests).await?;
+    producer.metadata(list_path, lost).await
+}
+
+/// What one overwrite snapshot is being made of.
+struct Producer<'a> {
+    lake: &'a IcebergLake,
+    base: &'a Table,
+    snapshot_id: i64,
+    /// Names this commit's files apart from every other's.
+    commit_id: String,
+    /// Manifests written so far (their names count up).
+    manifests: usize,
+    summary: SnapshotSummaryCollector,
+}
+
+impl Producer<'_> {
+    fn metadata_dir(&self) -> String {
+        let location = self.base.metadata().location().trim_end_matches('/');
+        format!("{location}/metadata")
+    }
+
+    /// A new manifest, for the snapshot being made.
+    fn manifest_writer(
+        &mut self,
+        schema: iceberg::spec::SchemaRef,
+        spec: &iceberg::spec::PartitionSpec,
+    ) -> Result<iceberg::spec::ManifestWriter, SinkError> {
+        let path = format!(
+            "{}/{}-m{}.avro",
+            self.metadata_dir(),
+            self.commit_id,
+            self.manifests
+        );
+        self.manifests += 1;
+        let output = self
+            .base
+            .file_io()
+            .new_output(path)
+            .map_err(SinkError::iceberg("creating a manifest"))?;
+        Ok(
+            ManifestWriterBuilder::new(output, Some(self.snapshot_id), schema, spec.clone())
+                .build_v2_data(),
+        )
+    }
+
+    /// The manifest as the new snapshot lists it: as it is when it names no lost file, else
+    /// written again with the lost files' entries `Deleted` (added to `removed`) and its other
+    /// live entries `Existing`, snapshot ids and sequence numbers kept.
+    async fn without(
+        &mut self,
+        manifest_file: &ManifestFile,
+        lost: &BTreeSet<String>,
+        removed: &mut BTreeSet<String>,
+    ) -> Result<ManifestFile, SinkError> {
+        let (lake, metadata) = (self.lake, self.base.metadata());
         if manifest_file.content != ManifestContentType::Data {
-            manifests.push(manifest_file.clone());
-            continue;
+            return Ok(manifest_file.clone());
         }
         let manifest = manifest_file
-            .load_manifest(file_io)
+            .load_manifest(self.base.file_io())
             .await
             .map_err(SinkError::iceberg("reading a manifest"))?;
         let names_lost =
             |e: &ManifestEntry| e.is_alive() && lost.contains(&lake.relative(e.file_path()));
         if !manifest.entries().iter().any(|e| names_lost(e)) {
-            manifests.push(manifest_file.clone());
-            continue;
+            return Ok(manifest_file.clone());
         }
         let spec = metadata
             .partition_spec_by_id(manifest_file.partition_spec_id)
@@ -214,12 +277,7 @@ async fn stage(
             })?
             .clone();
         let schema = manifest.metadata().schema().clone();
-        let output = file_io
-            .new_output(next_path())
-            .map_err(SinkError::iceberg("creating a manifest"))?;
-        let mut writer =
-            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), (*spec).clone())
-                .build_v2_data();
+        let mut writer = self.manifest_writer(schema.clone(), &spec)?;
         for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
             let numbers = entry.sequence_number.zip(entry.file_sequence_number);
             let Some((data_seq, file_seq)) = numbers else {
@@ -230,7 +288,8 @@ async fn stage(
             };
             let data_file = entry.data_file.clone();
             let written = if names_lost(entry) {
-                summary.remove_file(&data_file, schema.clone(), spec.clone());
+                self.summary
+                    .remove_file(&data_file, schema.clone(), spec.clone());
                 removed.insert(lake.relative(entry.file_path()));
                 writer.add_delete_file(data_file, data_seq, Some(file_seq))
             } else {
@@ -239,102 +298,104 @@ async fn stage(
             };
             written.map_err(SinkError::iceberg("writing a manifest entry"))?;
         }
-        manifests.push(
-            writer
-                .write_manifest_file()
-                .await
-                .map_err(SinkError::iceberg("writing a manifest"))?,
-        );
+        writer
+            .write_manifest_file()
+            .await
+            .map_err(SinkError::iceberg("writing a manifest"))
     }
-    if let Some(gone) = lost.iter().find(|l| !removed.contains(*l)) {
-        return Err(SinkError::IcebergState(format!(
-            "{gone} is no longer a live file of the table (another writer changed it meanwhile): \
-             nothing was committed; run `lake verify --repair` again"
-        )));
-    }
-    if !added.is_empty() {
-        let (schema, spec) = (
-            metadata.current_schema().clone(),
-            metadata.default_partition_spec().clone(),
-        );
-        let output = file_io
-            .new_output(next_path())
-            .map_err(SinkError::iceberg("creating a manifest"))?;
-        let mut writer =
-            ManifestWriterBuilder::new(output, Some(snapshot_id), schema.clone(), (*spec).clone())
-                .build_v2_data();
+
+    /// The manifest of the new files, `Added` (their sequence number the snapshot's, inherited).
+    async fn added(&mut self, added: Vec<DataFile>) -> Result<ManifestFile, SinkError> {
+        let metadata = self.base.metadata();
+        let schema = metadata.current_schema().clone();
+        let spec = metadata.default_partition_spec().clone();
+        let mut writer = self.manifest_writer(schema.clone(), &spec)?;
         for data_file in added {
-            summary.add_file(&data_file, schema.clone(), spec.clone());
+            self.summary
+                .add_file(&data_file, schema.clone(), spec.clone());
             writer
-                .add_file(data_file, -1) // its sequence number: the snapshot's, inherited
+                .add_file(data_file, -1)
                 .map_err(SinkError::iceberg("writing a manifest entry"))?;
         }
-        manifests.push(
-            writer
-                .write_manifest_file()
-                .await
-                .map_err(SinkError::iceberg("writing a manifest"))?,
-        );
+        writer
+            .write_manifest_file()
+            .await
+            .map_err(SinkError::iceberg("writing a manifest"))
     }
-    let list_path = format!("{dir}/snap-{snapshot_id}-0-{commit_id}.avro");
-    let list_out = file_io
-        .new_output(&list_path)
-        .map_err(SinkError::iceberg("creating the manifest list"))?
-        .writer()
-        .await
-        .map_err(SinkError::iceberg("creating the manifest list"))?;
-    let mut list_writer =
-        ManifestListWriter::v2(list_out, snapshot_id, Some(current.snapshot_id()), sequence);
-    list_writer
-        .add_manifests(manifests.into_iter())
-        .map_err(SinkError::iceberg("writing the manifest list"))?;
-    list_writer
-        .close()
-        .await
-        .map_err(SinkError::iceberg("writing the manifest list"))?;
-    let mut properties = summary.build();
-    with_totals(&mut properties, &current.summary().additional_properties);
-    properties.insert(
-        "receipt-exporter.repair".into(),
-        lost.iter().cloned().collect::<Vec<_>>().join(","),
-    );
-    let snapshot = Snapshot::builder()
-        .with_snapshot_id(snapshot_id)
-        .with_parent_snapshot_id(Some(current.snapshot_id()))
-        .with_sequence_number(sequence)
-        .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
-        .with_manifest_list(list_path)
-        .with_summary(Summary {
-            operation: Operation::Overwrite,
-            additional_properties: properties,
-        })
-        .with_schema_id(metadata.current_schema_id())
-        .build();
-    let location = base
-        .metadata_location_result()
-        .map_err(SinkError::iceberg("reading the pointer"))?
-        .to_string();
-    let next = metadata
-        .clone()
-        .into_builder(Some(location.clone()))
-        .add_snapshot(snapshot)
-        .and_then(|b| {
-            b.set_ref(
-                MAIN_BRANCH,
-                SnapshotReference::new(snapshot_id, SnapshotRetention::branch(None, None, None)),
-            )
-        })
-        .and_then(|b| b.build())
-        .map_err(SinkError::iceberg("building the overwrite's metadata"))?
-        .metadata;
-    let next_location = MetadataLocation::from_str(&location)
-        .map_err(SinkError::iceberg("parsing the pointer"))?
-        .with_next_version()
-        .with_new_metadata(&next);
-    next.write_to(file_io, &next_location)
-        .await
-        .map_err(SinkError::iceberg("writing the overwrite's metadata"))?;
-    lake.table(next_location.to_string(), next)
+
+    /// Writes the snapshot's manifest list; returns its location.
+    async fn manifest_list(&self, manifests: Vec<ManifestFile>) -> Result<String, SinkError> {
+        const OP: &str = "writing the manifest list";
+        let metadata = self.base.metadata();
+        let parent = metadata.current_snapshot_id();
+        let path = format!(
+            "{}/snap-{}-0-{}.avro",
+            self.metadata_dir(),
+            self.snapshot_id,
+            self.commit_id
+        );
+        let output = self.base.file_io().new_output(&path);
+        let writer = output.map_err(SinkError::iceberg(OP))?.writer().await;
+        let sequence = metadata.next_sequence_number();
+        let writer = writer.map_err(SinkError::iceberg(OP))?;
+        let mut list = ManifestListWriter::v2(writer, self.snapshot_id, parent, sequence);
+        list.add_manifests(manifests.into_iter())
+            .map_err(SinkError::iceberg(OP))?;
+        list.close().await.map_err(SinkError::iceberg(OP))?;
+        Ok(path)
+    }
+
+    /// Writes the next metadata file, with the snapshot as the main branch's; returns the table
+    /// it describes.
+    async fn metadata(
+        self,
+        list_path: String,
+        lost: &BTreeSet<String>,
+    ) -> Result<Table, SinkError> {
+        let metadata = self.base.metadata();
+        let parent = metadata.current_snapshot().expect("checked by stage");
+        let mut properties = self.summary.build();
+        with_totals(&mut properties, &parent.summary().additional_properties);
+        let replaced: Vec<&str> = lost.iter().map(String::as_str).collect();
+        properties.insert("receipt-exporter.repair".into(), replaced.join(","));
+        let snapshot = Snapshot::builder()
+            .with_snapshot_id(self.snapshot_id)
+            .with_parent_snapshot_id(Some(parent.snapshot_id()))
+            .with_sequence_number(metadata.next_sequence_number())
+            .with_timestamp_ms(chrono::Utc::now().timestamp_millis())
+            .with_manifest_list(list_path)
+            .with_summary(Summary {
+                operation: Operation::Overwrite,
+                additional_properties: properties,
+            })
+            .with_schema_id(metadata.current_schema_id())
+            .build();
+        let location = self
+            .base
+            .metadata_location_result()
+            .map_err(SinkError::iceberg("reading the pointer"))?
+            .to_string();
+        let branch = SnapshotReference::new(
+            self.snapshot_id,
+            SnapshotRetention::branch(None, None, None),
+        );
+        let next = metadata
+            .clone()
+            .into_builder(Some(location.clone()))
+            .add_snapshot(snapshot)
+            .and_then(|b| b.set_ref(MAIN_BRANCH, branch))
+            .and_then(|b| b.build())
+            .map_err(SinkError::iceberg("building the overwrite's metadata"))?
+            .metadata;
+        let next_location = MetadataLocation::from_str(&location)
+            .map_err(SinkError::iceberg("parsing the pointer"))?
+            .with_next_version()
+            .with_new_metadata(&next);
+        next.write_to(self.base.file_io(), &next_location)
+            .await
+            .map_err(SinkError::iceberg("writing the overwrite's metadata"))?;
+        self.lake.table(next_location.to_string(), next)
+    }
 }
 
 /// The `total-*` figures of the new snapshot: the parent's, plus what it adds, minus what it
