@@ -382,3 +382,51 @@ async fn truth_iceberg_a_repair_killed_before_its_commit_is_done_by_the_next() {
     );
     lake.assert_complete(&db).await;
 }
+
+/// Retention after a scheduled run (a job's `retention_keep_months`) checks the lake too: with
+/// a data file of the old month's run lost from the Iceberg table it leaves every month in
+/// Postgres and logs the file (the run itself succeeds); after `lake verify --repair` the next
+/// scheduled run drops the month.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truth_iceberg_retention_after_a_scheduled_run_checks_the_lake() {
+    let lake = TestLake::new(Form::IcebergLocal);
+    let sim = simulator(3, 60, |_| {});
+    let db = TestDb::new().await;
+    track_all(&db, &group_ids(&sim), 60).await;
+    expect(&run(lake.exporter(&db, &sim).arg("run")), 0);
+    let old = age_run_1(&db).await;
+    let job = lake.dir.path().join("monthly.toml");
+    std::fs::write(
+        &job,
+        "schedule = \"5 * * * *\"\ntags = [\"none\"]\nretention_keep_months = 1\n",
+    )
+    .unwrap();
+    let scheduled = || {
+        let job = job.to_str().unwrap();
+        run(lake
+            .exporter(&db, &sim)
+            .args(["run", "--job", job, "--scheduled"]))
+    };
+    let lost: String =
+        sqlx::query_scalar("SELECT path FROM receipts.parquet_files WHERE run_id = 1")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    lake.remove(&lost).await;
+
+    let text = expect(&scheduled(), 0);
+    assert!(text.contains("left every month in Postgres"), "{text}");
+    assert!(
+        text.contains(&format!("the lake lacks {lost}: missing")),
+        "{text}"
+    );
+    assert!(old_partition_exists(&db, old).await, "nothing dropped");
+
+    expect(
+        &run(lake.command(&db).args(["lake", "verify", "--repair"])),
+        0,
+    );
+    let text = expect(&scheduled(), 0);
+    assert!(text.contains("dropped 1 month(s)"), "{text}");
+    assert!(!old_partition_exists(&db, old).await);
+}
