@@ -34,4 +34,5 @@ mod sim;
 mod sink;
 mod tools;
 mod track;
+mod truth;
 mod warehouse_lock;
