@@ -78,20 +78,23 @@ pub async fn live_files(lake: &IcebergLake, table: &Table) -> Result<Vec<LiveFil
     let Some(snapshot) = table.metadata().current_snapshot() else {
         return Ok(Vec::new());
     };
-    let list = table
-        .manifest_list_reader(snapshot)
-        .load()
-        .await
-        .map_err(SinkError::iceberg("reading the current manifest list"))?;
+    let list = lake
+        .within(
+            "reading the current manifest list",
+            table.manifest_list_reader(snapshot).load(),
+        )
+        .await?;
     let mut live = Vec::new();
     for manifest_file in list.entries() {
         if manifest_file.content != ManifestContentType::Data {
             continue;
         }
-        let manifest = manifest_file
-            .load_manifest(table.file_io())
-            .await
-            .map_err(SinkError::iceberg("reading a manifest"))?;
+        let manifest = lake
+            .within(
+                "reading a manifest",
+                manifest_file.load_manifest(table.file_io()),
+            )
+            .await?;
         for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
             live.push(LiveFile {
                 relative: lake.relative(entry.file_path()),
@@ -179,11 +182,12 @@ async fn stage(
         manifests: 0,
         summary: SnapshotSummaryCollector::default(),
     };
-    let list = base
-        .manifest_list_reader(current)
-        .load()
-        .await
-        .map_err(SinkError::iceberg("reading the current manifest list"))?;
+    let list = lake
+        .within(
+            "reading the current manifest list",
+            base.manifest_list_reader(current).load(),
+        )
+        .await?;
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut removed = BTreeSet::new();
     for manifest_file in list.entries() {
@@ -258,10 +262,12 @@ impl Producer<'_> {
         if manifest_file.content != ManifestContentType::Data {
             return Ok(manifest_file.clone());
         }
-        let manifest = manifest_file
-            .load_manifest(self.base.file_io())
-            .await
-            .map_err(SinkError::iceberg("reading a manifest"))?;
+        let manifest = lake
+            .within(
+                "reading a manifest",
+                manifest_file.load_manifest(self.base.file_io()),
+            )
+            .await?;
         let names_lost =
             |e: &ManifestEntry| e.is_alive() && lost.contains(&lake.relative(e.file_path()));
         if !manifest.entries().iter().any(|e| names_lost(e)) {
@@ -298,10 +304,9 @@ impl Producer<'_> {
             };
             written.map_err(SinkError::iceberg("writing a manifest entry"))?;
         }
-        writer
-            .write_manifest_file()
+        self.lake
+            .within("writing a manifest", writer.write_manifest_file())
             .await
-            .map_err(SinkError::iceberg("writing a manifest"))
     }
 
     /// The manifest of the new files, `Added` (their sequence number the snapshot's, inherited).
@@ -317,10 +322,9 @@ impl Producer<'_> {
                 .add_file(data_file, -1)
                 .map_err(SinkError::iceberg("writing a manifest entry"))?;
         }
-        writer
-            .write_manifest_file()
+        self.lake
+            .within("writing a manifest", writer.write_manifest_file())
             .await
-            .map_err(SinkError::iceberg("writing a manifest"))
     }
 
     /// Writes the snapshot's manifest list; returns its location.
@@ -335,13 +339,14 @@ impl Producer<'_> {
             self.commit_id
         );
         let output = self.base.file_io().new_output(&path);
-        let writer = output.map_err(SinkError::iceberg(OP))?.writer().await;
+        let output = output.map_err(SinkError::iceberg(OP))?;
+        let writer = self.lake.within(OP, output.writer()).await;
         let sequence = metadata.next_sequence_number();
-        let writer = writer.map_err(SinkError::iceberg(OP))?;
+        let writer = writer?;
         let mut list = ManifestListWriter::v2(writer, self.snapshot_id, parent, sequence);
         list.add_manifests(manifests.into_iter())
             .map_err(SinkError::iceberg(OP))?;
-        list.close().await.map_err(SinkError::iceberg(OP))?;
+        self.lake.within(OP, list.close()).await?;
         Ok(path)
     }
 
@@ -391,9 +396,12 @@ impl Producer<'_> {
             .map_err(SinkError::iceberg("parsing the pointer"))?
             .with_next_version()
             .with_new_metadata(&next);
-        next.write_to(self.base.file_io(), &next_location)
-            .await
-            .map_err(SinkError::iceberg("writing the overwrite's metadata"))?;
+        self.lake
+            .within(
+                "writing the overwrite's metadata",
+                next.write_to(self.base.file_io(), &next_location),
+            )
+            .await?;
         self.lake.table(next_location.to_string(), next)
     }
 }
