@@ -21,6 +21,7 @@ mod lakes;
 mod migrations;
 mod ops;
 mod paged;
+mod progress;
 mod pull;
 mod retention;
 mod roles;

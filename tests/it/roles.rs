@@ -108,6 +108,7 @@ const NOT_THE_WRITERS: &[&str] = &[
     "DELETE FROM receipts.write_batches",
     "DELETE FROM receipts.read_event_files",
     "DELETE FROM receipts.iceberg_tables",
+    "DELETE FROM receipts.message_read_progress",
     "INSERT INTO receipts.tracked_groups (group_id) VALUES ('x')",
     "DELETE FROM receipts.seq_windows",
     "CREATE TABLE receipts.mine (i int)",
@@ -125,6 +126,8 @@ const NOT_THE_READERS: &[&str] = &[
     "CREATE TABLE receipts.mine (i int)",
     "SELECT receipts.ensure_snapshot_partitions(3)",
     "SELECT receipts.prune_read_events('2000-01-01')",
+    "SELECT receipts.rebuild_message_read_progress()",
+    "UPDATE receipts.message_read_progress SET read_ratio = 0",
 ];
 
 /// Acceptance of issue 23's roles and issue 24's item 4, on a fresh cluster: `migrate` without
