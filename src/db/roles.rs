@@ -105,7 +105,7 @@ pub enum Use {
     Run,
     /// `retention`, and a job's `retention_keep_months` after a scheduled run.
     Retention,
-    /// `iceberg maintain`, `export parquet`, `lake verify --repair`.
+    /// `iceberg maintain`, `export parquet`, `lake verify --repair`, `progress rebuild`.
     Maintenance,
 }
 

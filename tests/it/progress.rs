@@ -1,6 +1,7 @@
 //! The read-progress table (`receipts.message_read_progress`): what every write batch merges
 //! into it against a hand-made series with known answers and against an independent SQL query
-//! over the snapshots, exactly once across retries, kills and out-of-order backfills.
+//! over the snapshots, exactly once across retries, kills and out-of-order backfills; and
+//! `progress rebuild`, which keeps the rows retention cut.
 
 use crate::helpers::*;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -306,6 +307,58 @@ async fn progress_is_exactly_once_when_a_run_is_killed_in_a_postgres_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_exactly_once_when_a_run_is_killed_between_the_sinks() {
     runs_with_a_kill("between_sinks:2").await;
+}
+
+/// `progress rebuild` through the binary: its line.
+fn rebuild(db: &TestDb) -> String {
+    let out = run(exporter()
+        .env("DATABASE_URL", &db.url)
+        .args(["progress", "rebuild"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    stdout(&out)
+}
+
+#[tokio::test]
+async fn rebuild_recomputes_from_the_snapshots_and_keeps_what_retention_cut() {
+    let db = TestDb::new().await;
+    hand_made(&db.pool).await;
+    let good = stored(&db.pool).await;
+    // The definition "changed": two rows no longer what the snapshots give.
+    sqlx::raw_sql(&format!(
+        "UPDATE receipts.message_read_progress
+         SET members_at_first_seen = 99, half_read_at = NULL WHERE group_id = 'g' AND msg_seq = 1;
+         UPDATE receipts.message_read_progress
+         SET half_read_at = '{}' WHERE group_id = 'g' AND msg_seq = 2;",
+        at(5).to_rfc3339()
+    ))
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    // Retention cut h/1's series (its first two captures) and all of g/4's.
+    sqlx::raw_sql(
+        "DELETE FROM receipts.receipt_snapshot_rows s USING receipts.snapshot_groups g
+         WHERE g.group_key = s.group_key
+           AND ((g.group_id = 'h' AND s.msg_seq = 1 AND s.captured_at < '2026-11-25T00:30:00Z')
+                OR (g.group_id = 'g' AND s.msg_seq = 4))",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    assert_ne!(stored(&db.pool).await, good);
+
+    let line = rebuild(&db);
+    assert!(
+        line.contains("2 rows changed; kept 2 rows as they were"),
+        "{line}"
+    );
+    assert_eq!(
+        stored(&db.pool).await,
+        good,
+        "recomputed, and the cut rows kept"
+    );
+    let line = rebuild(&db);
+    assert!(line.contains(": 0 rows changed; kept 2 rows"), "{line}");
+    assert_eq!(stored(&db.pool).await, good);
 }
 
 /// The README's query over the daily view, as printed there.

@@ -320,6 +320,22 @@ async fn the_writer_runs_backfills_and_keeps_retention(
         "{text}"
     );
 
+    // The writer recomputes the read progress; the rows of messages retention cut stay.
+    let progress: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.message_read_progress")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(progress > 0, "every run keeps the read progress");
+    let out = run(exporter_at(&writer, sim, dir).args(["progress", "rebuild"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "0 rows changed; kept {progress} rows as they were"
+        )),
+        "run 1 first saw every message, and retention dropped its snapshots: {}",
+        stdout(&out)
+    );
+
     let mut w = PgConnection::connect(&writer).await.unwrap();
     all_denied(&mut w, "the writer", NOT_THE_WRITERS).await;
     // Its functions do their one thing and no more: no manifest row of a retired run is
