@@ -469,6 +469,25 @@ impl Location {
     }
 }
 
+/// The longest any one request to the lake may take, in every form (`--lake-timeout`), as the
+/// settings gave it: the object store's client applies it itself ([`Bounds`]); the Iceberg
+/// table's storage layer (iceberg-rust over OpenDAL, which retries for ~50 s whatever it is
+/// told) is cut at it by [`crate::sink::iceberg::IcebergLake::within`].
+static REQUEST_BOUND: std::sync::RwLock<Option<std::time::Duration>> = std::sync::RwLock::new(None);
+
+/// Records the configured lake timeout (the settings do, when they open the lake).
+pub fn set_request_bound(bound: std::time::Duration) {
+    *REQUEST_BOUND.write().unwrap_or_else(|e| e.into_inner()) = Some(bound);
+}
+
+/// The configured lake timeout (60 s when no settings were read, as in a library test).
+pub fn request_bound() -> std::time::Duration {
+    REQUEST_BOUND
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .unwrap_or(std::time::Duration::from_secs(60))
+}
+
 /// How long a request to the store may go on. object_store retries a failed request (a refused
 /// connection, a timeout, a 5xx) with backoff for up to 3 minutes by default, saying nothing:
 /// here for at most `retry` since its first attempt (`--lake-timeout`), each attempt cut after

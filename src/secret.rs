@@ -40,6 +40,37 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The secrets every log line is scrubbed of ([`scrub_log`]): the object store's credentials
+/// and the Chat app's key, registered where they are read. A library under the exporter may log
+/// a credential at debug level (iceberg-rust's storage printed the S3 secret key and session
+/// token in a `Debug` of its credential provider); the log writer removes them whatever the
+/// level, the format or the library.
+static LOG_SECRETS: std::sync::RwLock<Vec<Secret>> = std::sync::RwLock::new(Vec::new());
+
+/// Registers `value` as a secret no log line may carry. Values shorter than 8 characters are
+/// not registered (they would redact ordinary words; a real key is longer).
+pub fn hide_in_logs(value: &str) {
+    if value.chars().count() < 8 {
+        return;
+    }
+    let mut secrets = LOG_SECRETS.write().unwrap_or_else(|e| e.into_inner());
+    if !secrets.iter().any(|s| s.expose() == value) {
+        secrets.push(Secret::new(value));
+    }
+}
+
+/// A log line with every registered secret scrubbed ([`scrub`]), or `None` when it holds none.
+pub fn scrub_log(line: &[u8]) -> Option<Vec<u8>> {
+    let secrets = LOG_SECRETS.read().unwrap_or_else(|e| e.into_inner());
+    if secrets.is_empty() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(line);
+    let refs: Vec<&Secret> = secrets.iter().collect();
+    let clean = scrub(&text, &refs);
+    (clean != text).then(|| clean.into_bytes())
+}
+
 /// A character of a token that may carry a secret: the UserSig alphabet (base64 with `*`, `-`
 /// and `_` for `+`, `/` and `=`), which holds hex keys too. Anything else ends a token.
 pub fn token_char(c: char) -> bool {
@@ -93,6 +124,18 @@ mod tests {
 
     const SIG: &str =
         "eJyrVgrxCdYrSy1SslIyUqoFAF1rB5M*abcdefghijklmnopqrstuvwxyz0123456789-_ABCDEFGHIJKLMNOP";
+
+    #[test]
+    fn a_registered_secret_never_reaches_a_log_line() {
+        let key = "AKIAtestSECRETkey0123456789abcdefXYZ/+=";
+        hide_in_logs(key);
+        hide_in_logs("short");
+        let line = format!("DEBUG StaticCredentialProvider {{ secret_access_key: \"{key}\" }}\n");
+        let clean = String::from_utf8(scrub_log(line.as_bytes()).unwrap()).unwrap();
+        assert!(!clean.contains(key), "{clean}");
+        assert!(clean.contains("[redacted]"), "{clean}");
+        assert_eq!(scrub_log(b"a short line\n"), None);
+    }
 
     #[test]
     fn scrub_removes_whole_secrets_and_long_pieces_of_them() {

@@ -204,7 +204,7 @@ pub const LAKE_TIMEOUT: Setting = Setting {
     env: "EXPORT_LAKE_TIMEOUT",
     default: Some("60"),
     value_name: "SECONDS",
-    help: "seconds one object-store request is retried before the command gives up, 5..3600",
+    help: "seconds one request to the lake (an object store's or the Iceberg table's, retries included) may take before the command gives up, 5..3600",
     ..Setting::ROW
 };
 /// The API's own ceiling is 200 calls/s; a paid add-on raises it.
@@ -1010,6 +1010,7 @@ fn lake(
         origin: origin.to_string(),
         problem,
     };
+    crate::lake::set_request_bound(bound);
     crate::lake::parse_location(&value)
         .map_err(problem)?
         .open(bound)
@@ -1109,6 +1110,7 @@ fn alert_webhook(
             problem: "invalid value (not shown: a webhook URL holds its receiver's token): expected an https:// URL (plain http only for a loopback address such as http://127.0.0.1:PORT/hook)".into(),
         });
     }
+    crate::secret::hide_in_logs(trimmed);
     Ok(Some(Secret::new(trimmed)))
 }
 
@@ -1170,6 +1172,7 @@ fn check_key(key: Secret, origin: &Origin) -> Result<Secret, SettingsError> {
                 .into(),
         });
     }
+    crate::secret::hide_in_logs(trimmed);
     Ok(Secret::new(trimmed))
 }
 

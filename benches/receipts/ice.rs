@@ -23,6 +23,10 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let today = chrono::Utc::now().date_naive();
     let batches = make_batches(7, today, total);
     let dir = tempfile::tempdir()?;
+    // The writer records each data file as pending under its run's fence (one row per file).
+    let db = crate::db::BenchDb::create(&opts.admin_url).await?;
+    let (run_id, _) = db.open_run().await?;
+    let fence = receipt_exporter::sink::Fence { run_id, epoch: 1 };
     let (mut ice, mut pq, mut ratio) = (Samples::default(), Samples::default(), Samples::default());
     let (mut ice_bytes, mut pq_bytes) = (0, 0);
     for round in 1..=rounds {
@@ -31,7 +35,7 @@ pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
         let (location, metadata) = lake.first_metadata()?;
         let table = lake.table(location.to_string(), metadata)?;
         let t = Instant::now();
-        let mut writer = RunIceberg::new(lake, table, 7, 1)?;
+        let mut writer = RunIceberg::new(lake, table, db.pool.clone(), fence, round)?;
         for b in &batches {
             anyhow::ensure!(writer.append(b).await?.is_empty(), "one file per run");
         }

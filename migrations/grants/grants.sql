@@ -28,7 +28,7 @@ GRANT SELECT ON
     receipts.read_events, receipts.read_list_pulls, receipts.read_event_files,
     receipts.message_readers, receipts.read_events_pruned, receipts.read_event_runs_pruned,
     receipts.iceberg_tables, receipts.iceberg_namespace_properties,
-    receipts.lake_identity, receipts.check_outcomes,
+    receipts.lake_identity, receipts.check_outcomes, receipts.iceberg_pending_files,
     receipts.message_read_progress, receipts.message_read_progress_daily
 TO receipt_writer, receipt_reader;
 -- The DEFAULT partition itself (the month partitions are read through their parent): retention
@@ -68,6 +68,11 @@ GRANT INSERT ON receipts.lake_identity TO receipt_writer;
 -- DELETE: a table dropped from the catalog is never the writer's doing.
 GRANT INSERT, UPDATE (metadata_location, previous_metadata_location)
     ON receipts.iceberg_tables TO receipt_writer;
+
+-- The Iceberg data files a live run may still commit: recorded before their first byte, removed
+-- by their commit, their discard or the repair of their dead run (`iceberg maintain` never
+-- takes a file listed there).
+GRANT INSERT, DELETE ON receipts.iceberg_pending_files TO receipt_writer;
 
 -- How the newest `lake verify` and `doctor` came out (one row per check, replaced by the next),
 -- for the metrics and the alert rules.

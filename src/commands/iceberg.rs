@@ -50,12 +50,13 @@ async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Res
         println!("{removed} orphan file: {path}");
     }
     println!(
-        "iceberg: {} of {} snapshot(s) {expired}; {} orphan file(s) {removed}; {} unreferenced file(s) younger than {} left; {} live data file(s)",
+        "iceberg: {} of {} snapshot(s) {expired}; {} orphan file(s) {removed}; {} unreferenced file(s) younger than {} left; {} file(s) of runs still writing left; {} live data file(s)",
         report.snapshots_expired,
         report.snapshots_before,
         report.orphans.len(),
         report.young_unreferenced,
         humantime::format_duration(args.orphan_min_age),
+        report.run_files,
         report.data_files,
     );
     Ok(Exit::Success)

@@ -72,6 +72,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
 /// `RUST_LOG` sets the level (default: info for receipt-exporter and its slow-statement lines,
 /// warn for the rest). A slow statement is one line ([`logfmt::OneLineSql`]).
 pub fn init_tracing(format: LogFormat) {
+    // The object store's credentials, however a library reads them, never reach a log line.
+    for name in ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"] {
+        if let Ok(value) = std::env::var(name) {
+            crate::secret::hide_in_logs(&value);
+        }
+    }
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("warn,receipt_exporter=info,sqlx::query=info"));
     let builder = tracing_subscriber::fmt()

@@ -36,13 +36,17 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 
 impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        // The formatter hands over one whole event per call.
+        // The formatter hands over one whole event per call: scrubbed of every registered
+        // secret first, whoever logged it.
+        let len = buf.len();
+        let scrubbed = crate::secret::scrub_log(buf);
+        let buf = scrubbed.as_deref().unwrap_or(buf);
         let bar = ACTIVE.lock().unwrap_or_else(|e| e.into_inner()).clone();
         match bar {
             Some(bar) => bar.suspend(|| std::io::stderr().write_all(buf))?,
             None => std::io::stderr().write_all(buf)?,
         }
-        Ok(buf.len())
+        Ok(len)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

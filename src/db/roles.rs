@@ -174,6 +174,7 @@ pub const NEEDS: &[Need] = &[
     cols(Use::Run, "parquet_files", &["pending_key", "byte_size"]),
     need(Use::Run, "SELECT, INSERT", "iceberg_tables"),
     need(Use::Run, "SELECT, INSERT", "lake_identity"),
+    need(Use::Run, "SELECT, INSERT, DELETE", "iceberg_pending_files"),
     cols(
         Use::Run,
         "iceberg_tables",

@@ -9,7 +9,9 @@
 //!    writer is about to commit is never taken. They are what a crash between writing and
 //!    committing leaves, what expired snapshots no longer need, and the metadata files that
 //!    fell out of the log (every writer trims it at `write.metadata.previous-versions-max`,
-//!    none deletes the files).
+//!    none deletes the files). A data file a run recorded as about to be written
+//!    ([`crate::sink::iceberg::pending`]) is never an orphan, whatever its age: the run may
+//!    still commit it (its repair removes it if the run died).
 //!
 //! Everything is planned and checked before anything changes: the expiry is applied in memory,
 //! the files it leaves named are compared with the listing, and only then is the expiry
@@ -54,6 +56,9 @@ pub struct MaintainReport {
     pub orphans: Vec<String>,
     /// Unreferenced files left because they are younger than the safety age.
     pub young_unreferenced: usize,
+    /// Unreferenced files a live (or dead, not yet repaired) run may still commit: never taken
+    /// ([`crate::sink::iceberg::pending`]).
+    pub run_files: usize,
     pub data_files: usize,
 }
 
@@ -81,12 +86,9 @@ pub async fn maintain(
         }
     }
     for location in &report.orphans {
-        target
-            .lake
-            .file_io()
-            .delete(location)
-            .await
-            .map_err(SinkError::iceberg("removing an orphan file"))?;
+        let lake = &target.lake;
+        lake.within("removing an orphan file", lake.file_io().delete(location))
+            .await?;
     }
     Ok(report)
 }
@@ -105,25 +107,31 @@ async fn plan(
     target: &IcebergTarget,
     opts: &MaintainOptions,
 ) -> Result<(Plan, MaintainReport), SinkError> {
-    let mut conn = pool
-        .acquire()
+    // One consistent view: the catalog row locked (a run's commit waits, at most the listing's
+    // time), so no file becomes live between the table read, the pending files and the
+    // listing; a file not live and not pending then can never be committed later (a writer
+    // records its file before the first byte, and a commit needs that writer's fence).
+    let mut tx = pool
+        .begin()
         .await
         .map_err(SinkError::pg("opening the Iceberg catalog"))?;
-    let base = target
-        .lake
-        .load(&mut conn, false)
-        .await?
-        .expect("opened above");
-    drop(conn);
+    let base = commit::lock_table(&target.lake, &mut tx).await?;
+    let pending = crate::sink::iceberg::pending::all(&mut tx).await?;
+    let listed = files::list_table(&target.lake).await?;
+    tx.rollback()
+        .await
+        .map_err(SinkError::pg("closing the Iceberg catalog"))?;
     let after = Staging::preview(&base, expiry(&base, opts)?).await?;
     let before = base.metadata().snapshots().len();
     let expired = before - after.metadata().snapshots().len();
     // Without an expiry the table stays as it is: its own log names the metadata files kept.
     let kept = if expired > 0 { &after } else { &base };
     let referenced = referenced_files(kept).await?;
-    let listed = files::list_table(&target.lake).await?;
     check_listing_names_live_files(&listed, &referenced.live)?;
     let min_age = chrono::Duration::from_std(opts.orphan_min_age).unwrap_or(chrono::Duration::MAX);
+    let (listed, run_files): (Vec<Listed>, Vec<Listed>) = listed
+        .into_iter()
+        .partition(|f| !pending.contains(&normalize_location(&f.location)));
     let (orphans, young) = orphans(listed, &referenced.all, Utc::now(), min_age);
     let plan = Plan {
         base: location_of(&base)?.to_string(),
@@ -133,6 +141,7 @@ async fn plan(
         snapshots_expired: expired,
         orphans,
         young_unreferenced: young,
+        run_files: run_files.len(),
         data_files: referenced.live.len(),
     };
     Ok((plan, report))

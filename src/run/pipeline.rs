@@ -397,7 +397,7 @@ impl Writer {
                 manifest::next_part(pool, run_id)
             })
             .await?;
-            self.open = Some(self.target.run_files(run_id, next_part)?);
+            self.open = Some(self.target.run_files(pool, self.fence, next_part)?);
         }
         let rolled = self.open.as_mut().unwrap().append(&batch).await?;
         crate::crashpoint::hit("parquet_write").await;

@@ -113,17 +113,37 @@ pub enum SinkError {
         batch_no: i32,
         reason: String,
     },
-    /// The Iceberg library refused to write, read or commit.
-    #[error("while {op} (Iceberg table receipts.receipt_snapshots): {source}")]
+    /// The Iceberg library refused to write, read or commit. Shown in one short line
+    /// ([`brief`]): the library's own text carries the store's whole answer (HTTP headers and
+    /// all, ~4 KB); the full error is logged at debug level.
+    #[error(
+        "while {op} (Iceberg table receipts.receipt_snapshots): {}",
+        brief(source)
+    )]
     Iceberg {
         op: &'static str,
-        #[source]
         source: Box<::iceberg::Error>,
     },
     /// The settings are wrong, or the command does not apply to this lake (the message says
     /// how to fix it): exit code 2.
     #[error("{0}")]
     Config(String),
+    /// The lake did not answer within `EXPORT_LAKE_TIMEOUT`.
+    #[error(
+        "while {op} (Iceberg table receipts.receipt_snapshots): {lake} did not answer within {}s \
+         (EXPORT_LAKE_TIMEOUT); check the store's endpoint and the network, or allow a slow \
+         store longer",
+        bound.as_secs()
+    )]
+    LakeTimeout {
+        op: &'static str,
+        lake: String,
+        bound: std::time::Duration,
+    },
+    /// Another engine changed the Iceberg table's schema or partition spec (the message names
+    /// the change and how to undo it): exit code 2.
+    #[error("{0}")]
+    ForeignChange(String),
     /// An Iceberg commit or listing went wrong in a way no setting fixes.
     #[error("{0}")]
     IcebergState(String),
@@ -165,6 +185,25 @@ pub enum SinkError {
     Fenced { run_id: i64, by: String },
 }
 
+/// The most an error from the storage layer adds to its line: with the exporter's own words
+/// around it, a store error stays under 300 characters.
+const BRIEF_CHARS: usize = 200;
+
+/// An Iceberg error in one line of at most [`BRIEF_CHARS`] characters: its message and kind,
+/// then the first words of its cause (the store's answer), whitespace collapsed.
+pub(crate) fn brief(error: &::iceberg::Error) -> String {
+    let mut text = format!("{} ({})", error.message(), error.kind());
+    if let Some(cause) = std::error::Error::source(error) {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+    }
+    let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(BRIEF_CHARS) {
+        Some((cut, _)) => format!("{}…", &one_line[..cut]),
+        None => one_line,
+    }
+}
+
 /// How to register a dropped Iceberg table again from its newest metadata file.
 fn register_fix(newest: Option<&str>) -> String {
     match newest {
@@ -197,6 +236,7 @@ impl SinkError {
         matches!(
             self,
             SinkError::Config(_)
+                | SinkError::ForeignChange(_)
                 | SinkError::IcebergElsewhere { .. }
                 | SinkError::TableDropped { .. }
         )
@@ -207,9 +247,12 @@ impl SinkError {
     }
 
     pub(crate) fn iceberg(op: &'static str) -> impl FnOnce(::iceberg::Error) -> SinkError {
-        move |source| SinkError::Iceberg {
-            op,
-            source: Box::new(source),
+        move |source| {
+            tracing::debug!("while {op}: {source:?}");
+            SinkError::Iceberg {
+                op,
+                source: Box::new(source),
+            }
         }
     }
 
@@ -219,5 +262,25 @@ impl SinkError {
     ) -> impl FnOnce(std::io::Error) -> SinkError {
         let path = path.into();
         move |source| SinkError::Io { op, path, source }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_store_error_is_one_short_line() {
+        let answer = format!(
+            "PermissionDenied at write => S3Error {{ code: AccessDenied }}\n{}",
+            "x-amz-request-id: 4442587FB7D0A2F9\nx-amz-id-2: abcdefghijklmnop\n".repeat(60)
+        );
+        let source = ::iceberg::Error::new(::iceberg::ErrorKind::Unexpected, "Failure in doing io")
+            .with_source(std::io::Error::other(answer));
+        let text = SinkError::iceberg("writing a data file")(source).to_string();
+        assert!(!text.contains('\n'), "{text}");
+        assert!(text.chars().count() <= 300, "{} chars: {text}", text.len());
+        assert!(text.starts_with("while writing a data file (Iceberg table receipts.receipt_snapshots): Failure in doing io"), "{text}");
+        assert!(text.contains("AccessDenied"), "{text}");
     }
 }

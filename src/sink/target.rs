@@ -43,16 +43,25 @@
 //!    forgets the file so its batches are written again.
 //!
 //! ## Iceberg, on the local disk or in S3 ([`LakeTarget::Iceberg`])
-//! 1. iceberg-rust's writer writes the data file straight to
-//!    `data/captured_at_day=D/run-<id>-<part>-<random>.parquet` under the table. *Crash:* a data
-//!    file no metadata names, invisible to every reader; the repair deletes the run's,
-//!    `iceberg maintain` any other orphan past its safety age.
-//! 2. One transaction checks the fence, locks the catalog row, writes the manifest, manifest
-//!    list and next metadata file (a fast append), moves `metadata_location` by
-//!    compare-and-set and records the file ([`super::iceberg::commit`]). *Crash before the
-//!    COMMIT:* metadata files no pointer names (orphans for `iceberg maintain`) and the data
-//!    file of step 1. *After:* nothing; a commit retried after a lost COMMIT finds its file
-//!    recorded and is not repeated.
+//! 1. The file's location is recorded as pending under the run's fence
+//!    ([`super::iceberg::pending`]), then iceberg-rust's writer writes the data file straight
+//!    to `data/captured_at_day=D/run-<id>-<part>-<random>.parquet` under the table. *Crash:* a
+//!    data file no metadata names, invisible to every reader, still pending: `iceberg
+//!    maintain` never takes it (a live run may commit it; a long backfill keeps it open for
+//!    hours); the repair deletes the dead run's pending files and forgets them.
+//! 2. One transaction checks the fence, locks the catalog row, checks the table's schema and
+//!    spec are the exporter's ([`super::iceberg::shape`]: another engine's change is refused,
+//!    exit 2) and that the data file is in the lake with the size written (a file removed by
+//!    another hand is never committed: the run fails, its batches stay unexported, the repair
+//!    writes them again), writes the manifest, manifest list and next metadata file (a fast
+//!    append), moves `metadata_location` by compare-and-set, records the file and forgets its
+//!    pending row ([`super::iceberg::commit`]). *Crash before the COMMIT:* metadata files no
+//!    pointer names (orphans for `iceberg maintain`) and the pending data file of step 1.
+//!    *After:* nothing; a commit retried after a lost COMMIT finds its file recorded and is
+//!    not repeated.
+//!
+//! Every request to the table's storage is cut at the lake timeout (`EXPORT_LAKE_TIMEOUT`,
+//! [`super::iceberg::IcebergLake::within`]), as the object store's are.
 //!
 //! ## One lake per database, one database per lake
 //! Before any of this, [`LakeTarget::open`] checks the lake against the database's record of
@@ -212,14 +221,19 @@ impl LakeTarget {
         }
     }
 
-    /// The writer of one run's files; `next_part` is the first part number the run has not used
-    /// (`manifest::next_part`).
-    pub fn run_files(&self, run_id: i64, next_part: i32) -> Result<RunFiles, SinkError> {
+    /// The writer of the fenced run's files; `next_part` is the first part number the run has
+    /// not used (`manifest::next_part`).
+    pub fn run_files(
+        &self,
+        pool: &PgPool,
+        fence: Fence,
+        next_part: i32,
+    ) -> Result<RunFiles, SinkError> {
         Ok(match self {
             LakeTarget::Iceberg(target) => {
-                RunFiles::Iceberg(Box::new(target.run_writer(run_id, next_part)?))
+                RunFiles::Iceberg(Box::new(target.run_writer(pool, fence, next_part)?))
             }
-            _ => RunFiles::Hive(RunParquet::for_lake(&self.lake(), run_id, next_part)?),
+            _ => RunFiles::Hive(RunParquet::for_lake(&self.lake(), fence.run_id, next_part)?),
         })
     }
 
@@ -270,7 +284,7 @@ impl LakeTarget {
             .await
             .map_err(SinkError::pg("starting the repair read"))?;
         manifest::declare_unexported_rows(&mut cursor, run_date, run_id).await?;
-        let mut files = self.run_files(run_id, manifest::next_part(pool, run_id).await?)?;
+        let mut files = self.run_files(pool, fence, manifest::next_part(pool, run_id).await?)?;
         let mut finished = Vec::new();
         let mut batches = manifest::CursorBatches::default();
         while let Some(batch) = batches.next(&mut cursor).await? {
@@ -453,7 +467,20 @@ impl LakeTarget {
                 }
             }
         }
+        if let LakeTarget::Iceberg(target) = self {
+            // Files the dead writer recorded as about to be written, wherever they are.
+            for location in super::iceberg::pending::of_run(pool, run_id).await? {
+                let relative = target.lake.relative(&location);
+                if !known.contains(&relative) && !strays.contains(&relative) {
+                    tracing::info!(path = %lake.describe(&relative), "removed a stray file of run {run_id}");
+                    strays.push(relative);
+                }
+            }
+        }
         objects::delete(&lake, &strays).await?;
+        if self.iceberg().is_some() {
+            super::iceberg::pending::forget_run(pool, run_id).await?;
+        }
         Ok(strays)
     }
 }

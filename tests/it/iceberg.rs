@@ -192,7 +192,7 @@ async fn a_commit_repeated_after_it_succeeded_changes_nothing() {
     let TakeOver::Taken(fence) = take_over(&db.pool, 1, "the test").await.unwrap() else {
         panic!("run 1 is finished: it can be taken over");
     };
-    let mut writer = target.run_writer(1, 77).unwrap();
+    let mut writer = target.run_writer(&db.pool, fence, 77).unwrap();
     let at = chrono::Utc::now();
     let batch = WriteBatch {
         run_id: 1,

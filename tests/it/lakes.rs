@@ -172,6 +172,19 @@ impl TestLake {
         }
     }
 
+    /// Removes `relative` under the lake's root (an operator's `rm`, a lifecycle rule).
+    pub async fn remove(&self, relative: &str) {
+        match &self.s3 {
+            Some(s3) => {
+                let key = object_store::path::Path::from(format!("{LAKE}/{relative}").as_str());
+                object_store::ObjectStoreExt::delete(s3.store().as_ref(), &key)
+                    .await
+                    .unwrap();
+            }
+            None => std::fs::remove_file(self.dir.path().join(LAKE).join(relative)).unwrap(),
+        }
+    }
+
     /// Writes `bytes` at `relative` under the lake's root.
     pub async fn put(&self, relative: &str, bytes: &'static [u8]) {
         match &self.s3 {

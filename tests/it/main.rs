@@ -20,6 +20,7 @@ mod lake;
 mod lakes;
 mod migrations;
 mod ops;
+mod outside;
 mod paged;
 mod progress;
 mod pull;

@@ -220,3 +220,47 @@ async fn no_object_store_secret_in_any_output() {
         }
     }
 }
+
+/// Iceberg on S3 at debug and trace level, both log formats: iceberg-rust's storage layer logs
+/// its credential provider (`StaticCredentialProvider { secret_access_key: ... }`) at debug;
+/// neither the secret key nor the session token reaches any output, and the runs succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_object_store_secret_in_an_iceberg_run_at_debug_level() {
+    use crate::s3::{S3Server, SECRET_ACCESS_KEY};
+    const SESSION_TOKEN: &str = "FwoGZXIvYXdzEXAMPLEsessionTOKEN0123456789abcdefghij";
+    let s3 = S3Server::start();
+    let db = TestDb::new().await;
+    let sim = simulator(2, 30, |_| {});
+    track_all(&db, &group_ids(&sim), 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut outputs = Vec::new();
+    for (level, format) in [("debug", "human"), ("trace", "json")] {
+        let mut cmd = exporter_for(&db, &sim.base_url(), dir.path());
+        s3.env(&mut cmd)
+            .env("AWS_SESSION_TOKEN", SESSION_TOKEN)
+            .env("EXPORT_PARQUET_DIR", s3.url("secret-scan-iceberg"))
+            .env("EXPORT_TABLE_FORMAT", "iceberg")
+            .env("EXPORT_LOG_FORMAT", format)
+            .env("RUST_LOG", level)
+            .arg("run");
+        let out = run(&mut cmd);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        outputs.push(out);
+    }
+    assert!(
+        stderr(&outputs[0]).contains("DEBUG"),
+        "debug lines were logged"
+    );
+    for out in &outputs {
+        for text in [stdout(out), stderr(out)] {
+            assert!(
+                !text.contains(SECRET_ACCESS_KEY),
+                "the secret key was printed"
+            );
+            assert!(
+                !text.contains(SESSION_TOKEN),
+                "the session token was printed"
+            );
+        }
+    }
+}

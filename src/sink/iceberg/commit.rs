@@ -63,9 +63,19 @@ impl Staging {
     }
 
     async fn run(staging: Staging, tx: Transaction) -> Result<Table, SinkError> {
-        tx.commit(&staging)
-            .await
-            .map_err(SinkError::iceberg("preparing a commit"))?;
+        // Manifests, manifest list and metadata file are written here: bounded like every
+        // request to the lake.
+        let bound = crate::lake::request_bound();
+        match tokio::time::timeout(bound, tx.commit(&staging)).await {
+            Ok(done) => done.map_err(SinkError::iceberg("preparing a commit"))?,
+            Err(_) => {
+                return Err(SinkError::LakeTimeout {
+                    op: "preparing a commit",
+                    lake: staging.base.metadata().location().to_string(),
+                    bound,
+                })
+            }
+        };
         let staged = staging.staged.lock().unwrap().take();
         Ok(staged.unwrap_or_else(|| staging.base.clone()))
     }
@@ -184,6 +194,7 @@ async fn publish_once(
         return Ok(()); // an earlier attempt committed: never twice
     }
     let base = lock_table(lake, &mut tx).await?;
+    check_file(lake, fence.run_id, file).await?;
     let summary = HashMap::from([
         (SUMMARY_RUN_ID.to_string(), fence.run_id.to_string()),
         (SUMMARY_PART.to_string(), file.info.part.to_string()),
@@ -200,24 +211,56 @@ async fn publish_once(
     crate::crashpoint::hit("iceberg_metadata_written").await;
     move_pointer(&mut tx, &base, &staged).await?;
     crate::sink::manifest::record_file_in(&mut tx, fence.run_id, &file.info).await?;
+    super::pending::forget_in(&mut tx, file.data_file.file_path()).await?;
     tx.commit()
         .await
         .map_err(SinkError::pg("committing to the Iceberg table"))?;
     Ok(())
 }
 
+/// Refuses to commit a data file that is not in the lake as it was written (deleted or cut
+/// short by another hand since: a lifecycle rule, an operator, an orphan sweep that did not
+/// know the file): a commit naming it would make the table unreadable to every engine. The
+/// run fails; its batches stay unexported in the manifest, and the next run's repair writes
+/// them again.
+async fn check_file(lake: &IcebergLake, run_id: i64, file: &FinishedFile) -> Result<(), SinkError> {
+    let path = file.data_file.file_path();
+    let expected = file.data_file.file_size_in_bytes();
+    const OP: &str = "checking a data file before its commit";
+    let input = lake
+        .file_io()
+        .new_input(path)
+        .map_err(SinkError::iceberg(OP))?;
+    let found = match lake.within(OP, input.exists()).await? {
+        false => None,
+        true => Some(lake.within(OP, input.metadata()).await?.size),
+    };
+    if found == Some(expected) {
+        return Ok(());
+    }
+    let what = match found {
+        None => "is gone".to_string(),
+        Some(size) => format!("holds {size} bytes, not the {expected} written"),
+    };
+    Err(SinkError::IcebergState(format!(
+        "data file {path} of run {run_id} {what}: something outside the exporter changed it          before its commit (a lifecycle rule, an operator, another engine's orphan sweep).          Nothing was committed; the next run's repair writes its rows again from Postgres"
+    )))
+}
+
 /// The table as the catalog points to it now, its row locked (`FOR UPDATE`) until the end of the
 /// caller's transaction: what a commit builds on. Our commits queue on that lock; another
 /// engine's compare-and-set waits for it.
 pub async fn lock_table(lake: &IcebergLake, tx: &mut PgConnection) -> Result<Table, SinkError> {
-    lake.load(tx, true).await?.ok_or_else(|| {
+    let table = lake.load(tx, true).await?.ok_or_else(|| {
         SinkError::IcebergState(
             "the Iceberg table receipts.receipt_snapshots is not in the catalog \
              (receipts.iceberg_tables): was it dropped? The next run says how to register it \
              again (a table is never created over one the lake holds)"
                 .into(),
         )
-    })
+    })?;
+    super::shape::check(&table)?;
+    Ok(table)
 }
 
 /// Moves the catalog pointer from `base`'s metadata file to `staged`'s (compare-and-set, as

@@ -16,6 +16,8 @@
 
 pub mod commit;
 pub mod files;
+pub mod pending;
+pub mod shape;
 pub mod writer;
 
 use super::SinkError;
@@ -134,6 +136,26 @@ impl IcebergLake {
         &self.file_io
     }
 
+    /// Runs one storage operation of the table (`op` says which, for the error) for at most
+    /// the lake timeout ([`crate::lake::request_bound`], `EXPORT_LAKE_TIMEOUT`), the same bound
+    /// the object store's requests have: iceberg-rust's storage retries for ~50 s on its own,
+    /// whatever the setting says.
+    pub async fn within<T>(
+        &self,
+        op: &'static str,
+        work: impl std::future::Future<Output = iceberg::Result<T>>,
+    ) -> Result<T, SinkError> {
+        let bound = crate::lake::request_bound();
+        match tokio::time::timeout(bound, work).await {
+            Ok(done) => done.map_err(SinkError::iceberg(op)),
+            Err(_) => Err(SinkError::LakeTimeout {
+                op,
+                lake: self.warehouse.clone(),
+                bound,
+            }),
+        }
+    }
+
     /// A location inside the lake, relative to it (as `parquet_files.path` stores it), however
     /// its writer spelled it (`file:/...` or `file:///...`: [`crate::lake::normalize_location`]).
     pub fn relative(&self, location: &str) -> String {
@@ -160,10 +182,11 @@ impl IcebergLake {
         }
         self.check_creatable(pool).await?;
         let (location, metadata) = self.first_metadata()?;
-        metadata
-            .write_to(&self.file_io, &location)
-            .await
-            .map_err(SinkError::iceberg("writing the table's first metadata"))?;
+        self.within(
+            "writing the table's first metadata",
+            metadata.write_to(&self.file_io, &location),
+        )
+        .await?;
         let inserted = insert_table(&mut conn, &location.to_string()).await?;
         if !inserted {
             // Another process created it meanwhile: ours is never referenced.
@@ -248,6 +271,7 @@ impl IcebergLake {
                 configured: self.table_location(),
             });
         }
+        shape::check(&table)?;
         Ok(table)
     }
 
@@ -262,9 +286,12 @@ impl IcebergLake {
         let Some(location) = metadata_location(conn, for_update).await? else {
             return Ok(None);
         };
-        let metadata = TableMetadata::read_from(&self.file_io, &location)
-            .await
-            .map_err(SinkError::iceberg("reading the table's metadata"))?;
+        let metadata = self
+            .within(
+                "reading the table's metadata",
+                TableMetadata::read_from(&self.file_io, &location),
+            )
+            .await?;
         self.table(location, metadata).map(Some)
     }
 
@@ -332,9 +359,21 @@ impl IcebergTarget {
         })
     }
 
-    /// A writer for one run's data files.
-    pub fn run_writer(&self, run_id: i64, next_part: i32) -> Result<writer::RunIceberg, SinkError> {
-        writer::RunIceberg::new(self.lake.clone(), self.table.clone(), run_id, next_part)
+    /// A writer for one run's data files, each recorded as pending under `fence` before it is
+    /// written ([`pending`]).
+    pub fn run_writer(
+        &self,
+        pool: &PgPool,
+        fence: crate::sink::Fence,
+        next_part: i32,
+    ) -> Result<writer::RunIceberg, SinkError> {
+        writer::RunIceberg::new(
+            self.lake.clone(),
+            self.table.clone(),
+            pool.clone(),
+            fence,
+            next_part,
+        )
     }
 
     /// The data directory of a capture date, relative to the lake:

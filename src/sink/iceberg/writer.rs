@@ -9,7 +9,7 @@
 use super::IcebergLake;
 use crate::sink::parquet::{columns, CommittedFile};
 use crate::sink::rolling::{PartFiles, Rolling};
-use crate::sink::{SinkError, WriteBatch};
+use crate::sink::{Fence, SinkError, WriteBatch};
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef as ArrowSchemaRef;
 use chrono::NaiveDate;
@@ -64,15 +64,19 @@ pub struct IcebergParts {
     lake: IcebergLake,
     table: Table,
     arrow_schema: ArrowSchemaRef,
-    run_id: i64,
+    pool: sqlx::PgPool,
+    fence: Fence,
 }
 
 impl Rolling<IcebergParts> {
-    /// Writes into `table`'s data directory; `next_part` as for `RunParquet::new`.
+    /// Writes into `table`'s data directory for the fenced run, each file recorded in `pool`
+    /// as pending before its first byte ([`super::pending`]); `next_part` as for
+    /// `RunParquet::new`.
     pub fn new(
         lake: IcebergLake,
         table: Table,
-        run_id: i64,
+        pool: sqlx::PgPool,
+        fence: Fence,
         next_part: i32,
     ) -> Result<RunIceberg, SinkError> {
         let arrow_schema =
@@ -82,7 +86,8 @@ impl Rolling<IcebergParts> {
             lake,
             table,
             arrow_schema: Arc::new(arrow_schema),
-            run_id,
+            pool,
+            fence,
         };
         Ok(Rolling::with_parts(parts, next_part))
     }
@@ -102,13 +107,15 @@ impl PartFiles for IcebergParts {
             schema.clone(),
             Struct::from_iter([Some(Literal::date(days as i32))]),
         );
-        let name = crate::sink::names::data(self.run_id, part);
+        let name = crate::sink::names::data(self.fence.run_id, part);
         let locations = DefaultLocationGenerator::new(metadata)
             .map_err(SinkError::iceberg("locating the data directory"))?;
         let location = {
             use iceberg::writer::file_writer::location_generator::LocationGenerator;
             locations.generate_location(Some(&key), &name)
         };
+        // Recorded before the first byte: `iceberg maintain` never takes it for an orphan.
+        super::pending::register(&self.pool, self.fence, &location).await?;
         let parquet = ParquetWriterBuilder::new(crate::sink::parquet::writer_properties(), schema);
         let rolling = RollingFileWriterBuilder::new(
             parquet,
@@ -117,10 +124,13 @@ impl PartFiles for IcebergParts {
             locations,
             FixedName(name),
         );
-        let writer = DataFileWriterBuilder::new(rolling)
-            .build(Some(key))
-            .await
-            .map_err(SinkError::iceberg("opening a data file"))?;
+        let writer = self
+            .lake
+            .within(
+                "opening a data file",
+                DataFileWriterBuilder::new(rolling).build(Some(key)),
+            )
+            .await?;
         Ok(OpenFile {
             writer,
             date,
@@ -142,10 +152,9 @@ impl PartFiles for IcebergParts {
                 batch_no: batch.batch_no,
                 reason: format!("does not fit the Iceberg schema: {e}"),
             })?;
-            file.writer
-                .write(record_batch)
-                .await
-                .map_err(SinkError::iceberg("writing a data file"))?;
+            self.lake
+                .within("writing a data file", file.writer.write(record_batch))
+                .await?;
             file.rows += batch.rows.len() as u64;
         }
         if file.batch_nos.last() != Some(&batch.batch_no) {
@@ -159,11 +168,10 @@ impl PartFiles for IcebergParts {
     }
 
     async fn close(&mut self, mut file: OpenFile) -> Result<FinishedFile, SinkError> {
-        let data_files = file
-            .writer
-            .close()
-            .await
-            .map_err(SinkError::iceberg("finishing a data file"))?;
+        let data_files = self
+            .lake
+            .within("finishing a data file", file.writer.close())
+            .await?;
         let [data_file] = <[DataFile; 1]>::try_from(data_files).map_err(|files| {
             SinkError::IcebergState(format!(
                 "the Iceberg writer made {} files for {} (one expected)",
@@ -186,7 +194,10 @@ impl PartFiles for IcebergParts {
     /// crash instead is the next repair's or `maintain`'s to remove).
     async fn discard(&mut self, file: OpenFile) -> Result<(), SinkError> {
         drop(file.writer);
-        let _ = self.lake.file_io().delete(&file.location).await;
+        if self.lake.file_io().delete(&file.location).await.is_ok() {
+            // Still recorded if the delete failed: the repair's sweep removes file and row.
+            let _ = super::pending::forget(&self.pool, &file.location).await;
+        }
         Ok(())
     }
 }
