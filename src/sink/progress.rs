@@ -37,21 +37,19 @@ pub async fn merge(conn: &mut PgConnection, batch: &WriteBatch) -> Result<u64, S
         ))
 }
 
-/// The batch's messages (first sighting in the batch, its members, the first captures past
-/// half and 90%), with the newest ratio from `receipt_latest`, merged into the stored rows.
-/// `LEAST` skips nulls: a threshold already reached keeps its earlier time.
+/// The batch's messages (their capture, members, and the capture again where it is past half
+/// and 90%), with the newest ratio from `receipt_latest`, merged into the stored rows. A batch
+/// holds each message once (a run asks each seq once; `receipt_latest`'s upsert of the same
+/// rows would fail otherwise), so its rows need no grouping. `LEAST` skips nulls: a threshold
+/// already reached keeps its earlier time.
 const MERGE: &str = "
-WITH b AS (
-    SELECT * FROM UNNEST($2::text[], $3::bigint[], $4::timestamptz[], $5::integer[], $6::integer[])
-        AS t(g, s, c, r, u)
-), m AS (
-    SELECT g, s,
-           min(c) AS first_seen_at,
-           (array_agg(r + u ORDER BY c))[1] AS members_at_first_seen,
-           min(c) FILTER (WHERE r + u > 0 AND 2 * r::bigint >= r::bigint + u) AS half_read_at,
-           min(c) FILTER (WHERE r + u > 0 AND 10 * r::bigint >= 9 * (r::bigint + u))
+WITH m AS (
+    SELECT g, s, c AS first_seen_at, r + u AS members_at_first_seen,
+           CASE WHEN r + u > 0 AND 2 * r::bigint >= r::bigint + u THEN c END AS half_read_at,
+           CASE WHEN r + u > 0 AND 10 * r::bigint >= 9 * (r::bigint + u) THEN c END
                AS ninety_read_at
-    FROM b GROUP BY g, s
+    FROM UNNEST($2::text[], $3::bigint[], $4::timestamptz[], $5::integer[], $6::integer[])
+        AS t(g, s, c, r, u)
 )
 INSERT INTO receipts.message_read_progress AS p
     (group_id, msg_seq, sdkappid, first_seen_at, members_at_first_seen, read_ratio,
