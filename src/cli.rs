@@ -143,7 +143,8 @@ pub enum Command {
     #[command(subcommand)]
     Export(ExportCommand),
     /// Drop the months of snapshots older than --keep-months from Postgres, only when every run
-    /// in them is wholly in the lake (the lake keeps them); prune old item codes
+    /// in them is wholly in the lake, by the manifest and by the lake itself (its files there;
+    /// in Iceberg each run's rows in the table's live files); prune old item codes
     #[command(after_help = EXIT_CODES_HELP)]
     Retention(RetentionArgs),
     /// The lake against the manifest: every listed file there with its size and row count
@@ -401,8 +402,9 @@ pub struct BackfillArgs {
 pub enum LakeCommand {
     /// Check that every file the manifest lists exists with its recorded size and, in its
     /// footer, its row count, and list the files it does not know (in an object store, also
-    /// uploads left under _pending/); exits 0 when all is well, 1 when a problem is found (or
-    /// left after --repair)
+    /// uploads left under _pending/); in Iceberg, every live data file of the table and each
+    /// run's rows in them; exits 0 when all is well, 1 when a problem is found (or left after
+    /// --repair)
     #[command(after_help = EXIT_CODES_HELP)]
     Verify(LakeVerifyArgs),
     /// Record another location or table format as this database's lake, on purpose. Every
@@ -433,8 +435,9 @@ pub struct LakeMoveArgs {
 #[derive(Debug, Args)]
 pub struct LakeVerifyArgs {
     /// Rewrite missing or damaged files from Postgres (a snapshot file's whole capture date; in
-    /// an object store the file under its own key, and left-over uploads deleted; days with
-    /// runs that retention removed from Postgres cannot be rewritten)
+    /// an object store the file under its own key, and left-over uploads deleted; in Iceberg a
+    /// lost data file replaced by its rows in one overwrite commit; days with runs that
+    /// retention removed from Postgres cannot be rewritten)
     #[arg(long)]
     pub repair: bool,
 }

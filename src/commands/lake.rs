@@ -5,7 +5,7 @@
 
 use crate::cli::{LakeCommand, LakeMoveArgs, LakeVerifyArgs};
 use crate::exit::Exit;
-use crate::ops::lake::{self, Report, Table};
+use crate::ops::lake::{self, Report};
 use crate::settings::{Settings, TableFormat};
 use crate::sink::{Access, LakeTarget};
 
@@ -107,6 +107,7 @@ async fn record(pool: &sqlx::PgPool, report: &Report) {
                 .iter()
                 .map(|k| format!("left-over upload: {k}")),
         )
+        .chain(report.runs.iter().map(run_line))
         .collect();
     let detail = (!problems.is_empty()).then(|| {
         let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
@@ -133,6 +134,15 @@ fn describe_repair(done: &lake::Repaired) {
     for (day, rows) in &done.days {
         println!("repaired: capture date {day} rewritten from Postgres ({rows} rows)");
     }
+    for (path, run_id, rows) in &done.replaced {
+        println!(
+            "repaired: {path} (run {run_id}, {rows} rows) replaced in the Iceberg table by its rows \
+             written again from Postgres, in one overwrite commit"
+        );
+    }
+    for line in &done.not_repaired {
+        println!("not repaired: {line}");
+    }
     for (day, runs) in &done.gone {
         let runs: Vec<String> = runs.iter().map(i64::to_string).collect();
         println!(
@@ -156,16 +166,20 @@ fn describe_repair(done: &lake::Repaired) {
     }
 }
 
+/// A run whose rows in the Iceberg table's live files differ from the manifest's count.
+fn run_line(r: &lake::RunRows) -> String {
+    format!(
+        "run {}: {} rows in the Iceberg table's live files, the manifest lists {}",
+        r.run_id, r.in_table, r.listed
+    )
+}
+
 fn describe(report: &Report) {
     for f in &report.findings {
-        let table = match f.table {
-            Table::Snapshots => "snapshots",
-            Table::ReadEvents => "read events",
-        };
-        println!(
-            "{}: {} ({table} of run {}, listed with {} rows and {} bytes)",
-            f.file.path, f.problem, f.file.run_id, f.file.row_count, f.file.byte_size
-        );
+        println!("{f}");
+    }
+    for r in &report.runs {
+        println!("{}", run_line(r));
     }
     for key in &report.stray_uploads {
         println!("left-over upload, in no manifest row: {key} (readers never see it; --repair deletes it)");
@@ -176,7 +190,7 @@ fn describe(report: &Report) {
     println!(
         "lake: {} listed file(s) checked, {} problem(s), {} file(s) the manifest does not know",
         report.listed,
-        report.findings.len(),
+        report.findings.len() + report.runs.len(),
         report.unknown.len()
     );
 }

@@ -17,20 +17,36 @@ pub async fn run(settings: &Settings, args: RetentionArgs) -> anyhow::Result<Exi
         true => Access::Read,
         false => Access::Write,
     };
-    LakeTarget::open(&pool, &settings.lake, settings.table_format, access).await?;
+    let target = LakeTarget::open(&pool, &settings.lake, settings.table_format, access).await?;
     let lock = super::warehouse_lock(settings).await?;
-    let outcome = apply(&pool, &args).await;
+    let outcome = apply(&pool, &target, &args).await;
     lock.release().await;
     outcome
 }
 
-async fn apply(pool: &sqlx::PgPool, args: &RetentionArgs) -> anyhow::Result<Exit> {
-    let plan = retention::plan(pool, args.keep_months, args.keep_codes).await?;
+async fn apply(
+    pool: &sqlx::PgPool,
+    target: &LakeTarget,
+    args: &RetentionArgs,
+) -> anyhow::Result<Exit> {
+    let mut plan = retention::plan(pool, args.keep_months, args.keep_codes).await?;
+    retention::check_lake(pool, target, &mut plan).await?;
     describe(&plan);
-    if !plan.allowed() {
+    if !plan.lake_lacks.is_empty() {
         println!(
-            "refused: nothing dropped or pruned; write those runs' rows to the lake first \
-             (a run of the job repairs a dead run; `lake verify --repair` a listed file)"
+            "the lake ({target}) lacks what the manifest says it holds of the runs that would leave Postgres:"
+        );
+        for line in &plan.lake_lacks {
+            println!("  {line}");
+        }
+    }
+    if !plan.allowed() {
+        let fix = match plan.lake_lacks.is_empty() {
+            true => "a run of the job repairs a dead run; `lake verify --repair` a listed file",
+            false => "`receipt-exporter lake verify --repair` writes the lost files' rows to the lake again from Postgres",
+        };
+        println!(
+            "refused: nothing dropped or pruned; write those runs' rows to the lake first ({fix})"
         );
         return Ok(Exit::Failed);
     }
@@ -68,7 +84,13 @@ fn describe(plan: &Plan) {
             })
             .collect();
         let label = month.start.format("%Y-%m");
-        if blocking.is_empty() {
+        if blocking.is_empty() && !plan.lake_lacks.is_empty() {
+            println!(
+                "{label}: {} run(s), {} rows, all in the lake by the manifest, but the lake lacks files of them (below): keep",
+                month.runs.len(),
+                month.rows()
+            );
+        } else if blocking.is_empty() {
             println!(
                 "{label}: {} run(s), {} rows, all in the lake: drop",
                 month.runs.len(),

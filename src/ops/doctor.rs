@@ -471,9 +471,10 @@ async fn without_receipts(pool: &PgPool, out: &mut Vec<Check>) {
 }
 
 /// The lake as a run would open it (reading only): in Iceberg mode the role's rights on the
-/// catalog and the table where the lake says (the table's metadata names its files, and
-/// compaction may replace the ones the manifest lists); otherwise the cheap part of `lake
-/// verify`, every file the manifest lists in the lake with its recorded size.
+/// catalog and the table where the lake says; then the cheap part of `lake verify`, every file
+/// the lake should hold there with its recorded size (Hive-style the manifest's files; in
+/// Iceberg the live data files of the table's current snapshot, which compaction may have
+/// replaced the manifest's with, and the read-events files).
 async fn lake_target(settings: &Settings, pool: &PgPool) -> Vec<Check> {
     let iceberg = settings.table_format == crate::settings::TableFormat::Iceberg;
     if iceberg {
@@ -491,10 +492,12 @@ async fn lake_target(settings: &Settings, pool: &PgPool) -> Vec<Check> {
         "lake owner",
         format!("{identity}: this database's lake (no other database's marker)"),
     );
-    match target {
-        LakeTarget::Iceberg(table) => vec![owner, iceberg_table(&table)],
-        target => vec![owner, lake_files(pool, &target).await],
+    let mut checks = vec![owner];
+    if let Some(table) = target.iceberg() {
+        checks.push(iceberg_table(table));
     }
+    checks.push(lake_files(pool, &target).await);
+    checks
 }
 
 /// The FAIL line of a lake a run would refuse, with the fix for its reason.
@@ -519,8 +522,8 @@ fn lake_refused(settings: &Settings, e: &anyhow::Error) -> Check {
     fail(topic, format!("{e:#}"), fix)
 }
 
-/// The cheap part of `lake verify`: every file the manifest lists is in the lake with its
-/// recorded size.
+/// The cheap part of `lake verify`: every file the lake should hold is there with its recorded
+/// size ([`LakeTarget::presence`]).
 async fn lake_files(pool: &PgPool, target: &LakeTarget) -> Check {
     const TOPIC: &str = "lake";
     let (listed, found) = match target.presence(pool).await {
@@ -543,7 +546,7 @@ async fn lake_files(pool: &PgPool, target: &LakeTarget) -> Check {
     if found.is_empty() {
         return ok(
             TOPIC,
-            format!("all {listed} file(s) the manifest lists are in {target} with their sizes"),
+            format!("all {listed} file(s) the lake should hold are in {target} with their sizes"),
         );
     }
     const SHOWN: usize = 5;
@@ -558,7 +561,7 @@ async fn lake_files(pool: &PgPool, target: &LakeTarget) -> Check {
     fail(
         TOPIC,
         format!(
-            "{} of {listed} file(s) the manifest lists are missing from {target} or of another size: {}",
+            "{} of {listed} file(s) the lake should hold are missing from {target} or of another size: {}",
             found.len(),
             names.join(", ")
         ),

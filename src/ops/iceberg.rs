@@ -292,9 +292,12 @@ async fn referenced_files(table: &Table) -> Result<Referenced, SinkError> {
                 .load_manifest(table.file_io())
                 .await
                 .map_err(SinkError::iceberg("reading a manifest"))?;
-            for entry in manifest.entries() {
+            // A `Deleted` entry is a tombstone: its file is referenced by the older snapshots
+            // in which it is alive, and only while they are kept (a file an overwrite or a
+            // compaction removed is an orphan once they expire).
+            for entry in manifest.entries().iter().filter(|e| e.is_alive()) {
                 let path = normalize_location(entry.file_path());
-                if Some(snapshot.snapshot_id()) == current && entry.is_alive() {
+                if Some(snapshot.snapshot_id()) == current {
                     live.insert(path.clone());
                 }
                 all.insert(path);

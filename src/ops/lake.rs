@@ -9,7 +9,7 @@ use chrono::NaiveDate;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 
-pub use crate::sink::verify::{Finding, Listed, Problem, Report, Table};
+pub use crate::sink::verify::{Finding, Listed, Problem, Report, RunRows, Table};
 
 /// The whole check: presence and size, the row count in each footer, the unknown files.
 pub async fn verify(pool: &PgPool, target: &LakeTarget) -> anyhow::Result<Report> {
@@ -32,6 +32,11 @@ pub struct Repaired {
     pub events_gone: Vec<i64>,
     /// Stray uploads deleted from `_pending/`.
     pub uploads_removed: usize,
+    /// Iceberg: lost data files replaced from Postgres in one overwrite commit (path, run,
+    /// rows).
+    pub replaced: Vec<(String, i64, u64)>,
+    /// Iceberg: lost data files left as they are, with the reason and the fix.
+    pub not_repaired: Vec<String>,
 }
 
 /// Rewrites the files of `report`'s findings from Postgres and deletes its stray uploads. The
@@ -46,6 +51,8 @@ pub async fn repair(
         days: snapshots.days,
         gone: snapshots.gone,
         uploads_removed: snapshots.uploads_removed,
+        replaced: snapshots.replaced,
+        not_repaired: snapshots.not_repaired,
         ..Default::default()
     };
     let mut event_dates: BTreeMap<i64, Vec<NaiveDate>> = BTreeMap::new();

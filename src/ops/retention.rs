@@ -89,14 +89,19 @@ pub struct Plan {
     /// of those events.
     pub event_messages: i64,
     pub event_runs: Vec<EventRun>,
+    /// What the lake itself lacks of the runs that would leave Postgres, one line each
+    /// ([`check_lake`]): the manifest's word is not taken for it.
+    pub lake_lacks: Vec<String>,
 }
 
 impl Plan {
-    /// True when no month holds a run that is not wholly in the lake, and no run whose read
-    /// events would go has events the lake's files do not hold.
+    /// True when no month holds a run that is not wholly in the lake, no run whose read
+    /// events would go has events the lake's files do not hold, and the lake itself holds
+    /// what the manifest says of those runs.
     pub fn allowed(&self) -> bool {
         self.months.iter().all(|m| m.blocking().next().is_none())
             && self.event_runs.iter().all(EventRun::in_lake)
+            && self.lake_lacks.is_empty()
     }
 
     /// The read events that would go.
@@ -169,7 +174,38 @@ pub async fn plan(pool: &PgPool, keep_months: u32, keep_codes: u32) -> sqlx::Res
         default_rows,
         event_messages,
         event_runs,
+        lake_lacks: Vec::new(),
     })
+}
+
+/// Checks the lake itself for the runs the plan would remove from Postgres (their months'
+/// snapshots, their pruned read events) and records what it lacks in the plan, which then
+/// refuses: a file deleted from the lake after its run (a lifecycle rule, a wrong `rm`) would
+/// otherwise leave those rows nowhere. Only runs the manifest counts whole are checked (the
+/// others refuse already).
+pub async fn check_lake(
+    pool: &PgPool,
+    target: &crate::sink::LakeTarget,
+    plan: &mut Plan,
+) -> Result<(), crate::sink::SinkError> {
+    let runs: std::collections::BTreeMap<i64, i64> = plan
+        .months
+        .iter()
+        .flat_map(|m| &m.runs)
+        .filter(|r| r.in_lake())
+        .map(|r| (r.run_id, r.pg_rows))
+        .collect();
+    let event_runs: std::collections::BTreeSet<i64> = plan
+        .event_runs
+        .iter()
+        .filter(|r| r.in_lake() && r.events > 0)
+        .map(|r| r.run_id)
+        .collect();
+    if runs.is_empty() && event_runs.is_empty() {
+        return Ok(());
+    }
+    plan.lake_lacks = target.lacks(pool, &runs, &event_runs).await?;
+    Ok(())
 }
 
 /// The messages whose read events would go with the months before `cutoff`, and their runs.
@@ -292,24 +328,32 @@ fn refused_by(plan: &Plan) -> Vec<String> {
             r.run_id, r.status, r.lake_events, r.pg_events
         )
     }));
+    runs.extend(
+        plan.lake_lacks
+            .iter()
+            .map(|l| format!("the lake lacks {l}")),
+    );
     runs
 }
 
 /// Retention after a scheduled run of a job with `retention_keep_months` (item codes kept: the
 /// command's default 3, or the job's `no_receipt_after` if larger), under the warehouse lock.
-/// A month not wholly in the lake is not dropped, and nothing is: the caller logs that as a
+/// A month not wholly in the lake (by the manifest, or by the lake itself: [`check_lake`]) is
+/// not dropped, and nothing is: the caller logs that as a
 /// warning (a later run's repair usually completes the lake), never an error of the run. The
 /// lock is waited for at most `wait.0`, and not after `wait.1` is cancelled.
 pub async fn after_run(
     options: &sqlx::postgres::PgConnectOptions,
     pool: &PgPool,
+    target: &crate::sink::LakeTarget,
     keep_months: u32,
     keep_codes: u32,
     wait: (std::time::Duration, &tokio_util::sync::CancellationToken),
 ) -> anyhow::Result<AfterRun> {
     let lock = crate::sink::warehouse::WarehouseLock::acquire(options, wait.0, wait.1).await?;
     let outcome = async {
-        let plan = plan(pool, keep_months, keep_codes.max(3)).await?;
+        let mut plan = plan(pool, keep_months, keep_codes.max(3)).await?;
+        check_lake(pool, target, &mut plan).await?;
         let mut done = AfterRun {
             keep_months,
             cutoff: plan.cutoff,

@@ -218,14 +218,17 @@ impl Job {
         // Retention counts on the lake: only this database's, the one it records.
         let (lake, format) = (&settings.lake, settings.table_format);
         let access = crate::sink::Access::Write;
-        if let Err(e) = crate::sink::LakeTarget::open(pool, lake, format, access).await {
-            tracing::warn!(job = %self.name, "retention after the run left every month in Postgres: {e:#}");
-            return;
-        }
+        let target = match crate::sink::LakeTarget::open(pool, lake, format, access).await {
+            Ok(target) => target,
+            Err(e) => {
+                tracing::warn!(job = %self.name, "retention after the run left every month in Postgres: {e:#}");
+                return;
+            }
+        };
         let done = match settings.require_database() {
             Ok(options) => {
                 let wait = (settings.lock_reconnect_timeout, stop);
-                crate::ops::retention::after_run(options, pool, months, codes, wait).await
+                crate::ops::retention::after_run(options, pool, &target, months, codes, wait).await
             }
             Err(e) => Err(e.into()),
         };

@@ -315,12 +315,73 @@ impl LakeTarget {
         }
     }
 
-    /// The cheap part of [`LakeTarget::verify`] (`doctor`): how many files the manifest lists,
-    /// and those not in the lake with their recorded size (no file is opened).
+    /// The cheap part of [`LakeTarget::verify`] (`doctor`): how many files the lake should
+    /// hold (the manifest's, in Iceberg the table's live data files and the read-events
+    /// files), and those not in the lake with their recorded size (no file is opened).
     pub async fn presence(&self, pool: &PgPool) -> Result<(usize, Vec<Finding>), SinkError> {
-        let listed = super::verify::listed(pool).await?;
+        let (table, only_events) = match self {
+            LakeTarget::Iceberg(target) => {
+                let depth = super::verify::Depth::Presence;
+                let table = super::verify::table_check(pool, &target.lake, depth).await?;
+                (Some(table), true)
+            }
+            _ => (None, false),
+        };
+        let listed: Vec<_> = super::verify::listed(pool)
+            .await?
+            .into_iter()
+            .filter(|(t, _)| !only_events || *t == Table::ReadEvents)
+            .collect();
         let visible = super::verify::visible(&self.lake()).await?;
-        Ok((listed.len(), super::verify::presence(&visible, &listed)))
+        let mut found = super::verify::presence(&visible, &listed);
+        let mut count = listed.len();
+        if let Some(table) = table {
+            count += table.live;
+            found.extend(table.findings);
+        }
+        Ok((count, found))
+    }
+
+    /// What the lake lacks of the runs retention would remove from Postgres, one line each
+    /// (empty: it holds them): `runs` with their snapshot rows in Postgres, `event_runs` whose
+    /// read-events files must be there. Hive-style, each listed file of those runs must be in
+    /// the lake with its recorded size; Iceberg, every live data file of the table must be
+    /// there with its size (a lost one fails every reader) and the live files must hold each
+    /// run's rows (counted per `run_id`: compaction may have replaced the files a run wrote).
+    pub async fn lacks(
+        &self,
+        pool: &PgPool,
+        runs: &std::collections::BTreeMap<i64, i64>,
+        event_runs: &BTreeSet<i64>,
+    ) -> Result<Vec<String>, SinkError> {
+        let iceberg = self.iceberg();
+        let listed: Vec<_> = super::verify::listed(pool)
+            .await?
+            .into_iter()
+            .filter(|(t, f)| match t {
+                Table::Snapshots => iceberg.is_none() && runs.contains_key(&f.run_id),
+                Table::ReadEvents => event_runs.contains(&f.run_id),
+            })
+            .collect();
+        let visible = super::verify::visible(&self.lake()).await?;
+        let mut lines: Vec<String> = super::verify::presence(&visible, &listed)
+            .iter()
+            .map(Finding::to_string)
+            .collect();
+        if let Some(target) = iceberg {
+            let depth = super::verify::Depth::Rows;
+            let table = super::verify::table_check(pool, &target.lake, depth).await?;
+            lines.extend(table.findings.iter().map(Finding::to_string));
+            for (&run_id, &pg_rows) in runs {
+                let in_table = table.rows.get(&run_id).copied().unwrap_or(0);
+                if in_table != pg_rows {
+                    lines.push(format!(
+                        "run {run_id}: {pg_rows} rows in Postgres, {in_table} in the Iceberg table's live files"
+                    ));
+                }
+            }
+        }
+        Ok(lines)
     }
 
     /// Rewrites from Postgres what `report` found missing or damaged among the snapshot files,
@@ -334,9 +395,7 @@ impl LakeTarget {
         report: &Report,
     ) -> Result<SnapshotRepair, SinkError> {
         if let LakeTarget::Iceberg(target) = self {
-            return super::verify::iceberg(pool, target)
-                .await
-                .map(|_| Default::default());
+            return repair_table(pool, target, report).await;
         }
         let lake = self.lake();
         objects::delete(&lake, &report.stray_uploads).await?;
@@ -495,9 +554,159 @@ async fn local_presence(pool: &PgPool, dir: &std::path::Path) -> Result<(usize, 
     Ok((listed.len(), missing))
 }
 
+/// `lake verify --repair` in Iceberg: each lost live data file that is ours (the manifest
+/// lists it) is replaced, in one overwrite commit ([`super::iceberg::overwrite`]), by its rows
+/// written again from Postgres (the rows of exactly its batches), as the owner of its run (taken
+/// over: a fenced writer can record nothing more). Files of runs retention removed from
+/// Postgres, of runs still running and of other engines are left as they are, and named.
+async fn repair_table(
+    pool: &PgPool,
+    target: &IcebergTarget,
+    report: &Report,
+) -> Result<SnapshotRepair, SinkError> {
+    use super::iceberg::overwrite::{self, Replacement};
+    let mut out = SnapshotRepair::default();
+    let mut replaced = Vec::new();
+    for (run_id, files) in lost_by_run(pool, report, &mut out).await? {
+        if retired(pool, run_id).await? {
+            let days: BTreeSet<NaiveDate> = files.iter().map(|(_, f)| f.capture_date).collect();
+            out.gone
+                .extend(days.into_iter().map(|day| (day, vec![run_id])));
+            continue;
+        }
+        let Some(fence) = take_run(pool, run_id, &mut out).await? else {
+            continue;
+        };
+        let added = rewrite_run(pool, target, fence, &files).await?;
+        for (path, recorded) in &files {
+            out.replaced
+                .push((path.clone(), run_id, recorded.row_count as u64));
+        }
+        replaced.push(Replacement {
+            fence,
+            old_ids: files.iter().map(|(_, r)| r.file_id).collect(),
+            lost: files.into_iter().map(|(path, _)| path).collect(),
+            added,
+        });
+    }
+    if replaced.is_empty() {
+        return Ok(out);
+    }
+    if let Err(e) = overwrite::commit(pool, &target.lake, &replaced).await {
+        // Nothing names the new data files: remove them now rather than leave them to
+        // `iceberg maintain`.
+        for file in replaced.iter().flat_map(|r| &r.added) {
+            let location = file.data_file.file_path();
+            if target.lake.file_io().delete(location).await.is_ok() {
+                let _ = super::iceberg::pending::forget(pool, location).await;
+            }
+        }
+        return Err(e);
+    }
+    Ok(out)
+}
+
+/// The lost snapshot files of `report` that the manifest lists, by run (with their manifest
+/// rows); the others (another engine's) go to `out` as not repaired, with what to do.
+async fn lost_by_run(
+    pool: &PgPool,
+    report: &Report,
+    out: &mut SnapshotRepair,
+) -> Result<std::collections::BTreeMap<i64, Vec<(String, manifest::RecordedFile)>>, SinkError> {
+    let mut per_run: std::collections::BTreeMap<i64, Vec<_>> = Default::default();
+    let lost = report
+        .findings
+        .iter()
+        .filter(|f| f.table == Table::Snapshots);
+    for f in lost {
+        match manifest::recorded_file(pool, &f.file.path).await? {
+            Some(recorded) => per_run
+                .entry(recorded.run_id)
+                .or_default()
+                .push((f.file.path.clone(), recorded)),
+            None => out.not_repaired.push(format!(
+                "{}: written by another engine (no manifest row names it), so which of \
+                 Postgres's rows it held is not known: restore it from a backup of the lake, or \
+                 rewrite its partition with that engine",
+                f.file.path
+            )),
+        }
+    }
+    Ok(per_run)
+}
+
+/// Takes the finished run over for the repair (`None`, noted in `out`: it is running, or its
+/// ledger row is locked).
+async fn take_run(
+    pool: &PgPool,
+    run_id: i64,
+    out: &mut SnapshotRepair,
+) -> Result<Option<Fence>, SinkError> {
+    use super::fence::{self, TakeOver};
+    let why = match fence::take_over(pool, run_id, "lake verify --repair").await? {
+        TakeOver::Taken(fence) => return Ok(Some(fence)),
+        TakeOver::Running => "it is still running; run `lake verify --repair` once it ended",
+        TakeOver::Busy => "its ledger row is locked by another writer; try again",
+    };
+    out.not_repaired
+        .push(format!("the lost files of run {run_id}: {why}"));
+    Ok(None)
+}
+
+/// Writes the rows of exactly the lost files' batches again from Postgres into new data files
+/// of the run (recorded as pending, not yet committed), after removing the files an earlier
+/// repair of the run wrote and never committed (it died before its commit: nobody else may
+/// commit them now, the run is ours).
+async fn rewrite_run(
+    pool: &PgPool,
+    target: &IcebergTarget,
+    fence: Fence,
+    files: &[(String, manifest::RecordedFile)],
+) -> Result<Vec<super::iceberg::writer::FinishedFile>, SinkError> {
+    let run_id = fence.run_id;
+    for location in super::iceberg::pending::of_run(pool, run_id).await? {
+        let gone = target.lake.file_io().delete(&location).await;
+        gone.map_err(SinkError::iceberg("removing an uncommitted data file"))?;
+        super::iceberg::pending::forget(pool, &location).await?;
+    }
+    let next_part = manifest::next_part(pool, run_id).await?;
+    let mut writer = target.run_writer(pool, fence, next_part)?;
+    let mut added = Vec::new();
+    for (_, recorded) in files {
+        let mut cursor = pool
+            .begin()
+            .await
+            .map_err(SinkError::pg("starting the repair read"))?;
+        manifest::declare_file_rows(&mut cursor, recorded).await?;
+        let mut batches = manifest::CursorBatches::default();
+        while let Some(batch) = batches.next(&mut cursor).await? {
+            added.extend(writer.append(&batch).await?);
+        }
+        cursor
+            .rollback()
+            .await
+            .map_err(SinkError::pg("closing the repair read"))?;
+    }
+    added.extend(writer.finish().await?);
+    Ok(added)
+}
+
+/// Whether retention removed the run's rows from Postgres (its files are all that is left).
+async fn retired(pool: &PgPool, run_id: i64) -> Result<bool, SinkError> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM receipts.retired_runs WHERE run_id = $1)")
+        .bind(run_id)
+        .fetch_one(pool)
+        .await
+        .map_err(SinkError::pg("looking up a retired run"))
+}
+
 /// What [`LakeTarget::repair_snapshots`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SnapshotRepair {
+    /// Iceberg: lost data files replaced from Postgres (path, run, rows).
+    pub replaced: Vec<(String, i64, u64)>,
+    /// Iceberg: lost data files left as they are, each with the reason and what to do.
+    pub not_repaired: Vec<String>,
     /// Capture dates rewritten from Postgres, with their rows.
     pub days: Vec<(NaiveDate, u64)>,
     /// Capture dates that cannot be rebuilt: retention removed these runs' rows from Postgres.

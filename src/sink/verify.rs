@@ -1,22 +1,42 @@
-//! The lake checked against the manifest, in its Hive-style forms: every file `parquet_files`
-//! and `read_event_files` list must be in the lake with its recorded size and, in its footer,
-//! its recorded row count; visible files the manifest does not know are listed (a reader would
-//! count their rows too), and so are uploads under `_pending/` that no manifest row names (a
-//! writer killed or fenced before recording its file). One listing of each table, on the local
-//! disk or in an object store alike ([`super::objects`]). The Iceberg form's check is
-//! [`iceberg()`]. Reached through [`super::target::LakeTarget::verify`]; nothing here prints.
+//! The lake checked against the manifest, in every form. Hive-style: every file
+//! `parquet_files` and `read_event_files` list must be in the lake with its recorded size and,
+//! in its footer, its recorded row count; visible files the manifest does not know are listed
+//! (a reader would count their rows too), and so are uploads under `_pending/` that no manifest
+//! row names (a writer killed or fenced before recording its file). One listing of each table,
+//! on the local disk or in an object store alike ([`super::objects`]).
+//!
+//! Iceberg ([`iceberg()`], [`table_check`]): the table's truth is its current snapshot, not the
+//! manifest's file names (another engine's compaction legitimately replaces the files a run
+//! committed). Every live data file must be in the store with the size its metadata records
+//! (and, fully checked, the row count in its footer), and the live files must hold each
+//! finished run's rows as the manifest counts them: a file whose `run_id` statistics have one
+//! value counts for that run without being opened, any other file has its `run_id` column
+//! read. The read-events files are Hive-style files in every form and are checked as above.
+//! Reached through [`super::target::LakeTarget::verify`]; nothing here prints.
 
+use super::iceberg::overwrite::{self, LiveFile};
+use super::iceberg::IcebergLake;
 use super::{manifest, objects, SinkError};
 use crate::lake::Lake;
 use chrono::NaiveDate;
 use sqlx::PgPool;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// Which table of the lake a file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Table {
     Snapshots,
     ReadEvents,
+}
+
+impl Table {
+    /// Its Hive-style directory under the lake's root.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Table::Snapshots => super::parquet::TABLE_DIR,
+            Table::ReadEvents => super::names::EVENTS_DIR,
+        }
+    }
 }
 
 /// A file the manifest lists.
@@ -63,6 +83,26 @@ pub struct Finding {
     pub problem: Problem,
 }
 
+impl std::fmt::Display for Finding {
+    /// `PATH: PROBLEM (snapshots of run N, listed with R rows and B bytes)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let table = match self.table {
+            Table::Snapshots => "snapshots",
+            Table::ReadEvents => "read events",
+        };
+        // Run 0: another engine's Iceberg data file whose statistics name no single run.
+        let of = match self.file.run_id {
+            0 => "of several runs".to_string(),
+            run => format!("of run {run}"),
+        };
+        write!(
+            f,
+            "{}: {} ({table} {of}, listed with {} rows and {} bytes)",
+            self.file.path, self.problem, self.file.row_count, self.file.byte_size
+        )
+    }
+}
+
 /// What a verification found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Report {
@@ -76,12 +116,26 @@ pub struct Report {
     /// killed or fenced before recording its file). Readers never see them; `--repair` deletes
     /// them.
     pub stray_uploads: Vec<String>,
+    /// Iceberg: finished runs whose rows in the table's live files differ from the manifest's
+    /// count of them.
+    pub runs: Vec<RunRows>,
 }
 
 impl Report {
     pub fn is_clean(&self) -> bool {
-        self.findings.is_empty() && self.unknown.is_empty() && self.stray_uploads.is_empty()
+        self.findings.is_empty()
+            && self.unknown.is_empty()
+            && self.stray_uploads.is_empty()
+            && self.runs.is_empty()
     }
+}
+
+/// A run's rows as the manifest counts them and as the table's live files hold them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunRows {
+    pub run_id: i64,
+    pub listed: i64,
+    pub in_table: i64,
 }
 
 /// The lake's Hive-style tables, as directories (prefixes) under its root.
@@ -150,8 +204,25 @@ pub fn presence(visible: &BTreeMap<String, u64>, listed: &[(Table, Listed)]) -> 
 /// The whole check of a Hive-style lake: presence and size, the row count in each footer, the
 /// unknown files and the stray uploads.
 pub async fn hive(pool: &PgPool, lake: &Lake) -> Result<Report, SinkError> {
-    let listed = listed(pool).await?;
-    let visible = visible(lake).await?;
+    hive_tables(pool, lake, &[Table::Snapshots, Table::ReadEvents]).await
+}
+
+/// [`hive`] over some of the Hive-style tables (the stray uploads belong to the snapshots').
+async fn hive_tables(pool: &PgPool, lake: &Lake, tables: &[Table]) -> Result<Report, SinkError> {
+    let listed: Vec<(Table, Listed)> = listed(pool)
+        .await?
+        .into_iter()
+        .filter(|(t, _)| tables.contains(t))
+        .collect();
+    let visible: BTreeMap<String, u64> = visible(lake)
+        .await?
+        .into_iter()
+        .filter(|(path, _)| {
+            tables
+                .iter()
+                .any(|t| path.starts_with(&format!("{}/", t.dir())))
+        })
+        .collect();
     let mut findings = presence(&visible, &listed);
     let bad: HashSet<String> = findings.iter().map(|f| f.file.path.clone()).collect();
     for (table, file) in listed.iter().filter(|(_, f)| !bad.contains(&f.path)) {
@@ -169,27 +240,275 @@ pub async fn hive(pool: &PgPool, lake: &Lake) -> Result<Report, SinkError> {
     }
     findings.sort_by(|a, b| a.file.path.cmp(&b.file.path));
     let unknown = unknown_files(pool, visible.into_keys().collect()).await?;
+    let stray_uploads = match tables.contains(&Table::Snapshots) {
+        true => stray_uploads(pool, lake).await?,
+        false => Vec::new(),
+    };
     Ok(Report {
         listed: listed.len(),
         findings,
         unknown,
-        stray_uploads: stray_uploads(pool, lake).await?,
+        stray_uploads,
+        runs: Vec::new(),
     })
 }
 
-/// The Iceberg form's check: not written yet (issue 23, part B fills it in). Until then it is
-/// refused, saying what covers the table meanwhile.
+/// The Iceberg form's whole check: the table's live files (there, with their size and the row
+/// count in their footer), each finished run's rows in them against the manifest, and the
+/// read-events files as in Hive-style lakes.
 pub async fn iceberg(
-    _pool: &PgPool,
-    _target: &super::iceberg::IcebergTarget,
+    pool: &PgPool,
+    target: &super::iceberg::IcebergTarget,
 ) -> Result<Report, SinkError> {
-    Err(SinkError::Config(
-        "lake verify checks Hive-style Parquet directories, and EXPORT_TABLE_FORMAT is iceberg: \
-         the table's files are named by its metadata; `receipt-exporter iceberg maintain \
-         --dry-run` lists the files no metadata names, and each run repairs its own missing \
-         rows from Postgres"
-            .into(),
-    ))
+    let table = table_check(pool, &target.lake, Depth::Full).await?;
+    let mut report = hive_tables(pool, target.lake.lake(), &[Table::ReadEvents]).await?;
+    report.listed += table.live;
+    report.findings.extend(table.findings);
+    report
+        .findings
+        .sort_by(|a, b| a.file.path.cmp(&b.file.path));
+    report.runs = table.runs;
+    Ok(report)
+}
+
+/// How far [`table_check`] looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Depth {
+    /// Every live file there with its recorded size; nothing is opened (`doctor`).
+    Presence,
+    /// And the rows each run has in the live files (retention).
+    Rows,
+    /// And the row count in every footer (`lake verify`).
+    Full,
+}
+
+/// What [`table_check`] found.
+#[derive(Debug, Clone, Default)]
+pub struct TableCheck {
+    /// The live data files of the current snapshot.
+    pub live: usize,
+    /// Live files missing, of another size, or (fully checked) with a bad footer.
+    pub findings: Vec<Finding>,
+    /// Rows per run in the live files found whole (not with [`Depth::Presence`]).
+    pub rows: BTreeMap<i64, i64>,
+    /// Finished runs whose rows in the table differ from the manifest's count (not with
+    /// [`Depth::Presence`]).
+    pub runs: Vec<RunRows>,
+}
+
+/// Checks the Iceberg table's current snapshot against the store and the manifest (see the
+/// module header). The manifest is read before the table: a run still running then is left
+/// out of the comparison (it may commit meanwhile), and one that was not running commits
+/// nothing more (its repair takes the warehouse lock the callers hold).
+pub async fn table_check(
+    pool: &PgPool,
+    lake: &IcebergLake,
+    depth: Depth,
+) -> Result<TableCheck, SinkError> {
+    let table_dir = lake.relative(&lake.table_location());
+    let running = running_runs(pool).await?;
+    let recorded = recorded_in_table(pool, &table_dir).await?;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(SinkError::pg("opening the Iceberg catalog"))?;
+    let table = lake.load(&mut conn, false).await?;
+    drop(conn);
+    let live = match &table {
+        Some(table) => overwrite::live_files(lake, table).await?,
+        None => Vec::new(),
+    };
+    let sizes: BTreeMap<String, u64> = objects::list(lake.lake(), &format!("{table_dir}/data"))
+        .await?
+        .into_iter()
+        .map(|e| (e.relative, e.size))
+        .collect();
+    let mut out = TableCheck {
+        live: live.len(),
+        ..Default::default()
+    };
+    for file in &live {
+        if let Some(problem) = judge(lake.lake(), file, &sizes, depth, &mut out.rows).await {
+            let listed = recorded.get(&file.relative).map(|r| (r.0, r.1));
+            out.findings
+                .push(live_finding(file, listed.as_ref(), problem));
+        }
+    }
+    if depth > Depth::Presence {
+        let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
+        for &(run, _, rows) in recorded.values() {
+            *expected.entry(run).or_default() += rows;
+        }
+        let runs: BTreeSet<i64> = expected.keys().chain(out.rows.keys()).copied().collect();
+        out.runs = runs
+            .into_iter()
+            .filter(|run| !running.contains(run))
+            .map(|run_id| RunRows {
+                run_id,
+                listed: expected.get(&run_id).copied().unwrap_or(0),
+                in_table: out.rows.get(&run_id).copied().unwrap_or(0),
+            })
+            .filter(|r| r.listed != r.in_table)
+            .collect();
+    }
+    Ok(out)
+}
+
+/// The manifest's files in the table, by path: their run, capture date and row count.
+async fn recorded_in_table(
+    pool: &PgPool,
+    table_dir: &str,
+) -> Result<HashMap<String, (i64, NaiveDate, i64)>, SinkError> {
+    let rows: Vec<(String, i64, NaiveDate, i64)> = sqlx::query_as(
+        "SELECT path, run_id, capture_date, row_count FROM receipts.parquet_files
+         WHERE starts_with(path, $1)",
+    )
+    .bind(format!("{table_dir}/"))
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("reading the manifest"))?;
+    Ok(rows
+        .into_iter()
+        .map(|(path, run, day, count)| (path, (run, day, count)))
+        .collect())
+}
+
+/// What is wrong with a live file, as far as `depth` looks (its rows added to their runs in
+/// `rows` when it is whole and the depth counts them).
+async fn judge(
+    lake: &Lake,
+    file: &LiveFile,
+    sizes: &BTreeMap<String, u64>,
+    depth: Depth,
+    rows: &mut BTreeMap<i64, i64>,
+) -> Option<Problem> {
+    let size = file.data_file().file_size_in_bytes();
+    let problem = match sizes.get(&file.relative) {
+        None => Some(Problem::Missing),
+        Some(&on_disk) if on_disk != size => Some(Problem::WrongSize { on_disk }),
+        Some(_) if depth == Depth::Full => footer_problem(lake, file).await,
+        Some(_) => None,
+    };
+    match (problem, depth) {
+        (Some(problem), _) => Some(problem),
+        (None, Depth::Presence) => None,
+        (None, _) => count_rows(lake, file, rows).await.err(),
+    }
+}
+
+/// A live file's footer against the row count its metadata records.
+async fn footer_problem(lake: &Lake, file: &LiveFile) -> Option<Problem> {
+    let size = file.data_file().file_size_in_bytes();
+    match objects::parquet_rows(lake, &file.relative, size).await {
+        Err(e) => Some(Problem::Unreadable(e)),
+        Ok(rows) if rows as u64 != file.data_file().record_count() => {
+            Some(Problem::WrongRows { in_footer: rows })
+        }
+        Ok(_) => None,
+    }
+}
+
+/// Adds the file's rows to their runs: by its statistics when they name one run, else by
+/// reading its `run_id` column.
+async fn count_rows(
+    lake: &Lake,
+    file: &LiveFile,
+    rows: &mut BTreeMap<i64, i64>,
+) -> Result<(), Problem> {
+    let records = file.data_file().record_count() as i64;
+    if let Some(run) = file.single_run() {
+        *rows.entry(run).or_default() += records;
+        return Ok(());
+    }
+    let size = file.data_file().file_size_in_bytes();
+    let counted = run_counts(lake, &file.relative, size)
+        .await
+        .map_err(Problem::Unreadable)?;
+    for (run, n) in counted {
+        *rows.entry(run).or_default() += n;
+    }
+    Ok(())
+}
+
+/// A finding about a live file: our own file as the manifest lists it, another engine's as its
+/// metadata describes it (its run when its statistics name one, else 0).
+fn live_finding(file: &LiveFile, recorded: Option<&(i64, NaiveDate)>, problem: Problem) -> Finding {
+    let (run_id, capture_date) = match recorded {
+        Some(&(run, day)) => (run, day),
+        None => (
+            file.single_run().unwrap_or(0),
+            file.capture_date().unwrap_or_default(),
+        ),
+    };
+    let data = file.data_file();
+    Finding {
+        table: Table::Snapshots,
+        file: Listed {
+            run_id,
+            capture_date,
+            path: file.relative.clone(),
+            row_count: data.record_count() as i64,
+            byte_size: data.file_size_in_bytes() as i64,
+        },
+        problem,
+    }
+}
+
+/// The rows per `run_id` of a Parquet file in the lake (its `run_id` column read, nothing else).
+pub async fn run_counts(
+    lake: &Lake,
+    relative: &str,
+    size: u64,
+) -> Result<BTreeMap<i64, i64>, String> {
+    use arrow::array::{Array, Int64Array};
+    use parquet::arrow::ProjectionMask;
+    let mut counts = BTreeMap::new();
+    let mut add = |batch: arrow::record_batch::RecordBatch| -> Result<(), String> {
+        let column = batch
+            .column_by_name("run_id")
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>().cloned())
+            .ok_or("no int64 column run_id")?;
+        for run in column.iter().flatten() {
+            *counts.entry(run).or_insert(0) += 1;
+        }
+        Ok(())
+    };
+    match lake {
+        Lake::Local(root) => {
+            let file = std::fs::File::open(root.join(relative)).map_err(|e| e.to_string())?;
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| e.to_string())?;
+            let mask = ProjectionMask::columns(builder.parquet_schema(), ["run_id"]);
+            let reader = builder
+                .with_projection(mask)
+                .build()
+                .map_err(|e| e.to_string())?;
+            for batch in reader {
+                add(batch.map_err(|e| e.to_string())?)?;
+            }
+        }
+        Lake::Remote(remote) => {
+            use futures::TryStreamExt;
+            let reader = parquet::arrow::async_reader::ParquetObjectReader::new(
+                remote.store().clone(),
+                remote.key(relative),
+            )
+            .with_file_size(size);
+            let builder = parquet::arrow::ParquetRecordBatchStreamBuilder::new(reader)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mask = ProjectionMask::columns(builder.parquet_schema(), ["run_id"]);
+            let mut stream = builder
+                .with_projection(mask)
+                .build()
+                .map_err(|e| e.to_string())?;
+            while let Some(batch) = stream.try_next().await.map_err(|e| e.to_string())? {
+                add(batch)?;
+            }
+        }
+    }
+    Ok(counts)
 }
 
 /// The visible files the manifest does not list, leaving out those of runs still running. The

@@ -35,4 +35,5 @@ mod sim;
 mod sink;
 mod tools;
 mod track;
+mod truth;
 mod warehouse_lock;

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -531,9 +531,8 @@ async fn the_alert_rules_pass_promtool_and_name_only_series_the_exporter_writes(
         "/jobs/prometheus/alerts.test.yml"
     );
     let promtool = |args: &[&str]| {
-        let out = Command::new("promtool").args(args).output().unwrap_or_else(|e| {
-            panic!("promtool is needed to check the alert rules ({e}): apt-get install -y prometheus")
-        });
+        // Installed on first use (Debian's prometheus), as every tool of the suite.
+        let out = crate::tools::promtool().args(args).output().unwrap();
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -16,6 +16,7 @@
 
 pub mod commit;
 pub mod files;
+pub mod overwrite;
 pub mod pending;
 pub mod shape;
 pub mod writer;

@@ -29,53 +29,8 @@ pub fn check(table: &Table) -> Result<(), SinkError> {
     if !own.iter().any(|o| same_fields(o, schema)) {
         changes.push(schema_change(own.last().expect("one schema"), schema));
     }
-    let spec = metadata.default_partition_spec();
-    let found: Vec<(i32, String, Transform)> = spec
-        .fields()
-        .iter()
-        .map(|f| (f.source_id, f.name.clone(), f.transform))
-        .collect();
-    let wanted: Vec<(i32, String, Transform)> = partition_spec()
-        .fields()
-        .iter()
-        .map(|f| (f.source_id, f.name.clone(), f.transform))
-        .collect();
-    if found != wanted {
-        let show = |fields: &[(i32, String, Transform)]| {
-            fields
-                .iter()
-                .map(|(source, name, transform)| {
-                    let column = schema
-                        .field_by_id(*source)
-                        .map_or_else(|| format!("field {source}"), |f| f.name.clone());
-                    format!("{name}={transform}({column})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let extra: Vec<&str> = found
-            .iter()
-            .filter(|f| !wanted.contains(f))
-            .map(|(_, name, _)| name.as_str())
-            .collect();
-        let undo = match extra.as_slice() {
-            [] => String::new(),
-            names => format!(
-                " (Spark: {})",
-                names
-                    .iter()
-                    .map(|n| format!(
-                        "ALTER TABLE receipt_exporter.receipts.{TABLE} DROP PARTITION FIELD {n}"
-                    ))
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ),
-        };
-        changes.push(format!(
-            "its partition spec is [{}] where the exporter writes [{}]: set it back{undo}",
-            show(&found),
-            show(&wanted),
-        ));
+    if let Some(change) = spec_change(table) {
+        changes.push(change);
     }
     if changes.is_empty() {
         return Ok(());
@@ -87,6 +42,61 @@ pub fn check(table: &Table) -> Result<(), SinkError> {
          Iceberg table\")",
         changes.join("; ")
     )))
+}
+
+/// What another engine changed in the default partition spec, if anything.
+fn spec_change(table: &Table) -> Option<String> {
+    let metadata = table.metadata();
+    let schema = metadata.current_schema();
+    let spec = metadata.default_partition_spec();
+    let found: Vec<(i32, String, Transform)> = spec
+        .fields()
+        .iter()
+        .map(|f| (f.source_id, f.name.clone(), f.transform))
+        .collect();
+    let wanted: Vec<(i32, String, Transform)> = partition_spec()
+        .fields()
+        .iter()
+        .map(|f| (f.source_id, f.name.clone(), f.transform))
+        .collect();
+    if found == wanted {
+        return None;
+    }
+    let show = |fields: &[(i32, String, Transform)]| {
+        fields
+            .iter()
+            .map(|(source, name, transform)| {
+                let column = schema
+                    .field_by_id(*source)
+                    .map_or_else(|| format!("field {source}"), |f| f.name.clone());
+                format!("{name}={transform}({column})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let extra: Vec<&str> = found
+        .iter()
+        .filter(|f| !wanted.contains(f))
+        .map(|(_, name, _)| name.as_str())
+        .collect();
+    let undo = match extra.as_slice() {
+        [] => String::new(),
+        names => format!(
+            " (Spark: {})",
+            names
+                .iter()
+                .map(|n| format!(
+                    "ALTER TABLE receipt_exporter.receipts.{TABLE} DROP PARTITION FIELD {n}"
+                ))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    Some(format!(
+        "its partition spec is [{}] where the exporter writes [{}]: set it back{undo}",
+        show(&found),
+        show(&wanted),
+    ))
 }
 
 fn describe(f: &NestedFieldRef) -> String {
