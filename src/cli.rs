@@ -153,6 +153,9 @@ pub enum Command {
     /// The Iceberg table (`--table-format iceberg`): maintenance
     #[command(subcommand)]
     Iceberg(IcebergCommand),
+    /// Each message's read progress (receipts.message_read_progress): what every run keeps
+    #[command(subcommand)]
+    Progress(ProgressCommand),
     /// Run the main job end to end on local defaults: the built-in simulator, a database of its
     /// own on the local Postgres, sample groups, one export
     Demo(DemoArgs),
@@ -479,6 +482,16 @@ pub struct RetentionArgs {
     /// Print what would be dropped and pruned, and change nothing
     #[arg(long)]
     pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProgressCommand {
+    /// Recompute every message's read progress from the snapshots in Postgres (after its
+    /// definition changed, or a table filled by hand); a message whose earlier snapshots
+    /// retention removed keeps its row as it is, never recomputed from the rest. Runs wait for
+    /// it
+    #[command(after_help = EXIT_CODES_HELP)]
+    Rebuild,
 }
 
 #[derive(Debug, Subcommand)]

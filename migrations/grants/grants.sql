@@ -28,7 +28,8 @@ GRANT SELECT ON
     receipts.read_events, receipts.read_list_pulls, receipts.read_event_files,
     receipts.message_readers, receipts.read_events_pruned, receipts.read_event_runs_pruned,
     receipts.iceberg_tables, receipts.iceberg_namespace_properties,
-    receipts.lake_identity, receipts.check_outcomes, receipts.iceberg_pending_files
+    receipts.lake_identity, receipts.check_outcomes, receipts.iceberg_pending_files,
+    receipts.message_read_progress, receipts.message_read_progress_daily
 TO receipt_writer, receipt_reader;
 -- The DEFAULT partition itself (the month partitions are read through their parent): retention
 -- counts the old rows left there.
@@ -41,6 +42,9 @@ GRANT INSERT ON
 TO receipt_writer;
 -- The newest snapshot per message (an upsert), and what each message's last read list covered.
 GRANT INSERT, UPDATE ON receipts.receipt_latest, receipts.read_list_pulls TO receipt_writer;
+-- Each message's read progress, merged by every write batch (an upsert), recomputed by
+-- `progress rebuild` (never deleted: a message whose snapshots retention dropped keeps its row).
+GRANT INSERT, UPDATE ON receipts.message_read_progress TO receipt_writer;
 
 -- The ledger: its own run's row, its fence and its lease; a backfill's attempts; the API
 -- budget's leases (dropped when their process is gone).
@@ -81,7 +85,8 @@ GRANT EXECUTE ON FUNCTION
     receipts.prune_item_codes(date, integer, bigint),
     receipts.prune_read_events(date),
     receipts.forget_parquet_files(bigint[]),
-    receipts.forget_read_event_files(bigint, date[])
+    receipts.forget_read_event_files(bigint, date[]),
+    receipts.rebuild_message_read_progress()
 TO receipt_writer;
 -- Read-only functions (the invoker's rights): retention's plan, for both.
 GRANT EXECUTE ON FUNCTION

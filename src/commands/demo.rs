@@ -142,6 +142,10 @@ Try, in DuckDB:
 or in Postgres (psql {database_url}):
   SELECT group_id, count(*) AS messages, round(avg(read_num::numeric / nullif(read_num + unread_num, 0)), 3) AS read_ratio
   FROM receipts.receipt_latest GROUP BY group_id ORDER BY group_id;
+and how fast each group reads (the read-progress table every run keeps):
+  SELECT group_id, count(*) AS messages, count(half_read_at) AS half_read, count(ninety_read_at) AS ninety_read,
+         percentile_cont(0.5) WITHIN GROUP (ORDER BY half_read_at - first_seen_at) AS median_time_to_half
+  FROM receipts.message_read_progress GROUP BY group_id ORDER BY group_id;
 Run the demo again: the read counts move on, and messages read by everyone (settled) or\nwithout a receipt are skipped, as in real runs.",
         dir = parquet_dir.display(),
         glob = glob.display(),

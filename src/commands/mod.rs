@@ -12,6 +12,7 @@ pub mod lake;
 pub mod logfmt;
 pub mod migrate;
 pub mod progress;
+pub mod read_progress;
 pub mod retention;
 pub mod run;
 pub mod runs;
@@ -63,6 +64,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Retention(args) => retention::run(&settings, args).await,
         Command::Lake(cmd) => lake::run(&settings, cmd).await,
         Command::Iceberg(cmd) => iceberg::run(&settings, cmd).await,
+        Command::Progress(cmd) => read_progress::run(&settings, cmd).await,
     }
 }
 

@@ -105,7 +105,7 @@ pub enum Use {
     Run,
     /// `retention`, and a job's `retention_keep_months` after a scheduled run.
     Retention,
-    /// `iceberg maintain`, `export parquet`, `lake verify --repair`.
+    /// `iceberg maintain`, `export parquet`, `lake verify --repair`, `progress rebuild`.
     Maintenance,
 }
 
@@ -164,6 +164,7 @@ pub const NEEDS: &[Need] = &[
     need(Use::Run, "SELECT, INSERT", "snapshot_groups"),
     need(Use::Run, "SELECT, INSERT", "receipt_item_codes"),
     need(Use::Run, "SELECT, INSERT, UPDATE", "receipt_latest"),
+    need(Use::Run, "SELECT, INSERT, UPDATE", "message_read_progress"),
     need(Use::Run, "SELECT, INSERT", "read_events"),
     need(Use::Run, "SELECT, INSERT, UPDATE", "read_list_pulls"),
     need(Use::Run, "SELECT, INSERT", "read_event_files"),
@@ -190,6 +191,11 @@ pub const NEEDS: &[Need] = &[
         "receipts.forget_parquet_files(bigint[])",
     ),
     need(Use::Maintenance, "SELECT, INSERT, UPDATE", "check_outcomes"),
+    need(
+        Use::Maintenance,
+        "EXECUTE",
+        "receipts.rebuild_message_read_progress()",
+    ),
     need(Use::Retention, "SELECT", "read_event_runs_pruned"),
     need(Use::Retention, "SELECT", "receipt_snapshot_rows_default"),
     need(

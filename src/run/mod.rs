@@ -91,24 +91,29 @@ pub struct OpenedRun {
 }
 
 /// Opens the run's ledger row, with its first `lease`: a new one, or a backfill's row
-/// re-opened for another attempt.
+/// re-opened for another attempt; records the app it exports for (`sdkappid`), which its
+/// messages' read progress names.
 async fn open(
     pool: &PgPool,
     req: &RunRequest,
     me: &liveness::Identity,
     lease: Duration,
+    sdkappid: Option<u64>,
 ) -> anyhow::Result<OpenedRun> {
-    if let Selection::Backfill(backfill) = &req.selection {
-        return crate::run::backfill::open(pool, backfill, &req.job, me, lease).await;
-    }
-    let (run_id, run_date, epoch) = ledger::start(pool, &req.job, req.kind, me, lease).await?;
-    Ok(OpenedRun {
-        fence: Fence { run_id, epoch },
-        run_date,
-        plan: load_plan(pool, &req.selection).await?,
-        first_batch_no: 1,
-        prior: None,
-    })
+    let opened = if let Selection::Backfill(backfill) = &req.selection {
+        crate::run::backfill::open(pool, backfill, &req.job, me, lease).await?
+    } else {
+        let (run_id, run_date, epoch) = ledger::start(pool, &req.job, req.kind, me, lease).await?;
+        OpenedRun {
+            fence: Fence { run_id, epoch },
+            run_date,
+            plan: load_plan(pool, &req.selection).await?,
+            first_batch_no: 1,
+            prior: None,
+        }
+    };
+    crate::sink::progress::record_app(pool, opened.fence.run_id, sdkappid).await?;
+    Ok(opened)
 }
 
 /// How a run ended.
@@ -333,7 +338,7 @@ async fn begin(
     let started = Instant::now();
     let me = liveness::Identity::this();
     let lease = watch::lease(settings.lock_reconnect_timeout);
-    match open(pool, req, &me, lease).await {
+    match open(pool, req, &me, lease, settings.sdkappid).await {
         Ok(opened) => {
             let run_id = opened.fence.run_id;
             let label = format!(

@@ -55,6 +55,7 @@ pub mod objects;
 pub mod owner;
 pub mod parquet;
 pub mod postgres;
+pub mod progress;
 pub mod rebuild;
 pub mod remote;
 pub mod rolling;

@@ -27,7 +27,8 @@ pub enum WriteOutcome {
 }
 
 /// Commits `batch` in one transaction: check the run's fence, claim the batch number, COPY
-/// the snapshots, insert the item codes, bring `receipt_latest` forward. A writer that was
+/// the snapshots, insert the item codes, bring `receipt_latest` forward, merge the messages'
+/// read progress ([`super::progress`]). A writer that was
 /// fenced gets [`SinkError::Fenced`] and changes nothing.
 pub async fn write_batch(
     pool: &PgPool,
@@ -48,6 +49,7 @@ pub async fn write_batch(
     let rows = copy_snapshots(&mut tx, batch, &keys).await?;
     let codes = insert_item_codes(&mut tx, batch).await?;
     upsert_latest(&mut tx, batch).await?;
+    super::progress::merge(&mut tx, batch).await?;
     crate::crashpoint::hit("pg_write").await;
     tx.commit()
         .await

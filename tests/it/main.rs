@@ -22,6 +22,7 @@ mod migrations;
 mod ops;
 mod outside;
 mod paged;
+mod progress;
 mod pull;
 mod retention;
 mod roles;

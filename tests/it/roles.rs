@@ -108,6 +108,7 @@ const NOT_THE_WRITERS: &[&str] = &[
     "DELETE FROM receipts.write_batches",
     "DELETE FROM receipts.read_event_files",
     "DELETE FROM receipts.iceberg_tables",
+    "DELETE FROM receipts.message_read_progress",
     "INSERT INTO receipts.tracked_groups (group_id) VALUES ('x')",
     "DELETE FROM receipts.seq_windows",
     "CREATE TABLE receipts.mine (i int)",
@@ -125,6 +126,8 @@ const NOT_THE_READERS: &[&str] = &[
     "CREATE TABLE receipts.mine (i int)",
     "SELECT receipts.ensure_snapshot_partitions(3)",
     "SELECT receipts.prune_read_events('2000-01-01')",
+    "SELECT receipts.rebuild_message_read_progress()",
+    "UPDATE receipts.message_read_progress SET read_ratio = 0",
 ];
 
 /// Acceptance of issue 23's roles and issue 24's item 4, on a fresh cluster: `migrate` without
@@ -315,6 +318,22 @@ async fn the_writer_runs_backfills_and_keeps_retention(
     assert!(
         text.contains(&format!("removed {events} read event(s)")),
         "{text}"
+    );
+
+    // The writer recomputes the read progress; the rows of messages retention cut stay.
+    let progress: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.message_read_progress")
+        .fetch_one(&admin)
+        .await
+        .unwrap();
+    assert!(progress > 0, "every run keeps the read progress");
+    let out = run(exporter_at(&writer, sim, dir).args(["progress", "rebuild"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!(
+            "0 rows changed; kept {progress} rows as they were"
+        )),
+        "run 1 first saw every message, and retention dropped its snapshots: {}",
+        stdout(&out)
     );
 
     let mut w = PgConnection::connect(&writer).await.unwrap();

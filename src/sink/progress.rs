@@ -1,0 +1,116 @@
+//! Each message's read progress (`receipts.message_read_progress`, its columns in the
+//! migration `20261206000800_message_read_progress.sql`): merged by every write batch inside
+//! the batch's own transaction ([`super::postgres::write_batch`]), so it is exactly once like
+//! the snapshots, and recomputed from the snapshots by [`rebuild`].
+//!
+//! The merge only ever moves a row the way more snapshots do: the earlier first sighting, the
+//! earlier capture past each threshold, the ratio of the newest snapshot (`receipt_latest`,
+//! brought forward earlier in the same transaction). So the same snapshots merged twice, or in
+//! any order (a backfill of older captures after newer runs), give the same row; and a row is
+//! written only when it changes, with the run that changed it.
+//! This module writes SQL only; it decides nothing about runs.
+
+use super::{SinkError, WriteBatch};
+use sqlx::{PgConnection, PgPool};
+
+/// Merges the batch's snapshots into their messages' progress rows. Runs in the batch's
+/// transaction, after `receipt_latest` was brought forward (it gives the newest ratio, and its
+/// rows are locked in the same key order, so two runs cannot deadlock here). Returns how many
+/// rows it inserted or changed.
+pub async fn merge(conn: &mut PgConnection, batch: &WriteBatch) -> Result<u64, SinkError> {
+    if batch.rows.is_empty() {
+        return Ok(0);
+    }
+    let rows = &batch.rows;
+    sqlx::query(MERGE)
+        .bind(batch.run_id)
+        .bind(rows.iter().map(|r| &*r.group_id).collect::<Vec<&str>>())
+        .bind(rows.iter().map(|r| r.msg_seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.captured_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.read_num).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.unread_num).collect::<Vec<_>>())
+        .execute(conn)
+        .await
+        .map(|done| done.rows_affected())
+        .map_err(SinkError::pg(
+            "merging the batch into message_read_progress",
+        ))
+}
+
+/// The batch's messages (their capture, members, and the capture again where it is past half
+/// and 90%), with the newest ratio from `receipt_latest`, merged into the stored rows. A batch
+/// holds each message once (a run asks each seq once; `receipt_latest`'s upsert of the same
+/// rows would fail otherwise), so its rows need no grouping. `LEAST` skips nulls: a threshold
+/// already reached keeps its earlier time.
+const MERGE: &str = "
+WITH m AS (
+    SELECT g, s, c AS first_seen_at, r + u AS members_at_first_seen,
+           CASE WHEN r + u > 0 AND 2 * r::bigint >= r::bigint + u THEN c END AS half_read_at,
+           CASE WHEN r + u > 0 AND 10 * r::bigint >= 9 * (r::bigint + u) THEN c END
+               AS ninety_read_at
+    FROM UNNEST($2::text[], $3::bigint[], $4::timestamptz[], $5::integer[], $6::integer[])
+        AS t(g, s, c, r, u)
+)
+INSERT INTO receipts.message_read_progress AS p
+    (group_id, msg_seq, sdkappid, first_seen_at, members_at_first_seen, read_ratio,
+     half_read_at, ninety_read_at, run_id)
+SELECT m.g, m.s, (SELECT sdkappid FROM receipts.export_runs WHERE run_id = $1),
+       m.first_seen_at, m.members_at_first_seen,
+       CASE WHEN l.read_num + l.unread_num > 0
+            THEN l.read_num::double precision / (l.read_num + l.unread_num) END,
+       m.half_read_at, m.ninety_read_at, $1
+FROM m JOIN receipts.receipt_latest l ON l.group_id = m.g AND l.msg_seq = m.s
+ORDER BY m.g COLLATE \"C\", m.s
+ON CONFLICT (group_id, msg_seq) DO UPDATE
+SET sdkappid = coalesce(p.sdkappid, excluded.sdkappid),
+    members_at_first_seen = CASE WHEN excluded.first_seen_at < p.first_seen_at
+                                 THEN excluded.members_at_first_seen
+                                 ELSE p.members_at_first_seen END,
+    first_seen_at = least(p.first_seen_at, excluded.first_seen_at),
+    read_ratio = excluded.read_ratio,
+    half_read_at = least(p.half_read_at, excluded.half_read_at),
+    ninety_read_at = least(p.ninety_read_at, excluded.ninety_read_at),
+    run_id = excluded.run_id
+WHERE excluded.first_seen_at < p.first_seen_at
+   OR excluded.read_ratio IS DISTINCT FROM p.read_ratio
+   OR excluded.half_read_at < coalesce(p.half_read_at, 'infinity')
+   OR excluded.ninety_read_at < coalesce(p.ninety_read_at, 'infinity')
+   OR (p.sdkappid IS NULL AND excluded.sdkappid IS NOT NULL)";
+
+/// Records the app a run exports for (`export_runs.sdkappid`), which the merge gives each new
+/// message's row. A resumed backfill keeps the app it started with.
+pub async fn record_app(pool: &PgPool, run_id: i64, sdkappid: Option<u64>) -> sqlx::Result<()> {
+    let Some(app) = sdkappid.and_then(|a| i64::try_from(a).ok()) else {
+        return Ok(());
+    };
+    sqlx::query(
+        "UPDATE receipts.export_runs SET sdkappid = $2 WHERE run_id = $1 AND sdkappid IS NULL",
+    )
+    .bind(run_id)
+    .bind(app)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// What [`rebuild`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// Rows inserted or changed by the recomputation.
+    pub changed: i64,
+    /// Rows kept as they were: their message's earliest snapshots (or all of them) were
+    /// removed by retention, so they are not recomputed from what is left.
+    pub kept: i64,
+}
+
+/// Recomputes every message's row from the snapshots Postgres holds
+/// (`receipts.rebuild_message_read_progress()`), keeping the rows of messages whose series
+/// retention cut. Runs' batches wait for it (it locks the table), so none of their merges is
+/// lost.
+pub async fn rebuild(pool: &PgPool) -> sqlx::Result<Rebuilt> {
+    let (changed, kept): (i64, i64) =
+        sqlx::query_as("SELECT changed, kept FROM receipts.rebuild_message_read_progress()")
+            .fetch_one(pool)
+            .await?;
+    Ok(Rebuilt { changed, kept })
+}
