@@ -23,6 +23,7 @@ mod ops;
 mod paged;
 mod progress;
 mod pull;
+mod report;
 mod retention;
 mod roles;
 mod run;
