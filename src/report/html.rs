@@ -279,12 +279,9 @@ fn section(title: &str, explain: &str, chart: Option<String>, table: String) -> 
     )
 }
 
-/// The whole page.
-pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono::Utc>) -> String {
+/// The read ratio by message age.
+fn ratio_section(report: &Report) -> String {
     let ages: Vec<String> = AGE_EDGES_HOURS.iter().map(|h| hours_label(*h)).collect();
-    let mut sections = Vec::new();
-
-    // 1. The read ratio by message age.
     let mut series: Vec<Curve> = report
         .ratio_by_group
         .iter()
@@ -307,7 +304,7 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
             ]
         })
         .collect();
-    sections.push(section(
+    section(
         "Read ratio by message age",
         "No snapshots of messages first seen in this range.",
         has_curves.then(|| {
@@ -320,9 +317,11 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
             &["age", "p25", "median", "p75"],
             &rows,
         ),
-    ));
+    )
+}
 
-    // 2. Time to 50% and to 90%.
+/// Time to 50% and to 90%.
+fn time_section(report: &Report) -> String {
     let bins: Vec<String> = TIME_EDGES_HOURS
         .iter()
         .enumerate()
@@ -354,7 +353,7 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
             .map(|i| bin(v, i) as f64)
             .collect::<Vec<_>>()
     };
-    sections.push(section(
+    section(
         "Time to 50% and to 90% read",
         "No message of this range has reached 50% or 90% read yet.",
         (reached > 0).then(|| {
@@ -374,16 +373,18 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
             &["time", "to 50%", "to 90%"],
             &rows,
         ),
-    ));
+    )
+}
 
-    // 3. The groups that read least.
+/// The groups that read least.
+fn least_section(report: &Report) -> String {
     let labels: Vec<String> = report.least.iter().map(|(g, _, _)| g.clone()).collect();
     let rows: Vec<Vec<String>> = report
         .least
         .iter()
         .map(|(g, n, r)| vec![escape(g), n.to_string(), pct(*r)])
         .collect();
-    sections.push(section(
+    section(
         "Groups that read least",
         "No group of this range has a read ratio yet.",
         (!report.least.is_empty()).then(|| {
@@ -403,9 +404,11 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
             &["group", "messages", "mean read ratio"],
             &rows,
         ),
-    ));
+    )
+}
 
-    // 4. The daily trend.
+/// The daily trend.
+fn daily_section(report: &Report) -> String {
     let days: Vec<String> = report.daily.iter().map(|(d, ..)| d.to_string()).collect();
     let points: Vec<(usize, f64)> = report
         .daily
@@ -425,7 +428,7 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
             ]
         })
         .collect();
-    sections.push(section(
+    section(
         "Daily trend",
         "No message was first seen in this range.",
         (!report.daily.is_empty()).then(|| {
@@ -441,9 +444,11 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
             &["day", "messages", "mean read ratio", "median time to 50%"],
             &rows,
         ),
-    ));
+    )
+}
 
-    // 5. Members who stopped reading.
+/// Members seen reading before the range, silent in it.
+fn silent_section(report: &Report) -> String {
     let labels: Vec<String> = report.silent.iter().map(|(g, ..)| g.clone()).collect();
     let rows: Vec<Vec<String>> = report
         .silent
@@ -465,7 +470,7 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
     } else {
         "No read events are stored for these groups (read-event detail is off: see the README, \"Who read it\")."
     };
-    sections.push(section(
+    section(
         "Members seen reading before, silent in this range",
         explain,
         (!report.silent.is_empty()).then(|| {
@@ -485,7 +490,17 @@ pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono
             &["group", "members", "accounts"],
             &rows,
         ),
-    ));
+    )
+}
+/// The whole page: the five sections under a header saying what the page covers.
+pub fn render(report: &Report, range: &Range, generated: chrono::DateTime<chrono::Utc>) -> String {
+    let sections = [
+        ratio_section(report),
+        time_section(report),
+        least_section(report),
+        daily_section(report),
+        silent_section(report),
+    ];
 
     let scope = match range.groups.as_slice() {
         [] => "every group".to_string(),
