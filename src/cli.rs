@@ -176,6 +176,9 @@ pub enum Command {
     /// older than that (the check a monitoring system calls)
     #[command(after_help = EXIT_CODES_HELP)]
     Status(StatusArgs),
+    /// Write one self-contained HTML page on how a range of messages was read (read ratio by
+    /// age, time to 50%/90%, the groups that read least, the daily trend, members gone silent)
+    Report(ReportArgs),
     /// Check settings, Postgres, the API key, the tracked groups, the Parquet directory and the
     /// job locks: one line each, OK/WARN/FAIL with the fix; exits 1 when any check fails
     Doctor,
@@ -240,6 +243,26 @@ pub struct StatusArgs {
     /// The oldest the newest successful run may be (e.g. 2h, 90m, 1d); without it, only report
     #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
     pub max_age: Option<std::time::Duration>,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The HTML file to write (replaced atomically)
+    #[arg(long, value_name = "FILE.html")]
+    pub out: std::path::PathBuf,
+    /// Messages first seen at or after this (RFC 3339 timestamp or date, e.g. 2026-12-01);
+    /// default: 7 days before --until
+    #[arg(long, value_name = "WHEN", value_parser = crate::report::parse_instant)]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Messages first seen before this (exclusive; RFC 3339 timestamp or date); default: now
+    #[arg(long, value_name = "WHEN", value_parser = crate::report::parse_instant)]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only this group (repeat for more); default: every group
+    #[arg(long = "group", value_name = "GROUP_ID")]
+    pub groups: Vec<String>,
+    /// Only this app's messages (its SDKAppID)
+    #[arg(long, value_name = "SDKAPPID")]
+    pub app: Option<i64>,
 }
 
 #[derive(Debug, Args)]

@@ -27,6 +27,7 @@ pub mod files;
 pub mod lake;
 pub mod ops;
 pub mod plan;
+pub mod report;
 pub mod run;
 pub mod schedule;
 pub mod secret;

@@ -98,7 +98,28 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
         }
         crate::settings::TableFormat::Iceberg => print_iceberg_steps(&database_url),
     }
+    write_report(&pool, &args.dir.join("report.html")).await?;
     Ok(crate::exit::for_run(&report))
+}
+
+/// The demo's report (`receipt-exporter report`): the last 7 days of the demo's messages.
+async fn write_report(pool: &sqlx::PgPool, path: &std::path::Path) -> anyhow::Result<()> {
+    let until = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let range = crate::report::Range {
+        since: until - chrono::Duration::days(7),
+        until,
+        groups: Vec::new(),
+        app: None,
+    };
+    let figures = crate::report::gather(pool, &range).await?;
+    let page = crate::report::html::render(&figures, &range, chrono::Utc::now());
+    super::report::write_atomically(path, page.as_bytes())?;
+    let shown = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    println!(
+        "\nThe report of the last 7 days, one HTML file to open in a browser: {}\n(`receipt-exporter report --out FILE.html --since DATE` writes one for any range)",
+        shown.display()
+    );
+    Ok(())
 }
 
 /// The demo's database is its own: the lake it records follows the demo's directory and table

@@ -13,6 +13,7 @@ pub mod logfmt;
 pub mod migrate;
 pub mod progress;
 pub mod read_progress;
+pub mod report;
 pub mod retention;
 pub mod run;
 pub mod runs;
@@ -58,6 +59,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Schedule(args) => schedule::run(&settings, args).await,
         Command::Runs(cmd) => runs::run(&settings, cmd).await,
         Command::Status(args) => status::run(&settings, args).await,
+        Command::Report(args) => report::run(&settings, args).await,
         Command::Completions(_) | Command::Man | Command::Doctor => unreachable!("handled above"),
         Command::Backfill(args) => backfill::run(&settings, args).await,
         Command::Export(cmd) => export::run(&settings, cmd).await,

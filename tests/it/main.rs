@@ -24,6 +24,7 @@ mod outside;
 mod paged;
 mod progress;
 mod pull;
+mod report;
 mod retention;
 mod roles;
 mod run;
