@@ -75,14 +75,18 @@ pub fn parse_rows(text: &str) -> Vec<Snap> {
     rows
 }
 
-fn iceberg_run(db: &TestDb, sim: &receipt_exporter::sim::Simulator, dir: &Path) -> Command {
+pub(crate) fn iceberg_run(
+    db: &TestDb,
+    sim: &receipt_exporter::sim::Simulator,
+    dir: &Path,
+) -> Command {
     let mut cmd = exporter_for(db, &sim.base_url(), dir);
     cmd.env("EXPORT_TABLE_FORMAT", "iceberg").arg("run");
     cmd
 }
 
 /// The data files under the table's `data/` directory.
-fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
     all_files(&dir.join("receipts/receipt_snapshots/data"))
 }
 

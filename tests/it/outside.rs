@@ -5,22 +5,11 @@
 //! naming the change, before and during a run, and nothing of the refused run reaches the table.
 
 use crate::helpers::*;
-use crate::iceberg::iceberg_rows;
+use crate::iceberg::{data_files, iceberg_rows, iceberg_run};
 use crate::lakes::{Form, TestLake};
 use receipt_exporter::crashpoint::{PAUSE_ENV, PAUSE_FILE_ENV};
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
-
-fn iceberg_run(db: &TestDb, sim: &receipt_exporter::sim::Simulator, dir: &Path) -> Command {
-    let mut cmd = exporter_for(db, &sim.base_url(), dir);
-    cmd.env("EXPORT_TABLE_FORMAT", "iceberg").arg("run");
-    cmd
-}
-
-fn data_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    all_files(&dir.join("receipts/receipt_snapshots/data"))
-}
 
 /// pyiceberg changes the table as another engine would: `add_column`, `drop_column`,
 /// `add_bucket`.
@@ -48,6 +37,34 @@ fn change(db: &TestDb, what: &str) {
     assert!(out.status.success(), "pyiceberg {what}: {}", stderr(&out));
 }
 
+/// A run of `db` into `dir` (Iceberg), paused at `point` (waiting until it stands there).
+async fn paused_at(
+    db: &TestDb,
+    sim: &receipt_exporter::sim::Simulator,
+    dir: &Path,
+    point: &str,
+    pause: &Path,
+) -> std::process::Child {
+    spawn_paused(&mut iceberg_run(db, sim, dir), point, pause).await
+}
+
+/// Starts `cmd` armed to pause at `point`, and waits until it stands there.
+async fn spawn_paused(
+    cmd: &mut std::process::Command,
+    point: &str,
+    pause: &Path,
+) -> std::process::Child {
+    let child = cmd
+        .env(PAUSE_ENV, point)
+        .env(PAUSE_FILE_ENV, pause)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_file(pause, Duration::from_secs(60)).await;
+    child
+}
+
 /// A run stands with its data file open (written to, not closed: 0 bytes on a local disk until
 /// then); `iceberg maintain --orphan-min-age 1s` two seconds later leaves it, saying so; the run
 /// then commits it, and the table holds exactly Postgres's rows.
@@ -63,14 +80,7 @@ async fn maintain_beside_a_long_run_never_takes_its_open_file() {
 
     let pauses = tempfile::tempdir().unwrap();
     let pause = pauses.path().join("open");
-    let child = iceberg_run(&db, &sim, dir.path())
-        .env(PAUSE_ENV, "parquet_write:1")
-        .env(PAUSE_FILE_ENV, &pause)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&pause, Duration::from_secs(60)).await;
+    let child = paused_at(&db, &sim, dir.path(), "parquet_write:1", &pause).await;
     let open: Vec<_> = data_files(dir.path())
         .into_iter()
         .filter(|f| !committed.contains(f))
@@ -156,14 +166,7 @@ async fn a_schema_change_during_a_run_stops_its_commit() {
 
     let pauses = tempfile::tempdir().unwrap();
     let pause = pauses.path().join("before-commit");
-    let child = iceberg_run(&db, &sim, dir.path())
-        .env(PAUSE_ENV, "iceberg_before_commit:1")
-        .env(PAUSE_FILE_ENV, &pause)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(&pause, Duration::from_secs(60)).await;
+    let child = paused_at(&db, &sim, dir.path(), "iceberg_before_commit:1", &pause).await;
     change(&db, "add_column");
     std::fs::remove_file(&pause).unwrap();
     let out = finish(child);
@@ -210,17 +213,8 @@ async fn paused_before_commit(
     sim: &receipt_exporter::sim::Simulator,
     pause: &Path,
 ) -> std::process::Child {
-    let child = lake
-        .exporter(db, sim)
-        .env(PAUSE_ENV, "iceberg_before_commit:1")
-        .env(PAUSE_FILE_ENV, pause)
-        .arg("run")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for_file(pause, Duration::from_secs(60)).await;
-    child
+    let mut cmd = lake.exporter(db, sim);
+    spawn_paused(cmd.arg("run"), "iceberg_before_commit:1", pause).await
 }
 
 /// In both Iceberg forms (local disk, S3): a run stands with its data file written and not
