@@ -48,8 +48,11 @@ pub async fn write_batch(
     let keys = group_keys(&mut tx, batch).await?;
     let rows = copy_snapshots(&mut tx, batch, &keys).await?;
     let codes = insert_item_codes(&mut tx, batch).await?;
-    upsert_latest(&mut tx, batch).await?;
-    super::progress::merge(&mut tx, batch).await?;
+    if !batch.rows.is_empty() {
+        let rows = RowArrays::of(batch);
+        upsert_latest(&mut tx, batch.run_id, &rows).await?;
+        super::progress::merge_rows(&mut tx, batch.run_id, &rows).await?;
+    }
     crate::crashpoint::hit("pg_write").await;
     tx.commit()
         .await
@@ -354,12 +357,12 @@ async fn insert_item_codes(conn: &mut PgConnection, batch: &WriteBatch) -> Resul
 /// Moves `receipt_latest` forward to the batch's snapshots. An older capture (a late retry,
 /// a backfill) never overwrites a newer one. Rows are applied in key order so two runs
 /// upserting the same messages lock them in the same order and cannot deadlock.
-async fn upsert_latest(conn: &mut PgConnection, batch: &WriteBatch) -> Result<(), SinkError> {
-    if batch.rows.is_empty() {
-        return Ok(());
-    }
-    let rows = &batch.rows;
-    sqlx::query(
+async fn upsert_latest(
+    conn: &mut PgConnection,
+    run_id: i64,
+    rows: &RowArrays<'_>,
+) -> Result<(), SinkError> {
+    let query = sqlx::query(
         "INSERT INTO receipts.receipt_latest
              (group_id, msg_seq, run_id, captured_at, read_num, unread_num)
          SELECT g, s, $1, c, r, u
@@ -370,17 +373,49 @@ async fn upsert_latest(conn: &mut PgConnection, batch: &WriteBatch) -> Result<()
          SET run_id = excluded.run_id, captured_at = excluded.captured_at,
              read_num = excluded.read_num, unread_num = excluded.unread_num
          WHERE excluded.captured_at >= receipt_latest.captured_at",
-    )
-    .bind(batch.run_id)
-    .bind(rows.iter().map(|r| &*r.group_id).collect::<Vec<&str>>())
-    .bind(rows.iter().map(|r| r.msg_seq).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.captured_at).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.read_num).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.unread_num).collect::<Vec<_>>())
-    .execute(conn)
-    .await
-    .map_err(SinkError::pg("updating receipt_latest"))?;
+    );
+    rows.bind(query.bind(run_id))
+        .execute(conn)
+        .await
+        .map_err(SinkError::pg("updating receipt_latest"))?;
     Ok(())
+}
+
+/// A batch's snapshot rows as the column arrays the statements `UNNEST` (`$2`..`$6`: group,
+/// seq, capture, read, unread), built once per batch for every statement that reads them
+/// (the `receipt_latest` upsert, the read-progress merge).
+pub struct RowArrays<'a> {
+    groups: Vec<&'a str>,
+    seqs: Vec<i64>,
+    captured: Vec<chrono::DateTime<chrono::Utc>>,
+    read: Vec<i32>,
+    unread: Vec<i32>,
+}
+
+impl<'a> RowArrays<'a> {
+    pub fn of(batch: &'a WriteBatch) -> RowArrays<'a> {
+        let rows = &batch.rows;
+        RowArrays {
+            groups: rows.iter().map(|r| &*r.group_id).collect(),
+            seqs: rows.iter().map(|r| r.msg_seq).collect(),
+            captured: rows.iter().map(|r| r.captured_at).collect(),
+            read: rows.iter().map(|r| r.read_num).collect(),
+            unread: rows.iter().map(|r| r.unread_num).collect(),
+        }
+    }
+
+    /// Binds the five arrays, in order, after what `query` already binds (`$1`).
+    pub fn bind<'q>(
+        &'q self,
+        query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+        query
+            .bind(self.groups.as_slice())
+            .bind(self.seqs.as_slice())
+            .bind(self.captured.as_slice())
+            .bind(self.read.as_slice())
+            .bind(self.unread.as_slice())
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! written only when it changes, with the run that changed it.
 //! This module writes SQL only; it decides nothing about runs.
 
+use super::postgres::RowArrays;
 use super::{SinkError, WriteBatch};
 use sqlx::{PgConnection, PgPool};
 
@@ -21,14 +22,17 @@ pub async fn merge(conn: &mut PgConnection, batch: &WriteBatch) -> Result<u64, S
     if batch.rows.is_empty() {
         return Ok(0);
     }
-    let rows = &batch.rows;
-    sqlx::query(MERGE)
-        .bind(batch.run_id)
-        .bind(rows.iter().map(|r| &*r.group_id).collect::<Vec<&str>>())
-        .bind(rows.iter().map(|r| r.msg_seq).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.captured_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.read_num).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.unread_num).collect::<Vec<_>>())
+    merge_rows(conn, batch.run_id, &RowArrays::of(batch)).await
+}
+
+/// [`merge`] of rows already laid out as arrays (the write batch builds them once for this and
+/// the `receipt_latest` upsert).
+pub async fn merge_rows(
+    conn: &mut PgConnection,
+    run_id: i64,
+    rows: &RowArrays<'_>,
+) -> Result<u64, SinkError> {
+    rows.bind(sqlx::query(MERGE).bind(run_id))
         .execute(conn)
         .await
         .map(|done| done.rows_affected())

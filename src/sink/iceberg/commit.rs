@@ -65,17 +65,8 @@ impl Staging {
     async fn run(staging: Staging, tx: Transaction) -> Result<Table, SinkError> {
         // Manifests, manifest list and metadata file are written here: bounded like every
         // request to the lake.
-        let bound = crate::lake::request_bound();
-        match tokio::time::timeout(bound, tx.commit(&staging)).await {
-            Ok(done) => done.map_err(SinkError::iceberg("preparing a commit"))?,
-            Err(_) => {
-                return Err(SinkError::LakeTimeout {
-                    op: "preparing a commit",
-                    lake: staging.base.metadata().location().to_string(),
-                    bound,
-                })
-            }
-        };
+        let location = staging.base.metadata().location().to_string();
+        super::bounded("preparing a commit", &location, tx.commit(&staging)).await?;
         let staged = staging.staged.lock().unwrap().take();
         Ok(staged.unwrap_or_else(|| staging.base.clone()))
     }

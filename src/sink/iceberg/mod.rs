@@ -146,15 +146,7 @@ impl IcebergLake {
         op: &'static str,
         work: impl std::future::Future<Output = iceberg::Result<T>>,
     ) -> Result<T, SinkError> {
-        let bound = crate::lake::request_bound();
-        match tokio::time::timeout(bound, work).await {
-            Ok(done) => done.map_err(SinkError::iceberg(op)),
-            Err(_) => Err(SinkError::LakeTimeout {
-                op,
-                lake: self.warehouse.clone(),
-                bound,
-            }),
-        }
+        bounded(op, &self.warehouse, work).await
     }
 
     /// A location inside the lake, relative to it (as `parquet_files.path` stores it), however
@@ -385,6 +377,25 @@ impl IcebergTarget {
             self.lake.relative(&self.lake.table_location()),
             date.format("%Y-%m-%d")
         )
+    }
+}
+
+/// Runs one storage operation on `lake` (for the error) for at most the lake timeout
+/// ([`crate::lake::request_bound`]): [`IcebergLake::within`], and the commits' staging, which
+/// has the table but not the lake.
+pub async fn bounded<T>(
+    op: &'static str,
+    lake: &str,
+    work: impl std::future::Future<Output = iceberg::Result<T>>,
+) -> Result<T, SinkError> {
+    let bound = crate::lake::request_bound();
+    match tokio::time::timeout(bound, work).await {
+        Ok(done) => done.map_err(SinkError::iceberg(op)),
+        Err(_) => Err(SinkError::LakeTimeout {
+            op,
+            lake: lake.to_string(),
+            bound,
+        }),
     }
 }
 
