@@ -518,3 +518,21 @@ pub async fn wait_for_file(path: &std::path::Path, limit: std::time::Duration) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// The schema `receipts` migrated up to, not including, migration `version` (a database of an
+/// older release, for the tests of a migration's upgrade).
+pub async fn migrate_before(db: &TestDb, version: i64) {
+    let mut older = sqlx::migrate!("./migrations");
+    older.migrations = std::borrow::Cow::Owned(
+        older
+            .iter()
+            .filter(|m| m.version < version)
+            .cloned()
+            .collect(),
+    );
+    sqlx::query("CREATE SCHEMA receipts")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    older.run(&db.pool).await.unwrap();
+}

@@ -1,4 +1,4 @@
-use crate::helpers::TestDb;
+use crate::helpers::{migrate_before, TestDb};
 
 #[tokio::test]
 async fn migrations_apply_from_empty_and_then_apply_nothing() {
@@ -28,19 +28,7 @@ async fn the_smaller_row_migration_keeps_every_snapshot_and_the_view_reads_as_be
     const SMALLER_ROW: i64 = 20261204000017;
     let db = TestDb::empty().await;
     // The migrations before it, recorded in the ledger as `migrate` records them.
-    let mut older = sqlx::migrate!("./migrations");
-    older.migrations = std::borrow::Cow::Owned(
-        older
-            .iter()
-            .filter(|m| m.version < SMALLER_ROW)
-            .cloned()
-            .collect(),
-    );
-    sqlx::query("CREATE SCHEMA receipts")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    older.run(&db.pool).await.unwrap();
+    migrate_before(&db, SMALLER_ROW).await;
     sqlx::raw_sql(
         "INSERT INTO receipts.export_runs (job, kind, status, host, pid, run_date)
          SELECT 'j', 'manual', 'succeeded', 'h', 0, d

@@ -206,28 +206,48 @@ async fn table_data(lake: &TestLake) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
-/// A run of `lake` paused with its data file written and not committed.
-async fn paused_before_commit(
-    lake: &TestLake,
-    db: &TestDb,
-    sim: &receipt_exporter::sim::Simulator,
-    pause: &Path,
-) -> std::process::Child {
-    let mut cmd = lake.exporter(db, sim);
-    spawn_paused(cmd.arg("run"), "iceberg_before_commit:1", pause).await
+/// A run of one group of 20 seqs into a lake of `form`, standing with its data file written
+/// and not committed.
+struct Standing {
+    lake: TestLake,
+    sim: receipt_exporter::sim::Simulator,
+    db: TestDb,
+    pauses: tempfile::TempDir,
+    pause: std::path::PathBuf,
+    child: std::process::Child,
 }
 
-/// In both Iceberg forms (local disk, S3): a run stands with its data file written and not
-/// committed, older than `--orphan-min-age`; `iceberg maintain` leaves it and says so; the run
-/// commits it; the lake holds exactly Postgres's rows.
-async fn maintain_leaves_a_standing_runs_file(form: Form) {
+async fn standing(form: Form) -> Standing {
     let lake = TestLake::new(form);
     let sim = simulator(1, 20, |_| {});
     let db = TestDb::new().await;
     track_all(&db, &group_ids(&sim), 20).await;
     let pauses = tempfile::tempdir().unwrap();
     let pause = pauses.path().join("before-commit");
-    let child = paused_before_commit(&lake, &db, &sim, &pause).await;
+    let mut cmd = lake.exporter(&db, &sim);
+    let child = spawn_paused(cmd.arg("run"), "iceberg_before_commit:1", &pause).await;
+    Standing {
+        lake,
+        sim,
+        db,
+        pauses,
+        pause,
+        child,
+    }
+}
+
+/// In both Iceberg forms (local disk, S3): a run stands with its data file written and not
+/// committed, older than `--orphan-min-age`; `iceberg maintain` leaves it and says so; the run
+/// commits it; the lake holds exactly Postgres's rows.
+async fn maintain_leaves_a_standing_runs_file(form: Form) {
+    let Standing {
+        lake,
+        sim: _sim,
+        db,
+        pauses: _pauses,
+        pause,
+        child,
+    } = standing(form).await;
     let written = table_data(&lake).await;
     assert_eq!(written.len(), 1, "{written:?}");
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -256,13 +276,14 @@ async fn maintain_leaves_a_standing_runs_file(form: Form) {
 /// (exit 1, naming the file), the table stays readable and empty, the next run's repair writes
 /// the rows again; the lake then holds exactly Postgres's rows.
 async fn a_file_removed_before_its_commit_is_written_again(form: Form) {
-    let lake = TestLake::new(form);
-    let sim = simulator(1, 20, |_| {});
-    let db = TestDb::new().await;
-    track_all(&db, &group_ids(&sim), 20).await;
-    let pauses = tempfile::tempdir().unwrap();
-    let pause = pauses.path().join("before-commit");
-    let child = paused_before_commit(&lake, &db, &sim, &pause).await;
+    let Standing {
+        lake,
+        sim,
+        db,
+        pauses: _pauses,
+        pause,
+        child,
+    } = standing(form).await;
     let [file] =
         <[_; 1]>::try_from(table_data(&lake).await.into_iter().collect::<Vec<_>>()).unwrap();
     lake.remove(&file).await;

@@ -424,19 +424,7 @@ async fn the_daily_view_sums_up_groups_and_the_readme_query_runs() {
 async fn the_migration_fills_the_table_from_the_snapshots_taken_before_it() {
     const PROGRESS: i64 = 20261206000800;
     let db = TestDb::empty().await;
-    let mut older = sqlx::migrate!("./migrations");
-    older.migrations = std::borrow::Cow::Owned(
-        older
-            .iter()
-            .filter(|m| m.version < PROGRESS)
-            .cloned()
-            .collect(),
-    );
-    sqlx::query("CREATE SCHEMA receipts")
-        .execute(&db.pool)
-        .await
-        .unwrap();
-    older.run(&db.pool).await.unwrap();
+    migrate_before(&db, PROGRESS).await;
     // Three runs a day apart over 7 groups x 400 messages, read counts growing run by run.
     sqlx::raw_sql(
         "INSERT INTO receipts.export_runs (job, kind, status, host, pid, run_date)

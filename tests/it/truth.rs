@@ -54,6 +54,16 @@ async fn old_partition_exists(db: &TestDb, old: NaiveDate) -> bool {
 }
 
 /// Asserts the exit code; returns stdout and stderr.
+/// `retention --keep-months 1` (with `--dry-run` when `dry`) on the lake.
+fn retention(lake: &TestLake, db: &TestDb, dry: bool) -> std::process::Output {
+    let mut cmd = lake.command(db);
+    cmd.args(["retention", "--keep-months", "1"]);
+    if dry {
+        cmd.arg("--dry-run");
+    }
+    run(&mut cmd)
+}
+
 fn expect(out: &std::process::Output, code: i32) -> String {
     let text = format!("{}{}", stdout(out), stderr(out));
     assert_eq!(out.status.code(), Some(code), "{text}");
@@ -69,14 +79,7 @@ async fn lost_file_is_found_refused_and_repaired(form: Form, loss: Loss) {
         expect(&run(lake.exporter(&db, &sim).arg("run")), 0);
     }
     let old = age_run_1(&db).await;
-    let retention = |dry: bool| {
-        let mut cmd = lake.exporter(&db, &sim);
-        cmd.args(["retention", "--keep-months", "1"]);
-        if dry {
-            cmd.arg("--dry-run");
-        }
-        run(&mut cmd)
-    };
+    let retention = |dry: bool| retention(&lake, &db, dry);
     let text = expect(&retention(true), 0);
     assert!(text.contains("all in the lake: drop"), "{text}");
 
@@ -219,14 +222,7 @@ async fn truth_iceberg_rows_are_counted_per_run_after_another_engines_compaction
 
     let text = expect(&run(lake.command(&db).args(["lake", "verify"])), 0);
     assert!(text.contains("0 problem(s)"), "{text}");
-    let retention = |dry: bool| {
-        let mut cmd = lake.command(&db);
-        cmd.args(["retention", "--keep-months", "1"]);
-        if dry {
-            cmd.arg("--dry-run");
-        }
-        run(&mut cmd)
-    };
+    let retention = |dry: bool| retention(&lake, &db, dry);
     let text = expect(&retention(true), 0);
     assert!(text.contains("all in the lake: drop"), "{text}");
 
