@@ -469,8 +469,9 @@ pub struct LakeVerifyArgs {
 pub enum IcebergCommand {
     /// Expire snapshots older than --expire-older-than (keeping the newest --retain-last), then
     /// remove orphan files (under the table, named by no metadata, metadata files out of the
-    /// log included, older than --orphan-min-age); all planned and checked first, so a failed
-    /// check changes nothing; works after any engine's commits; compaction is Spark's
+    /// log included, older than --orphan-min-age; never a data file a run of ours may still
+    /// commit); all planned and checked first, so a failed check changes nothing; works after
+    /// any engine's commits; compaction is Spark's
     /// rewrite_data_files (see the README)
     #[command(after_help = EXIT_CODES_HELP)]
     Maintain(IcebergMaintainArgs),
@@ -484,8 +485,9 @@ pub struct IcebergMaintainArgs {
     /// The newest snapshots kept whatever their age
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub retain_last: u32,
-    /// Files no metadata names are removed only when older than this: a younger one may be a
-    /// file a writer is about to commit
+    /// Files no metadata names are removed only when older than this: a younger one may be
+    /// another engine's file about to be committed (our runs' files are never taken, whatever
+    /// their age)
     #[arg(long, value_name = "AGE", default_value = "1d", value_parser = humantime::parse_duration)]
     pub orphan_min_age: std::time::Duration,
     /// Print what would be expired and removed, and change nothing
