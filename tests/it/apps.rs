@@ -365,11 +365,34 @@ async fn each_app_has_its_own_budget_and_a_wrong_key_fails_that_app_only() {
 
     // App b's key is wrong: its job fails with the configuration exit; the default app's runs.
     std::fs::write(apps.join("b.key"), "f".repeat(64)).unwrap();
-    let refused = run(cmd().args(["run", "--job", "b1"]));
+    let hook = crate::paged::Receiver::start(vec![]).await;
+    let metrics = dir.path().join("metrics/exporter.prom");
+    let refused = run(cmd()
+        .env("EXPORT_ALERT_WEBHOOK", &hook.url)
+        .env("EXPORT_METRICS_FILE", &metrics)
+        .args(["run", "--job", "b1"]));
     assert_eq!(
         refused.status.code(),
         Some(2),
         "a refused key is a configuration error"
+    );
+    // The alert and the metrics say which app.
+    let bodies = hook.bodies();
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(bodies[0]["app"], "b");
+    assert_eq!(bodies[0]["job"], "b1");
+    assert!(
+        bodies[0]["text"].as_str().unwrap().contains("app b"),
+        "{bodies:?}"
+    );
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains(r#"receipt_exporter_runs_total{export_job="b1",outcome="failed",app="b"}"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"export_job="a1""#) && text.contains(r#"app="default""#),
+        "{text}"
     );
     assert_eq!(
         run(cmd().args(["run", "--job", "a1"])).status.code(),
@@ -423,4 +446,114 @@ async fn an_unknown_or_bad_app_is_refused_with_what_to_fix() {
     let name = run(cmd().args(["track", "list", "--app", "Prod"]));
     assert_eq!(name.status.code(), Some(2));
     assert!(stderr(&name).contains("lowercase"), "{}", stderr(&name));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_schedule_daemon_runs_the_jobs_of_two_apps_at_once() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    let slow = |c: &mut SimConfig| c.latency = Duration::from_millis(40);
+    let a = simulator(4, 200, slow);
+    let b = simulator_b(4, 200, slow);
+    let apps = declare_b(dir.path(), &b.base_url(), KEY_B);
+    // Both fire every 3 seconds; at 10 calls/s each run lasts about as long: they overlap.
+    for (name, app) in [("a", ""), ("b", "app = \"b\"\n")] {
+        std::fs::write(
+            jobs.join(format!("{name}.toml")),
+            format!("schedule = \"*/3 * * * * *\"\n{app}"),
+        )
+        .unwrap();
+    }
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let cmd = || {
+        let mut c = exporter_for(&db, &a.base_url(), &dir.path().join("lake"));
+        c.env("EXPORT_APPS_DIR", &apps)
+            .env("EXPORT_RATE_LIMIT", "10")
+            .env("EXPORT_BATCH_SIZE", "100")
+            .env("EXPORT_METRICS_LISTEN", listen.to_string());
+        c
+    };
+    for g in group_ids(&a) {
+        let add = run(cmd().args(["track", "add", &g, "--seqs", "1..200"]));
+        assert_eq!(add.status.code(), Some(0));
+        let add = run(cmd().args(["track", "add", &g, "--seqs", "1..200", "--app", "b"]));
+        assert_eq!(add.status.code(), Some(0));
+    }
+    let log = dir.path().join("schedule.log");
+    let mut daemon = cmd()
+        .args(["schedule", "--jobs"])
+        .arg(&jobs)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Until each app has a succeeded run, watching for two apps' leases held at once.
+    let until = Instant::now() + Duration::from_secs(40);
+    let mut together = false;
+    loop {
+        let leased: i64 = sqlx::query_scalar(
+            "SELECT count(DISTINCT sdkappid) FROM receipts.rate_leases
+             WHERE heartbeat_at > now() - interval '3 seconds'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        together |= leased == 2;
+        let done: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT app FROM receipts.export_runs WHERE status = 'succeeded' ORDER BY 1",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+        if together && done == ["b", "default"] {
+            break;
+        }
+        if Instant::now() > until || daemon.try_wait().unwrap().is_some() {
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            panic!(
+                "together {together}, succeeded {done:?}\n{}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let scraped = reqwest::get(format!("http://{listen}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let status = terminate_within(&mut daemon, Duration::from_secs(10)).await;
+    let logs = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(0), "{logs}");
+    assert!(
+        scraped.contains(r#"export_job="a""#) && scraped.contains(r#"export_job="b""#),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains(r#"app="default""#) && scraped.contains(r#"app="b""#),
+        "{scraped}"
+    );
+    let rows: Vec<(String, Option<String>, Option<i64>)> =
+        sqlx::query_as("SELECT DISTINCT job, app, sdkappid FROM receipts.export_runs ORDER BY 1")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![
+            ("a".into(), Some("default".into()), Some(SDKAPPID as i64)),
+            ("b".into(), Some("b".into()), Some(SDKAPPID_B as i64)),
+        ]
+    );
+    assert!(
+        !logs.contains(KEY_B) && !logs.contains(KEY),
+        "no key in the log"
+    );
 }
