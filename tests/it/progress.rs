@@ -232,6 +232,47 @@ async fn a_retried_or_repeated_batch_changes_nothing() {
     assert_eq!(stored(&db.pool).await, before);
 }
 
+/// Two jobs' runs overlapping on one message: run 1 changes it, run 2 (started later) changes
+/// it, then run 1 again. Postgres holds run 1's last row; in the lake's change rows that row
+/// has the greatest `change_no` (not the greatest run id), and each run has one row for it,
+/// its last; a run's files are written once it ended, and only then.
+#[tokio::test]
+async fn overlapping_runs_change_rows_are_ordered_by_change_not_by_run() {
+    let db = TestDb::new().await;
+    let (first, second) = (new_run(&db.pool).await, new_run(&db.pool).await);
+    write(&db.pool, &batch(first, 1, 0, &[("g", 1, 1, 9)])).await;
+    write(&db.pool, &batch(second, 1, 10, &[("g", 1, 3, 7)])).await;
+    write(&db.pool, &batch(first, 2, 20, &[("g", 1, 6, 4)])).await;
+    let stored = stored(&db.pool).await;
+    assert_eq!(stored[0].4, Some(0.6), "the newest snapshot's ratio");
+
+    let lake = tempfile::tempdir().unwrap();
+    let local = receipt_exporter::lake::Lake::Local(lake.path().to_path_buf());
+    let export = |run| receipt_exporter::sink::progress_lake::export(&db.pool, &local, run);
+    assert_eq!(export(None).await.unwrap(), 0, "both runs still run");
+    assert_eq!(
+        export(Some(second)).await.unwrap(),
+        1,
+        "its own, at its end"
+    );
+    sqlx::query("UPDATE receipts.export_runs SET status = 'succeeded' WHERE run_id = $1")
+        .bind(first)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(export(None).await.unwrap(), 1, "the ended run's");
+
+    let rows = lake_rows(lake.path());
+    let runs: Vec<(i64, Option<f64>)> = rows.iter().map(|r| (r.run_id, r.progress().4)).collect();
+    assert_eq!(runs, vec![(first, Some(0.6)), (second, Some(0.3))]);
+    let newest = rows.iter().max_by_key(|r| r.change_no).unwrap();
+    assert_eq!(
+        vec![newest.progress()],
+        stored,
+        "the greatest change_no is the table's row"
+    );
+}
+
 #[tokio::test]
 async fn each_app_has_its_own_row_for_the_same_group_and_seq() {
     let db = TestDb::new().await;
