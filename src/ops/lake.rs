@@ -109,7 +109,18 @@ async fn repair_progress(
     if paths.is_empty() {
         return Ok(paths);
     }
+    if target.iceberg().is_some() {
+        // The table's metadata still names a lost data file: a new one beside it would not
+        // make the table readable again.
+        anyhow::bail!(
+            "the read-progress table's data files {} are lost from the Iceberg table \
+             receipts.message_read_progress: restore them from a backup of the lake (its \
+             metadata still names them; their rows are in receipts.message_read_progress_changes)",
+            paths.join(", ")
+        );
+    }
     crate::sink::progress_lake::forget(pool, &paths).await?;
-    crate::sink::progress_lake::export(pool, &target.lake(), None).await?;
+    let form = crate::sink::progress_lake::Form::Hive(target.lake());
+    crate::sink::progress_lake::export(pool, &form, None).await?;
     Ok(paths)
 }

@@ -483,15 +483,18 @@ fn with_read_lists(verdict: Verdict, read_lists: Option<&details::DetailFigures>
 /// and of ended runs whose files are due ([`crate::sink::progress_lake`]). Returns the files
 /// written, or the error as the run reports it.
 async fn progress_lake(settings: &Settings, pool: &PgPool, run_id: i64) -> Result<u64, String> {
-    crate::sink::progress_lake::export(pool, &settings.lake, Some(run_id))
-        .await
-        .map_err(|e| {
-            let error = format!(
-                "the lake's read-progress files were not written (the next run writes them): {e}"
-            );
-            tracing::warn!("{error}");
-            error
-        })
+    let form = crate::sink::progress_lake::Form::of(&settings.lake, settings.table_format);
+    let written = match form {
+        Ok(form) => crate::sink::progress_lake::export(pool, &form, Some(run_id)).await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| {
+        let error = format!(
+            "the lake's read-progress files were not written (the next run writes them): {e}"
+        );
+        tracing::warn!("{error}");
+        error
+    })
 }
 
 /// The read-progress files in the run's figures (`details.progress_lake`); a run that

@@ -77,25 +77,70 @@ pub fn relative_path(capture_date: NaiveDate, run_id: i64) -> String {
     super::names::per_run(TABLE_DIR, capture_date, run_id)
 }
 
+/// Where the change rows go: Hive-style files in the lake, or in Iceberg mode the table
+/// `receipts.message_read_progress` beside the snapshots' ([`super::iceberg::progress`]).
+#[derive(Debug, Clone)]
+pub enum Form {
+    Hive(Lake),
+    Iceberg(Box<super::iceberg::IcebergLake>),
+}
+
+impl Form {
+    /// The form the runs' settings give the lake.
+    pub fn of(lake: &Lake, format: crate::settings::TableFormat) -> Result<Form, SinkError> {
+        Ok(match format {
+            crate::settings::TableFormat::Parquet => Form::Hive(lake.clone()),
+            crate::settings::TableFormat::Iceberg => {
+                Form::Iceberg(Box::new(super::iceberg::IcebergLake::new(lake)?))
+            }
+        })
+    }
+}
+
 /// Writes the due files of run `run_id` (the caller's own run after its last batch; `None` from
 /// `lake verify --repair`) and of every ended run whose files are due. Returns the files
 /// written.
-pub async fn export(pool: &PgPool, lake: &Lake, run_id: Option<i64>) -> Result<u64, SinkError> {
+pub async fn export(pool: &PgPool, form: &Form, run_id: Option<i64>) -> Result<u64, SinkError> {
     let mut written = 0;
     for (run, date) in due_files(pool, run_id).await? {
         let rows = changes(pool, run, date).await?;
-        let path = relative_path(date, run);
-        let batch = record_batch(&rows).map_err(|e| SinkError::Parquet {
-            op: "building the rows of",
-            path: path.clone().into(),
-            source: e.into(),
-        })?;
-        let bytes = objects::put_record_batch(lake, &path, &batch).await?;
-        crate::crashpoint::hit("progress_lake").await;
-        record_file(pool, run, date, &path, rows.len() as u64, bytes).await?;
+        match form {
+            Form::Hive(lake) => put_file(pool, lake, run, date, &rows).await?,
+            Form::Iceberg(lake) => {
+                if super::iceberg::progress::append(lake, pool, run, date, &rows)
+                    .await?
+                    .is_none()
+                {
+                    continue;
+                }
+            }
+        }
         written += 1;
     }
     Ok(written)
+}
+
+/// Puts run `run`'s file of `date` whole at its fixed name, then records it.
+async fn put_file(
+    pool: &PgPool,
+    lake: &Lake,
+    run: i64,
+    date: NaiveDate,
+    rows: &[ChangeRow],
+) -> Result<(), SinkError> {
+    let path = relative_path(date, run);
+    let batch = record_batch(rows).map_err(|e| SinkError::Parquet {
+        op: "building the rows of",
+        path: path.clone().into(),
+        source: e.into(),
+    })?;
+    let bytes = objects::put_record_batch(lake, &path, &batch).await?;
+    crate::crashpoint::hit("progress_lake").await;
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(SinkError::pg("recording a read-progress file"))?;
+    record_in(&mut conn, run, date, &path, rows.len() as u64, bytes).await
 }
 
 /// The due files (run, capture date) of run `run_id` and of the runs no longer running.
@@ -137,9 +182,10 @@ pub async fn changes(
     .map_err(SinkError::pg("reading a run's read-progress changes"))
 }
 
-/// Records a file put in place: from now on it is part of the lake.
-async fn record_file(
-    pool: &PgPool,
+/// Records a file put in place (or committed to the Iceberg table, in the commit's
+/// transaction): from now on it is part of the lake.
+pub async fn record_in(
+    conn: &mut sqlx::PgConnection,
     run: i64,
     date: NaiveDate,
     path: &str,
@@ -156,7 +202,7 @@ async fn record_file(
     .bind(path)
     .bind(rows as i64)
     .bind(bytes as i64)
-    .execute(pool)
+    .execute(conn)
     .await
     .map_err(SinkError::pg("recording a read-progress file"))?;
     Ok(())
@@ -178,11 +224,17 @@ pub async fn forget(pool: &PgPool, paths: &[String]) -> Result<u64, SinkError> {
 }
 
 fn record_batch(rows: &[ChangeRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
+    RecordBatch::try_new(arrow_schema(), columns(rows, "UTC"))
+}
+
+/// The change rows as the columns of [`arrow_schema`], in its order, timestamps in the time
+/// zone `tz` (`UTC`; the Iceberg writer's Arrow schema spells it `+00:00`).
+pub fn columns(rows: &[ChangeRow], tz: &str) -> Vec<ArrayRef> {
     let micros = |at: &DateTime<Utc>| at.timestamp_micros();
     let times = |values: Vec<Option<i64>>| {
-        Arc::new(TimestampMicrosecondArray::from(values).with_timezone("UTC")) as ArrayRef
+        Arc::new(TimestampMicrosecondArray::from(values).with_timezone(tz)) as ArrayRef
     };
-    let columns: Vec<ArrayRef> = vec![
+    vec![
         Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.sdkappid))),
         Arc::new(StringArray::from_iter_values(
             rows.iter().map(|r| r.group_id.as_str()),
@@ -211,8 +263,7 @@ fn record_batch(rows: &[ChangeRow]) -> Result<RecordBatch, arrow::error::ArrowEr
         Arc::new(Int64Array::from_iter_values(
             rows.iter().map(|r| r.change_no),
         )),
-    ];
-    RecordBatch::try_new(arrow_schema(), columns)
+    ]
 }
 
 #[cfg(test)]

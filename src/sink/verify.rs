@@ -144,11 +144,18 @@ pub struct RunRows {
 }
 
 /// The lake's Hive-style tables, as directories (prefixes) under its root.
-pub const TABLE_DIRS: [&str; 3] = [
+pub const TABLE_DIRS: [&str; 4] = [
     super::parquet::TABLE_DIR,
     super::names::EVENTS_DIR,
     super::names::PROGRESS_DIR,
+    ICEBERG_PROGRESS_DIR,
 ];
+
+/// The read progress's Iceberg table in Iceberg mode (`receipts.message_read_progress`), whose
+/// data files its manifest rows list like the Hive-style ones. Its files are named by the
+/// table's metadata: one no row lists (a crash before its commit) is invisible to readers and
+/// never reported as unknown.
+const ICEBERG_PROGRESS_DIR: &str = "receipts/message_read_progress";
 
 /// Every file the manifest lists, both tables, in path order, but for the files that are not
 /// [settled](manifest::SETTLED_FILE) (their run still copies them into place).
@@ -236,9 +243,11 @@ async fn hive_tables(pool: &PgPool, lake: &Lake, tables: &[Table]) -> Result<Rep
         .await?
         .into_iter()
         .filter(|(path, _)| {
-            tables
-                .iter()
-                .any(|t| path.starts_with(&format!("{}/", t.dir())))
+            tables.iter().any(|t| {
+                path.starts_with(&format!("{}/", t.dir()))
+                    || (*t == Table::Progress
+                        && path.starts_with(&format!("{ICEBERG_PROGRESS_DIR}/")))
+            })
         })
         .collect();
     let mut findings = presence(&visible, &listed);
@@ -547,6 +556,7 @@ async fn unknown_files(pool: &PgPool, visible: Vec<String>) -> Result<Vec<String
     .collect();
     let mut unknown: Vec<String> = visible
         .into_iter()
+        .filter(|path| !path.starts_with(&format!("{ICEBERG_PROGRESS_DIR}/")))
         .filter(|path| !known.contains(path) && !of_running_run(path, &running))
         .collect();
     unknown.sort();

@@ -247,7 +247,9 @@ async fn overlapping_runs_change_rows_are_ordered_by_change_not_by_run() {
     assert_eq!(stored[0].4, Some(0.6), "the newest snapshot's ratio");
 
     let lake = tempfile::tempdir().unwrap();
-    let local = receipt_exporter::lake::Lake::Local(lake.path().to_path_buf());
+    let local = receipt_exporter::sink::progress_lake::Form::Hive(
+        receipt_exporter::lake::Lake::Local(lake.path().to_path_buf()),
+    );
     let export = |run| receipt_exporter::sink::progress_lake::export(&db.pool, &local, run);
     assert_eq!(export(None).await.unwrap(), 0, "both runs still run");
     assert_eq!(
@@ -357,12 +359,13 @@ async fn runs_with_a_kill_in(point: &str, format: &str) {
             .await
             .unwrap();
     assert_eq!(apps, vec![Some(SDKAPPID as i64)]);
-    assert_lake_matches(&db, lake.path()).await;
-    assert_same(
-        &readme_duckdb_newest(lake.path()),
-        &stored(&db.pool).await,
-        "the README's DuckDB query over the lake",
-    );
+    assert_lake_matches(format, &db, lake.path()).await;
+    let (newest, reader) = match format {
+        "iceberg" => (readme_pyiceberg_newest(&db), "pyiceberg"),
+        _ => (readme_duckdb_newest(lake.path()), "DuckDB"),
+    };
+    let what = format!("the README's {reader} query over the lake");
+    assert_same(&newest, &stored(&db.pool).await, &what);
     let verify = run(exporter().args(["lake", "verify"]));
     assert_eq!(
         verify.status.code(),
@@ -427,23 +430,78 @@ impl LakeRow {
     }
 }
 
-/// Every visible file of the lake's `message_read_progress/`, read with pyarrow as a Hive-style
-/// dataset (the partition column from the path), one JSON line per row.
-const READ_LAKE: &str = r#"
-import glob, json, sys
-import pyarrow as pa, pyarrow.parquet as pq
-for path in sorted(glob.glob(sys.argv[1] + "/message_read_progress/capture_date=*/*.parquet")):
-    t = pq.read_table(path)
+/// Every visible file of the lake's `message_read_progress/`, read with pyarrow (the
+/// partition from the path), each row with its file as `path`.
+const READ_HIVE: &str = r#"
+import glob, sys
+import pyarrow.parquet as pq
+def tables():
+    root = sys.argv[1]
+    for path in sorted(glob.glob(root + "/message_read_progress/capture_date=*/*.parquet")):
+        yield path[len(root) + 1:], pq.read_table(path)
+"#;
+
+/// The Iceberg table `receipts.message_read_progress`, read with pyiceberg through the SQL
+/// catalog in the test database, each row with its partition as `path` (`capture_date=D`).
+const READ_ICEBERG: &str = r#"
+import sys
+import pyarrow.compute as pc
+from pyiceberg.catalog.sql import SqlCatalog
+def tables():
+    cat = SqlCatalog("receipt_exporter", uri=sys.argv[1], init_catalog_tables="false")
+    t = cat.load_table("receipts.message_read_progress").scan().to_arrow()
+    for day in sorted(set(t["capture_date"].to_pylist())):
+        part = t.filter(pc.equal(t["capture_date"], day)).drop_columns(["capture_date"])
+        yield "capture_date=%s" % day, part
+"#;
+
+/// One JSON line per row of `tables()`: times in microseconds, the ratio as `repr`.
+const PRINT_ROWS: &str = r#"
+import json
+import pyarrow as pa
+for path, t in tables():
     for name in ("first_seen_at", "half_read_at", "ninety_read_at"):
         t = t.set_column(t.schema.get_field_index(name), name, t[name].cast(pa.int64()))
     for row in t.to_pylist():
-        row["path"] = path[len(sys.argv[1]) + 1:]
+        row["path"] = path
         row["read_ratio"] = None if row["read_ratio"] is None else repr(row["read_ratio"])
         print(json.dumps(row))
 "#;
 
+/// The README's pyiceberg lines for the newest change row per message, as printed there, on
+/// the test database's catalog.
+fn readme_pyiceberg_newest(db: &TestDb) -> Vec<Progress> {
+    let lines = readme_block("#### Read progress in the lake", "```python\n# pyiceberg");
+    let script = format!(
+        "import sys\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+         catalog = SqlCatalog(\"receipt_exporter\", uri=sys.argv[1], init_catalog_tables=\"false\")\n\
+         {}\ndef tables():\n    yield \"\", progress.drop_columns([\"capture_date\"])\n",
+        lines.split_once('\n').unwrap().1
+    );
+    let mut rows: Vec<Progress> = read_rows(&script, &crate::iceberg::sqlalchemy_url(db))
+        .iter()
+        .map(LakeRow::progress)
+        .collect();
+    by_message(&mut rows);
+    rows
+}
+
+/// The lake's change rows: the Hive-style files under `dir`, or in Iceberg mode the table in
+/// `db`'s catalog.
+fn lake_rows_in(format: &str, db: &TestDb, dir: &std::path::Path) -> Vec<LakeRow> {
+    match format {
+        "iceberg" => read_rows(READ_ICEBERG, &crate::iceberg::sqlalchemy_url(db)),
+        _ => lake_rows(dir),
+    }
+}
+
+/// The Hive-style change rows under `dir`.
 fn lake_rows(dir: &std::path::Path) -> Vec<LakeRow> {
-    let out = crate::tools::run_python(READ_LAKE, &[dir.to_str().unwrap()]);
+    read_rows(READ_HIVE, dir.to_str().unwrap())
+}
+
+fn read_rows(reader: &str, arg: &str) -> Vec<LakeRow> {
+    let out = crate::tools::run_python(&format!("{reader}{PRINT_ROWS}"), &[arg]);
     assert!(out.status.success(), "{}", stderr(&out));
     stdout(&out)
         .lines()
@@ -497,8 +555,8 @@ for r in rows.fetchall():
 /// messages whose progress that run changed, with their values after it (computed from the
 /// snapshots of the runs up to it, the runs having run one after another), each once, in the
 /// file of its run; and the newest row per message is the table.
-async fn assert_lake_matches(db: &TestDb, dir: &std::path::Path) {
-    let rows = lake_rows(dir);
+async fn assert_lake_matches(format: &str, db: &TestDb, dir: &std::path::Path) {
+    let rows = lake_rows_in(format, db, dir);
     let mut runs: Vec<i64> = sqlx::query_scalar("SELECT run_id FROM receipts.export_runs")
         .fetch_all(&db.pool)
         .await
@@ -532,7 +590,10 @@ async fn assert_lake_matches(db: &TestDb, dir: &std::path::Path) {
         assert_same(&in_lake, &changed, &format!("the change rows of run {run}"));
         for r in rows.iter().filter(|r| r.run_id == run) {
             let day = captured[&(run, r.group_id.clone(), r.msg_seq)];
-            let want = receipt_exporter::sink::progress_lake::relative_path(day, run);
+            let want = match format {
+                "iceberg" => format!("capture_date={day}"),
+                _ => receipt_exporter::sink::progress_lake::relative_path(day, run),
+            };
             assert_eq!(r.path, want, "dated by the capture that changed it");
         }
         before = after;
@@ -570,10 +631,18 @@ async fn the_lake_change_rows_are_exactly_once_when_a_run_is_killed_before_recor
     runs_with_a_kill("progress_lake:1").await;
 }
 
-/// The same in Iceberg mode: the change rows are files beside the table, as the read events.
+/// The same in Iceberg mode: the change rows are the second table of the catalog,
+/// `receipts.message_read_progress`, read with pyiceberg.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_lake_change_rows_are_exactly_once_in_iceberg_mode_after_a_kill() {
     runs_with_a_kill_in("pg_write:2", "iceberg").await;
+}
+
+/// Killed in Iceberg mode with a read-progress data file written, its commit not begun: the
+/// file is in no metadata (readers never see it), the next run commits the rows once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iceberg_change_rows_are_exactly_once_when_a_run_is_killed_before_their_commit() {
+    runs_with_a_kill_in("progress_lake:1", "iceberg").await;
 }
 
 /// `progress rebuild` through the binary: its line.
@@ -735,7 +804,9 @@ async fn the_migration_fills_the_table_from_the_snapshots_taken_before_it() {
     // Logged once for the lake, under the run that last changed each row: the next run's end
     // (here the export it calls) writes them, and the lake's newest rows are the table.
     let lake = tempfile::tempdir().unwrap();
-    let local = receipt_exporter::lake::Lake::Local(lake.path().to_path_buf());
+    let local = receipt_exporter::sink::progress_lake::Form::Hive(
+        receipt_exporter::lake::Lake::Local(lake.path().to_path_buf()),
+    );
     let written = receipt_exporter::sink::progress_lake::export(&db.pool, &local, None)
         .await
         .unwrap();
