@@ -11,6 +11,7 @@ pub mod budget;
 pub mod details;
 pub mod follow;
 pub mod ledger;
+pub mod live;
 pub mod liveness;
 pub mod lock;
 pub mod pipeline;

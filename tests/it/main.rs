@@ -18,6 +18,7 @@ mod iceberg;
 mod jobs;
 mod lake;
 mod lakes;
+mod listen;
 mod migrations;
 mod ops;
 mod outside;

@@ -1,0 +1,99 @@
+//! `listen`: the read-receipt webhook (`Group.CallbackAfterReadReceipt`), received, kept and
+//! brought into the data set.
+//!
+//! The way of a delivery: the HTTP receiver ([`server`]) checks the app and the token
+//! ([`auth`]) before reading the body, caps and reads it ([`delivery`]), appends its messages to
+//! the inbox in Postgres in one transaction ([`inbox`]) and only then answers OK. The flush
+//! ([`flush`]) turns inbox rows into snapshots at their EventTime through a live run of its own
+//! ([`crate::run::live`]): fenced like runs, exactly once in Postgres and the lake. The receiver
+//! never waits for the lake. What both counted is served on `/metrics` ([`counters`]).
+
+pub mod auth;
+pub mod counters;
+pub mod delivery;
+pub mod flush;
+pub mod inbox;
+pub mod server;
+
+use crate::run::RunReport;
+use crate::secret::Secret;
+use crate::settings::Settings;
+use sqlx::PgPool;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// The ledger's job name of the listener's live runs (one listener per database at a time:
+/// a second one waits for nothing, it exits 75 naming the first).
+pub const JOB: &str = "listen";
+
+/// The address cannot be listened on: a configuration error (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("EXPORT_LISTEN / --listen {addr}: cannot listen there: {source} (another process has the port, or the address is not this host's)")]
+pub struct ListenError {
+    addr: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+/// Binds the receiver's address before anything else (a taken port is exit 2).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ListenError { addr, source })
+}
+
+/// What the receiver checks deliveries against.
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub path: String,
+    pub sdkappid: u64,
+    pub token: Option<Secret>,
+}
+
+/// Receives on `listener` and flushes through the listener's live run until `stop` (SIGTERM):
+/// then stops receiving, lets requests in flight finish, flushes every acknowledged row and
+/// closes the run. Returns the run's report (an error: the run could not begin).
+pub async fn serve(
+    settings: &Settings,
+    pool: &PgPool,
+    listener: TcpListener,
+    receiver: Receiver,
+    policy: flush::Policy,
+    stop: CancellationToken,
+) -> anyhow::Result<RunReport> {
+    let counters = Arc::new(counters::Counters::default());
+    let wake = Arc::new(Notify::new());
+    let state = Arc::new(server::State {
+        pool: pool.clone(),
+        path: receiver.path,
+        sdkappid: receiver.sdkappid,
+        token: receiver.token,
+        counters: counters.clone(),
+        wake: wake.clone(),
+        flush_rows: policy.rows,
+    });
+    let receiving = CancellationToken::new();
+    let server = tokio::spawn(server::run(listener, state, receiving.clone()));
+    // The flush's last round starts once the receiver has answered its last delivery.
+    let drained = CancellationToken::new();
+    let (until, done, waiting) = (drained.clone(), receiving.clone(), stop.clone());
+    let stopper = tokio::spawn(async move {
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = done.cancelled() => {}
+        }
+        done.cancel();
+        let _ = server.await;
+        until.cancel();
+    });
+    let source: crate::run::live::Source =
+        Box::new(move |live| Box::pin(flush::run(live, policy, wake, drained, counters)));
+    // A signal while the run waits for its locks ends the wait (and the listener).
+    let report = crate::run::live::execute(settings, pool, JOB, &waiting, source).await;
+    receiving.cancel();
+    let _ = stopper.await;
+    report
+}
