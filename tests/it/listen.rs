@@ -462,3 +462,53 @@ async fn a_killed_receiver_loses_no_acknowledged_delivery() {
     }
     assert_lake_equals_postgres(&db, dir.path()).await;
 }
+
+/// `doctor` checks the listener when EXPORT_LISTEN is set: its app and address, a missing
+/// token (a warning), and an inbox nobody flushes (a failure).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_the_listener() {
+    let db = TestDb::new().await;
+    let sim = simulator(1, 5, |_| {});
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let doctor = |token: Option<&std::path::Path>| {
+        let mut cmd = exporter_for(&db, &sim.base_url(), dir.path());
+        cmd.env("EXPORT_LISTEN", "127.0.0.1:8270").arg("doctor");
+        if let Some(token) = token {
+            cmd.env("EXPORT_CALLBACK_TOKEN_FILE", token);
+        }
+        stdout(&run(&mut cmd))
+    };
+    let line = |out: &str| {
+        out.lines()
+            .find(|l| l.contains(" listen: "))
+            .unwrap_or_else(|| panic!("no listen line in {out}"))
+            .to_string()
+    };
+    let unsigned = doctor(None);
+    let unsigned = line(&unsigned);
+    assert!(unsigned.starts_with("WARN"), "{unsigned}");
+    assert!(unsigned.contains(&format!(
+        "http://127.0.0.1:8270/callback for app {SDKAPPID}"
+    )));
+    assert!(
+        unsigned.contains("without a webhook authentication token"),
+        "{unsigned}"
+    );
+    let token = token_file(secrets.path());
+    let signed = line(&doctor(Some(&token)));
+    assert!(signed.starts_with("OK"), "{signed}");
+    sqlx::query(
+        "INSERT INTO receipts.webhook_inbox (sdkappid, group_id, msg_seq, read_num, unread_num, event_time, received_at)
+         VALUES ($1, 'g', 1, 1, 1, now(), now() - interval '1 hour')",
+    )
+    .bind(SDKAPPID as i64)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let stuck = line(&doctor(Some(&token)));
+    assert!(
+        stuck.starts_with("FAIL") && stuck.contains("1 inbox rows wait"),
+        "{stuck}"
+    );
+}
