@@ -68,6 +68,7 @@ async fn export(
     crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
     serving.cancel();
     let report = outcome?;
+    crate::listen::reconcile::record_or_warn(&pool, report.run_id).await;
     if request.kind == RunKind::Scheduled {
         if let Some(job) = job {
             job.retention_after_run(settings, &pool, report.run_id, &stop)

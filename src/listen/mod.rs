@@ -6,13 +6,16 @@
 //! the inbox in Postgres in one transaction ([`inbox`]) and only then answers OK. The flush
 //! ([`flush`]) turns inbox rows into snapshots at their EventTime through a live run of its own
 //! ([`crate::run::live`]): fenced like runs, exactly once in Postgres and the lake. The receiver
-//! never waits for the lake. What both counted is served on `/metrics` ([`counters`]).
+//! never waits for the lake. What both counted is served on `/metrics` ([`counters`]). After a
+//! pull, [`reconcile`] records per group how many messages the webhook had kept fresh and how
+//! many changes the pull found that it missed.
 
 pub mod auth;
 pub mod counters;
 pub mod delivery;
 pub mod flush;
 pub mod inbox;
+pub mod reconcile;
 pub mod server;
 
 use crate::run::RunReport;

@@ -319,7 +319,8 @@ fn acknowledged_rows(acked: &[Vec<CallbackRow>]) -> Vec<(String, i64, i32, i32, 
 
 /// The acceptance: 10,000 callbacks, 5% repeated, 5% lost, reordered, 1% forged (wrong app,
 /// wrong token, bad JSON, 10 MB). Postgres and the lake hold each acknowledged delivery's rows
-/// exactly once and nothing forged; a run afterwards brings the lost ones in.
+/// exactly once and nothing forged; a run afterwards brings the lost ones in, and its ledger
+/// row and `status` say how many messages the webhook kept fresh and how many it missed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_callbacks_with_loss_repeats_reorder_and_forgeries() {
     let db = TestDb::new().await;
@@ -336,6 +337,8 @@ async fn ten_thousand_callbacks_with_loss_repeats_reorder_and_forgeries() {
         concurrency: 16,
         ..callbacks(&addr, 10_000, 27, 1_765_000_000_000)
     };
+    // Two steps on: some messages are read by everyone (settled), others still move.
+    sim.advance(2);
     let sent = sim.deliver_callbacks(&plan).await;
     assert!(
         sent.unanswered.is_empty(),
@@ -381,7 +384,18 @@ async fn ten_thousand_callbacks_with_loss_repeats_reorder_and_forgeries() {
     );
     assert_lake_equals_postgres(&db, dir.path()).await;
 
-    // The pull afterwards: every message of a lost delivery is in its run.
+    // The pull afterwards, one step later (some counts moved): every message of a lost
+    // delivery is in its run, unless the webhook settled it (read by everyone): the settled
+    // rule skips those, as it skips the ones a pull settled.
+    let settled: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT l.group_id, l.msg_seq FROM receipts.receipt_latest l
+         JOIN receipts.export_runs r USING (run_id) WHERE r.kind = 'listen' AND l.unread_num = 0",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(!settled.is_empty());
+    sim.advance(1);
     let out = run(exporter_for(&db, &sim.base_url(), dir.path()).arg("run"));
     assert_eq!(out.status.code(), Some(0));
     let pulled_run: i64 =
@@ -390,17 +404,64 @@ async fn ten_thousand_callbacks_with_loss_repeats_reorder_and_forgeries() {
             .await
             .unwrap();
     let pulled = rows_of(&pg_snapshots(&db).await, pulled_run);
-    for row in sent.lost.iter().flatten() {
+    let asked = |g: &str, seq: i64| pulled.iter().any(|p| p.0 == g && p.1 == seq);
+    for (g, seq) in &settled {
         assert!(
-            pulled.contains(&(
-                row.group_id.clone(),
-                row.msg_seq,
-                row.read_num,
-                row.unread_num
-            )),
+            !asked(g, *seq),
+            "{g} {seq}: settled by the webhook, pulled all the same"
+        );
+    }
+    for row in sent.lost.iter().flatten() {
+        let skipped = settled.contains(&(row.group_id.clone(), row.msg_seq));
+        assert!(
+            skipped || asked(&row.group_id, row.msg_seq),
             "{row:?} lost by the webhook, not found by the pull"
         );
     }
+    assert_pull_reconciled(&db, &sim, dir.path(), &sent, &pulled, pulled_run).await;
+}
+
+/// Every pulled message whose counts the webhook delivered was kept fresh by it, the others of
+/// those groups the pull found changed (the webhook missed them: never delivered, or moved
+/// since); the run's ledger row and `status` say so.
+async fn assert_pull_reconciled(
+    db: &TestDb,
+    sim: &receipt_exporter::sim::Simulator,
+    dir: &std::path::Path,
+    sent: &receipt_exporter::sim::CallbackReport,
+    pulled: &std::collections::BTreeSet<(String, i64, i32, i32)>,
+    pulled_run: i64,
+) {
+    let delivered: std::collections::BTreeMap<(String, i64), (i32, i32)> = sent
+        .acknowledged
+        .iter()
+        .flatten()
+        .map(|r| ((r.group_id.clone(), r.msg_seq), (r.read_num, r.unread_num)))
+        .collect();
+    let of_groups: Vec<_> = pulled
+        .iter()
+        .filter(|p| delivered.keys().any(|(g, _)| *g == p.0))
+        .collect();
+    let fresh = of_groups
+        .iter()
+        .filter(|p| delivered.get(&(p.0.clone(), p.1)) == Some(&(p.2, p.3)))
+        .count() as i64;
+    let found = of_groups.len() as i64 - fresh;
+    assert!(fresh > 0 && found > 0, "{fresh} {found}");
+    let recorded: (i64, i64) = sqlx::query_as(
+        "SELECT (details->'webhook'->>'webhook_fresh')::bigint, (details->'webhook'->>'pull_found')::bigint
+         FROM receipts.export_runs WHERE run_id = $1",
+    )
+    .bind(pulled_run)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(recorded, (fresh, found));
+    let status = stdout(&run(exporter_for(db, &sim.base_url(), dir).arg("status")));
+    let line = format!(
+        "webhook (run {pulled_run}): {fresh} of the pulled messages kept fresh by the webhook, {found} changes the pull found that it missed"
+    );
+    assert!(status.contains(&line), "{status}");
 }
 
 /// SIGKILL of the receiver mid-stream: every delivery it acknowledged is in Postgres and the
