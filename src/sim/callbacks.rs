@@ -87,6 +87,28 @@ pub struct CallbackReport {
     pub repeated: usize,
 }
 
+impl CallbackReport {
+    /// One line: what was sent, lost, repeated, forged (with the statuses they got), and
+    /// what was not answered 200.
+    pub fn summary(&self) -> String {
+        let mut statuses: std::collections::BTreeMap<String, usize> = Default::default();
+        for (kind, _, status) in &self.forged {
+            let got = status.map_or("no answer".to_string(), |s| s.to_string());
+            *statuses.entry(format!("{kind:?} {got}")).or_default() += 1;
+        }
+        let forged: Vec<String> = statuses.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        format!(
+            "callbacks: {} acknowledged, {} lost (not sent), {} repeated, {} not answered 200, {} forged ({})",
+            self.acknowledged.len(),
+            self.lost.len(),
+            self.repeated,
+            self.unanswered.len(),
+            self.forged.len(),
+            forged.join(", ")
+        )
+    }
+}
+
 /// One send: a delivery, genuine or forged.
 struct Send {
     rows: Vec<Row>,

@@ -573,3 +573,96 @@ async fn doctor_checks_the_listener() {
         "{stuck}"
     );
 }
+
+/// `simulate --deliver-to`: the simulator binary delivers its groups' callbacks to the
+/// receiver binary, with loss, repeats, reorder and forgeries, and says what it sent; the
+/// receiver's counts agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulate_delivers_callbacks_to_the_receiver() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let token = token_file(secrets.path());
+    let (mut receiver, addr, log) = receiver(&db, dir.path(), &token, &["--keep-untracked"]);
+    let mut sim = exporter()
+        .env("TIM_SDKAPPID", SDKAPPID.to_string())
+        .env("TIM_SECRET_KEY", KEY)
+        .env("EXPORT_CALLBACK_TOKEN_FILE", &token)
+        .args([
+            "simulate",
+            "--port",
+            "0",
+            "--groups",
+            "4",
+            "--messages",
+            "30",
+        ])
+        .arg(format!("--deliver-to=http://{addr}/callback"))
+        .args([
+            "--callbacks",
+            "300",
+            "--callback-lose",
+            "0.1",
+            "--callback-repeat",
+            "0.1",
+        ])
+        .args([
+            "--callback-forge",
+            "0.04",
+            "--callback-reorder",
+            "--callback-delay",
+            "2ms",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(sim.stdout.take().unwrap()));
+    let summary = lines
+        .map(Result::unwrap)
+        .find(|l| l.starts_with("callbacks: "))
+        .expect("the simulator says what it sent");
+    eprintln!("{summary}");
+    let number = |after: &str| -> u64 {
+        let at = summary
+            .find(after)
+            .unwrap_or_else(|| panic!("{after} in {summary}"));
+        let head = summary[..at].trim_end();
+        head.rsplit([' ', '(']).next().unwrap().parse().unwrap()
+    };
+    let (acked, repeated, forged) = (
+        number(" acknowledged"),
+        number(" repeated"),
+        number(" forged"),
+    );
+    assert_eq!(number(" not answered 200"), 0, "{summary}");
+    assert!(acked > 200 && repeated > 0 && forged == 12, "{summary}");
+    assert!(
+        summary.contains("3 WrongApp 403") && summary.contains("3 Huge 413"),
+        "{summary}"
+    );
+    let metrics = reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |outcome: &str| -> u64 {
+        let key = format!("receipt_exporter_webhook_deliveries_total{{outcome=\"{outcome}\"}} ");
+        let line = metrics.lines().find(|l| l.starts_with(&key)).unwrap();
+        line[key.len()..].parse().unwrap()
+    };
+    assert_eq!(count("stored"), acked);
+    assert_eq!(count("repeated"), repeated);
+    let refused: u64 = ["wrong_app", "bad_token", "malformed", "too_large"]
+        .iter()
+        .map(|o| count(o))
+        .sum();
+    assert_eq!(refused, forged);
+    signal(&sim, "TERM");
+    let _ = sim.wait();
+    let status = terminate_within(&mut receiver, Duration::from_secs(60)).await;
+    eprintln!("{}", log.join().unwrap());
+    assert_eq!(status.code(), Some(0));
+    assert_lake_equals_postgres(&db, dir.path()).await;
+}
