@@ -666,3 +666,63 @@ async fn simulate_delivers_callbacks_to_the_receiver() {
     assert_eq!(status.code(), Some(0));
     assert_lake_equals_postgres(&db, dir.path()).await;
 }
+
+/// A delivery's members become read events, first seen at its EventTime, for a group with
+/// read-event detail on (not for one without), with their lake copy when the run ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_become_read_events_when_details_are_on() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secrets = tempfile::tempdir().unwrap();
+    let token = token_file(secrets.path());
+    let groups = ["with-details".to_string(), "without".to_string()];
+    track_all(&db, &groups, 10).await;
+    sqlx::query("UPDATE receipts.tracked_groups SET details = true, details_since = now() WHERE group_id = 'with-details'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let (mut child, addr, log) = receiver(&db, dir.path(), &token, &[]);
+    let now = chrono::Utc::now().timestamp();
+    for group in &groups {
+        let body = format!(
+            r#"{{"CallbackCommand":"Group.CallbackAfterReadReceipt","GroupId":"{group}","EventTime":"1700000000123",
+                "GroupMsgReceiptList":[{{"MsgSeq":4,"ReadNum":2,"UnreadNum":3,
+                "ReadReceiptMembers":[{{"Member_Account":"ann"}},{{"Member_Account":"bob"}}]}}]}}"#
+        );
+        assert_eq!(post(&addr, &query(SDKAPPID, TOKEN, now), body).await.0, 200);
+    }
+    let status = terminate_within(&mut child, Duration::from_secs(60)).await;
+    eprintln!("{}", log.join().unwrap());
+    assert_eq!(status.code(), Some(0));
+    let events: Vec<(String, i64, String, chrono::DateTime<chrono::Utc>, String)> = sqlx::query_as(
+        "SELECT e.group_id, e.msg_seq, e.member_account, e.first_seen_read_at, r.kind
+         FROM receipts.read_events e JOIN receipts.export_runs r USING (run_id) ORDER BY 3",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    let at = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+    let want: Vec<_> = ["ann", "bob"]
+        .iter()
+        .map(|m| {
+            (
+                "with-details".to_string(),
+                4,
+                m.to_string(),
+                at,
+                "listen".to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(events, want);
+    let files: i64 = sqlx::query_scalar("SELECT count(*) FROM receipts.read_event_files")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(files, 1, "the read events' lake copy");
+    assert_eq!(
+        pg_snapshots(&db).await.len(),
+        2,
+        "both groups' counts are kept"
+    );
+}
