@@ -66,13 +66,16 @@ pub struct JobMetrics {
     pub rate_limited_total: i64,
 }
 
-/// Every job's metrics from the ledger (running runs are left out until they finish).
+/// Every job's metrics from the ledger (running runs are left out until they finish). The
+/// listener's live runs (`kind = 'listen'`) are left out too: one lasts as long as the
+/// listener, so the staleness rule would page about it; `listen` serves its own `/metrics`.
 pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     let mut jobs: BTreeMap<String, JobMetrics> = BTreeMap::new();
     let totals: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT job, status, count(*), sum(receipts_written)::bigint, sum(api_calls)::bigint,
                 sum(retries)::bigint, sum(rate_limited)::bigint
-         FROM receipts.export_runs WHERE status <> 'running' GROUP BY job, status",
+         FROM receipts.export_runs WHERE status <> 'running' AND kind <> 'listen'
+         GROUP BY job, status",
     )
     .fetch_all(pool)
     .await?;
@@ -92,7 +95,8 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
                 EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_seconds,
                 receipts_written, api_calls, retries, rate_limited, groups_failed,
                 seqs_skipped_settled, seqs_skipped_no_receipt, seqs_left
-         FROM receipts.export_runs WHERE status <> 'running' AND finished_at IS NOT NULL
+         FROM receipts.export_runs
+         WHERE status <> 'running' AND finished_at IS NOT NULL AND kind <> 'listen'
          ORDER BY job, finished_at DESC, run_id DESC",
     )
     .fetch_all(pool)
@@ -104,7 +108,8 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     }
     let successes: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT job, max(finished_at) FROM receipts.export_runs
-         WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY job",
+         WHERE status = 'succeeded' AND finished_at IS NOT NULL AND kind <> 'listen'
+         GROUP BY job",
     )
     .fetch_all(pool)
     .await?;
@@ -113,10 +118,11 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
             m.last_success = Some(at);
         }
     }
-    let firsts: Vec<(String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT job, min(started_at) FROM receipts.export_runs GROUP BY job")
-            .fetch_all(pool)
-            .await?;
+    let firsts: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT job, min(started_at) FROM receipts.export_runs WHERE kind <> 'listen' GROUP BY job",
+    )
+    .fetch_all(pool)
+    .await?;
     for (job, at) in firsts {
         if let Some(m) = jobs.get_mut(&job) {
             m.first_run = Some(at);
