@@ -39,24 +39,33 @@ pub struct Figures {
 }
 
 /// Flushes until `done` is cancelled (the receiver has stopped: the last flush takes every
-/// row), or the run is lost.
+/// row), until `ends` (the run's last flush, then the listener starts its next run), or until
+/// the run is lost.
 pub async fn run(
     mut live: Live,
     policy: Policy,
     wake: Arc<Notify>,
     done: CancellationToken,
     counters: Arc<Counters>,
+    ends: tokio::time::Instant,
 ) -> (Live, anyhow::Result<serde_json::Value>) {
-    let result = flush_until_done(&mut live, policy, &wake, &done, &counters).await;
+    let until = Until { done, ends };
+    let result = flush_until_done(&mut live, policy, &wake, &until, &counters).await;
     let result = result.map(|f| serde_json::json!({ "webhook": f }));
     (live, result)
+}
+
+/// When a flush run's last flush comes: the receiver stopped, or the run's time is up.
+struct Until {
+    done: CancellationToken,
+    ends: tokio::time::Instant,
 }
 
 async fn flush_until_done(
     live: &mut Live,
     policy: Policy,
     wake: &Notify,
-    done: &CancellationToken,
+    until: &Until,
     counters: &Counters,
 ) -> anyhow::Result<Figures> {
     let mut figures = Figures {
@@ -73,7 +82,8 @@ async fn flush_until_done(
     loop {
         let last = tokio::select! {
             _ = lost.cancelled() => anyhow::bail!("the listener's run lost its lock"),
-            _ = done.cancelled() => true,
+            _ = until.done.cancelled() => true,
+            _ = tokio::time::sleep_until(until.ends) => true,
             _ = wake.notified() => false,
             _ = tokio::time::sleep(policy.every) => false,
         };

@@ -18,6 +18,7 @@ pub mod inbox;
 pub mod reconcile;
 pub mod server;
 
+use crate::run::ledger::RunStatus;
 use crate::run::RunReport;
 use crate::secret::Secret;
 use crate::settings::Settings;
@@ -56,9 +57,9 @@ pub struct Receiver {
     pub token: Option<Secret>,
 }
 
-/// Receives on `listener` and flushes through the listener's live run until `stop` (SIGTERM):
+/// Receives on `listener` and flushes through the listener's live runs until `stop` (SIGTERM):
 /// then stops receiving, lets requests in flight finish, flushes every acknowledged row and
-/// closes the run. Returns the run's report (an error: the run could not begin).
+/// closes the run. Returns the last run's report (an error: a run could not begin).
 pub async fn serve(
     settings: &Settings,
     pool: &PgPool,
@@ -92,11 +93,63 @@ pub async fn serve(
         let _ = server.await;
         until.cancel();
     });
-    let source: crate::run::live::Source =
-        Box::new(move |live| Box::pin(flush::run(live, policy, wake, drained, counters)));
-    // A signal while the run waits for its locks ends the wait (and the listener).
-    let report = crate::run::live::execute(settings, pool, JOB, &waiting, source).await;
+    // A signal while a run waits for its locks ends the wait (and the listener).
+    let report = runs(settings, pool, &waiting, (policy, wake, drained, counters)).await;
     receiving.cancel();
     let _ = stopper.await;
     report
+}
+
+/// What each flush run needs: the policy, the receiver's wake-up, its "drained" signal and
+/// its counters.
+type FlushWith = (
+    flush::Policy,
+    Arc<Notify>,
+    CancellationToken,
+    Arc<counters::Counters>,
+);
+
+/// The listener's live runs, one after the other: each ends at the next midnight UTC (so a
+/// run's rows sit in the partition of its own day and retention can drop old months while the
+/// listener goes on) and the next one starts, until the receiver has stopped or a run did not
+/// succeed. Returns the last run's report.
+async fn runs(
+    settings: &Settings,
+    pool: &PgPool,
+    waiting: &CancellationToken,
+    (policy, wake, drained, counters): FlushWith,
+) -> anyhow::Result<RunReport> {
+    loop {
+        let (wake, done, counters) = (wake.clone(), drained.clone(), counters.clone());
+        let ends = tokio::time::Instant::now() + until_midnight(chrono::Utc::now());
+        let source: crate::run::live::Source =
+            Box::new(move |live| Box::pin(flush::run(live, policy, wake, done, counters, ends)));
+        let report = crate::run::live::execute(settings, pool, JOB, waiting, source).await?;
+        if report.status != RunStatus::Succeeded || drained.is_cancelled() {
+            return Ok(report);
+        }
+        tracing::info!(
+            run_id = report.run_id,
+            "the listener's run closed at midnight UTC; its next run starts"
+        );
+    }
+}
+
+/// The time from `now` to the next midnight UTC.
+fn until_midnight(now: chrono::DateTime<chrono::Utc>) -> std::time::Duration {
+    let tomorrow = now.date_naive().succ_opt().expect("a next day");
+    let midnight = tomorrow.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    (midnight - now).to_std().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_run_ends_at_the_next_midnight_utc() {
+        let at = |s: &str| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let left = super::until_midnight(at("2026-12-06T23:59:30Z"));
+        assert_eq!(left, std::time::Duration::from_secs(30));
+        let left = super::until_midnight(at("2026-12-06T00:00:00Z"));
+        assert_eq!(left, std::time::Duration::from_secs(86_400));
+    }
 }

@@ -74,8 +74,7 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     let totals: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT job, status, count(*), sum(receipts_written)::bigint, sum(api_calls)::bigint,
                 sum(retries)::bigint, sum(rate_limited)::bigint
-         FROM receipts.export_runs WHERE status <> 'running' AND kind <> 'listen'
-         GROUP BY job, status",
+         FROM receipts.export_runs WHERE status <> 'running' AND kind <> 'listen' GROUP BY job, status",
     )
     .fetch_all(pool)
     .await?;
@@ -108,8 +107,7 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     }
     let successes: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT job, max(finished_at) FROM receipts.export_runs
-         WHERE status = 'succeeded' AND finished_at IS NOT NULL AND kind <> 'listen'
-         GROUP BY job",
+         WHERE status = 'succeeded' AND finished_at IS NOT NULL AND kind <> 'listen' GROUP BY job",
     )
     .fetch_all(pool)
     .await?;
