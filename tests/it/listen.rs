@@ -21,7 +21,19 @@ fn receiver(
     token_file: &std::path::Path,
     extra: &[&str],
 ) -> (Child, String, std::thread::JoinHandle<String>) {
+    receiver_in("parquet", db, dir, token_file, extra)
+}
+
+/// [`receiver`] with the lake in `format` (`parquet` or `iceberg`).
+fn receiver_in(
+    format: &str,
+    db: &TestDb,
+    dir: &std::path::Path,
+    token_file: &std::path::Path,
+    extra: &[&str],
+) -> (Child, String, std::thread::JoinHandle<String>) {
     let mut child = exporter_for(db, "http://127.0.0.1:9", dir)
+        .env("EXPORT_TABLE_FORMAT", format)
         .env("EXPORT_LISTEN", "127.0.0.1:0")
         .env("EXPORT_CALLBACK_TOKEN_FILE", token_file)
         .args(["listen", "--flush-every", "1"])
@@ -474,13 +486,23 @@ async fn assert_pull_reconciled(
 /// lake once the next receiver has run, exactly once; the killed run is abandoned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_receiver_loses_no_acknowledged_delivery() {
+    killed_mid_stream("parquet").await;
+}
+
+/// The same with the lake an Iceberg table: pyiceberg reads exactly Postgres's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_receiver_loses_no_acknowledged_delivery_in_iceberg() {
+    killed_mid_stream("iceberg").await;
+}
+
+async fn killed_mid_stream(format: &str) {
     let db = TestDb::new().await;
     let sim = simulator(10, 40, |_| {});
     let dir = tempfile::tempdir().unwrap();
     let secrets = tempfile::tempdir().unwrap();
     let token = token_file(secrets.path());
     track_all(&db, &group_ids(&sim), 40).await;
-    let (mut child, addr, log) = receiver(&db, dir.path(), &token, &[]);
+    let (mut child, addr, log) = receiver_in(format, &db, dir.path(), &token, &[]);
     let plan = callbacks(&addr, 3_000, 2727, 1_765_100_000_000);
     let kill = async {
         // Mid-stream: once the inbox holds some rows and a flush has written some.
@@ -506,7 +528,7 @@ async fn a_killed_receiver_loses_no_acknowledged_delivery() {
         "killed mid-stream"
     );
 
-    let (mut again, _, log) = receiver(&db, dir.path(), &token, &[]);
+    let (mut again, _, log) = receiver_in(format, &db, dir.path(), &token, &[]);
     let status = terminate_within(&mut again, Duration::from_secs(120)).await;
     eprintln!("{}", log.join().unwrap());
     assert_eq!(status.code(), Some(0));
@@ -527,7 +549,17 @@ async fn a_killed_receiver_loses_no_acknowledged_delivery() {
             "{row:?} acknowledged, then lost"
         );
     }
-    assert_lake_equals_postgres(&db, dir.path()).await;
+    if format == "iceberg" {
+        let mut pg = pg_snapshots(&db).await;
+        pg.sort();
+        assert_eq!(
+            crate::iceberg::iceberg_rows(&db),
+            pg,
+            "pyiceberg's rows equal Postgres's"
+        );
+    } else {
+        assert_lake_equals_postgres(&db, dir.path()).await;
+    }
 }
 
 /// `doctor` checks the listener when EXPORT_LISTEN is set: its app and address, a missing
