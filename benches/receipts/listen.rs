@@ -1,4 +1,4 @@
-//! Section 8, the webhook's receiver (`listen`, issue 27): deliveries per second it sustains
+//! Section 9, the webhook's receiver (`listen`, issue 27): deliveries per second it sustains
 //! and the latency from request to answer (p50, p99), each delivery a distinct
 //! `Group.CallbackAfterReadReceipt` of two messages of a tracked group, signed with the token,
 //! stored in the inbox before it is answered, while the flush writes them to Postgres and the
@@ -21,7 +21,7 @@ const IN_FLIGHT: usize = 32;
 pub async fn bench(opts: &Opts, report: &mut Report) -> anyhow::Result<()> {
     let (rounds, per_round) = if opts.quick { (3, 3_000) } else { (5, 10_000) };
     println!(
-        "\n== 8. listen: {} deliveries per round, {IN_FLIGHT} in flight, {rounds} rounds ==",
+        "\n== 9. listen: {} deliveries per round, {IN_FLIGHT} in flight, {rounds} rounds ==",
         thousands(per_round as f64)
     );
     let db = crate::db::BenchDb::create(&opts.admin_url).await?;

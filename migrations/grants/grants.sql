@@ -30,7 +30,7 @@ GRANT SELECT ON
     receipts.iceberg_tables, receipts.iceberg_namespace_properties,
     receipts.lake_identity, receipts.check_outcomes, receipts.iceberg_pending_files,
     receipts.message_read_progress, receipts.message_read_progress_daily,
-    receipts.webhook_inbox
+    receipts.default_app, receipts.webhook_inbox
 TO receipt_writer, receipt_reader;
 -- The DEFAULT partition itself (the month partitions are read through their parent): retention
 -- counts the old rows left there.
@@ -91,7 +91,8 @@ GRANT EXECUTE ON FUNCTION
     receipts.prune_read_events(date),
     receipts.forget_parquet_files(bigint[]),
     receipts.forget_read_event_files(bigint, date[]),
-    receipts.rebuild_message_read_progress()
+    receipts.rebuild_message_read_progress(),
+    receipts.adopt_default_app(bigint)
 TO receipt_writer;
 -- Read-only functions (the invoker's rights): retention's plan, for both.
 GRANT EXECUTE ON FUNCTION

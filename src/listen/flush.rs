@@ -142,7 +142,7 @@ async fn flush(
         let batch_no = live.next_batch_no();
         let claim = inbox::claim(
             &live.pool,
-            live.fence,
+            (live.fence, live.sdkappid),
             batch_no,
             policy.rows as i64,
             policy.keep_untracked,

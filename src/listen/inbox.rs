@@ -61,13 +61,13 @@ pub struct Claim {
     pub dropped: u64,
 }
 
-/// Claims up to `limit` of the oldest unflushed rows, all of the oldest row's UTC date and at
+/// Claims up to `limit` of the oldest unflushed rows of the run's app (`sdkappid`), all of the oldest row's UTC date and at
 /// most one per message (a write batch holds a message once: the `receipt_latest` upsert
 /// touches each row once; a message's later deliveries go to the next batches), for batch
 /// `batch_no` of the fenced run, in one transaction; nothing when the inbox is empty.
 pub async fn claim(
     pool: &PgPool,
-    fence: Fence,
+    (fence, sdkappid): (Fence, i64),
     batch_no: i32,
     limit: i64,
     keep_untracked: bool,
@@ -82,6 +82,7 @@ pub async fn claim(
         .bind(batch_no)
         .bind(keep_untracked)
         .bind(limit)
+        .bind(sdkappid)
         .fetch_all(&mut *tx)
         .await
         .map_err(SinkError::pg("claiming inbox rows"))?
@@ -105,16 +106,18 @@ pub async fn claim(
     Ok(claim)
 }
 
-/// The claim's statement: the oldest unclaimed row's date; up to `$4` unclaimed rows of that
-/// date, locked; the first of each message among them; those taken for batch `$2` of run `$1`
-/// (tracked groups, or all with `$3`), the others of untracked groups dropped.
+/// The claim's statement, for the app `$5`: the oldest unclaimed row's date; up to `$4`
+/// unclaimed rows of that date, locked; the first of each message among them; those taken for
+/// batch `$2` of run `$1` (tracked groups, or all with `$3`), the others of untracked groups
+/// dropped.
 const CLAIM: &str = "WITH first AS (
              SELECT (event_time AT TIME ZONE 'UTC')::date AS day FROM receipts.webhook_inbox
-             WHERE run_id IS NULL ORDER BY inbox_id LIMIT 1),
+             WHERE run_id IS NULL AND sdkappid = $5 ORDER BY inbox_id LIMIT 1),
          locked AS (
              SELECT i.inbox_id, i.group_id, i.msg_seq
              FROM receipts.webhook_inbox i CROSS JOIN first
-             WHERE i.run_id IS NULL AND (i.event_time AT TIME ZONE 'UTC')::date = first.day
+             WHERE i.run_id IS NULL AND i.sdkappid = $5
+               AND (i.event_time AT TIME ZONE 'UTC')::date = first.day
              ORDER BY i.inbox_id LIMIT $4
              FOR UPDATE OF i SKIP LOCKED),
          picked AS (
@@ -123,7 +126,7 @@ const CLAIM: &str = "WITH first AS (
              FROM (SELECT inbox_id, group_id,
                           row_number() OVER (PARTITION BY group_id, msg_seq ORDER BY inbox_id) AS nth
                    FROM locked) l
-             LEFT JOIN receipts.tracked_groups t ON t.group_id = l.group_id
+             LEFT JOIN receipts.tracked_groups t ON t.sdkappid = $5 AND t.group_id = l.group_id
              WHERE l.nth = 1)
          UPDATE receipts.webhook_inbox i
          SET run_id = $1,

@@ -29,9 +29,15 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// The ledger's job name of the listener's live runs (one listener per database at a time:
-/// a second one waits for nothing, it exits 75 naming the first).
-pub const JOB: &str = "listen";
+/// The ledger's job name of the listener's live runs: `listen` for the default app,
+/// `listen-NAME` for the app `--app NAME`. One listener per app and database at a time: a
+/// second one waits for nothing, it exits 75 naming the first.
+pub fn job(settings: &Settings) -> String {
+    match settings.app_name.as_str() {
+        "default" => "listen".to_string(),
+        name => format!("listen-{name}"),
+    }
+}
 
 /// The address cannot be listened on: a configuration error (exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -124,7 +130,8 @@ async fn runs(
         let ends = tokio::time::Instant::now() + until_midnight(chrono::Utc::now());
         let source: crate::run::live::Source =
             Box::new(move |live| Box::pin(flush::run(live, policy, wake, done, counters, ends)));
-        let report = crate::run::live::execute(settings, pool, JOB, waiting, source).await?;
+        let job = job(settings);
+        let report = crate::run::live::execute(settings, pool, &job, waiting, source).await?;
         if report.status != RunStatus::Succeeded || drained.is_cancelled() {
             return Ok(report);
         }

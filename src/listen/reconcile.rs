@@ -29,10 +29,11 @@ pub struct Reconciled {
 /// Each pulled message of a group with deliveries, against its snapshot before the pull.
 const FIGURES: &str = "
     WITH pulled AS (
-        SELECT p.group_id, p.msg_seq, p.read_num, p.unread_num, p.captured_at
+        SELECT p.sdkappid, p.group_id, p.msg_seq, p.read_num, p.unread_num, p.captured_at
         FROM receipts.receipt_snapshots p
         WHERE p.run_id = $1
-          AND EXISTS (SELECT 1 FROM receipts.webhook_inbox i WHERE i.group_id = p.group_id))
+          AND EXISTS (SELECT 1 FROM receipts.webhook_inbox i
+                      WHERE i.sdkappid = p.sdkappid AND i.group_id = p.group_id))
     SELECT p.group_id,
            count(*) FILTER (WHERE b.kind = 'listen' AND b.read_num = p.read_num
                                   AND b.unread_num = p.unread_num) AS webhook_fresh,
@@ -42,7 +43,8 @@ const FIGURES: &str = "
     LEFT JOIN LATERAL (
         SELECT s.read_num, s.unread_num, r.kind
         FROM receipts.receipt_snapshots s JOIN receipts.export_runs r ON r.run_id = s.run_id
-        WHERE s.group_id = p.group_id AND s.msg_seq = p.msg_seq AND s.run_id <> $1
+        WHERE s.sdkappid = p.sdkappid AND s.group_id = p.group_id AND s.msg_seq = p.msg_seq
+          AND s.run_id <> $1
           AND s.captured_at <= p.captured_at
         ORDER BY s.captured_at DESC LIMIT 1) b ON true
     GROUP BY p.group_id";

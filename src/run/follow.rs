@@ -88,9 +88,10 @@ pub async fn prepare(
     settings: &crate::settings::Settings,
 ) -> anyhow::Result<Prepared> {
     let max_seqs_per_group = settings.max_seqs_per_group;
+    let app = settings.require_app_id()?;
     let mut out = Prepared::default();
     let refused: HashSet<&str> = refused.iter().map(|(g, _)| g.as_str()).collect();
-    let latest: Vec<(String, i64)> = store::selected_latest(pool, tags)
+    let latest: Vec<(String, i64)> = store::selected_latest(pool, app, tags)
         .await?
         .into_iter()
         .filter(|(g, _)| !refused.contains(g.as_str()))
@@ -138,7 +139,7 @@ pub async fn prepare(
             .map(|(g, why)| FailedGroup::new(g, "Plan", why)),
     );
     out.groups = merged.len();
-    for state in store::classify(pool, &merged, &newest, policy).await? {
+    for state in store::classify(pool, app, &merged, &newest, policy).await? {
         out.skipped_settled += state.settled.len() as u64;
         out.skipped_no_receipt += state.no_receipt.len() as u64;
         out.skipped.insert(

@@ -20,6 +20,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Live {
     pub pool: PgPool,
     pub fence: Fence,
+    /// The app the run is for (its SDKAppID): its rows carry it.
+    pub sdkappid: i64,
     /// Cancelled when the run lost its lock or was fenced: the source must stop at once (what
     /// it committed stays; what it claimed and did not commit is released by the next run).
     pub lost: CancellationToken,
@@ -77,7 +79,8 @@ impl Live {
             account_hashed: key.is_some(),
             covers: None,
         };
-        Ok(crate::tracking::details::record(&self.pool, self.fence.run_id, &rows).await?)
+        let (run_id, app) = (self.fence.run_id, self.sdkappid);
+        Ok(crate::tracking::details::record(&self.pool, run_id, app, &rows).await?)
     }
 }
 
@@ -181,11 +184,12 @@ async fn watched(
             let live = Live {
                 pool: pool.clone(),
                 fence: opened.fence,
+                sdkappid: opened.sdkappid,
                 lost: lost.clone(),
                 writer: Writer::new(
                     pool.clone(),
                     opened.fence,
-                    opened.run_date,
+                    (opened.run_date, opened.sdkappid),
                     target,
                     opened.first_batch_no,
                     settings.lock_reconnect_timeout,

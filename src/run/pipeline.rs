@@ -34,6 +34,8 @@ pub struct Pipeline {
     /// Parquet file published checks it, and the pipeline halts once it moved.
     pub fence: Fence,
     pub run_date: NaiveDate,
+    /// The app the run exports for: every row it writes carries its SDKAppID.
+    pub sdkappid: i64,
     /// Where the rows go after Postgres: the lake, in its form, opened for this run.
     pub target: LakeTarget,
     pub batch_size: usize,
@@ -133,7 +135,7 @@ impl Pipeline {
         let writer = Writer::new(
             self.pool.clone(),
             self.fence,
-            self.run_date,
+            (self.run_date, self.sdkappid),
             self.target.clone(),
             self.first_batch_no,
             self.reconnect,
@@ -291,6 +293,7 @@ pub(crate) struct Writer {
     fence: Fence,
     reconnect: Duration,
     run_date: NaiveDate,
+    sdkappid: i64,
     next_batch_no: i32,
     target: LakeTarget,
     /// Opened on the first batch, so a run with nothing to write creates no file.
@@ -307,11 +310,12 @@ struct Pending {
 }
 
 impl Writer {
-    /// A writer for `fence`'s run, its batches numbered from `first_batch_no`.
+    /// A writer for `fence`'s run, its batches numbered from `first_batch_no`; `(run_date,
+    /// sdkappid)`: the run's partition date and its app (the SDKAppID every row carries).
     pub(crate) fn new(
         pool: PgPool,
         fence: Fence,
-        run_date: NaiveDate,
+        (run_date, sdkappid): (NaiveDate, i64),
         target: LakeTarget,
         first_batch_no: i32,
         reconnect: Duration,
@@ -321,6 +325,7 @@ impl Writer {
             fence,
             reconnect,
             run_date,
+            sdkappid,
             next_batch_no: first_batch_no,
             target,
             open: None,
@@ -414,6 +419,7 @@ impl Writer {
             run_id: self.fence.run_id,
             run_date: self.run_date,
             batch_no,
+            sdkappid: Some(self.sdkappid),
             capture_date,
             rows: Vec::new(),
             codes: Vec::new(),
