@@ -155,22 +155,8 @@ async fn watched(
     begun: Begun,
     source: Source,
 ) -> Watched {
-    let Begun {
-        job_lock,
-        warehouse,
-        options,
-        opened,
-        label,
-        ..
-    } = begun;
     let lost = CancellationToken::new();
-    let watchdog = super::watch::Watch {
-        options,
-        pool: pool.clone(),
-        fence: opened.fence,
-        reconnect: settings.lock_reconnect_timeout,
-    }
-    .start(job_lock, lost.clone());
+    let (watchdog, warehouse, opened, label) = begun.watched(settings, pool, &lost);
     let me = repair::Repairer {
         job,
         fence: opened.fence,

@@ -77,6 +77,11 @@ async fn post(addr: &str, query: &str, body: impl Into<reqwest::Body>) -> (u16, 
     (answer.status().as_u16(), answer.text().await.unwrap())
 }
 
+/// A GET's body.
+async fn get_text(url: &str) -> String {
+    reqwest::get(url).await.unwrap().text().await.unwrap()
+}
+
 /// The snapshots the listener's runs wrote, as (group, seq, read, unread, EventTime in ms).
 fn listen_rows(snaps: &[Snap], runs: &[i64]) -> Vec<(String, i64, i32, i32, i64)> {
     let mut rows: Vec<_> = snaps
@@ -185,12 +190,7 @@ async fn a_delivery_is_checked_kept_once_and_flushed_at_its_event_time() {
         .await
         .unwrap();
     assert_eq!(inbox, 2, "two messages, kept once although delivered twice");
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("http://{addr}/metrics")).await;
     for (outcome, n) in [
         ("stored", 1),
         ("repeated", 1),
@@ -679,12 +679,7 @@ async fn simulate_delivers_callbacks_to_the_receiver() {
         summary.contains("3 WrongApp 403") && summary.contains("3 Huge 413"),
         "{summary}"
     );
-    let metrics = reqwest::get(format!("http://{addr}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&format!("http://{addr}/metrics")).await;
     let count = |outcome: &str| -> u64 {
         let key = format!("receipt_exporter_webhook_deliveries_total{{outcome=\"{outcome}\"}} ");
         let line = metrics.lines().find(|l| l.starts_with(&key)).unwrap();
