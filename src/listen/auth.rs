@@ -7,23 +7,21 @@
 //!   in the request URL is the SDKAppID of the app." The URL's `SdkAppid` parameter must be
 //!   exactly ours: anything else is refused 403.
 //! - **The authentication token.** The Webhook Overview's "Security Considerations"
-//!   (<https://www.tencentcloud.com/document/product/1047/34354>; the token itself is set in
-//!   the console or with `set_callback_token`, whose page describes it as "Webhook
-//!   authentication token value, The maximum length of the token is 128, and the minimum length
-//!   is 1, See Security Considerations for usage") describes the check implemented here: once a
-//!   token is configured, the service adds two parameters to the callback URL, `RequestTime`
-//!   (the Unix time of the request, in seconds) and `Sign`, the lowercase hex SHA-256 of the
-//!   token followed by `RequestTime` (`Sign = sha256(Token + RequestTime)`); the receiver
-//!   computes the same digest and compares, and treats a request whose `RequestTime` is more
-//!   than one minute from its own clock as expired. A request without them, with a `Sign` that
-//!   does not match, or expired is refused 401.
-//!
-//!   Caveat, stated where the rule lives: the copy of that page this code was written from
-//!   (the project's stored pages) returned the page's opening sections, not the text of
-//!   "Security Considerations"; the formula and the one-minute window above are the section's
-//!   rule as recalled, not re-read. The window is [`MAX_CLOCK_SKEW`], one constant; the digest
-//!   is [`sign`], one function: both are tested, and both are the places to change if the
-//!   page says otherwise.
+//!   (<https://www.tencentcloud.com/document/product/1047/34354>) describes it; the token is
+//!   set in the console or with `set_callback_token` ("Webhook authentication token value, The
+//!   maximum length of the token is 128, and the minimum length is 1, See Security
+//!   Considerations for usage"). The stored English copy of that page showed only its opening
+//!   sections; the same rule, in the same product's Chinese "第三方回调简介" (安全问题,
+//!   <https://cloud.tencent.com/document/product/269/117703>), reads, translated: once
+//!   authentication is on and a token configured, "the callback request's URL parameters gain
+//!   the signature `Sign` and the signature timestamp `RequestTime`; signature algorithm:
+//!   `Sign=sha256(TokenRequestTime)`" (the token followed by the time, lowercase hex). "The app
+//!   backend computes sha256 from its local token and the `RequestTime` of the callback URL and
+//!   compares the signatures; and checks `RequestTime` for timeliness: a `RequestTime` more than
+//!   1 minute from the current time can be considered an invalid request, to prevent replay
+//!   attacks." Its example (`Token=xxxxyyyy`, `RequestTime=1669872112`, `Sign=17773bc3...4061`)
+//!   is a test below. A request without them, with a `Sign` that does not match, or expired is
+//!   refused 401. The window is [`MAX_CLOCK_SKEW`]; the digest is [`sign`].
 //!
 //! Nothing here logs, and no message carries the token or a `Sign`.
 
@@ -186,6 +184,15 @@ mod tests {
             request_time: time.map(str::to_string),
             sign: sign.map(str::to_string),
         }
+    }
+
+    #[test]
+    fn the_vendors_example_signs_as_documented() {
+        // 269/117703, "安全问题": Token=xxxxyyyy, RequestTime=1669872112.
+        assert_eq!(
+            sign(&Secret::new("xxxxyyyy"), "1669872112"),
+            "17773bc39a671d7b9aa835458704d2a6db81360a5940292b587d6d760d484061"
+        );
     }
 
     #[test]
