@@ -31,7 +31,7 @@ GRANT SELECT ON
     receipts.lake_identity, receipts.check_outcomes, receipts.iceberg_pending_files,
     receipts.message_read_progress, receipts.message_read_progress_daily,
     receipts.message_read_progress_changes, receipts.message_read_progress_files,
-    receipts.default_app
+    receipts.default_app, receipts.webhook_inbox
 TO receipt_writer, receipt_reader;
 -- The DEFAULT partition itself (the month partitions are read through their parent): retention
 -- counts the old rows left there.
@@ -53,6 +53,10 @@ GRANT INSERT, UPDATE ON receipts.message_read_progress TO receipt_writer;
 GRANT INSERT, UPDATE ON receipts.message_read_progress_changes TO receipt_writer;
 GRANT INSERT, UPDATE (path, row_count, byte_size)
     ON receipts.message_read_progress_files TO receipt_writer;
+
+-- The webhook's inbox (`listen`): deliveries appended, never changed; the flush records only
+-- which write batch of its run took a row, or why it dropped it.
+GRANT INSERT, UPDATE (run_id, batch_no, dropped) ON receipts.webhook_inbox TO receipt_writer;
 
 -- The ledger: its own run's row, its fence and its lease; a backfill's attempts; the API
 -- budget's leases (dropped when their process is gone).
