@@ -501,7 +501,11 @@ fn with_read_lists(verdict: Verdict, read_lists: Option<&details::DetailFigures>
 /// Writes the lake's read-progress change rows of this run, which has written its last batch,
 /// and of ended runs whose files are due ([`crate::sink::progress_lake`]). Returns the files
 /// written, or the error as the run reports it.
-async fn progress_lake(settings: &Settings, pool: &PgPool, run_id: i64) -> Result<u64, String> {
+pub(super) async fn progress_lake(
+    settings: &Settings,
+    pool: &PgPool,
+    run_id: i64,
+) -> Result<u64, String> {
     let form = crate::sink::progress_lake::Form::of(&settings.lake, settings.table_format);
     let written = match form {
         Ok(form) => crate::sink::progress_lake::export(pool, &form, Some(run_id)).await,
