@@ -37,6 +37,10 @@ CREATE TABLE receipts.message_read_progress_files (
     path          text,
     row_count     bigint,
     byte_size     bigint,
+    -- The greatest change_no the lake holds of it: a file made due again (a backfill resumed
+    -- after its files were written) is written whole again Hive-style, while in Iceberg mode
+    -- only the changes past this go into a new data file (a commit only appends).
+    committed_through bigint,
     PRIMARY KEY (run_id, capture_date)
 );
 CREATE INDEX message_read_progress_files_unwritten

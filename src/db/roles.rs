@@ -174,7 +174,7 @@ pub const NEEDS: &[Need] = &[
     cols(
         Use::Run,
         "message_read_progress_files",
-        &["path", "row_count", "byte_size"],
+        &["path", "row_count", "byte_size", "committed_through"],
     ),
     need(Use::Run, "SELECT, INSERT", "read_events"),
     need(Use::Run, "SELECT, INSERT, UPDATE", "read_list_pulls"),

@@ -53,7 +53,9 @@ pub async fn merge_rows(
 /// already reached keeps its earlier time. The rows it changed are logged under the run
 /// (`$1`) and the batch's capture date (`$8`) in `message_read_progress_changes`, and that date's
 /// lake file of the run is noted as due (`message_read_progress_files`; see
-/// [`super::progress_lake`]); it returns how many it changed.
+/// [`super::progress_lake`]): due again if it was written already (a backfill resumed after
+/// its files were exported: the file is written again whole, under its name); it returns how
+/// many it changed.
 const MERGE: &str = "
 WITH m AS (
     SELECT g, s, c AS first_seen_at, r + u AS members_at_first_seen,
@@ -106,9 +108,11 @@ SET change_no = excluded.change_no,
     ninety_read_at = excluded.ninety_read_at
 RETURNING 1
 ), filed AS (
-INSERT INTO receipts.message_read_progress_files (run_id, capture_date)
+INSERT INTO receipts.message_read_progress_files AS f (run_id, capture_date)
 SELECT $1, $8 WHERE EXISTS (SELECT 1 FROM logged)
-ON CONFLICT (run_id, capture_date) DO NOTHING
+ON CONFLICT (run_id, capture_date) DO UPDATE
+SET path = NULL, row_count = NULL, byte_size = NULL
+WHERE f.path IS NOT NULL
 )
 SELECT count(*) FROM logged";
 

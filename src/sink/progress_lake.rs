@@ -102,11 +102,13 @@ impl Form {
 /// written.
 pub async fn export(pool: &PgPool, form: &Form, run_id: Option<i64>) -> Result<u64, SinkError> {
     let mut written = 0;
-    for (run, date) in due_files(pool, run_id).await? {
-        let rows = changes(pool, run, date).await?;
+    for (run, date, through) in due_files(pool, run_id).await? {
+        let mut rows = changes(pool, run, date).await?;
         match form {
             Form::Hive(lake) => put_file(pool, lake, run, date, &rows).await?,
             Form::Iceberg(lake) => {
+                // A table only grows: the changes it holds already stay as they are.
+                rows.retain(|r| Some(r.change_no) > through);
                 if super::iceberg::progress::append(lake, pool, run, date, &rows)
                     .await?
                     .is_none()
@@ -140,16 +142,17 @@ async fn put_file(
         .acquire()
         .await
         .map_err(SinkError::pg("recording a read-progress file"))?;
-    record_in(&mut conn, run, date, &path, rows.len() as u64, bytes).await
+    record_in(&mut conn, run, date, &path, rows, bytes).await
 }
 
-/// The due files (run, capture date) of run `run_id` and of the runs no longer running.
+/// The due files (run, capture date, the greatest change the lake holds of it) of run
+/// `run_id` and of the runs no longer running.
 pub async fn due_files(
     pool: &PgPool,
     run_id: Option<i64>,
-) -> Result<Vec<(i64, NaiveDate)>, SinkError> {
+) -> Result<Vec<(i64, NaiveDate, Option<i64>)>, SinkError> {
     sqlx::query_as(
-        "SELECT f.run_id, f.capture_date
+        "SELECT f.run_id, f.capture_date, f.committed_through
          FROM receipts.message_read_progress_files f
          JOIN receipts.export_runs r USING (run_id)
          WHERE f.path IS NULL AND (r.run_id = $1 OR r.status <> 'running')
@@ -183,25 +186,28 @@ pub async fn changes(
 }
 
 /// Records a file put in place (or committed to the Iceberg table, in the commit's
-/// transaction): from now on it is part of the lake.
+/// transaction) with the `rows` it holds: from now on it is part of the lake.
 pub async fn record_in(
     conn: &mut sqlx::PgConnection,
     run: i64,
     date: NaiveDate,
     path: &str,
-    rows: u64,
+    rows: &[ChangeRow],
     bytes: u64,
 ) -> Result<(), SinkError> {
+    let through = rows.iter().map(|r| r.change_no).max();
     sqlx::query(
         "UPDATE receipts.message_read_progress_files
-         SET path = $3, row_count = $4, byte_size = $5
+         SET path = $3, row_count = $4, byte_size = $5,
+             committed_through = greatest(committed_through, $6)
          WHERE run_id = $1 AND capture_date = $2 AND path IS NULL",
     )
     .bind(run)
     .bind(date)
     .bind(path)
-    .bind(rows as i64)
+    .bind(rows.len() as i64)
     .bind(bytes as i64)
+    .bind(through)
     .execute(conn)
     .await
     .map_err(SinkError::pg("recording a read-progress file"))?;

@@ -275,6 +275,117 @@ async fn overlapping_runs_change_rows_are_ordered_by_change_not_by_run() {
     );
 }
 
+/// A backfill resumed after its files were written (its run reopened, as `backfill` resumes
+/// an interrupted one): its new changes make its file of that date due again. Hive-style the
+/// file is written again whole under its name, holding every change of the run once.
+#[tokio::test]
+async fn a_resumed_runs_file_is_written_again_whole() {
+    let db = TestDb::new().await;
+    let lake = tempfile::tempdir().unwrap();
+    let rows = resumed_run(&db, "parquet", lake.path()).await;
+    let seqs: Vec<(i64, Option<f64>)> = rows.iter().map(|r| (r.msg_seq, r.progress().4)).collect();
+    assert_eq!(seqs, vec![(1, Some(0.6)), (2, Some(0.1)), (3, Some(0.5))]);
+    let out = run_lake_verify(&db, lake.path());
+    assert!(out.contains("0 problem(s)"), "{out}");
+}
+
+/// In Iceberg mode a commit only appends: the resumed run's new changes go into a second data
+/// file, the first stays (the message changed in both attempts has a row of each, and the
+/// newest is the table's).
+#[tokio::test]
+async fn a_resumed_runs_new_changes_are_appended_to_the_iceberg_table() {
+    let db = TestDb::new().await;
+    let lake = tempfile::tempdir().unwrap();
+    let rows = resumed_run(&db, "iceberg", lake.path()).await;
+    let mut seqs: Vec<(i64, Option<f64>)> =
+        rows.iter().map(|r| (r.msg_seq, r.progress().4)).collect();
+    seqs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(
+        seqs,
+        vec![
+            (1, Some(0.1)),
+            (1, Some(0.6)),
+            (2, Some(0.1)),
+            (3, Some(0.5))
+        ]
+    );
+}
+
+/// One run writes two messages, is interrupted and exported, then reopened: it changes one of
+/// them again and a third, and is exported again. Returns the lake's rows, after checking that
+/// their newest per message is the table.
+async fn resumed_run(db: &TestDb, format: &str, dir: &std::path::Path) -> Vec<LakeRow> {
+    use receipt_exporter::sink::progress_lake::{export, Form};
+    let run = new_run(&db.pool).await;
+    write(
+        &db.pool,
+        &batch(run, 1, 0, &[("g", 1, 1, 9), ("g", 2, 1, 9)]),
+    )
+    .await;
+    let status = |s: &'static str| {
+        sqlx::query("UPDATE receipts.export_runs SET status = $2 WHERE run_id = $1")
+            .bind(run)
+            .bind(s)
+            .execute(&db.pool)
+    };
+    status("interrupted").await.unwrap();
+    let lake = receipt_exporter::lake::Lake::Local(dir.to_path_buf());
+    let form = match format {
+        "iceberg" => Form::Iceberg(Box::new(
+            receipt_exporter::sink::iceberg::IcebergLake::new(&lake).unwrap(),
+        )),
+        _ => Form::Hive(lake),
+    };
+    assert_eq!(export(&db.pool, &form, None).await.unwrap(), 1);
+    assert_eq!(lake_rows_in(format, db, dir).len(), 2);
+
+    status("running").await.unwrap();
+    write(
+        &db.pool,
+        &batch(run, 2, 10, &[("g", 1, 6, 4), ("g", 3, 1, 1)]),
+    )
+    .await;
+    status("succeeded").await.unwrap();
+    assert_eq!(
+        export(&db.pool, &form, None).await.unwrap(),
+        1,
+        "written again"
+    );
+    let rows = lake_rows_in(format, db, dir);
+    let mut newest: std::collections::BTreeMap<i64, &LakeRow> = Default::default();
+    for r in &rows {
+        if newest
+            .get(&r.msg_seq)
+            .is_none_or(|n| n.change_no < r.change_no)
+        {
+            newest.insert(r.msg_seq, r);
+        }
+    }
+    let newest: Vec<Progress> = newest.values().map(|r| r.progress()).collect();
+    assert_same(
+        &newest,
+        &stored(&db.pool).await,
+        "the newest after the resumed run",
+    );
+    rows
+}
+
+/// `lake verify` on a Hive-style lake at `dir`: its stdout (it must pass).
+fn run_lake_verify(db: &TestDb, dir: &std::path::Path) -> String {
+    let out = run(exporter()
+        .env("DATABASE_URL", &db.url)
+        .env("EXPORT_PARQUET_DIR", dir)
+        .args(["lake", "verify"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
 #[tokio::test]
 async fn each_app_has_its_own_row_for_the_same_group_and_seq() {
     let db = TestDb::new().await;

@@ -147,8 +147,7 @@ pub async fn append(
         .map_err(SinkError::iceberg("preparing a read-progress commit"))?;
     let staged = Staging::stage(&base, itx).await?;
     move_pointer(&mut tx, &base, &staged).await?;
-    crate::sink::progress_lake::record_in(&mut tx, run, date, &path, rows.len() as u64, size)
-        .await?;
+    crate::sink::progress_lake::record_in(&mut tx, run, date, &path, rows, size).await?;
     tx.commit()
         .await
         .map_err(SinkError::pg("committing to the read-progress table"))?;
