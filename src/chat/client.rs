@@ -772,8 +772,13 @@ impl ChatClient {
         seqs: &[u64],
         mut each: impl FnMut(ReceiptAnswer) + Send,
     ) -> Result<(), ChatError> {
-        let mut seen = HashSet::with_capacity(seqs.len());
-        let unique: Vec<u64> = seqs.iter().copied().filter(|s| seen.insert(*s)).collect();
+        // The planner's batches are ascending, hence without repeats: no set needed.
+        let unique: std::borrow::Cow<[u64]> = if seqs.windows(2).all(|w| w[0] < w[1]) {
+            seqs.into()
+        } else {
+            let mut seen = HashSet::with_capacity(seqs.len());
+            seqs.iter().copied().filter(|s| seen.insert(*s)).collect()
+        };
         let mut rest = &unique[..];
         while !rest.is_empty() {
             let (batch, tail) = rest.split_at(self.batch_size().min(rest.len()));
