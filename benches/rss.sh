@@ -7,7 +7,7 @@
 #   benches/rss.sh fast 100000 1000000 4000000    # no limit, 500 seqs per call: the exporter is the bottleneck
 #   benches/rss.sh paced 200000                   # the API's pace: 200 calls/s, 50 ms +- 20 ms, 50 seqs per call
 #
-# Each size runs twice in its database: the first run sees every seq for the first time, the
+# Each size runs twice (RUNS=N: N times) in its database: the first run sees every seq for the first time, the
 # second (a scheduled run's case) plans against the first run's history. BINS (default
 # target/release/receipt-exporter) is a space-separated list of binaries measured one after
 # the other at each size, e.g. BINS="/tmp/main/receipt-exporter target/release/receipt-exporter".
@@ -49,7 +49,7 @@ for receipts in "$@"; do
     psql -q "$DATABASE_URL" -c "INSERT INTO receipts.tracked_groups (group_id)
         SELECT '@TGS#sim1-' || n FROM generate_series(1, $groups) AS n" \
       -c "INSERT INTO receipts.seq_windows (group_id, from_seq, to_seq) SELECT group_id, 1, 500 FROM receipts.tracked_groups"
-    for run in 1 2; do
+    for run in $(seq "${RUNS:-2}"); do
       env "${run_env[@]}" /usr/bin/time -v -o "$work/time" ${WRAP//@RUN@/$receipts-$run} "$bin" run >/dev/null 2>"$work/run.err" \
         || { echo "the run failed:" >&2; cat "$work/run.err" "$work/time" >&2; exit 1; }
       wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,p,":"); s=0; for(i=1;i<=n;i++) s=s*60+p[i]; print s}' "$work/time")

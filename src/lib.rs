@@ -11,7 +11,7 @@
 //! freshness, metrics, doctor); [`commands`] holds one file per subcommand and is the only
 //! place that knows about the terminal; [`exit`] maps outcomes to exit codes; [`sim`] is the
 //! server side of the same API contract. Text from outside passes through [`untrusted`];
-//! every retry loop waits by [`backoff`].
+//! every retry loop waits by [`backoff`]; [`memory`] tunes the allocator once, at start.
 //!
 //! The arrows point one way: commands → schedule, ops → run → sink, chat, tracking → plan,
 //! settings; no module reaches one that reaches it back (`cargo test --test arrows`).
@@ -25,6 +25,7 @@ pub mod db;
 pub mod exit;
 pub mod files;
 pub mod lake;
+pub mod memory;
 pub mod ops;
 pub mod plan;
 pub mod report;
