@@ -189,8 +189,7 @@ impl Pipeline {
         answered: &mut HashMap<String, usize>,
     ) -> Option<Halt> {
         let failed: Arc<Mutex<HashSet<String>>> = Default::default();
-        let gates: Gates = Default::default();
-        let gates = &gates;
+        let gates = &Gates::default();
         let mut calls = futures::stream::iter(work)
             .map(|(group_id, seqs)| {
                 let client = self.client.clone();
