@@ -243,6 +243,9 @@ pub struct StatusArgs {
     /// The oldest the newest successful run may be (e.g. 2h, 90m, 1d); without it, only report
     #[arg(long, value_name = "AGE", value_parser = humantime::parse_duration)]
     pub max_age: Option<std::time::Duration>,
+    /// Print JSON (job, app, fresh, the newest runs) instead of the line
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -260,9 +263,6 @@ pub struct ReportArgs {
     /// Only this group (repeat for more); default: every group
     #[arg(long = "group", value_name = "GROUP_ID")]
     pub groups: Vec<String>,
-    /// Only this app's messages (its SDKAppID)
-    #[arg(long, value_name = "SDKAPPID")]
-    pub app: Option<i64>,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,8 @@
 //! `TIM_SECRET_KEY` or a file (`TIM_SECRET_KEY_FILE`): no flag takes it, and a config file
 //! may name a key file, never the key.
 
+pub mod apps;
+
 use crate::secret::Secret;
 use sqlx::postgres::PgConnectOptions;
 use std::collections::BTreeMap;
@@ -268,6 +270,23 @@ pub const LOCK_RECONNECT_TIMEOUT: Setting = Setting {
            command waits for the warehouse lock, 5..600",
     ..Setting::ROW
 };
+pub const APP: Setting = Setting {
+    key: "app",
+    flag: Some("--app"),
+    env: "EXPORT_APP",
+    value_name: "NAME",
+    help: "the Chat app: NAME.toml in the apps directory; `default` (or unset): the TIM_* settings",
+    ..Setting::ROW
+};
+pub const APPS_DIR: Setting = Setting {
+    key: "apps_dir",
+    flag: Some("--apps-dir"),
+    env: "EXPORT_APPS_DIR",
+    default: Some("./apps"),
+    value_name: "DIR",
+    help: "where `--app NAME` finds NAME.toml (sdkappid, region or api_base, identifier, secret_key_file)",
+    ..Setting::ROW
+};
 pub const JOBS_DIR: Setting = Setting {
     key: "jobs_dir",
     flag: Some("--jobs-dir"),
@@ -387,6 +406,8 @@ pub const ALL: &[Setting] = &[
     IDENTIFIER,
     REGION,
     API_BASE,
+    APP,
+    APPS_DIR,
     PARQUET_DIR,
     LAKE_TIMEOUT,
     TABLE_FORMAT,
@@ -517,6 +538,14 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub database: Option<PgConnectOptions>,
+    /// The app given by `--app` / `EXPORT_APP` (`None`: not given, the default app); a
+    /// command resolves it with [`Settings::for_app`].
+    pub app: Option<String>,
+    /// The app these settings' TIM_* values are: `default`, or the name of the file they came
+    /// from once [`Settings::for_app`] applied it.
+    pub app_name: String,
+    /// Where `--app NAME` finds `NAME.toml`.
+    pub apps_dir: PathBuf,
     pub sdkappid: Option<u64>,
     pub secret_key: Option<Secret>,
     pub identifier: String,
@@ -764,8 +793,15 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         TableFormat::parse(&v).ok_or_else(|| invalid(&o, &v, "parquet or iceberg"))?;
     let lake_timeout = std::time::Duration::from_secs(bounded(LAKE_TIMEOUT, 5, 3600, "seconds")?);
     let max = MAX_RATE_LIMIT as u64;
+    let app = src
+        .pick(APP)
+        .map(|(v, o)| apps::parse_name(&v, &o))
+        .transpose()?;
     Ok(Settings {
         database,
+        app,
+        app_name: apps::DEFAULT_APP.to_string(),
+        apps_dir: path(APPS_DIR)?,
         sdkappid,
         secret_key,
         identifier,

@@ -2,7 +2,7 @@
 //! baselines, whole runs of the real binary, and how a run scales. See BENCHMARKS.md.
 //!
 //! `cargo bench` runs it all (about 5 minutes on 2 shared cores); `cargo bench -- --quick`
-//! runs smaller sizes; `--only api,pg,parquet,run,scale,s3,iceberg` picks sections. It needs the local
+//! runs smaller sizes; `--only api,pg,parquet,run,scale,s3,iceberg,apps` picks sections. It needs the local
 //! Postgres (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`), creates
 //! and drops its own databases, and `psql` and `/usr/bin/time` on the PATH.
 //!
@@ -11,6 +11,7 @@
 //! binary prints numbers; it asserts nothing (targets are shown as met or missed).
 
 mod api;
+mod apps;
 mod db;
 mod ice;
 mod pg;
@@ -66,6 +67,10 @@ impl Opts {
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(apps::SERVE_FLAG) {
+        let num = |i: usize| args.get(i).and_then(|v| v.parse().ok()).unwrap_or(1);
+        return apps::serve(num(2) as usize, num(3));
+    }
     if args.get(1).map(String::as_str) == Some(whole::SERVE_FLAG) {
         return whole::serve(args.get(2).and_then(|g| g.parse().ok()).unwrap_or(1));
     }
@@ -93,6 +98,9 @@ fn main() -> anyhow::Result<()> {
     }
     if opts.wants("s3") {
         runtime.block_on(s3::bench(&opts, &mut report))?;
+    }
+    if opts.wants("apps") {
+        runtime.block_on(apps::bench(&opts, &mut report))?;
     }
     report.print_summary();
     Ok(())

@@ -152,6 +152,7 @@ pub fn make_batches(run_id: i64, run_date: NaiveDate, total: usize) -> Vec<Write
             run_id,
             run_date,
             batch_no: batches.len() as i32 + 1,
+            sdkappid: Some(1_400_000_000),
             capture_date: start.date_naive(),
             rows: rows.by_ref().take(BATCH_ROWS).collect(),
             codes: Vec::new(),

@@ -29,7 +29,8 @@ GRANT SELECT ON
     receipts.message_readers, receipts.read_events_pruned, receipts.read_event_runs_pruned,
     receipts.iceberg_tables, receipts.iceberg_namespace_properties,
     receipts.lake_identity, receipts.check_outcomes, receipts.iceberg_pending_files,
-    receipts.message_read_progress, receipts.message_read_progress_daily
+    receipts.message_read_progress, receipts.message_read_progress_daily,
+    receipts.default_app
 TO receipt_writer, receipt_reader;
 -- The DEFAULT partition itself (the month partitions are read through their parent): retention
 -- counts the old rows left there.
@@ -86,7 +87,8 @@ GRANT EXECUTE ON FUNCTION
     receipts.prune_read_events(date),
     receipts.forget_parquet_files(bigint[]),
     receipts.forget_read_event_files(bigint, date[]),
-    receipts.rebuild_message_read_progress()
+    receipts.rebuild_message_read_progress(),
+    receipts.adopt_default_app(bigint)
 TO receipt_writer;
 -- Read-only functions (the invoker's rights): retention's plan, for both.
 GRANT EXECUTE ON FUNCTION

@@ -22,6 +22,7 @@ const LOG_EVERY: Duration = Duration::from_secs(10);
 pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit> {
     let request = Request::new(args.all, &args.groups, &args.seqs).map_err(exit::usage)?;
     let rate = parse_rate(args.rate.as_deref())?;
+    let request = request.for_app(settings.require_app_id()?, !settings.is_default_app());
     if args.dry_run {
         return dry_run(settings, &request, rate).await;
     }
@@ -43,7 +44,11 @@ pub async fn run(settings: &Settings, args: BackfillArgs) -> anyhow::Result<Exit
     let report = match report {
         Ok(report) => report,
         Err(e) => {
-            alert::notify(settings, Alert::not_started(&req.job, &e)).await;
+            alert::notify(
+                settings,
+                Alert::not_started(&req.job, &settings.app_name, &e),
+            )
+            .await;
             return Err(e);
         }
     };

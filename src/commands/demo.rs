@@ -55,6 +55,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
         let newest = group.next_msg_seq.saturating_sub(1) as i64;
         store::upsert_group(
             &mut tx,
+            Some(DEMO_SDKAPPID as i64),
             &group.group_id,
             &["demo".to_string()],
             Some("demo sample group"),
@@ -63,6 +64,7 @@ pub async fn run(settings: &Settings, args: DemoArgs) -> anyhow::Result<Exit> {
         if newest >= 1 {
             store::add_windows(
                 &mut tx,
+                Some(DEMO_SDKAPPID as i64),
                 std::slice::from_ref(&group.group_id),
                 &[SeqWindow::new(1, newest).map_err(anyhow::Error::msg)?],
             )

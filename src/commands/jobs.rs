@@ -32,8 +32,13 @@ pub fn run_request(
     kind: RunKind,
 ) -> anyhow::Result<(RunRequest, Settings, Option<Job>)> {
     let Some(arg) = job_arg else {
+        // One default job per app, so two apps' runs never wait on each other's lock.
+        let job = match settings.is_default_app() {
+            true => "default".to_string(),
+            false => format!("default.{}", settings.app_name),
+        };
         let request = RunRequest {
-            job: "default".into(),
+            job,
             kind,
             selection: Selection::AllEnabled,
             follow: Default::default(),

@@ -48,6 +48,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     for warning in &settings.warnings {
         tracing::warn!("{warning}");
     }
+    // `--app NAME`: the command speaks for that app (its SDKAppID, endpoint, admin account and
+    // key). A job names its own app: `run --job` and `schedule` apply it per job.
+    let settings = match (&settings.app, &cli.command) {
+        (Some(_), cmd) if !matches!(cmd, Command::Schedule(_) | Command::Jobs(_)) => {
+            settings.for_app(None)?
+        }
+        _ => settings,
+    };
     match cli.command {
         Command::Migrate => migrate::run(&settings).await,
         Command::Track(cmd) => track::run(&settings, cmd).await,

@@ -1,5 +1,5 @@
 //! `receipt-exporter report --out FILE.html [--since WHEN] [--until WHEN] [--group ID]...
-//! [--app SDKAPPID]`: gathers the figures in Postgres, writes the page atomically (a temporary
+//! [--app NAME]`: gathers the figures in Postgres, writes the page atomically (a temporary
 //! file beside it, renamed), prints its path and what it covers.
 
 use crate::cli::ReportArgs;
@@ -21,7 +21,8 @@ pub async fn run(settings: &Settings, args: ReportArgs) -> anyhow::Result<Exit> 
         since,
         until,
         groups: args.groups,
-        app: args.app,
+        // `--app NAME` (global): only that app's messages.
+        app: settings.app.as_ref().and_then(|_| settings.app_sdkappid()),
     };
     let pool = super::connect_migrated(settings).await?;
     let started = std::time::Instant::now();

@@ -21,7 +21,7 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
             Ok(found) => found,
             Err(e) if !args.dry_run => {
                 let job = args.job.as_deref().unwrap_or("default");
-                alert::notify(settings, Alert::not_started(job, &e)).await;
+                alert::notify(settings, Alert::not_started(job, &settings.app_name, &e)).await;
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -36,7 +36,11 @@ pub async fn run(settings: &Settings, args: RunArgs) -> anyhow::Result<Exit> {
     match export(settings, &request, job.as_ref()).await {
         Ok(exit) => Ok(exit),
         Err(e) => {
-            alert::notify(settings, Alert::not_started(&request.job, &e)).await;
+            alert::notify(
+                settings,
+                Alert::not_started(&request.job, &job_settings.app_name, &e),
+            )
+            .await;
             Err(e)
         }
     }
@@ -98,7 +102,9 @@ pub fn log_outcome(report: &run::RunReport, summary: &str) {
 /// configured (said in the output), else they are left to be resolved at run time.
 async fn dry_run(settings: &Settings, request: &run::RunRequest) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
-    let plan = run::load_plan(&pool, &request.selection).await?;
+    let app = settings.require_app_id()?;
+    crate::run::adopt(settings, &pool).await?;
+    let plan = run::load_plan(&pool, app, &request.selection).await?;
     let (plan, refused) = crate::plan::refuse_oversized(plan, settings.max_seqs_per_group);
     for (group_id, why) in &refused {
         println!("{group_id}  {why}");
@@ -122,7 +128,7 @@ async fn dry_run(settings: &Settings, request: &run::RunRequest) -> anyhow::Resu
         println!("{}  failed ({}): {}", f.group_id, f.class, f.message);
     }
     print!("{}", dry_run_report(settings, request, &p, client.as_ref()));
-    let bound = run::details::bound(&pool, &tags, &p).await?;
+    let bound = run::details::bound(&pool, app, &tags, &p).await?;
     if bound.groups > 0 || bound.settled_unrecorded > 0 {
         print!("{}", bound.line(settings.max_detail_calls));
     }

@@ -10,15 +10,16 @@ use sqlx::PgPool;
 pub async fn run(settings: &Settings, cmd: RunsCommand) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
     match cmd {
-        RunsCommand::List(a) => list(&pool, a).await,
+        RunsCommand::List(a) => list(&pool, settings.app.clone(), a).await,
         RunsCommand::Show(a) => show(&pool, a).await,
     }
 }
 
-async fn list(pool: &PgPool, a: RunsListArgs) -> anyhow::Result<Exit> {
+async fn list(pool: &PgPool, app: Option<String>, a: RunsListArgs) -> anyhow::Result<Exit> {
     let filter = RunFilter {
         job: a.job,
         status: a.status.map(|s| s.as_str().to_string()),
+        app,
         limit: a.limit,
     };
     let runs = history::list(pool, &filter).await?;
@@ -55,6 +56,7 @@ fn table(runs: &[RunRow]) -> String {
     let header = [
         "RUN",
         "JOB",
+        "APP",
         "KIND",
         "STATUS",
         "STARTED (UTC)",
@@ -67,7 +69,7 @@ fn table(runs: &[RunRow]) -> String {
         "ERROR",
     ]
     .map(String::from);
-    let rows: Vec<[String; 12]> = runs
+    let rows: Vec<[String; 13]> = runs
         .iter()
         .map(|r| {
             let error: String = r
@@ -83,6 +85,7 @@ fn table(runs: &[RunRow]) -> String {
             [
                 r.run_id.to_string(),
                 r.job.clone(),
+                r.app.clone().unwrap_or_else(|| "-".into()),
                 r.kind.clone(),
                 r.status.clone(),
                 r.started_at.format("%Y-%m-%d %H:%M:%S").to_string(),

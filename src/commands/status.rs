@@ -9,18 +9,40 @@ use std::time::Duration;
 
 pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<Exit> {
     let pool = super::connect_migrated(settings).await?;
+    // `--app NAME` without `--job`: that app's default job (`run --app NAME`'s).
+    let job = match (&settings.app, args.job.as_str()) {
+        (Some(_), "default") if !settings.is_default_app() => {
+            format!("default.{}", settings.app_name)
+        }
+        _ => args.job.clone(),
+    };
     let known = known_jobs(settings, &pool).await?;
-    if !known.contains(&args.job) {
+    if !known.contains(&job) {
         return Err(crate::exit::usage(format!(
             "no job '{}': no job file in {} and no run in the ledger; known jobs: {}",
-            args.job,
+            job,
             settings.jobs_dir.display(),
             known.into_iter().collect::<Vec<_>>().join(", ")
         )));
     }
-    let found = history::freshness(&pool, &args.job).await?;
-    let (line, fresh) = judge(&args.job, &found, args.max_age);
-    println!("{line}");
+    let app = settings.app.as_ref().map(|_| settings.app_name.as_str());
+    let found = history::freshness(&pool, &job, app).await?;
+    let (line, fresh) = judge(&job, &found, args.max_age);
+    if args.json {
+        let doc = serde_json::json!({
+            "job": job,
+            "app": found.last_run.as_ref().and_then(|r| r.app.clone()).or(app.map(str::to_string)),
+            "fresh": fresh,
+            "line": line,
+            "last_success_run_id": found.last_success.as_ref().map(|s| s.0),
+            "last_success_at": found.last_success.as_ref().map(|s| s.1),
+            "last_success_age_seconds": found.last_success.as_ref().map(|s| s.2),
+            "last_run": found.last_run,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        println!("{line}");
+    }
     Ok(if fresh { Exit::Success } else { Exit::Stale })
 }
 

@@ -50,13 +50,22 @@ pub async fn run(settings: &Settings, cmd: TrackCommand) -> anyhow::Result<Exit>
     if !matches!(cmd, TrackCommand::List(_)) {
         check_may_change(&pool).await?;
     }
+    // The app the groups are of: `--app NAME`'s, else the default app's (TIM_SDKAPPID; when
+    // unset, the groups are of no app until the default app's next run adopts them).
+    let app = settings.app_sdkappid();
     match cmd {
-        TrackCommand::Add(a) => add(&pool, a).await,
-        TrackCommand::List(a) => list(&pool, a).await,
-        TrackCommand::Remove(a) => remove(&pool, a).await,
-        TrackCommand::Disable(g) => set_enabled(&pool, &g.group_id, false).await,
-        TrackCommand::Enable(g) => set_enabled(&pool, &g.group_id, true).await,
-        TrackCommand::Import(a) => import(&pool, &a, rows.unwrap_or_default()).await,
+        TrackCommand::Add(a) => add(&pool, app, a).await,
+        TrackCommand::List(a) => {
+            let filter = match settings.app {
+                Some(_) => store::AppFilter::of(settings),
+                None => store::AppFilter::All,
+            };
+            list(&pool, filter, a).await
+        }
+        TrackCommand::Remove(a) => remove(&pool, app, a).await,
+        TrackCommand::Disable(g) => set_enabled(&pool, app, &g.group_id, false).await,
+        TrackCommand::Enable(g) => set_enabled(&pool, app, &g.group_id, true).await,
+        TrackCommand::Import(a) => import(&pool, app, &a, rows.unwrap_or_default()).await,
     }
 }
 
@@ -157,25 +166,29 @@ fn parse_windows(texts: &[String]) -> anyhow::Result<Vec<SeqWindow>> {
         .collect()
 }
 
-async fn add(pool: &PgPool, a: TrackAddArgs) -> anyhow::Result<Exit> {
+async fn add(pool: &PgPool, app: Option<i64>, a: TrackAddArgs) -> anyhow::Result<Exit> {
     let windows = parse_windows(&a.seqs)?;
     let mut tx = pool.begin().await?;
-    if windows.is_empty() && a.latest.is_none() && !store::exists(&mut *tx, &a.group_id).await? {
+    if windows.is_empty()
+        && a.latest.is_none()
+        && !store::exists(&mut *tx, app, &a.group_id).await?
+    {
         return Err(usage(format!(
             "group {} is not tracked yet: give at least one --seqs FROM..TO window or --latest N",
             a.group_id
         )));
     }
-    let created = store::upsert_group(&mut tx, &a.group_id, &a.tags, a.note.as_deref()).await?;
+    let created =
+        store::upsert_group(&mut tx, app, &a.group_id, &a.tags, a.note.as_deref()).await?;
     let ids = vec![a.group_id.clone(); windows.len()];
-    let added = store::add_windows(&mut tx, &ids, &windows).await?;
+    let added = store::add_windows(&mut tx, app, &ids, &windows).await?;
     let rolling = match a.latest {
-        Some(n) => Some((n, follow::set_latest(&mut tx, &a.group_id, n).await?)),
+        Some(n) => Some((n, follow::set_latest(&mut tx, app, &a.group_id, n).await?)),
         None => None,
     };
     let details = (a.details || a.no_details).then_some(a.details);
     if let Some(on) = details {
-        crate::tracking::details::set_details(&mut *tx, &a.group_id, on).await?;
+        crate::tracking::details::set_details(&mut *tx, app, &a.group_id, on).await?;
     }
     tx.commit().await?;
     let verb = if created { "now tracking" } else { "updated" };
@@ -200,8 +213,8 @@ async fn add(pool: &PgPool, a: TrackAddArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-async fn list(pool: &PgPool, a: TrackListArgs) -> anyhow::Result<Exit> {
-    let groups = store::list(pool, a.tag.as_deref()).await?;
+async fn list(pool: &PgPool, app: store::AppFilter, a: TrackListArgs) -> anyhow::Result<Exit> {
+    let groups = store::list(pool, a.tag.as_deref(), app).await?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&groups)?);
     } else {
@@ -210,9 +223,12 @@ async fn list(pool: &PgPool, a: TrackListArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Success)
 }
 
-/// The `track list` table: one line per group, windows joined.
+/// The `track list` table: one line per group, windows joined; with an `APP` column (the
+/// SDKAppID, `-` for none yet) when the groups are of more than one app.
 fn table(groups: &[TrackedGroup]) -> String {
-    let rows: Vec<[String; 6]> = groups
+    let apps: std::collections::BTreeSet<Option<i64>> = groups.iter().map(|g| g.sdkappid).collect();
+    let with_app = apps.len() > 1;
+    let rows: Vec<[String; 7]> = groups
         .iter()
         .map(|g| {
             let windows = g
@@ -228,6 +244,8 @@ fn table(groups: &[TrackedGroup]) -> String {
             let shown = |text: &str| escape(text).into_owned();
             [
                 shown(&g.group_id),
+                g.sdkappid
+                    .map_or_else(|| "-".to_string(), |a| a.to_string()),
                 enabled.into(),
                 if g.details { "on" } else { "off" }.into(),
                 shown(&g.tags.join(",")),
@@ -236,7 +254,10 @@ fn table(groups: &[TrackedGroup]) -> String {
             ]
         })
         .collect();
-    let header = ["GROUP", "ENABLED", "DETAILS", "TAGS", "WINDOWS", "NOTE"].map(String::from);
+    let header = [
+        "GROUP", "APP", "ENABLED", "DETAILS", "TAGS", "WINDOWS", "NOTE",
+    ]
+    .map(String::from);
     let mut widths = header.clone().map(|h| h.len());
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -248,7 +269,9 @@ fn table(groups: &[TrackedGroup]) -> String {
         let line: Vec<String> = row
             .iter()
             .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
+            .enumerate()
+            .filter(|(i, _)| with_app || *i != 1)
+            .map(|(_, (cell, w))| format!("{cell:<w$}"))
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');
@@ -259,13 +282,13 @@ fn table(groups: &[TrackedGroup]) -> String {
     out
 }
 
-async fn remove(pool: &PgPool, a: TrackRemoveArgs) -> anyhow::Result<Exit> {
+async fn remove(pool: &PgPool, app: Option<i64>, a: TrackRemoveArgs) -> anyhow::Result<Exit> {
     let windows = parse_windows(&a.seqs)?;
     if a.latest {
-        return remove_latest(pool, &a.group_id, &windows).await;
+        return remove_latest(pool, app, &a.group_id, &windows).await;
     }
     if windows.is_empty() {
-        if !store::remove_group(pool, &a.group_id).await? {
+        if !store::remove_group(pool, app, &a.group_id).await? {
             return Err(not_tracked(&a.group_id));
         }
         println!(
@@ -275,11 +298,11 @@ async fn remove(pool: &PgPool, a: TrackRemoveArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     let mut tx = pool.begin().await?;
-    if !store::exists(&mut *tx, &a.group_id).await? {
+    if !store::exists(&mut *tx, app, &a.group_id).await? {
         return Err(not_tracked(&a.group_id));
     }
     for w in &windows {
-        if !store::remove_window(&mut tx, &a.group_id, *w).await? {
+        if !store::remove_window(&mut tx, app, &a.group_id, *w).await? {
             return Err(usage(format!(
                 "group {} has no window {w}: `receipt-exporter track list` shows its windows",
                 a.group_id
@@ -294,20 +317,21 @@ async fn remove(pool: &PgPool, a: TrackRemoveArgs) -> anyhow::Result<Exit> {
 /// `track remove GROUP_ID --latest [--seqs ...]`: the rolling window (and those fixed windows).
 async fn remove_latest(
     pool: &PgPool,
+    app: Option<i64>,
     group_id: &str,
     windows: &[SeqWindow],
 ) -> anyhow::Result<Exit> {
     let mut tx = pool.begin().await?;
-    if !store::exists(&mut *tx, group_id).await? {
+    if !store::exists(&mut *tx, app, group_id).await? {
         return Err(not_tracked(group_id));
     }
-    if !follow::remove_latest(&mut *tx, group_id).await? {
+    if !follow::remove_latest(&mut *tx, app, group_id).await? {
         return Err(usage(format!(
             "group {group_id} has no rolling window: `receipt-exporter track list` shows its windows"
         )));
     }
     for w in windows {
-        if !store::remove_window(&mut tx, group_id, *w).await? {
+        if !store::remove_window(&mut tx, app, group_id, *w).await? {
             return Err(usage(format!(
                 "group {group_id} has no window {w}: `receipt-exporter track list` shows its windows"
             )));
@@ -325,8 +349,13 @@ async fn remove_latest(
     Ok(Exit::Success)
 }
 
-async fn set_enabled(pool: &PgPool, group_id: &str, enabled: bool) -> anyhow::Result<Exit> {
-    if !store::set_enabled(pool, group_id, enabled).await? {
+async fn set_enabled(
+    pool: &PgPool,
+    app: Option<i64>,
+    group_id: &str,
+    enabled: bool,
+) -> anyhow::Result<Exit> {
+    if !store::set_enabled(pool, app, group_id, enabled).await? {
         return Err(not_tracked(group_id));
     }
     println!(
@@ -418,7 +447,12 @@ fn parse_row(r: &csv::StringRecord) -> Result<ImportRow, String> {
     Ok((group_id, window, tags))
 }
 
-async fn import(pool: &PgPool, a: &TrackImportArgs, rows: Vec<ImportRow>) -> anyhow::Result<Exit> {
+async fn import(
+    pool: &PgPool,
+    app: Option<i64>,
+    a: &TrackImportArgs,
+    rows: Vec<ImportRow>,
+) -> anyhow::Result<Exit> {
     let mut tagged: Vec<(String, String)> = Vec::new();
     for (group_id, _, tags) in &rows {
         tagged.extend(tags.iter().map(|t| (group_id.clone(), t.clone())));
@@ -426,9 +460,9 @@ async fn import(pool: &PgPool, a: &TrackImportArgs, rows: Vec<ImportRow>) -> any
     let (ids, windows): (Vec<String>, Vec<SeqWindow>) =
         rows.into_iter().map(|(g, w, _)| (g, w)).unzip();
     let mut tx = pool.begin().await?;
-    let new_groups = store::insert_missing_groups(&mut tx, &ids).await?;
-    let new_windows = store::add_windows(&mut tx, &ids, &windows).await?;
-    store::add_tags(&mut tx, &tagged).await?;
+    let new_groups = store::insert_missing_groups(&mut tx, app, &ids).await?;
+    let new_windows = store::add_windows(&mut tx, app, &ids, &windows).await?;
+    store::add_tags(&mut tx, app, &tagged).await?;
     tx.commit()
         .await
         .with_context(|| format!("while importing {}", a.file.display()))?;

@@ -27,6 +27,8 @@ const MAX_TEXT: usize = 1000;
 pub struct Alert {
     /// The job (the ledger's `job`).
     pub job: String,
+    /// The Chat app the run exported for (`default`: the TIM_* settings).
+    pub app: String,
     /// The run's id; `None` when the run could not start (no ledger row).
     pub run_id: Option<i64>,
     /// `failed`, `partial`, `abandoned` (fenced: another run took it over) or `not_started`.
@@ -55,13 +57,15 @@ impl Alert {
         let host = host();
         let error = one_line(report.error.as_deref().unwrap_or("(no error recorded)"));
         let text = format!(
-            "receipt-exporter on {host}: run {} (job {}) {}: {error}",
+            "receipt-exporter on {host}: run {} (job {}{}) {}: {error}",
             report.run_id,
             report.job,
+            app_told(&settings.app_name),
             status.as_str()
         );
         Some(Alert {
             job: report.job.clone(),
+            app: settings.app_name.clone(),
             run_id: Some(report.run_id),
             status: status.as_str().into(),
             error,
@@ -74,7 +78,7 @@ impl Alert {
     /// The alert about a run of `job` that could not start; `None` when it only found a lock
     /// held (another run of the job, exit 75; the warehouse's past its bound): nothing is
     /// wrong, the next fire time tries again.
-    pub fn not_started(job: &str, error: &anyhow::Error) -> Option<Alert> {
+    pub fn not_started(job: &str, app: &str, error: &anyhow::Error) -> Option<Alert> {
         if error.chain().any(crate::run::busy) {
             return None;
         }
@@ -82,15 +86,25 @@ impl Alert {
         let error_line = one_line(&format!("{error:#}"));
         Some(Alert {
             job: job.to_string(),
+            app: app.to_string(),
             run_id: None,
             status: "not_started".into(),
             text: format!(
-                "receipt-exporter on {host}: a run of job {job} could not start: {error_line}"
+                "receipt-exporter on {host}: a run of job {job}{} could not start: {error_line}",
+                app_told(app)
             ),
             error: error_line,
             host,
             summary: None,
         })
+    }
+}
+
+/// `, app NAME` for an app other than the default, which alerts of one-app deployments omit.
+fn app_told(app: &str) -> String {
+    match app {
+        crate::settings::apps::DEFAULT_APP => String::new(),
+        app => format!(", app {app}"),
     }
 }
 
@@ -258,9 +272,9 @@ mod tests {
             job: "hourly".into(),
             holder: "run 3".into(),
         });
-        assert!(Alert::not_started("hourly", &held).is_none());
+        assert!(Alert::not_started("hourly", "default", &held).is_none());
         let down = anyhow::anyhow!("connection refused\nsecond line").context("while connecting");
-        let alert = Alert::not_started("hourly", &down).unwrap();
+        let alert = Alert::not_started("hourly", "default", &down).unwrap();
         assert_eq!((alert.run_id, alert.status.as_str()), (None, "not_started"));
         assert_eq!(
             alert.error,

@@ -124,7 +124,7 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
         out.push(warn("settings", w.to_string(), "see the warning"));
     }
     let pool = postgres(&settings, &mut out).await;
-    chat_api(&settings, pool.as_ref(), &mut out).await;
+    apps(&settings, pool.as_ref(), &mut out).await;
     if let Some(pool) = &pool {
         without_receipts(pool, &mut out).await;
     }
@@ -339,6 +339,40 @@ fn by_use(rights: &[(roles::Use, String)]) -> String {
     parts.join("; ")
 }
 
+/// Every app's key, account and endpoint ([`chat_api`]): the one `--app` names, else the
+/// default app (when its TIM_* settings are given, or no app is declared) and each app of the
+/// apps directory, each line naming its app.
+async fn apps(settings: &Settings, pool: Option<&PgPool>, out: &mut Vec<Check>) {
+    let declared = crate::settings::apps::names(&settings.apps_dir);
+    let names: Vec<Option<String>> = match &settings.app {
+        Some(_) => vec![None],
+        None => {
+            let default = (settings.sdkappid.is_some() || declared.is_empty()).then_some(None);
+            default
+                .into_iter()
+                .chain(declared.into_iter().map(Some))
+                .collect()
+        }
+    };
+    for name in names {
+        let first = out.len();
+        match settings.for_app(name.as_deref()) {
+            Ok(app) => chat_api(&app, pool, out).await,
+            Err(e) => out.push(fail(
+                "chat api",
+                e.to_string(),
+                "correct the app file (README, \"Many apps\"), then run doctor again",
+            )),
+        }
+        let label = name.or_else(|| settings.app.clone());
+        if let Some(label) = label.filter(|l| l != crate::settings::apps::DEFAULT_APP) {
+            for check in &mut out[first..] {
+                check.detail = format!("app {label}: {}", check.detail);
+            }
+        }
+    }
+}
+
 /// The key, account and endpoint, with one `get_group_info` call about the tracked groups
 /// (or a probe id when none are tracked); then each tracked group's verdict.
 async fn chat_api(settings: &Settings, pool: Option<&PgPool>, out: &mut Vec<Check>) {
@@ -352,15 +386,19 @@ async fn chat_api(settings: &Settings, pool: Option<&PgPool>, out: &mut Vec<Chec
         Err(e) => return out.push(fail("chat api", e.to_string(), fix_config)),
     };
     let tracked = match pool {
-        Some(pool) => crate::tracking::store::list(pool, None)
-            .await
-            .map(|gs| {
-                gs.into_iter()
-                    .filter(|g| g.enabled)
-                    .map(|g| g.group_id)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        Some(pool) => crate::tracking::store::list(
+            pool,
+            None,
+            crate::tracking::store::AppFilter::of(settings),
+        )
+        .await
+        .map(|gs| {
+            gs.into_iter()
+                .filter(|g| g.enabled)
+                .map(|g| g.group_id)
+                .collect()
+        })
+        .unwrap_or_default(),
         None => Vec::new(),
     };
     let asked = if tracked.is_empty() {

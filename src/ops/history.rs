@@ -5,7 +5,8 @@ use serde_json::Value;
 use sqlx::PgPool;
 
 /// Every column of a ledger row, plus its duration.
-const RUN_COLUMNS: &str = "run_id, job, kind, status, started_at, run_date, finished_at, host, pid,
+const RUN_COLUMNS: &str =
+    "run_id, job, app, sdkappid, kind, status, started_at, run_date, finished_at, host, pid,
     groups_ok, groups_failed, seqs_asked, receipts_written, api_calls, retries, retries_by_class,
     rate_limited, item_codes, parquet_files, error, details,
     seqs_skipped_settled, seqs_skipped_no_receipt, seqs_left, calls_left,
@@ -16,6 +17,11 @@ const RUN_COLUMNS: &str = "run_id, job, kind, status, started_at, run_date, fini
 pub struct RunRow {
     pub run_id: i64,
     pub job: String,
+    /// The app it exported for (`default`: the TIM_* settings); `None` for a run before apps
+    /// that the default app has not adopted yet.
+    pub app: Option<String>,
+    /// That app's SDKAppID.
+    pub sdkappid: Option<i64>,
     pub kind: String,
     pub status: String,
     pub started_at: DateTime<Utc>,
@@ -53,6 +59,8 @@ pub struct RunRow {
 pub struct RunFilter {
     pub job: Option<String>,
     pub status: Option<String>,
+    /// Only runs of this app (its name).
+    pub app: Option<String>,
     pub limit: i64,
 }
 
@@ -61,11 +69,13 @@ pub async fn list(pool: &PgPool, filter: &RunFilter) -> sqlx::Result<Vec<RunRow>
     sqlx::query_as(&format!(
         "SELECT {RUN_COLUMNS} FROM receipts.export_runs
          WHERE ($1::text IS NULL OR job = $1) AND ($2::text IS NULL OR status = $2)
+           AND ($4::text IS NULL OR app = $4)
          ORDER BY started_at DESC, run_id DESC LIMIT $3"
     ))
     .bind(&filter.job)
     .bind(&filter.status)
     .bind(filter.limit)
+    .bind(&filter.app)
     .fetch_all(pool)
     .await
 }
@@ -112,23 +122,26 @@ pub struct Freshness {
     pub last_run_age: Option<f64>,
 }
 
-/// The freshness of `job`.
-pub async fn freshness(pool: &PgPool, job: &str) -> sqlx::Result<Freshness> {
+/// The freshness of `job` (only its runs of app `app`, when given).
+pub async fn freshness(pool: &PgPool, job: &str, app: Option<&str>) -> sqlx::Result<Freshness> {
     let last_success = sqlx::query_as(
         "SELECT run_id, finished_at, EXTRACT(EPOCH FROM now() - finished_at)::float8
          FROM receipts.export_runs
          WHERE job = $1 AND status = 'succeeded' AND finished_at IS NOT NULL
+           AND ($2::text IS NULL OR app = $2)
          ORDER BY finished_at DESC, run_id DESC LIMIT 1",
     )
     .bind(job)
+    .bind(app)
     .fetch_optional(pool)
     .await?;
     let newest: Option<(i64, Option<f64>)> = sqlx::query_as(
         "SELECT run_id, EXTRACT(EPOCH FROM now() - finished_at)::float8
-         FROM receipts.export_runs WHERE job = $1
+         FROM receipts.export_runs WHERE job = $1 AND ($2::text IS NULL OR app = $2)
          ORDER BY started_at DESC, run_id DESC LIMIT 1",
     )
     .bind(job)
+    .bind(app)
     .fetch_optional(pool)
     .await?;
     let (last_run, last_run_age) = match newest {

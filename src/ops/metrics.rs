@@ -53,6 +53,9 @@ pub struct LastRun {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct JobMetrics {
     pub job: String,
+    /// The app of the job's newest run (`default`: the TIM_* settings): every series of the
+    /// job carries it as the label `app`; empty (no label) for a job that never ran.
+    pub app: String,
     pub last_success: Option<DateTime<Utc>>,
     /// When the job's first run (any status) started: a series from the first attempt on.
     pub first_run: Option<DateTime<Utc>>,
@@ -67,6 +70,8 @@ pub struct JobMetrics {
 }
 
 /// Every job's metrics from the ledger (running runs are left out until they finish).
+///
+/// (Over 60 lines: one query per figure of the ledger, each folded into the jobs' entries.)
 pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     let mut jobs: BTreeMap<String, JobMetrics> = BTreeMap::new();
     let totals: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
@@ -111,6 +116,17 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     for (job, at) in successes {
         if let Some(m) = jobs.get_mut(&job) {
             m.last_success = Some(at);
+        }
+    }
+    let apps: Vec<(String, String)> = sqlx::query_as(
+        "SELECT DISTINCT ON (job) job, coalesce(app, 'default') FROM receipts.export_runs
+         ORDER BY job, started_at DESC, run_id DESC",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (job, app) in apps {
+        if let Some(m) = jobs.get_mut(&job) {
+            m.app = app;
         }
     }
     let firsts: Vec<(String, DateTime<Utc>)> =
@@ -309,6 +325,20 @@ fn families(jobs: &[JobMetrics]) -> Vec<Family> {
         .collect();
     out.insert(4, outcome_family(jobs));
     out.push(runs_family(jobs));
+    // Every job's series carry its app (issue 26: one daemon, many apps).
+    for family in &mut out {
+        for (labels, _) in &mut family.samples {
+            let app = labels
+                .iter()
+                .find(|(name, _)| *name == "export_job")
+                .and_then(|(_, job)| jobs.iter().find(|m| &m.job == job))
+                .map(|m| m.app.clone())
+                .filter(|app| !app.is_empty());
+            if let Some(app) = app {
+                labels.push(("app", app));
+            }
+        }
+    }
     out
 }
 
@@ -622,6 +652,7 @@ mod tests {
             .to_utc();
         JobMetrics {
             job: name.into(),
+            app: String::new(),
             last_success: Some(at),
             first_run: Some(at),
             last_run: Some(LastRun {

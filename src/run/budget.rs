@@ -66,10 +66,12 @@ pub struct Lease {
 
 impl Lease {
     /// Takes a lease for `client` with the app limit `global_rate` and this process's `cap`,
-    /// sets the client's pace to its share, and returns once calling is safe.
+    /// sets the client's pace to its share, and returns once calling is safe. Leases are per
+    /// app (`sdkappid`): each app's budget is its own, shared only by its own runs.
     pub async fn join(
         pool: &PgPool,
         client: &ChatClient,
+        sdkappid: i64,
         global_rate: f64,
         cap: f64,
         label: &str,
@@ -80,8 +82,8 @@ impl Lease {
         };
         let holder_id: i64 = rand::random::<i64>().abs();
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        upsert(pool, holder_id, &host, label, own).await?;
-        let live = live_leases(pool).await?;
+        upsert(pool, sdkappid, holder_id, &host, label, own).await?;
+        let live = live_leases(pool, sdkappid).await?;
         let pace = share(own, &live);
         client.limiter().set_rate(pace);
         if live.len() > 1 {
@@ -96,6 +98,7 @@ impl Lease {
         let beat = Heartbeat {
             pool: pool.clone(),
             client: client.clone(),
+            sdkappid,
             holder_id,
             host,
             label: label.to_string(),
@@ -139,6 +142,7 @@ impl Drop for Lease {
 struct Heartbeat {
     pool: PgPool,
     client: ChatClient,
+    sdkappid: i64,
     holder_id: i64,
     host: String,
     label: String,
@@ -182,6 +186,7 @@ impl Heartbeat {
     async fn beat(&self) -> sqlx::Result<Vec<LiveLease>> {
         upsert(
             &self.pool,
+            self.sdkappid,
             self.holder_id,
             &self.host,
             &self.label,
@@ -195,7 +200,7 @@ impl Heartbeat {
         .bind(LEASE_TTL.as_secs_f64())
         .execute(&self.pool)
         .await?;
-        live_leases(&self.pool).await
+        live_leases(&self.pool, self.sdkappid).await
     }
 
     fn set(&mut self, pace: f64, holders: usize) {
@@ -213,14 +218,15 @@ impl Heartbeat {
 
 async fn upsert(
     pool: &PgPool,
+    sdkappid: i64,
     holder_id: i64,
     host: &str,
     label: &str,
     own: LiveLease,
 ) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO receipts.rate_leases (holder_id, host, pid, label, global_rate, weight)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO receipts.rate_leases (holder_id, host, pid, label, global_rate, weight, sdkappid)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)
          ON CONFLICT (holder_id) DO UPDATE SET heartbeat_at = now()",
     )
     .bind(holder_id)
@@ -229,18 +235,22 @@ async fn upsert(
     .bind(label)
     .bind(own.global_rate)
     .bind(own.weight)
+    .bind(sdkappid)
     .execute(pool)
     .await?;
     Ok(())
 }
 
-/// The leases heartbeaten within [`LEASE_TTL`] (ours included).
-async fn live_leases(pool: &PgPool) -> sqlx::Result<Vec<LiveLease>> {
+/// The app's leases heartbeaten within [`LEASE_TTL`] (ours included). A lease of no app is
+/// an older release's, which knew one app only: it counts for every app (never too fast).
+async fn live_leases(pool: &PgPool, sdkappid: i64) -> sqlx::Result<Vec<LiveLease>> {
     let rows: Vec<(f64, f64)> = sqlx::query_as(
         "SELECT global_rate, weight FROM receipts.rate_leases
-         WHERE heartbeat_at >= now() - make_interval(secs => $1)",
+         WHERE heartbeat_at >= now() - make_interval(secs => $1)
+           AND (sdkappid = $2 OR sdkappid IS NULL)",
     )
     .bind(LEASE_TTL.as_secs_f64())
+    .bind(sdkappid)
     .fetch_all(pool)
     .await?;
     Ok(rows

@@ -97,9 +97,10 @@ pub async fn prepare(
     settings: &crate::settings::Settings,
 ) -> anyhow::Result<Prepared> {
     let max_seqs_per_group = settings.max_seqs_per_group;
+    let app = settings.require_app_id()?;
     let mut out = Prepared::default();
     let refused: HashSet<&str> = refused.iter().map(|(g, _)| g.as_str()).collect();
-    let latest: Vec<(String, i64)> = store::selected_latest(pool, tags)
+    let latest: Vec<(String, i64)> = store::selected_latest(pool, app, tags)
         .await?
         .into_iter()
         .filter(|(g, _)| !refused.contains(g.as_str()))
@@ -150,7 +151,7 @@ pub async fn prepare(
     let batch_size = settings.batch_size;
     let by_id: HashMap<&str, &GroupPlan> =
         merged.iter().map(|g| (g.group_id.as_str(), g)).collect();
-    store::classify_each(pool, &merged, &newest, policy, |state| {
+    store::classify_each(pool, app, &merged, &newest, policy, |state| {
         out.skipped_settled += state.settled.len() as u64;
         out.skipped_no_receipt += state.no_receipt.len() as u64;
         if let Some(g) = by_id.get(state.group_id.as_str()) {

@@ -82,6 +82,8 @@ pub struct OpenedRun {
     /// The run's id and the epoch this process writes under.
     pub fence: Fence,
     pub run_date: chrono::NaiveDate,
+    /// The app the run exports for (its SDKAppID): its rows carry it.
+    pub sdkappid: i64,
     pub plan: Vec<GroupPlan>,
     /// Write batches continue after those committed by earlier attempts.
     pub first_batch_no: i32,
@@ -91,15 +93,17 @@ pub struct OpenedRun {
 }
 
 /// Opens the run's ledger row, with its first `lease`: a new one, or a backfill's row
-/// re-opened for another attempt; records the app it exports for (`sdkappid`), which its
-/// messages' read progress names.
+/// re-opened for another attempt; records the app it exports for (`export_runs.sdkappid`).
+/// A run of the default app first adopts the rows of no app ([`adopt`]).
 async fn open(
     pool: &PgPool,
     req: &RunRequest,
     me: &liveness::Identity,
     lease: Duration,
-    sdkappid: Option<u64>,
+    settings: &Settings,
 ) -> anyhow::Result<OpenedRun> {
+    let app = settings.require_app_id()?;
+    adopt(settings, pool).await?;
     let opened = if let Selection::Backfill(backfill) = &req.selection {
         crate::run::backfill::open(pool, backfill, &req.job, me, lease).await?
     } else {
@@ -107,13 +111,39 @@ async fn open(
         OpenedRun {
             fence: Fence { run_id, epoch },
             run_date,
-            plan: load_plan(pool, &req.selection).await?,
+            sdkappid: app,
+            plan: load_plan(pool, app, &req.selection).await?,
             first_batch_no: 1,
             prior: None,
         }
     };
-    crate::sink::progress::record_app(pool, opened.fence.run_id, sdkappid).await?;
+    crate::sink::progress::record_app(pool, opened.fence.run_id, app, &settings.app_name).await?;
     Ok(opened)
+}
+
+/// The default app's rows from before apps (and groups tracked since without an app) become
+/// its rows: `receipts.adopt_default_app`, at a run of the default app (the TIM_* settings),
+/// whose SDKAppID `migrate` cannot know. Nothing for another app's run.
+pub async fn adopt(settings: &Settings, pool: &PgPool) -> anyhow::Result<()> {
+    if !settings.is_default_app() {
+        return Ok(());
+    }
+    let app = settings.require_app_id()?;
+    let adopted: i64 = sqlx::query_scalar("SELECT receipts.adopt_default_app($1)")
+        .bind(app)
+        .fetch_one(pool)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("adopting the rows of no app for the default app (SDKAppID {app}): {e}")
+        })?;
+    if adopted > 0 {
+        tracing::info!(
+            sdkappid = app,
+            rows = adopted,
+            "rows recorded before apps (or tracked without one) now belong to the default app"
+        );
+    }
+    Ok(())
 }
 
 /// How a run ended.
@@ -224,13 +254,17 @@ impl RunReport {
 }
 
 /// Reads the selected enabled groups' windows and merges them into a plan.
-pub async fn load_plan(pool: &PgPool, selection: &Selection) -> anyhow::Result<Vec<GroupPlan>> {
+pub async fn load_plan(
+    pool: &PgPool,
+    app: i64,
+    selection: &Selection,
+) -> anyhow::Result<Vec<GroupPlan>> {
     let tags: Vec<String> = match selection {
         Selection::Tracked { tags } => tags.clone(),
         Selection::AllEnabled => Vec::new(),
         Selection::Backfill(b) => return crate::run::backfill::whole_plan(pool, &b.request).await,
     };
-    let rows = crate::tracking::store::enabled_windows(pool, &tags).await?;
+    let rows = crate::tracking::store::enabled_windows(pool, app, &tags).await?;
     let mut pairs = Vec::with_capacity(rows.len());
     for (group_id, from, to) in rows {
         match SeqWindow::new(from, to) {
@@ -338,7 +372,7 @@ async fn begin(
     let started = Instant::now();
     let me = liveness::Identity::this();
     let lease = watch::lease(settings.lock_reconnect_timeout);
-    match open(pool, req, &me, lease, settings.sdkappid).await {
+    match open(pool, req, &me, lease, settings).await {
         Ok(opened) => {
             let run_id = opened.fence.run_id;
             let label = format!(
@@ -528,6 +562,7 @@ async fn work(
     let lease = budget::Lease::join(
         pool,
         client,
+        opened.sdkappid,
         f64::from(settings.rate_limit),
         rate_cap(settings, req),
         label,
@@ -604,6 +639,7 @@ fn pipeline(
         client: client.clone(),
         fence: opened.fence,
         run_date: opened.run_date,
+        sdkappid: opened.sdkappid,
         target,
         batch_size: settings.batch_size,
         concurrency: settings.concurrency,

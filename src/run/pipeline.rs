@@ -34,6 +34,8 @@ pub struct Pipeline {
     /// Parquet file published checks it, and the pipeline halts once it moved.
     pub fence: Fence,
     pub run_date: NaiveDate,
+    /// The app the run exports for: every row it writes carries its SDKAppID.
+    pub sdkappid: i64,
     /// Where the rows go after Postgres: the lake, in its form, opened for this run.
     pub target: LakeTarget,
     pub batch_size: usize,
@@ -135,6 +137,7 @@ impl Pipeline {
             fence: self.fence,
             reconnect: self.reconnect,
             run_date: self.run_date,
+            sdkappid: self.sdkappid,
             next_batch_no: self.first_batch_no,
             target: self.target.clone(),
             open: None,
@@ -304,6 +307,7 @@ struct Writer {
     fence: Fence,
     reconnect: Duration,
     run_date: NaiveDate,
+    sdkappid: i64,
     next_batch_no: i32,
     target: LakeTarget,
     /// Opened on the first batch, so a run with nothing to write creates no file.
@@ -388,6 +392,7 @@ impl Writer {
             run_id: self.fence.run_id,
             run_date: self.run_date,
             batch_no,
+            sdkappid: Some(self.sdkappid),
             capture_date,
             rows: Vec::new(),
             codes: Vec::new(),

@@ -74,6 +74,7 @@ struct JobFile {
     max_duration: Option<Spanned<String>>,
     max_detail_calls: Option<Spanned<i64>>,
     retention_keep_months: Option<Spanned<i64>>,
+    app: Option<Spanned<String>>,
 }
 
 /// A valid job.
@@ -101,6 +102,9 @@ pub struct Job {
     /// After each scheduled run of the job, retention keeping this many months before the
     /// current one (as `retention --keep-months N`); `None`: no retention.
     pub retention_keep_months: Option<u32>,
+    /// The Chat app its runs export for (`apps/NAME.toml`); `None`: the app `--app` /
+    /// `EXPORT_APP` names, else the default app (the TIM_* settings).
+    pub app: Option<String>,
 }
 
 impl Job {
@@ -184,7 +188,15 @@ impl Job {
             Some(n) => Some(*n.get_ref() as u32),
             None => None,
         };
+        let app = match &file.app {
+            Some(a) => Some(
+                crate::settings::apps::parse_name(a.get_ref(), &crate::settings::Origin::Default)
+                    .map_err(|e| fail(Some(a.span()), format!("app: {}", e.problem)))?,
+            ),
+            None => None,
+        };
         Ok(Job {
+            app,
             follow,
             max_detail_calls,
             retention_keep_months,
@@ -295,7 +307,21 @@ impl Job {
     /// The settings a run of this job uses: the global ones with the job's own rate cap (the
     /// app's budget stays the global limit). Refused when the cap is above the global limit.
     pub fn settings_for(&self, global: &Settings) -> Result<Settings, JobError> {
-        let mut settings = global.clone();
+        let fail = |message: String| JobError {
+            path: self.path.clone(),
+            position: None,
+            message,
+        };
+        let mut settings = match (&self.app, &global.app) {
+            (Some(mine), Some(given)) if mine != given => {
+                return Err(fail(format!(
+                    "the job's app is `{mine}` but --app / EXPORT_APP says `{given}`: a job runs for its own app (leave --app out, or run another job)"
+                )))
+            }
+            (Some(mine), _) => global.for_app(Some(mine)),
+            (None, _) => global.for_app(None),
+        }
+        .map_err(|e| fail(e.to_string()))?;
         if let Some(rate) = self.rate_limit {
             if rate > global.rate_limit {
                 return Err(JobError {

@@ -374,6 +374,11 @@ impl Scheduler {
         let stop = runs.stop.child_token();
         let owned = job.clone();
         let global = self.settings.clone();
+        let app = job
+            .app
+            .clone()
+            .or_else(|| global.app.clone())
+            .unwrap_or_else(|| crate::settings::apps::DEFAULT_APP.to_string());
         let handle = runs.tasks.spawn(async move {
             let outcome = match settings {
                 Ok(settings) => run::execute(&settings, &pool, &request, stop.clone())
@@ -384,7 +389,7 @@ impl Scheduler {
             let (report, settings) = match outcome {
                 Ok(done) => done,
                 Err(e) => {
-                    alert::notify(&global, Alert::not_started(&request.job, &e)).await;
+                    alert::notify(&global, Alert::not_started(&request.job, &app, &e)).await;
                     return Err(e);
                 }
             };

@@ -455,7 +455,8 @@ pub async fn day_file_ids(pool: &PgPool, day: NaiveDate) -> Result<Vec<i64>, Sin
         .map_err(SinkError::pg("listing the day's Parquet files"))
 }
 
-/// One row of a repair cursor: run, run date, batch, capture date, then the snapshot.
+/// One row of a repair cursor: run, run date, batch, capture date, then the snapshot and its
+/// app (`None`: a row from before apps, not adopted yet).
 pub type CursorRow = (
     i64,
     NaiveDate,
@@ -466,6 +467,7 @@ pub type CursorRow = (
     i64,
     i32,
     i32,
+    Option<i64>,
 );
 
 /// The write batches of the open cursor `rebuild` (rows ordered by run, then batch), read a
@@ -515,6 +517,7 @@ fn regroup(batch: &mut Option<WriteBatch>, row: CursorRow) -> Option<WriteBatch>
         msg_seq,
         read_num,
         unread_num,
+        sdkappid,
     ) = row;
     let done = match batch {
         Some(b) if b.run_id == run_id && b.batch_no == batch_no => None,
@@ -522,6 +525,7 @@ fn regroup(batch: &mut Option<WriteBatch>, row: CursorRow) -> Option<WriteBatch>
             run_id,
             run_date,
             batch_no,
+            sdkappid,
             capture_date,
             rows: Vec::new(),
             codes: Vec::new(),
@@ -574,7 +578,7 @@ async fn declare_batch_rows(
     sqlx::query(
         "DECLARE rebuild NO SCROLL CURSOR FOR
          SELECT s.run_id, s.run_date, s.batch_no, b.capture_date, s.captured_at, s.group_id,
-                s.msg_seq, s.read_num, s.unread_num
+                s.msg_seq, s.read_num, s.unread_num, s.sdkappid
          FROM receipts.write_batches b
          JOIN receipts.receipt_snapshots s
            ON s.run_date = $1 AND s.run_id = b.run_id AND s.batch_no = b.batch_no
@@ -600,7 +604,7 @@ pub async fn declare_day_rows(
     sqlx::query(
         "DECLARE rebuild NO SCROLL CURSOR FOR
          SELECT s.run_id, s.run_date, s.batch_no, $3::date, s.captured_at, s.group_id,
-                s.msg_seq, s.read_num, s.unread_num
+                s.msg_seq, s.read_num, s.unread_num, s.sdkappid
          FROM receipts.receipt_snapshots s
          WHERE s.captured_at >= $1 AND s.captured_at < $2
          ORDER BY s.run_id, s.batch_no, s.group_id COLLATE \"C\", s.msg_seq",

@@ -39,6 +39,10 @@ pub struct WriteBatch {
     pub run_date: NaiveDate,
     /// Unique within the run; a retried write of the same number is a no-op.
     pub batch_no: i32,
+    /// The Chat app the rows came from (its SDKAppID): every row of a run is of its app. `None`
+    /// only for rows Postgres holds from before apps (issue 26) that no run has adopted yet,
+    /// when the lake is rebuilt from them; Postgres refuses such a batch.
+    pub sdkappid: Option<i64>,
     /// The UTC date of every row's `captured_at`: a batch never straddles midnight, so it
     /// belongs to exactly one Parquet partition.
     pub capture_date: NaiveDate,

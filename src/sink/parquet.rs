@@ -12,7 +12,7 @@
 //! files only, never Postgres.
 
 use super::rolling::{PartFiles, Rolling};
-use super::{SinkError, SnapshotRow, WriteBatch};
+use super::{SinkError, WriteBatch};
 use arrow::array::{
     Array, ArrayRef, Int32Array, Int64Array, RecordBatch, StringBuilder, TimestampMicrosecondArray,
 };
@@ -28,8 +28,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, LazyLock};
 use tempfile::NamedTempFile;
 
-/// The version of the file layout below; readers check it in the file metadata.
-pub const SCHEMA_VERSION: &str = "1";
+/// The version of the file layout below; readers check it in the file metadata. 2 added the
+/// column `sdkappid` (issue 26), after the others; files of version 1 lack it (read it as null:
+/// DuckDB `union_by_name`, pyarrow a dataset with this schema).
+pub const SCHEMA_VERSION: &str = "2";
 /// The file metadata key holding [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "receipt_exporter.schema_version";
 /// The file metadata key holding the version of receipt-exporter that wrote the file.
@@ -52,6 +54,7 @@ static SCHEMA: LazyLock<SchemaRef> = LazyLock::new(|| {
         Field::new("msg_seq", DataType::Int64, false),
         Field::new("read_num", DataType::Int32, false),
         Field::new("unread_num", DataType::Int32, false),
+        Field::new("sdkappid", DataType::Int64, true),
     ]))
 });
 
@@ -178,7 +181,7 @@ impl PartitionWriter {
             });
         }
         if !batch.rows.is_empty() {
-            let record_batch = to_record_batch(batch.run_id, &batch.rows);
+            let record_batch = to_record_batch(batch);
             self.writer
                 .write(&record_batch)
                 .map_err(|source| SinkError::Parquet {
@@ -324,14 +327,15 @@ pub(crate) fn writer_properties() -> WriterProperties {
         .build()
 }
 
-fn to_record_batch(run_id: i64, rows: &[SnapshotRow]) -> RecordBatch {
-    RecordBatch::try_new(arrow_schema(), columns(run_id, rows, "UTC"))
+fn to_record_batch(batch: &WriteBatch) -> RecordBatch {
+    RecordBatch::try_new(arrow_schema(), columns(batch, "UTC"))
         .expect("columns built to the schema")
 }
 
 /// Arrow columns built straight from the rows, without an intermediate copy, in the order of
 /// [`arrow_schema`]; `captured_at` carries the time zone `tz` (the Iceberg writer's is "+00:00").
-pub(crate) fn columns(run_id: i64, rows: &[SnapshotRow], tz: &str) -> Vec<ArrayRef> {
+pub(crate) fn columns(batch: &WriteBatch, tz: &str) -> Vec<ArrayRef> {
+    let (run_id, rows) = (batch.run_id, &batch.rows);
     let text_bytes = rows.iter().map(|r| r.group_id.len()).sum();
     let mut groups = StringBuilder::with_capacity(rows.len(), text_bytes);
     for row in rows {
@@ -353,6 +357,7 @@ pub(crate) fn columns(run_id: i64, rows: &[SnapshotRow], tz: &str) -> Vec<ArrayR
         Arc::new(Int32Array::from_iter_values(
             rows.iter().map(|r| r.unread_num),
         )),
+        Arc::new(Int64Array::from(vec![batch.sdkappid; rows.len()])),
     ];
     columns
 }
@@ -467,6 +472,8 @@ pub struct ParquetRow {
     pub msg_seq: i64,
     pub read_num: i32,
     pub unread_num: i32,
+    /// `None` in a file of schema version 1 (before apps) and for rows not adopted yet.
+    pub sdkappid: Option<i64>,
 }
 
 /// Reads every row of a snapshot file (for tests and repair checks: it holds the whole
@@ -487,7 +494,10 @@ pub fn read_rows(path: &Path) -> Result<Vec<ParquetRow>, SinkError> {
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| parquet_err("reading")(e.into()))?;
-        if batch.schema().fields() != arrow_schema().fields() {
+        let fields = arrow_schema().fields().clone();
+        let found = batch.schema().fields().clone();
+        // Version 1 files: the same columns without the last, `sdkappid`.
+        if found != fields && found[..] != fields[..fields.len() - 1] {
             let reason = format!("schema {:?}", batch.schema());
             return Err(SinkError::Foreign {
                 path: path.to_path_buf(),
@@ -513,6 +523,7 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<ParquetRow>) {
     let seq = col::<Int64Array>(batch, 3);
     let read = col::<Int32Array>(batch, 4);
     let unread = col::<Int32Array>(batch, 5);
+    let app = (batch.num_columns() > 6).then(|| col::<Int64Array>(batch, 6));
     rows.extend((0..batch.num_rows()).map(|i| ParquetRow {
         run_id: run_id.value(i),
         captured_at_micros: captured.value(i),
@@ -520,6 +531,7 @@ fn append_rows(batch: &RecordBatch, rows: &mut Vec<ParquetRow>) {
         msg_seq: seq.value(i),
         read_num: read.value(i),
         unread_num: unread.value(i),
+        sdkappid: app.filter(|a| a.is_valid(i)).map(|a| a.value(i)),
     }));
 }
 /// Runs file work on the blocking pool, so compression and fsync do not stall the runtime.

@@ -140,6 +140,13 @@ fn validate(fence: Fence, batch: &WriteBatch) -> Result<(), SinkError> {
             reason: format!("written under the fence of run {}", fence.run_id),
         });
     }
+    if batch.sdkappid.is_none() && !batch.rows.is_empty() {
+        return Err(SinkError::InvalidBatch {
+            run_id: batch.run_id,
+            batch_no: batch.batch_no,
+            reason: "its rows name no app (SDKAppID): a run writes for exactly one app".into(),
+        });
+    }
     let wrong_day = |at: &DateTime<Utc>| at.date_naive() != batch.capture_date;
     let bad = batch
         .rows
@@ -205,20 +212,24 @@ async fn group_keys(
         return Ok(HashMap::new());
     }
     sqlx::query(
-        "INSERT INTO receipts.snapshot_groups (group_id)
-         SELECT g FROM UNNEST($1::text[]) AS t(g)
-         WHERE NOT EXISTS (SELECT 1 FROM receipts.snapshot_groups k WHERE k.group_id = t.g)
+        "INSERT INTO receipts.snapshot_groups (sdkappid, group_id)
+         SELECT $2, g FROM UNNEST($1::text[]) AS t(g)
+         WHERE NOT EXISTS (SELECT 1 FROM receipts.snapshot_groups k
+                           WHERE k.sdkappid = $2 AND k.group_id = t.g)
          ORDER BY g COLLATE \"C\"
-         ON CONFLICT (group_id) DO NOTHING",
+         ON CONFLICT (sdkappid, group_id) DO NOTHING",
     )
     .bind(&ids)
+    .bind(batch.sdkappid)
     .execute(&mut *conn)
     .await
     .map_err(SinkError::pg("recording new group ids"))?;
     let keys: Vec<(String, i32)> = sqlx::query_as(
-        "SELECT group_id, group_key FROM receipts.snapshot_groups WHERE group_id = ANY($1)",
+        "SELECT group_id, group_key FROM receipts.snapshot_groups
+         WHERE sdkappid = $2 AND group_id = ANY($1)",
     )
     .bind(&ids)
+    .bind(batch.sdkappid)
     .fetch_all(&mut *conn)
     .await
     .map_err(SinkError::pg("reading group keys"))?;
@@ -364,12 +375,12 @@ async fn upsert_latest(
 ) -> Result<(), SinkError> {
     let query = sqlx::query(
         "INSERT INTO receipts.receipt_latest
-             (group_id, msg_seq, run_id, captured_at, read_num, unread_num)
-         SELECT g, s, $1, c, r, u
+             (sdkappid, group_id, msg_seq, run_id, captured_at, read_num, unread_num)
+         SELECT $7, g, s, $1, c, r, u
          FROM UNNEST($2::text[], $3::bigint[], $4::timestamptz[], $5::integer[], $6::integer[])
               AS t(g, s, c, r, u)
          ORDER BY g COLLATE \"C\", s
-         ON CONFLICT (group_id, msg_seq) DO UPDATE
+         ON CONFLICT (sdkappid, group_id, msg_seq) DO UPDATE
          SET run_id = excluded.run_id, captured_at = excluded.captured_at,
              read_num = excluded.read_num, unread_num = excluded.unread_num
          WHERE excluded.captured_at >= receipt_latest.captured_at",
@@ -382,9 +393,10 @@ async fn upsert_latest(
 }
 
 /// A batch's snapshot rows as the column arrays the statements `UNNEST` (`$2`..`$6`: group,
-/// seq, capture, read, unread), built once per batch for every statement that reads them
-/// (the `receipt_latest` upsert, the read-progress merge).
+/// seq, capture, read, unread) and their app (`$7`), built once per batch for every statement
+/// that reads them (the `receipt_latest` upsert, the read-progress merge).
 pub struct RowArrays<'a> {
+    sdkappid: Option<i64>,
     groups: Vec<&'a str>,
     seqs: Vec<i64>,
     captured: Vec<chrono::DateTime<chrono::Utc>>,
@@ -396,6 +408,7 @@ impl<'a> RowArrays<'a> {
     pub fn of(batch: &'a WriteBatch) -> RowArrays<'a> {
         let rows = &batch.rows;
         RowArrays {
+            sdkappid: batch.sdkappid,
             groups: rows.iter().map(|r| &*r.group_id).collect(),
             seqs: rows.iter().map(|r| r.msg_seq).collect(),
             captured: rows.iter().map(|r| r.captured_at).collect(),
@@ -404,7 +417,7 @@ impl<'a> RowArrays<'a> {
         }
     }
 
-    /// Binds the five arrays, in order, after what `query` already binds (`$1`).
+    /// Binds the five arrays and the app, in order, after what `query` already binds (`$1`).
     pub fn bind<'q>(
         &'q self,
         query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
@@ -415,6 +428,7 @@ impl<'a> RowArrays<'a> {
             .bind(self.captured.as_slice())
             .bind(self.read.as_slice())
             .bind(self.unread.as_slice())
+            .bind(self.sdkappid)
     }
 }
 
@@ -434,6 +448,7 @@ mod tests {
             run_id: 7,
             run_date: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
             batch_no: 3,
+            sdkappid: Some(1_400_000_000),
             capture_date: NaiveDate::from_ymd_opt(2026, 11, 25).unwrap(),
             rows,
             codes: vec![],

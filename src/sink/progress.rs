@@ -58,16 +58,15 @@ WITH m AS (
 INSERT INTO receipts.message_read_progress AS p
     (group_id, msg_seq, sdkappid, first_seen_at, members_at_first_seen, read_ratio,
      half_read_at, ninety_read_at, run_id)
-SELECT m.g, m.s, (SELECT sdkappid FROM receipts.export_runs WHERE run_id = $1),
+SELECT m.g, m.s, $7,
        m.first_seen_at, m.members_at_first_seen,
        CASE WHEN l.read_num + l.unread_num > 0
             THEN l.read_num::double precision / (l.read_num + l.unread_num) END,
        m.half_read_at, m.ninety_read_at, $1
-FROM m JOIN receipts.receipt_latest l ON l.group_id = m.g AND l.msg_seq = m.s
+FROM m JOIN receipts.receipt_latest l ON l.sdkappid = $7 AND l.group_id = m.g AND l.msg_seq = m.s
 ORDER BY m.g COLLATE \"C\", m.s
-ON CONFLICT (group_id, msg_seq) DO UPDATE
-SET sdkappid = coalesce(p.sdkappid, excluded.sdkappid),
-    members_at_first_seen = CASE WHEN excluded.first_seen_at < p.first_seen_at
+ON CONFLICT (sdkappid, group_id, msg_seq) DO UPDATE
+SET members_at_first_seen = CASE WHEN excluded.first_seen_at < p.first_seen_at
                                  THEN excluded.members_at_first_seen
                                  ELSE p.members_at_first_seen END,
     first_seen_at = least(p.first_seen_at, excluded.first_seen_at),
@@ -78,20 +77,18 @@ SET sdkappid = coalesce(p.sdkappid, excluded.sdkappid),
 WHERE excluded.first_seen_at < p.first_seen_at
    OR excluded.read_ratio IS DISTINCT FROM p.read_ratio
    OR excluded.half_read_at < coalesce(p.half_read_at, 'infinity')
-   OR excluded.ninety_read_at < coalesce(p.ninety_read_at, 'infinity')
-   OR (p.sdkappid IS NULL AND excluded.sdkappid IS NOT NULL)";
+   OR excluded.ninety_read_at < coalesce(p.ninety_read_at, 'infinity')";
 
 /// Records the app a run exports for (`export_runs.sdkappid`), which the merge gives each new
 /// message's row. A resumed backfill keeps the app it started with.
-pub async fn record_app(pool: &PgPool, run_id: i64, sdkappid: Option<u64>) -> sqlx::Result<()> {
-    let Some(app) = sdkappid.and_then(|a| i64::try_from(a).ok()) else {
-        return Ok(());
-    };
+pub async fn record_app(pool: &PgPool, run_id: i64, app: i64, name: &str) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE receipts.export_runs SET sdkappid = $2 WHERE run_id = $1 AND sdkappid IS NULL",
+        "UPDATE receipts.export_runs SET sdkappid = $2, app = $3
+         WHERE run_id = $1 AND sdkappid IS NULL",
     )
     .bind(run_id)
     .bind(app)
+    .bind(name)
     .execute(pool)
     .await?;
     Ok(())

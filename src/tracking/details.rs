@@ -11,6 +11,7 @@ use sqlx::{PgExecutor, PgPool};
 /// whether the group is tracked.
 pub async fn set_details(
     executor: impl PgExecutor<'_>,
+    app: Option<i64>,
     group_id: &str,
     on: bool,
 ) -> sqlx::Result<bool> {
@@ -19,10 +20,11 @@ pub async fn set_details(
          SET details = $2,
              details_since = CASE WHEN $2 AND NOT details THEN now() ELSE details_since END,
              updated_at = now()
-         WHERE group_id = $1",
+         WHERE group_id = $1 AND sdkappid IS NOT DISTINCT FROM $3",
     )
     .bind(group_id)
     .bind(on)
+    .bind(app)
     .execute(executor)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -44,6 +46,7 @@ pub struct DueMessage {
 /// not recorded yet; never one retention pruned. Ordered by group and seq.
 pub async fn due_messages(
     pool: &PgPool,
+    app: i64,
     tags: &[String],
     run_id: i64,
 ) -> sqlx::Result<Vec<DueMessage>> {
@@ -51,31 +54,39 @@ pub async fn due_messages(
         "SELECT l.group_id, l.msg_seq, l.read_num,
                 (p.group_id IS NULL AND EXISTS (
                     SELECT 1 FROM receipts.receipt_snapshots s
-                    WHERE s.group_id = l.group_id AND s.msg_seq = l.msg_seq
+                    WHERE s.sdkappid = $3 AND s.group_id = l.group_id AND s.msg_seq = l.msg_seq
                       AND s.captured_at < g.details_since AND s.read_num > 0)) AS read_before_details
          FROM receipts.receipt_latest l
-         JOIN receipts.tracked_groups g USING (group_id)
-         LEFT JOIN receipts.read_list_pulls p USING (group_id, msg_seq)
-         WHERE g.enabled AND g.details AND (cardinality($1::text[]) = 0 OR g.tags && $1)
+         JOIN receipts.tracked_groups g USING (sdkappid, group_id)
+         LEFT JOIN receipts.read_list_pulls p USING (sdkappid, group_id, msg_seq)
+         WHERE l.sdkappid = $3 AND g.enabled AND g.details
+           AND (cardinality($1::text[]) = 0 OR g.tags && $1)
            AND l.read_num > COALESCE(p.read_num, 0)
            AND (l.run_id = $2 OR l.unread_num = 0)
            AND NOT EXISTS (SELECT 1 FROM receipts.read_events_pruned t
-                           WHERE t.group_id = l.group_id AND t.msg_seq = l.msg_seq)
+                           WHERE t.sdkappid = $3 AND t.group_id = l.group_id
+                             AND t.msg_seq = l.msg_seq)
          ORDER BY l.group_id, l.msg_seq",
     )
     .bind(tags)
     .bind(run_id)
+    .bind(app)
     .fetch_all(pool)
     .await
 }
 
 /// The details-on groups among `group_ids`.
-pub async fn details_groups(pool: &PgPool, group_ids: &[String]) -> sqlx::Result<Vec<String>> {
+pub async fn details_groups(
+    pool: &PgPool,
+    app: i64,
+    group_ids: &[String],
+) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "SELECT group_id FROM receipts.tracked_groups
-         WHERE details AND group_id = ANY($1) ORDER BY group_id",
+         WHERE sdkappid = $2 AND details AND group_id = ANY($1) ORDER BY group_id",
     )
     .bind(group_ids)
+    .bind(app)
     .fetch_all(pool)
     .await
 }
@@ -84,19 +95,23 @@ pub async fn details_groups(pool: &PgPool, group_ids: &[String]) -> sqlx::Result
 /// recorded yet: the planner skips them, the detail pull does not.
 pub async fn settled_unrecorded(
     pool: &PgPool,
+    app: i64,
     tags: &[String],
 ) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as(
         "SELECT l.group_id, l.msg_seq
          FROM receipts.receipt_latest l
-         JOIN receipts.tracked_groups g USING (group_id)
-         LEFT JOIN receipts.read_list_pulls p USING (group_id, msg_seq)
-         WHERE g.enabled AND g.details AND (cardinality($1::text[]) = 0 OR g.tags && $1)
+         JOIN receipts.tracked_groups g USING (sdkappid, group_id)
+         LEFT JOIN receipts.read_list_pulls p USING (sdkappid, group_id, msg_seq)
+         WHERE l.sdkappid = $2 AND g.enabled AND g.details
+           AND (cardinality($1::text[]) = 0 OR g.tags && $1)
            AND l.unread_num = 0 AND l.read_num > COALESCE(p.read_num, 0)
            AND NOT EXISTS (SELECT 1 FROM receipts.read_events_pruned t
-                           WHERE t.group_id = l.group_id AND t.msg_seq = l.msg_seq)",
+                           WHERE t.sdkappid = $2 AND t.group_id = l.group_id
+                             AND t.msg_seq = l.msg_seq)",
     )
     .bind(tags)
+    .bind(app)
     .fetch_all(pool)
     .await
 }
@@ -120,7 +135,12 @@ pub struct ReadListRows {
 /// Nothing of a message retention pruned: the transaction shares the lock retention's
 /// `prune_read_events()` takes alone, so the two never interleave. Returns how many members
 /// were new.
-pub async fn record(pool: &PgPool, run_id: i64, rows: &ReadListRows) -> sqlx::Result<u64> {
+pub async fn record(
+    pool: &PgPool,
+    run_id: i64,
+    app: i64,
+    rows: &ReadListRows,
+) -> sqlx::Result<u64> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext('receipt-exporter:read-events'))")
         .execute(&mut *tx)
@@ -129,12 +149,12 @@ pub async fn record(pool: &PgPool, run_id: i64, rows: &ReadListRows) -> sqlx::Re
         rows.members.iter().map(|(a, t)| (a.as_str(), *t)).unzip();
     let inserted = sqlx::query(
         "INSERT INTO receipts.read_events
-            (group_id, msg_seq, member_account, first_seen_read_at, run_id, read_before_details, account_hashed)
-         SELECT $1, $2, m.account, m.seen, $3, $4, $5
+            (sdkappid, group_id, msg_seq, member_account, first_seen_read_at, run_id, read_before_details, account_hashed)
+         SELECT $8, $1, $2, m.account, m.seen, $3, $4, $5
          FROM unnest($6::text[], $7::timestamptz[]) AS m(account, seen)
          WHERE NOT EXISTS (SELECT 1 FROM receipts.read_events_pruned t
-                           WHERE t.group_id = $1 AND t.msg_seq = $2)
-         ON CONFLICT (group_id, msg_seq, member_account) DO NOTHING",
+                           WHERE t.sdkappid = $8 AND t.group_id = $1 AND t.msg_seq = $2)
+         ON CONFLICT (sdkappid, group_id, msg_seq, member_account) DO NOTHING",
     )
     .bind(&rows.group_id)
     .bind(rows.msg_seq)
@@ -143,16 +163,17 @@ pub async fn record(pool: &PgPool, run_id: i64, rows: &ReadListRows) -> sqlx::Re
     .bind(rows.account_hashed)
     .bind(&accounts)
     .bind(&times)
+    .bind(app)
     .execute(&mut *tx)
     .await?
     .rows_affected();
     if let Some(read_num) = rows.covers {
         sqlx::query(
-            "INSERT INTO receipts.read_list_pulls (group_id, msg_seq, read_num, listed, pulled_at, run_id)
-             SELECT $1, $2, $3, $4, now(), $5
+            "INSERT INTO receipts.read_list_pulls (sdkappid, group_id, msg_seq, read_num, listed, pulled_at, run_id)
+             SELECT $6, $1, $2, $3, $4, now(), $5
              WHERE NOT EXISTS (SELECT 1 FROM receipts.read_events_pruned t
-                               WHERE t.group_id = $1 AND t.msg_seq = $2)
-             ON CONFLICT (group_id, msg_seq) DO UPDATE
+                               WHERE t.sdkappid = $6 AND t.group_id = $1 AND t.msg_seq = $2)
+             ON CONFLICT (sdkappid, group_id, msg_seq) DO UPDATE
                 SET read_num = EXCLUDED.read_num, listed = EXCLUDED.listed,
                     pulled_at = EXCLUDED.pulled_at, run_id = EXCLUDED.run_id",
         )
@@ -161,6 +182,7 @@ pub async fn record(pool: &PgPool, run_id: i64, rows: &ReadListRows) -> sqlx::Re
         .bind(read_num)
         .bind(rows.members.len() as i32)
         .bind(run_id)
+        .bind(app)
         .execute(&mut *tx)
         .await?;
     }
@@ -177,6 +199,8 @@ pub struct EventRow {
     pub first_seen_read_at: DateTime<Utc>,
     pub read_before_details: bool,
     pub account_hashed: bool,
+    /// The app (`None`: an event from before apps, not adopted yet).
+    pub sdkappid: Option<i64>,
 }
 
 /// The runs whose lake copy of read events may be missing: `run_id` itself, crashed runs
@@ -203,7 +227,8 @@ pub async fn runs_missing_lake_copy(pool: &PgPool, run_id: i64) -> sqlx::Result<
 /// Every read event first seen by run `run_id`, in time order.
 pub async fn events_of_run(pool: &PgPool, run_id: i64) -> sqlx::Result<Vec<EventRow>> {
     sqlx::query_as(
-        "SELECT group_id, msg_seq, member_account, first_seen_read_at, read_before_details, account_hashed
+        "SELECT group_id, msg_seq, member_account, first_seen_read_at, read_before_details,
+                account_hashed, sdkappid
          FROM receipts.read_events WHERE run_id = $1
          ORDER BY first_seen_read_at, group_id, msg_seq, member_account",
     )

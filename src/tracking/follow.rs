@@ -16,54 +16,72 @@ pub const NO_RECEIPT: i32 = 10062;
 /// Returns the `n` it replaced, if any.
 pub async fn set_latest(
     tx: &mut Transaction<'_, Postgres>,
+    app: Option<i64>,
     group_id: &str,
     n: i64,
 ) -> sqlx::Result<Option<i64>> {
     let before: Option<i64> = sqlx::query_scalar(
-        "SELECT latest_n FROM receipts.seq_windows WHERE group_id = $1 AND kind = 'latest' FOR UPDATE",
+        "SELECT latest_n FROM receipts.seq_windows
+         WHERE group_id = $1 AND sdkappid IS NOT DISTINCT FROM $2 AND kind = 'latest' FOR UPDATE",
     )
     .bind(group_id)
+    .bind(app)
     .fetch_optional(&mut **tx)
     .await?;
     sqlx::query(
-        "INSERT INTO receipts.seq_windows (group_id, kind, latest_n) VALUES ($1, 'latest', $2)
-         ON CONFLICT (group_id) WHERE kind = 'latest' DO UPDATE SET latest_n = EXCLUDED.latest_n",
+        "INSERT INTO receipts.seq_windows (sdkappid, group_id, kind, latest_n) VALUES ($3, $1, 'latest', $2)
+         ON CONFLICT (sdkappid, group_id) WHERE kind = 'latest' DO UPDATE SET latest_n = EXCLUDED.latest_n",
     )
     .bind(group_id)
     .bind(n)
+    .bind(app)
     .execute(&mut **tx)
     .await?;
     Ok(before)
 }
 
 /// Removes a group's rolling window. Returns whether it had one.
-pub async fn remove_latest(executor: impl PgExecutor<'_>, group_id: &str) -> sqlx::Result<bool> {
-    let done =
-        sqlx::query("DELETE FROM receipts.seq_windows WHERE group_id = $1 AND kind = 'latest'")
-            .bind(group_id)
-            .execute(executor)
-            .await?;
+pub async fn remove_latest(
+    executor: impl PgExecutor<'_>,
+    app: Option<i64>,
+    group_id: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        "DELETE FROM receipts.seq_windows
+         WHERE group_id = $1 AND sdkappid IS NOT DISTINCT FROM $2 AND kind = 'latest'",
+    )
+    .bind(group_id)
+    .bind(app)
+    .execute(executor)
+    .await?;
     Ok(done.rows_affected() == 1)
 }
 
-/// Every group's rolling window size, for `track list`.
-pub async fn all_latest(pool: &PgPool) -> sqlx::Result<HashMap<String, i64>> {
-    let rows: Vec<(String, i64)> =
-        sqlx::query_as("SELECT group_id, latest_n FROM receipts.seq_windows WHERE kind = 'latest'")
-            .fetch_all(pool)
-            .await?;
-    Ok(rows.into_iter().collect())
+/// Every group's rolling window size, by app and group, for `track list`.
+pub async fn all_latest(pool: &PgPool) -> sqlx::Result<HashMap<(Option<i64>, String), i64>> {
+    let rows: Vec<(Option<i64>, String, i64)> = sqlx::query_as(
+        "SELECT sdkappid, group_id, latest_n FROM receipts.seq_windows WHERE kind = 'latest'",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(|(a, g, n)| ((a, g), n)).collect())
 }
 
 /// The rolling windows of the enabled groups with any of `tags` (all enabled when empty).
-pub async fn selected_latest(pool: &PgPool, tags: &[String]) -> sqlx::Result<Vec<(String, i64)>> {
+pub async fn selected_latest(
+    pool: &PgPool,
+    app: i64,
+    tags: &[String],
+) -> sqlx::Result<Vec<(String, i64)>> {
     sqlx::query_as(
         "SELECT g.group_id, w.latest_n
-         FROM receipts.tracked_groups g JOIN receipts.seq_windows w USING (group_id)
-         WHERE g.enabled AND w.kind = 'latest' AND (cardinality($1::text[]) = 0 OR g.tags && $1)
+         FROM receipts.tracked_groups g JOIN receipts.seq_windows w USING (sdkappid, group_id)
+         WHERE g.sdkappid = $2 AND g.enabled AND w.kind = 'latest'
+           AND (cardinality($1::text[]) = 0 OR g.tags && $1)
          ORDER BY g.group_id",
     )
     .bind(tags)
+    .bind(app)
     .fetch_all(pool)
     .await
 }
@@ -87,12 +105,13 @@ pub struct GroupState {
 /// `receipt_latest` and `receipt_item_codes` per range, one probe per observed seq.
 pub async fn classify(
     pool: &PgPool,
+    app: i64,
     plan: &[GroupPlan],
     newest: &HashMap<String, u64>,
     policy: &FollowPolicy,
 ) -> sqlx::Result<Vec<GroupState>> {
     let mut states = Vec::new();
-    classify_each(pool, plan, newest, policy, |state| states.push(state)).await?;
+    classify_each(pool, app, plan, newest, policy, |state| states.push(state)).await?;
     Ok(states)
 }
 
@@ -101,6 +120,7 @@ pub async fn classify(
 /// (24 bytes and more a seq when every group's state was held at once).
 pub async fn classify_each(
     pool: &PgPool,
+    app: i64,
     plan: &[GroupPlan],
     newest: &HashMap<String, u64>,
     policy: &FollowPolicy,
@@ -125,6 +145,7 @@ pub async fn classify_each(
         .bind(policy.skip_settled)
         .bind(k)
         .bind(NO_RECEIPT)
+        .bind(app)
         .fetch(pool);
     let seqs = |v: Vec<i64>| v.into_iter().map(|s| s as u64).collect::<Vec<_>>();
     while let Some((group_id, settled, no_receipt, seen, at)) = rows.try_next().await? {
@@ -142,22 +163,26 @@ pub async fn classify_each(
 type StateRow = (String, Vec<i64>, Vec<i64>, Vec<i64>, Vec<DateTime<Utc>>);
 
 /// $1..$4: the plan's ranges (group, from, to, newest seq or NULL); $5 skip settled;
-/// $6 K (0: never skip for no receipt); $7 the no-receipt code. "K consecutive": the K newest
+/// $6 K (0: never skip for no receipt); $7 the no-receipt code; $8 the app (item codes are
+/// the app's by their run's). "K consecutive": the K newest
 /// item codes of the seq are all 10062 and all newer than its newest snapshot. A settled
 /// snapshot followed by a newer item code (a recalled message, say) is not settled.
 const CLASSIFY: &str = "
 WITH ranges AS (
     SELECT r.g, r.f, r.t,
            COALESCE(r.newest, (SELECT max(l.msg_seq) FROM receipts.receipt_latest l
-                               WHERE l.group_id = r.g)) AS known
+                               WHERE l.sdkappid = $8 AND l.group_id = r.g)) AS known
     FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS r(g, f, t, newest)
 ),
 observed AS (
     SELECT r.g, l.msg_seq AS seq, r.known FROM ranges r
-    JOIN receipts.receipt_latest l ON l.group_id = r.g AND l.msg_seq BETWEEN r.f AND r.t
+    JOIN receipts.receipt_latest l
+      ON l.sdkappid = $8 AND l.group_id = r.g AND l.msg_seq BETWEEN r.f AND r.t
     UNION
     SELECT r.g, ic.msg_seq, r.known FROM ranges r
     JOIN receipts.receipt_item_codes ic ON ic.group_id = r.g AND ic.msg_seq BETWEEN r.f AND r.t
+    WHERE EXISTS (SELECT 1 FROM receipts.export_runs er
+                  WHERE er.run_id = ic.run_id AND er.sdkappid = $8)
 ),
 state AS MATERIALIZED (
     SELECT o.g AS group_id, o.seq,
@@ -169,13 +194,16 @@ state AS MATERIALIZED (
            END AS skip,
            GREATEST(l.captured_at, c.last_code_at) AS last_seen
     FROM observed o
-    LEFT JOIN receipts.receipt_latest l ON l.group_id = o.g AND l.msg_seq = o.seq
+    LEFT JOIN receipts.receipt_latest l
+      ON l.sdkappid = $8 AND l.group_id = o.g AND l.msg_seq = o.seq
     LEFT JOIN LATERAL (
         SELECT max(x.captured_at) AS last_code_at,
                count(*) FILTER (WHERE x.code = $7
                    AND x.captured_at > COALESCE(l.captured_at, '-infinity')) AS no_receipt
         FROM (SELECT ic.code, ic.captured_at FROM receipts.receipt_item_codes ic
               WHERE ic.group_id = o.g AND ic.msg_seq = o.seq
+                AND EXISTS (SELECT 1 FROM receipts.export_runs er
+                            WHERE er.run_id = ic.run_id AND er.sdkappid = $8)
               ORDER BY ic.run_id DESC LIMIT GREATEST($6, 1)) x
     ) c ON true
 )

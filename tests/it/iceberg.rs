@@ -202,6 +202,7 @@ async fn a_commit_repeated_after_it_succeeded_changes_nothing() {
         run_id: 1,
         run_date: at.date_naive(),
         batch_no: 9_999,
+        sdkappid: Some(1_400_000_000),
         capture_date: at.date_naive(),
         rows: vec![SnapshotRow {
             captured_at: chrono::DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap(),

@@ -2,6 +2,7 @@
 //! Each test gets its own fresh database on the local Postgres and talks to the real binary,
 //! the simulator over HTTP on 127.0.0.1, or the library, never to mocks of our own traits.
 
+mod apps;
 mod backfill;
 mod cli;
 mod client;
@@ -37,4 +38,5 @@ mod sink;
 mod tools;
 mod track;
 mod truth;
+mod upgrade;
 mod warehouse_lock;

@@ -129,7 +129,7 @@ async fn another_engines_schema_or_spec_change_is_refused_by_name() {
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         text.contains("changed by another engine")
-            && text.contains("adds field 7 `note` (string)")
+            && text.contains("adds field 8 `note` (string)")
             && text.contains("DROP COLUMN note"),
         "{text}"
     );
@@ -178,7 +178,7 @@ async fn a_schema_change_during_a_run_stops_its_commit() {
         stderr(&out)
     );
     let text = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(text.contains("adds field 7 `note`"), "{text}");
+    assert!(text.contains("adds field 8 `note`"), "{text}");
     assert!(!text.contains("panicked"), "{text}");
     let (status, receipts, _, _) = run_row(&db, 2).await;
     let in_pg = rows_of(&pg_snapshots(&db).await, 2).len() as i64;

@@ -204,13 +204,13 @@ async fn a_kill_storm_ends_with_nothing_running_and_the_lake_equal_to_postgres()
 
 /// A local HTTP receiver for the webhook: records each request's body and path, answers
 /// with the statuses of `script` in turn (then 200).
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     seen: Arc<Mutex<Vec<(String, Value)>>>,
 }
 
 impl Receiver {
-    async fn start(script: Vec<u16>) -> Receiver {
+    pub(crate) async fn start(script: Vec<u16>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen: Arc<Mutex<Vec<(String, Value)>>> = Default::default();
@@ -256,7 +256,7 @@ impl Receiver {
         }
     }
 
-    fn bodies(&self) -> Vec<Value> {
+    pub(crate) fn bodies(&self) -> Vec<Value> {
         self.seen
             .lock()
             .unwrap()

@@ -98,6 +98,7 @@ fn batch(run_id: i64, batch_no: i32, minute: u32, rows: &[Row]) -> WriteBatch {
         run_id,
         run_date: day(),
         batch_no,
+        sdkappid: Some(1_400_000_000),
         capture_date: day(),
         rows: rows
             .iter()
@@ -225,27 +226,31 @@ async fn a_retried_or_repeated_batch_changes_nothing() {
 }
 
 #[tokio::test]
-async fn each_row_names_the_app_its_run_recorded() {
+async fn each_app_has_its_own_row_for_the_same_group_and_seq() {
     let db = TestDb::new().await;
     let run = new_run(&db.pool).await;
-    progress::record_app(&db.pool, run, Some(1_400_000_123))
-        .await
-        .unwrap();
     write(&db.pool, &batch(run, 1, 0, &[("g", 1, 1, 1)])).await;
     let other = new_run(&db.pool).await;
-    write(
-        &db.pool,
-        &batch(other, 1, 5, &[("g", 2, 1, 1), ("g", 1, 2, 0)]),
-    )
-    .await;
-    let apps: Vec<(i64, Option<i64>)> = sqlx::query_as(
-        "SELECT msg_seq, sdkappid FROM receipts.message_read_progress ORDER BY msg_seq",
+    let mut of_b = batch(other, 1, 5, &[("g", 1, 2, 0), ("g", 2, 1, 1)]);
+    of_b.sdkappid = Some(1_400_000_123);
+    write(&db.pool, &of_b).await;
+    let apps: Vec<(Option<i64>, i64, Option<f64>)> = sqlx::query_as(
+        "SELECT sdkappid, msg_seq, read_ratio FROM receipts.message_read_progress
+         ORDER BY sdkappid, msg_seq",
     )
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    // g/1 keeps its first run's app; g/2's run knew none (a run before the column existed).
-    assert_eq!(apps, vec![(1, Some(1_400_000_123)), (2, None)]);
+    // Group ids are the apps' own: g/1 of one app and g/1 of the other are two messages, each
+    // with its own ratio from its own app's latest snapshot.
+    assert_eq!(
+        apps,
+        vec![
+            (Some(1_400_000_000), 1, Some(0.5)),
+            (Some(1_400_000_123), 1, Some(1.0)),
+            (Some(1_400_000_123), 2, Some(0.5)),
+        ]
+    );
 }
 
 /// Three runs against the simulator, the read counts moving between them; the second is

@@ -16,11 +16,13 @@ const NO_RECEIPT: i32 = 10062;
 async fn old_run(db: &TestDb, day: NaiveDate, seq_51: bool) -> i64 {
     let at = Utc.from_utc_datetime(&day.and_hms_opt(0, 0, 1).unwrap());
     let run_id: i64 = sqlx::query_scalar(
-        "INSERT INTO receipts.export_runs (job, kind, status, host, pid, run_date, started_at, finished_at)
-         VALUES ('old', 'manual', 'succeeded', 'h', 0, $1, $2, $2) RETURNING run_id",
+        "INSERT INTO receipts.export_runs
+            (job, kind, status, host, pid, run_date, started_at, finished_at, sdkappid, app)
+         VALUES ('old', 'manual', 'succeeded', 'h', 0, $1, $2, $2, $3, 'default') RETURNING run_id",
     )
     .bind(day)
     .bind(at)
+    .bind(SDKAPPID as i64)
     .fetch_one(&db.pool)
     .await
     .unwrap();
@@ -52,6 +54,7 @@ async fn old_run(db: &TestDb, day: NaiveDate, seq_51: bool) -> i64 {
         run_id,
         run_date: day,
         batch_no: 1,
+        sdkappid: Some(SDKAPPID as i64),
         capture_date: day,
         rows,
         codes,
@@ -109,9 +112,15 @@ async fn skips(db: &TestDb) -> String {
         no_receipt_after: Some(3),
         ..FollowPolicy::default()
     };
-    let states = receipt_exporter::tracking::follow::classify(&db.pool, &plan, &newest, &policy)
-        .await
-        .unwrap();
+    let states = receipt_exporter::tracking::follow::classify(
+        &db.pool,
+        SDKAPPID as i64,
+        &plan,
+        &newest,
+        &policy,
+    )
+    .await
+    .unwrap();
     assert_eq!(states.len(), 1);
     assert_eq!(
         states[0].no_receipt,

@@ -98,6 +98,7 @@ fn batch(
         run_id,
         run_date: day(),
         batch_no,
+        sdkappid: APP,
         capture_date: day(),
         rows,
         codes: vec![],
@@ -115,15 +116,19 @@ fn expected(batch: &WriteBatch) -> Vec<ParquetRow> {
             msg_seq: r.msg_seq,
             read_num: r.read_num,
             unread_num: r.unread_num,
+            sdkappid: batch.sdkappid,
         })
         .collect()
 }
 
-type PgRow = (i64, i32, DateTime<Utc>, String, i64, i32, i32);
+/// The app the batches of these tests are of.
+const APP: Option<i64> = Some(1_400_000_000);
+
+type PgRow = (i64, i32, DateTime<Utc>, String, i64, i32, i32, Option<i64>);
 
 async fn pg_rows(pool: &PgPool, run_id: i64) -> Vec<PgRow> {
     sqlx::query_as(
-        "SELECT run_id, batch_no, captured_at, group_id, msg_seq, read_num, unread_num
+        "SELECT run_id, batch_no, captured_at, group_id, msg_seq, read_num, unread_num, sdkappid
          FROM receipts.receipt_snapshots WHERE run_id = $1 ORDER BY group_id, msg_seq",
     )
     .bind(run_id)
@@ -154,13 +159,14 @@ fn parquet_rows(root: &Path) -> Vec<ParquetRow> {
 fn as_parquet(rows: &[PgRow]) -> Vec<ParquetRow> {
     let mut out: Vec<ParquetRow> = rows
         .iter()
-        .map(|(run_id, _, at, g, s, r, u)| ParquetRow {
+        .map(|(run_id, _, at, g, s, r, u, app)| ParquetRow {
             run_id: *run_id,
             captured_at_micros: at.timestamp_micros(),
             group_id: g.clone(),
             msg_seq: *s,
             read_num: *r,
             unread_num: *u,
+            sdkappid: *app,
         })
         .collect();
     out.sort();
@@ -177,9 +183,9 @@ async fn write_batch_inserts_exactly_the_rows_and_a_repeat_changes_nothing() {
     assert_eq!(first, WriteOutcome::Written { rows: 3, codes: 0 });
     let rows = pg_rows(&db.pool, run).await;
     let want: Vec<PgRow> = vec![
-        (run, 1, at(5), "@TGS#group".into(), 10, 0, 100),
-        (run, 1, at(5), "@TGS#group".into(), 11, 1, 99),
-        (run, 1, at(5), "@TGS#group".into(), 12, 2, 98),
+        (run, 1, at(5), "@TGS#group".into(), 10, 0, 100, APP),
+        (run, 1, at(5), "@TGS#group".into(), 11, 1, 99, APP),
+        (run, 1, at(5), "@TGS#group".into(), 12, 2, 98, APP),
     ];
     assert_eq!(rows, want);
     let run_date: NaiveDate =
@@ -373,6 +379,7 @@ fn parquet_file_has_the_exact_schema_compression_and_metadata() {
             "msg_seq Int64 false",
             "read_num Int32 false",
             "unread_num Int32 false",
+            "sdkappid Int64 true",
         ]
     );
     let meta = SerializedFileReader::new(std::fs::File::open(&path).unwrap())

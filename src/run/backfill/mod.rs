@@ -34,9 +34,22 @@ pub struct Request {
     pub all: bool,
     pub groups: Vec<String>,
     pub windows: Vec<SeqWindow>,
+    /// The app whose groups it pulls ([`Request::for_app`]); 0 until set.
+    pub sdkappid: i64,
+    /// Whether the app was named (`--app NAME`): then it is part of the backfill's key. The
+    /// default app's backfills keep the key they had before apps, so one started before an
+    /// upgrade resumes after it.
+    pub named_app: bool,
 }
 
 impl Request {
+    /// The request for app `sdkappid` (`named`: not the default app).
+    pub fn for_app(mut self, sdkappid: i64, named: bool) -> Request {
+        self.sdkappid = sdkappid;
+        self.named_app = named;
+        self
+    }
+
     /// Validates the command line's values; the error is one line naming the flag.
     pub fn new(all: bool, groups: &[String], windows: &[String]) -> Result<Request, String> {
         if all && !groups.is_empty() {
@@ -63,6 +76,8 @@ impl Request {
             all,
             groups: ids,
             windows: plan::merge_windows(parsed),
+            sdkappid: 0,
+            named_app: false,
         })
     }
 
@@ -82,11 +97,15 @@ impl Request {
     }
 
     pub fn as_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "all": self.all,
             "groups": self.groups,
             "windows": self.windows.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        })
+        });
+        if self.named_app {
+            json["sdkappid"] = self.sdkappid.into();
+        }
+        json
     }
 }
 
@@ -185,6 +204,7 @@ pub async fn open(
     Ok(OpenedRun {
         fence: o.fence,
         run_date: o.run_date,
+        sdkappid: backfill.request.sdkappid,
         plan: o.remaining,
         first_batch_no: o.first_batch_no,
         prior: Some(o.prior),
@@ -290,7 +310,7 @@ pub enum BackfillError {
 /// The definition of a new backfill: its groups, or every enabled tracked group for `--all`.
 async fn expand(pool: &PgPool, request: &Request) -> anyhow::Result<Definition> {
     let groups = if request.all {
-        let groups = store::enabled_groups(pool).await?;
+        let groups = store::enabled_groups(pool, request.sdkappid).await?;
         if groups.is_empty() {
             return Err(BackfillError::NoEnabledGroup.into());
         }

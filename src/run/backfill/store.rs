@@ -51,10 +51,12 @@ pub async fn insert(
 }
 
 /// Every enabled tracked group, sorted: what `--all` means at a backfill's first start.
-pub async fn enabled_groups(pool: &PgPool) -> sqlx::Result<Vec<String>> {
+pub async fn enabled_groups(pool: &PgPool, app: i64) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
-        "SELECT group_id FROM receipts.tracked_groups WHERE enabled ORDER BY group_id COLLATE \"C\"",
+        "SELECT group_id FROM receipts.tracked_groups WHERE sdkappid = $1 AND enabled
+         ORDER BY group_id COLLATE \"C\"",
     )
+    .bind(app)
     .fetch_all(pool)
     .await
 }

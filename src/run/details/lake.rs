@@ -43,6 +43,8 @@ pub fn arrow_schema() -> SchemaRef {
         Field::new("run_id", DataType::Int64, false),
         Field::new("read_before_details", DataType::Boolean, false),
         Field::new("account_hashed", DataType::Boolean, false),
+        // Issue 26: the app; files written before lack it (read it as null).
+        Field::new("sdkappid", DataType::Int64, true),
     ]))
 }
 
@@ -121,6 +123,7 @@ fn record_batch(run_id: i64, rows: &[EventRow]) -> anyhow::Result<RecordBatch> {
         Arc::new(BooleanArray::from_iter(
             rows.iter().map(|r| Some(r.account_hashed)),
         )),
+        Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.sdkappid))),
     ];
     Ok(RecordBatch::try_new(arrow_schema(), columns)?)
 }

@@ -106,11 +106,12 @@ impl DetailBound {
 /// Computes [`DetailBound`] for a prepared plan (`tags` select the groups like the run's).
 pub async fn bound(
     pool: &PgPool,
+    app: i64,
     tags: &[String],
     prepared: &super::follow::Prepared,
 ) -> anyhow::Result<DetailBound> {
     let ids: Vec<String> = prepared.plan.iter().map(|g| g.group_id.clone()).collect();
-    let on: HashSet<String> = store::details_groups(pool, &ids)
+    let on: HashSet<String> = store::details_groups(pool, app, &ids)
         .await?
         .into_iter()
         .collect();
@@ -120,7 +121,7 @@ pub async fn bound(
         .filter(|(g, _, _)| on.contains(*g))
         .map(|(_, seqs, _)| seqs)
         .sum();
-    let settled = store::settled_unrecorded(pool, tags).await?;
+    let settled = store::settled_unrecorded(pool, app, tags).await?;
     Ok(DetailBound {
         groups: on.len() as u64,
         planned,
@@ -200,7 +201,8 @@ async fn pull_lists(
     tags: &[String],
     stop: &CancellationToken,
 ) -> anyhow::Result<DetailFigures> {
-    let due = store::due_messages(pool, tags, run_id).await?;
+    let app = settings.require_app_id()?;
+    let due = store::due_messages(pool, app, tags, run_id).await?;
     let mut figures = DetailFigures {
         due: due.len() as u64,
         ..Default::default()
@@ -220,6 +222,7 @@ async fn pull_lists(
         client: &client,
         key: settings.member_hash_key.as_ref(),
         run_id,
+        app,
         budget: &budget,
         stop,
     };
@@ -253,6 +256,7 @@ struct GroupCtx<'a> {
     client: &'a ChatClient,
     key: Option<&'a crate::secret::Secret>,
     run_id: i64,
+    app: i64,
     budget: &'a Budget,
     stop: &'a CancellationToken,
 }
@@ -310,7 +314,7 @@ impl GroupCtx<'_> {
                 read_before_details: m.read_before_details,
                 account_hashed: self.key.is_some(),
             };
-            match store::record(self.pool, self.run_id, &rows).await {
+            match store::record(self.pool, self.run_id, self.app, &rows).await {
                 Ok(n) => out.events += n,
                 Err(e) => {
                     out.error = Some(format!("while recording read events: {e}"));

@@ -47,20 +47,44 @@ pub const SUMMARY_PART: &str = "receipt-exporter.part";
 pub const SUMMARY_FILE: &str = "receipt-exporter.data-file";
 
 /// The table's schema: the columns and types of the Parquet files, with Iceberg field ids.
+/// Field 7, `sdkappid` (issue 26), is optional: data files written before it read null.
 pub fn table_schema() -> Schema {
-    let field = |id, name, t| Arc::new(NestedField::required(id, name, Type::Primitive(t)));
+    let mut fields = first_fields();
+    fields.push(Arc::new(NestedField::optional(
+        SDKAPPID_FIELD,
+        "sdkappid",
+        Type::Primitive(PrimitiveType::Long),
+    )));
     Schema::builder()
-        .with_schema_id(0)
-        .with_fields(vec![
-            field(1, "run_id", PrimitiveType::Long),
-            field(2, "captured_at", PrimitiveType::Timestamptz),
-            field(3, "group_id", PrimitiveType::String),
-            field(4, "msg_seq", PrimitiveType::Long),
-            field(5, "read_num", PrimitiveType::Int),
-            field(6, "unread_num", PrimitiveType::Int),
-        ])
+        .with_schema_id(1)
+        .with_fields(fields)
         .build()
         .expect("a valid schema")
+}
+
+/// The field id of `sdkappid`, added by the exporter's own schema evolution.
+pub const SDKAPPID_FIELD: i32 = 7;
+
+/// The table's first schema (before apps): a table created by an older release has it until
+/// its first run by this one evolves it ([`IcebergLake::ensure_table`]).
+pub fn first_schema() -> Schema {
+    Schema::builder()
+        .with_schema_id(0)
+        .with_fields(first_fields())
+        .build()
+        .expect("a valid schema")
+}
+
+fn first_fields() -> Vec<iceberg::spec::NestedFieldRef> {
+    let field = |id, name, t| Arc::new(NestedField::required(id, name, Type::Primitive(t)));
+    vec![
+        field(1, "run_id", PrimitiveType::Long),
+        field(2, "captured_at", PrimitiveType::Timestamptz),
+        field(3, "group_id", PrimitiveType::String),
+        field(4, "msg_seq", PrimitiveType::Long),
+        field(5, "read_num", PrimitiveType::Int),
+        field(6, "unread_num", PrimitiveType::Int),
+    ]
 }
 
 fn partition_spec() -> UnboundPartitionSpec {
@@ -171,10 +195,35 @@ impl IcebergLake {
             .await
             .map_err(SinkError::pg("opening the Iceberg catalog"))?;
         if let Some(table) = self.load(&mut conn, false).await? {
-            return self.check_location(table);
+            let table = self.check_location(table)?;
+            if table
+                .metadata()
+                .current_schema()
+                .field_by_id(SDKAPPID_FIELD)
+                .is_none()
+            {
+                drop(conn);
+                return self.add_sdkappid(pool).await;
+            }
+            return Ok(table);
         }
+        drop(conn);
+        self.create(pool).await?;
+        // Created with its first schema, then evolved like a table of an older release: one
+        // path for both.
+        self.add_sdkappid(pool).await
+    }
+
+    /// Creates the table, empty, with its first schema (no `sdkappid`: an older release's
+    /// table), unless another process created it meanwhile; refused over a table the lake
+    /// holds ([`IcebergLake::check_creatable`]). [`IcebergLake::ensure_table`] evolves it.
+    pub async fn create(&self, pool: &PgPool) -> Result<Table, SinkError> {
         self.check_creatable(pool).await?;
-        let (location, metadata) = self.first_metadata()?;
+        let mut conn = pool
+            .acquire()
+            .await
+            .map_err(SinkError::pg("opening the Iceberg catalog"))?;
+        let (location, metadata) = self.first_metadata_of(first_schema())?;
         self.within(
             "writing the table's first metadata",
             metadata.write_to(&self.file_io, &location),
@@ -189,13 +238,66 @@ impl IcebergLake {
         self.check_location(table)
     }
 
+    /// The exporter's own schema evolution of a table created before apps: the optional field
+    /// `sdkappid` (id 7) is added by one commit under the catalog row's lock, like a run's
+    /// commit; files written before read null. An engine reading the table meanwhile sees the
+    /// old schema or the new, never half of one.
+    async fn add_sdkappid(&self, pool: &PgPool) -> Result<Table, SinkError> {
+        use iceberg::transaction::{ApplyTransactionAction, Transaction};
+        let mut tx = pool
+            .begin()
+            .await
+            .map_err(SinkError::pg("opening the Iceberg catalog"))?;
+        let table = commit::lock_table(self, &mut tx).await?;
+        if table
+            .metadata()
+            .current_schema()
+            .field_by_id(SDKAPPID_FIELD)
+            .is_some()
+        {
+            return Ok(table);
+        }
+        let action = Transaction::new(&table).update_schema().add_column(
+            iceberg::transaction::AddColumn::optional(
+                "sdkappid",
+                Type::Primitive(PrimitiveType::Long),
+            ),
+        );
+        let itx = action
+            .apply(Transaction::new(&table))
+            .map_err(SinkError::iceberg("adding the column sdkappid"))?;
+        let staged = commit::Staging::stage(&table, itx).await?;
+        let added = staged.metadata().current_schema().field_by_name("sdkappid");
+        if added.map(|f| f.id) != Some(SDKAPPID_FIELD) {
+            return Err(SinkError::IcebergState(format!(
+                "adding the column sdkappid gave it the field id {:?}, not {SDKAPPID_FIELD}:                  the table's columns were changed by another engine",
+                added.map(|f| f.id)
+            )));
+        }
+        commit::move_pointer(&mut tx, &table, &staged).await?;
+        tx.commit()
+            .await
+            .map_err(SinkError::pg("committing the schema change"))?;
+        tracing::info!(
+            "the Iceberg table receipts.{TABLE} gained the column sdkappid (field {SDKAPPID_FIELD}):              rows written before read null"
+        );
+        Ok(staged)
+    }
+
     /// The metadata of the empty table at this lake's table location, and its metadata file's
     /// location (nothing written).
     pub fn first_metadata(&self) -> Result<(MetadataLocation, TableMetadata), SinkError> {
+        self.first_metadata_of(table_schema())
+    }
+
+    fn first_metadata_of(
+        &self,
+        schema: Schema,
+    ) -> Result<(MetadataLocation, TableMetadata), SinkError> {
         let creation = TableCreation::builder()
             .name(TABLE.to_string())
             .location(self.table_location())
-            .schema(table_schema())
+            .schema(schema)
             .partition_spec(partition_spec())
             .properties(table_properties())
             .build();

@@ -8,15 +8,15 @@
 //! by its fields, never by schema or spec ids (dropping a column added by mistake makes a new
 //! schema id with the exporter's fields: accepted).
 
-use super::{partition_spec, table_schema, PARTITION_FIELD, TABLE};
+use super::{first_schema, partition_spec, table_schema, PARTITION_FIELD, TABLE};
 use crate::sink::SinkError;
 use iceberg::spec::{NestedFieldRef, Schema, Transform};
 use iceberg::table::Table;
 
-/// The schemas the exporter itself has given the table, oldest first (one so far). A schema
-/// evolution of the exporter's own adds its schema here.
+/// The schemas the exporter itself has given the table, oldest first. A schema evolution of
+/// the exporter's own adds its schema here: `sdkappid` (field 7, issue 26).
 pub fn own_schemas() -> Vec<Schema> {
-    vec![table_schema()]
+    vec![first_schema(), table_schema()]
 }
 
 /// Refuses a table whose current schema or default partition spec is not one the exporter
@@ -159,7 +159,7 @@ mod tests {
         assert!(same_fields(&table_schema(), &table_schema()));
         let mut fields: Vec<NestedFieldRef> = table_schema().as_struct().fields().to_vec();
         fields.push(Arc::new(NestedField::optional(
-            7,
+            8,
             "note",
             Type::Primitive(PrimitiveType::String),
         )));
@@ -170,7 +170,21 @@ mod tests {
             .unwrap();
         assert!(!same_fields(&table_schema(), &changed));
         let text = schema_change(&table_schema(), &changed);
-        assert!(text.contains("adds field 7 `note` (string)"), "{text}");
+        assert!(text.contains("adds field 8 `note` (string)"), "{text}");
         assert!(text.contains("DROP COLUMN note"), "{text}");
+    }
+
+    #[test]
+    fn the_first_schema_and_the_one_with_the_app_are_both_the_exporters() {
+        let own = own_schemas();
+        assert!(own.iter().any(|o| same_fields(o, &first_schema())));
+        assert!(own.iter().any(|o| same_fields(o, &table_schema())));
+        let app = table_schema();
+        let field = app.field_by_id(super::super::SDKAPPID_FIELD).unwrap();
+        assert_eq!((field.name.as_str(), field.required), ("sdkappid", false));
+        assert_eq!(
+            app.as_struct().fields().len(),
+            first_schema().as_struct().fields().len() + 1
+        );
     }
 }

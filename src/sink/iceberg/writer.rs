@@ -143,15 +143,18 @@ impl PartFiles for IcebergParts {
 
     async fn append(&mut self, file: &mut OpenFile, batch: &WriteBatch) -> Result<(), SinkError> {
         if !batch.rows.is_empty() {
-            let record_batch = RecordBatch::try_new(
-                self.arrow_schema.clone(),
-                columns(batch.run_id, &batch.rows, "+00:00"),
-            )
-            .map_err(|e| SinkError::InvalidBatch {
-                run_id: batch.run_id,
-                batch_no: batch.batch_no,
-                reason: format!("does not fit the Iceberg schema: {e}"),
-            })?;
+            // A table not yet evolved to `sdkappid` (an older release's, before its first run
+            // by this one) takes the columns it has.
+            let mut cols = columns(batch, "+00:00");
+            cols.truncate(self.arrow_schema.fields().len());
+            let record_batch =
+                RecordBatch::try_new(self.arrow_schema.clone(), cols).map_err(|e| {
+                    SinkError::InvalidBatch {
+                        run_id: batch.run_id,
+                        batch_no: batch.batch_no,
+                        reason: format!("does not fit the Iceberg schema: {e}"),
+                    }
+                })?;
             self.lake
                 .within("writing a data file", file.writer.write(record_batch))
                 .await?;
