@@ -15,7 +15,8 @@ DESTDIR ?=
 CARGO ?= cargo
 BIN := target/release/receipt-exporter
 UNITS := receipt-exporter-hourly.service receipt-exporter-hourly.timer \
-	receipt-exporter-scheduler.service receipt-exporter-alert@.service
+	receipt-exporter-scheduler.service receipt-exporter-listen.service \
+	receipt-exporter-alert@.service
 UNIT_DIR := $(DESTDIR)/etc/systemd/system
 DOC_DIR := $(DESTDIR)/usr/share/doc/receipt-exporter
 JOBS_DIR := $(DESTDIR)/etc/receipt-exporter/jobs
@@ -53,4 +54,5 @@ install-units:
 # The alert template is verified through the units that name it (OnFailure=).
 verify-units:
 	cd $(UNIT_DIR) && systemd-analyze verify receipt-exporter-hourly.service \
-		receipt-exporter-hourly.timer receipt-exporter-scheduler.service
+		receipt-exporter-hourly.timer receipt-exporter-scheduler.service \
+		receipt-exporter-listen.service

@@ -156,6 +156,12 @@ pub enum Command {
     /// Each message's read progress (receipts.message_read_progress): what every run keeps
     #[command(subcommand)]
     Progress(ProgressCommand),
+    /// Receive the read-receipt webhook (Group.CallbackAfterReadReceipt) at --listen: each
+    /// delivery is checked (app, token), kept in Postgres before it is answered, and flushed
+    /// into the data set (Postgres and the lake) as a live run of its own; SIGTERM flushes
+    /// what was acknowledged and exits 0
+    #[command(after_help = EXIT_CODES_HELP)]
+    Listen(ListenArgs),
     /// Run the main job end to end on local defaults: the built-in simulator, a database of its
     /// own on the local Postgres, sample groups, one export
     Demo(DemoArgs),
@@ -299,6 +305,23 @@ pub struct UsersigArgs {
     /// Seconds the UserSig is valid (default 180 days; at most 50 years)
     #[arg(long, default_value_t = 15_552_000, value_parser = clap::value_parser!(i64).range(1..=1_576_800_000))]
     pub expire: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct ListenArgs {
+    /// Flush the inbox into the data set at least this often (when anything waits), 1..3600
+    #[arg(long, default_value_t = 5, value_name = "SECONDS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub flush_every: u64,
+    /// Flush as soon as this many inbox rows arrived; also the most rows one write batch
+    /// takes, 1..100000
+    #[arg(long, default_value_t = 5000, value_name = "ROWS",
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub flush_rows: u64,
+    /// Keep the deliveries of groups that are not tracked (by default they are counted in
+    /// the run's ledger details and dropped)
+    #[arg(long)]
+    pub keep_untracked: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,8 +10,10 @@
 //! [`schedule`] starts runs from job files; [`ops`] reads the ledger for operators (history,
 //! freshness, metrics, doctor); [`commands`] holds one file per subcommand and is the only
 //! place that knows about the terminal; [`exit`] maps outcomes to exit codes; [`sim`] is the
-//! server side of the same API contract. Text from outside passes through [`untrusted`];
-//! every retry loop waits by [`backoff`]; [`memory`] tunes the allocator once, at start.
+//! server side of the same API contract. [`listen`] receives the read-receipt webhook and
+//! flushes it into the data set as a live run of its own. Text from outside passes through
+//! [`untrusted`]; every retry loop waits by [`backoff`]; [`memory`] tunes the allocator once,
+//! at start.
 //!
 //! The arrows point one way: commands → schedule, ops → run → sink, chat, tracking → plan,
 //! settings; no module reaches one that reaches it back (`cargo test --test arrows`).
@@ -25,6 +27,7 @@ pub mod db;
 pub mod exit;
 pub mod files;
 pub mod lake;
+pub mod listen;
 pub mod memory;
 pub mod ops;
 pub mod plan;

@@ -36,6 +36,9 @@ pub const MAX_CONCURRENCY: usize = 1_000;
 /// A key file holds one key of 64 characters: anything far larger is the wrong file (or a
 /// device such as /dev/zero, which would otherwise be read until memory runs out).
 pub const MAX_KEY_FILE_BYTES: u64 = 4 << 10;
+/// The longest webhook authentication token the vendor accepts (`set_callback_token`: "The
+/// maximum length of the token is 128, and the minimum length is 1").
+pub const MAX_CALLBACK_TOKEN_CHARS: usize = 128;
 /// A config file naming every key is under 2 KB.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 1 << 20;
 
@@ -391,6 +394,36 @@ pub const ALERT_WEBHOOK_FILE: Setting = Setting {
     ..Setting::ROW
 };
 
+/// Issue 27: where `listen` receives the Chat service's callbacks (the read-receipt webhook).
+pub const LISTEN: Setting = Setting {
+    key: "listen",
+    flag: Some("--listen"),
+    env: "EXPORT_LISTEN",
+    value_name: "ADDR",
+    help: "where `listen` receives the read-receipt webhook, IP:PORT, e.g. 127.0.0.1:8270 (behind a TLS proxy)",
+    ..Setting::ROW
+};
+/// Issue 27: the URL path the callbacks are POSTed to.
+pub const LISTEN_PATH: Setting = Setting {
+    key: "listen_path",
+    flag: Some("--listen-path"),
+    env: "EXPORT_LISTEN_PATH",
+    default: Some("/callback"),
+    value_name: "PATH",
+    help: "the path of the callback URL `listen` answers on",
+    ..Setting::ROW
+};
+/// Issue 27: the webhook authentication token (the console's, or `set_callback_token`'s),
+/// from a file only: never a flag, a variable's value or a config key (it would show).
+pub const CALLBACK_TOKEN_FILE: Setting = Setting {
+    key: "callback_token_file",
+    flag: Some("--callback-token-file"),
+    env: "EXPORT_CALLBACK_TOKEN_FILE",
+    value_name: "PATH",
+    help: "a file holding the webhook authentication token `listen` checks each callback's Sign with (never printed)",
+    ..Setting::ROW
+};
+
 /// Every global setting, in the order of `--help` and the README's table. A row missing here
 /// is missing everywhere: no flag, no variable, no config key (and `resolve` panics on it).
 ///
@@ -428,6 +461,9 @@ pub const ALL: &[Setting] = &[
     MAX_DETAIL_CALLS,
     DETAIL_BUDGET,
     MEMBER_HASH_KEY_FILE,
+    LISTEN,
+    LISTEN_PATH,
+    CALLBACK_TOKEN_FILE,
 ];
 
 /// Raw values before validation: what the command line and environment gave (clap resolves
@@ -589,6 +625,12 @@ pub struct Settings {
     pub detail_budget: DetailBudget,
     /// The key member accounts are hashed with before they are stored (never printed).
     pub member_hash_key: Option<Secret>,
+    /// Where `listen` receives callbacks.
+    pub listen: Option<std::net::SocketAddr>,
+    /// The callback URL's path (`/callback`).
+    pub listen_path: String,
+    /// The webhook authentication token callbacks are signed with (never printed).
+    pub callback_token: Option<Secret>,
     /// Problems worth a warning but not a refusal (a metrics file not named `*.prom`).
     pub warnings: Vec<String>,
     /// A key file readable by others: said once, by the first command step that reads the key
@@ -788,6 +830,16 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
             check_key(key, &o)
         })
         .transpose()?;
+    let listen = src
+        .pick(LISTEN)
+        .map(|(v, o)| parse_listen(&v, &o))
+        .transpose()?;
+    let (v, o) = src.get(LISTEN_PATH);
+    let listen_path = parse_listen_path(&v, &o)?;
+    let callback_token = src
+        .pick(CALLBACK_TOKEN_FILE)
+        .map(|(v, o)| read_callback_token(Path::new(&v), &o, &mut warnings))
+        .transpose()?;
     let (v, o) = src.get(TABLE_FORMAT);
     let table_format =
         TableFormat::parse(&v).ok_or_else(|| invalid(&o, &v, "parquet or iceberg"))?;
@@ -842,6 +894,9 @@ pub fn resolve(raw: RawSettings) -> Result<Settings, SettingsError> {
         max_detail_calls,
         detail_budget,
         member_hash_key,
+        listen,
+        listen_path,
+        callback_token,
         warnings,
         key_warning: key_warnings.pop(),
     })
@@ -1111,6 +1166,50 @@ fn parse_listen(value: &str, origin: &Origin) -> Result<std::net::SocketAddr, Se
             "an address to listen on, IP:PORT, e.g. 127.0.0.1:9899 or [::]:9899",
         )
     })
+}
+
+/// The callback URL's path: `/` and then letters, digits and `/-_.~` (no query, no spaces).
+fn parse_listen_path(value: &str, origin: &Origin) -> Result<String, SettingsError> {
+    let ok = value.starts_with('/')
+        && value.len() <= 200
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~'));
+    if !ok {
+        return Err(invalid(
+            origin,
+            value,
+            "a URL path such as /callback (a leading /, then letters, digits and / - _ . ~)",
+        ));
+    }
+    Ok(value.to_string())
+}
+
+/// The webhook authentication token, from its file: 1 to 128 characters without spaces, as
+/// the vendor's `set_callback_token` accepts. Registered with the log scrubber.
+fn read_callback_token(
+    path: &Path,
+    origin: &Origin,
+    warnings: &mut Vec<String>,
+) -> Result<Secret, SettingsError> {
+    let token = read_secret_file(path, origin, warnings, "callback token")?;
+    let trimmed = token.expose().trim();
+    let chars = trimmed.chars().count();
+    if chars == 0
+        || chars > MAX_CALLBACK_TOKEN_CHARS
+        || trimmed.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(SettingsError {
+            origin: origin.to_string(),
+            problem: format!(
+                "the callback token is empty, longer than {} characters or contains spaces: \
+                 expected the webhook authentication token from the Chat console (value not shown)",
+                MAX_CALLBACK_TOKEN_CHARS
+            ),
+        });
+    }
+    crate::secret::hide_in_logs(trimmed);
+    Ok(Secret::new(trimmed))
 }
 
 /// The alert webhook: from `EXPORT_ALERT_WEBHOOK` or from the file named by

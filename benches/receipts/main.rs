@@ -2,7 +2,8 @@
 //! baselines, whole runs of the real binary, and how a run scales. See BENCHMARKS.md.
 //!
 //! `cargo bench` runs it all (about 5 minutes on 2 shared cores); `cargo bench -- --quick`
-//! runs smaller sizes; `--only api,pg,parquet,run,scale,s3,iceberg,apps` picks sections. It needs the local
+//! runs smaller sizes; `--only api,pg,parquet,run,scale,s3,iceberg,apps,listen` picks sections. It
+//! needs the local
 //! Postgres (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`), creates
 //! and drops its own databases, and `psql` and `/usr/bin/time` on the PATH.
 //!
@@ -14,6 +15,7 @@ mod api;
 mod apps;
 mod db;
 mod ice;
+mod listen;
 mod pg;
 mod pq;
 mod report;
@@ -101,6 +103,9 @@ fn main() -> anyhow::Result<()> {
     }
     if opts.wants("apps") {
         runtime.block_on(apps::bench(&opts, &mut report))?;
+    }
+    if opts.wants("listen") {
+        runtime.block_on(listen::bench(&opts, &mut report))?;
     }
     report.print_summary();
     Ok(())

@@ -30,7 +30,7 @@ GRANT SELECT ON
     receipts.iceberg_tables, receipts.iceberg_namespace_properties,
     receipts.lake_identity, receipts.check_outcomes, receipts.iceberg_pending_files,
     receipts.message_read_progress, receipts.message_read_progress_daily,
-    receipts.default_app
+    receipts.default_app, receipts.webhook_inbox
 TO receipt_writer, receipt_reader;
 -- The DEFAULT partition itself (the month partitions are read through their parent): retention
 -- counts the old rows left there.
@@ -46,6 +46,10 @@ GRANT INSERT, UPDATE ON receipts.receipt_latest, receipts.read_list_pulls TO rec
 -- Each message's read progress, merged by every write batch (an upsert), recomputed by
 -- `progress rebuild` (never deleted: a message whose snapshots retention dropped keeps its row).
 GRANT INSERT, UPDATE ON receipts.message_read_progress TO receipt_writer;
+
+-- The webhook's inbox (`listen`): deliveries appended, never changed; the flush records only
+-- which write batch of its run took a row, or why it dropped it.
+GRANT INSERT, UPDATE (run_id, batch_no, dropped) ON receipts.webhook_inbox TO receipt_writer;
 
 -- The ledger: its own run's row, its fence and its lease; a backfill's attempts; the API
 -- budget's leases (dropped when their process is gone).

@@ -9,6 +9,7 @@ pub mod export;
 pub mod iceberg;
 pub mod jobs;
 pub mod lake;
+pub mod listen;
 pub mod logfmt;
 pub mod migrate;
 pub mod progress;
@@ -75,6 +76,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Lake(cmd) => lake::run(&settings, cmd).await,
         Command::Iceberg(cmd) => iceberg::run(&settings, cmd).await,
         Command::Progress(cmd) => read_progress::run(&settings, cmd).await,
+        Command::Listen(args) => listen::run(&settings, args).await,
     }
 }
 

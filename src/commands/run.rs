@@ -72,6 +72,7 @@ async fn export(
     crate::ops::metrics::publish(settings, &pool, &[&request.job]).await;
     serving.cancel();
     let report = outcome?;
+    crate::listen::reconcile::record_or_warn(&pool, report.run_id).await;
     if request.kind == RunKind::Scheduled {
         if let Some(job) = job {
             job.retention_after_run(settings, &pool, report.run_id, &stop)
@@ -246,6 +247,11 @@ fn dry_run_report(
 /// A token cancelled by the first SIGTERM or SIGINT: the run stops new calls, writes what it
 /// received and ends `interrupted`.
 pub fn stop_on_signal() -> CancellationToken {
+    stop_on_signal_then("stopping new API calls, writing what was received")
+}
+
+/// A token cancelled by the first SIGTERM or SIGINT, logged as `SIGTERM: {then}`.
+pub fn stop_on_signal_then(then: &'static str) -> CancellationToken {
     let stop = CancellationToken::new();
     let token = stop.clone();
     tokio::spawn(async move {
@@ -257,8 +263,8 @@ pub fn stop_on_signal() -> CancellationToken {
             return;
         };
         tokio::select! {
-            _ = term.recv() => tracing::warn!("SIGTERM: stopping new API calls, writing what was received"),
-            _ = int.recv() => tracing::warn!("SIGINT: stopping new API calls, writing what was received"),
+            _ = term.recv() => tracing::warn!("SIGTERM: {then}"),
+            _ = int.recv() => tracing::warn!("SIGINT: {then}"),
         }
         token.cancel();
     });

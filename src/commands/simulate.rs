@@ -13,6 +13,7 @@ pub async fn run(settings: &Settings, args: SimArgs) -> anyhow::Result<Exit> {
         sdkappid,
         key,
         settings.identifier.clone(),
+        settings.callback_token.clone(),
         async move { stop.cancelled().await },
     )
     .await?;

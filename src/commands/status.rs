@@ -42,6 +42,12 @@ pub async fn run(settings: &Settings, args: StatusArgs) -> anyhow::Result<Exit> 
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
         println!("{line}");
+        if let Some((run_id, r)) = crate::listen::reconcile::latest(&pool, &job).await? {
+            println!(
+                "webhook (run {run_id}): {} of the pulled messages kept fresh by the webhook, {} changes the pull found that it missed",
+                r.total.webhook_fresh, r.total.pull_found
+            );
+        }
     }
     Ok(if fresh { Exit::Success } else { Exit::Stale })
 }

@@ -137,6 +137,9 @@ pub async fn diagnose(settings: Result<Settings, SettingsError>) -> Vec<Check> {
         locks(&settings, pool, &mut out).await;
     }
     out.push(metrics_output(&settings));
+    if let Some(check) = listener(&settings, pool.as_ref()).await {
+        out.push(check);
+    }
     if let Some(check) = webhook(&settings).await {
         out.push(check);
     }
@@ -183,6 +186,29 @@ fn metrics_output(settings: &Settings) -> Check {
         (None, Some(url)) => ok(TOPIC, format!("pushed to the Pushgateway at {} after each run", url.host_str().unwrap_or("?"))),
         (None, None) => warn(TOPIC, "no metrics output: a failed or stale job reaches no Prometheus alert", "set EXPORT_METRICS_FILE (node_exporter's textfile collector), EXPORT_METRICS_LISTEN (with `schedule`) or EXPORT_PUSHGATEWAY_URL; the alert rules are in jobs/prometheus/alerts.yml"),
     }
+}
+
+/// The read-receipt webhook's receiver (`listen`), when `EXPORT_LISTEN` is set: the app it
+/// checks deliveries for, its token, and whether its inbox is being flushed.
+async fn listener(settings: &Settings, pool: Option<&PgPool>) -> Option<Check> {
+    const TOPIC: &str = "listen";
+    let addr = settings.listen?;
+    let Some(app) = settings.sdkappid else {
+        return Some(fail(TOPIC, "EXPORT_LISTEN is set but TIM_SDKAPPID is not: `listen` cannot check which app a callback is for", "set TIM_SDKAPPID to the app whose callbacks come to it"));
+    };
+    let at = format!(
+        "callbacks at http://{addr}{} for app {app}",
+        settings.listen_path
+    );
+    let backlog = match pool {
+        Some(pool) => crate::listen::inbox::backlog(pool).await.ok(),
+        None => None,
+    };
+    Some(match (backlog, &settings.callback_token) {
+        (Some((pending, lag)), _) if lag > 600.0 => fail(TOPIC, format!("{at}: {pending} inbox rows wait, the oldest for {lag:.0} s"), "start `receipt-exporter listen` (its unit), or look at its log: its flush is not running"),
+        (_, None) => warn(TOPIC, format!("{at}, without a webhook authentication token: whoever reaches it can post receipts"), "set the token in the Chat console and its file in EXPORT_CALLBACK_TOKEN_FILE"),
+        (_, Some(_)) => ok(TOPIC, format!("{at}, each checked against the webhook authentication token")),
+    })
 }
 
 /// Whether the failure webhook's host answers: one HEAD request, no alert sent.

@@ -69,7 +69,9 @@ pub struct JobMetrics {
     pub rate_limited_total: i64,
 }
 
-/// Every job's metrics from the ledger (running runs are left out until they finish).
+/// Every job's metrics from the ledger (running runs are left out until they finish). The
+/// listener's live runs (`kind = 'listen'`) are left out too: one lasts as long as the
+/// listener, so the staleness rule would page about it; `listen` serves its own `/metrics`.
 ///
 /// (Over 60 lines: one query per figure of the ledger, each folded into the jobs' entries.)
 pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
@@ -77,7 +79,7 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     let totals: Vec<(String, String, i64, i64, i64, i64, i64)> = sqlx::query_as(
         "SELECT job, status, count(*), sum(receipts_written)::bigint, sum(api_calls)::bigint,
                 sum(retries)::bigint, sum(rate_limited)::bigint
-         FROM receipts.export_runs WHERE status <> 'running' GROUP BY job, status",
+         FROM receipts.export_runs WHERE status <> 'running' AND kind <> 'listen' GROUP BY job, status",
     )
     .fetch_all(pool)
     .await?;
@@ -97,7 +99,8 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
                 EXTRACT(EPOCH FROM finished_at - started_at)::float8 AS duration_seconds,
                 receipts_written, api_calls, retries, rate_limited, groups_failed,
                 seqs_skipped_settled, seqs_skipped_no_receipt, seqs_left
-         FROM receipts.export_runs WHERE status <> 'running' AND finished_at IS NOT NULL
+         FROM receipts.export_runs
+         WHERE status <> 'running' AND finished_at IS NOT NULL AND kind <> 'listen'
          ORDER BY job, finished_at DESC, run_id DESC",
     )
     .fetch_all(pool)
@@ -109,7 +112,7 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     }
     let successes: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
         "SELECT job, max(finished_at) FROM receipts.export_runs
-         WHERE status = 'succeeded' AND finished_at IS NOT NULL GROUP BY job",
+         WHERE status = 'succeeded' AND finished_at IS NOT NULL AND kind <> 'listen' GROUP BY job",
     )
     .fetch_all(pool)
     .await?;
@@ -120,7 +123,7 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
     }
     let apps: Vec<(String, String)> = sqlx::query_as(
         "SELECT DISTINCT ON (job) job, coalesce(app, 'default') FROM receipts.export_runs
-         ORDER BY job, started_at DESC, run_id DESC",
+         WHERE kind <> 'listen' ORDER BY job, started_at DESC, run_id DESC",
     )
     .fetch_all(pool)
     .await?;
@@ -129,10 +132,11 @@ pub async fn load(pool: &PgPool) -> sqlx::Result<Vec<JobMetrics>> {
             m.app = app;
         }
     }
-    let firsts: Vec<(String, DateTime<Utc>)> =
-        sqlx::query_as("SELECT job, min(started_at) FROM receipts.export_runs GROUP BY job")
-            .fetch_all(pool)
-            .await?;
+    let firsts: Vec<(String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT job, min(started_at) FROM receipts.export_runs WHERE kind <> 'listen' GROUP BY job",
+    )
+    .fetch_all(pool)
+    .await?;
     for (job, at) in firsts {
         if let Some(m) = jobs.get_mut(&job) {
             m.first_run = Some(at);

@@ -38,6 +38,8 @@ pub enum RunKind {
     Scheduled,
     Manual,
     Backfill,
+    /// A live run: the webhook's flush (`listen`), rows from the inbox, not from a pull.
+    Listen,
 }
 
 impl RunKind {
@@ -46,6 +48,7 @@ impl RunKind {
             RunKind::Scheduled => "scheduled",
             RunKind::Manual => "manual",
             RunKind::Backfill => "backfill",
+            RunKind::Listen => "listen",
         }
     }
 }

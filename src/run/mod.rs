@@ -11,6 +11,7 @@ pub mod budget;
 pub mod details;
 pub mod follow;
 pub mod ledger;
+pub mod live;
 pub mod liveness;
 pub mod lock;
 pub mod pipeline;
@@ -349,6 +350,38 @@ struct Begun {
     started: Instant,
 }
 
+/// The watchdog's task and what the run's work needs of a begun run.
+type Watching = (
+    tokio::task::JoinHandle<(Option<JobLock>, Option<Lost>)>,
+    WarehouseLock,
+    OpenedRun,
+    String,
+);
+
+impl Begun {
+    /// Starts the watchdog over the run's lock and lease (it cancels `stop` when the run lost
+    /// them, and ends when `stop` is cancelled); hands back the watchdog's task, the warehouse
+    /// lock for the repair, the opened run and its label.
+    fn watched(self, settings: &Settings, pool: &PgPool, stop: &CancellationToken) -> Watching {
+        let Begun {
+            job_lock,
+            warehouse,
+            options,
+            opened,
+            label,
+            ..
+        } = self;
+        let watchdog = watch::Watch {
+            options,
+            pool: pool.clone(),
+            fence: opened.fence,
+            reconnect: settings.lock_reconnect_timeout,
+        }
+        .start(job_lock, stop.clone());
+        (watchdog, warehouse, opened, label)
+    }
+}
+
 /// Takes the job's lock (or fails with [`LockHeld`]), then the warehouse lock for the repair
 /// (waiting at most `EXPORT_LOCK_RECONNECT_TIMEOUT`, and not past `stop`), and opens the run's
 /// ledger row under them. A run that gets neither lock leaves no ledger row: it exits 75 (130
@@ -407,22 +440,8 @@ async fn watched(
     begun: Begun,
     stop: CancellationToken,
 ) -> (anyhow::Result<Worked>, Option<JobLock>, Option<Lost>) {
-    let Begun {
-        job_lock,
-        warehouse,
-        options,
-        opened,
-        label,
-        ..
-    } = begun;
     let pipeline_stop = stop.child_token();
-    let watchdog = watch::Watch {
-        options,
-        pool: pool.clone(),
-        fence: opened.fence,
-        reconnect: settings.lock_reconnect_timeout,
-    }
-    .start(job_lock, pipeline_stop.clone());
+    let (watchdog, warehouse, opened, label) = begun.watched(settings, pool, &pipeline_stop);
     let worked = work(
         settings,
         pool,

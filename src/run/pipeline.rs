@@ -132,19 +132,14 @@ impl Pipeline {
         work: impl Iterator<Item = (String, Vec<u64>)>,
     ) -> Outcome {
         let (tx, rx) = mpsc::channel::<Vec<ReceiptAnswer>>(self.concurrency.max(4) * 2);
-        let writer = Writer {
-            pool: self.pool.clone(),
-            fence: self.fence,
-            reconnect: self.reconnect,
-            run_date: self.run_date,
-            sdkappid: self.sdkappid,
-            next_batch_no: self.first_batch_no,
-            target: self.target.clone(),
-            open: None,
-            files: Vec::new(),
-            receipts: 0,
-            codes: 0,
-        };
+        let writer = Writer::new(
+            self.pool.clone(),
+            self.fence,
+            (self.run_date, self.sdkappid),
+            self.target.clone(),
+            self.first_batch_no,
+            self.reconnect,
+        );
         let writer = tokio::spawn(writer.run(rx));
         let mut outcome = Outcome {
             groups_planned: groups,
@@ -301,8 +296,9 @@ impl Gate {
     }
 }
 
-/// Turns answers into write batches and commits them to both sinks.
-struct Writer {
+/// Turns answers into write batches and commits them to both sinks. A live run (the
+/// webhook's flush, [`super::live`]) commits its own batches through it too.
+pub(crate) struct Writer {
     pool: PgPool,
     fence: Fence,
     reconnect: Duration,
@@ -324,6 +320,51 @@ struct Pending {
 }
 
 impl Writer {
+    /// A writer for `fence`'s run, its batches numbered from `first_batch_no`; `(run_date,
+    /// sdkappid)`: the run's partition date and its app (the SDKAppID every row carries).
+    pub(crate) fn new(
+        pool: PgPool,
+        fence: Fence,
+        (run_date, sdkappid): (NaiveDate, i64),
+        target: LakeTarget,
+        first_batch_no: i32,
+        reconnect: Duration,
+    ) -> Writer {
+        Writer {
+            pool,
+            fence,
+            reconnect,
+            run_date,
+            sdkappid,
+            next_batch_no: first_batch_no,
+            target,
+            open: None,
+            files: Vec::new(),
+            receipts: 0,
+            codes: 0,
+        }
+    }
+
+    /// The number the next batch will have.
+    pub(crate) fn next_batch_no(&self) -> i32 {
+        self.next_batch_no
+    }
+
+    /// What was written so far: receipts, item codes, and the files committed to the lake.
+    pub(crate) fn written(&self) -> (u64, u64, &[CommittedFile]) {
+        (self.receipts, self.codes, &self.files)
+    }
+
+    /// Gives up the open lake files (their temporary files removed), after an error: what
+    /// Postgres holds and the lake does not is the next repair's to write.
+    pub(crate) async fn abort(&mut self) {
+        if let Some(open) = self.open.take() {
+            if let Err(abort) = open.abort().await {
+                tracing::warn!("could not remove a temporary Parquet file: {abort}");
+            }
+        }
+    }
+
     /// Writes everything received until the channel closes. On an error the open Parquet
     /// files are given up (their temporary files removed): what was committed to Postgres
     /// and not yet recorded in Parquet is the next repair's to write.
@@ -334,11 +375,7 @@ impl Writer {
         match self.drain(rx).await {
             Ok(()) => Ok(self),
             Err(e) => {
-                if let Some(open) = self.open.take() {
-                    if let Err(abort) = open.abort().await {
-                        tracing::warn!("could not remove a temporary Parquet file: {abort}");
-                    }
-                }
+                self.abort().await;
                 Err((self, e))
             }
         }
@@ -385,7 +422,7 @@ impl Writer {
         self.finish_files().await
     }
 
-    fn new_batch(&mut self, capture_date: NaiveDate) -> WriteBatch {
+    pub(crate) fn new_batch(&mut self, capture_date: NaiveDate) -> WriteBatch {
         let batch_no = self.next_batch_no;
         self.next_batch_no += 1;
         WriteBatch {
@@ -401,7 +438,7 @@ impl Writer {
 
     /// Postgres first (the source of truth), then the lake; a file enters the manifest once it
     /// is complete. Every step that changes something checks the run's fence.
-    async fn commit(&mut self, batch: WriteBatch) -> anyhow::Result<()> {
+    pub(crate) async fn commit(&mut self, batch: WriteBatch) -> anyhow::Result<()> {
         postgres::write_batch_retrying(&self.pool, self.fence, &batch, self.reconnect).await?;
         self.receipts += batch.rows.len() as u64;
         self.codes += batch.codes.len() as u64;
@@ -419,7 +456,7 @@ impl Writer {
         self.publish(rolled).await
     }
 
-    async fn finish_files(&mut self) -> anyhow::Result<()> {
+    pub(crate) async fn finish_files(&mut self) -> anyhow::Result<()> {
         let Some(open) = self.open.take() else {
             return Ok(());
         };

@@ -393,6 +393,7 @@ impl Scheduler {
                     return Err(e);
                 }
             };
+            crate::listen::reconcile::record_or_warn(&pool, report.run_id).await;
             owned
                 .retention_after_run(&settings, &pool, report.run_id, &stop)
                 .await;

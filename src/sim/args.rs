@@ -77,6 +77,31 @@ pub struct SimArgs {
     /// Advance read counts one step this often, e.g. 10s (default: only via POST /sim/advance).
     #[arg(long, value_parser = humantime::parse_duration)]
     pub step_every: Option<Duration>,
+    /// Once started, deliver read-receipt callbacks (Group.CallbackAfterReadReceipt) of the
+    /// simulated groups to this receiver (e.g. http://127.0.0.1:8270/callback), signed with
+    /// the token of EXPORT_CALLBACK_TOKEN_FILE when set; prints what was sent and answered,
+    /// then goes on serving the API
+    #[arg(long, value_name = "URL")]
+    pub deliver_to: Option<String>,
+    /// How many callbacks --deliver-to sends (before loss and repeats)
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub callbacks: usize,
+    /// Share of the callbacks never sent (0..1)
+    #[arg(long, value_parser = parse_rate, default_value_t = 0.0)]
+    pub callback_lose: f64,
+    /// Share of the callbacks sent twice (0..1)
+    #[arg(long, value_parser = parse_rate, default_value_t = 0.0)]
+    pub callback_repeat: f64,
+    /// Forged callbacks added, as a share of --callbacks (0..1): wrong app, wrong token, bad
+    /// JSON, a 10 MB body, in turn
+    #[arg(long, value_parser = parse_rate, default_value_t = 0.0)]
+    pub callback_forge: f64,
+    /// Send the callbacks in a shuffled order (otherwise in EventTime order)
+    #[arg(long)]
+    pub callback_reorder: bool,
+    /// Each callback waits a random time up to this before it is sent, e.g. 20ms
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    pub callback_delay: Duration,
 }
 
 /// `--latency`: a mean, and a jitter when written `MEAN±JITTER` or `MEAN+-JITTER`.
@@ -130,6 +155,37 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 }
 
 impl SimArgs {
+    /// What `--deliver-to` sends, validated; `None` without it.
+    pub fn callbacks(
+        &self,
+        sdkappid: u64,
+        token: Option<Secret>,
+    ) -> anyhow::Result<Option<crate::sim::Callbacks>> {
+        let Some(url) = &self.deliver_to else {
+            return Ok(None);
+        };
+        let parsed = reqwest::Url::parse(url).ok();
+        anyhow::ensure!(
+            parsed.is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.query().is_none()),
+            "--deliver-to {url}: expected the receiver's callback URL without a query, e.g. http://127.0.0.1:8270/callback"
+        );
+        Ok(Some(crate::sim::Callbacks {
+            url: url.clone(),
+            sdkappid,
+            token,
+            deliveries: self.callbacks,
+            max_messages: 3,
+            lose: self.callback_lose,
+            repeat: self.callback_repeat,
+            forge: self.callback_forge,
+            reorder: self.callback_reorder,
+            max_delay: self.callback_delay,
+            concurrency: 16,
+            seed: self.seed,
+            first_event_ms: chrono::Utc::now().timestamp_millis(),
+        }))
+    }
+
     /// The validated configuration for the given app and admin.
     pub fn config(
         &self,
@@ -184,9 +240,11 @@ pub async fn serve(
     sdkappid: u64,
     key: Secret,
     identifier: String,
+    callback_token: Option<Secret>,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = args.config(sdkappid, key, identifier)?;
+    let deliveries = args.callbacks(sdkappid, callback_token)?;
     let groups = config.groups.len();
     // The ids to `track add`: nothing else tells a user trying the simulator what they are.
     let group_ids = match (config.groups.first(), config.groups.last()) {
@@ -205,6 +263,20 @@ pub async fn serve(
         out.flush()?;
     }
     tracing::info!(groups, group_ids, sdkappid, "simulator ready");
+    tokio::pin!(shutdown);
+    if let Some(plan) = deliveries {
+        tokio::select! {
+            report = sim.deliver_callbacks(&plan) => {
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{}", report.summary())?;
+                out.flush()?;
+            }
+            _ = &mut shutdown => {
+                sim.shutdown().await;
+                return Ok(());
+            }
+        }
+    }
     shutdown.await;
     sim.shutdown().await;
     Ok(())

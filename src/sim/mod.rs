@@ -11,6 +11,7 @@
 
 mod api;
 mod args;
+mod callbacks;
 mod details;
 mod groups;
 mod query;
@@ -20,6 +21,7 @@ mod traffic;
 
 pub use api::MAX_GROUP_INFO_IDS;
 pub use args::{serve, SimArgs};
+pub use callbacks::{CallbackReport, Callbacks, Forgery, Row as CallbackRow};
 pub use details::{member_account, read_list_at, MAX_READ_PAGE};
 pub use groups::{
     check_groups, generate_groups, load_groups, valid_group_id, GroupType, GroupsFileError,

@@ -220,6 +220,9 @@ fn samples(setting: &Setting, dir: &std::path::Path) -> (String, String) {
         "max_detail_calls" => ("0".into(), "-1".into()),
         "detail_budget" => ("own".into(), "half".into()),
         "member_hash_key_file" => (file("hashkey", "h4sh\n"), "/nonexistent/hashkey".into()),
+        "listen" => ("127.0.0.1:0".into(), "localhost:80".into()),
+        "listen_path" => ("/hooks/tim".into(), "callback".into()),
+        "callback_token_file" => (file("token", "t0ken\n"), "/nonexistent/token".into()),
         other => panic!("no sample values for the setting `{other}`: add them here"),
     };
     (good, bad)

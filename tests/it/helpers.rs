@@ -536,3 +536,31 @@ pub async fn migrate_before(db: &TestDb, version: i64) {
         .unwrap();
     older.run(&db.pool).await.unwrap();
 }
+
+/// Reads a spawned binary's stderr until a line holds `marker`; returns what follows it on
+/// that line, and the thread collecting all of stderr (joined for the whole log).
+pub fn announced(
+    child: &mut std::process::Child,
+    marker: &str,
+) -> (String, std::thread::JoinHandle<String>) {
+    use std::io::{BufRead, BufReader};
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = marker.to_string();
+    let rest = std::thread::spawn(move || {
+        let mut all = String::new();
+        for line in BufReader::new(stderr).lines() {
+            let line = line.unwrap();
+            if let Some(at) = line.split(wanted.as_str()).nth(1) {
+                let _ = tx.send(at.trim_end().to_string());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let found = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .unwrap_or_else(|_| panic!("never announced: {marker}"));
+    (found, rest)
+}

@@ -290,6 +290,17 @@ fn systemd_units_parse_hold_their_hardening_and_run_valid_commands() {
             continue;
         }
         let job = check_invocation(&argv, &name);
+        // The listener needs no secret key, only the webhook's token; the others the key.
+        let (credential, from_credential) = match name.as_str() {
+            "receipt-exporter-listen.service" => (
+                "callback-token:/etc/receipt-exporter/callback-token",
+                "EXPORT_CALLBACK_TOKEN_FILE=%d/callback-token",
+            ),
+            _ => (
+                "tim-secret-key:/etc/receipt-exporter/tim-secret-key",
+                "TIM_SECRET_KEY_FILE=%d/tim-secret-key",
+            ),
+        };
         for (key, value) in [
             ("DynamicUser", "yes"),
             ("ProtectSystem", "strict"),
@@ -297,18 +308,12 @@ fn systemd_units_parse_hold_their_hardening_and_run_valid_commands() {
             ("PrivateTmp", "yes"),
             ("NoNewPrivileges", "yes"),
             ("StateDirectory", "receipt-exporter"),
-            (
-                "LoadCredential",
-                "tim-secret-key:/etc/receipt-exporter/tim-secret-key",
-            ),
+            ("LoadCredential", credential),
         ] {
             assert_eq!(get(&unit, "Service", key), [value], "{name}: {key}");
         }
         let env = get(&unit, "Service", "Environment");
-        assert!(
-            env.contains(&"TIM_SECRET_KEY_FILE=%d/tim-secret-key"),
-            "{name}: {env:?}"
-        );
+        assert!(env.contains(&from_credential), "{name}: {env:?}");
         assert!(
             env.contains(&"EXPORT_PARQUET_DIR=%S/receipt-exporter/warehouse"),
             "{name}"
@@ -318,7 +323,11 @@ fn systemd_units_parse_hold_their_hardening_and_run_valid_commands() {
             ["receipt-exporter-alert@%n.service"]
         );
         assert!(dir.join("receipt-exporter-alert@.service").is_file());
-        if name == "receipt-exporter-scheduler.service" {
+        if name == "receipt-exporter-listen.service" {
+            assert_eq!(argv[1], "listen");
+            assert_eq!(get(&unit, "Service", "Type"), ["simple"]);
+            assert_eq!(get(&unit, "Service", "Restart"), ["on-failure"]);
+        } else if name == "receipt-exporter-scheduler.service" {
             assert_eq!(argv[1], "schedule");
             assert_eq!(get(&unit, "Service", "Type"), ["simple"]);
             assert_eq!(get(&unit, "Service", "Restart"), ["on-failure"]);
@@ -337,7 +346,7 @@ fn systemd_units_parse_hold_their_hardening_and_run_valid_commands() {
             assert!(timer.is_file(), "{name}: its timer");
         }
     }
-    assert_eq!(seen, 4);
+    assert_eq!(seen, 5);
 }
 
 #[test]

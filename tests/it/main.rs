@@ -19,6 +19,7 @@ mod iceberg;
 mod jobs;
 mod lake;
 mod lakes;
+mod listen;
 mod migrations;
 mod ops;
 mod outside;

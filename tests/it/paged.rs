@@ -400,24 +400,8 @@ fn value(scrape: &prometheus_parse::Scrape, name: &str, label: (&str, &str)) -> 
 
 /// Waits for the line `serving metrics at http://ADDR/metrics` on a child's stderr.
 fn metrics_addr(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let rest = std::thread::spawn(move || {
-        let mut all = String::new();
-        for line in BufReader::new(stderr).lines() {
-            let line = line.unwrap();
-            if let Some(at) = line.split("serving metrics at http://").nth(1) {
-                let _ = tx.send(at.trim_end_matches("/metrics").to_string());
-            }
-            all.push_str(&line);
-            all.push('\n');
-        }
-        all
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the endpoint is announced");
-    (addr, rest)
+    let (rest, log) = crate::helpers::announced(child, "serving metrics at http://");
+    (rest.trim_end_matches("/metrics").to_string(), log)
 }
 
 /// `schedule --metrics-listen`: `/metrics` serves every job's series from the ledger, parsed

@@ -731,6 +731,7 @@ async fn serve_runs_until_shutdown_and_then_stops_listening() {
         APP,
         Secret::new(KEY),
         ADMIN.into(),
+        None,
         async {
             let _ = stopped.await;
         },

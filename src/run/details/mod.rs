@@ -141,7 +141,7 @@ impl Budget {
 }
 
 /// Member accounts as stored: in clear, or hex HMAC-SHA256 under the configured key.
-fn stored_account(key: Option<&crate::secret::Secret>, account: &str) -> String {
+pub fn stored_account(key: Option<&crate::secret::Secret>, account: &str) -> String {
     let Some(key) = key else {
         return account.to_string();
     };
