@@ -19,6 +19,8 @@
 //! `iceberg_metadata_written` (inside the commit's transaction: the manifest, manifest list and
 //! metadata file written, the catalog pointer not moved) and `iceberg_after_commit` (the
 //! pointer and the manifest row committed together: there is no window between the two).
+//! `progress_lake`: a read-progress file of the lake put whole at its name, not yet recorded
+//! (`sink::progress_lake`).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

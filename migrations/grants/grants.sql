@@ -30,6 +30,7 @@ GRANT SELECT ON
     receipts.iceberg_tables, receipts.iceberg_namespace_properties,
     receipts.lake_identity, receipts.check_outcomes, receipts.iceberg_pending_files,
     receipts.message_read_progress, receipts.message_read_progress_daily,
+    receipts.message_read_progress_changes, receipts.message_read_progress_files,
     receipts.default_app, receipts.webhook_inbox
 TO receipt_writer, receipt_reader;
 -- The DEFAULT partition itself (the month partitions are read through their parent): retention
@@ -46,6 +47,12 @@ GRANT INSERT, UPDATE ON receipts.receipt_latest, receipts.read_list_pulls TO rec
 -- Each message's read progress, merged by every write batch (an upsert), recomputed by
 -- `progress rebuild` (never deleted: a message whose snapshots retention dropped keeps its row).
 GRANT INSERT, UPDATE ON receipts.message_read_progress TO receipt_writer;
+-- What each run changed of it (logged by the same batch; a second change of a message in the
+-- same run replaces the run's first), and the lake's files of that log: a file's row is added
+-- by a batch, its path, rows and size set once the file is written.
+GRANT INSERT, UPDATE ON receipts.message_read_progress_changes TO receipt_writer;
+GRANT INSERT, UPDATE (path, row_count, byte_size, committed_through)
+    ON receipts.message_read_progress_files TO receipt_writer;
 
 -- The webhook's inbox (`listen`): deliveries appended, never changed; the flush records only
 -- which write batch of its run took a row, or why it dropped it.

@@ -154,6 +154,9 @@ fn describe_repair(done: &lake::Repaired) {
     for run_id in &done.read_event_runs {
         println!("repaired: the read-events files of run {run_id} rewritten from Postgres");
     }
+    for path in &done.progress_files {
+        println!("repaired: {path} rewritten from Postgres (the read-progress change log)");
+    }
     for run_id in &done.events_gone {
         println!(
             "gone for good: the read-events files of run {run_id}: retention removed some of \

@@ -165,6 +165,17 @@ pub const NEEDS: &[Need] = &[
     need(Use::Run, "SELECT, INSERT", "receipt_item_codes"),
     need(Use::Run, "SELECT, INSERT, UPDATE", "receipt_latest"),
     need(Use::Run, "SELECT, INSERT, UPDATE", "message_read_progress"),
+    need(
+        Use::Run,
+        "SELECT, INSERT, UPDATE",
+        "message_read_progress_changes",
+    ),
+    need(Use::Run, "SELECT, INSERT", "message_read_progress_files"),
+    cols(
+        Use::Run,
+        "message_read_progress_files",
+        &["path", "row_count", "byte_size", "committed_through"],
+    ),
     need(Use::Run, "SELECT, INSERT", "read_events"),
     need(Use::Run, "SELECT, INSERT, UPDATE", "read_list_pulls"),
     need(Use::Run, "SELECT, INSERT", "read_event_files"),

@@ -2,7 +2,8 @@
 //! missing or damaged written again from Postgres. The checks and the snapshot files' repair are
 //! the lake target's, the same for every caller ([`crate::sink::verify`],
 //! [`LakeTarget::repair_snapshots`]); here the read-events files are added, whose writer is the
-//! run's ([`crate::run::details::lake`]). Nothing here prints.
+//! run's ([`crate::run::details::lake`]), and the read-progress files
+//! ([`crate::sink::progress_lake`]). Nothing here prints.
 
 use crate::sink::LakeTarget;
 use chrono::NaiveDate;
@@ -30,6 +31,8 @@ pub struct Repaired {
     /// Read-events files that cannot be written again: retention removed some of these runs'
     /// read events from Postgres.
     pub events_gone: Vec<i64>,
+    /// Read-progress files written again from the change log (their paths).
+    pub progress_files: Vec<String>,
     /// Stray uploads deleted from `_pending/`.
     pub uploads_removed: usize,
     /// Iceberg: lost data files replaced from Postgres in one overwrite commit (path, run,
@@ -86,5 +89,38 @@ pub async fn repair(
         crate::run::details::lake::export(pool, &target.lake(), run_id).await?;
         out.read_event_runs.push(run_id);
     }
+    out.progress_files = repair_progress(pool, target, report).await?;
     Ok(out)
+}
+
+/// Writes the lost or damaged read-progress files again from the change log Postgres keeps:
+/// forgotten first, then written as a run's end writes them (the same rows under the same name).
+async fn repair_progress(
+    pool: &PgPool,
+    target: &LakeTarget,
+    report: &Report,
+) -> anyhow::Result<Vec<String>> {
+    let paths: Vec<String> = report
+        .findings
+        .iter()
+        .filter(|f| f.table == Table::Progress)
+        .map(|f| f.file.path.clone())
+        .collect();
+    if paths.is_empty() {
+        return Ok(paths);
+    }
+    if target.iceberg().is_some() {
+        // The table's metadata still names a lost data file: a new one beside it would not
+        // make the table readable again.
+        anyhow::bail!(
+            "the read-progress table's data files {} are lost from the Iceberg table \
+             receipts.message_read_progress: restore them from a backup of the lake (its \
+             metadata still names them; their rows are in receipts.message_read_progress_changes)",
+            paths.join(", ")
+        );
+    }
+    crate::sink::progress_lake::forget(pool, &paths).await?;
+    let form = crate::sink::progress_lake::Form::Hive(target.lake());
+    crate::sink::progress_lake::export(pool, &form, None).await?;
+    Ok(paths)
 }

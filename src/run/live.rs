@@ -185,6 +185,13 @@ async fn watched(
             let (live, worked) = source(live).await;
             details = ended(live, worked, &mut outcome).await;
             read_events_to_lake(settings, pool, opened.fence.run_id, &mut details).await;
+            // The run's read-progress change rows (and ended runs' due ones); a failure is
+            // logged and in the details, and the next run's end writes them.
+            details["progress_lake"] =
+                match super::progress_lake(settings, pool, opened.fence.run_id).await {
+                    Ok(files) => serde_json::json!({ "files": files }),
+                    Err(error) => serde_json::json!({ "error": error }),
+                };
         }
     }
     lost.cancel(); // ends the watchdog

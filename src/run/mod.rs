@@ -303,6 +303,10 @@ pub async fn execute(
     );
     tracing::info!(run_id = fence.run_id, job = %req.job, "run started");
     let (worked, job_lock, lost) = watched(settings, pool, req, &client, begun, stop).await;
+    let progress = match &worked {
+        Ok(_) => Some(progress_lake(settings, pool, fence.run_id).await),
+        Err(_) => None,
+    };
     let (outcome, follow, read_lists) = worked.unwrap_or_else(|e| {
         let outcome = Outcome {
             halt: Some(Halt::Sink(e)),
@@ -310,8 +314,9 @@ pub async fn execute(
         };
         (outcome, None, None)
     });
-    let (figures, attempt) = tally(&client, &outcome, read_lists.as_ref(), prior, req);
+    let (mut figures, attempt) = tally(&client, &outcome, read_lists.as_ref(), prior, req);
     let ended = with_read_lists(verdict(&outcome, lost.as_ref()), read_lists.as_ref());
+    let ended = with_progress_lake(ended, &mut figures, progress);
     let reconnect = settings.lock_reconnect_timeout;
     let Verdict {
         status,
@@ -491,6 +496,51 @@ fn with_read_lists(verdict: Verdict, read_lists: Option<&details::DetailFigures>
         RunStatus::Partial,
         format!("the read lists of {failed} group(s) failed (their counts are written)"),
     )
+}
+
+/// Writes the lake's read-progress change rows of this run, which has written its last batch,
+/// and of ended runs whose files are due ([`crate::sink::progress_lake`]). Returns the files
+/// written, or the error as the run reports it.
+pub(super) async fn progress_lake(
+    settings: &Settings,
+    pool: &PgPool,
+    run_id: i64,
+) -> Result<u64, String> {
+    let form = crate::sink::progress_lake::Form::of(&settings.lake, settings.table_format);
+    let written = match form {
+        Ok(form) => crate::sink::progress_lake::export(pool, &form, Some(run_id)).await,
+        Err(e) => Err(e),
+    };
+    written.map_err(|e| {
+        let error = format!(
+            "the lake's read-progress files were not written (the next run writes them): {e}"
+        );
+        tracing::warn!("{error}");
+        error
+    })
+}
+
+/// The read-progress files in the run's figures (`details.progress_lake`); a run that
+/// succeeded but could not write them is partial.
+fn with_progress_lake(
+    verdict: Verdict,
+    figures: &mut RunFigures,
+    progress: Option<Result<u64, String>>,
+) -> Verdict {
+    match progress {
+        None => verdict,
+        Some(Ok(files)) => {
+            figures.details["progress_lake"] = serde_json::json!({ "files": files });
+            verdict
+        }
+        Some(Err(error)) => {
+            figures.details["progress_lake"] = serde_json::json!({ "error": error });
+            match verdict.status {
+                RunStatus::Succeeded => Verdict::failed(RunStatus::Partial, error),
+                _ => verdict,
+            }
+        }
+    }
 }
 
 /// Records how the run ended, unless it was fenced: only a run still `running` under this

@@ -60,6 +60,7 @@ pub mod owner;
 pub mod parquet;
 pub mod postgres;
 pub mod progress;
+pub mod progress_lake;
 pub mod rebuild;
 pub mod remote;
 pub mod rolling;

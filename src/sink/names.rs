@@ -9,12 +9,16 @@
 //! | [`Kind::Pending`] | `run-<run>-<part>.<random>.parquet` | `_pending/receipt_snapshots/...` (object store) |
 //! | [`Kind::Data`] | `run-<run>-<part>-<random>.parquet` | the Iceberg table's `data/captured_at_day=D/` |
 //! | [`Kind::Events`] | `run-<run>.parquet` | `read_events/capture_date=D/` |
+//! | [`Kind::Events`] | `run-<run>.parquet` | `message_read_progress/capture_date=D/` (read progress) |
 //!
 //! `<part>` has at least 4 digits; `<random>` is [`crate::files::RANDOM_CHARS`] letters and
 //! digits (16 hex digits for Iceberg's). A name that does not parse is nobody's: never swept.
 
 /// The directory of the read-events table under the lake's root.
 pub const EVENTS_DIR: &str = "read_events";
+
+/// The directory of the read-progress table's change rows under the lake's root.
+pub const PROGRESS_DIR: &str = "message_read_progress";
 
 /// What a file of the lake is, by its name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +70,17 @@ pub fn data(run_id: i64, part: i32) -> String {
     format!("run-{run_id}-{part:04}-{random:016x}.parquet")
 }
 
-/// `run-<run_id>.parquet`: a read-events file.
+/// `DIR/capture_date=YYYY-MM-DD/run-<run_id>.parquet`: a per-run file of the read events'
+/// or the read progress's table `dir`, relative to the lake's root.
+pub fn per_run(dir: &str, capture_date: chrono::NaiveDate, run_id: i64) -> String {
+    format!(
+        "{dir}/capture_date={}/{}",
+        capture_date.format("%Y-%m-%d"),
+        events(run_id)
+    )
+}
+
+/// `run-<run_id>.parquet`: a read-events file (and a read-progress file).
 pub fn events(run_id: i64) -> String {
     format!("run-{run_id}.parquet")
 }

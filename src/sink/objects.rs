@@ -155,6 +155,31 @@ pub async fn put_whole(
     }
 }
 
+/// Puts one record batch as a whole Parquet file (zstd) at `relative` ([`put_whole`]): the
+/// per-run files of the read events and of the read progress. Returns its size.
+pub async fn put_record_batch(
+    lake: &Lake,
+    relative: &str,
+    batch: &arrow::array::RecordBatch,
+) -> Result<u64, SinkError> {
+    use parquet::basic::{Compression, ZstdLevel};
+    put_whole(lake, relative, |file| {
+        let parquet_err = |source| SinkError::Parquet {
+            op: "writing",
+            path: relative.into(),
+            source,
+        };
+        let props = parquet::file::properties::WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .build();
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, batch.schema(), Some(props))
+            .map_err(parquet_err)?;
+        writer.write(batch).map_err(parquet_err)?;
+        writer.into_inner().map_err(parquet_err)
+    })
+    .await
+}
+
 /// Writes `path` whole: hidden beside it, fsynced, renamed, the directory fsynced.
 fn write_whole(
     path: &Path,

@@ -51,7 +51,7 @@ pub async fn write_batch(
     if !batch.rows.is_empty() {
         let rows = RowArrays::of(batch);
         upsert_latest(&mut tx, batch.run_id, &rows).await?;
-        super::progress::merge_rows(&mut tx, batch.run_id, &rows).await?;
+        super::progress::merge_rows(&mut tx, batch, &rows).await?;
     }
     crate::crashpoint::hit("pg_write").await;
     tx.commit()

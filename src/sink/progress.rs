@@ -14,38 +14,48 @@ use super::postgres::RowArrays;
 use super::{SinkError, WriteBatch};
 use sqlx::{PgConnection, PgPool};
 
-/// Merges the batch's snapshots into their messages' progress rows. Runs in the batch's
-/// transaction, after `receipt_latest` was brought forward (it gives the newest ratio, and its
-/// rows are locked in the same key order, so two runs cannot deadlock here). Returns how many
-/// rows it inserted or changed.
+/// Merges the batch's snapshots into their messages' progress rows, and logs the rows it
+/// changed under the batch's run ([`CHANGES`]). Runs in the batch's transaction, after
+/// `receipt_latest` was brought forward (it gives the newest ratio, and its rows are locked in
+/// the same key order, so two runs cannot deadlock here). Returns how many rows it inserted or
+/// changed.
 pub async fn merge(conn: &mut PgConnection, batch: &WriteBatch) -> Result<u64, SinkError> {
     if batch.rows.is_empty() {
         return Ok(0);
     }
-    merge_rows(conn, batch.run_id, &RowArrays::of(batch)).await
+    merge_rows(conn, batch, &RowArrays::of(batch)).await
 }
 
 /// [`merge`] of rows already laid out as arrays (the write batch builds them once for this and
 /// the `receipt_latest` upsert).
 pub async fn merge_rows(
     conn: &mut PgConnection,
-    run_id: i64,
+    batch: &WriteBatch,
     rows: &RowArrays<'_>,
 ) -> Result<u64, SinkError> {
-    rows.bind(sqlx::query(MERGE).bind(run_id))
-        .execute(conn)
+    use sqlx::Row;
+    let row = rows
+        .bind(sqlx::query(MERGE).bind(batch.run_id))
+        .bind(batch.capture_date)
+        .fetch_one(conn)
         .await
-        .map(|done| done.rows_affected())
         .map_err(SinkError::pg(
             "merging the batch into message_read_progress",
-        ))
+        ))?;
+    let changed: i64 = row.get(0);
+    Ok(changed as u64)
 }
 
 /// The batch's messages (their capture, members, and the capture again where it is past half
 /// and 90%), with the newest ratio from `receipt_latest`, merged into the stored rows. A batch
 /// holds each message once (a run asks each seq once; `receipt_latest`'s upsert of the same
 /// rows would fail otherwise), so its rows need no grouping. `LEAST` skips nulls: a threshold
-/// already reached keeps its earlier time.
+/// already reached keeps its earlier time. The rows it changed are logged under the run
+/// (`$1`) and the batch's capture date (`$8`) in `message_read_progress_changes`, and that date's
+/// lake file of the run is noted as due (`message_read_progress_files`; see
+/// [`super::progress_lake`]): due again if it was written already (a backfill resumed after
+/// its files were exported: the file is written again whole, under its name); it returns how
+/// many it changed.
 const MERGE: &str = "
 WITH m AS (
     SELECT g, s, c AS first_seen_at, r + u AS members_at_first_seen,
@@ -54,7 +64,7 @@ WITH m AS (
                AS ninety_read_at
     FROM UNNEST($2::text[], $3::bigint[], $4::timestamptz[], $5::integer[], $6::integer[])
         AS t(g, s, c, r, u)
-)
+), changed AS (
 INSERT INTO receipts.message_read_progress AS p
     (group_id, msg_seq, sdkappid, first_seen_at, members_at_first_seen, read_ratio,
      half_read_at, ninety_read_at, run_id)
@@ -77,7 +87,34 @@ SET members_at_first_seen = CASE WHEN excluded.first_seen_at < p.first_seen_at
 WHERE excluded.first_seen_at < p.first_seen_at
    OR excluded.read_ratio IS DISTINCT FROM p.read_ratio
    OR excluded.half_read_at < coalesce(p.half_read_at, 'infinity')
-   OR excluded.ninety_read_at < coalesce(p.ninety_read_at, 'infinity')";
+   OR excluded.ninety_read_at < coalesce(p.ninety_read_at, 'infinity')
+RETURNING p.sdkappid, p.group_id, p.msg_seq, p.first_seen_at, p.members_at_first_seen,
+          p.read_ratio, p.half_read_at, p.ninety_read_at
+), logged AS (
+INSERT INTO receipts.message_read_progress_changes AS c
+    (run_id, capture_date, sdkappid, group_id, msg_seq, first_seen_at, members_at_first_seen,
+     read_ratio, half_read_at, ninety_read_at)
+SELECT $1, $8, sdkappid, group_id, msg_seq, first_seen_at, members_at_first_seen,
+       read_ratio, half_read_at, ninety_read_at
+FROM changed
+ORDER BY group_id COLLATE \"C\", msg_seq
+ON CONFLICT (run_id, sdkappid, group_id, msg_seq) DO UPDATE
+SET change_no = excluded.change_no,
+    capture_date = excluded.capture_date,
+    first_seen_at = excluded.first_seen_at,
+    members_at_first_seen = excluded.members_at_first_seen,
+    read_ratio = excluded.read_ratio,
+    half_read_at = excluded.half_read_at,
+    ninety_read_at = excluded.ninety_read_at
+RETURNING 1
+), filed AS (
+INSERT INTO receipts.message_read_progress_files AS f (run_id, capture_date)
+SELECT $1, $8 WHERE EXISTS (SELECT 1 FROM logged)
+ON CONFLICT (run_id, capture_date) DO UPDATE
+SET path = NULL, row_count = NULL, byte_size = NULL
+WHERE f.path IS NOT NULL
+)
+SELECT count(*) FROM logged";
 
 /// Records the app a run exports for (`export_runs.sdkappid`), which the merge gives each new
 /// message's row. A resumed backfill keeps the app it started with.

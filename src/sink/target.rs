@@ -316,8 +316,8 @@ impl LakeTarget {
     }
 
     /// The cheap part of [`LakeTarget::verify`] (`doctor`): how many files the lake should
-    /// hold (the manifest's, in Iceberg the table's live data files and the read-events
-    /// files), and those not in the lake with their recorded size (no file is opened).
+    /// hold (the manifest's, in Iceberg the table's live data files and the read-events and
+    /// read-progress files), and those not in the lake with their recorded size (no file is opened).
     pub async fn presence(&self, pool: &PgPool) -> Result<(usize, Vec<Finding>), SinkError> {
         let (table, only_events) = match self {
             LakeTarget::Iceberg(target) => {
@@ -330,7 +330,7 @@ impl LakeTarget {
         let listed: Vec<_> = super::verify::listed(pool)
             .await?
             .into_iter()
-            .filter(|(t, _)| !only_events || *t == Table::ReadEvents)
+            .filter(|(t, _)| !only_events || *t != Table::Snapshots)
             .collect();
         let visible = super::verify::visible(&self.lake()).await?;
         let mut found = super::verify::presence(&visible, &listed);
@@ -361,6 +361,8 @@ impl LakeTarget {
             .filter(|(t, f)| match t {
                 Table::Snapshots => iceberg.is_none() && runs.contains_key(&f.run_id),
                 Table::ReadEvents => event_runs.contains(&f.run_id),
+                // Written from the change log, which retention keeps: never lacking for it.
+                Table::Progress => false,
             })
             .collect();
         let visible = super::verify::visible(&self.lake()).await?;

@@ -11,7 +11,8 @@
 //! (and, fully checked, the row count in its footer), and the live files must hold each
 //! finished run's rows as the manifest counts them: a file whose `run_id` statistics have one
 //! value counts for that run without being opened, any other file has its `run_id` column
-//! read. The read-events files are Hive-style files in every form and are checked as above.
+//! read. The read-events and read-progress files are Hive-style files in every form and are
+//! checked as above.
 //! Reached through [`super::target::LakeTarget::verify`]; nothing here prints.
 
 use super::iceberg::overwrite::{self, LiveFile};
@@ -27,6 +28,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 pub enum Table {
     Snapshots,
     ReadEvents,
+    /// The read-progress change rows (`message_read_progress/`).
+    Progress,
 }
 
 impl Table {
@@ -35,6 +38,7 @@ impl Table {
         match self {
             Table::Snapshots => super::parquet::TABLE_DIR,
             Table::ReadEvents => super::names::EVENTS_DIR,
+            Table::Progress => super::names::PROGRESS_DIR,
         }
     }
 }
@@ -89,6 +93,7 @@ impl std::fmt::Display for Finding {
         let table = match self.table {
             Table::Snapshots => "snapshots",
             Table::ReadEvents => "read events",
+            Table::Progress => "read progress",
         };
         // Run 0: another engine's Iceberg data file whose statistics name no single run.
         let of = match self.file.run_id {
@@ -139,7 +144,18 @@ pub struct RunRows {
 }
 
 /// The lake's Hive-style tables, as directories (prefixes) under its root.
-pub const TABLE_DIRS: [&str; 2] = [super::parquet::TABLE_DIR, super::names::EVENTS_DIR];
+pub const TABLE_DIRS: [&str; 4] = [
+    super::parquet::TABLE_DIR,
+    super::names::EVENTS_DIR,
+    super::names::PROGRESS_DIR,
+    ICEBERG_PROGRESS_DIR,
+];
+
+/// The read progress's Iceberg table in Iceberg mode (`receipts.message_read_progress`), whose
+/// data files its manifest rows list like the Hive-style ones. Its files are named by the
+/// table's metadata: one no row lists (a crash before its commit) is invisible to readers and
+/// never reported as unknown.
+const ICEBERG_PROGRESS_DIR: &str = "receipts/message_read_progress";
 
 /// Every file the manifest lists, both tables, in path order, but for the files that are not
 /// [settled](manifest::SETTLED_FILE) (their run still copies them into place).
@@ -158,10 +174,18 @@ pub async fn listed(pool: &PgPool) -> Result<Vec<(Table, Listed)>, SinkError> {
     .fetch_all(pool)
     .await
     .map_err(SinkError::pg("listing the read-events files"))?;
+    let progress_files: Vec<Listed> = sqlx::query_as(
+        "SELECT run_id, capture_date, path, row_count, byte_size
+         FROM receipts.message_read_progress_files WHERE path IS NOT NULL ORDER BY path",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg("listing the read-progress files"))?;
     Ok(snapshot_files
         .into_iter()
         .map(|f| (Table::Snapshots, f))
         .chain(event_files.into_iter().map(|f| (Table::ReadEvents, f)))
+        .chain(progress_files.into_iter().map(|f| (Table::Progress, f)))
         .collect())
 }
 
@@ -204,7 +228,8 @@ pub fn presence(visible: &BTreeMap<String, u64>, listed: &[(Table, Listed)]) -> 
 /// The whole check of a Hive-style lake: presence and size, the row count in each footer, the
 /// unknown files and the stray uploads.
 pub async fn hive(pool: &PgPool, lake: &Lake) -> Result<Report, SinkError> {
-    hive_tables(pool, lake, &[Table::Snapshots, Table::ReadEvents]).await
+    let tables = [Table::Snapshots, Table::ReadEvents, Table::Progress];
+    hive_tables(pool, lake, &tables).await
 }
 
 /// [`hive`] over some of the Hive-style tables (the stray uploads belong to the snapshots').
@@ -218,9 +243,11 @@ async fn hive_tables(pool: &PgPool, lake: &Lake, tables: &[Table]) -> Result<Rep
         .await?
         .into_iter()
         .filter(|(path, _)| {
-            tables
-                .iter()
-                .any(|t| path.starts_with(&format!("{}/", t.dir())))
+            tables.iter().any(|t| {
+                path.starts_with(&format!("{}/", t.dir()))
+                    || (*t == Table::Progress
+                        && path.starts_with(&format!("{ICEBERG_PROGRESS_DIR}/")))
+            })
         })
         .collect();
     let mut findings = presence(&visible, &listed);
@@ -261,7 +288,8 @@ pub async fn iceberg(
     target: &super::iceberg::IcebergTarget,
 ) -> Result<Report, SinkError> {
     let table = table_check(pool, &target.lake, Depth::Full).await?;
-    let mut report = hive_tables(pool, target.lake.lake(), &[Table::ReadEvents]).await?;
+    let hive = [Table::ReadEvents, Table::Progress];
+    let mut report = hive_tables(pool, target.lake.lake(), &hive).await?;
     report.listed += table.live;
     report.findings.extend(table.findings);
     report
@@ -518,7 +546,8 @@ pub async fn run_counts(
 async fn unknown_files(pool: &PgPool, visible: Vec<String>) -> Result<Vec<String>, SinkError> {
     let running = running_runs(pool).await?;
     let known: HashSet<String> = sqlx::query_scalar(
-        "SELECT path FROM receipts.parquet_files UNION ALL SELECT path FROM receipts.read_event_files",
+        "SELECT path FROM receipts.parquet_files UNION ALL SELECT path FROM receipts.read_event_files
+         UNION ALL SELECT path FROM receipts.message_read_progress_files WHERE path IS NOT NULL",
     )
     .fetch_all(pool)
     .await
@@ -527,6 +556,7 @@ async fn unknown_files(pool: &PgPool, visible: Vec<String>) -> Result<Vec<String
     .collect();
     let mut unknown: Vec<String> = visible
         .into_iter()
+        .filter(|path| !path.starts_with(&format!("{ICEBERG_PROGRESS_DIR}/")))
         .filter(|path| !known.contains(path) && !of_running_run(path, &running))
         .collect();
     unknown.sort();

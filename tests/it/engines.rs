@@ -199,10 +199,13 @@ impl Lab {
 
     /// Where the catalog points now.
     async fn pointer(&self) -> String {
-        sqlx::query_scalar("SELECT metadata_location FROM receipts.iceberg_tables")
-            .fetch_one(&self.db.pool)
-            .await
-            .unwrap()
+        sqlx::query_scalar(
+            "SELECT metadata_location FROM receipts.iceberg_tables
+             WHERE table_name = 'receipt_snapshots'",
+        )
+        .fetch_one(&self.db.pool)
+        .await
+        .unwrap()
     }
 
     /// The table's metadata files on the local disk.

@@ -80,7 +80,7 @@ async fn export_parquet_rebuilds_a_lost_day_from_postgres() {
             .unwrap()
             .into_iter()
             .collect();
-    let on_disk: BTreeSet<String> = visible_parquet_files(dir.path())
+    let on_disk: BTreeSet<String> = snapshot_files(dir.path())
         .iter()
         .map(|p| {
             p.strip_prefix(dir.path())

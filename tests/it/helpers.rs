@@ -205,11 +205,12 @@ pub async fn pg_snapshots_in(pool: &PgPool) -> Vec<Snap> {
         .collect()
 }
 
-/// Every snapshot in the visible Parquet files under `dir` (hidden files skipped, as readers
-/// do), sorted; read with the parquet crate.
+/// Every snapshot in the visible Parquet files under `dir` (the lake's root or the snapshots'
+/// directory; hidden files skipped, as readers do, and so are the other tables' files), sorted;
+/// read with the parquet crate.
 pub fn parquet_snapshots(dir: &std::path::Path) -> Vec<Snap> {
     let mut out = Vec::new();
-    for path in visible_parquet_files(dir) {
+    for path in snapshot_files(dir) {
         let file = std::fs::File::open(&path).unwrap();
         push_snaps(file, &mut out);
     }
@@ -259,6 +260,21 @@ pub fn push_snaps(file: impl parquet::file::reader::ChunkReader + 'static, out: 
             }
         }
     }
+}
+
+/// The visible snapshot files under `dir` (the lake's root or the snapshots' directory): not
+/// the read events' nor the read progress's, the other tables of a Hive-style lake.
+pub fn snapshot_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let other = |p: &std::path::Path| {
+        p.strip_prefix(dir).unwrap().components().any(|c| {
+            let c = c.as_os_str();
+            c == "read_events" || c == "message_read_progress"
+        })
+    };
+    visible_parquet_files(dir)
+        .into_iter()
+        .filter(|p| !other(p))
+        .collect()
 }
 
 /// Visible `.parquet` files under `dir`, recursively.
@@ -433,7 +449,7 @@ pub async fn assert_warehouse_consistent(db: &TestDb, dir: &std::path::Path) {
         "Postgres and Parquet differ (duplicates in Parquet?)"
     );
     let listed = manifest_paths(db).await;
-    let on_disk: std::collections::BTreeSet<String> = visible_parquet_files(dir)
+    let on_disk: std::collections::BTreeSet<String> = snapshot_files(dir)
         .into_iter()
         .map(|p| p.strip_prefix(dir).unwrap().to_string_lossy().into_owned())
         .collect();

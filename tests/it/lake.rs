@@ -40,7 +40,9 @@ async fn lake_verify_names_a_deleted_and_a_truncated_file_and_repair_restores_th
     };
     let listed: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM receipts.parquet_files)
-              + (SELECT count(*) FROM receipts.read_event_files)",
+              + (SELECT count(*) FROM receipts.read_event_files)
+              + (SELECT count(*) FROM receipts.message_read_progress_files
+                 WHERE path IS NOT NULL)",
     )
     .fetch_one(&db.pool)
     .await
@@ -67,7 +69,17 @@ async fn lake_verify_names_a_deleted_and_a_truncated_file_and_repair_restores_th
             .await
             .unwrap();
     let event_bytes = std::fs::read(dir.path().join(&event_file)).unwrap();
-    assert_eq!(listed, 4, "two snapshot files, a read-events file per run");
+    let progress_file: String = sqlx::query_scalar(
+        "SELECT path FROM receipts.message_read_progress_files ORDER BY path DESC LIMIT 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let progress_bytes = std::fs::read(dir.path().join(&progress_file)).unwrap();
+    assert_eq!(
+        listed, 6,
+        "two snapshot files, a read-events and a read-progress file per run"
+    );
 
     std::fs::remove_file(dir.path().join(deleted)).unwrap();
     let half = files[1].2 as u64 / 2;
@@ -78,6 +90,7 @@ async fn lake_verify_names_a_deleted_and_a_truncated_file_and_repair_restores_th
         .set_len(half)
         .unwrap();
     std::fs::remove_file(dir.path().join(&event_file)).unwrap();
+    std::fs::remove_file(dir.path().join(&progress_file)).unwrap();
     // A file the manifest does not know, whose rows readers would count too.
     let stray = std::path::Path::new(truncated)
         .with_file_name("run-999-1.parquet")
@@ -92,7 +105,11 @@ async fn lake_verify_names_a_deleted_and_a_truncated_file_and_repair_restores_th
         .lines()
         .find(|l| l.contains("lake:"))
         .unwrap_or_else(|| panic!("a lake line in:\n{text}"));
-    assert!(line.starts_with("FAIL  lake: 3 of 4 file(s)"), "{line}");
+    assert!(line.starts_with("FAIL  lake: 4 of 6 file(s)"), "{line}");
+    assert!(
+        line.contains(&format!("{progress_file} (missing)")),
+        "{line}"
+    );
     assert!(line.contains(&format!("{deleted} (missing)")), "{line}");
     assert!(
         line.contains(&format!("{truncated} ({half} bytes on disk)")),
@@ -109,8 +126,9 @@ async fn lake_verify_names_a_deleted_and_a_truncated_file_and_repair_restores_th
             files[1].0
         ),
         format!("{event_file}: missing (read events of run"),
+        format!("{progress_file}: missing (read progress of run"),
         format!("not in the manifest: {stray}"),
-        "3 problem(s), 1 file(s) the manifest does not know".to_string(),
+        "4 problem(s), 1 file(s) the manifest does not know".to_string(),
     ] {
         assert!(text.contains(&want), "{want} in:\n{text}");
     }
@@ -132,6 +150,17 @@ async fn lake_verify_names_a_deleted_and_a_truncated_file_and_repair_restores_th
         std::fs::read(dir.path().join(&event_file)).unwrap(),
         event_bytes,
         "the read-events file written again from Postgres, byte for byte"
+    );
+    assert!(
+        text.contains(&format!(
+            "repaired: {progress_file} rewritten from Postgres"
+        )),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join(&progress_file)).unwrap(),
+        progress_bytes,
+        "the read-progress file written again from its change log, byte for byte"
     );
     expect_code(&verify(false), 0);
 

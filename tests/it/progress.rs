@@ -36,8 +36,14 @@ async fn stored(pool: &PgPool) -> Vec<Progress> {
 /// The same columns computed from the snapshots by a query of its own (DISTINCT ON and
 /// filtered minimums, not the merge's statement): what the table must equal.
 async fn from_snapshots(pool: &PgPool) -> Vec<Progress> {
+    from_snapshots_upto(pool, i64::MAX).await
+}
+
+/// [`from_snapshots`] over the snapshots of runs up to `run` only: the table as it was after
+/// that run, when runs ran one after another.
+async fn from_snapshots_upto(pool: &PgPool, run: i64) -> Vec<Progress> {
     sqlx::query_as(
-        "WITH s AS (SELECT * FROM receipts.receipt_snapshots),
+        "WITH s AS (SELECT * FROM receipts.receipt_snapshots WHERE run_id <= $1),
          first AS (
              SELECT DISTINCT ON (group_id, msg_seq) group_id, msg_seq, captured_at,
                     read_num + unread_num AS members
@@ -62,6 +68,7 @@ async fn from_snapshots(pool: &PgPool) -> Vec<Progress> {
          LEFT JOIN ninety t USING (group_id, msg_seq)
          ORDER BY f.group_id COLLATE \"C\", f.msg_seq",
     )
+    .bind(run)
     .fetch_all(pool)
     .await
     .unwrap()
@@ -225,6 +232,160 @@ async fn a_retried_or_repeated_batch_changes_nothing() {
     assert_eq!(stored(&db.pool).await, before);
 }
 
+/// Two jobs' runs overlapping on one message: run 1 changes it, run 2 (started later) changes
+/// it, then run 1 again. Postgres holds run 1's last row; in the lake's change rows that row
+/// has the greatest `change_no` (not the greatest run id), and each run has one row for it,
+/// its last; a run's files are written once it ended, and only then.
+#[tokio::test]
+async fn overlapping_runs_change_rows_are_ordered_by_change_not_by_run() {
+    let db = TestDb::new().await;
+    let (first, second) = (new_run(&db.pool).await, new_run(&db.pool).await);
+    write(&db.pool, &batch(first, 1, 0, &[("g", 1, 1, 9)])).await;
+    write(&db.pool, &batch(second, 1, 10, &[("g", 1, 3, 7)])).await;
+    write(&db.pool, &batch(first, 2, 20, &[("g", 1, 6, 4)])).await;
+    let stored = stored(&db.pool).await;
+    assert_eq!(stored[0].4, Some(0.6), "the newest snapshot's ratio");
+
+    let lake = tempfile::tempdir().unwrap();
+    let local = receipt_exporter::sink::progress_lake::Form::Hive(
+        receipt_exporter::lake::Lake::Local(lake.path().to_path_buf()),
+    );
+    let export = |run| receipt_exporter::sink::progress_lake::export(&db.pool, &local, run);
+    assert_eq!(export(None).await.unwrap(), 0, "both runs still run");
+    assert_eq!(
+        export(Some(second)).await.unwrap(),
+        1,
+        "its own, at its end"
+    );
+    sqlx::query("UPDATE receipts.export_runs SET status = 'succeeded' WHERE run_id = $1")
+        .bind(first)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(export(None).await.unwrap(), 1, "the ended run's");
+
+    let rows = lake_rows(lake.path());
+    let runs: Vec<(i64, Option<f64>)> = rows.iter().map(|r| (r.run_id, r.progress().4)).collect();
+    assert_eq!(runs, vec![(first, Some(0.6)), (second, Some(0.3))]);
+    let newest = rows.iter().max_by_key(|r| r.change_no).unwrap();
+    assert_eq!(
+        vec![newest.progress()],
+        stored,
+        "the greatest change_no is the table's row"
+    );
+}
+
+/// A backfill resumed after its files were written (its run reopened, as `backfill` resumes
+/// an interrupted one): its new changes make its file of that date due again. Hive-style the
+/// file is written again whole under its name, holding every change of the run once.
+#[tokio::test]
+async fn a_resumed_runs_file_is_written_again_whole() {
+    let db = TestDb::new().await;
+    let lake = tempfile::tempdir().unwrap();
+    let rows = resumed_run(&db, "parquet", lake.path()).await;
+    let seqs: Vec<(i64, Option<f64>)> = rows.iter().map(|r| (r.msg_seq, r.progress().4)).collect();
+    assert_eq!(seqs, vec![(1, Some(0.6)), (2, Some(0.1)), (3, Some(0.5))]);
+    let out = run_lake_verify(&db, lake.path());
+    assert!(out.contains("0 problem(s)"), "{out}");
+}
+
+/// In Iceberg mode a commit only appends: the resumed run's new changes go into a second data
+/// file, the first stays (the message changed in both attempts has a row of each, and the
+/// newest is the table's).
+#[tokio::test]
+async fn a_resumed_runs_new_changes_are_appended_to_the_iceberg_table() {
+    let db = TestDb::new().await;
+    let lake = tempfile::tempdir().unwrap();
+    let rows = resumed_run(&db, "iceberg", lake.path()).await;
+    let mut seqs: Vec<(i64, Option<f64>)> =
+        rows.iter().map(|r| (r.msg_seq, r.progress().4)).collect();
+    seqs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    assert_eq!(
+        seqs,
+        vec![
+            (1, Some(0.1)),
+            (1, Some(0.6)),
+            (2, Some(0.1)),
+            (3, Some(0.5))
+        ]
+    );
+}
+
+/// One run writes two messages, is interrupted and exported, then reopened: it changes one of
+/// them again and a third, and is exported again. Returns the lake's rows, after checking that
+/// their newest per message is the table.
+async fn resumed_run(db: &TestDb, format: &str, dir: &std::path::Path) -> Vec<LakeRow> {
+    use receipt_exporter::sink::progress_lake::{export, Form};
+    let run = new_run(&db.pool).await;
+    write(
+        &db.pool,
+        &batch(run, 1, 0, &[("g", 1, 1, 9), ("g", 2, 1, 9)]),
+    )
+    .await;
+    let status = |s: &'static str| {
+        sqlx::query("UPDATE receipts.export_runs SET status = $2 WHERE run_id = $1")
+            .bind(run)
+            .bind(s)
+            .execute(&db.pool)
+    };
+    status("interrupted").await.unwrap();
+    let lake = receipt_exporter::lake::Lake::Local(dir.to_path_buf());
+    let form = match format {
+        "iceberg" => Form::Iceberg(Box::new(
+            receipt_exporter::sink::iceberg::IcebergLake::new(&lake).unwrap(),
+        )),
+        _ => Form::Hive(lake),
+    };
+    assert_eq!(export(&db.pool, &form, None).await.unwrap(), 1);
+    assert_eq!(lake_rows_in(format, db, dir).len(), 2);
+
+    status("running").await.unwrap();
+    write(
+        &db.pool,
+        &batch(run, 2, 10, &[("g", 1, 6, 4), ("g", 3, 1, 1)]),
+    )
+    .await;
+    status("succeeded").await.unwrap();
+    assert_eq!(
+        export(&db.pool, &form, None).await.unwrap(),
+        1,
+        "written again"
+    );
+    let rows = lake_rows_in(format, db, dir);
+    let mut newest: std::collections::BTreeMap<i64, &LakeRow> = Default::default();
+    for r in &rows {
+        if newest
+            .get(&r.msg_seq)
+            .is_none_or(|n| n.change_no < r.change_no)
+        {
+            newest.insert(r.msg_seq, r);
+        }
+    }
+    let newest: Vec<Progress> = newest.values().map(|r| r.progress()).collect();
+    assert_same(
+        &newest,
+        &stored(&db.pool).await,
+        "the newest after the resumed run",
+    );
+    rows
+}
+
+/// `lake verify` on a Hive-style lake at `dir`: its stdout (it must pass).
+fn run_lake_verify(db: &TestDb, dir: &std::path::Path) -> String {
+    let out = run(exporter()
+        .env("DATABASE_URL", &db.url)
+        .env("EXPORT_PARQUET_DIR", dir)
+        .args(["lake", "verify"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    stdout(&out)
+}
+
 #[tokio::test]
 async fn each_app_has_its_own_row_for_the_same_group_and_seq() {
     let db = TestDb::new().await;
@@ -254,8 +415,14 @@ async fn each_app_has_its_own_row_for_the_same_group_and_seq() {
 }
 
 /// Three runs against the simulator, the read counts moving between them; the second is
-/// killed at `point`. The table equals the snapshots' query and names the app.
+/// killed at `point`. The table equals the snapshots' query and names the app; the lake's
+/// change rows are exactly what each run changed, once, and their newest per message is the
+/// table ([`assert_lake_matches`]).
 async fn runs_with_a_kill(point: &str) {
+    runs_with_a_kill_in(point, "parquet").await
+}
+
+async fn runs_with_a_kill_in(point: &str, format: &str) {
     use std::os::unix::process::ExitStatusExt;
     let sim = simulator(3, 200, |_| {});
     let db = TestDb::new().await;
@@ -265,6 +432,7 @@ async fn runs_with_a_kill(point: &str) {
         let mut cmd = exporter_for(&db, &sim.base_url(), lake.path());
         // 60 calls at 50/s: more than a second, so a run commits several write batches.
         cmd.env("EXPORT_BATCH_SIZE", "10")
+            .env("EXPORT_TABLE_FORMAT", format)
             .env("EXPORT_CONCURRENCY", "4")
             .env("EXPORT_RATE_LIMIT", "50");
         cmd
@@ -302,6 +470,259 @@ async fn runs_with_a_kill(point: &str) {
             .await
             .unwrap();
     assert_eq!(apps, vec![Some(SDKAPPID as i64)]);
+    assert_lake_matches(format, &db, lake.path()).await;
+    let (newest, reader) = match format {
+        "iceberg" => (readme_pyiceberg_newest(&db), "pyiceberg"),
+        _ => (readme_duckdb_newest(lake.path()), "DuckDB"),
+    };
+    let what = format!("the README's {reader} query over the lake");
+    assert_same(&newest, &stored(&db.pool).await, &what);
+    let verify = run(exporter().args(["lake", "verify"]));
+    assert_eq!(
+        verify.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&verify),
+        stderr(&verify)
+    );
+}
+
+/// Sorts rows by message, as [`stored`] orders them (group ids in byte order, as `COLLATE "C"`).
+fn by_message(rows: &mut [Progress]) {
+    rows.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+}
+
+/// `got == want`, or a panic naming `what`, both lengths and the first rows that differ (the
+/// whole lists would be thousands of lines).
+fn assert_same(got: &[Progress], want: &[Progress], what: &str) {
+    if got == want {
+        return;
+    }
+    let only_got: Vec<_> = got.iter().filter(|p| !want.contains(p)).take(3).collect();
+    let only_want: Vec<_> = want.iter().filter(|p| !got.contains(p)).take(3).collect();
+    panic!(
+        "{what}: {} rows, {} wanted; only in the first: {only_got:?}; only wanted: {only_want:?}",
+        got.len(),
+        want.len()
+    );
+}
+
+/// A change row of the lake: the file it is in, then the app, the progress columns
+/// ([`Progress`]'s, times in microseconds), the run and the change number.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+struct LakeRow {
+    path: String,
+    sdkappid: Option<i64>,
+    group_id: String,
+    msg_seq: i64,
+    first_seen_at: i64,
+    members_at_first_seen: i32,
+    /// As Python's `repr`: parsed by Rust's exact `f64` parser, not serde_json's (which may
+    /// miss the last bit).
+    read_ratio: Option<String>,
+    half_read_at: Option<i64>,
+    ninety_read_at: Option<i64>,
+    run_id: i64,
+    change_no: i64,
+}
+
+impl LakeRow {
+    fn progress(&self) -> Progress {
+        let at = |us: i64| DateTime::from_timestamp_micros(us).unwrap();
+        (
+            self.group_id.clone(),
+            self.msg_seq,
+            at(self.first_seen_at),
+            self.members_at_first_seen,
+            self.read_ratio.as_ref().map(|r| r.parse().unwrap()),
+            self.half_read_at.map(at),
+            self.ninety_read_at.map(at),
+        )
+    }
+}
+
+/// Every visible file of the lake's `message_read_progress/`, read with pyarrow (the
+/// partition from the path), each row with its file as `path`.
+const READ_HIVE: &str = r#"
+import glob, sys
+import pyarrow.parquet as pq
+def tables():
+    root = sys.argv[1]
+    for path in sorted(glob.glob(root + "/message_read_progress/capture_date=*/*.parquet")):
+        yield path[len(root) + 1:], pq.read_table(path)
+"#;
+
+/// The Iceberg table `receipts.message_read_progress`, read with pyiceberg through the SQL
+/// catalog in the test database, each row with its partition as `path` (`capture_date=D`).
+const READ_ICEBERG: &str = r#"
+import sys
+import pyarrow.compute as pc
+from pyiceberg.catalog.sql import SqlCatalog
+def tables():
+    cat = SqlCatalog("receipt_exporter", uri=sys.argv[1], init_catalog_tables="false")
+    t = cat.load_table("receipts.message_read_progress").scan().to_arrow()
+    for day in sorted(set(t["capture_date"].to_pylist())):
+        part = t.filter(pc.equal(t["capture_date"], day)).drop_columns(["capture_date"])
+        yield "capture_date=%s" % day, part
+"#;
+
+/// One JSON line per row of `tables()`: times in microseconds, the ratio as `repr`.
+const PRINT_ROWS: &str = r#"
+import json
+import pyarrow as pa
+for path, t in tables():
+    for name in ("first_seen_at", "half_read_at", "ninety_read_at"):
+        t = t.set_column(t.schema.get_field_index(name), name, t[name].cast(pa.int64()))
+    for row in t.to_pylist():
+        row["path"] = path
+        row["read_ratio"] = None if row["read_ratio"] is None else repr(row["read_ratio"])
+        print(json.dumps(row))
+"#;
+
+/// The README's pyiceberg lines for the newest change row per message, as printed there, on
+/// the test database's catalog.
+fn readme_pyiceberg_newest(db: &TestDb) -> Vec<Progress> {
+    let lines = readme_block("#### Read progress in the lake", "```python\n# pyiceberg");
+    let script = format!(
+        "import sys\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+         catalog = SqlCatalog(\"receipt_exporter\", uri=sys.argv[1], init_catalog_tables=\"false\")\n\
+         {}\ndef tables():\n    yield \"\", progress.drop_columns([\"capture_date\"])\n",
+        lines.split_once('\n').unwrap().1
+    );
+    let mut rows: Vec<Progress> = read_rows(&script, &crate::iceberg::sqlalchemy_url(db))
+        .iter()
+        .map(LakeRow::progress)
+        .collect();
+    by_message(&mut rows);
+    rows
+}
+
+/// The lake's change rows: the Hive-style files under `dir`, or in Iceberg mode the table in
+/// `db`'s catalog.
+fn lake_rows_in(format: &str, db: &TestDb, dir: &std::path::Path) -> Vec<LakeRow> {
+    match format {
+        "iceberg" => read_rows(READ_ICEBERG, &crate::iceberg::sqlalchemy_url(db)),
+        _ => lake_rows(dir),
+    }
+}
+
+/// The Hive-style change rows under `dir`.
+fn lake_rows(dir: &std::path::Path) -> Vec<LakeRow> {
+    read_rows(READ_HIVE, dir.to_str().unwrap())
+}
+
+fn read_rows(reader: &str, arg: &str) -> Vec<LakeRow> {
+    let out = crate::tools::run_python(&format!("{reader}{PRINT_ROWS}"), &[arg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The README's DuckDB query for the newest change row per message, as printed there, run on
+/// the lake at `dir` (for the README's `warehouse`) with the project's DuckDB.
+fn readme_duckdb_newest(dir: &std::path::Path) -> Vec<Progress> {
+    let query = readme_block("#### Read progress in the lake", "```sql\n-- DuckDB");
+    let query = query
+        .split_once('\n')
+        .unwrap()
+        .1
+        .trim()
+        .trim_end_matches(';')
+        .replace("'warehouse/", &format!("'{}/", dir.display()));
+    let script = r#"
+import json, sys, duckdb
+rows = duckdb.sql("""SELECT group_id, msg_seq, epoch_us(first_seen_at), members_at_first_seen,
+    read_ratio, epoch_us(half_read_at), epoch_us(ninety_read_at) FROM (%s)""" % sys.argv[1])
+for r in rows.fetchall():
+    print(json.dumps([r[0], r[1], r[2], r[3], None if r[4] is None else repr(r[4]), r[5], r[6]]))
+"#;
+    let out = crate::tools::run_python(script, &[&query]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    type Line = (
+        String,
+        i64,
+        i64,
+        i32,
+        Option<String>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let at = |us: i64| DateTime::from_timestamp_micros(us).unwrap();
+    let mut rows: Vec<Progress> = stdout(&out)
+        .lines()
+        .map(|l| {
+            let r: Line = serde_json::from_str(l).unwrap();
+            let ratio = r.4.map(|x| x.parse().unwrap());
+            (r.0, r.1, at(r.2), r.3, ratio, r.5.map(at), r.6.map(at))
+        })
+        .collect();
+    by_message(&mut rows);
+    rows
+}
+
+/// The lake's read-progress change rows against Postgres: each run's rows are exactly the
+/// messages whose progress that run changed, with their values after it (computed from the
+/// snapshots of the runs up to it, the runs having run one after another), each once, in the
+/// file of its run; and the newest row per message is the table.
+async fn assert_lake_matches(format: &str, db: &TestDb, dir: &std::path::Path) {
+    let rows = lake_rows_in(format, db, dir);
+    let mut runs: Vec<i64> = sqlx::query_scalar("SELECT run_id FROM receipts.export_runs")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    runs.sort();
+    let captured: std::collections::HashMap<(i64, String, i64), NaiveDate> =
+        sqlx::query_as::<_, (i64, String, i64, NaiveDate)>(
+            "SELECT run_id, group_id, msg_seq, (captured_at AT TIME ZONE 'UTC')::date
+             FROM receipts.receipt_snapshots",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(r, g, s, d)| ((r, g, s), d))
+        .collect();
+    let mut before: Vec<Progress> = Vec::new();
+    for run in runs {
+        let after = from_snapshots_upto(&db.pool, run).await;
+        let changed: Vec<Progress> = after
+            .iter()
+            .filter(|p| !before.contains(p))
+            .cloned()
+            .collect();
+        let mut in_lake: Vec<Progress> = rows
+            .iter()
+            .filter(|r| r.run_id == run)
+            .map(LakeRow::progress)
+            .collect();
+        by_message(&mut in_lake);
+        assert_same(&in_lake, &changed, &format!("the change rows of run {run}"));
+        for r in rows.iter().filter(|r| r.run_id == run) {
+            let day = captured[&(run, r.group_id.clone(), r.msg_seq)];
+            let want = match format {
+                "iceberg" => format!("capture_date={day}"),
+                _ => receipt_exporter::sink::progress_lake::relative_path(day, run),
+            };
+            assert_eq!(r.path, want, "dated by the capture that changed it");
+        }
+        before = after;
+    }
+    let mut newest: std::collections::BTreeMap<(Option<i64>, String, i64), &LakeRow> =
+        Default::default();
+    for r in &rows {
+        let key = (r.sdkappid, r.group_id.clone(), r.msg_seq);
+        let keep = newest.get(&key).is_none_or(|n| n.change_no < r.change_no);
+        if keep {
+            newest.insert(key, r);
+        }
+    }
+    let mut from_lake: Vec<Progress> = newest.values().map(|r| r.progress()).collect();
+    by_message(&mut from_lake);
+    let stored = stored(&db.pool).await;
+    assert_same(&from_lake, &stored, "the newest change row per message");
+    assert!(newest.keys().all(|k| k.0 == Some(SDKAPPID as i64)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -312,6 +733,27 @@ async fn progress_is_exactly_once_when_a_run_is_killed_in_a_postgres_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_is_exactly_once_when_a_run_is_killed_between_the_sinks() {
     runs_with_a_kill("between_sinks:2").await;
+}
+
+/// Killed with a read-progress file of the lake in place but not recorded: the next run writes
+/// it again under the same name, and `lake verify` finds nothing unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lake_change_rows_are_exactly_once_when_a_run_is_killed_before_recording_its_file() {
+    runs_with_a_kill("progress_lake:1").await;
+}
+
+/// The same in Iceberg mode: the change rows are the second table of the catalog,
+/// `receipts.message_read_progress`, read with pyiceberg.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lake_change_rows_are_exactly_once_in_iceberg_mode_after_a_kill() {
+    runs_with_a_kill_in("pg_write:2", "iceberg").await;
+}
+
+/// Killed in Iceberg mode with a read-progress data file written, its commit not begun: the
+/// file is in no metadata (readers never see it), the next run commits the rows once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iceberg_change_rows_are_exactly_once_when_a_run_is_killed_before_their_commit() {
+    runs_with_a_kill_in("progress_lake:1", "iceberg").await;
 }
 
 /// `progress rebuild` through the binary: its line.
@@ -368,13 +810,21 @@ async fn rebuild_recomputes_from_the_snapshots_and_keeps_what_retention_cut() {
 
 /// The README's query over the daily view, as printed there.
 fn readme_daily_query() -> String {
+    readme_block("### Read progress", "```sql\n")
+}
+
+/// The text of the README's first code block opening with `opening` after `heading`.
+fn readme_block(heading: &str, opening: &str) -> String {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = readme
-        .split("### Read progress")
+        .split(heading)
         .nth(1)
-        .expect("the README has a section on read progress");
-    let block = section.split("```sql\n").nth(1).expect("with a SQL block");
+        .unwrap_or_else(|| panic!("the README has a section {heading}"));
+    let block = section
+        .split(opening)
+        .nth(1)
+        .unwrap_or_else(|| panic!("with a block {opening:?}"));
     block.split("```").next().unwrap().to_string()
 }
 
@@ -461,4 +911,24 @@ async fn the_migration_fills_the_table_from_the_snapshots_taken_before_it() {
         reached > 0,
         "some messages passed each threshold at a later run"
     );
+
+    // Logged once for the lake, under the run that last changed each row: the next run's end
+    // (here the export it calls) writes them, and the lake's newest rows are the table.
+    let lake = tempfile::tempdir().unwrap();
+    let local = receipt_exporter::sink::progress_lake::Form::Hive(
+        receipt_exporter::lake::Lake::Local(lake.path().to_path_buf()),
+    );
+    let written = receipt_exporter::sink::progress_lake::export(&db.pool, &local, None)
+        .await
+        .unwrap();
+    assert!(written >= 1);
+    let in_lake = lake_rows(lake.path());
+    assert_eq!(in_lake.len(), rows.len(), "one change row per message");
+    let mut newest: Vec<Progress> = in_lake.iter().map(LakeRow::progress).collect();
+    by_message(&mut newest);
+    assert_same(&newest, &rows, "the rows from before the lake held them");
+    let again = receipt_exporter::sink::progress_lake::export(&db.pool, &local, None)
+        .await
+        .unwrap();
+    assert_eq!(again, 0, "written once");
 }

@@ -132,7 +132,8 @@ async fn two_runs_store_exactly_the_simulators_counts_in_both_sinks() {
             .unwrap()
             .to_string_lossy()
             .to_string();
-        let ok = rel.starts_with("receipt_snapshots/capture_date=")
+        let ok = (rel.starts_with("receipt_snapshots/capture_date=")
+            || rel.starts_with("message_read_progress/capture_date="))
             && rel.contains("/run-")
             && rel.ends_with(".parquet");
         assert!(ok, "unexpected layout: {rel}");

@@ -385,11 +385,16 @@ async fn a_prefix_with_odd_characters_is_the_key_prefix_as_written() {
     lake(&mut cmd);
     assert_eq!(run(cmd.arg("run")).status.code(), Some(0));
     let keys = s3.raw_keys();
-    let paths: Vec<String> = sqlx::query_scalar("SELECT path FROM receipts.parquet_files")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    assert!(!paths.is_empty());
+    let paths: Vec<String> = sqlx::query_scalar(
+        "SELECT path FROM receipts.parquet_files
+         UNION ALL SELECT path FROM receipts.message_read_progress_files",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(paths
+        .iter()
+        .any(|p| p.starts_with("message_read_progress/")));
     let mut expected: Vec<String> = paths.iter().map(|p| format!("{ODD}/{p}")).collect();
     expected.push(format!("{ODD}/_receipt_exporter.json"));
     expected.sort();

@@ -12,16 +12,12 @@
 //! the repair at a run's start marks them abandoned.
 
 use crate::lake::Lake;
-use crate::sink::SinkError;
 use crate::tracking::details::{self as store, EventRow};
 use arrow::array::{
     ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use chrono::NaiveDate;
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use sqlx::PgPool;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -50,11 +46,7 @@ pub fn arrow_schema() -> SchemaRef {
 
 /// `read_events/capture_date=YYYY-MM-DD/run-<run_id>.parquet`, relative to the Parquet directory.
 pub fn relative_path(capture_date: NaiveDate, run_id: i64) -> String {
-    format!(
-        "{TABLE_DIR}/capture_date={}/{}",
-        capture_date.format("%Y-%m-%d"),
-        crate::sink::names::events(run_id)
-    )
+    crate::sink::names::per_run(TABLE_DIR, capture_date, run_id)
 }
 
 /// Writes the files of run `run_id` and of every crashed run or failed lake write whose files
@@ -80,21 +72,7 @@ async fn export_run(pool: &PgPool, lake: &Lake, run_id: i64) -> anyhow::Result<u
     for (date, rows) in by_date.into_iter().filter(|(d, _)| !done.contains(d)) {
         let path = relative_path(date, run_id);
         let batch = record_batch(run_id, &rows)?;
-        let bytes = crate::sink::objects::put_whole(lake, &path, |file| {
-            let parquet_err = |source| SinkError::Parquet {
-                op: "writing",
-                path: path.clone().into(),
-                source,
-            };
-            let props = WriterProperties::builder()
-                .set_compression(Compression::ZSTD(ZstdLevel::default()))
-                .build();
-            let mut writer =
-                ArrowWriter::try_new(file, arrow_schema(), Some(props)).map_err(parquet_err)?;
-            writer.write(&batch).map_err(parquet_err)?;
-            writer.into_inner().map_err(parquet_err)
-        })
-        .await?;
+        let bytes = crate::sink::objects::put_record_batch(lake, &path, &batch).await?;
         store::record_lake_file(pool, run_id, date, &path, rows.len() as u64, bytes).await?;
         written += 1;
     }

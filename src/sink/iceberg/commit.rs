@@ -268,7 +268,8 @@ pub async fn move_pointer(
             .map_err(SinkError::iceberg("reading the pointer"))
     };
     let (old, new) = (pointer(base)?, pointer(staged)?);
-    if !super::swap_pointer(tx, &old, &new).await? {
+    let name = base.identifier().name();
+    if !super::swap_pointer(tx, name, &old, &new).await? {
         return Err(SinkError::IcebergState(format!(
             "the Iceberg catalog pointer moved away from {old} while its row was locked"
         )));

@@ -18,6 +18,7 @@ pub mod commit;
 pub mod files;
 pub mod overwrite;
 pub mod pending;
+pub mod progress;
 pub mod shape;
 pub mod writer;
 
@@ -103,6 +104,9 @@ pub struct IcebergLake {
     warehouse: String,
     /// The lake as the rest of the house opened it (its object store lists the table's files).
     lake: crate::lake::Lake,
+    /// Which table of the catalog's namespace this handle reaches: [`TABLE`], or the read
+    /// progress's ([`progress::TABLE`]).
+    table: &'static str,
 }
 
 impl IcebergLake {
@@ -133,7 +137,16 @@ impl IcebergLake {
             file_io,
             warehouse,
             lake: lake.clone(),
+            table: TABLE,
         })
+    }
+
+    /// The same lake, reaching the table `name` of the namespace instead.
+    pub fn with_table(&self, name: &'static str) -> IcebergLake {
+        IcebergLake {
+            table: name,
+            ..self.clone()
+        }
     }
 
     /// The lake as the rest of the house opened it.
@@ -141,9 +154,9 @@ impl IcebergLake {
         &self.lake
     }
 
-    /// The table's location: `<lake>/receipts/receipt_snapshots`.
+    /// The table's location: `<lake>/receipts/receipt_snapshots` (or the other table's name).
     pub fn table_location(&self) -> String {
-        format!("{}/{NAMESPACE}/{TABLE}", self.warehouse)
+        format!("{}/{NAMESPACE}/{}", self.warehouse, self.table)
     }
 
     /// Whether `location` (as an engine spelled it) is this lake's table location.
@@ -229,7 +242,7 @@ impl IcebergLake {
             metadata.write_to(&self.file_io, &location),
         )
         .await?;
-        let inserted = insert_table(&mut conn, &location.to_string()).await?;
+        let inserted = insert_table(&mut conn, self.table, &location.to_string()).await?;
         if !inserted {
             // Another process created it meanwhile: ours is never referenced.
             let _ = self.file_io.delete(location.to_string()).await;
@@ -294,11 +307,21 @@ impl IcebergLake {
         &self,
         schema: Schema,
     ) -> Result<(MetadataLocation, TableMetadata), SinkError> {
+        self.first_metadata_with(schema, partition_spec())
+    }
+
+    /// The metadata of a new, empty table of this handle's name with `schema` and `spec`, and
+    /// its metadata file's location (nothing written).
+    pub fn first_metadata_with(
+        &self,
+        schema: Schema,
+        spec: UnboundPartitionSpec,
+    ) -> Result<(MetadataLocation, TableMetadata), SinkError> {
         let creation = TableCreation::builder()
-            .name(TABLE.to_string())
+            .name(self.table.to_string())
             .location(self.table_location())
             .schema(schema)
-            .partition_spec(partition_spec())
+            .partition_spec(spec)
             .properties(table_properties())
             .build();
         let metadata = TableMetadataBuilder::from_table_creation(creation)
@@ -358,7 +381,9 @@ impl IcebergLake {
         })
     }
 
-    fn check_location(&self, table: Table) -> Result<Table, SinkError> {
+    /// The table, unless it lives elsewhere than this lake; the snapshots' also in the
+    /// exporter's shape ([`shape::check`]).
+    pub(crate) fn check_location(&self, table: Table) -> Result<Table, SinkError> {
         let found = table.metadata().location().trim_end_matches('/');
         if !self.is_table_location(found) {
             return Err(SinkError::IcebergElsewhere {
@@ -366,7 +391,9 @@ impl IcebergLake {
                 configured: self.table_location(),
             });
         }
-        shape::check(&table)?;
+        if self.table == TABLE {
+            shape::check(&table)?;
+        }
         Ok(table)
     }
 
@@ -378,7 +405,7 @@ impl IcebergLake {
         conn: &mut PgConnection,
         for_update: bool,
     ) -> Result<Option<Table>, SinkError> {
-        let Some(location) = metadata_location(conn, for_update).await? else {
+        let Some(location) = metadata_location(conn, self.table, for_update).await? else {
             return Ok(None);
         };
         let metadata = self
@@ -397,7 +424,7 @@ impl IcebergLake {
         ))?;
         Table::builder()
             .file_io(self.file_io.clone())
-            .identifier(ident())
+            .identifier(TableIdent::from_strs([NAMESPACE, self.table]).expect("a valid name"))
             .metadata_location(location)
             .metadata(metadata)
             .runtime(iceberg::Runtime::current())
@@ -559,6 +586,7 @@ pub fn s3_properties(env: &crate::lake::S3Env) -> Vec<(String, String)> {
 
 async fn metadata_location(
     conn: &mut PgConnection,
+    table: &str,
     for_update: bool,
 ) -> Result<Option<String>, SinkError> {
     let lock = if for_update { " FOR UPDATE" } else { "" };
@@ -568,15 +596,19 @@ async fn metadata_location(
     ))
     .bind(CATALOG)
     .bind(NAMESPACE)
-    .bind(TABLE)
+    .bind(table)
     .fetch_optional(conn)
     .await
     .map_err(SinkError::pg("reading the Iceberg catalog"))?;
     Ok(location.flatten())
 }
 
-/// Lists the new table in the catalog; false when it is listed already.
-async fn insert_table(conn: &mut PgConnection, location: &str) -> Result<bool, SinkError> {
+/// Lists the new table `table` in the catalog; false when it is listed already.
+pub(crate) async fn insert_table(
+    conn: &mut PgConnection,
+    table: &str,
+    location: &str,
+) -> Result<bool, SinkError> {
     let done = sqlx::query(
         "INSERT INTO receipts.iceberg_tables
            (catalog_name, table_namespace, table_name, metadata_location, iceberg_type)
@@ -584,7 +616,7 @@ async fn insert_table(conn: &mut PgConnection, location: &str) -> Result<bool, S
     )
     .bind(CATALOG)
     .bind(NAMESPACE)
-    .bind(TABLE)
+    .bind(table)
     .bind(location)
     .execute(conn)
     .await
@@ -592,10 +624,11 @@ async fn insert_table(conn: &mut PgConnection, location: &str) -> Result<bool, S
     Ok(done.rows_affected() == 1)
 }
 
-/// Moves the catalog pointer from `old` to `new` (compare-and-set, as Iceberg's JDBC catalog
-/// does); false when the pointer is no longer at `old`.
+/// Moves the catalog pointer of `table` from `old` to `new` (compare-and-set, as Iceberg's JDBC
+/// catalog does); false when the pointer is no longer at `old`.
 pub(crate) async fn swap_pointer(
     conn: &mut PgConnection,
+    table: &str,
     old: &str,
     new: &str,
 ) -> Result<bool, SinkError> {
@@ -607,7 +640,7 @@ pub(crate) async fn swap_pointer(
     )
     .bind(CATALOG)
     .bind(NAMESPACE)
-    .bind(TABLE)
+    .bind(table)
     .bind(new)
     .bind(old)
     .execute(conn)

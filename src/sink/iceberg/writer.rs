@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 /// The one name a writer gives its one file.
 #[derive(Debug, Clone)]
-struct FixedName(String);
+pub(super) struct FixedName(pub(super) String);
 
 impl FileNameGenerator for FixedName {
     fn generate_file_name(&self) -> String {
