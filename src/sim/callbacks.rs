@@ -401,3 +401,51 @@ async fn post(client: &reqwest::Client, plan: &Callbacks, send: &Send) -> Option
         .await;
     answer.ok().map(|a| a.status().as_u16())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{generate_groups, SimConfig, MAX_SETTLE_STEPS};
+
+    /// What moved in a step is exactly the messages whose answer changed, at their new
+    /// counts; once every message settled, nothing moves.
+    #[tokio::test]
+    async fn changed_is_what_moved_in_the_step() {
+        let mut config = SimConfig::new(1, Secret::new("k"), "admin");
+        config.groups = generate_groups(1, 3, 300);
+        let sim = Simulator::start(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let answers = |sim: &Simulator| -> Vec<(String, u64, (i32, u32, u32))> {
+            let mut all = Vec::new();
+            for g in sim.groups() {
+                for seq in 1..g.next_msg_seq {
+                    all.push((g.group_id.clone(), seq, sim.expected(&g.group_id, seq)));
+                }
+            }
+            all
+        };
+        let read_at_all = sim.changed(None, 7);
+        assert!(!read_at_all.is_empty());
+        assert!(read_at_all
+            .iter()
+            .all(|r| r.read_num > 0 && r.event_ms == 7));
+        let before = answers(&sim);
+        sim.advance(1);
+        let after = answers(&sim);
+        let moved: Vec<(String, i64, i32, i32)> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a && a.2 .0 == 0)
+            .map(|(_, a)| (a.0.clone(), a.1 as i64, a.2 .1 as i32, a.2 .2 as i32))
+            .collect();
+        let changed: Vec<(String, i64, i32, i32)> = sim
+            .changed(Some(0), 0)
+            .into_iter()
+            .map(|r| (r.group_id, r.msg_seq, r.read_num, r.unread_num))
+            .collect();
+        assert!(!moved.is_empty());
+        assert_eq!(changed, moved);
+        sim.advance(MAX_SETTLE_STEPS);
+        assert!(sim.changed(Some(sim.step() - 1), 0).is_empty());
+        sim.shutdown().await;
+    }
+}
