@@ -180,7 +180,7 @@ async fn run_in(db: &BenchDb, groups: u64, env: &[(String, String)]) -> anyhow::
 }
 
 /// Tracks groups `@TGS#sim1-1..=groups`, seqs 1..=500 each (the simulator's generated ids).
-async fn track(db: &BenchDb, groups: u64) -> anyhow::Result<()> {
+pub async fn track(db: &BenchDb, groups: u64) -> anyhow::Result<()> {
     sqlx::query(
         "INSERT INTO receipts.tracked_groups (group_id)
          SELECT '@TGS#sim1-' || n FROM generate_series(1, $1::bigint) AS n",
