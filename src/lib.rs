@@ -12,7 +12,8 @@
 //! place that knows about the terminal; [`exit`] maps outcomes to exit codes; [`sim`] is the
 //! server side of the same API contract. [`listen`] receives the read-receipt webhook and
 //! flushes it into the data set as a live run of its own. Text from outside passes through
-//! [`untrusted`]; every retry loop waits by [`backoff`].
+//! [`untrusted`]; every retry loop waits by [`backoff`]; [`memory`] tunes the allocator once,
+//! at start.
 //!
 //! The arrows point one way: commands → schedule, ops → run → sink, chat, tracking → plan,
 //! settings; no module reaches one that reaches it back (`cargo test --test arrows`).
@@ -27,6 +28,7 @@ pub mod exit;
 pub mod files;
 pub mod lake;
 pub mod listen;
+pub mod memory;
 pub mod ops;
 pub mod plan;
 pub mod report;

@@ -7,6 +7,7 @@ use receipt_exporter::{commands, exit};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    receipt_exporter::memory::tune_allocator();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");

@@ -228,8 +228,52 @@ pub fn clamp(ranges: &[SeqWindow], newest: u64) -> Vec<SeqWindow> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkItem {
     pub group_id: std::sync::Arc<str>,
-    pub seqs: Vec<u64>,
+    pub seqs: SeqRuns,
     pub oldest_seen: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A batch's seqs, ascending, kept as runs of consecutive seqs until the batch is pulled: a
+/// batch cut from a window without skipped seqs is one run (16 bytes, whatever the batch
+/// size), so a run's work list costs bytes per batch, not per seq.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeqRuns(Box<[SeqWindow]>);
+
+impl SeqRuns {
+    /// The runs of `seqs`, which must be ascending.
+    pub fn from_ascending(seqs: &[u64]) -> SeqRuns {
+        let mut runs: Vec<SeqWindow> = Vec::new();
+        for &seq in seqs {
+            let seq = seq as i64;
+            match runs.last_mut() {
+                Some(last) if last.to.checked_add(1) == Some(seq) => last.to = seq,
+                _ => runs.push(SeqWindow { from: seq, to: seq }),
+            }
+        }
+        SeqRuns(runs.into_boxed_slice())
+    }
+
+    /// How many seqs.
+    pub fn len(&self) -> usize {
+        self.0.iter().map(|w| w.len() as usize).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The lowest seq.
+    pub fn first(&self) -> Option<u64> {
+        self.0.first().map(|w| w.from as u64)
+    }
+
+    /// Every seq, ascending: what a call asks for.
+    pub fn to_vec(&self) -> Vec<u64> {
+        let mut seqs = Vec::with_capacity(self.len());
+        for w in self.0.iter() {
+            seqs.extend(w.from as u64..=w.to as u64);
+        }
+        seqs
+    }
 }
 
 /// Cuts one group's unskipped seqs (ascending, with when each was last observed) into batches
@@ -245,7 +289,7 @@ pub fn cut_batches(
         .zip(last_seen.chunks(batch_size.max(1)))
         .map(|(seqs, seen)| WorkItem {
             group_id: group_id.clone(),
-            seqs: seqs.to_vec(),
+            seqs: SeqRuns::from_ascending(seqs),
             // `None` sorts below every time: a batch with a never-observed seq is the stalest.
             oldest_seen: seen.iter().copied().min().flatten(),
         })
@@ -405,10 +449,24 @@ mod tests {
         let b = cut_batches("g", &seqs, &seen, 3);
         assert_eq!(b.len(), 2);
         assert_eq!(
-            (b[0].seqs.clone(), b[0].oldest_seen),
+            (b[0].seqs.to_vec(), b[0].oldest_seen),
             (vec![1, 2, 3], at(3))
         );
-        assert_eq!((b[1].seqs.clone(), b[1].oldest_seen), (vec![7, 8], None));
+        assert_eq!((b[1].seqs.to_vec(), b[1].oldest_seen), (vec![7, 8], None));
+    }
+
+    #[test]
+    fn a_batch_keeps_its_seqs_as_runs() {
+        let whole = SeqRuns::from_ascending(&(1..=500).collect::<Vec<_>>());
+        assert_eq!(whole.0.len(), 1, "one run, whatever the batch size");
+        assert_eq!((whole.len(), whole.first()), (500, Some(1)));
+        assert_eq!(whole.to_vec(), (1..=500).collect::<Vec<_>>());
+        let gaps = SeqRuns::from_ascending(&[3, 4, 5, 9, 11, 12]);
+        assert_eq!(gaps.0.len(), 3);
+        assert_eq!((gaps.len(), gaps.first()), (6, Some(3)));
+        assert_eq!(gaps.to_vec(), vec![3, 4, 5, 9, 11, 12]);
+        let none = SeqRuns::from_ascending(&[]);
+        assert!(none.is_empty() && none.to_vec().is_empty() && none.first().is_none());
     }
 
     #[test]
@@ -427,7 +485,7 @@ mod tests {
     fn never_observed_work_comes_first_then_the_stalest() {
         let item = |g: &str, first: u64, seen| WorkItem {
             group_id: g.into(),
-            seqs: vec![first],
+            seqs: SeqRuns::from_ascending(&[first]),
             oldest_seen: seen,
         };
         let mut work = vec![
@@ -440,7 +498,7 @@ mod tests {
         order_work(&mut work);
         let order: Vec<(String, u64)> = work
             .iter()
-            .map(|i| (i.group_id.to_string(), i.seqs[0]))
+            .map(|i| (i.group_id.to_string(), i.seqs.first().unwrap()))
             .collect();
         let expect = [("a", 3), ("b", 9), ("a", 5), ("c", 1), ("a", 1)];
         assert_eq!(order, expect.map(|(g, s)| (g.to_string(), s)).to_vec());

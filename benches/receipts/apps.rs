@@ -183,6 +183,7 @@ async fn round(opts: &Opts, n: usize, groups: u64) -> anyhow::Result<Round> {
     .execute(&db.pool)
     .await?;
     let timing = dir.path().join("time.txt");
+    let log = dir.path().join("schedule.log");
     let mut daemon = Command::new("/usr/bin/time")
         .args(["-v", "-o"])
         .arg(&timing)
@@ -195,7 +196,7 @@ async fn round(opts: &Opts, n: usize, groups: u64) -> anyhow::Result<Round> {
         .env("EXPORT_BATCH_SIZE", BATCH.to_string())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
         .spawn()
         .context("running /usr/bin/time (apt-get install time)")?;
     let until = Instant::now() + Duration::from_secs(600);
@@ -208,9 +209,16 @@ async fn round(opts: &Opts, n: usize, groups: u64) -> anyhow::Result<Round> {
         if finished as usize >= n {
             break;
         }
+        let gone = daemon.try_wait()?.is_some();
         anyhow::ensure!(
-            Instant::now() < until,
-            "the runs did not finish in 10 minutes"
+            !gone && Instant::now() < until,
+            "the daemon {}: {}",
+            if gone {
+                "exited"
+            } else {
+                "did not finish the runs in 10 minutes"
+            },
+            std::fs::read_to_string(&log).unwrap_or_default()
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

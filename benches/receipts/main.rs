@@ -2,7 +2,7 @@
 //! baselines, whole runs of the real binary, and how a run scales. See BENCHMARKS.md.
 //!
 //! `cargo bench` runs it all (about 5 minutes on 2 shared cores); `cargo bench -- --quick`
-//! runs smaller sizes; `--only api,pg,parquet,run,scale,s3,iceberg,apps,listen` picks sections. It
+//! runs smaller sizes; `--only api,pg,parquet,run,scale,s3,iceberg,apps,listen,saved` picks sections. It
 //! needs the local
 //! Postgres (`DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/postgres`), creates
 //! and drops its own databases, and `psql` and `/usr/bin/time` on the PATH.
@@ -20,6 +20,7 @@ mod pg;
 mod pq;
 mod report;
 mod s3;
+mod saved;
 // moto's S3 server from the project's Python environment, installed on first use as the
 // tests install it.
 #[path = "../../tests/it/tools.rs"]
@@ -106,6 +107,9 @@ fn main() -> anyhow::Result<()> {
     }
     if opts.wants("listen") {
         runtime.block_on(listen::bench(&opts, &mut report))?;
+    }
+    if opts.wants("saved") {
+        runtime.block_on(saved::bench(&opts, &mut report))?;
     }
     report.print_summary();
     Ok(())

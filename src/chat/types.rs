@@ -119,17 +119,18 @@ pub fn validate_receipts(
         .get("GroupMsgReceiptList")
         .and_then(Value::as_array)
         .ok_or(WrongShape)?;
-    let asked_set: HashSet<u64> = asked.iter().copied().collect();
+    // Sorted slices and binary searches, not hash sets: this runs for every answer, and the
+    // planner asks in ascending order (the sort is then a pass over sorted data).
+    let mut asked_sorted = asked.to_vec();
+    asked_sorted.sort_unstable();
     let mut issues = Vec::new();
-    let mut parsed = Vec::new();
-    let mut answered = HashSet::new();
+    let mut parsed = Vec::with_capacity(list.len());
+    let mut answered = Vec::with_capacity(list.len());
     for raw in list {
         let seq = raw.get("MsgSeq").and_then(Value::as_u64);
-        if let Some(seq) = seq {
-            answered.insert(seq);
-        }
+        answered.extend(seq);
         match receipt_item(raw) {
-            Ok(item) if !asked_set.contains(&item.msg_seq) => {
+            Ok(item) if asked_sorted.binary_search(&item.msg_seq).is_err() => {
                 issues.push(Issue {
                     reason: InvalidReason::NotAsked,
                     seq,
@@ -139,12 +140,20 @@ pub fn validate_receipts(
             Err(reason) => issues.push(Issue { reason, seq }),
         }
     }
-    let (kept, dropped) = drop_duplicates(parsed);
+    let (kept, dropped) = if parsed.windows(2).all(|w| w[0].0 < w[1].0) {
+        (
+            parsed.into_iter().map(|(_, item)| item).collect(),
+            Vec::new(),
+        )
+    } else {
+        drop_duplicates(parsed)
+    };
     issues.extend(dropped.into_iter().map(|seq| Issue {
         reason: InvalidReason::Duplicate,
         seq: Some(seq),
     }));
-    for &seq in asked.iter().filter(|s| !answered.contains(s)) {
+    answered.sort_unstable();
+    for &seq in asked.iter().filter(|s| answered.binary_search(s).is_err()) {
         issues.push(Issue {
             reason: InvalidReason::Missing,
             seq: Some(seq),

@@ -15,8 +15,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 pub async fn run(settings: &Settings, args: JobsDirArgs) -> anyhow::Result<Exit> {
-    settings.require_api()?;
     let jobs_dir = super::jobs::jobs_dir(settings, &args);
+    check_apps(settings, &jobs_dir)?;
     // What the daemon reports through must work before it starts: exit 2 otherwise.
     if let Some(path) = &settings.metrics_file {
         crate::ops::metrics::check_writable(path).map_err(crate::exit::usage)?;
@@ -87,4 +87,29 @@ fn enabled_jobs(dir: &Path) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The API settings of every app the enabled jobs run for (each job's `app`, else `--app`,
+/// else the default app's TIM_* settings) are complete before the daemon starts: exit 2 naming
+/// the job. With no enabled job, the default app's (as before apps). A job file that does not
+/// load is the scheduler's to report (it skips it and goes on).
+fn check_apps(settings: &Settings, jobs_dir: &Path) -> anyhow::Result<()> {
+    let jobs: Vec<_> = crate::schedule::job::load_dir(jobs_dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(_, job)| job.ok())
+        .filter(|job| job.enabled)
+        .collect();
+    if jobs.is_empty() {
+        settings.for_app(None)?.require_api()?;
+    }
+    for job in jobs {
+        let app = job
+            .settings_for(settings)
+            .map_err(|e| crate::exit::usage(e.to_string()))?;
+        app.require_api().map_err(|e| {
+            crate::exit::usage(format!("job {} (app {}): {e}", job.name, app.app_name))
+        })?;
+    }
+    Ok(())
 }

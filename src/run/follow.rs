@@ -2,9 +2,10 @@
 //! `get_group_info`, settled and no-receipt seqs skipped, batches ordered by staleness, and
 //! the per-run budget that stops starting calls at a cap.
 //!
-//! Memory: the work list holds the seqs the run will pull (8 bytes each, cut into batches;
-//! skipped seqs never leave Postgres), so it is bounded by the plan's size, itself capped per
-//! group by `EXPORT_MAX_SEQS_PER_GROUP`. Groups whose info call fails are failed groups.
+//! Memory: the work list holds one compact item per batch (its seqs as runs of consecutive
+//! seqs, [`plan::SeqRuns`]), cut while each group's history streams in from Postgres, so a run
+//! holds the history of one group at a time, never the whole plan's (one group's is capped by
+//! `EXPORT_MAX_SEQS_PER_GROUP`). Groups whose info call fails are failed groups.
 //! Only groups with a rolling window cost a `get_group_info` call (one per 50 groups): fixed
 //! windows are clamped when the run learnt the group's newest seq anyway, and otherwise the
 //! no-receipt rule counts only seqs below the highest seq with a snapshot.
@@ -21,8 +22,9 @@ use std::time::{Duration, Instant};
 /// The work of a run, and what planning left out.
 #[derive(Debug, Default)]
 pub struct Prepared {
-    /// What each group's history says, for [`Prepared::work`].
-    pub states: HashMap<String, store::GroupState>,
+    /// The run's batches at the settings' batch size, in no order yet: see
+    /// [`Prepared::take_work`].
+    pub work: Vec<WorkItem>,
     /// Groups in the plan (each ends ok or failed), those failed before pulling excluded.
     pub groups: usize,
     /// Groups failed while planning.
@@ -54,24 +56,31 @@ impl Prepared {
     }
 
     /// The work list, ordered: never-observed batches first, then the stalest.
-    pub fn work(&self, batch_size: usize) -> Vec<WorkItem> {
-        let mut work = Vec::new();
-        for g in &self.plan {
-            let (skipped, seen) = match self.states.get(&g.group_id) {
-                Some(s) => {
-                    let mut skipped: Vec<u64> =
-                        s.settled.iter().chain(&s.no_receipt).copied().collect();
-                    skipped.sort_unstable();
-                    (skipped, s.seen.as_slice())
-                }
-                None => (Vec::new(), &[][..]),
-            };
-            let (seqs, at) = plan::unskipped(&g.ranges, &skipped, seen);
-            work.extend(plan::cut_batches(&g.group_id, &seqs, &at, batch_size));
-        }
+    pub fn take_work(&mut self) -> Vec<WorkItem> {
+        let mut work = std::mem::take(&mut self.work);
         plan::order_work(&mut work);
         work
     }
+}
+
+/// One group's batches: its planned seqs without those its history lets the run skip, each
+/// batch keyed by when its stalest seq was last observed (`state`: `None` when nothing of the
+/// group was observed before).
+fn group_work(
+    g: &GroupPlan,
+    state: Option<&store::GroupState>,
+    batch_size: usize,
+) -> Vec<WorkItem> {
+    let (skipped, seen) = match state {
+        Some(s) => {
+            let mut skipped: Vec<u64> = s.settled.iter().chain(&s.no_receipt).copied().collect();
+            skipped.sort_unstable();
+            (skipped, s.seen.as_slice())
+        }
+        None => (Vec::new(), &[][..]),
+    };
+    let (seqs, at) = plan::unskipped(&g.ranges, &skipped, seen);
+    plan::cut_batches(&g.group_id, &seqs, &at, batch_size)
 }
 
 /// Builds the run's work from its fixed-window plan plus the selection's rolling windows.
@@ -139,14 +148,27 @@ pub async fn prepare(
             .map(|(g, why)| FailedGroup::new(g, "Plan", why)),
     );
     out.groups = merged.len();
-    for state in store::classify(pool, app, &merged, &newest, policy).await? {
+    let batch_size = settings.batch_size;
+    let by_id: HashMap<&str, &GroupPlan> =
+        merged.iter().map(|g| (g.group_id.as_str(), g)).collect();
+    store::classify_each(pool, app, &merged, &newest, policy, |state| {
         out.skipped_settled += state.settled.len() as u64;
         out.skipped_no_receipt += state.no_receipt.len() as u64;
+        if let Some(g) = by_id.get(state.group_id.as_str()) {
+            out.work.extend(group_work(g, Some(&state), batch_size));
+        }
         out.skipped.insert(
-            state.group_id.clone(),
+            state.group_id,
             (state.settled.len() as u64, state.no_receipt.len() as u64),
         );
-        out.states.insert(state.group_id.clone(), state);
+    })
+    .await?;
+    // Groups nothing was observed of before: every planned seq, never observed.
+    for g in merged
+        .iter()
+        .filter(|g| !out.skipped.contains_key(&g.group_id))
+    {
+        out.work.extend(group_work(g, None, batch_size));
     }
     out.plan = merged;
     Ok(out)
@@ -264,7 +286,7 @@ impl Iterator for Budgeted {
         }
         let item = self.items.next()?;
         self.started += 1;
-        Some((item.group_id.to_string(), item.seqs))
+        Some((item.group_id.to_string(), item.seqs.to_vec()))
     }
 }
 
@@ -346,7 +368,7 @@ pub async fn run(
         ctx.settings,
     )
     .await;
-    let prepared = match prepared {
+    let mut prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
             let outcome = Outcome {
@@ -359,7 +381,7 @@ pub async fn run(
     for f in &prepared.failed {
         tracing::warn!(group_id = %f.group_id, class = %f.class, "group failed for this run: {}", f.message);
     }
-    let items = prepared.work(ctx.settings.batch_size);
+    let items = prepared.take_work();
     let batches = batches_per_group(&prepared.plan, &items);
     let mut work = Budgeted::new(items, ctx.client.clone(), ctx.policy.clone(), ctx.started);
     let mut outcome = pipeline.run_work(prepared.groups, batches, &mut work).await;

@@ -187,12 +187,12 @@ impl Pipeline {
         answered: &mut HashMap<String, usize>,
     ) -> Option<Halt> {
         let failed: Arc<Mutex<HashSet<String>>> = Default::default();
-        let gates: Mutex<HashMap<String, watch::Receiver<Option<bool>>>> = Default::default();
+        let gates = &Gates::default();
         let mut calls = futures::stream::iter(work)
             .map(|(group_id, seqs)| {
                 let client = self.client.clone();
                 let failed = failed.clone();
-                let gate = Gate::for_batch(&gates, &group_id);
+                let gate = Gate::for_batch(gates, &group_id);
                 async move {
                     let go = gate.wait().await && !failed.lock().unwrap().contains(&group_id);
                     if !go {
@@ -200,7 +200,7 @@ impl Pipeline {
                     }
                     let asked = seqs.len() as u64;
                     let result = client.pull_receipts(&group_id, &seqs).await;
-                    gate.open(result.error.is_none());
+                    gate.open(gates, &group_id, result.error.is_none());
                     (group_id, asked, result)
                 }
             })
@@ -241,26 +241,30 @@ impl Pipeline {
     }
 }
 
+/// Each group's probe as its later batches see it: `Some` while its first batch is in flight
+/// (or failed), `None` once it succeeded (no channel kept per group for the rest of the run).
+type Gates = Mutex<HashMap<String, Option<watch::Receiver<Option<bool>>>>>;
+
 /// A group's first batch probes the group; its other batches wait for the probe's answer.
 enum Gate {
     /// This is the group's first batch: it says how it went.
     Probe(watch::Sender<Option<bool>>),
     /// A later batch: it waits for the first one's answer.
     Wait(watch::Receiver<Option<bool>>),
+    /// A later batch of a group whose probe succeeded.
+    Open,
 }
 
 impl Gate {
     /// The gate of the next batch of `group_id` (batches are taken from the work list in order).
-    fn for_batch(
-        gates: &Mutex<HashMap<String, watch::Receiver<Option<bool>>>>,
-        group_id: &str,
-    ) -> Gate {
+    fn for_batch(gates: &Gates, group_id: &str) -> Gate {
         let mut gates = gates.lock().unwrap();
         match gates.get(group_id) {
-            Some(answered) => Gate::Wait(answered.clone()),
+            Some(Some(answered)) => Gate::Wait(answered.clone()),
+            Some(None) => Gate::Open,
             None => {
                 let (probe, answered) = watch::channel(None);
-                gates.insert(group_id.to_string(), answered);
+                gates.insert(group_id.to_string(), Some(answered));
                 Gate::Probe(probe)
             }
         }
@@ -269,7 +273,7 @@ impl Gate {
     /// Whether the batch may go: a probe goes at once, a later batch once the probe succeeded.
     async fn wait(&self) -> bool {
         match self {
-            Gate::Probe(_) => true,
+            Gate::Probe(_) | Gate::Open => true,
             Gate::Wait(answered) => {
                 let mut answered = answered.clone();
                 let probed = answered.wait_for(Option::is_some).await;
@@ -278,10 +282,16 @@ impl Gate {
         }
     }
 
-    /// A probe's outcome, for the batches waiting on it.
-    fn open(&self, ok: bool) {
+    /// A probe's outcome, for the batches waiting on it; a success opens the group's gate for
+    /// good.
+    fn open(&self, gates: &Gates, group_id: &str, ok: bool) {
         if let Gate::Probe(probe) = self {
             let _ = probe.send(Some(ok));
+            if ok {
+                if let Some(gate) = gates.lock().unwrap().get_mut(group_id) {
+                    *gate = None;
+                }
+            }
         }
     }
 }

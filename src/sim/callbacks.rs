@@ -126,10 +126,86 @@ impl Simulator {
         let mut report = CallbackReport::default();
         let mut sends = self.genuine(&mut rng, plan, &mut report);
         sends.extend(self.forged(&mut rng, plan));
-        if plan.reorder {
-            sends.shuffle(&mut rng);
+        self.send_and_report(&mut rng, plan, sends, report).await
+    }
+
+    /// Delivers what moved since step `since`: one callback per message of this simulator's
+    /// groups whose counts now differ from those at `since` (with `since` = `None`, per
+    /// message read at all), at its current counts, as the service would after the reads of a
+    /// step. `plan.lose` and `plan.repeat` apply per callback; `plan.deliveries`,
+    /// `max_messages` and `forge` are not used.
+    pub async fn deliver_changes(&self, plan: &Callbacks, since: Option<u64>) -> CallbackReport {
+        let mut rng = StdRng::seed_from_u64(plan.seed);
+        let mut report = CallbackReport::default();
+        let mut sends = Vec::new();
+        for (i, row) in self
+            .changed(since, plan.first_event_ms)
+            .into_iter()
+            .enumerate()
+        {
+            let rows = vec![Row {
+                event_ms: plan.first_event_ms + i as i64,
+                ..row
+            }];
+            if rng.random_bool(plan.lose) {
+                report.lost.push(rows);
+                continue;
+            }
+            let body = body(self, &rows);
+            let repeats = if rng.random_bool(plan.repeat) { 2 } else { 1 };
+            report.repeated += repeats - 1;
+            for first in (0..repeats).rev().map(|n| n == 0) {
+                sends.push(Send {
+                    body: body.clone(),
+                    rows: rows.clone(),
+                    forgery: None,
+                    first,
+                });
+            }
         }
-        for (send, status) in send_all(&mut rng, plan, sends).await {
+        self.send_and_report(&mut rng, plan, sends, report).await
+    }
+
+    /// The messages whose counts moved since step `since` (any read at all without it).
+    fn changed(&self, since: Option<u64>, event_ms: i64) -> Vec<Row> {
+        let mut rows = Vec::new();
+        let groups = self
+            .groups()
+            .into_iter()
+            .filter(|g| g.group_type.has_receipts() && g.member_num <= super::MAX_RECEIPT_MEMBERS);
+        for group in groups {
+            for seq in 1..group.next_msg_seq {
+                let now = self.expected(&group.group_id, seq);
+                let before = since.map_or((0, 0, now.1 + now.2), |step| {
+                    super::receipt_at(self.shared.seed, &group, seq, step)
+                });
+                if now.0 != 0 || now == before {
+                    continue;
+                }
+                rows.push(Row {
+                    group_id: group.group_id.clone(),
+                    msg_seq: seq as i64,
+                    read_num: now.1 as i32,
+                    unread_num: now.2 as i32,
+                    event_ms,
+                });
+            }
+        }
+        rows
+    }
+
+    /// Shuffles `sends` if asked, sends them, and records each answer in `report`.
+    async fn send_and_report(
+        &self,
+        rng: &mut StdRng,
+        plan: &Callbacks,
+        mut sends: Vec<Send>,
+        mut report: CallbackReport,
+    ) -> CallbackReport {
+        if plan.reorder {
+            sends.shuffle(rng);
+        }
+        for (send, status) in send_all(rng, plan, sends).await {
             match (send.forgery, status) {
                 (Some(kind), _) => report.forged.push((kind, send.rows, status)),
                 (None, Some(200)) if send.first => report.acknowledged.push(send.rows),
@@ -324,4 +400,52 @@ async fn post(client: &reqwest::Client, plan: &Callbacks, send: &Send) -> Option
         .send()
         .await;
     answer.ok().map(|a| a.status().as_u16())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::{generate_groups, SimConfig, MAX_SETTLE_STEPS};
+
+    /// What moved in a step is exactly the messages whose answer changed, at their new
+    /// counts; once every message settled, nothing moves.
+    #[tokio::test]
+    async fn changed_is_what_moved_in_the_step() {
+        let mut config = SimConfig::new(1, Secret::new("k"), "admin");
+        config.groups = generate_groups(1, 3, 300);
+        let sim = Simulator::start(config, "127.0.0.1:0".parse().unwrap()).unwrap();
+        let answers = |sim: &Simulator| -> Vec<(String, u64, (i32, u32, u32))> {
+            let mut all = Vec::new();
+            for g in sim.groups() {
+                for seq in 1..g.next_msg_seq {
+                    all.push((g.group_id.clone(), seq, sim.expected(&g.group_id, seq)));
+                }
+            }
+            all
+        };
+        let read_at_all = sim.changed(None, 7);
+        assert!(!read_at_all.is_empty());
+        assert!(read_at_all
+            .iter()
+            .all(|r| r.read_num > 0 && r.event_ms == 7));
+        let before = answers(&sim);
+        sim.advance(1);
+        let after = answers(&sim);
+        let moved: Vec<(String, i64, i32, i32)> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| b != a && a.2 .0 == 0)
+            .map(|(_, a)| (a.0.clone(), a.1 as i64, a.2 .1 as i32, a.2 .2 as i32))
+            .collect();
+        let changed: Vec<(String, i64, i32, i32)> = sim
+            .changed(Some(0), 0)
+            .into_iter()
+            .map(|r| (r.group_id, r.msg_seq, r.read_num, r.unread_num))
+            .collect();
+        assert!(!moved.is_empty());
+        assert_eq!(changed, moved);
+        sim.advance(MAX_SETTLE_STEPS);
+        assert!(sim.changed(Some(sim.step() - 1), 0).is_empty());
+        sim.shutdown().await;
+    }
 }

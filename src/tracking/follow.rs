@@ -110,17 +110,34 @@ pub async fn classify(
     newest: &HashMap<String, u64>,
     policy: &FollowPolicy,
 ) -> sqlx::Result<Vec<GroupState>> {
+    let mut states = Vec::new();
+    classify_each(pool, app, plan, newest, policy, |state| states.push(state)).await?;
+    Ok(states)
+}
+
+/// [`classify`], handing each group's state to `each` as its row arrives: a run keeps what it
+/// needs of one group at a time, so its memory does not grow with the seqs observed before
+/// (24 bytes and more a seq when every group's state was held at once).
+pub async fn classify_each(
+    pool: &PgPool,
+    app: i64,
+    plan: &[GroupPlan],
+    newest: &HashMap<String, u64>,
+    policy: &FollowPolicy,
+    mut each: impl FnMut(GroupState) + Send,
+) -> sqlx::Result<()> {
+    use futures::TryStreamExt;
     let (mut ids, mut from, mut to, mut known) = (vec![], vec![], vec![], vec![]);
     for g in plan {
         for w in &g.ranges {
-            ids.push(g.group_id.clone());
+            ids.push(g.group_id.as_str());
             from.push(w.from);
             to.push(w.to);
             known.push(newest.get(&g.group_id).map(|n| *n as i64));
         }
     }
     let k = i64::from(policy.no_receipt_after.unwrap_or(0));
-    let rows: Vec<StateRow> = sqlx::query_as(CLASSIFY)
+    let mut rows = sqlx::query_as::<_, StateRow>(CLASSIFY)
         .bind(&ids)
         .bind(&from)
         .bind(&to)
@@ -129,18 +146,17 @@ pub async fn classify(
         .bind(k)
         .bind(NO_RECEIPT)
         .bind(app)
-        .fetch_all(pool)
-        .await?;
+        .fetch(pool);
     let seqs = |v: Vec<i64>| v.into_iter().map(|s| s as u64).collect::<Vec<_>>();
-    Ok(rows
-        .into_iter()
-        .map(|(group_id, settled, no_receipt, seen, at)| GroupState {
+    while let Some((group_id, settled, no_receipt, seen, at)) = rows.try_next().await? {
+        each(GroupState {
             group_id,
             settled: seqs(settled),
             no_receipt: seqs(no_receipt),
             seen: seqs(seen).into_iter().zip(at).collect(),
-        })
-        .collect())
+        });
+    }
+    Ok(())
 }
 
 /// A row of [`CLASSIFY`]: group, settled seqs, no-receipt seqs, seqs seen, when each was seen.

@@ -557,3 +557,44 @@ async fn one_schedule_daemon_runs_the_jobs_of_two_apps_at_once() {
         "no key in the log"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_needs_the_api_settings_of_its_jobs_apps_only() {
+    let db = TestDb::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let b = simulator_b(1, 10, |_| {});
+    let apps = declare_b(dir.path(), &b.base_url(), KEY_B);
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir_all(&jobs).unwrap();
+    job(&jobs, "only-b", Some("b"));
+    // No TIM_* at all: the daemon serves app b's job.
+    let daemon = || {
+        let mut c = exporter();
+        c.env("DATABASE_URL", &db.url)
+            .env("EXPORT_APPS_DIR", &apps)
+            .env("EXPORT_PARQUET_DIR", dir.path().join("lake"))
+            .args(["schedule", "--jobs"])
+            .arg(&jobs);
+        c
+    };
+    let mut child = daemon().stderr(Stdio::piped()).spawn().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let early = child.try_wait().unwrap();
+    let status = match early {
+        Some(status) => status,
+        None => terminate_within(&mut child, Duration::from_secs(10)).await,
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(early.is_none(), "the daemon exited at once: {err}");
+    assert_eq!(status.code(), Some(0), "{err}");
+    // A job of the default app without its TIM_* settings: refused before anything, by name.
+    job(&jobs, "default-app", None);
+    let out = run(&mut daemon());
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("job default-app (app default)") && err.contains("TIM_"),
+        "{err}"
+    );
+}
