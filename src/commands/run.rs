@@ -252,16 +252,19 @@ pub fn stop_on_signal() -> CancellationToken {
 
 /// A token cancelled by the first SIGTERM or SIGINT, logged as `SIGTERM: {then}`.
 pub fn stop_on_signal_then(then: &'static str) -> CancellationToken {
+    use tokio::signal::unix::{signal, SignalKind};
     let stop = CancellationToken::new();
+    // Registered here, not in the task: a signal that comes right after the caller announced
+    // itself (the task not yet polled on a busy host) is then caught, never the default
+    // action that ends the process at once.
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return stop;
+    };
     let token = stop.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) else {
-            return;
-        };
         tokio::select! {
             _ = term.recv() => tracing::warn!("SIGTERM: {then}"),
             _ = int.recv() => tracing::warn!("SIGINT: {then}"),
