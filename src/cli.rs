@@ -493,8 +493,9 @@ pub enum IcebergCommand {
     /// Expire snapshots older than --expire-older-than (keeping the newest --retain-last), then
     /// remove orphan files (under the table, named by no metadata, metadata files out of the
     /// log included, older than --orphan-min-age; never a data file a run of ours may still
-    /// commit); all planned and checked first, so a failed check changes nothing; works after
-    /// any engine's commits; compaction is Spark's
+    /// commit), in the snapshots' table and then the read progress's
+    /// (receipts.message_read_progress); all planned and checked first, so a failed check
+    /// changes nothing; works after any engine's commits; compaction is Spark's
     /// rewrite_data_files (see the README)
     #[command(after_help = EXIT_CODES_HELP)]
     Maintain(IcebergMaintainArgs),

@@ -51,7 +51,7 @@ GRANT INSERT, UPDATE ON receipts.message_read_progress TO receipt_writer;
 -- same run replaces the run's first), and the lake's files of that log: a file's row is added
 -- by a batch, its path, rows and size set once the file is written.
 GRANT INSERT, UPDATE ON receipts.message_read_progress_changes TO receipt_writer;
-GRANT INSERT, UPDATE (path, row_count, byte_size, committed_through)
+GRANT INSERT, UPDATE (path, row_count, byte_size, committed_through, committed_rows)
     ON receipts.message_read_progress_files TO receipt_writer;
 
 -- The webhook's inbox (`listen`): deliveries appended, never changed; the flush records only

@@ -108,7 +108,7 @@ async fn check_retired(
         })
         .collect();
     Err(exit::usage(format!(
-        "export parquet: retention removed rows of these days from Postgres, so they cannot be          rebuilt and their files stay as they are: {}; choose dates outside them",
+        "export parquet: retention removed rows of these days from Postgres, so they cannot be rebuilt and their files stay as they are: {}; choose dates outside them",
         days.join(", ")
     )))
 }

@@ -1,4 +1,5 @@
-//! `receipt-exporter iceberg maintain`: expire old snapshots, remove orphan files.
+//! `receipt-exporter iceberg maintain`: expire old snapshots, remove orphan files, in the
+//! snapshots' table and the read progress's.
 
 use crate::cli::{IcebergCommand, IcebergMaintainArgs};
 use crate::exit::Exit;
@@ -40,7 +41,22 @@ async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Res
         );
         return Ok(Exit::Success);
     }
-    let report = iceberg::maintain(&pool, table, &opts).await?;
+    let report = iceberg::maintain(&pool, &table.lake, &opts).await?;
+    print_report("iceberg", &report, &args);
+    // The read progress's table, once a run created it, the same way.
+    let progress = table.lake.with_table(crate::sink::iceberg::progress::TABLE);
+    let mut conn = pool.acquire().await?;
+    let listed = progress.load(&mut conn, false).await?.is_some();
+    drop(conn);
+    if listed {
+        let report = iceberg::maintain(&pool, &progress, &opts).await?;
+        print_report("iceberg receipts.message_read_progress", &report, &args);
+    }
+    Ok(Exit::Success)
+}
+
+/// What `maintain` did to one table, its orphans a line each, then one summary line.
+fn print_report(table: &str, report: &iceberg::MaintainReport, args: &IcebergMaintainArgs) {
     let (expired, removed) = if args.dry_run {
         ("would expire", "would remove")
     } else {
@@ -50,7 +66,7 @@ async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Res
         println!("{removed} orphan file: {path}");
     }
     println!(
-        "iceberg: {} of {} snapshot(s) {expired}; {} orphan file(s) {removed}; {} unreferenced file(s) younger than {} left; {} file(s) of runs still writing left; {} live data file(s)",
+        "{table}: {} of {} snapshot(s) {expired}; {} orphan file(s) {removed}; {} unreferenced file(s) younger than {} left; {} file(s) of runs still writing left; {} live data file(s)",
         report.snapshots_expired,
         report.snapshots_before,
         report.orphans.len(),
@@ -59,5 +75,4 @@ async fn maintain(settings: &Settings, args: IcebergMaintainArgs) -> anyhow::Res
         report.run_files,
         report.data_files,
     );
-    Ok(Exit::Success)
 }

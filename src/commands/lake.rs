@@ -67,7 +67,10 @@ async fn verify(settings: &Settings, args: LakeVerifyArgs) -> anyhow::Result<Exi
     let outcome = async {
         let report = lake::verify(&pool, &target).await?;
         describe(&report);
-        if !args.repair || (report.findings.is_empty() && report.stray_uploads.is_empty()) {
+        let repairable = !report.findings.is_empty()
+            || !report.stray_uploads.is_empty()
+            || !report.dropped.is_empty();
+        if !args.repair || !repairable {
             return anyhow::Ok(report);
         }
         let done = lake::repair(&pool, &target, &report).await?;
@@ -108,6 +111,7 @@ async fn record(pool: &sqlx::PgPool, report: &Report) {
                 .map(|k| format!("left-over upload: {k}")),
         )
         .chain(report.runs.iter().map(run_line))
+        .chain(report.dropped.iter().map(|t| dropped_line(*t)))
         .collect();
     let detail = (!problems.is_empty()).then(|| {
         let shown: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
@@ -157,6 +161,12 @@ fn describe_repair(done: &lake::Repaired) {
     for path in &done.progress_files {
         println!("repaired: {path} rewritten from Postgres (the read-progress change log)");
     }
+    if let Some(files) = done.progress_recreated {
+        println!(
+            "repaired: the Iceberg table receipts.message_read_progress created again, every change \
+             row Postgres keeps committed to it ({files} data file(s))"
+        );
+    }
     for run_id in &done.events_gone {
         println!(
             "gone for good: the read-events files of run {run_id}: retention removed some of \
@@ -169,11 +179,32 @@ fn describe_repair(done: &lake::Repaired) {
     }
 }
 
-/// A run whose rows in the Iceberg table's live files differ from the manifest's count.
+/// A run whose rows in an Iceberg table's live files differ from the manifest's count.
 fn run_line(r: &lake::RunRows) -> String {
+    let table = match r.table {
+        lake::Table::Snapshots => "the Iceberg table",
+        _ => "the Iceberg table receipts.message_read_progress",
+    };
+    let listed = match r.table {
+        lake::Table::Snapshots => "the manifest lists",
+        _ => "the change log committed",
+    };
     format!(
-        "run {}: {} rows in the Iceberg table's live files, the manifest lists {}",
+        "run {}: {} rows in {table}'s live files, {listed} {}",
         r.run_id, r.in_table, r.listed
+    )
+}
+
+/// An Iceberg table the catalog lost though files were committed to it.
+fn dropped_line(table: lake::Table) -> String {
+    let fix = match table {
+        lake::Table::Progress => "--repair creates it again from the change rows Postgres keeps",
+        _ => "`receipt-exporter run` says how to register its last metadata file again",
+    };
+    format!(
+        "the Iceberg table {} is not in the catalog (receipts.iceberg_tables), though files were \
+         committed to it: dropped by another engine or by hand ({fix})",
+        table.iceberg_name()
     )
 }
 
@@ -184,6 +215,9 @@ fn describe(report: &Report) {
     for r in &report.runs {
         println!("{}", run_line(r));
     }
+    for t in &report.dropped {
+        println!("{}", dropped_line(*t));
+    }
     for key in &report.stray_uploads {
         println!("left-over upload, in no manifest row: {key} (readers never see it; --repair deletes it)");
     }
@@ -193,7 +227,7 @@ fn describe(report: &Report) {
     println!(
         "lake: {} listed file(s) checked, {} problem(s), {} file(s) the manifest does not know",
         report.listed,
-        report.findings.len() + report.runs.len(),
+        report.findings.len() + report.runs.len() + report.dropped.len(),
         report.unknown.len()
     );
 }

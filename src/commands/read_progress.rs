@@ -1,5 +1,6 @@
 //! `receipt-exporter progress rebuild`: recomputes the read-progress table from the snapshots
-//! Postgres holds ([`crate::sink::progress::rebuild`]) and says what it changed and kept.
+//! Postgres holds ([`crate::sink::progress::rebuild`]), says what it changed and kept, and
+//! writes the lake's change rows of what it changed ([`crate::sink::progress_lake`]).
 
 use crate::cli::ProgressCommand;
 use crate::exit::Exit;
@@ -22,7 +23,33 @@ async fn rebuild(settings: &Settings) -> anyhow::Result<Exit> {
         )
     })?;
     println!("{}", told(done));
+    // The lake's change rows follow: the files the rebuild made due, written as a run's end
+    // writes them (the next run's end writes them when the lake cannot be written now).
+    match write_lake(settings, &pool).await {
+        Ok(0) => {}
+        Ok(n) => println!(
+            "read progress: {} of change rows written to the lake",
+            count(n, "file", "files")
+        ),
+        Err(e) => eprintln!(
+            "warning: the lake's read-progress change rows were not written (the next run \
+             writes them): {e:#}"
+        ),
+    }
     Ok(Exit::Success)
+}
+
+/// Writes the due read-progress files to the runs' lake, checked to be this database's.
+async fn write_lake(settings: &Settings, pool: &sqlx::PgPool) -> anyhow::Result<u64> {
+    use crate::sink::progress_lake::{self, Form};
+    use crate::sink::{Access, LakeTarget};
+    let due = progress_lake::due_files(pool, None).await?;
+    if due.is_empty() {
+        return Ok(0);
+    }
+    LakeTarget::open(pool, &settings.lake, settings.table_format, Access::Write).await?;
+    let form = Form::of(&settings.lake, settings.table_format)?;
+    Ok(progress_lake::export(pool, &form, None).await?)
 }
 
 /// The command's one line.

@@ -174,7 +174,13 @@ pub const NEEDS: &[Need] = &[
     cols(
         Use::Run,
         "message_read_progress_files",
-        &["path", "row_count", "byte_size", "committed_through"],
+        &[
+            "path",
+            "row_count",
+            "byte_size",
+            "committed_through",
+            "committed_rows",
+        ],
     ),
     need(Use::Run, "SELECT, INSERT", "read_events"),
     need(Use::Run, "SELECT, INSERT, UPDATE", "read_list_pulls"),

@@ -590,7 +590,7 @@ fn lake_refused(settings: &Settings, e: &anyhow::Error) -> Check {
 /// size ([`LakeTarget::presence`]).
 async fn lake_files(pool: &PgPool, target: &LakeTarget) -> Check {
     const TOPIC: &str = "lake";
-    let (listed, found) = match target.presence(pool).await {
+    let (listed, found, dropped) = match target.presence(pool).await {
         Ok(found) => found,
         Err(e @ crate::sink::SinkError::Postgres { .. }) => {
             return fail(
@@ -607,6 +607,19 @@ async fn lake_files(pool: &PgPool, target: &LakeTarget) -> Check {
             )
         }
     };
+    if let Some(table) = dropped.first() {
+        return fail(
+            TOPIC,
+            format!(
+                "the Iceberg table {} is not in the catalog (receipts.iceberg_tables), though files \
+                 were committed to it: another engine or a hand dropped it",
+                table.iceberg_name()
+            ),
+            "run `receipt-exporter lake verify --repair`: it creates the read progress's table again \
+             from the change rows Postgres keeps (the snapshots' table: register its last metadata \
+             file again, as `receipt-exporter run` says)",
+        );
+    }
     if found.is_empty() {
         return ok(
             TOPIC,

@@ -1,4 +1,6 @@
-//! `iceberg maintain`: keeps the Iceberg table small to read and to store.
+//! `iceberg maintain`: keeps the Iceberg tables small to read and to store: the snapshots'
+//! and, once a run created it, the read progress's (`receipts.message_read_progress`), each
+//! the same way.
 //!
 //! 1. Expire snapshots older than a cutoff (keeping the newest few), with iceberg-rust's
 //!    `expire_snapshots`, committed like a run's commit: the catalog row locked, the new
@@ -11,7 +13,10 @@
 //!    fell out of the log (every writer trims it at `write.metadata.previous-versions-max`,
 //!    none deletes the files). A data file a run recorded as about to be written
 //!    ([`crate::sink::iceberg::pending`]) is never an orphan, whatever its age: the run may
-//!    still commit it (its repair removes it if the run died).
+//!    still commit it (its repair removes it if the run died). In the read progress's table a
+//!    data file of a run whose change rows are due ([`crate::sink::progress_lake`]: a run's
+//!    end is writing them, or will write them again) is never an orphan either: its commit
+//!    may still come.
 //!
 //! Everything is planned and checked before anything changes: the expiry is applied in memory,
 //! the files it leaves named are compared with the listing, and only then is the expiry
@@ -26,7 +31,7 @@
 use crate::lake::normalize_location;
 use crate::sink::iceberg::commit::{self, Staging};
 use crate::sink::iceberg::files::{self, Listed};
-use crate::sink::iceberg::IcebergTarget;
+use crate::sink::iceberg::IcebergLake;
 use crate::sink::SinkError;
 use chrono::{DateTime, Utc};
 use iceberg::table::Table;
@@ -66,15 +71,15 @@ pub struct MaintainReport {
 /// orphans (see the module header).
 pub async fn maintain(
     pool: &PgPool,
-    target: &IcebergTarget,
+    lake: &IcebergLake,
     opts: &MaintainOptions,
 ) -> Result<MaintainReport, SinkError> {
-    let (plan, mut report) = plan(pool, target, opts).await?;
+    let (plan, mut report) = plan(pool, lake, opts).await?;
     if opts.dry_run {
         return Ok(report);
     }
     if report.snapshots_expired > 0 {
-        let committed = commit_expiry(pool, target, opts).await?;
+        let committed = commit_expiry(pool, lake, opts).await?;
         report.snapshots_expired = committed.expired;
         if committed.base != plan.base || committed.expired == 0 {
             // The table moved between the plan and the commit (another writer committed): what
@@ -86,7 +91,6 @@ pub async fn maintain(
         }
     }
     for location in &report.orphans {
-        let lake = &target.lake;
         lake.within("removing an orphan file", lake.file_io().delete(location))
             .await?;
     }
@@ -104,7 +108,7 @@ struct Plan {
 /// nothing.
 async fn plan(
     pool: &PgPool,
-    target: &IcebergTarget,
+    lake: &IcebergLake,
     opts: &MaintainOptions,
 ) -> Result<(Plan, MaintainReport), SinkError> {
     // One consistent view: the catalog row locked (a run's commit waits, at most the listing's
@@ -115,9 +119,13 @@ async fn plan(
         .begin()
         .await
         .map_err(SinkError::pg("opening the Iceberg catalog"))?;
-    let base = commit::lock_table(&target.lake, &mut tx).await?;
+    let base = commit::lock_table(lake, &mut tx).await?;
     let pending = crate::sink::iceberg::pending::all(&mut tx).await?;
-    let listed = files::list_table(&target.lake).await?;
+    let due = match lake.table_name() {
+        crate::sink::iceberg::progress::TABLE => due_progress_runs(&mut tx).await?,
+        _ => HashSet::new(),
+    };
+    let listed = files::list_table(lake).await?;
     tx.rollback()
         .await
         .map_err(SinkError::pg("closing the Iceberg catalog"))?;
@@ -129,9 +137,12 @@ async fn plan(
     let referenced = referenced_files(kept).await?;
     check_listing_names_live_files(&listed, &referenced.live)?;
     let min_age = chrono::Duration::from_std(opts.orphan_min_age).unwrap_or(chrono::Duration::MAX);
+    let of_due_run = |f: &Listed| {
+        crate::sink::names::parse(&f.location).is_some_and(|n| due.contains(&n.run_id))
+    };
     let (listed, run_files): (Vec<Listed>, Vec<Listed>) = listed
         .into_iter()
-        .partition(|f| !pending.contains(&normalize_location(&f.location)));
+        .partition(|f| !pending.contains(&normalize_location(&f.location)) && !of_due_run(f));
     let (orphans, young) = orphans(listed, &referenced.all, Utc::now(), min_age);
     let plan = Plan {
         base: location_of(&base)?.to_string(),
@@ -224,20 +235,20 @@ struct Committed {
 /// Expires snapshots in one commit under the catalog row's lock, on the table as it is now.
 async fn commit_expiry(
     pool: &PgPool,
-    target: &IcebergTarget,
+    lake: &IcebergLake,
     opts: &MaintainOptions,
 ) -> Result<Committed, SinkError> {
     let mut tx = pool
         .begin()
         .await
         .map_err(SinkError::pg("starting an Iceberg commit"))?;
-    let base = commit::lock_table(&target.lake, &mut tx).await?;
+    let base = commit::lock_table(lake, &mut tx).await?;
     let staged = Staging::stage(&base, expiry(&base, opts)?).await?;
     let expired = base.metadata().snapshots().len() - staged.metadata().snapshots().len();
     let (old, new) = (location_of(&base)?, location_of(&staged)?);
     if expired == 0 || old == new {
         if old != new {
-            let _ = target.lake.file_io().delete(new).await; // nothing changed: not needed
+            let _ = lake.file_io().delete(new).await; // nothing changed: not needed
         }
         return Ok(Committed {
             base: old.to_string(),
@@ -254,6 +265,18 @@ async fn commit_expiry(
         table: staged,
         expired,
     })
+}
+
+/// The runs whose read-progress change rows are due (a file of theirs not yet committed):
+/// their data files under the read progress's table may still be committed.
+async fn due_progress_runs(tx: &mut sqlx::PgConnection) -> Result<HashSet<i64>, SinkError> {
+    let runs: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT run_id FROM receipts.message_read_progress_files WHERE path IS NULL",
+    )
+    .fetch_all(tx)
+    .await
+    .map_err(SinkError::pg("reading the due read-progress files"))?;
+    Ok(runs.into_iter().collect())
 }
 
 /// Every file the table's metadata names, normalised ([`normalize_location`]).

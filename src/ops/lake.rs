@@ -31,8 +31,12 @@ pub struct Repaired {
     /// Read-events files that cannot be written again: retention removed some of these runs'
     /// read events from Postgres.
     pub events_gone: Vec<i64>,
-    /// Read-progress files written again from the change log (their paths).
+    /// Read-progress files written again from the change log (their paths; in Iceberg mode
+    /// the lost data files replaced).
     pub progress_files: Vec<String>,
+    /// Iceberg: the read progress's table created again after it was dropped, with every
+    /// change row the log keeps (the data files committed).
+    pub progress_recreated: Option<u64>,
     /// Stray uploads deleted from `_pending/`.
     pub uploads_removed: usize,
     /// Iceberg: lost data files replaced from Postgres in one overwrite commit (path, run,
@@ -89,38 +93,46 @@ pub async fn repair(
         crate::run::details::lake::export(pool, &target.lake(), run_id).await?;
         out.read_event_runs.push(run_id);
     }
-    out.progress_files = repair_progress(pool, target, report).await?;
+    repair_progress(pool, target, report, &mut out).await?;
     Ok(out)
 }
 
-/// Writes the lost or damaged read-progress files again from the change log Postgres keeps:
-/// forgotten first, then written as a run's end writes them (the same rows under the same name).
+/// Writes the lost or damaged read-progress files again from the change log Postgres keeps.
+/// Hive-style: forgotten first, then written as a run's end writes them (the same rows under
+/// the same name). Iceberg: lost data files replaced in one overwrite commit
+/// ([`crate::sink::iceberg::progress::replace`]); a dropped table created again and every
+/// change row committed to it.
 async fn repair_progress(
     pool: &PgPool,
     target: &LakeTarget,
     report: &Report,
-) -> anyhow::Result<Vec<String>> {
+    out: &mut Repaired,
+) -> anyhow::Result<()> {
+    use crate::sink::progress_lake::{self, Form};
     let paths: Vec<String> = report
         .findings
         .iter()
         .filter(|f| f.table == Table::Progress)
         .map(|f| f.file.path.clone())
         .collect();
-    if paths.is_empty() {
-        return Ok(paths);
+    let Some(iceberg) = target.iceberg() else {
+        if !paths.is_empty() {
+            progress_lake::forget(pool, &paths).await?;
+            progress_lake::export(pool, &Form::Hive(target.lake()), None).await?;
+            out.progress_files = paths;
+        }
+        return Ok(());
+    };
+    if report.dropped.contains(&Table::Progress) {
+        progress_lake::forget_all(pool).await?;
+        let form = Form::Iceberg(Box::new(iceberg.lake.clone()));
+        out.progress_recreated = Some(progress_lake::export(pool, &form, None).await?);
+        return Ok(());
     }
-    if target.iceberg().is_some() {
-        // The table's metadata still names a lost data file: a new one beside it would not
-        // make the table readable again.
-        anyhow::bail!(
-            "the read-progress table's data files {} are lost from the Iceberg table \
-             receipts.message_read_progress: restore them from a backup of the lake (its \
-             metadata still names them; their rows are in receipts.message_read_progress_changes)",
-            paths.join(", ")
-        );
+    if !paths.is_empty() {
+        let done = crate::sink::iceberg::progress::replace(&iceberg.lake, pool, &paths).await?;
+        out.progress_files = done.replaced.into_iter().map(|(path, _, _)| path).collect();
+        out.not_repaired.extend(done.not_repaired);
     }
-    crate::sink::progress_lake::forget(pool, &paths).await?;
-    let form = crate::sink::progress_lake::Form::Hive(target.lake());
-    crate::sink::progress_lake::export(pool, &form, None).await?;
-    Ok(paths)
+    Ok(())
 }

@@ -229,6 +229,21 @@ pub async fn forget(pool: &PgPool, paths: &[String]) -> Result<u64, SinkError> {
     .map_err(SinkError::pg("forgetting lost read-progress files"))
 }
 
+/// Forgets every recorded file and what the lake holds of each run's changes, so the next
+/// [`export`] writes every change row the log keeps again (the Iceberg table created anew after
+/// another engine dropped it). Returns how many files it forgot.
+pub async fn forget_all(pool: &PgPool) -> Result<u64, SinkError> {
+    sqlx::query(
+        "UPDATE receipts.message_read_progress_files
+         SET path = NULL, row_count = NULL, byte_size = NULL, committed_through = NULL,
+             committed_rows = NULL",
+    )
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected())
+    .map_err(SinkError::pg("forgetting the read-progress files"))
+}
+
 fn record_batch(rows: &[ChangeRow]) -> Result<RecordBatch, arrow::error::ArrowError> {
     RecordBatch::try_new(arrow_schema(), columns(rows, "UTC"))
 }

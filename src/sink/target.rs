@@ -317,29 +317,39 @@ impl LakeTarget {
 
     /// The cheap part of [`LakeTarget::verify`] (`doctor`): how many files the lake should
     /// hold (the manifest's, in Iceberg the table's live data files and the read-events and
-    /// read-progress files), and those not in the lake with their recorded size (no file is opened).
-    pub async fn presence(&self, pool: &PgPool) -> Result<(usize, Vec<Finding>), SinkError> {
-        let (table, only_events) = match self {
-            LakeTarget::Iceberg(target) => {
+    /// read-progress files), those not in the lake with their recorded size (no file is
+    /// opened), and in Iceberg mode the tables the catalog lost though files were committed to
+    /// them.
+    pub async fn presence(
+        &self,
+        pool: &PgPool,
+    ) -> Result<(usize, Vec<Finding>, Vec<Table>), SinkError> {
+        let mut tables = Vec::new();
+        if let LakeTarget::Iceberg(target) = self {
+            for kind in [Table::Snapshots, Table::Progress] {
+                let lake = super::verify::iceberg_table(&target.lake, kind);
                 let depth = super::verify::Depth::Presence;
-                let table = super::verify::table_check(pool, &target.lake, depth).await?;
-                (Some(table), true)
+                tables.push(super::verify::table_check_of(pool, &lake, kind, depth).await?);
             }
-            _ => (None, false),
-        };
+        }
+        // In Iceberg mode only the read events are Hive-style files.
         let listed: Vec<_> = super::verify::listed(pool)
             .await?
             .into_iter()
-            .filter(|(t, _)| !only_events || *t != Table::Snapshots)
+            .filter(|(t, _)| tables.is_empty() || *t == Table::ReadEvents)
             .collect();
         let visible = super::verify::visible(&self.lake()).await?;
         let mut found = super::verify::presence(&visible, &listed);
         let mut count = listed.len();
-        if let Some(table) = table {
+        let mut dropped = Vec::new();
+        for (kind, table) in [Table::Snapshots, Table::Progress].into_iter().zip(tables) {
             count += table.live;
             found.extend(table.findings);
+            if table.dropped {
+                dropped.push(kind);
+            }
         }
-        Ok((count, found))
+        Ok((count, found, dropped))
     }
 
     /// What the lake lacks of the runs retention would remove from Postgres, one line each

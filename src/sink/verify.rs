@@ -11,8 +11,10 @@
 //! (and, fully checked, the row count in its footer), and the live files must hold each
 //! finished run's rows as the manifest counts them: a file whose `run_id` statistics have one
 //! value counts for that run without being opened, any other file has its `run_id` column
-//! read. The read-events and read-progress files are Hive-style files in every form and are
-//! checked as above.
+//! read. In Iceberg mode the read progress's change rows are the catalog's second table,
+//! checked the same way ([`table_check_of`]; its rows per run are what its commits added), and a
+//! table the catalog lost (dropped) while files were committed to it is reported. The
+//! read-events files are Hive-style files in every form and are checked as above.
 //! Reached through [`super::target::LakeTarget::verify`]; nothing here prints.
 
 use super::iceberg::overwrite::{self, LiveFile};
@@ -39,6 +41,24 @@ impl Table {
             Table::Snapshots => super::parquet::TABLE_DIR,
             Table::ReadEvents => super::names::EVENTS_DIR,
             Table::Progress => super::names::PROGRESS_DIR,
+        }
+    }
+
+    /// Its Iceberg table in Iceberg mode, as the catalog names it (the read events have none:
+    /// they are Hive-style files in every form).
+    pub fn iceberg_name(self) -> &'static str {
+        match self {
+            Table::Snapshots => "receipts.receipt_snapshots",
+            Table::ReadEvents => "(none: Hive-style files)",
+            Table::Progress => "receipts.message_read_progress",
+        }
+    }
+
+    /// The field id of `run_id` in its Iceberg table.
+    fn run_id_field(self) -> i32 {
+        match self {
+            Table::Progress => super::iceberg::progress::RUN_ID_FIELD,
+            _ => overwrite::RUN_ID_FIELD,
         }
     }
 }
@@ -121,9 +141,12 @@ pub struct Report {
     /// killed or fenced before recording its file). Readers never see them; `--repair` deletes
     /// them.
     pub stray_uploads: Vec<String>,
-    /// Iceberg: finished runs whose rows in the table's live files differ from the manifest's
+    /// Iceberg: finished runs whose rows in a table's live files differ from the manifest's
     /// count of them.
     pub runs: Vec<RunRows>,
+    /// Iceberg: tables the catalog no longer lists though files were committed to them
+    /// (dropped by another engine or by hand).
+    pub dropped: Vec<Table>,
 }
 
 impl Report {
@@ -132,12 +155,15 @@ impl Report {
             && self.unknown.is_empty()
             && self.stray_uploads.is_empty()
             && self.runs.is_empty()
+            && self.dropped.is_empty()
     }
 }
 
 /// A run's rows as the manifest counts them and as the table's live files hold them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunRows {
+    /// The Iceberg table: the snapshots' or the read progress's.
+    pub table: Table,
     pub run_id: i64,
     pub listed: i64,
     pub in_table: i64,
@@ -277,26 +303,42 @@ async fn hive_tables(pool: &PgPool, lake: &Lake, tables: &[Table]) -> Result<Rep
         unknown,
         stray_uploads,
         runs: Vec::new(),
+        dropped: Vec::new(),
     })
 }
 
-/// The Iceberg form's whole check: the table's live files (there, with their size and the row
-/// count in their footer), each finished run's rows in them against the manifest, and the
-/// read-events files as in Hive-style lakes.
+/// The Iceberg form's whole check, of both tables of the catalog (the snapshots' and the read
+/// progress's): their live files (there, with their size and the row count in their footer),
+/// each finished run's rows in them against the manifest, a table dropped
+/// from the catalog; and the read-events files as in Hive-style lakes.
 pub async fn iceberg(
     pool: &PgPool,
     target: &super::iceberg::IcebergTarget,
 ) -> Result<Report, SinkError> {
-    let table = table_check(pool, &target.lake, Depth::Full).await?;
-    let hive = [Table::ReadEvents, Table::Progress];
-    let mut report = hive_tables(pool, target.lake.lake(), &hive).await?;
-    report.listed += table.live;
-    report.findings.extend(table.findings);
+    let mut report = hive_tables(pool, target.lake.lake(), &[Table::ReadEvents]).await?;
+    for table in [Table::Snapshots, Table::Progress] {
+        let lake = iceberg_table(&target.lake, table);
+        let check = table_check_of(pool, &lake, table, Depth::Full).await?;
+        report.listed += check.live;
+        report.findings.extend(check.findings);
+        report.runs.extend(check.runs);
+        if check.dropped {
+            report.dropped.push(table);
+        }
+    }
     report
         .findings
         .sort_by(|a, b| a.file.path.cmp(&b.file.path));
-    report.runs = table.runs;
     Ok(report)
+}
+
+/// The catalog's table of `table` in the Iceberg lake `lake` (the snapshots' or the read
+/// progress's).
+pub fn iceberg_table(lake: &IcebergLake, table: Table) -> IcebergLake {
+    match table {
+        Table::Progress => lake.with_table(super::iceberg::progress::TABLE),
+        _ => lake.clone(),
+    }
 }
 
 /// How far [`table_check`] looks.
@@ -322,6 +364,8 @@ pub struct TableCheck {
     /// Finished runs whose rows in the table differ from the manifest's count (not with
     /// [`Depth::Presence`]).
     pub runs: Vec<RunRows>,
+    /// The catalog does not list the table, though the manifest records files committed to it.
+    pub dropped: bool,
 }
 
 /// Checks the Iceberg table's current snapshot against the store and the manifest (see the
@@ -333,9 +377,21 @@ pub async fn table_check(
     lake: &IcebergLake,
     depth: Depth,
 ) -> Result<TableCheck, SinkError> {
+    table_check_of(pool, lake, Table::Snapshots, depth).await
+}
+
+/// [`table_check`] of either Iceberg table of the catalog: `lake` opened on it
+/// ([`iceberg_table`]). The snapshots' rows per run are the manifest's (`parquet_files`); the
+/// read progress's are the rows its commits added (`message_read_progress_files`).
+pub async fn table_check_of(
+    pool: &PgPool,
+    lake: &IcebergLake,
+    kind: Table,
+    depth: Depth,
+) -> Result<TableCheck, SinkError> {
     let table_dir = lake.relative(&lake.table_location());
     let running = running_runs(pool).await?;
-    let recorded = recorded_in_table(pool, &table_dir).await?;
+    let recorded = recorded_in_table(pool, kind, &table_dir).await?;
     let mut conn = pool
         .acquire()
         .await
@@ -353,25 +409,25 @@ pub async fn table_check(
         .collect();
     let mut out = TableCheck {
         live: live.len(),
+        dropped: table.is_none() && !recorded.is_empty(),
         ..Default::default()
     };
+    let field = kind.run_id_field();
     for file in &live {
-        if let Some(problem) = judge(lake.lake(), file, &sizes, depth, &mut out.rows).await {
+        if let Some(problem) = judge(lake.lake(), file, &sizes, depth, field, &mut out.rows).await {
             let listed = recorded.get(&file.relative).map(|r| (r.0, r.1));
             out.findings
-                .push(live_finding(file, listed.as_ref(), problem));
+                .push(live_finding(kind, file, listed.as_ref(), problem));
         }
     }
     if depth > Depth::Presence {
-        let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
-        for &(run, _, rows) in recorded.values() {
-            *expected.entry(run).or_default() += rows;
-        }
+        let expected = expected_rows(pool, kind, &recorded).await?;
         let runs: BTreeSet<i64> = expected.keys().chain(out.rows.keys()).copied().collect();
         out.runs = runs
             .into_iter()
             .filter(|run| !running.contains(run))
             .map(|run_id| RunRows {
+                table: kind,
                 run_id,
                 listed: expected.get(&run_id).copied().unwrap_or(0),
                 in_table: out.rows.get(&run_id).copied().unwrap_or(0),
@@ -385,20 +441,56 @@ pub async fn table_check(
 /// The manifest's files in the table, by path: their run, capture date and row count.
 async fn recorded_in_table(
     pool: &PgPool,
+    kind: Table,
     table_dir: &str,
 ) -> Result<HashMap<String, (i64, NaiveDate, i64)>, SinkError> {
-    let rows: Vec<(String, i64, NaiveDate, i64)> = sqlx::query_as(
-        "SELECT path, run_id, capture_date, row_count FROM receipts.parquet_files
-         WHERE starts_with(path, $1)",
-    )
-    .bind(format!("{table_dir}/"))
-    .fetch_all(pool)
-    .await
-    .map_err(SinkError::pg("reading the manifest"))?;
+    let sql = match kind {
+        Table::Progress => {
+            "SELECT path, run_id, capture_date, coalesce(row_count, 0)
+             FROM receipts.message_read_progress_files
+             WHERE path IS NOT NULL AND starts_with(path, $1)"
+        }
+        _ => {
+            "SELECT path, run_id, capture_date, row_count FROM receipts.parquet_files
+             WHERE starts_with(path, $1)"
+        }
+    };
+    let rows: Vec<(String, i64, NaiveDate, i64)> = sqlx::query_as(sql)
+        .bind(format!("{table_dir}/"))
+        .fetch_all(pool)
+        .await
+        .map_err(SinkError::pg("reading the manifest"))?;
     Ok(rows
         .into_iter()
         .map(|(path, run, day, count)| (path, (run, day, count)))
         .collect())
+}
+
+/// The rows each run should have in the table: the snapshots' as the manifest counts them; the
+/// read progress's as its commits added them (`committed_rows`, summed over a resumed run's
+/// commits too, whose manifest row records only the newest file).
+async fn expected_rows(
+    pool: &PgPool,
+    kind: Table,
+    recorded: &HashMap<String, (i64, NaiveDate, i64)>,
+) -> Result<BTreeMap<i64, i64>, SinkError> {
+    if kind != Table::Progress {
+        let mut expected: BTreeMap<i64, i64> = BTreeMap::new();
+        for &(run, _, rows) in recorded.values() {
+            *expected.entry(run).or_default() += rows;
+        }
+        return Ok(expected);
+    }
+    let rows: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT run_id, sum(committed_rows)::bigint FROM receipts.message_read_progress_files
+         WHERE committed_rows IS NOT NULL GROUP BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .map_err(SinkError::pg(
+        "counting the read progress's committed change rows",
+    ))?;
+    Ok(rows.into_iter().collect())
 }
 
 /// What is wrong with a live file, as far as `depth` looks (its rows added to their runs in
@@ -408,6 +500,7 @@ async fn judge(
     file: &LiveFile,
     sizes: &BTreeMap<String, u64>,
     depth: Depth,
+    run_id_field: i32,
     rows: &mut BTreeMap<i64, i64>,
 ) -> Option<Problem> {
     let size = file.data_file().file_size_in_bytes();
@@ -420,7 +513,7 @@ async fn judge(
     match (problem, depth) {
         (Some(problem), _) => Some(problem),
         (None, Depth::Presence) => None,
-        (None, _) => count_rows(lake, file, rows).await.err(),
+        (None, _) => count_rows(lake, file, run_id_field, rows).await.err(),
     }
 }
 
@@ -441,10 +534,11 @@ async fn footer_problem(lake: &Lake, file: &LiveFile) -> Option<Problem> {
 async fn count_rows(
     lake: &Lake,
     file: &LiveFile,
+    run_id_field: i32,
     rows: &mut BTreeMap<i64, i64>,
 ) -> Result<(), Problem> {
     let records = file.data_file().record_count() as i64;
-    if let Some(run) = file.single_run() {
+    if let Some(run) = file.single_run_in(run_id_field) {
         *rows.entry(run).or_default() += records;
         return Ok(());
     }
@@ -460,17 +554,22 @@ async fn count_rows(
 
 /// A finding about a live file: our own file as the manifest lists it, another engine's as its
 /// metadata describes it (its run when its statistics name one, else 0).
-fn live_finding(file: &LiveFile, recorded: Option<&(i64, NaiveDate)>, problem: Problem) -> Finding {
+fn live_finding(
+    kind: Table,
+    file: &LiveFile,
+    recorded: Option<&(i64, NaiveDate)>,
+    problem: Problem,
+) -> Finding {
     let (run_id, capture_date) = match recorded {
         Some(&(run, day)) => (run, day),
         None => (
-            file.single_run().unwrap_or(0),
+            file.single_run_in(kind.run_id_field()).unwrap_or(0),
             file.capture_date().unwrap_or_default(),
         ),
     };
     let data = file.data_file();
     Finding {
-        table: Table::Snapshots,
+        table: kind,
         file: Listed {
             run_id,
             capture_date,

@@ -309,6 +309,9 @@ async fn a_resumed_runs_new_changes_are_appended_to_the_iceberg_table() {
             (3, Some(0.5))
         ]
     );
+    // Both commits' rows are counted: the table holds what they added, nothing more or less.
+    let out = lake_verify_in(&db, lake.path(), "iceberg");
+    assert!(out.contains(" 0 problem(s)"), "{out}");
 }
 
 /// One run writes two messages, is interrupted and exported, then reopened: it changes one of
@@ -372,9 +375,15 @@ async fn resumed_run(db: &TestDb, format: &str, dir: &std::path::Path) -> Vec<La
 
 /// `lake verify` on a Hive-style lake at `dir`: its stdout (it must pass).
 fn run_lake_verify(db: &TestDb, dir: &std::path::Path) -> String {
+    lake_verify_in(db, dir, "parquet")
+}
+
+/// `lake verify` on the lake at `dir` in the table format `format`: its stdout (it must pass).
+fn lake_verify_in(db: &TestDb, dir: &std::path::Path, format: &str) -> String {
     let out = run(exporter()
         .env("DATABASE_URL", &db.url)
         .env("EXPORT_PARQUET_DIR", dir)
+        .env("EXPORT_TABLE_FORMAT", format)
         .args(["lake", "verify"]));
     assert_eq!(
         out.status.code(),
@@ -808,6 +817,84 @@ async fn rebuild_recomputes_from_the_snapshots_and_keeps_what_retention_cut() {
     assert_eq!(stored(&db.pool).await, good);
 }
 
+/// `progress rebuild` logs what it changes as a run's batch does: the lake's change rows follow
+/// the recomputed table (the command writes the files it made due, Hive-style whole), so the
+/// newest change row per message in the lake is the table again, and `lake verify` is clean.
+#[tokio::test]
+async fn rebuild_writes_what_it_changed_to_the_lake() {
+    let db = TestDb::new().await;
+    hand_made(&db.pool).await;
+    sqlx::query("UPDATE receipts.export_runs SET status = 'succeeded'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let rebuild_in = || {
+        let out = run(exporter()
+            .env("DATABASE_URL", &db.url)
+            .env("EXPORT_PARQUET_DIR", lake.path())
+            .args(["progress", "rebuild"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+        stdout(&out)
+    };
+    let newest_in_lake = || {
+        let mut newest: std::collections::BTreeMap<(String, i64), LakeRow> = Default::default();
+        for r in lake_rows(lake.path()) {
+            let key = (r.group_id.clone(), r.msg_seq);
+            if newest.get(&key).is_none_or(|n| n.change_no < r.change_no) {
+                newest.insert(key, r);
+            }
+        }
+        let mut rows: Vec<Progress> = newest.values().map(LakeRow::progress).collect();
+        by_message(&mut rows);
+        rows
+    };
+    // Nothing to recompute: the runs' own files are written.
+    let line = rebuild_in();
+    assert!(line.contains(": 0 rows changed"), "{line}");
+    assert!(line.contains("2 files of change rows written"), "{line}");
+    let good = stored(&db.pool).await;
+    assert_same(&newest_in_lake(), &good, "the lake before");
+
+    // The definition "changed": two rows were computed otherwise, in Postgres and in the lake
+    // (their change rows logged and written as the runs wrote them then).
+    sqlx::raw_sql(
+        "UPDATE receipts.message_read_progress
+         SET members_at_first_seen = 99, half_read_at = NULL WHERE group_id = 'g' AND msg_seq = 1;
+         UPDATE receipts.message_read_progress SET read_ratio = 0 WHERE group_id = 'h';
+         UPDATE receipts.message_read_progress_changes c
+         SET members_at_first_seen = p.members_at_first_seen, half_read_at = p.half_read_at,
+             read_ratio = p.read_ratio
+         FROM receipts.message_read_progress p
+         WHERE (p.group_id, p.msg_seq) = (c.group_id, c.msg_seq) AND p.run_id = c.run_id;
+         UPDATE receipts.message_read_progress_files SET path = NULL;",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let form = receipt_exporter::sink::progress_lake::Form::Hive(
+        receipt_exporter::lake::Lake::Local(lake.path().to_path_buf()),
+    );
+    receipt_exporter::sink::progress_lake::export(&db.pool, &form, None)
+        .await
+        .unwrap();
+    let old = newest_in_lake();
+    assert_ne!(old, good);
+    assert_same(
+        &old,
+        &stored(&db.pool).await,
+        "the lake as the old definition left it",
+    );
+    let line = rebuild_in();
+    assert!(line.contains("2 rows changed"), "{line}");
+    assert!(line.contains("of change rows written"), "{line}");
+    assert_eq!(stored(&db.pool).await, good);
+    assert_same(&newest_in_lake(), &good, "the lake after the rebuild");
+    let out = run_lake_verify(&db, lake.path());
+    assert!(out.contains(" 0 problem(s)"), "{out}");
+}
+
 /// The README's query over the daily view, as printed there.
 fn readme_daily_query() -> String {
     readme_block("### Read progress", "```sql\n")
@@ -931,4 +1018,133 @@ async fn the_migration_fills_the_table_from_the_snapshots_taken_before_it() {
         .await
         .unwrap();
     assert_eq!(again, 0, "written once");
+}
+
+/// In Iceberg mode the read progress's table is the lake's truth like the snapshots' table
+/// (one check for both, `table_check_of`): a data file deleted by hand is named by `lake
+/// verify` and `doctor` and replaced by `--repair` from the change log in one overwrite commit;
+/// a table another engine dropped (pyiceberg's `drop_table`) is never created again empty by a
+/// run (the run is partial, naming the repair, and its change rows wait in Postgres), `lake
+/// verify` names it and `--repair` creates it again with every change row; `iceberg maintain`
+/// then maintains it too and leaves its live files. pyiceberg reads Postgres's rows after each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_iceberg_read_progress_table_is_checked_and_repaired_like_the_snapshots() {
+    let sim = simulator(3, 200, |_| {});
+    let db = TestDb::new().await;
+    track_all(&db, &group_ids(&sim), 200).await;
+    let lake = tempfile::tempdir().unwrap();
+    let exporter = || {
+        let mut cmd = exporter_for(&db, &sim.base_url(), lake.path());
+        cmd.env("EXPORT_TABLE_FORMAT", "iceberg");
+        cmd
+    };
+    for _ in 0..2 {
+        let out = run(exporter().arg("run"));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        sim.advance(1);
+    }
+    assert_lake_matches("iceberg", &db, lake.path()).await;
+    let sorted_rows = || {
+        let mut rows: Vec<(i64, String, i64, i64)> = lake_rows_in("iceberg", &db, lake.path())
+            .into_iter()
+            .map(|r| (r.run_id, r.group_id, r.msg_seq, r.change_no))
+            .collect();
+        rows.sort();
+        rows
+    };
+    // Runs `args`, checks the exit code and that stdout says `text`; returns stdout.
+    let says = |args: &[&str], code: i32, text: &str| {
+        let out = run(exporter().args(args));
+        let printed = stdout(&out);
+        assert_eq!(out.status.code(), Some(code), "{printed}{}", stderr(&out));
+        assert!(printed.contains(text), "{printed}");
+        printed
+    };
+    let before = sorted_rows();
+    assert!(before.len() > 300, "{} change rows", before.len());
+
+    // 1. A data file of the table deleted by hand.
+    let first_file = || async {
+        let path: String = sqlx::query_scalar(
+            "SELECT path FROM receipts.message_read_progress_files
+             WHERE path IS NOT NULL ORDER BY run_id LIMIT 1",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        path
+    };
+    let path = first_file().await;
+    std::fs::remove_file(lake.path().join(&path)).unwrap();
+    let missing = format!("{path}: missing (read progress of run");
+    says(&["lake", "verify"], 1, &missing);
+    let doctor = run(exporter().arg("doctor"));
+    assert!(stdout(&doctor).contains(&path), "{}", stdout(&doctor));
+    says(
+        &["lake", "verify", "--repair"],
+        0,
+        &format!("repaired: {path}"),
+    );
+    assert_eq!(
+        sorted_rows(),
+        before,
+        "pyiceberg reads every change row again"
+    );
+    let replaced = first_file().await;
+    assert_ne!(
+        replaced, path,
+        "the new file is recorded in the lost one's place"
+    );
+    assert!(lake.path().join(&replaced).exists());
+
+    // 2. The table dropped by another engine.
+    let drop = crate::tools::run_python(
+        "import sys\nfrom pyiceberg.catalog.sql import SqlCatalog\n\
+         cat = SqlCatalog('receipt_exporter', uri=sys.argv[1], init_catalog_tables='false')\n\
+         cat.drop_table('receipts.message_read_progress')\n",
+        &[&crate::iceberg::sqlalchemy_url(&db)],
+    );
+    assert!(drop.status.success(), "{}", stderr(&drop));
+    let out = run(exporter().arg("run"));
+    assert_eq!(out.status.code(), Some(3), "partial: {}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lake verify --repair"),
+        "{}",
+        stderr(&out)
+    );
+    let tables: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM receipts.iceberg_tables WHERE table_name = 'message_read_progress'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(tables, 0, "a run never creates the table again empty");
+    let dropped = "receipts.message_read_progress is not in the catalog";
+    says(&["lake", "verify"], 1, dropped);
+    let recreated = "receipts.message_read_progress created again";
+    says(&["lake", "verify", "--repair"], 0, recreated);
+    // Every run's change rows, the third's too, each once.
+    assert_lake_matches("iceberg", &db, lake.path()).await;
+    let after = sorted_rows();
+    assert!(before.iter().all(|r| after.contains(r)));
+
+    // 3. Maintained like the snapshots' table: the dropped table's files are orphans now, the
+    // live ones stay.
+    let maintain = ["iceberg", "maintain", "--expire-older-than", "0s"];
+    let printed = says(
+        &[&maintain[..], &["--orphan-min-age", "0s"]].concat(),
+        0,
+        "",
+    );
+    let line = printed
+        .lines()
+        .find(|l| l.starts_with("iceberg receipts.message_read_progress: "))
+        .unwrap_or_else(|| panic!("{printed}"));
+    assert!(!line.contains(" 0 orphan file(s) removed"), "{line}");
+    assert!(
+        !lake.path().join(&replaced).exists(),
+        "the dropped table's file"
+    );
+    assert_lake_matches("iceberg", &db, lake.path()).await;
+    says(&["lake", "verify"], 0, " 0 problem(s)");
 }

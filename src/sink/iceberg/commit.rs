@@ -234,7 +234,7 @@ async fn check_file(lake: &IcebergLake, run_id: i64, file: &FinishedFile) -> Res
         Some(size) => format!("holds {size} bytes, not the {expected} written"),
     };
     Err(SinkError::IcebergState(format!(
-        "data file {path} of run {run_id} {what}: something outside the exporter changed it          before its commit (a lifecycle rule, an operator, another engine's orphan sweep).          Nothing was committed; the next run's repair writes its rows again from Postgres"
+        "data file {path} of run {run_id} {what}: something outside the exporter changed it before its commit (a lifecycle rule, an operator, another engine's orphan sweep). Nothing was committed; the next run's repair writes its rows again from Postgres"
     )))
 }
 
@@ -243,14 +243,21 @@ async fn check_file(lake: &IcebergLake, run_id: i64, file: &FinishedFile) -> Res
 /// engine's compare-and-set waits for it.
 pub async fn lock_table(lake: &IcebergLake, tx: &mut PgConnection) -> Result<Table, SinkError> {
     let table = lake.load(tx, true).await?.ok_or_else(|| {
-        SinkError::IcebergState(
-            "the Iceberg table receipts.receipt_snapshots is not in the catalog \
-             (receipts.iceberg_tables): was it dropped? The next run says how to register it \
-             again (a table is never created over one the lake holds)"
-                .into(),
-        )
+        let again = match lake.table_name() {
+            super::TABLE => "The next run says how to register it again",
+            _ => "`receipt-exporter lake verify --repair` creates it again from Postgres",
+        };
+        SinkError::IcebergState(format!(
+            "the Iceberg table receipts.{} is not in the catalog (receipts.iceberg_tables): was it \
+             dropped? {again} (a table is never created over one the lake holds)",
+            lake.table_name()
+        ))
     })?;
-    super::shape::check(&table)?;
+    // The snapshots' table is checked to be the exporter's shape; the read progress's is its
+    // alone (no schema of it evolves).
+    if lake.table_name() == super::TABLE {
+        super::shape::check(&table)?;
+    }
     Ok(table)
 }
 

@@ -149,6 +149,11 @@ impl IcebergLake {
         }
     }
 
+    /// The table's name in the namespace `receipts`.
+    pub fn table_name(&self) -> &'static str {
+        self.table
+    }
+
     /// The lake as the rest of the house opened it.
     pub fn lake(&self) -> &crate::lake::Lake {
         &self.lake
@@ -283,7 +288,7 @@ impl IcebergLake {
         let added = staged.metadata().current_schema().field_by_name("sdkappid");
         if added.map(|f| f.id) != Some(SDKAPPID_FIELD) {
             return Err(SinkError::IcebergState(format!(
-                "adding the column sdkappid gave it the field id {:?}, not {SDKAPPID_FIELD}:                  the table's columns were changed by another engine",
+                "adding the column sdkappid gave it the field id {:?}, not {SDKAPPID_FIELD}: the table's columns were changed by another engine",
                 added.map(|f| f.id)
             )));
         }
@@ -292,7 +297,7 @@ impl IcebergLake {
             .await
             .map_err(SinkError::pg("committing the schema change"))?;
         tracing::info!(
-            "the Iceberg table receipts.{TABLE} gained the column sdkappid (field {SDKAPPID_FIELD}):              rows written before read null"
+            "the Iceberg table receipts.{TABLE} gained the column sdkappid (field {SDKAPPID_FIELD}): rows written before read null"
         );
         Ok(staged)
     }

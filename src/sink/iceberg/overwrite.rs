@@ -53,11 +53,22 @@ impl LiveFile {
     /// The one run whose rows the file holds, when its column statistics say so (lower bound
     /// equal to upper bound of `run_id`): its row count is then that run's without reading it.
     pub fn single_run(&self) -> Option<i64> {
+        self.single_run_in(RUN_ID_FIELD)
+    }
+
+    /// [`LiveFile::single_run`] for a table whose `run_id` has the field id `field`.
+    pub fn single_run_in(&self, field: i32) -> Option<i64> {
+        self.long_bounds(field)
+            .and_then(|(a, b)| (a == b).then_some(a))
+    }
+
+    /// The lower and upper bounds of the `long` field `field` its statistics record.
+    pub fn long_bounds(&self, field: i32) -> Option<(i64, i64)> {
         let file = self.data_file();
-        let lower = file.lower_bounds().get(&RUN_ID_FIELD)?;
-        let upper = file.upper_bounds().get(&RUN_ID_FIELD)?;
+        let lower = file.lower_bounds().get(&field)?;
+        let upper = file.upper_bounds().get(&field)?;
         match (lower.literal(), upper.literal()) {
-            (PrimitiveLiteral::Long(a), PrimitiveLiteral::Long(b)) if a == b => Some(*a),
+            (PrimitiveLiteral::Long(a), PrimitiveLiteral::Long(b)) => Some((*a, *b)),
             _ => None,
         }
     }
@@ -156,8 +167,10 @@ pub async fn commit(
 }
 
 /// Writes the overwrite snapshot's manifests, manifest list and metadata file on `base`
-/// (nothing points to them yet); returns the table as it would be.
-async fn stage(
+/// (nothing points to them yet); returns the table as it would be. `lost` are paths relative
+/// to the lake; the read progress's table replaces its lost files with it too
+/// ([`super::progress::replace`]).
+pub(super) async fn stage(
     lake: &IcebergLake,
     base: &Table,
     lost: &BTreeSet<String>,
