@@ -175,6 +175,21 @@ pub async fn append(
     let staged = Staging::stage(&base, itx).await?;
     move_pointer(&mut tx, &base, &staged).await?;
     crate::sink::progress_lake::record_in(&mut tx, run, date, &path, rows, size).await?;
+    count_committed(&mut tx, run, date, rows.len()).await?;
+    tx.commit()
+        .await
+        .map_err(SinkError::pg("committing to the read-progress table"))?;
+    Ok(Some((path, size)))
+}
+
+/// Adds a commit's `rows` to what the table holds of run `run`'s changes of `date`
+/// (`committed_rows`: what `lake verify` expects of the run, summed over its commits).
+async fn count_committed(
+    conn: &mut sqlx::PgConnection,
+    run: i64,
+    date: NaiveDate,
+    rows: usize,
+) -> Result<(), SinkError> {
     sqlx::query(
         "UPDATE receipts.message_read_progress_files
          SET committed_rows = coalesce(committed_rows, 0) + $3
@@ -182,14 +197,11 @@ pub async fn append(
     )
     .bind(run)
     .bind(date)
-    .bind(rows.len() as i64)
-    .execute(&mut *tx)
+    .bind(rows as i64)
+    .execute(conn)
     .await
     .map_err(SinkError::pg("counting a read-progress commit's rows"))?;
-    tx.commit()
-        .await
-        .map_err(SinkError::pg("committing to the read-progress table"))?;
-    Ok(Some((path, size)))
+    Ok(())
 }
 
 /// Writes the rows as one data file of `table`'s partition `date`; returns it, closed.
