@@ -49,6 +49,7 @@ pub fn serve(k: usize, groups: u64) -> anyhow::Result<()> {
         std::io::stdout().flush()?;
         let endpoint = receipt_exporter::sim::Endpoint::GroupMsgReceipt;
         let (mut first, mut last, mut seen) = (None::<Instant>, None::<Instant>, 0);
+        let mut timeline: Vec<(f64, u64, u64)> = Vec::new();
         let mut stdin = tokio::io::stdin();
         let mut buf = [0u8; 64];
         loop {
@@ -57,7 +58,11 @@ pub fn serve(k: usize, groups: u64) -> anyhow::Result<()> {
                 Ok(Ok(0)) | Ok(Err(_)) => break,
                 _ => {}
             }
-            let calls = sim.stats().endpoint(endpoint).calls;
+            let stats = sim.stats().endpoint(endpoint);
+            let calls = stats.calls;
+            if let Some(f) = first {
+                timeline.push((f.elapsed().as_secs_f64(), calls, stats.rate_limited));
+            }
             if calls > seen {
                 let now = Instant::now();
                 first.get_or_insert(now);
@@ -70,6 +75,17 @@ pub fn serve(k: usize, groups: u64) -> anyhow::Result<()> {
             (Some(f), Some(l)) => (l - f).as_secs_f64(),
             _ => 0.0,
         };
+        if std::env::var_os("BENCH_TIMELINE").is_some() {
+            let mut line = String::new();
+            let mut mark = 0.0;
+            for (t, c, l) in &timeline {
+                if *t >= mark {
+                    line.push_str(&format!("{t:.1}s:{c}/{l} "));
+                    mark += 0.5;
+                }
+            }
+            eprintln!("timeline {line}");
+        }
         println!(
             "{}",
             serde_json::json!({"calls": e.calls, "rate_limited": e.rate_limited, "span_s": span,
