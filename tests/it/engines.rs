@@ -679,3 +679,68 @@ async fn the_readme_duckdb_queries_over_the_parquet_files_work_as_printed() {
     want.sort();
     assert_eq!(got, want, "DuckDB's readers equal Postgres's");
 }
+
+/// The README's Spark SQL for the newest read-progress change row per message, as printed, run
+/// by Spark as the analyst on the Iceberg lake: exactly `receipts.message_read_progress`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_spark_query_gives_the_read_progress_table() {
+    let lab = Lab::new(false).await;
+    lab.run();
+    lab.sim.advance(1);
+    lab.run();
+    let readme = readme();
+    let section = readme
+        .split("#### Read progress in the lake")
+        .nth(1)
+        .expect("the README's section on the read progress in the lake");
+    let block = section
+        .split("```sql\n-- Spark SQL")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its Spark SQL block");
+    // Its lines less the comments (the first line is the rest of the opening comment).
+    let query: Vec<&str> = block
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect();
+    let query = query.join("\n");
+    let select = format!(
+        "SELECT group_id, msg_seq, members_at_first_seen, read_ratio, run_id FROM ({})",
+        query.trim().trim_end_matches(';')
+    );
+    let results = lab
+        .spark_sql(&lab.roles.reader, &[select])
+        .unwrap_or_else(|e| panic!("Spark runs the README's query: {e}"));
+    type Row = (String, i64, i64, Option<f64>, i64);
+    let mut spark: Vec<Row> = results[0]
+        .iter()
+        .map(|r| {
+            (
+                r[0].as_str().unwrap().to_string(),
+                r[1].as_i64().unwrap(),
+                r[2].as_i64().unwrap(),
+                r[3].as_f64(),
+                r[4].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    spark.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let pg: Vec<(String, i64, i32, Option<f64>, i64)> = sqlx::query_as(
+        "SELECT group_id, msg_seq, members_at_first_seen, read_ratio, run_id
+         FROM receipts.message_read_progress ORDER BY group_id COLLATE \"C\", msg_seq",
+    )
+    .fetch_all(&lab.db.pool)
+    .await
+    .unwrap();
+    assert!(pg.len() > 50, "{} rows", pg.len());
+    assert_eq!(spark.len(), pg.len(), "one row per message");
+    for (s, p) in spark.iter().zip(&pg) {
+        let same_ratio = match (s.3, p.3) {
+            (Some(a), Some(b)) => (a - b).abs() < 1e-12,
+            (a, b) => a == b,
+        };
+        let same = s.0 == p.0 && s.1 == p.1 && s.2 == i64::from(p.2) && s.4 == p.4;
+        assert!(same && same_ratio, "Spark {s:?}, Postgres {p:?}");
+    }
+}

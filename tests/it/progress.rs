@@ -486,6 +486,14 @@ async fn runs_with_a_kill_in(point: &str, format: &str) {
     };
     let what = format!("the README's {reader} query over the lake");
     assert_same(&newest, &stored(&db.pool).await, &what);
+    if format == "parquet" {
+        let what = "the README's pandas lines over the lake";
+        assert_same(
+            &readme_pandas_newest(lake.path()),
+            &stored(&db.pool).await,
+            what,
+        );
+    }
     let verify = run(exporter().args(["lake", "verify"]));
     assert_eq!(
         verify.status.code(),
@@ -649,6 +657,36 @@ for r in rows.fetchall():
 "#;
     let out = crate::tools::run_python(script, &[&query]);
     assert!(out.status.success(), "{}", stderr(&out));
+    progress_lines(&stdout(&out))
+}
+
+/// The README's pandas lines for the newest change row per message, as printed there, on the
+/// lake at `dir` (for the README's `warehouse`).
+fn readme_pandas_newest(dir: &std::path::Path) -> Vec<Progress> {
+    let block = readme_block("#### Read progress in the lake", "```python\n# pandas");
+    // The block less its first line (the rest of the comment the opening starts).
+    let lines = block.split_once('\n').unwrap().1;
+    let lines = lines.replace("\"warehouse/", &format!("\"{}/", dir.display()));
+    let script = format!(
+        "{lines}\n{}",
+        r#"
+import json
+def us(t):
+    return None if pd.isna(t) else (t - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(microseconds=1)
+for r in progress.itertuples(index=False):
+    ratio = None if pd.isna(r.read_ratio) else repr(float(r.read_ratio))
+    print(json.dumps([r.group_id, int(r.msg_seq), us(r.first_seen_at), int(r.members_at_first_seen),
+                      ratio, us(r.half_read_at), us(r.ninety_read_at)]))
+"#
+    );
+    let out = crate::tools::run_python(&script, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    progress_lines(&stdout(&out))
+}
+
+/// Rows printed one JSON array a line: group, seq, first seen (µs), members, the ratio as
+/// Python's `repr`, half and 90% read (µs); sorted by message.
+fn progress_lines(printed: &str) -> Vec<Progress> {
     type Line = (
         String,
         i64,
@@ -659,7 +697,7 @@ for r in rows.fetchall():
         Option<i64>,
     );
     let at = |us: i64| DateTime::from_timestamp_micros(us).unwrap();
-    let mut rows: Vec<Progress> = stdout(&out)
+    let mut rows: Vec<Progress> = printed
         .lines()
         .map(|l| {
             let r: Line = serde_json::from_str(l).unwrap();
