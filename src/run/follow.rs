@@ -290,6 +290,20 @@ impl Iterator for Budgeted {
     }
 }
 
+/// The work list with each group's probe well before the rest of its batches, which wait for
+/// it ([`super::ahead`]): reordered before the budget draws from it, so what a budget leaves is
+/// exactly what was not sent. A run with a cap (`max_calls`, `max_duration`) keeps the plan's
+/// order, which is its priority (what was never observed, then the stalest).
+fn in_probe_order(items: Vec<WorkItem>, policy: &FollowPolicy) -> Vec<WorkItem> {
+    if policy.max_calls.is_some() || policy.max_duration.is_some() {
+        return items;
+    }
+    super::ahead::probes_ahead(items.into_iter(), super::ahead::HELD, |w| {
+        w.group_id.clone()
+    })
+    .collect()
+}
+
 /// What following adds to a run's ledger row.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct FollowFigures {
@@ -381,7 +395,7 @@ pub async fn run(
     for f in &prepared.failed {
         tracing::warn!(group_id = %f.group_id, class = %f.class, "group failed for this run: {}", f.message);
     }
-    let items = prepared.take_work();
+    let items = in_probe_order(prepared.take_work(), ctx.policy);
     let batches = batches_per_group(&prepared.plan, &items);
     let mut work = Budgeted::new(items, ctx.client.clone(), ctx.policy.clone(), ctx.started);
     let mut outcome = pipeline.run_work(prepared.groups, batches, &mut work).await;

@@ -6,6 +6,7 @@
 //! runs → plan → pipeline → ledger figures → lock released. Nothing here prints: the command
 //! layer turns the [`RunReport`] into a summary line and an exit code.
 
+pub mod ahead;
 pub mod backfill;
 pub mod budget;
 pub mod details;

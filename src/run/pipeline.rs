@@ -119,6 +119,8 @@ impl Pipeline {
             g.into_batches(batch_size)
                 .map(move |seqs| (group_id.clone(), seqs))
         });
+        // Each group's probe well before the rest of its batches, which wait for it.
+        let work = super::ahead::probes_ahead(work, super::ahead::HELD, |(g, _)| g.clone());
         self.run_work(groups, batches, work).await
     }
 
