@@ -56,37 +56,29 @@ async fn pg_rows(db: &TestDb) -> BTreeSet<AppRow> {
 fn lake_rows(lake: &Path) -> BTreeSet<AppRow> {
     use arrow::array::{AsArray, Int32Array, Int64Array};
     let mut out = BTreeSet::new();
-    for path in visible_parquet_files(&lake.join("receipt_snapshots")) {
-        let file = std::fs::File::open(&path).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
-            .unwrap();
-        for batch in reader {
-            let b = batch.unwrap();
-            let col = |name: &str| b.column_by_name(name).unwrap().clone();
-            let (app, group, seq, read, unread) = (
-                col("sdkappid"),
-                col("group_id"),
-                col("msg_seq"),
-                col("read_num"),
-                col("unread_num"),
-            );
-            let app = app.as_any().downcast_ref::<Int64Array>().unwrap();
-            let group = group.as_string::<i32>();
-            let seq = seq.as_any().downcast_ref::<Int64Array>().unwrap();
-            let read = read.as_any().downcast_ref::<Int32Array>().unwrap();
-            let unread = unread.as_any().downcast_ref::<Int32Array>().unwrap();
-            for i in 0..b.num_rows() {
-                use arrow::array::Array;
-                out.insert((
-                    app.is_valid(i).then(|| app.value(i)),
-                    group.value(i).to_string(),
-                    seq.value(i),
-                    read.value(i),
-                    unread.value(i),
-                ));
-            }
+    for b in parquet_batches(&lake.join("receipt_snapshots")) {
+        let col = |name: &str| b.column_by_name(name).unwrap().clone();
+        let (app, group, seq, read, unread) = (
+            col("sdkappid"),
+            col("group_id"),
+            col("msg_seq"),
+            col("read_num"),
+            col("unread_num"),
+        );
+        let app = app.as_any().downcast_ref::<Int64Array>().unwrap();
+        let group = group.as_string::<i32>();
+        let seq = seq.as_any().downcast_ref::<Int64Array>().unwrap();
+        let read = read.as_any().downcast_ref::<Int32Array>().unwrap();
+        let unread = unread.as_any().downcast_ref::<Int32Array>().unwrap();
+        for i in 0..b.num_rows() {
+            use arrow::array::Array;
+            out.insert((
+                app.is_valid(i).then(|| app.value(i)),
+                group.value(i).to_string(),
+                seq.value(i),
+                read.value(i),
+                unread.value(i),
+            ));
         }
     }
     out

@@ -264,37 +264,29 @@ pub async fn pg_events(db: &TestDb) -> Vec<LakeRow> {
 pub fn lake_events(dir: &std::path::Path) -> Vec<LakeRow> {
     use arrow::array::{AsArray, Int64Array, TimestampMicrosecondArray};
     let mut out = Vec::new();
-    for path in visible_parquet_files(&dir.join("read_events")) {
-        let file = std::fs::File::open(&path).unwrap();
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-            .unwrap()
-            .build()
+    for b in parquet_batches(&dir.join("read_events")) {
+        let col = |name: &str| b.column_by_name(name).unwrap().clone();
+        let (group, seq, member, run, at) = (
+            col("group_id"),
+            col("msg_seq"),
+            col("member_account"),
+            col("run_id"),
+            col("first_seen_read_at"),
+        );
+        let seq = seq.as_any().downcast_ref::<Int64Array>().unwrap();
+        let run = run.as_any().downcast_ref::<Int64Array>().unwrap();
+        let at = at
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
             .unwrap();
-        for batch in reader {
-            let b = batch.unwrap();
-            let col = |name: &str| b.column_by_name(name).unwrap().clone();
-            let (group, seq, member, run, at) = (
-                col("group_id"),
-                col("msg_seq"),
-                col("member_account"),
-                col("run_id"),
-                col("first_seen_read_at"),
-            );
-            let seq = seq.as_any().downcast_ref::<Int64Array>().unwrap();
-            let run = run.as_any().downcast_ref::<Int64Array>().unwrap();
-            let at = at
-                .as_any()
-                .downcast_ref::<TimestampMicrosecondArray>()
-                .unwrap();
-            for i in 0..b.num_rows() {
-                out.push((
-                    group.as_string::<i32>().value(i).to_string(),
-                    seq.value(i),
-                    member.as_string::<i32>().value(i).to_string(),
-                    run.value(i),
-                    at.value(i),
-                ));
-            }
+        for i in 0..b.num_rows() {
+            out.push((
+                group.as_string::<i32>().value(i).to_string(),
+                seq.value(i),
+                member.as_string::<i32>().value(i).to_string(),
+                run.value(i),
+                at.value(i),
+            ));
         }
     }
     out.sort();

@@ -277,6 +277,21 @@ pub fn snapshot_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         .collect()
 }
 
+/// Every record batch of the visible Parquet files under `dir`, file by file.
+pub fn parquet_batches(dir: &std::path::Path) -> Vec<arrow::record_batch::RecordBatch> {
+    visible_parquet_files(dir)
+        .into_iter()
+        .flat_map(|path| {
+            let file = std::fs::File::open(&path).unwrap();
+            parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .unwrap()
+                .build()
+                .unwrap()
+                .map(Result::unwrap)
+        })
+        .collect()
+}
+
 /// Visible `.parquet` files under `dir`, recursively.
 pub fn visible_parquet_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     all_files(dir)
